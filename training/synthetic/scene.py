@@ -1,0 +1,311 @@
+"""One synthetic scene: land cover, objects placed where they belong, the image, and its georeference.
+
+`generate_scene(seed, size, gsd)` is a pure function of its arguments: the same seed gives the same
+pixels, objects and CRS. Geometry is kept in scene pixels; `SceneSample.transform` maps pixels to
+CRS units (metres for every CRS used here).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from pyproj import CRS, Transformer
+from rasterio.transform import Affine
+from shapely.geometry import Point, box
+
+from . import landcover as lcm
+from .landcover import BARE, FARMLAND, FOREST, GRASS, LAKE, PAVED, RIVER, ROAD, SEA, URBAN, LandCover
+from .objects import Built, ObjectRecord, build, paint
+from .render import finish, render_background
+
+# Projected CRSs other than UTM, with a lon/lat box inside their area of use.
+_OTHER_CRS = (("EPSG:2154", (0.0, 6.0, 44.0, 49.5)),      # RGF93 / Lambert-93 (France)
+              ("EPSG:3035", (0.0, 25.0, 40.0, 58.0)),     # ETRS89 / LAEA Europe
+              ("EPSG:27700", (-4.0, 1.0, 51.0, 55.0)),    # OSGB36 / British National Grid
+              ("EPSG:5070", (-120.0, -75.0, 30.0, 47.0)),  # NAD83 / Conus Albers
+              ("EPSG:3577", (115.0, 150.0, -38.0, -20.0)))  # GDA94 / Australian Albers
+
+
+@dataclass
+class SceneSample:
+    """A generated scene. `image` is (H, W, 3) uint8 RGB; objects' geometry is in pixels."""
+
+    seed: int
+    image: np.ndarray
+    transform: Affine
+    crs: str
+    gsd: float
+    objects: list[ObjectRecord]
+    landcover: LandCover
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) in pixels."""
+        return self.image.shape[0], self.image.shape[1]
+
+
+def choose_georeference(rng: np.random.Generator, size: int, gsd: float, crs: str | None = None):
+    """A projected CRS (mostly a UTM zone) and a north-up transform at a plausible place on land.
+
+    Returns (crs string "EPSG:xxxx", Affine). `crs`, when given, is used instead of the draw.
+    """
+    if crs is None and rng.random() < 0.2:
+        crs, (lo0, lo1, la0, la1) = _OTHER_CRS[rng.integers(len(_OTHER_CRS))]
+        lon, lat = rng.uniform(lo0, lo1), rng.uniform(la0, la1)
+    elif crs is None:
+        zone = int(rng.integers(1, 61))
+        lat = rng.uniform(-45, 62)
+        lon = -180 + (zone - 1) * 6 + rng.uniform(0.5, 5.5)
+        crs = f"EPSG:{32600 + zone if lat >= 0 else 32700 + zone}"
+    else:
+        info = CRS.from_user_input(crs)
+        if not info.is_projected:
+            raise ValueError(f"CRS {crs!r} is geographic; give a projected CRS in metres (e.g. EPSG:32633)")
+        area = info.area_of_use
+        lon = rng.uniform(area.west, area.east) if area else 0.0
+        lat = rng.uniform(area.south, area.north) if area else 0.0
+        lon = (area.west + area.east) / 2 if area else lon
+        lat = (area.south + area.north) / 2 if area else lat
+    x, y = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(lon, lat)
+    x = math.floor(x / 10) * 10.0
+    y = math.floor(y / 10) * 10.0
+    return crs, Affine(gsd, 0.0, x, 0.0, -gsd, y)
+
+
+class _Placer:
+    """Places built objects where their land cover allows and nothing else stands."""
+
+    def __init__(self, lc: LandCover, img: np.ndarray, rng: np.random.Generator):
+        self.lc, self.img, self.rng = lc, img, rng
+        self.occupied = np.zeros(lc.shape, bool)
+        self.objects: list[ObjectRecord] = []
+        self.h, self.w = lc.shape
+
+    def fits(self, built: Built, allowed, margin: float = 1.0) -> bool:
+        fp = built.record.footprint
+        x0, y0, x1, y1 = fp.bounds
+        if x0 < 1 or y0 < 1 or x1 > self.w - 2 or y1 > self.h - 2:
+            return False
+        pts = list(fp.exterior.coords) + [(fp.centroid.x, fp.centroid.y)]
+        labels = self.lc.labels
+        if not all(labels[int(y), int(x)] in allowed for x, y in pts):
+            return False
+        r0, r1 = max(0, int(y0 - margin)), int(math.ceil(y1 + margin))
+        c0, c1 = max(0, int(x0 - margin)), int(math.ceil(x1 + margin))
+        return not self.occupied[r0:r1, c0:c1].any()
+
+    def place(self, built: Built) -> None:
+        x0, y0, x1, y1 = built.record.footprint.bounds
+        self.occupied[int(y0):int(math.ceil(y1)) + 1, int(x0):int(math.ceil(x1)) + 1] = True
+        built.record.id = len(self.objects)
+        self.objects.append(built.record)
+        paint(self.img, built, self.rng)
+
+    def try_place(self, built: Built, allowed, margin: float = 1.0) -> bool:
+        if self.fits(built, allowed, margin):
+            self.place(built)
+            return True
+        return False
+
+
+def _random_point(rng, lc: LandCover, allowed, tries=50):
+    h, w = lc.shape
+    for _ in range(tries):
+        x, y = rng.uniform(0, w), rng.uniform(0, h)
+        if lc.labels[int(y), int(x)] in allowed:
+            return x, y
+    return None
+
+
+def _site(rng, lc, sites, length_px, width_px, bearing):
+    """A free rectangle for a site (paved apron, industrial yard, sports ground) on dry land."""
+    h, w = lc.shape
+    if max(length_px, width_px) > 0.8 * min(h, w):
+        return None, None
+    for _ in range(30):
+        cx, cy = rng.uniform(length_px / 2, w - length_px / 2), rng.uniform(length_px / 2, h - length_px / 2)
+        from .objects import oriented_rect
+        rect = oriented_rect(cx, cy, length_px, width_px, bearing)
+        if any(rect.intersects(s) for s in sites):
+            continue
+        x0, y0, x1, y1 = [int(v) for v in rect.bounds]
+        patch = lc.labels[max(0, y0):y1, max(0, x0):x1]
+        if patch.size and np.isin(patch, lcm.WATER).mean() < 0.02:
+            sites.append(rect.buffer(4))
+            return rect, (cx, cy)
+    return None, None
+
+
+def _grid_in(rect_center, bearing, n_along, n_across, step_along, step_across):
+    from .landcover import direction_of
+    dx, dy = direction_of(bearing)
+    nx, ny = -dy, dx
+    cx, cy = rect_center
+    for i in range(n_along):
+        for j in range(n_across):
+            a = (i - (n_along - 1) / 2) * step_along
+            c = (j - (n_across - 1) / 2) * step_across
+            yield cx + dx * a + nx * c, cy + dy * a + ny * c
+
+
+def generate_scene(seed: int, size: int = 1024, gsd: float = 0.5, crs: str | None = None) -> SceneSample:
+    """Generate one square scene of `size` pixels at `gsd` metres per pixel, deterministic by seed."""
+    rng = np.random.default_rng(seed)
+    crs_name, transform = choose_georeference(rng, size, gsd, crs)
+    lc = lcm.build_landcover(size, gsd, rng)
+    sun_azimuth = rng.uniform(100, 260)        # the sun is in the southern half of the sky
+    sun_elev = rng.uniform(45, 70)
+    sun = (lcm.direction_of(sun_azimuth), 1.0 / math.tan(math.radians(sun_elev)))
+    m = 1.0 / gsd                              # pixels per metre
+
+    # Sites change the land cover before anything is painted.
+    sites = []
+    plans = []
+    street = lc.street_bearing
+    if rng.random() < 0.3:
+        b = rng.uniform(0, 180)
+        rect, c = _site(rng, lc, sites, rng.uniform(160, 260) * m, rng.uniform(90, 140) * m, b)
+        if rect is not None:
+            lcm.carve(lc, rect, PAVED)
+            plans.append(("airport", c, b, rect))
+    if rng.random() < 0.4:
+        b = rng.choice([street, street + 90])
+        rect, c = _site(rng, lc, sites, rng.uniform(90, 180) * m, rng.uniform(60, 110) * m, b)
+        if rect is not None:
+            lcm.carve(lc, rect, rng.choice([PAVED, BARE]))
+            plans.append(("industry", c, b, rect))
+    if rng.random() < 0.35:
+        b = rng.choice([street, street + 90])
+        rect, c = _site(rng, lc, sites, 200 * m, 110 * m, b)
+        if rect is not None:
+            lcm.carve(lc, rect, GRASS)
+            plans.append(("track", c, b, rect))
+    if rng.random() < 0.5:
+        b = rng.choice([street, street + 90])
+        rect, c = _site(rng, lc, sites, rng.uniform(45, 120) * m, rng.uniform(40, 60) * m, b)
+        if rect is not None:
+            lcm.carve(lc, rect, rng.choice([PAVED, GRASS]))
+            plans.append(("courts", c, b, rect))
+    if (lc.labels == URBAN).mean() > 0.05 and rng.random() < 0.6:
+        b = rng.choice([street, street + 90])
+        rect, c = _site(rng, lc, sites, rng.uniform(40, 80) * m, rng.uniform(25, 45) * m, b)
+        if rect is not None:
+            lcm.carve(lc, rect, PAVED)
+            plans.append(("parking", c, b, rect))
+    if rng.random() < 0.15:
+        b = rng.uniform(0, 360)
+        rect, c = _site(rng, lc, sites, 130 * m, 130 * m, b)
+        if rect is not None:
+            lcm.carve(lc, Point(c).buffer(60 * m), GRASS)
+            plans.append(("baseball", c, b, rect))
+
+    img = render_background(lc, gsd, rng)
+    placer = _Placer(lc, img, rng)
+
+    def put(name, x, y, bearing, allowed, margin=1.0, **kw):
+        return placer.try_place(build(name, rng, x, y, bearing, gsd, sun, **kw), allowed, margin)
+
+    # Bridges where main roads cross rivers.
+    for road, road_w in zip(lc.roads, lc.road_widths_px):
+        for river, river_w in zip(lc.rivers, lc.river_widths_px):
+            crossing = road.intersection(river)
+            points = [crossing] if crossing.geom_type == "Point" else list(getattr(crossing, "geoms", []))
+            for p in points:
+                seg_bearing = _bearing_near(road, p)
+                length_m = river_w * gsd * rng.uniform(1.3, 1.8)
+                placer.place(build("bridge", rng, p.x, p.y, seg_bearing, gsd, sun, length_m=length_m,
+                                   width_m=road_w * gsd * 1.1))
+
+    for kind, c, b, rect in plans:
+        if kind == "airport":
+            length_m = rng.uniform(30, 70)
+            n = int(min(rng.integers(1, 5), rect.length / 2 / (length_m * 1.2 * m)))
+            for x, y in _grid_in(c, b, n, 1, length_m * 1.15 * m, 0):
+                put("airplane", x, y, b + 90, {PAVED}, length_m=length_m * rng.uniform(0.9, 1.1),
+                    color=rng.choice(["white", "white", "grey"]))
+        elif kind == "industry":
+            d = rng.uniform(8, 30)
+            color = rng.choice(["white", "grey"])
+            gap = d * rng.uniform(1.3, 1.8) * m
+            x0, y0, x1, y1 = rect.bounds
+            n_a = max(1, int(rect.length / 4 / gap))
+            for x, y in _grid_in(c, b, n_a, max(1, n_a // 2 + 1), gap, gap):
+                put("storage tank", x, y, 0, {PAVED, BARE}, length_m=d, color=color)
+            if rng.random() < 0.5:
+                p = _random_point(rng, lc, {PAVED, BARE})
+                if p:
+                    put("chimney", *p, 0, {PAVED, BARE})
+        elif kind == "track":
+            put("ground track field", *c, b, {GRASS})
+        elif kind == "courts":
+            name = "tennis court" if rng.random() < 0.6 else "basketball court"
+            n = int(rng.integers(1, 5))
+            color = rng.choice(list(__import__("training.synthetic.objects", fromlist=["x"]).CLASS_SPECS[name]["colors"]))
+            length_m = rng.uniform(31, 37)
+            for x, y in _grid_in(c, b, 1, n, 0, length_m * 0.58 * m):
+                put(name, x, y, b, {PAVED, GRASS}, margin=0.0, color=color, length_m=length_m)
+        elif kind == "parking":
+            rows = _grid_in(c, b, max(1, int(rect.length / 4 / (3 * m)) - 2), 2, 2.7 * m, 8 * m)
+            for x, y in rows:
+                if rng.random() < 0.75:
+                    put("vehicle", x, y, b + 90 + rng.normal(0, 3), {PAVED}, margin=0.0)
+        elif kind == "baseball":
+            put("baseball field", *c, b, {GRASS})
+
+    # Buildings fill urban blocks; a few farmhouses stand in the fields.
+    urban_share = (lc.labels == URBAN).mean()
+    for _ in range(int(urban_share * size * size * gsd * gsd / 120) + 3):
+        p = _random_point(rng, lc, {URBAN})
+        if p is None:
+            break
+        put("building", *p, street + rng.choice([0, 90]), {URBAN}, margin=1.5 * m)
+    for _ in range(int(rng.integers(0, 5))):
+        p = _random_point(rng, lc, {FARMLAND, GRASS})
+        if p:
+            put("building", *p, rng.uniform(0, 180), {FARMLAND, GRASS}, margin=2 * m,
+                length_m=rng.uniform(8, 20))
+    # Vehicles on roads, following the road direction.
+    road_px = np.flatnonzero(lc.labels.ravel() == ROAD)
+    if road_px.size:
+        n = int(road_px.size * gsd * gsd / rng.uniform(300, 1500))
+        for idx in rng.choice(road_px, size=min(n, 150), replace=False):
+            y, x = divmod(int(idx), size)
+            bearing = lc.road_bearing[y, x]
+            if np.isnan(bearing):
+                continue
+            put("vehicle", x + 0.5, y + 0.5, float(bearing) + rng.choice([0, 180]), {ROAD}, margin=1.5 * m)
+    # Ships on open water.
+    water_share = np.isin(lc.labels, (SEA, LAKE)).mean()
+    for _ in range(int(water_share * 12 * rng.random()) + (1 if water_share > 0.05 else 0)):
+        p = _random_point(rng, lc, {SEA, LAKE})
+        if p:
+            put("ship", *p, rng.uniform(0, 360), {SEA, LAKE}, margin=6 * m)
+    for river, width in zip(lc.rivers, lc.river_widths_px):
+        for _ in range(int(rng.integers(0, 3))):
+            p = river.interpolate(rng.uniform(0.1, 0.9), normalized=True)
+            length_m = min(rng.uniform(15, 60), width * gsd * 2.5)
+            put("ship", p.x, p.y, _bearing_near(river, p) + rng.choice([0, 180]), {RIVER},
+                margin=4 * m, length_m=max(15, length_m))
+    # Windmills in a row across open fields.
+    if rng.random() < 0.2:
+        p = _random_point(rng, lc, {FARMLAND, GRASS})
+        if p:
+            b = rng.uniform(0, 180)
+            length_m = rng.uniform(50, 100)
+            for x, y in _grid_in(p, b, int(rng.integers(2, 6)), 1, rng.uniform(90, 140) * m, 0):
+                put("windmill", x, y, 0, {FARMLAND, GRASS}, margin=2 * m, length_m=length_m)
+
+    image = finish(img, rng)
+    meta = {"sun_azimuth": sun_azimuth, "sun_elevation": sun_elev}
+    return SceneSample(seed, image, transform, crs_name, gsd, placer.objects, lc, meta)
+
+
+def _bearing_near(line, point) -> float:
+    """Bearing of a polyline's segment near a point (degrees, 0..180)."""
+    d = line.project(point)
+    a = line.interpolate(max(0.0, d - 5))
+    b = line.interpolate(min(line.length, d + 5))
+    return lcm.bearing_of(b.x - a.x, b.y - a.y) % 180.0
