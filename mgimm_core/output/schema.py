@@ -1,0 +1,235 @@
+"""What one region or tile becomes as a row: the records the pipeline hands over and their fields.
+
+The field list is fixed and documented here so every output format carries the same columns:
+
+regions: region_id, scene, description, <attribute fields>, extra_attributes (JSON of attributes
+    outside the vocabulary), valid_fraction (0..1 share of the polygon with valid pixels), gsd_m
+    (metres per model pixel), model, prompt, created (UTC), error (NULL unless the region failed),
+    run_id; then every input attribute of the AOI under its own name, or prefixed `in_` where that
+    name clashes with ours (case-insensitively, as SQLite and GDAL compare names).
+tiles: scene, tile_index, row, col, description, valid_fraction, gsd_m, model, prompt, created,
+    error, run_id.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import shapely
+
+from .gpkg import FID_COLUMN, GEOMETRY_COLUMN, iso_utc, now_iso
+
+# Attribute fields in the order of the vocabulary (mgimm_core.vocabulary.ATTRIBUTE_KEYS), with the
+# vocabulary's "name" stored as `object` (a clearer column name in a GIS table).
+DEFAULT_ATTRIBUTE_FIELDS: tuple[str, ...] = ("object", "color", "shape", "size", "orientation", "position")
+ATTRIBUTE_ALIASES = {"name": "object", "colour": "color"}
+INPUT_PREFIX = "in_"
+
+
+@dataclass
+class RegionRecord:
+    """The outcome for one AOI region on one scene (geometry in `crs`, any pyproj-readable CRS)."""
+
+    scene: str
+    region_id: str
+    geometry: shapely.Geometry | None
+    crs: Any
+    description: str | None = None
+    attributes: Mapping[str, Any] = field(default_factory=dict)   # vocabulary attribute -> value
+    properties: Mapping[str, Any] = field(default_factory=dict)   # the AOI's input attributes
+    valid_fraction: float | None = None
+    gsd_m: float | None = None
+    model: str | None = None
+    prompt: str | None = None
+    error: str | None = None
+    created: datetime | str | None = None     # default: the time the row is written (UTC)
+
+
+@dataclass
+class TileRecord:
+    """The outcome for one tile of a scene's grid (tile polygon in `crs`)."""
+
+    scene: str
+    tile_index: int
+    row: int
+    col: int
+    geometry: shapely.Geometry | None
+    crs: Any
+    description: str | None = None
+    valid_fraction: float | None = None
+    gsd_m: float | None = None
+    model: str | None = None
+    prompt: str | None = None
+    error: str | None = None
+    created: datetime | str | None = None
+
+
+def region_key(scene: str, region_id) -> tuple[str, str]:
+    """The resume key of a region: (scene, region_id as text)."""
+    return (str(scene), str(region_id))
+
+
+def tile_key(scene: str, tile_index) -> tuple[str, int]:
+    """The resume key of a tile: (scene, tile index)."""
+    return (str(scene), int(tile_index))
+
+
+# ----------------------------------------------------------------------------------- values
+def plain_value(value):
+    """A value SQLite and GDAL can store: numpy scalars unwrapped, times as ISO text, containers as JSON."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, (bool, int, str, bytes)):
+        return value
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    if isinstance(value, datetime):
+        return iso_utc(value) if value.tzinfo is not None else value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+def sql_type_of(value) -> str | None:
+    """The GeoPackage column type for a Python value (None when the value says nothing)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "BOOLEAN"
+    if isinstance(value, int):
+        return "INTEGER"
+    if isinstance(value, float):
+        return "REAL"
+    if isinstance(value, datetime):
+        return "DATETIME" if value.tzinfo is not None else "TEXT"
+    if isinstance(value, date):
+        return "DATE"
+    if isinstance(value, (bytes, bytearray)):
+        return "BLOB"
+    return "TEXT"
+
+
+def _created(value) -> str:
+    if value is None:
+        return now_iso()
+    if isinstance(value, datetime):
+        return iso_utc(value)
+    return str(value)
+
+
+# ----------------------------------------------------------------------------------- layers
+class LayerSchema:
+    """The columns of one layer and how a record becomes a row of it.
+
+    `columns` maps column name -> GeoPackage type, in table order (without fid and geom); input
+    columns are appended as new AOI attributes appear.
+    """
+
+    kind: str = ""
+
+    def __init__(self, columns: Mapping[str, str]):
+        self.columns: dict[str, str] = dict(columns)
+
+    def key_of(self, record) -> tuple:
+        raise NotImplementedError
+
+    def row(self, record, run_id: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def missing_columns(self, existing: Mapping[str, str]) -> list[str]:
+        """Our columns an existing table lacks (case-insensitive), for append/resume checks."""
+        have = {name.lower() for name in existing}
+        return [name for name in self.columns if name.lower() not in have]
+
+    def new_columns(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+        """Columns that `rows` use and the table lacks yet, typed from their first non-null value."""
+        known = {name.lower() for name in self.columns}
+        new: dict[str, str] = {}
+        for row in rows:
+            for name, value in row.items():
+                if name.lower() in known:
+                    continue
+                sql_type = sql_type_of(value)
+                if name not in new or (new[name] == "TEXT?" and sql_type):
+                    new[name] = sql_type or "TEXT?"
+        return {name: ("TEXT" if t == "TEXT?" else t) for name, t in new.items()}
+
+    def add(self, columns: Mapping[str, str]) -> None:
+        self.columns.update(columns)
+
+
+class RegionSchema(LayerSchema):
+    kind = "regions"
+
+    def __init__(self, attribute_fields: Sequence[str] = DEFAULT_ATTRIBUTE_FIELDS):
+        self.attribute_fields = tuple(attribute_fields)
+        columns = {"region_id": "TEXT", "scene": "TEXT", "description": "TEXT"}
+        columns.update({name: "TEXT" for name in self.attribute_fields})
+        columns.update({"extra_attributes": "TEXT", "valid_fraction": "REAL", "gsd_m": "REAL", "model": "TEXT",
+                        "prompt": "TEXT", "created": "DATETIME", "error": "TEXT", "run_id": "TEXT"})
+        super().__init__(columns)
+        self._reserved = {name.lower() for name in columns} | {FID_COLUMN, GEOMETRY_COLUMN}
+
+    def input_column(self, name: str) -> str:
+        """The column that holds the AOI attribute `name`: itself, or `in_` + it while it clashes."""
+        column = str(name)
+        while column.lower() in self._reserved:
+            column = INPUT_PREFIX + column
+        return column
+
+    def key_of(self, record: RegionRecord) -> tuple[str, str]:
+        return region_key(record.scene, record.region_id)
+
+    def row(self, record: RegionRecord, run_id: str) -> dict[str, Any]:
+        attributes, extra = {}, {}
+        for name, value in (record.attributes or {}).items():
+            name = ATTRIBUTE_ALIASES.get(name, name)
+            (attributes if name in self.attribute_fields else extra)[name] = plain_value(value)
+        row = {"region_id": str(record.region_id), "scene": str(record.scene),
+               "description": record.description}
+        row.update({name: attributes.get(name) for name in self.attribute_fields})
+        row.update({"extra_attributes": json.dumps(extra) if extra else None,
+                    "valid_fraction": plain_value(record.valid_fraction), "gsd_m": plain_value(record.gsd_m),
+                    "model": record.model, "prompt": record.prompt, "created": _created(record.created),
+                    "error": record.error, "run_id": run_id})
+        for name, value in (record.properties or {}).items():
+            row[self.input_column(name)] = plain_value(value)
+        return row
+
+
+class TileSchema(LayerSchema):
+    kind = "tiles"
+
+    def __init__(self):
+        super().__init__({"scene": "TEXT", "tile_index": "INTEGER", "row": "INTEGER", "col": "INTEGER",
+                          "description": "TEXT", "valid_fraction": "REAL", "gsd_m": "REAL", "model": "TEXT",
+                          "prompt": "TEXT", "created": "DATETIME", "error": "TEXT", "run_id": "TEXT"})
+
+    def key_of(self, record: TileRecord) -> tuple[str, int]:
+        return tile_key(record.scene, record.tile_index)
+
+    def row(self, record: TileRecord, run_id: str) -> dict[str, Any]:
+        return {"scene": str(record.scene), "tile_index": int(record.tile_index), "row": int(record.row),
+                "col": int(record.col), "description": record.description,
+                "valid_fraction": plain_value(record.valid_fraction), "gsd_m": plain_value(record.gsd_m),
+                "model": record.model, "prompt": record.prompt, "created": _created(record.created),
+                "error": record.error, "run_id": run_id}
+
+
+RUNS_COLUMNS = {
+    "run_id": "TEXT", "status": "TEXT", "started": "DATETIME", "finished": "DATETIME",
+    "model_id": "TEXT", "model_sha256": "TEXT",
+    "mgimm_geo_version": "TEXT", "torch_version": "TEXT", "transformers_version": "TEXT",
+    "rasterio_version": "TEXT", "gdal_version": "TEXT", "python_version": "TEXT",
+    "parameters": "TEXT", "command_line": "TEXT",
+    "regions_written": "INTEGER", "regions_failed": "INTEGER", "tiles_written": "INTEGER", "tiles_failed": "INTEGER",
+}

@@ -1,0 +1,543 @@
+"""Records -> GIS layers: one writer per output, chosen by the output's extension.
+
+GeoPackage (.gpkg, the default) is written incrementally: every `write_regions` / `write_tiles`
+call is one SQLite transaction, so a run killed at any moment (Ctrl-C, kill -9, power loss) leaves
+a valid GeoPackage holding whole batches only, and `mode="resume"` finishes the rest. While a run
+writes, the file is in SQLite's write-ahead-log mode (`out.gpkg-wal`, `-shm` beside it: keep them
+with the file after a crash; GDAL and QGIS read them), so an unfinished batch never touches the
+file and read-only readers need no recovery; closing folds the log back into one self-contained
+file. WAL needs a local filesystem (not a network share).
+
+GeoJSON (.geojson, EPSG:4326 lon/lat by RFC 7946), FlatGeobuf (.fgb, the regions layer's CRS) and
+CSV (.csv, a `WKT` geometry column in EPSG:4326) hold one layer per file and are written when the
+writer closes (also after an error or Ctrl-C, not after kill -9): they are neither incremental nor
+resumable. Their tiles layer and run record go beside them: `<stem>_tiles<ext>`, `<stem>_runs.json`.
+
+Modes (the CLI's flags):
+- "create" (default): the output must not exist; OutputError otherwise.
+- "overwrite": a new file replaces the old one. The new (empty) GeoPackage is built under a
+  temporary name in the same folder and renamed over the old file once its schema is committed,
+  so the path always holds a valid file; the old results are gone from that moment on (we
+  write in place afterwards, which is what makes each batch durable).
+- "append": a new run is added to an existing GeoPackage (creating it if missing); its layers
+  must carry our columns, else OutputError. Rows of earlier runs stay, duplicates included.
+- "resume": like append, but a record whose key (scene, region_id) or (scene, tile_index) is
+  already in the layer replaces the old row: failed regions are retried without duplicates.
+  Callers skip what `completed_region_keys()` / `completed_tile_keys()` return (rows without error).
+
+CRS: a layer takes the CRS of the first record written to it (the AOI's CRS for regions); later
+records in another CRS are reprojected to it, vertex by vertex, with pyproj (always_xy).
+Regions are stored as MULTIPOLYGON (a Polygon is promoted, as ogr2ogr -nlt PROMOTE_TO_MULTI does,
+so one layer holds both); tiles as POLYGON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pyproj
+import shapely
+
+from ..errors import OutputError
+from . import gpkg, styles
+from .provenance import RunInfo
+from .schema import (DEFAULT_ATTRIBUTE_FIELDS, RUNS_COLUMNS, LayerSchema, RegionRecord, RegionSchema,
+                     TileRecord, TileSchema)
+
+FORMATS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".fgb": "FlatGeobuf", ".csv": "CSV"}
+MODES = ("create", "overwrite", "append", "resume")
+RUNS_TABLE = "runs"
+_GEOMETRY_TYPES = {"regions": "MULTIPOLYGON", "tiles": "POLYGON"}
+_WGS84 = pyproj.CRS.from_epsg(4326)
+
+
+def output_format(path: str | os.PathLike) -> str:
+    """The driver for an output path, from its extension; OutputError lists the supported ones."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        supported = ", ".join(f"{ext} ({name})" for ext, name in FORMATS.items())
+        raise OutputError(f"Output {os.fspath(path)!r}: unknown extension {suffix or '(none)'!r}; "
+                          f"supported: {supported}. Rename the output, e.g. {Path(path).stem}.gpkg.")
+    return FORMATS[suffix]
+
+
+def open_output(path: str | os.PathLike, *, mode: str = "create", run: RunInfo | None = None,
+                regions_layer: str = "regions", tiles_layer: str = "tiles",
+                attribute_fields: Sequence[str] = DEFAULT_ATTRIBUTE_FIELDS) -> "OutputWriter":
+    """A writer for `path` (format from the extension); use it as a context manager.
+
+    Raises OutputError when the output exists and mode is "create", when the mode does not suit
+    the format (append/resume need a GeoPackage) or the existing file's layers are incompatible.
+    """
+    if mode not in MODES:
+        raise OutputError(f"Output {os.fspath(path)!r}: unknown mode {mode!r}; use one of {', '.join(MODES)}.")
+    driver = output_format(path)
+    run = run or RunInfo()
+    if driver == "GPKG":
+        return GeoPackageWriter(path, mode, run, regions_layer, tiles_layer, attribute_fields)
+    return ExportWriter(path, driver, mode, run, regions_layer, tiles_layer, attribute_fields)
+
+
+def completed_region_keys(path: str | os.PathLike, layer: str = "regions") -> set[tuple[str, str]]:
+    """(scene, region_id) of the regions already described without error in a GeoPackage."""
+    return _completed(path, layer, "region_id", str)
+
+
+def completed_tile_keys(path: str | os.PathLike, layer: str = "tiles") -> set[tuple[str, int]]:
+    """(scene, tile_index) of the tiles already described without error in a GeoPackage."""
+    return _completed(path, layer, "tile_index", int)
+
+
+def _completed(path, layer: str, id_column: str, cast) -> set:
+    if not os.path.exists(path):
+        return set()
+    output_format(path)
+    conn = _open_existing_gpkg(path, wal=None)
+    try:
+        if layer not in gpkg.table_names(conn):
+            return set()
+        rows = conn.execute(f"SELECT scene, {id_column} FROM {gpkg.quote(layer)} WHERE error IS NULL")
+        return {(str(scene), cast(ident)) for scene, ident in rows}
+    finally:
+        conn.close()
+
+
+def _clobber_error(path) -> OutputError:
+    return OutputError(f"Output {os.fspath(path)!r} already exists; pass --overwrite to replace it, --append to add "
+                       "a new run to it, or --resume to finish an interrupted run (GeoPackage only).")
+
+
+def _open_existing_gpkg(path, wal: bool | None) -> sqlite3.Connection:
+    try:
+        conn = gpkg.connect(os.fspath(path), wal=wal)
+        ok = gpkg.is_geopackage(conn)
+    except sqlite3.Error as exc:
+        raise OutputError(f"Output {os.fspath(path)!r} is not a readable GeoPackage ({exc}); choose another "
+                          "output or pass --overwrite to replace it.") from exc
+    if not ok:
+        conn.close()
+        raise OutputError(f"Output {os.fspath(path)!r} is an SQLite file but not a GeoPackage; choose another "
+                          "output or pass --overwrite to replace it.")
+    return conn
+
+
+class _Reprojector:
+    """Geometry from a record's CRS into a layer's CRS, with transformers cached per CRS pair."""
+
+    def __init__(self):
+        self._crs: dict[Any, pyproj.CRS] = {}
+        self._transformers: dict[tuple[str, str], pyproj.Transformer | None] = {}
+
+    def crs(self, value) -> pyproj.CRS:
+        key = value.srs if isinstance(value, pyproj.CRS) else str(value)
+        if key not in self._crs:
+            try:
+                self._crs[key] = pyproj.CRS.from_user_input(value)
+            except pyproj.exceptions.CRSError as exc:
+                raise OutputError(f"Record CRS {str(value)[:80]!r} is not a CRS pyproj understands ({exc}); "
+                                  "give an EPSG code or WKT.") from exc
+        return self._crs[key]
+
+    def __call__(self, geom: shapely.Geometry | None, src, dst: pyproj.CRS) -> shapely.Geometry | None:
+        if geom is None or geom.is_empty:
+            return geom
+        src_crs = self.crs(src)
+        key = (src_crs.srs, dst.srs)
+        if key not in self._transformers:
+            self._transformers[key] = (None if src_crs.equals(dst)
+                                       else pyproj.Transformer.from_crs(src_crs, dst, always_xy=True))
+        transformer = self._transformers[key]
+        if transformer is None:
+            return geom
+        return shapely.transform(geom, lambda x, y: transformer.transform(x, y),
+                                 interleaved=False)
+
+
+def _shaped(geom: shapely.Geometry | None, kind: str, what: str) -> shapely.Geometry | None:
+    """2-D geometry of the layer's type: polygons promoted to multipolygons for the regions layer."""
+    if geom is None:
+        return None
+    geom = shapely.force_2d(geom)
+    wanted = "MultiPolygon" if kind == "regions" else "Polygon"
+    if geom.geom_type == wanted or geom.is_empty:
+        return geom
+    if kind == "regions" and geom.geom_type == "Polygon":
+        return shapely.MultiPolygon([geom])
+    raise OutputError(f"{what}: geometry is a {geom.geom_type}, the {kind} layer holds {wanted}s; "
+                      "pass polygonal AOIs (or buffer points and lines first, e.g. --buffer).")
+
+
+class _Layer:
+    """A layer's schema plus where it lives and in which CRS."""
+
+    def __init__(self, name: str, schema: LayerSchema):
+        self.name = name
+        self.schema = schema
+        self.crs: pyproj.CRS | None = None
+        self.srs_id: int | None = None
+        self.exists = False
+
+
+class OutputWriter:
+    """Common part: record -> (geometry in layer CRS, row) and the run's counters."""
+
+    driver = ""
+
+    def __init__(self, path, mode: str, run: RunInfo, regions_layer: str, tiles_layer: str,
+                 attribute_fields: Sequence[str]):
+        self.path = Path(path)
+        self.mode = mode
+        self.run = run
+        self.regions = _Layer(regions_layer, RegionSchema(attribute_fields))
+        self.tiles = _Layer(tiles_layer, TileSchema())
+        self.counts = {"regions_written": 0, "regions_failed": 0, "tiles_written": 0, "tiles_failed": 0}
+        self._reproject = _Reprojector()
+        self.closed = False
+
+    # -- public API
+    def write_regions(self, records: Iterable[RegionRecord]) -> None:
+        """Write one batch of region records (for GeoPackage: one transaction)."""
+        self._write(self.regions, list(records))
+
+    def write_tiles(self, records: Iterable[TileRecord]) -> None:
+        """Write one batch of tile records (for GeoPackage: one transaction)."""
+        self._write(self.tiles, list(records))
+
+    def completed_region_keys(self) -> set[tuple[str, str]]:
+        return set()
+
+    def completed_tile_keys(self) -> set[tuple[str, int]]:
+        return set()
+
+    def close(self, status: str = "finished") -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            status = "finished"
+        else:
+            status = "interrupted" if issubclass(exc_type, KeyboardInterrupt) else "failed"
+        self.close(status)
+        return False
+
+    # -- shared helpers
+    def _layer_rows(self, layer: _Layer, records: list) -> list[tuple[shapely.Geometry | None, dict]]:
+        if layer.crs is None:
+            first = next((r for r in records if r.crs is not None), None)
+            if first is None:
+                raise OutputError(f"Layer {layer.name!r} of {self.path}: no record carries a CRS; "
+                                  "set RegionRecord.crs / TileRecord.crs.")
+            layer.crs = self._layer_crs(self._reproject.crs(first.crs))
+        rows = []
+        for record in records:
+            what = f"{layer.schema.kind[:-1]} {layer.schema.key_of(record)} of {self.path}"
+            geom = _shaped(record.geometry, layer.schema.kind, what)
+            if geom is not None and record.crs is None:
+                raise OutputError(f"{what}: the record has a geometry but no CRS; set its crs.")
+            rows.append((self._reproject(geom, record.crs, layer.crs), layer.schema.row(record, self.run.run_id)))
+            key = "written" if record.error is None else "failed"
+            self.counts[f"{layer.schema.kind}_{key}"] += 1
+        return rows
+
+    def _layer_crs(self, first_record_crs: pyproj.CRS) -> pyproj.CRS:
+        return first_record_crs
+
+    def _write(self, layer: _Layer, records: list) -> None:
+        raise NotImplementedError
+
+
+# ============================================================================== GeoPackage
+class GeoPackageWriter(OutputWriter):
+    """Incremental, transactional GeoPackage output (see the module docstring)."""
+
+    driver = "GPKG"
+
+    def __init__(self, path, mode, run, regions_layer, tiles_layer, attribute_fields):
+        super().__init__(path, mode, run, regions_layer, tiles_layer, attribute_fields)
+        if self.regions.name == self.tiles.name or RUNS_TABLE in (self.regions.name, self.tiles.name):
+            raise OutputError(f"Output {self.path}: layer names must differ from each other and from "
+                              f"{RUNS_TABLE!r}; choose another --layer.")
+        exists = self.path.exists()
+        if exists and mode == "create":
+            raise _clobber_error(self.path)
+        if mode == "overwrite" or not exists:
+            self.conn = self._create_file()
+        else:
+            self.conn = _open_existing_gpkg(self.path, wal=True)
+            try:
+                self._load_layers()
+            except BaseException:
+                gpkg.finish(self.conn)
+                raise
+        try:
+            with gpkg.transaction(self.conn):
+                if RUNS_TABLE not in gpkg.table_names(self.conn):
+                    gpkg.create_attributes_table(self.conn, RUNS_TABLE, RUNS_COLUMNS,
+                                                 description="mgimm-geo runs: provenance")
+                row = run.row()
+                self.conn.execute(f"INSERT INTO {RUNS_TABLE} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                                  tuple(row.values()))
+        except sqlite3.Error as exc:
+            self.conn.close()
+            raise OutputError(f"Output {self.path}: cannot record the run ({exc}); is the file locked by "
+                              "another program?") from exc
+
+    def _create_file(self) -> sqlite3.Connection:
+        """Build an empty GeoPackage under a temporary name, then rename it onto the output path."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        _remove_with_journals(tmp)
+        try:
+            conn = gpkg.connect(os.fspath(tmp))
+            with gpkg.transaction(conn):
+                gpkg.initialise(conn)
+                gpkg.create_attributes_table(conn, RUNS_TABLE, RUNS_COLUMNS,
+                                             description="mgimm-geo runs: provenance")
+            conn.close()
+            # A journal left by the old file would be replayed into the new one: remove it first.
+            for suffix in ("-journal", "-wal", "-shm"):
+                _remove(Path(os.fspath(self.path) + suffix))
+            os.replace(tmp, self.path)
+        except (OSError, sqlite3.Error) as exc:
+            _remove_with_journals(tmp)
+            raise OutputError(f"Output {self.path}: cannot create the GeoPackage ({exc}); check the folder "
+                              "exists and is writable.") from exc
+        return gpkg.connect(os.fspath(self.path), wal=True)
+
+    def _load_layers(self) -> None:
+        """Read back the state of existing layers; check they carry our columns."""
+        names = gpkg.table_names(self.conn)
+        for layer in (self.regions, self.tiles):
+            layer.exists = layer.name in names
+            if not layer.exists:
+                continue
+            existing = gpkg.table_columns(self.conn, layer.name)
+            missing = layer.schema.missing_columns(existing)
+            try:
+                layer.srs_id, geometry_type = gpkg.layer_srs_id(self.conn, layer.name)
+            except KeyError:
+                missing.append(gpkg.GEOMETRY_COLUMN)
+                geometry_type = None
+            if missing or geometry_type != _GEOMETRY_TYPES[layer.schema.kind]:
+                raise OutputError(
+                    f"Output {self.path}: layer {layer.name!r} is not an mgimm-geo {layer.schema.kind} layer "
+                    f"(missing columns: {', '.join(missing) or 'none'}; geometry type {geometry_type}). "
+                    "Write to another --layer, another output, or pass --overwrite.")
+            layer.crs = gpkg.srs_crs(self.conn, layer.srs_id)
+            lower = {name.lower() for name in layer.schema.columns}
+            layer.schema.add({name: t for name, t in existing.items()
+                              if name.lower() not in lower and name not in (gpkg.FID_COLUMN, gpkg.GEOMETRY_COLUMN)})
+
+    def _write(self, layer: _Layer, records: list) -> None:
+        if not records:
+            return
+        if self.closed:
+            raise OutputError(f"Output {self.path}: the writer is closed.")
+        counts_before = dict(self.counts)
+        try:
+            rows = self._layer_rows(layer, records)
+            with gpkg.transaction(self.conn):
+                if not layer.exists:
+                    self._create_layer(layer)
+                values = [row for _, row in rows]
+                new = layer.schema.new_columns(values)
+                if new:
+                    gpkg.add_columns(self.conn, layer.name, new)
+                    layer.schema.add(new)
+                names = list(layer.schema.columns)
+                rows = [(geom, {n: row.get(n) for n in names}) for geom, row in rows]
+                if self.mode == "resume":
+                    self._delete_keys(layer, records)
+                gpkg.insert_features(self.conn, layer.name, layer.srs_id, rows)
+                kind = layer.schema.kind
+                self.conn.execute(
+                    f"UPDATE {RUNS_TABLE} SET {kind}_written = ?, {kind}_failed = ? WHERE run_id = ?",
+                    (self.counts[f"{kind}_written"], self.counts[f"{kind}_failed"], self.run.run_id))
+        except BaseException as exc:
+            self.counts = counts_before
+            self._load_layers_after_rollback()
+            if isinstance(exc, sqlite3.Error):
+                raise OutputError(f"Output {self.path}: writing layer {layer.name!r} failed ({exc}); the batch "
+                                  "was rolled back, earlier batches are kept.") from exc
+            raise
+        try:
+            gpkg.checkpoint(self.conn)   # keep the .gpkg itself current; the log stays valid if this fails
+        except sqlite3.Error:
+            pass
+
+    def _create_layer(self, layer: _Layer) -> None:
+        layer.srs_id = gpkg.ensure_srs(self.conn, layer.crs)
+        kind = layer.schema.kind
+        gpkg.create_feature_table(self.conn, layer.name, _GEOMETRY_TYPES[kind], layer.srs_id, layer.schema.columns,
+                                  description=f"mgimm-geo {kind} descriptions")
+        key_column = "region_id" if kind == "regions" else "tile_index"
+        self.conn.execute(f"CREATE INDEX {gpkg.quote(f'{layer.name}_key_idx')} ON {gpkg.quote(layer.name)} "
+                          f"(scene, {key_column})")
+        styles.write_default_style(self.conn, layer.name, kind)
+        layer.exists = True
+
+    def _load_layers_after_rollback(self) -> None:
+        """After a rolled-back batch, forget schema changes that did not reach the file."""
+        regions_crs, tiles_crs = self.regions.crs, self.tiles.crs
+        self.regions.schema = RegionSchema(self.regions.schema.attribute_fields)
+        self.tiles.schema = TileSchema()
+        for layer in (self.regions, self.tiles):
+            layer.exists, layer.srs_id, layer.crs = False, None, None
+        try:
+            self._load_layers()
+        except (OutputError, sqlite3.Error):
+            pass
+        if not self.regions.exists:
+            self.regions.crs = regions_crs
+        if not self.tiles.exists:
+            self.tiles.crs = tiles_crs
+
+    def _delete_keys(self, layer: _Layer, records: list) -> None:
+        key_column = "region_id" if layer.schema.kind == "regions" else "tile_index"
+        self.conn.executemany(
+            f"DELETE FROM {gpkg.quote(layer.name)} WHERE scene = ? AND {key_column} = ?",
+            [layer.schema.key_of(r) for r in records])
+
+    def completed_region_keys(self) -> set[tuple[str, str]]:
+        return self._completed(self.regions, "region_id", str)
+
+    def completed_tile_keys(self) -> set[tuple[str, int]]:
+        return self._completed(self.tiles, "tile_index", int)
+
+    def _completed(self, layer: _Layer, id_column: str, cast) -> set:
+        if not layer.exists:
+            return set()
+        rows = self.conn.execute(f"SELECT scene, {id_column} FROM {gpkg.quote(layer.name)} WHERE error IS NULL")
+        return {(str(scene), cast(ident)) for scene, ident in rows}
+
+    def close(self, status: str = "finished") -> None:
+        """Mark the run finished (or interrupted/failed) and close the file."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            with gpkg.transaction(self.conn):
+                self.conn.execute(f"UPDATE {RUNS_TABLE} SET status = ?, finished = ? WHERE run_id = ?",
+                                  (status, gpkg.now_iso(), self.run.run_id))
+        finally:
+            gpkg.finish(self.conn)
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _remove_with_journals(path: Path) -> None:
+    for suffix in ("", "-journal", "-wal", "-shm"):
+        _remove(Path(os.fspath(path) + suffix))
+
+
+# ================================================================= GeoJSON, FlatGeobuf, CSV
+class ExportWriter(OutputWriter):
+    """Single-layer formats: rows are kept in memory and written when the writer closes."""
+
+    def __init__(self, path, driver, mode, run, regions_layer, tiles_layer, attribute_fields):
+        super().__init__(path, mode, run, regions_layer, tiles_layer, attribute_fields)
+        self.driver = driver
+        if mode in ("append", "resume"):
+            raise OutputError(f"Output {self.path}: --{mode} needs a GeoPackage output (.gpkg); {driver} files "
+                              "are written once at the end of a run. Use -o NAME.gpkg, or --overwrite.")
+        self.tiles_path = self.path.with_name(f"{self.path.stem}_tiles{self.path.suffix}")
+        self.runs_path = self.path.with_name(f"{self.path.stem}_runs.json")
+        if mode == "create":
+            for target in (self.path, self.tiles_path, self.runs_path):
+                if target.exists():
+                    raise _clobber_error(target)
+        self._rows = {"regions": [], "tiles": []}
+        self.written: list[Path] = []
+
+    def _layer_crs(self, first_record_crs):
+        # RFC 7946 GeoJSON is lon/lat WGS 84; CSV has no place for a CRS, so it is WGS 84 too.
+        return first_record_crs if self.driver == "FlatGeobuf" else _WGS84
+
+    def _write(self, layer: _Layer, records: list) -> None:
+        if self.closed:
+            raise OutputError(f"Output {self.path}: the writer is closed.")
+        rows = self._layer_rows(layer, records)
+        new = layer.schema.new_columns([row for _, row in rows])
+        layer.schema.add(new)
+        self._rows[layer.schema.kind].extend(rows)
+
+    def close(self, status: str = "finished") -> None:
+        """Write the layers (the regions layer, or the tiles layer if only tiles were written)."""
+        if self.closed:
+            return
+        self.closed = True
+        region_rows, tile_rows = self._rows["regions"], self._rows["tiles"]
+        targets = []
+        if region_rows or not tile_rows:
+            targets.append((self.path, self.regions, region_rows))
+            if tile_rows:
+                targets.append((self.tiles_path, self.tiles, tile_rows))
+        else:
+            targets.append((self.path, self.tiles, tile_rows))
+        for target, layer, rows in targets:
+            self._write_layer(target, layer, rows)
+            self.written.append(target)
+        run_row = self.run.row()
+        run_row.update(self.counts, status=status, finished=gpkg.now_iso())
+        run_row["parameters"] = json.loads(run_row["parameters"])
+        _atomic_write_text(self.runs_path, json.dumps(run_row, indent=2) + "\n")
+        self.written.append(self.runs_path)
+
+    def _write_layer(self, target: Path, layer: _Layer, rows: list) -> None:
+        import pyogrio.raw
+
+        names = list(layer.schema.columns)
+        field_data, field_mask = [], []
+        for name in names:
+            data, mask = _field_array([row.get(name) for _, row in rows], layer.schema.columns[name])
+            field_data.append(data)
+            field_mask.append(mask)
+        geometry = np.array([None if g is None else shapely.to_wkb(g, output_dimension=2) for g, _ in rows],
+                            dtype=object)
+        crs = layer.crs or (_WGS84 if self.driver != "FlatGeobuf" else None)
+        options = {"GeoJSON": {"RFC7946": "YES"}, "CSV": {"GEOMETRY": "AS_WKT"}}.get(self.driver, {})
+        tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp{target.suffix}")
+        _remove(tmp)
+        try:
+            pyogrio.raw.write(os.fspath(tmp), geometry, field_data, names, field_mask=field_mask, layer=layer.name,
+                              driver=self.driver, geometry_type="MultiPolygon" if layer.schema.kind == "regions"
+                              else "Polygon", crs=crs.to_wkt() if crs is not None else None,
+                              layer_options=options)
+            os.replace(tmp, target)
+        except Exception as exc:
+            _remove(tmp)
+            raise OutputError(f"Output {target}: writing {self.driver} failed ({exc}); check the folder is "
+                              "writable, or write a GeoPackage (.gpkg).") from exc
+
+
+def _field_array(values: list, sql_type: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """A pyogrio field column and its null mask for one GeoPackage column type."""
+    mask = np.array([v is None for v in values], dtype=bool)
+    kind = sql_type.split("(")[0].upper()
+    if kind in ("INTEGER", "BOOLEAN", "REAL"):
+        dtype = {"INTEGER": np.int64, "BOOLEAN": np.bool_, "REAL": np.float64}[kind]
+        filler = 0 if kind != "REAL" else np.nan
+        data = np.array([filler if v is None else v for v in values], dtype=dtype)
+        return data, mask if mask.any() else None
+    data = np.array([None if v is None else (v.hex() if isinstance(v, (bytes, bytearray)) else str(v))
+                     for v in values], dtype=object)
+    return data, None
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
