@@ -1,0 +1,107 @@
+"""Options shared by several `mgimm-geo` commands, each defined once as a named decorator.
+
+Which commands use which option:
+
+- `scene_argument`              info, regions
+- `bands_option` (-b/--bands)   info, regions
+- `nodata_option` (--nodata)    info, regions
+- `percentiles_option`          info, regions
+- `value_range_option`          info, regions
+
+Each option parses its text into the plain Python value `mgimm_core.scene.Scene.open` takes
+(`bands=(3, 2, 1)`, `nodata=0.0`, `percentiles=(2.0, 98.0)`, `value_range=(0.0, 3000.0)`), so a
+command passes them straight through: ``Scene.open(scene, **scene_kwargs(...))``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import click
+
+
+class BandsType(click.ParamType):
+    """1-based band indexes as "3,2,1" (three bands, in red, green, blue order) or "4" (grey)."""
+
+    name = "bands"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        parts = [p.strip() for p in str(value).split(",") if p.strip()]
+        try:
+            bands = tuple(int(p) for p in parts)
+        except ValueError:
+            self.fail(f"{value!r} is not a list of band numbers; give 1-based indexes like 3,2,1 "
+                      f"(red, green, blue) or a single band like 4.", param, ctx)
+        if len(bands) not in (1, 3):
+            self.fail(f"{value!r} names {len(bands)} bands; give three (red,green,blue, "
+                      f"e.g. 3,2,1) or one (shown as grey).", param, ctx)
+        if any(b < 1 for b in bands):
+            self.fail(f"{value!r}: band numbers start at 1 (like GDAL and rasterio).", param, ctx)
+        return bands
+
+
+class FloatPairType(click.ParamType):
+    """Two numbers as "lo,hi" with lo < hi (optionally bounded, e.g. percentiles within 0..100)."""
+
+    def __init__(self, name: str, example: str, lower: float | None = None,
+                 upper: float | None = None):
+        self.name = name
+        self.example = example
+        self.lower = lower
+        self.upper = upper
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        parts = [p.strip() for p in str(value).split(",")]
+        try:
+            lo, hi = (float(p) for p in parts)
+        except ValueError:
+            self.fail(f"{value!r} is not two numbers; give them as lo,hi (e.g. {self.example}).",
+                      param, ctx)
+        if not (math.isfinite(lo) and math.isfinite(hi)) or lo >= hi:
+            self.fail(f"{value!r}: the first number must be smaller than the second "
+                      f"(e.g. {self.example}).", param, ctx)
+        too_low = self.lower is not None and lo < self.lower
+        if too_low or (self.upper is not None and hi > self.upper):
+            self.fail(f"{value!r}: both numbers must lie within {self.lower:g}..{self.upper:g} "
+                      f"(e.g. {self.example}).", param, ctx)
+        return (lo, hi)
+
+
+scene_argument = click.argument(
+    "scene", type=click.Path(dir_okay=False, path_type=str), metavar="SCENE")
+
+bands_option = click.option(
+    "-b", "--bands", type=BandsType(), default=None,
+    help="1-based bands to show as red,green,blue (e.g. 3,2,1), or one band shown as grey. "
+         "Default: RGB from the file's colour interpretation, else the first three of exactly "
+         "three bands, else the single band (4+ bands without RGB need this option).")
+
+nodata_option = click.option(
+    "--nodata", type=float, default=None,
+    help="Treat this source value as nodata (overrides the file's nodata value).")
+
+percentiles_option = click.option(
+    "--percentiles", type=FloatPairType("percentiles", "2,98", 0.0, 100.0), default="2,98",
+    show_default=True,
+    help="Scene-wide per-band percentile stretch for non-uint8 data, as lo,hi.")
+
+value_range_option = click.option(
+    "--value-range", "value_range", type=FloatPairType("value-range", "0,3000"), default=None,
+    help="Source values mapped to 0 and 255 for every band, as lo,hi (overrides --percentiles).")
+
+
+def scene_options(f):
+    """All four scene display options at once (bands, nodata, percentiles, value range)."""
+    for option in (value_range_option, percentiles_option, nodata_option, bands_option):
+        f = option(f)
+    return f
+
+
+def scene_kwargs(bands, nodata, percentiles, value_range) -> dict:
+    """The keyword arguments of `Scene.open` from the parsed option values."""
+    return {"bands": bands, "nodata": nodata, "percentiles": percentiles,
+            "value_range": value_range}

@@ -1,0 +1,517 @@
+"""AOIs -> the exact pixels, mask and box the model sees for each region.
+
+Two steps:
+
+1. `read_aoi` turns an AOI source (a vector file, a WKT string or a bbox) into `AOIFeature`s:
+   polygons in the AOI's own CRS, repaired when invalid, optionally buffered (in metres).
+2. `prepare_region` places one feature on a `Scene`: it reprojects the polygon into the scene's
+   pixel grid (edges densified first, so an edge that is straight in the AOI's CRS follows its true
+   curved path in the scene), clips it to the scene, and chooses a square window around it with a
+   context margin. Masks use pixel centres (GDAL's rasterisation with all_touched=False), so a
+   polygon drawn along pixel edges selects exactly the pixels it encloses.
+
+Units: "pixels" are scene pixels unless said otherwise; a chip read at a lower resolution has its
+own pixels (`RegionChip.out_shape`), and its mask and box are given in those.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+import pyproj
+import shapely
+from affine import Affine
+from shapely import affinity
+from rasterio.features import geometry_mask
+from rasterio.windows import Window
+
+from mgimm_core.errors import AOIError, CRSError, RegionError
+
+log = logging.getLogger(__name__)
+
+#: CRS of WKT / bbox sources without an explicit one, and of GeoJSON (RFC 7946).
+DEFAULT_AOI_CRS = "EPSG:4326"
+
+_WKT_RE = re.compile(
+    r"^\s*(SRID=\d+;\s*)?(MULTI)?(POINT|LINESTRING|POLYGON)|^\s*GEOMETRYCOLLECTION", re.IGNORECASE)
+_POLYGONAL = ("Polygon", "MultiPolygon")
+_AOI_FORMS = ("a vector file (GeoJSON, GeoPackage, Shapefile, FlatGeobuf, ...), a WKT polygon "
+              "('POLYGON ((...))'), or 'bbox:minx,miny,maxx,maxy'")
+
+# Densify edges to at most this many scene pixels before reprojecting (curvature error is then
+# far below a pixel), but never into more than MAX_DENSIFIED_VERTICES vertices per feature.
+DENSIFY_PIXELS = 4.0
+MAX_DENSIFIED_VERTICES = 200_000
+
+
+@dataclass
+class AOIFeature:
+    """One AOI feature, still in the AOI's own CRS."""
+
+    id: str                         # the 'id' attribute if present, else the 0-based feature index
+    geometry: shapely.Geometry      # in `crs`
+    crs: pyproj.CRS
+    properties: dict = field(default_factory=dict)   # every input attribute (JSON-friendly values)
+
+
+@dataclass
+class RegionChip:
+    """Exactly what the model sees for one region."""
+
+    id: str
+    window: Window                      # scene pixels, square, with context; may pass scene edges
+    out_shape: tuple[int, int]          # (h, w) read shape: window size, or model_input if larger
+    mask: np.ndarray                    # bool (h, w) in out_shape pixels: centre inside polygon
+    box: tuple[float, float, float, float]   # x1, y1, x2, y2: polygon bounds in out_shape pixels
+    valid_fraction: float               # share of the polygon inside the scene and not nodata
+    gsd_m: float                        # metres per chip pixel as read (after any decimation)
+    geometry: shapely.Geometry          # in the scene CRS, clipped to the scene
+    properties: dict = field(default_factory=dict)   # the AOI feature's attributes
+
+    @property
+    def scale(self) -> float:
+        """Scene pixels per chip pixel (1.0 unless the region was read at a lower resolution)."""
+        return self.window.width / self.out_shape[1]
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable summary (what `mgimm-geo regions --json` prints per region)."""
+        w = self.window
+        return {"id": self.id,
+                "window": {"col_off": int(w.col_off), "row_off": int(w.row_off),
+                           "width": int(w.width), "height": int(w.height)},
+                "out_shape": [int(v) for v in self.out_shape],
+                "box": [round(float(v), 4) for v in self.box],
+                "mask_pixels": int(self.mask.sum()),
+                "valid_fraction": round(float(self.valid_fraction), 6),
+                "gsd_m": None if math.isnan(self.gsd_m) else round(float(self.gsd_m), 6)}
+
+
+# =============================================================================== reading AOIs
+def read_aoi(source: str, *, layer: str | None = None, buffer: float | None = None,
+             crs=None) -> list[AOIFeature]:
+    """Read an AOI source into features (polygons in the source's CRS).
+
+    source, one of:
+      - a vector file path GDAL/pyogrio can read: GeoJSON, GeoPackage, Shapefile, FlatGeobuf, ...
+        Its CRS comes from the file; GeoJSON without one is EPSG:4326 (RFC 7946); any other file
+        without one needs `crs`.
+      - a WKT geometry string, e.g. 'POLYGON ((13.40 52.51, ...))': EPSG:4326 unless `crs`.
+      - 'bbox:minx,miny,maxx,maxy': a rectangle, EPSG:4326 unless `crs`.
+    layer: the layer of a multi-layer file (GeoPackage); required when there are several.
+    buffer: grow every feature by this many metres (measured on the ground, in a local azimuthal
+        equidistant projection around the feature), which also turns points and lines into
+        polygons. Negative values shrink polygons.
+    crs: the AOI's CRS (anything pyproj accepts, e.g. "EPSG:32633"); overrides the file's own.
+
+    Invalid polygons are repaired (shapely.make_valid) with a logged warning. Points, lines and
+    empty geometries are returned as they are; `prepare_region` refuses them per region.
+
+    Raises AOIError (missing, unreadable or empty source, layer problems, no CRS), CRSError (`crs`
+    or the file's CRS unknown to PROJ).
+    """
+    text = os.fspath(source).strip() if not isinstance(source, str) else source.strip()
+    user_crs = None if crs is None else _parse_crs(crs, "the AOI CRS (crs= / --aoi-crs)")
+    if text.lower().startswith("bbox:"):
+        features = [_bbox_feature(text, user_crs)]
+    elif _WKT_RE.match(text) and not os.path.exists(text):
+        features = [_wkt_feature(text, user_crs)]
+    else:
+        features = _read_vector_file(text, layer, user_crs)
+    if buffer is not None:
+        if not math.isfinite(float(buffer)):
+            raise AOIError(f"buffer={buffer!r} is not a finite number of metres.")
+        for f in features:
+            f.geometry = buffer_metres(f.geometry, f.crs, float(buffer))
+    for f in features:
+        f.geometry = _repair(f.geometry, f"feature {f.id!r} of {_short(text)}")
+    return features
+
+
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _parse_crs(value, what: str) -> pyproj.CRS:
+    try:
+        return pyproj.CRS.from_user_input(value)
+    except pyproj.exceptions.CRSError as exc:
+        raise CRSError(f"{what}: {value!r} is not a CRS PROJ knows ({exc}). Give it as "
+                       f"EPSG:xxxx, a PROJ string or WKT.") from exc
+
+
+def _bbox_feature(text: str, crs: pyproj.CRS | None) -> AOIFeature:
+    parts = text.split(":", 1)[1].replace(" ", ",").split(",")
+    try:
+        minx, miny, maxx, maxy = (float(p) for p in parts if p)
+    except ValueError:
+        raise AOIError(f"{text!r}: a bbox needs four numbers, 'bbox:minx,miny,maxx,maxy' "
+                       f"(EPSG:4326 lon/lat unless a CRS is given).") from None
+    if not (minx < maxx and miny < maxy) or not all(map(math.isfinite, (minx, miny, maxx, maxy))):
+        raise AOIError(f"{text!r}: need minx < maxx and miny < maxy, as "
+                       f"'bbox:minx,miny,maxx,maxy'.")
+    crs = crs or pyproj.CRS.from_user_input(DEFAULT_AOI_CRS)
+    return AOIFeature("0", shapely.box(minx, miny, maxx, maxy), crs, {})
+
+
+def _wkt_feature(text: str, crs: pyproj.CRS | None) -> AOIFeature:
+    wkt = text
+    srid = re.match(r"^\s*SRID=(\d+);", text, re.IGNORECASE)
+    if srid:
+        wkt = text[srid.end():]
+        crs = crs or _parse_crs(f"EPSG:{srid.group(1)}", f"the SRID of {_short(text)!r}")
+    try:
+        geom = shapely.from_wkt(wkt)
+    except shapely.errors.GEOSException as exc:
+        raise AOIError(f"{_short(text)!r}: not valid WKT ({exc}). Give e.g. "
+                       f"'POLYGON ((x1 y1, x2 y2, x3 y3, x1 y1))'.") from exc
+    crs = crs or pyproj.CRS.from_user_input(DEFAULT_AOI_CRS)
+    return AOIFeature("0", geom, crs, {})
+
+
+def _read_vector_file(path: str, layer: str | None, user_crs: pyproj.CRS | None
+                      ) -> list[AOIFeature]:
+    import pyogrio
+    import pyogrio.raw
+    from pyogrio.errors import DataLayerError, DataSourceError
+
+    if not path.startswith("/vsi") and not os.path.exists(path):
+        raise AOIError(f"AOI {path!r}: no such file, and not WKT or a bbox. Give {_AOI_FORMS}.")
+    if os.path.isdir(path) and not path.lower().endswith((".gdb", ".shp")):
+        # a directory of shapefiles is legal for GDAL, but usually a mistake
+        log.info("AOI %s is a directory; reading it as a GDAL vector dataset.", path)
+    try:
+        layers = [str(name) for name, _ in pyogrio.list_layers(path)]
+    except (DataSourceError, DataLayerError, OSError) as exc:
+        raise AOIError(f"AOI {path}: cannot be read as a vector file ({exc}). Give {_AOI_FORMS}; "
+                       f"check that the file is complete.") from exc
+    if not layers:
+        raise AOIError(f"AOI {path}: has no layers. Give a file with a polygon layer.")
+    if layer is None and len(layers) > 1:
+        raise AOIError(f"AOI {path}: has {len(layers)} layers ({', '.join(layers)}); choose one "
+                       f"with layer= / --layer NAME.")
+    if layer is not None and layer not in layers:
+        raise AOIError(f"AOI {path}: has no layer {layer!r}; its layers are: "
+                       f"{', '.join(layers)}. Choose one of them with --layer.")
+    layer = layer if layer is not None else layers[0]
+    try:
+        info = pyogrio.read_info(path, layer=layer)
+        meta, _, wkbs, field_data = pyogrio.raw.read(path, layer=layer, force_2d=True)
+    except (DataSourceError, DataLayerError, OSError, RuntimeError) as exc:
+        raise AOIError(f"AOI {path} (layer {layer!r}): cannot be read ({exc}). Check that the "
+                       f"file is complete; re-export it if needed.") from exc
+    if wkbs is None or len(wkbs) == 0:
+        raise AOIError(f"AOI {path} (layer {layer!r}): has no features. Draw or select at least "
+                       f"one polygon.")
+
+    crs = user_crs
+    file_crs = None
+    if meta.get("crs"):
+        file_crs = _parse_crs(meta["crs"], f"AOI {path} (layer {layer!r}) declares a CRS that")
+    if crs is None:
+        crs = file_crs
+    elif file_crs is not None and not file_crs.equals(user_crs, ignore_axis_order=True):
+        log.warning("AOI %s: the given CRS %s overrides the file's own %s.", path,
+                    user_crs.to_string(), file_crs.to_string())
+    if crs is None:
+        if info.get("driver") == "GeoJSON":
+            crs = pyproj.CRS.from_user_input(DEFAULT_AOI_CRS)   # RFC 7946
+        else:
+            raise AOIError(f"AOI {path} (layer {layer!r}): has no CRS, so its coordinates cannot "
+                           f"be placed on the scene. Give its CRS with crs= / --aoi-crs "
+                           f"(e.g. --aoi-crs EPSG:32633), or save it with one.")
+
+    names = [str(n) for n in meta["fields"]]
+    id_column = next((i for i, n in enumerate(names) if n == "id"), None)
+    features = []
+    for index, wkb in enumerate(wkbs):
+        props = {name: _plain(values[index]) for name, values in zip(names, field_data)}
+        fid = str(props["id"]) if id_column is not None and props["id"] is not None else str(index)
+        geom = shapely.from_wkb(wkb) if wkb is not None else shapely.from_wkt("POLYGON EMPTY")
+        features.append(AOIFeature(fid, geom, crs, props))
+    return features
+
+
+def _plain(value):
+    """A numpy scalar / datetime as a plain JSON-friendly Python value."""
+    if value is None:
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
+    if not isinstance(value, (str, int, float, bool)):
+        return str(value)
+    return value
+
+
+def _polygonal_part(geom: shapely.Geometry) -> shapely.Geometry:
+    """The polygons of a geometry (collections lose their points and lines)."""
+    if geom.geom_type in _POLYGONAL or geom.is_empty:
+        return geom
+    if geom.geom_type == "GeometryCollection":
+        polys = [g for g in shapely.get_parts(geom) if g.geom_type in _POLYGONAL and not g.is_empty]
+        parts = [p for g in polys for p in shapely.get_parts(g)]
+        return shapely.MultiPolygon(parts) if parts else shapely.from_wkt("POLYGON EMPTY")
+    return geom
+
+
+def _repair(geom: shapely.Geometry, what: str) -> shapely.Geometry:
+    """Make a geometry valid (warning when that changed it); polygonal input stays polygons."""
+    if geom.is_empty or geom.is_valid:
+        return _polygonal_part(geom)
+    reason = shapely.is_valid_reason(geom)
+    fixed = shapely.make_valid(geom)
+    if geom.geom_type in _POLYGONAL or geom.geom_type == "GeometryCollection":
+        fixed = _polygonal_part(fixed)
+    log.warning("%s: invalid geometry (%s) repaired with make_valid; check that it is the area "
+                "you meant.", what, reason)
+    return fixed
+
+
+# =============================================================================== reprojection
+class _UntransformableError(CRSError):
+    """Some coordinates of one geometry fall outside what the transformation can handle."""
+
+
+@lru_cache(maxsize=32)
+def _transformer(src: pyproj.CRS, dst: pyproj.CRS) -> pyproj.Transformer:
+    return pyproj.Transformer.from_crs(src, dst, always_xy=True)
+
+
+def reproject_geometry(geom: shapely.Geometry, src, dst, *, max_segment: float | None = None
+                       ) -> shapely.Geometry:
+    """Reproject a geometry (x/y order: lon/lat, easting/northing) with pyproj, always_xy.
+
+    max_segment (source CRS units): edges are first split into pieces at most this long, so
+    edges that are straight in `src` follow their curved path in `dst`.
+    Raises CRSError when a CRS is unknown or a coordinate cannot be transformed.
+    """
+    src_crs = src if isinstance(src, pyproj.CRS) else _parse_crs(src, "source CRS")
+    dst_crs = dst if isinstance(dst, pyproj.CRS) else _parse_crs(dst, "target CRS")
+    if geom.is_empty or src_crs.equals(dst_crs):
+        return geom
+    if max_segment is not None and max_segment > 0:
+        geom = shapely.segmentize(geom, max_segment)
+    try:
+        transformer = _transformer(src_crs, dst_crs)
+    except pyproj.exceptions.ProjError as exc:
+        raise CRSError(f"no transformation from {src_crs.name} to {dst_crs.name} ({exc}). "
+                       f"Check both CRSs.") from exc
+    out = shapely.transform(geom, lambda x, y: transformer.transform(x, y), interleaved=False)
+    if not np.all(np.isfinite(shapely.get_coordinates(out))):
+        raise _UntransformableError(
+            f"some coordinates cannot be transformed from {src_crs.name} to {dst_crs.name} "
+            f"(outside its area of use?). Check the AOI's CRS.")
+    return out
+
+
+def buffer_metres(geom: shapely.Geometry, crs: pyproj.CRS, metres: float) -> shapely.Geometry:
+    """Buffer by a ground distance in metres, in a local azimuthal equidistant projection.
+
+    Right in any CRS (geographic, Web Mercator with its scale error, feet), since distances from
+    the projection centre (the geometry's centre) are true.
+    """
+    if geom.is_empty or metres == 0:
+        return geom
+    centre = shapely.box(*geom.bounds).centroid
+    lon, lat = _transformer(crs, crs.geodetic_crs).transform(centre.x, centre.y)
+    local = pyproj.CRS.from_proj4(f"+proj=aeqd +lat_0={lat} +lon_0={lon} +ellps=WGS84 +units=m")
+    flat = reproject_geometry(geom, crs, local)
+    span = max(flat.bounds[2] - flat.bounds[0], flat.bounds[3] - flat.bounds[1], abs(metres))
+    grown = flat.buffer(metres)
+    return reproject_geometry(grown, local, crs, max_segment=span / 64)
+
+
+# =============================================================================== regions
+def _scene_proj_crs(scene) -> pyproj.CRS | None:
+    if scene.crs is None:
+        return None
+    try:
+        return pyproj.CRS.from_user_input(scene.crs.to_wkt())
+    except pyproj.exceptions.CRSError as exc:
+        raise CRSError(f"{scene.path}: its CRS is not one PROJ knows ({exc}). Assign a known "
+                       f"CRS (gdal_edit.py -a_srs EPSG:xxxx {scene.path}).") from exc
+
+
+def _fail(feature: AOIFeature, message: str) -> RegionError:
+    err = RegionError(f"region {feature.id!r}: {message}")
+    err.feature_id = feature.id
+    return err
+
+
+def _check_area_geometry(feature: AOIFeature):
+    geom = feature.geometry
+    if geom is None or geom.is_empty:
+        raise _fail(feature, "empty geometry. Remove the feature or draw a polygon.")
+    if geom.geom_type not in _POLYGONAL:
+        raise _fail(feature, f"a {geom.geom_type}, but regions must be polygons. Give a buffer "
+                             f"in metres (read_aoi(buffer=...) / --buffer METRES) to turn "
+                             f"points and lines into polygons.")
+
+
+def aoi_to_scene_pixels(scene, feature: AOIFeature) -> shapely.Geometry:
+    """The feature's polygon in scene pixel coordinates (x = column, y = row, edges at integers).
+
+    Edges are densified to about DENSIFY_PIXELS scene pixels before reprojection. Raises CRSError
+    when the scene has no CRS and the AOI is geographic, or a CRS is unusable.
+    """
+    scene_crs = _scene_proj_crs(scene)
+    geom = feature.geometry
+    if scene_crs is None:
+        if feature.crs.is_geographic:
+            raise CRSError(f"{scene.path}: the raster has no CRS, so an AOI in "
+                           f"{feature.crs.name} (geographic) cannot be placed on it. Assign the "
+                           f"raster a CRS (gdal_edit.py -a_srs EPSG:xxxx {scene.path}) or give "
+                           f"the AOI in the raster's own coordinates.")
+        log.warning("%s: the raster has no CRS; region %r is taken to be in the raster's own "
+                    "coordinates (its CRS %s is ignored).", scene.path, feature.id,
+                    feature.crs.name)
+    else:
+        try:
+            plain = reproject_geometry(geom, feature.crs, scene_crs)  # vertices only: for the scale
+            max_segment = _densify_length(geom, plain, scene)
+            geom = reproject_geometry(geom, feature.crs, scene_crs, max_segment=max_segment)
+        except _UntransformableError:
+            raise
+        except CRSError as exc:
+            raise CRSError(f"{scene.path}: AOI features in {feature.crs.name} cannot be placed on "
+                           f"this raster's CRS ({scene_crs.name}): {exc} Assign the raster a CRS "
+                           f"PROJ can transform (gdal_edit.py -a_srs EPSG:xxxx {scene.path}) or "
+                           f"give the AOI in the raster's own CRS.") from exc
+    inv = ~scene.transform
+    return affinity.affine_transform(geom, [inv.a, inv.b, inv.d, inv.e, inv.c, inv.f])
+
+
+def _densify_length(src_geom, scene_geom, scene) -> float | None:
+    """Source-CRS length of about DENSIFY_PIXELS scene pixels (from the bounding boxes' ratio)."""
+    sx0, sy0, sx1, sy1 = src_geom.bounds
+    tx0, ty0, tx1, ty1 = scene_geom.bounds
+    src_diag = math.hypot(sx1 - sx0, sy1 - sy0)
+    px, py = abs(scene.transform.a) or 1.0, abs(scene.transform.e) or 1.0
+    pix_diag = math.hypot((tx1 - tx0) / px, (ty1 - ty0) / py)
+    if src_diag == 0 or pix_diag == 0:
+        return None
+    length = DENSIFY_PIXELS * src_diag / pix_diag
+    return max(length, src_geom.length / MAX_DENSIFIED_VERTICES)
+
+
+def chip_window(bounds: tuple[float, float, float, float], *, scene_width: int, scene_height: int,
+                model_input: int, context: float, min_window: int
+                ) -> tuple[Window, tuple[int, int]]:
+    """A square, integer window (scene pixels) around a region's pixel bounds, and its read shape.
+
+    The side is the region's larger extent plus `context` of it on each side, at least
+    `min_window`; the window holds the whole region, and is shifted to stay inside the scene
+    when the scene is big enough (more real context instead of empty border). The read shape is
+    the window's size, or (model_input, model_input) when the window is larger.
+    """
+    minx, miny, maxx, maxy = bounds
+    extent = max(maxx - minx, maxy - miny)
+    side = max(math.ceil(extent * (1 + 2 * context) - 1e-9), int(min_window),
+               math.ceil(maxx) - math.floor(minx), math.ceil(maxy) - math.floor(miny), 1)
+
+    def offset(lo, hi, size):
+        off = math.floor((lo + hi) / 2 - side / 2)
+        off = min(off, math.floor(lo))
+        off = max(off, math.ceil(hi) - side)
+        if side <= size:                     # room to keep the window inside the scene
+            off = min(max(off, 0), size - side)
+        return off
+
+    window = Window(offset(minx, maxx, scene_width), offset(miny, maxy, scene_height), side, side)
+    read = side if side <= model_input else int(model_input)
+    return window, (read, read)
+
+
+def prepare_region(scene, feature: AOIFeature, *, model_input: int = 336, context: float = 0.25,
+                   min_window: int = 64) -> RegionChip:
+    """Place one AOI feature on a scene: window, read shape, mask, box, valid fraction, GSD.
+
+    model_input: largest chip side in pixels; larger windows are read decimated to it, and the
+        mask and box are computed in that reduced grid.
+    context: margin on each side, as a fraction of the region's larger extent.
+    min_window: smallest window side in scene pixels (context for tiny regions).
+
+    Raises RegionError (empty, point/line, outside the scene) for this region, CRSError when the
+    scene/AOI CRSs cannot be combined.
+    """
+    if model_input < 1 or min_window < 1 or context < 0:
+        raise ValueError(f"need model_input >= 1, min_window >= 1, context >= 0 (got "
+                         f"{model_input}, {min_window}, {context}).")
+    _check_area_geometry(feature)
+    try:
+        pixels = aoi_to_scene_pixels(scene, feature)
+    except _UntransformableError as exc:
+        raise _fail(feature, str(exc)) from exc
+    pixels = _repair(pixels, f"region {feature.id!r} after reprojection")
+    if pixels.is_empty or pixels.area == 0:
+        raise _fail(feature, "has no area after reprojection onto the scene.")
+    inside = _polygonal_part(pixels.intersection(shapely.box(0, 0, scene.width, scene.height)))
+    if inside.is_empty or inside.area == 0:
+        t = scene.transform
+        scene_b = ", ".join(f"{v:.10g}" for v in scene.bounds)
+        region_b = ", ".join(f"{v:.10g}" for v in affinity.affine_transform(
+            pixels, [t.a, t.b, t.d, t.e, t.c, t.f]).bounds)
+        raise _fail(feature, f"lies outside the scene {scene.path} (scene bounds {scene_b}; "
+                             f"region bounds {region_b}, in the scene CRS). Check the AOI's CRS "
+                             f"(--aoi-crs) or choose the scene that covers it.")
+
+    window, out_shape = chip_window(inside.bounds, scene_width=scene.width,
+                                    scene_height=scene.height, model_input=model_input,
+                                    context=context, min_window=min_window)
+    scale = window.width / out_shape[1]       # scene pixels per chip pixel
+    chip_to_scene_pixels = Affine(scale, 0, window.col_off, 0, scale, window.row_off)
+    mask = geometry_mask([inside], out_shape=out_shape, transform=chip_to_scene_pixels,
+                         all_touched=False, invert=True)
+    if not mask.any():
+        log.warning("region %r covers no pixel centre; using every pixel it touches.", feature.id)
+        mask = geometry_mask([inside], out_shape=out_shape, transform=chip_to_scene_pixels,
+                             all_touched=True, invert=True)
+    minx, miny, maxx, maxy = inside.bounds
+    box = ((minx - window.col_off) / scale, (miny - window.row_off) / scale,
+           (maxx - window.col_off) / scale, (maxy - window.row_off) / scale)
+
+    _, valid = scene.read(window, out_shape)
+    inside_share = inside.area / pixels.area
+    valid_fraction = inside_share * float((mask & valid).sum()) / float(mask.sum())
+    centre = inside.centroid
+    gsd = _gsd_m(scene, centre.y, centre.x) * scale
+    t = scene.transform
+    geometry = affinity.affine_transform(inside, [t.a, t.b, t.d, t.e, t.c, t.f])
+    return RegionChip(feature.id, window, out_shape, mask, box, min(1.0, valid_fraction), gsd,
+                      geometry, dict(feature.properties))
+
+
+def _gsd_m(scene, row: float, col: float) -> float:
+    """Scene GSD in metres at a pixel; NaN when the scene has no CRS (no metric scale known)."""
+    if scene.crs is None:
+        return float("nan")
+    return float(scene.gsd_m(row=row, col=col))
+
+
+def prepare_regions(scene, features, **kw) -> list[RegionChip | RegionError]:
+    """`prepare_region` for every feature; a RegionError is kept in place of its chip so the
+    other regions go on. Errors about the whole input (CRSError, SceneError) still raise."""
+    out: list[RegionChip | RegionError] = []
+    for feature in features:
+        try:
+            out.append(prepare_region(scene, feature, **kw))
+        except RegionError as err:
+            if not hasattr(err, "feature_id"):
+                err.feature_id = feature.id
+            log.debug("%s", err)       # the caller reports it (it is in the returned list)
+            out.append(err)
+    return out
+
+
+def read_region(scene, chip: RegionChip) -> tuple[np.ndarray, np.ndarray]:
+    """The chip's pixels as the model sees them: (rgb uint8 (h, w, 3), valid bool (h, w))."""
+    return scene.read(chip.window, chip.out_shape)
