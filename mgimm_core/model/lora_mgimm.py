@@ -1,0 +1,50 @@
+"""LoRA on the language model (peft): add, merge for inference.
+
+The model's config records whether unmerged adapters are present (`use_lora`), so a checkpoint
+saved mid-training reloads with the same module names; merged checkpoints are plain LMs again.
+"""
+
+from __future__ import annotations
+
+from peft import LoraConfig, PeftModel, get_peft_model
+
+
+def lora_config_from(config) -> LoraConfig:
+    """peft LoraConfig from the MGIMM config's lora_* fields (targets: "all-linear" = every linear
+    layer of the LM except its output head)."""
+    targets = config.lora_target_modules
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=targets if isinstance(targets, str) else list(targets),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def wrap_with_lora(language_model, config):
+    """Return the LM wrapped in a peft model with fresh adapters (B initialised to zero, so the
+    output is unchanged until training)."""
+    return get_peft_model(language_model, lora_config_from(config))
+
+
+def add_lora(model, **settings):
+    """Give `model.language_model` LoRA adapters; settings override lora_r, lora_alpha,
+    lora_dropout, lora_target_modules. Returns the model (changed in place)."""
+    if model.config.use_lora:
+        raise ValueError("the language model already has LoRA adapters: merge_lora first or keep them")
+    for key, value in settings.items():
+        setattr(model.config, f"lora_{key}" if not key.startswith("lora_") else key, value)
+    model.language_model = wrap_with_lora(model.language_model, model.config)
+    model.language_model.train(model.training)  # new dropout layers must follow the model's mode
+    model.config.use_lora = True
+    return model
+
+
+def merge_lora(model):
+    """Fold the adapters into the LM weights (for inference and serving); no-op without LoRA."""
+    if isinstance(model.language_model, PeftModel):
+        model.language_model = model.language_model.merge_and_unload()
+    model.config.use_lora = False
+    return model

@@ -1,0 +1,205 @@
+"""The region interactive module: region prompts (boxes, optional polygon masks) -> region tokens.
+
+Every region is processed on its own (its own copy of the patch keys), so a region's tokens depend
+only on its image and its own prompt: moving one box never changes another region's tokens.
+Boxes are (x1, y1, x2, y2) in pixels of the model input; masks are bool at input resolution and
+reach the module as the fraction of each patch they cover ("area fraction", 0..1, grid g x g).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+GEOMETRY_FEATURES = 11
+
+
+def box_to_mask(boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """Rasterise boxes (..., 4) in input pixels to bool masks (..., size, size): a pixel is inside
+    when its centre is. The pixel holding the box centre is always inside, so tiny boxes are never
+    empty. The processor and the model both use this rule, so box-only regions match exactly."""
+    centres = torch.arange(size, device=boxes.device, dtype=boxes.dtype) + 0.5
+    x1, y1, x2, y2 = (boxes[..., i, None] for i in range(4))
+    inside_x = (centres >= x1) & (centres < x2)
+    inside_y = (centres >= y1) & (centres < y2)
+    mask = inside_y[..., :, None] & inside_x[..., None, :]
+    cx = ((x1 + x2) / 2).floor().clamp(0, size - 1).long().squeeze(-1)
+    cy = ((y1 + y2) / 2).floor().clamp(0, size - 1).long().squeeze(-1)
+    flat = mask.reshape(-1, size, size)
+    idx = torch.arange(flat.shape[0], device=boxes.device)
+    flat[idx, cy.reshape(-1), cx.reshape(-1)] = True
+    return flat.reshape(mask.shape)
+
+
+def mask_to_patch_fraction(masks: torch.Tensor, grid: int) -> torch.Tensor:
+    """(..., S, S) bool masks -> (..., grid, grid) fraction of each patch's area inside the mask."""
+    lead = masks.shape[:-2]
+    size = masks.shape[-1]
+    pooled = F.avg_pool2d(masks.reshape(-1, 1, size, size).float(), kernel_size=size // grid)
+    return pooled.reshape(*lead, grid, grid)
+
+
+class FourierPositionEncoding(nn.Module):
+    """Random-Fourier features of 2-D points in 0..1 (SAM's PositionEmbeddingRandom):
+    [sin, cos](2 pi (2p - 1) G), G ~ N(0, scale^2) of shape (2, width/2), fixed after creation."""
+
+    def __init__(self, width: int, scale: float = 1.0, seed: int = 0):
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        self.register_buffer("gaussian", scale * torch.randn(2, width // 2, generator=generator, device="cpu"))
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        projected = (2 * points.to(self.gaussian.dtype) - 1) @ self.gaussian * (2 * math.pi)
+        return torch.cat([projected.sin(), projected.cos()], dim=-1)
+
+
+class RegionAttention(nn.Module):
+    """Multi-head attention with an optional internal width reduction (SAM's downsample rate) and
+    a bool key mask (True: may attend)."""
+
+    def __init__(self, width: int, heads: int, downsample: int = 1):
+        super().__init__()
+        inner = width // downsample
+        self.heads = heads
+        self.q_proj = nn.Linear(width, inner)
+        self.k_proj = nn.Linear(width, inner)
+        self.v_proj = nn.Linear(width, inner)
+        self.out_proj = nn.Linear(inner, width)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        n, length, inner = x.shape
+        return x.reshape(n, length, self.heads, inner // self.heads).transpose(1, 2)
+
+    def forward(self, q, k, v, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        attn_mask = None if key_mask is None else key_mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(
+            self._split(self.q_proj(q)), self._split(self.k_proj(k)), self._split(self.v_proj(v)),
+            attn_mask=attn_mask,
+        )
+        n, heads, length, head_dim = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(n, length, heads * head_dim))
+
+
+class TwoWayBlock(nn.Module):
+    """One block of SAM's two-way transformer: queries self-attend, attend to the patch keys, pass
+    an MLP, then the keys attend back to the queries."""
+
+    def __init__(self, width: int, heads: int, mlp_dim: int, downsample: int, skip_first_pe: bool):
+        super().__init__()
+        self.self_attn = RegionAttention(width, heads)
+        self.norm1 = nn.LayerNorm(width)
+        self.cross_attn_token_to_image = RegionAttention(width, heads, downsample)
+        self.norm2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, mlp_dim), nn.ReLU(), nn.Linear(mlp_dim, width))
+        self.norm3 = nn.LayerNorm(width)
+        self.cross_attn_image_to_token = RegionAttention(width, heads, downsample)
+        self.norm4 = nn.LayerNorm(width)
+        self.skip_first_pe = skip_first_pe
+
+    def forward(self, queries, keys, query_pe, key_pe, key_mask):
+        if self.skip_first_pe:
+            queries = self.self_attn(queries, queries, queries)
+        else:
+            q = queries + query_pe
+            queries = queries + self.self_attn(q, q, queries)
+        queries = self.norm1(queries)
+        k = keys + key_pe
+        queries = self.norm2(queries + self.cross_attn_token_to_image(queries + query_pe, k, keys, key_mask))
+        queries = self.norm3(queries + self.mlp(queries))
+        keys = self.norm4(keys + self.cross_attn_image_to_token(k, queries + query_pe, queries))
+        return queries, keys
+
+
+class RegionInteractiveModule(nn.Module):
+    """Region prompts + patch features -> `tokens_per_region` tokens per region, in the vision width.
+
+    Token kinds, in `config.region_tokens` order: "corners" (2 tokens: Fourier encoding of each box
+    corner + a learned corner embedding, refined by a two-way transformer over the patches + dense
+    positional encoding), "pooled" (patch features averaged under the mask, weighted by area
+    fraction), "geometry" (an MLP of box position, size, aspect and mask fill).
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        width = config.vision_config.hidden_size
+        self.kinds = tuple(config.region_tokens)
+        self.image_size = config.image_size
+        self.grid = config.grid_size
+        self.masked_attention = config.region_masked_attention
+        self.pe = FourierPositionEncoding(width)
+        if "corners" in self.kinds:
+            self.corner_embed = nn.Embedding(2, width)
+            self.layers = nn.ModuleList(
+                TwoWayBlock(width, config.region_heads, config.region_mlp_dim,
+                            config.region_attention_downsample, skip_first_pe=(i == 0))
+                for i in range(config.region_depth)
+            )
+            self.final_attn = RegionAttention(width, config.region_heads, config.region_attention_downsample)
+            self.norm_final = nn.LayerNorm(width)
+            # Learned in-region / out-of-region embeddings added to the keys: the dense mask prompt.
+            self.mask_embed = nn.Embedding(2, width) if config.region_dense_mask else None
+        if "geometry" in self.kinds:
+            self.geometry_mlp = nn.Sequential(
+                nn.Linear(GEOMETRY_FEATURES, width), nn.GELU(), nn.Linear(width, width)
+            )
+
+    def dense_positional_encoding(self) -> torch.Tensor:
+        """(P, width) Fourier encoding of the patch centres (row-major, as the patch tokens).
+        Computed on the fly: a non-persistent buffer would not survive from_pretrained's meta init."""
+        device = self.pe.gaussian.device
+        centres = (torch.arange(self.grid, dtype=torch.float32, device=device) + 0.5) / self.grid
+        y, x = torch.meshgrid(centres, centres, indexing="ij")
+        return self.pe(torch.stack([x, y], dim=-1).reshape(-1, 2))
+
+    def _corner_tokens(self, feats, boxes, fraction):
+        """feats (N, P, D), boxes (N, 4) input px, fraction (N, P) -> (N, 2, D)."""
+        corners = boxes.reshape(-1, 2, 2) / self.image_size
+        query_pe = self.pe(corners).to(feats.dtype) + self.corner_embed.weight.to(feats.dtype)
+        keys = feats
+        if self.mask_embed is not None:
+            inside, outside = self.mask_embed.weight.to(feats.dtype)
+            keys = keys + fraction[..., None] * inside + (1 - fraction[..., None]) * outside
+        key_pe = self.dense_positional_encoding().to(feats.dtype).expand_as(keys)
+        key_mask = (fraction > 0) if self.masked_attention else None
+        queries = query_pe
+        for layer in self.layers:
+            queries, keys = layer(queries, keys, query_pe, key_pe, key_mask)
+        attended = self.final_attn(queries + query_pe, keys + key_pe, keys, key_mask)
+        return self.norm_final(queries + attended)
+
+    def _geometry(self, boxes, fraction):
+        """(N, 4) boxes and (N, P) fractions -> (N, GEOMETRY_FEATURES) scalars, all about 0..1."""
+        b = boxes / self.image_size
+        w = (b[:, 2] - b[:, 0]).clamp_min(1e-4)
+        h = (b[:, 3] - b[:, 1]).clamp_min(1e-4)
+        area = fraction.mean(-1)
+        fill = (area / (w * h)).clamp(0, 1)
+        aspect = torch.log(w / h).clamp(-4, 4) / 4
+        return torch.stack(
+            [b[:, 0], b[:, 1], b[:, 2], b[:, 3], (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2,
+             w, h, aspect, area.sqrt(), fill], dim=-1,
+        )
+
+    def forward(self, feats: torch.Tensor, boxes: torch.Tensor, fraction: torch.Tensor) -> torch.Tensor:
+        """feats (N, P, D): patch features of each region's image; boxes (N, 4) input pixels;
+        fraction (N, P): area fraction of each patch inside the region. Returns (N, T, D)."""
+        empty = fraction.sum(-1) == 0
+        if empty.any():  # a degenerate polygon: fall back to its box
+            box_mask = box_to_mask(boxes[empty], self.image_size)
+            fraction = fraction.clone()
+            fraction[empty] = mask_to_patch_fraction(box_mask, self.grid).flatten(1).to(fraction.dtype)
+        fraction = fraction.to(feats.dtype)
+        tokens = []
+        for kind in self.kinds:
+            if kind == "corners":
+                tokens.append(self._corner_tokens(feats, boxes.to(feats.dtype), fraction))
+            elif kind == "pooled":
+                weights = fraction / fraction.sum(-1, keepdim=True)
+                tokens.append(torch.einsum("np,npd->nd", weights, feats)[:, None])
+            elif kind == "geometry":
+                geometry = self._geometry(boxes.float(), fraction.float()).to(feats.dtype)
+                tokens.append(self.geometry_mlp(geometry)[:, None])
+        return torch.cat(tokens, dim=1)
