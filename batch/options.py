@@ -3,8 +3,10 @@
 Which commands use which option:
 
 - `scene_argument`              info, regions
-- `bands_option` (-b/--bands)   info, regions
-- `nodata_option` (--nodata)    info, regions
+- `bands_option` (-b/--bands)   info, regions, describe
+- `nodata_option` (--nodata)    info, regions, describe
+- `aoi_options` (--aoi, --layer, --aoi-crs, --buffer)   regions, describe
+- `output_mode_options` (--overwrite, --append, --resume)   describe
 - `percentiles_option`          info, regions
 - `value_range_option`          info, regions
 
@@ -105,3 +107,42 @@ def scene_kwargs(bands, nodata, percentiles, value_range) -> dict:
     """The keyword arguments of `Scene.open` from the parsed option values."""
     return {"bands": bands, "nodata": nodata, "percentiles": percentiles,
             "value_range": value_range}
+
+
+aoi_option = click.option(
+    "--aoi", default=None, metavar="AOI",
+    help="Regions: a vector file (GeoJSON, GeoPackage, Shapefile, FlatGeobuf, ...), a WKT polygon, "
+         "or 'bbox:minx,miny,maxx,maxy'. GeoJSON, WKT and bbox are lon/lat (EPSG:4326) unless "
+         "--aoi-crs says otherwise.")
+
+layer_option = click.option(
+    "--layer", default=None, metavar="NAME", help="Layer of a multi-layer AOI file (GeoPackage).")
+
+aoi_crs_option = click.option(
+    "--aoi-crs", default=None, metavar="CRS",
+    help="CRS of the AOI (e.g. EPSG:32633): needed for files without one (a Shapefile without "
+         ".prj), overrides the file's own otherwise.")
+
+buffer_option = click.option(
+    "--buffer", type=float, default=None, metavar="METRES",
+    help="Grow every region by this many metres on the ground; turns points and lines into polygons.")
+
+
+def aoi_options(f):
+    """--aoi, --layer, --aoi-crs and --buffer at once (the arguments of `read_aoi`)."""
+    for option in (buffer_option, aoi_crs_option, layer_option, aoi_option):
+        f = option(f)
+    return f
+
+
+def output_mode_options(f):
+    """What to do with an existing output: --overwrite, --append or --resume (default: refuse)."""
+    for option in (
+        click.option("--resume", is_flag=True,
+                     help="Finish an interrupted run: keep what OUT holds, describe the rest "
+                          "(failed regions are retried)."),
+        click.option("--append", is_flag=True, help="Add this run's rows to an existing OUT."),
+        click.option("--overwrite", is_flag=True, help="Replace an existing OUT."),
+    ):
+        f = option(f)
+    return f

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from batch.options import scene_argument, scene_kwargs, scene_options
+from batch.options import aoi_options, scene_argument, scene_kwargs, scene_options
 from mgimm_core.errors import MGIMMError, RegionError
 from mgimm_core.regions import prepare_regions, read_aoi
 from mgimm_core.scene import Scene
@@ -51,18 +51,7 @@ def _print_table(report: dict):
 
 @click.command("regions")
 @scene_argument
-@click.option("--aoi", required=True, metavar="AOI",
-              help="Regions: a vector file (GeoJSON, GeoPackage, Shapefile, FlatGeobuf, ...), a "
-                   "WKT polygon, or 'bbox:minx,miny,maxx,maxy'. GeoJSON, WKT and bbox are lon/lat "
-                   "(EPSG:4326) unless --aoi-crs says otherwise.")
-@click.option("--layer", default=None, metavar="NAME",
-              help="Layer of a multi-layer AOI file (GeoPackage).")
-@click.option("--aoi-crs", default=None, metavar="CRS",
-              help="CRS of the AOI (e.g. EPSG:32633): needed for files without one (a Shapefile "
-                   "without .prj), overrides the file's own otherwise.")
-@click.option("--buffer", type=float, default=None, metavar="METRES",
-              help="Grow every region by this many metres on the ground; turns points and lines "
-                   "into polygons.")
+@aoi_options
 @click.option("--model-input", type=click.IntRange(min=1), default=336, show_default=True,
               help="Largest chip side in pixels; larger windows are read at a lower resolution.")
 @click.option("--context", type=click.FloatRange(min=0), default=0.25, show_default=True,
@@ -94,6 +83,8 @@ def command(scene, aoi, layer, aoi_crs, buffer, model_input, context, min_window
          incompatible CRS, bad bands.
       2  usage error.
     """
+    if aoi is None:
+        raise click.UsageError("Missing option '--aoi'.")
     try:
         features = read_aoi(aoi, layer=layer, buffer=buffer, crs=aoi_crs)
         with Scene.open(scene, **scene_kwargs(bands, nodata, percentiles, value_range)) as opened:

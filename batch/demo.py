@@ -1,0 +1,49 @@
+"""`mgimm-geo demo [DIR]`: a synthetic scene, AOIs and ground truth, described by the demo model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from batch.describe import run_describe
+
+
+def _rows(path: Path) -> list[dict]:
+    from pyogrio.raw import read
+
+    meta, _fids, _geoms, values = read(str(path), layer="regions")
+    names = list(meta["fields"])
+    return [dict(zip(names, row)) for row in zip(*values)]
+
+
+@click.command("demo")
+@click.argument("directory", default="mgimm-demo", required=False, metavar="[DIR]")
+@click.option("--model", "model_dir", default=None, metavar="DIR", help="Model directory (default: demo).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--seed", type=int, default=2024, show_default=True, help="Seed of the synthetic scene.")
+@click.option("--overwrite", is_flag=True, help="Replace DIR/descriptions.gpkg if it exists.")
+def command(directory, model_dir, device, seed, overwrite):
+    """Write a synthetic georeferenced scene (UTM GeoTIFF), AOIs over its objects (EPSG:4326
+    GeoJSON) and the ground truth into DIR, describe the AOIs, and print what the model said next
+    to the truth. The GeoPackage DIR/descriptions.gpkg opens in QGIS, labelled."""
+    from training.synthetic.demo_inputs import TRUTH_PREFIX, write_demo_inputs
+
+    directory = Path(directory)
+    output = directory / "descriptions.gpkg"
+    if output.exists() and not overwrite:
+        raise click.ClickException(f"{output} exists; pass --overwrite to replace it or choose another DIR")
+    click.echo(f"Writing a synthetic scene and AOIs to {directory}/ ...", err=True)
+    inputs = write_demo_inputs(directory, seed=seed)
+    summary = run_describe([str(inputs.scene)], output, aoi=inputs.aoi, mode="overwrite" if overwrite else "create",
+                           model_dir=model_dir, device=device)
+    for row in _rows(output):
+        said = " ".join(str(row.get(k)) for k in ("size", "color", "shape", "object") if row.get(k))
+        truth = " ".join(str(row.get(TRUTH_PREFIX + k)) for k in ("size", "color", "shape", "name")
+                         if row.get(TRUTH_PREFIX + k))
+        click.echo(f"[{row['region_id']}]" + (f" truth: {truth}" if truth else ""))
+        click.echo(f"  attributes: {said or '-'}")
+        click.echo(f"  description: {row.get('description') or row.get('error')}")
+    click.echo(json.dumps({k: summary[k] for k in ("output", "described", "failed", "seconds")}), err=True)
+    click.echo(f"Open {output} in QGIS over {inputs.scene} to see the labelled regions.", err=True)

@@ -1,0 +1,189 @@
+"""`mgimm-geo describe`: AOI regions (or every tile) of one or more scenes -> a GeoPackage layer."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from batch.options import aoi_options, bands_option, nodata_option, output_mode_options
+from mgimm_core.errors import MGIMMError
+from mgimm_core.output import RunInfo, open_output, sha256_path
+from mgimm_core.pipeline import DescribeSettings, Timings, describe_regions, describe_tiles
+from mgimm_core.regions import read_aoi
+from mgimm_core.scene import Scene
+
+log = logging.getLogger(__name__)
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
+EXIT_SOME_FAILED = 3
+
+
+def expand_scene_paths(paths: tuple[str, ...]) -> list[str]:
+    """Files as given; a directory contributes its rasters (sorted), non-recursively."""
+    out: list[str] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            found = sorted(str(f) for f in path.iterdir() if f.suffix.lower() in RASTER_SUFFIXES)
+            if not found:
+                raise click.BadParameter(f"directory {p} holds no rasters ({', '.join(RASTER_SUFFIXES)})",
+                                         param_hint="SCENE")
+            out.extend(found)
+        else:
+            out.append(p)
+    return out
+
+
+def _progress(total, quiet: bool, unit: str):
+    from tqdm.auto import tqdm
+
+    disable = quiet or not sys.stderr.isatty()
+    return tqdm(total=total, unit=unit, desc="describe", disable=disable, file=sys.stderr,
+                dynamic_ncols=True)
+
+
+@click.command("describe")
+@click.argument("scenes", nargs=-1, required=True, metavar="SCENE...")
+@aoi_options
+@click.option("-o", "--output", required=True, metavar="OUT",
+              help="Output file: .gpkg (incremental, resumable), .geojson, .fgb or .csv.")
+@output_mode_options
+@click.option("--model", "model_dir", default=None, metavar="DIR",
+              help="A saved MGIMM directory (default: the demo model shipped with mgimm-geo).")
+@bands_option
+@nodata_option
+@click.option("--tiles", is_flag=True, help="Describe every tile of each scene's grid (no --aoi needed).")
+@click.option("--tile-size", type=click.IntRange(min=16), default=512, show_default=True,
+              help="Tile side in scene pixels (with --tiles).")
+@click.option("--tile-overlap", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Overlap between tiles in pixels (with --tiles).")
+@click.option("--min-valid", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Skip tiles with a smaller share of valid (not nodata) pixels (with --tiles).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Regions per model batch.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Longest answer, in tokens.")
+@click.option("--prompt", default=None, help="Description instruction (default: the one the model was "
+                                             "trained with).")
+@click.option("--no-attributes", is_flag=True, help="Skip the attribute question (object, colour, shape...).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.pass_context
+def command(ctx, scenes, aoi, layer, aoi_crs, buffer, output, overwrite, append, resume, model_dir, bands,
+            nodata, tiles, tile_size, tile_overlap, min_valid, batch_size, device, max_new_tokens, prompt,
+            no_attributes, quiet):
+    """Describe the AOI regions of SCENE(s) (files, directories of rasters, or VRTs) with MGIMM and
+    write one feature per region (or per tile with --tiles) to OUT.
+
+    Each AOI goes to every scene that covers it. Results are committed batch by batch; an
+    interrupted run keeps what it wrote, and --resume finishes the rest without duplicates.
+
+    \b
+    stdout: a JSON summary; stderr: progress and messages.
+    Exit status: 0 all regions described; 3 finished but some regions failed (their rows carry
+    the error); 1 the run could not go on (bad input, model, output); 2 usage error.
+    """
+    if not tiles and aoi is None:
+        raise click.UsageError("give --aoi AOI (regions to describe) or --tiles (every tile)")
+    modes = [m for m, flag in (("overwrite", overwrite), ("append", append), ("resume", resume)) if flag]
+    if len(modes) > 1:
+        raise click.UsageError(f"--{modes[0]} and --{modes[1]} exclude each other")
+    mode = modes[0] if modes else "create"
+    quiet = quiet or (ctx.obj or {}).get("verbosity", 0) < 0
+    summary = run_describe(scenes, output, aoi=aoi, layer=layer, aoi_crs=aoi_crs, buffer=buffer, mode=mode,
+                           model_dir=model_dir, bands=bands, nodata=nodata, tiles=tiles, tile_size=tile_size,
+                           tile_overlap=tile_overlap, min_valid=min_valid, batch_size=batch_size, device=device,
+                           max_new_tokens=max_new_tokens, prompt=prompt, attributes=not no_attributes,
+                           quiet=quiet)
+    click.echo(json.dumps(summary, indent=2))
+    if summary["failed"]:
+        click.echo(f"Warning: {summary['failed']} region(s) failed; see the 'error' field in {output}.",
+                   err=True)
+        ctx.exit(EXIT_SOME_FAILED)
+
+
+def run_describe(scenes, output, *, aoi=None, layer=None, aoi_crs=None, buffer=None, mode="create",
+                 model_dir=None, bands=None, nodata=None, tiles=False, tile_size=512, tile_overlap=0,
+                 min_valid=0.5, batch_size=16, device="auto", max_new_tokens=200, prompt=None,
+                 attributes=True, quiet=False) -> dict:
+    """Resolve inputs, load the model and describe; core errors become click errors (exit 1)."""
+    started = time.perf_counter()
+    try:
+        paths = expand_scene_paths(tuple(scenes))
+        features = read_aoi(str(aoi), layer=layer, buffer=buffer, crs=aoi_crs) if aoi else []
+        opened = [Scene.open(p, bands=bands, nodata=nodata) for p in paths]
+        from mgimm_core.describer import Describer  # torch loads only once the inputs are known good
+
+        describer = Describer.load(model_dir, device=device, max_new_tokens=max_new_tokens)
+        run = RunInfo(model_id=describer.model_id, model_sha256=sha256_path(describer.model_dir),
+                      parameters={"scenes": paths, "aoi": str(aoi) if aoi else None, "layer": layer,
+                                  "tiles": tiles, "tile_size": tile_size, "batch_size": batch_size,
+                                  "device": str(describer.device), "max_new_tokens": max_new_tokens,
+                                  "prompt": prompt, "bands": bands, "nodata": nodata})
+        summary = _run(opened, features, describer, str(output), mode, run, tiles=tiles, tile_size=tile_size,
+                       tile_overlap=tile_overlap, min_valid=min_valid, batch_size=batch_size,
+                       prompt=prompt, attributes=attributes, quiet=quiet)
+    except MGIMMError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except KeyboardInterrupt:
+        click.echo(f"Interrupted: what was written to {output} is kept; rerun with --resume to finish.",
+                   err=True)
+        sys.exit(130)
+    summary["seconds"] = round(time.perf_counter() - started, 2)
+    return summary
+
+
+def preflight(scenes, features) -> None:
+    """Raise now what would fail every region (e.g. a scene without CRS and a lon/lat AOI)."""
+    from mgimm_core.errors import RegionError
+    from mgimm_core.regions import prepare_region
+
+    for scene in scenes:
+        for feature in features[:1]:
+            try:
+                prepare_region(scene, feature)
+            except RegionError:
+                pass  # per-region problems are recorded per region later
+
+
+def _run(scenes, features, describer, output, mode, run, *, tiles, tile_size, tile_overlap, min_valid,
+         batch_size, prompt, attributes, quiet) -> dict:
+    timings = Timings()
+    counts = {"described": 0, "failed": 0}
+    settings = DescribeSettings(batch_size=batch_size, prompt=prompt, attributes=attributes)
+    preflight(scenes, features)  # whole-input errors must come before the output file exists
+    with open_output(output, mode=mode, run=run) as out:
+        skipped = 0
+        if tiles:
+            done = out.completed_tile_keys() if mode == "resume" else set()
+            bar = _progress(None, quiet, "tile")
+            batches = (batch for scene in scenes for batch in describe_tiles(
+                scene, describer, tile_size=tile_size, overlap=tile_overlap, min_valid_fraction=min_valid,
+                batch_size=batch_size, prompt=prompt, skip=done, timings=timings))
+            write = out.write_tiles
+        else:
+            done = out.completed_region_keys() if mode == "resume" else set()
+            bar = _progress(len(features) if len(scenes) == 1 else None, quiet, "region")
+            batches = describe_regions(scenes, features, describer, settings, skip=done, timings=timings)
+            write = out.write_regions
+        skipped = len(done)
+        with bar:
+            for records in batches:
+                t = time.perf_counter()
+                write(records)
+                timings.add("write", t)
+                for r in records:
+                    counts["failed" if r.error else "described"] += 1
+                bar.update(len(records))
+    total = counts["described"] + counts["failed"]
+    model_s = timings.seconds.get("model", 0.0)
+    return {"output": str(output), "mode": mode, "model": describer.model_id, "device": str(describer.device),
+            "scenes": [s.path for s in scenes], "unit": "tiles" if tiles else "regions",
+            "described": counts["described"], "failed": counts["failed"], "already_done": skipped,
+            "timings_s": timings.as_dict(),
+            "per_second": round(total / model_s, 3) if model_s else None}

@@ -1,0 +1,190 @@
+"""`mgimm-geo describe` end to end: real GeoTIFFs, real model weights (tiny, random), real GeoPackages.
+
+The tiny model's words are random; these tests check the plumbing (regions, layers, durability, errors).
+What the trained demo model says is checked in test_demo_model.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyogrio
+import pytest
+from click.testing import CliRunner
+
+from batch.cli import cli
+from training.synthetic.demo_inputs import write_demo_inputs
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> str:
+    from mgimm_core.model.testing_mgimm import tiny_model, tiny_processor
+
+    directory = tmp_path_factory.mktemp("tiny_model")
+    model = tiny_model()
+    model.save_pretrained(str(directory))
+    tiny_processor(model.config).save_pretrained(str(directory))
+    return str(directory)
+
+
+@pytest.fixture(scope="session")
+def demo_inputs(tmp_path_factory):
+    return write_demo_inputs(tmp_path_factory.mktemp("demo_inputs"), seed=7, size=512, objects=10)
+
+
+def run(args):
+    return CliRunner().invoke(cli, args, catch_exceptions=False)
+
+
+def read_regions(path):
+    meta, _fids, geoms, values = pyogrio.raw.read(str(path), layer="regions")
+    return [dict(zip(meta["fields"], row)) for row in zip(*values)], geoms, meta
+
+
+def test_regions_layer_keeps_aoi_geometry_attributes_and_adds_results(tmp_path, tiny_model_dir, demo_inputs):
+    out = tmp_path / "out.gpkg"
+    result = run(["describe", str(demo_inputs.scene), "--aoi", str(demo_inputs.aoi), "-o", str(out),
+                  "--model", tiny_model_dir, "--max-new-tokens", "4", "--batch-size", "4"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["described"] == demo_inputs.objects + 1 and summary["failed"] == 0
+    assert set(summary["timings_s"]) >= {"read", "model", "write"}
+    rows, geoms, meta = read_regions(out)
+    assert len(rows) == demo_inputs.objects + 1
+    assert "4326" in meta["crs"]                       # the AOI's CRS, not the scene's UTM
+    aoi = json.loads(Path(demo_inputs.aoi).read_text())["features"]
+    by_id = {r["region_id"]: r for r in rows}
+    for feature in aoi:
+        row = by_id[feature["properties"]["id"]]
+        assert row["kind"] == feature["properties"]["kind"]          # input attributes kept
+        assert row["description"] is not None and row["error"] is None   # random weights may say ""
+        assert 0.99 <= row["valid_fraction"] <= 1.0 and row["gsd_m"] >= 0.5
+        assert row["model"] and row["prompt"] and row["created"]
+    with sqlite3.connect(out) as db:
+        runs = db.execute("SELECT model_sha256, parameters FROM runs").fetchall()
+        styles = db.execute("SELECT count(*) FROM layer_styles WHERE f_table_name='regions'").fetchone()
+    assert len(runs) == 1 and len(runs[0][0]) == 64 and json.loads(runs[0][1])["batch_size"] == 4
+    assert styles[0] == 1
+
+
+def test_existing_output_is_not_clobbered_and_overwrite_replaces(tmp_path, tiny_model_dir, demo_inputs):
+    out = tmp_path / "out.gpkg"
+    out.write_bytes(b"precious")
+    args = ["describe", str(demo_inputs.scene), "--aoi", str(demo_inputs.aoi), "-o", str(out),
+            "--model", tiny_model_dir, "--max-new-tokens", "2"]
+    result = run(args)
+    assert result.exit_code == 1 and "--overwrite" in result.output
+    assert out.read_bytes() == b"precious"
+    assert run(args + ["--overwrite"]).exit_code == 0
+    assert len(read_regions(out)[0]) == demo_inputs.objects + 1
+
+
+def test_region_outside_the_scene_is_recorded_and_exit_code_says_so(tmp_path, tiny_model_dir, demo_inputs):
+    aoi = json.loads(Path(demo_inputs.aoi).read_text())
+    aoi["features"].append({"type": "Feature", "properties": {"id": "far-away", "kind": "x"},
+                            "geometry": {"type": "Polygon", "coordinates": [[[10, 10], [10.01, 10], [10.01, 10.01],
+                                                                              [10, 10]]]}})
+    path = tmp_path / "aoi.geojson"
+    path.write_text(json.dumps(aoi))
+    out = tmp_path / "out.gpkg"
+    result = run(["describe", str(demo_inputs.scene), "--aoi", str(path), "-o", str(out),
+                  "--model", tiny_model_dir, "--max-new-tokens", "2"])
+    assert result.exit_code == 3
+    rows = {r["region_id"]: r for r in read_regions(out)[0]}
+    assert "outside" in rows["far-away"]["error"] and rows["far-away"]["description"] is None
+    assert rows["area-1"]["error"] is None
+
+
+def test_tiles_mode_writes_one_polygon_per_tile(tmp_path, tiny_model_dir, demo_inputs):
+    out = tmp_path / "tiles.gpkg"
+    result = run(["describe", str(demo_inputs.scene), "--tiles", "--tile-size", "256", "-o", str(out),
+                  "--model", tiny_model_dir, "--max-new-tokens", "2"])
+    assert result.exit_code == 0, result.output
+    meta, _fids, geoms, values = pyogrio.raw.read(str(out), layer="tiles")
+    assert len(geoms) == 4                                   # 512 x 512 scene, 256 px tiles
+    info = pyogrio.read_info(str(out), layer="tiles")
+    minx, miny, maxx, maxy = info["total_bounds"]
+    import rasterio
+
+    with rasterio.open(demo_inputs.scene) as src:
+        assert np.allclose((minx, miny, maxx, maxy), tuple(src.bounds), atol=1e-6)
+
+
+@pytest.mark.parametrize("suffix", [".geojson", ".csv"])
+def test_other_formats_by_extension(tmp_path, tiny_model_dir, demo_inputs, suffix):
+    out = tmp_path / f"out{suffix}"
+    result = run(["describe", str(demo_inputs.scene), "--aoi", str(demo_inputs.aoi), "-o", str(out),
+                  "--model", tiny_model_dir, "--max-new-tokens", "2"])
+    assert result.exit_code == 0, result.output
+    assert len(pyogrio.raw.read(str(out))[3][0]) == demo_inputs.objects + 1
+
+
+@pytest.mark.parametrize("case", ["missing_scene", "not_a_raster", "missing_aoi", "bad_band", "bad_model",
+                                  "no_aoi_no_tiles", "geographic_aoi_on_raster_without_crs"])
+def test_bad_input_fails_cleanly_without_output(tmp_path, tiny_model_dir, demo_inputs, make_raster, case):
+    scene, aoi, extra = str(demo_inputs.scene), str(demo_inputs.aoi), []
+    model = tiny_model_dir
+    if case == "missing_scene":
+        scene = str(tmp_path / "nope.tif")
+    elif case == "not_a_raster":
+        scene = str(tmp_path / "notes.tif")
+        Path(scene).write_text("not a raster")
+    elif case == "missing_aoi":
+        aoi = str(tmp_path / "missing.geojson")
+    elif case == "bad_band":
+        extra = ["-b", "9"]
+    elif case == "bad_model":
+        model = str(tmp_path)
+    elif case == "geographic_aoi_on_raster_without_crs":
+        scene = make_raster(crs=None, count=3)
+    out = tmp_path / "out.gpkg"
+    args = ["describe", scene, "-o", str(out), "--model", model] + extra
+    if case != "no_aoi_no_tiles":
+        args += ["--aoi", aoi]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code in (1, 2), result.output
+    assert "Traceback" not in result.output and "Error" in result.output
+    assert not out.exists()
+    named = {"missing_scene": "nope.tif", "not_a_raster": "notes.tif", "missing_aoi": "missing.geojson",
+             "bad_band": "-b", "bad_model": str(tmp_path), "no_aoi_no_tiles": "--aoi",
+             "geographic_aoi_on_raster_without_crs": "CRS"}[case]
+    assert named in result.output
+
+
+def test_killed_run_leaves_a_valid_file_and_resume_finishes_without_duplicates(tmp_path, tiny_model_dir):
+    inputs = write_demo_inputs(tmp_path / "in", seed=11, size=512, objects=40)
+    out = tmp_path / "out.gpkg"
+    cmd = [sys.executable, "-m", "batch.cli", "describe", str(inputs.scene), "--aoi", str(inputs.aoi),
+           "-o", str(out), "--model", tiny_model_dir, "--batch-size", "2", "--max-new-tokens", "60", "-q"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    written = 0
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.3)
+        if out.exists():
+            try:
+                written = len(pyogrio.raw.read(str(out), layer="regions")[2])
+            except Exception:  # the layer may not be created yet
+                written = 0
+            if written >= 2:
+                break
+    assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read().decode()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = len(pyogrio.raw.read(str(out), layer="regions")[2])
+    total = inputs.objects + 1
+    assert 2 <= partial < total
+    result = subprocess.run(cmd[:-3] + ["--max-new-tokens", "2", "--resume", "-q"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["already_done"] == partial
+    rows = read_regions(out)[0]
+    ids = [r["region_id"] for r in rows]
+    assert len(ids) == total and len(set(ids)) == total
