@@ -6,37 +6,19 @@ import json
 import logging
 import sys
 import time
-from pathlib import Path
 
 import click
 
 from batch.options import aoi_options, bands_option, nodata_option, output_mode_options
 from mgimm_core.errors import MGIMMError
-from mgimm_core.output import RunInfo, open_output, sha256_path
-from mgimm_core.pipeline import DescribeSettings, Timings, describe_regions, describe_tiles
+from mgimm_core.output import RunInfo, sha256_path
+from mgimm_core.pipeline import describe_to_output
 from mgimm_core.regions import read_aoi
-from mgimm_core.scene import Scene
+from mgimm_core.scene import Scene, expand_scene_paths
 
 log = logging.getLogger(__name__)
 
-RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
 EXIT_SOME_FAILED = 3
-
-
-def expand_scene_paths(paths: tuple[str, ...]) -> list[str]:
-    """Files as given; a directory contributes its rasters (sorted), non-recursively."""
-    out: list[str] = []
-    for p in paths:
-        path = Path(p)
-        if path.is_dir():
-            found = sorted(str(f) for f in path.iterdir() if f.suffix.lower() in RASTER_SUFFIXES)
-            if not found:
-                raise click.BadParameter(f"directory {p} holds no rasters ({', '.join(RASTER_SUFFIXES)})",
-                                         param_hint="SCENE")
-            out.extend(found)
-        else:
-            out.append(p)
-    return out
 
 
 def _progress(total, quiet: bool, unit: str):
@@ -114,7 +96,7 @@ def run_describe(scenes, output, *, aoi=None, layer=None, aoi_crs=None, buffer=N
     """Resolve inputs, load the model and describe; core errors become click errors (exit 1)."""
     started = time.perf_counter()
     try:
-        paths = expand_scene_paths(tuple(scenes))
+        paths = expand_scene_paths(scenes)
         features = read_aoi(str(aoi), layer=layer, buffer=buffer, crs=aoi_crs) if aoi else []
         opened = [Scene.open(p, bands=bands, nodata=nodata) for p in paths]
         from mgimm_core.describer import Describer  # torch loads only once the inputs are known good
@@ -138,52 +120,12 @@ def run_describe(scenes, output, *, aoi=None, layer=None, aoi_crs=None, buffer=N
     return summary
 
 
-def preflight(scenes, features) -> None:
-    """Raise now what would fail every region (e.g. a scene without CRS and a lon/lat AOI)."""
-    from mgimm_core.errors import RegionError
-    from mgimm_core.regions import prepare_region
+def _run(scenes, features, describer, output, mode, run, *, quiet, **options) -> dict:
+    """describe_to_output with a progress bar on stderr."""
+    unit = "tile" if options.get("tiles") else "region"
+    total = len(features) if unit == "region" and len(scenes) == 1 else None
+    with _progress(total, quiet, unit) as bar:
+        def on_batch(done):
+            bar.update(done - bar.n)
 
-    for scene in scenes:
-        for feature in features[:1]:
-            try:
-                prepare_region(scene, feature)
-            except RegionError:
-                pass  # per-region problems are recorded per region later
-
-
-def _run(scenes, features, describer, output, mode, run, *, tiles, tile_size, tile_overlap, min_valid,
-         batch_size, prompt, attributes, quiet) -> dict:
-    timings = Timings()
-    counts = {"described": 0, "failed": 0}
-    settings = DescribeSettings(batch_size=batch_size, prompt=prompt, attributes=attributes)
-    preflight(scenes, features)  # whole-input errors must come before the output file exists
-    with open_output(output, mode=mode, run=run) as out:
-        skipped = 0
-        if tiles:
-            done = out.completed_tile_keys() if mode == "resume" else set()
-            bar = _progress(None, quiet, "tile")
-            batches = (batch for scene in scenes for batch in describe_tiles(
-                scene, describer, tile_size=tile_size, overlap=tile_overlap, min_valid_fraction=min_valid,
-                batch_size=batch_size, prompt=prompt, skip=done, timings=timings))
-            write = out.write_tiles
-        else:
-            done = out.completed_region_keys() if mode == "resume" else set()
-            bar = _progress(len(features) if len(scenes) == 1 else None, quiet, "region")
-            batches = describe_regions(scenes, features, describer, settings, skip=done, timings=timings)
-            write = out.write_regions
-        skipped = len(done)
-        with bar:
-            for records in batches:
-                t = time.perf_counter()
-                write(records)
-                timings.add("write", t)
-                for r in records:
-                    counts["failed" if r.error else "described"] += 1
-                bar.update(len(records))
-    total = counts["described"] + counts["failed"]
-    model_s = timings.seconds.get("model", 0.0)
-    return {"output": str(output), "mode": mode, "model": describer.model_id, "device": str(describer.device),
-            "scenes": [s.path for s in scenes], "unit": "tiles" if tiles else "regions",
-            "described": counts["described"], "failed": counts["failed"], "already_done": skipped,
-            "timings_s": timings.as_dict(),
-            "per_second": round(total / model_s, 3) if model_s else None}
+        return describe_to_output(scenes, features, describer, output, mode, run, on_batch=on_batch, **options)

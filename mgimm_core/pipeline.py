@@ -15,7 +15,7 @@ import shapely
 from rasterio.windows import bounds as window_bounds
 
 from mgimm_core.errors import RegionError
-from mgimm_core.output import RegionRecord, TileRecord, region_key, tile_key
+from mgimm_core.output import RegionRecord, RunInfo, TileRecord, open_output, region_key, tile_key
 from mgimm_core.prompts import DESCRIPTION_PROMPT
 from mgimm_core.regions import AOIFeature, RegionChip, prepare_region, read_region
 from mgimm_core.scene import Scene
@@ -185,3 +185,57 @@ def describe_tiles(scene: Scene, describer, *, tile_size: int = 512, overlap: in
         t = time.perf_counter()
     if batch and not should_cancel():
         yield flush()
+
+
+def preflight(scenes: list[Scene], features: list[AOIFeature]) -> None:
+    """Raise now what would fail every region (a scene without CRS and a lon/lat AOI, say), so a
+    run that cannot work stops before its output file exists."""
+    for scene in scenes:
+        for feature in features[:1]:
+            try:
+                prepare_region(scene, feature)
+            except RegionError:
+                pass  # per-region problems are recorded per region later
+
+
+def describe_to_output(scenes: list[Scene], features: list[AOIFeature], describer, output: str, mode: str,
+                       run: RunInfo, *, tiles: bool = False, tile_size: int = 512, tile_overlap: int = 0,
+                       min_valid: float = 0.5, batch_size: int = 8, prompt: str | None = None,
+                       attributes: bool = True, on_batch: Callable[[int], None] = lambda done: None,
+                       should_cancel: Callable[[], bool] = lambda: False) -> dict:
+    """Describe AOI regions (or every tile) of opened scenes into `output`, committing per batch.
+
+    The body of the CLI's `describe`, without click: `on_batch(records_done)` after each committed
+    batch (a progress bar), `should_cancel()` checked between batches. Returns the JSON summary;
+    "cancelled": true when should_cancel stopped it (what was written is kept).
+    """
+    preflight(scenes, features)
+    timings = Timings()
+    counts = {"described": 0, "failed": 0}
+    settings = DescribeSettings(batch_size=batch_size, prompt=prompt, attributes=attributes)
+    with open_output(output, mode=mode, run=run) as out:
+        if tiles:
+            done = out.completed_tile_keys() if mode == "resume" else set()
+            batches = (batch for scene in scenes for batch in describe_tiles(
+                scene, describer, tile_size=tile_size, overlap=tile_overlap, min_valid_fraction=min_valid,
+                batch_size=batch_size, prompt=prompt, skip=done, timings=timings, should_cancel=should_cancel))
+            write = out.write_tiles
+        else:
+            done = out.completed_region_keys() if mode == "resume" else set()
+            batches = describe_regions(scenes, features, describer, settings, skip=done, timings=timings,
+                                       should_cancel=should_cancel)
+            write = out.write_regions
+        for records in batches:
+            t = time.perf_counter()
+            write(records)
+            timings.add("write", t)
+            for r in records:
+                counts["failed" if r.error else "described"] += 1
+            on_batch(counts["described"] + counts["failed"])
+    total = counts["described"] + counts["failed"]
+    model_s = timings.seconds.get("model", 0.0)
+    return {"output": str(output), "mode": mode, "model": describer.model_id, "device": str(describer.device),
+            "scenes": [s.path for s in scenes], "unit": "tiles" if tiles else "regions",
+            "described": counts["described"], "failed": counts["failed"], "already_done": len(done),
+            "cancelled": bool(should_cancel()), "timings_s": timings.as_dict(),
+            "per_second": round(total / model_s, 3) if model_s else None}

@@ -21,6 +21,8 @@ import os
 import warnings
 from dataclasses import dataclass
 
+from pathlib import Path
+
 import numpy as np
 import rasterio
 from rasterio.enums import ColorInterp, MaskFlags
@@ -476,3 +478,23 @@ def _nodata_policy(dataset, band_indexes, nodata) -> tuple[float | None, str]:
     if MaskFlags.per_dataset in flags:
         return None, "mask"
     return None, "none"
+
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
+
+
+def expand_scene_paths(paths) -> list[str]:
+    """Files (and GDAL paths such as /vsis3/...) as given; a directory gives its rasters, sorted,
+    not recursively. Raises SceneError for a directory without rasters."""
+    out: list[str] = []
+    for p in paths:
+        path = Path(str(p))
+        if path.is_dir():
+            found = sorted(str(f) for f in path.iterdir() if f.suffix.lower() in RASTER_SUFFIXES)
+            if not found:
+                raise SceneError(f"{p}: directory holds no rasters ({', '.join(RASTER_SUFFIXES)}); "
+                                 "give raster files or a folder that has some")
+            out.extend(found)
+        else:
+            out.append(str(p))
+    return out

@@ -1,0 +1,185 @@
+"""`mgimm-geo worker`: the JSON-lines worker the QGIS plugin starts (docs/protocol.md).
+
+One JSON object per line on stdin (requests) and stdout (replies). stdout carries protocol lines
+only: at start the real stdout is kept for the protocol writer and file descriptor 1 is pointed at
+stderr, so stray prints, progress bars and C-library output land in the log instead of corrupting
+the stream. stdin is read on the main thread while requests run one at a time on a worker thread,
+so `cancel` and `shutdown` are seen mid-request; a heartbeat thread proves the process is alive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import sys
+import threading
+import time
+
+import click
+
+from mgimm_core import __version__
+
+
+# Quiet the libraries before they are imported (the model loads lazily, on the first request).
+_QUIET_ENV = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error",
+              "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+PROGRESS_INTERVAL_S = 0.25
+
+
+class ProtocolWriter:
+    """Writes one JSON object per line to the protocol stream; safe from any thread."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def send(self, message: dict) -> None:
+        line = json.dumps(message, ensure_ascii=True, allow_nan=False, default=str)
+        with self._lock:
+            try:
+                self._stream.write(line + "\n")
+                self._stream.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                pass    # the client went away; the stdin loop will see EOF and end
+
+
+def claim_stdout():
+    """A text stream on the real stdout for the protocol; fd 1 and sys.stdout now go to stderr."""
+    sys.stdout.flush()
+    protocol = os.fdopen(os.dup(1), "w", encoding="utf-8", newline="\n")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return protocol
+
+
+class Worker:
+    """Request queue, the one thread that runs requests, heartbeats and cancellation."""
+
+    def __init__(self, service, writer: ProtocolWriter, heartbeat_s: float):
+        self.service = service
+        self.writer = writer
+        self.heartbeat_s = heartbeat_s
+        self.requests: queue.Queue = queue.Queue()
+        self.cancelled_ids: set[str] = set()
+        self.busy: str | None = None
+        self.stopping = threading.Event()
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ main thread
+    def serve(self, stdin) -> None:
+        """Read requests until EOF or `shutdown`; then cancel what runs and wait for it."""
+        from mgimm_core.service import PROTOCOL_VERSION
+
+        runner = threading.Thread(target=self._run_requests, name="mgimm-request", daemon=True)
+        runner.start()
+        if self.heartbeat_s > 0:
+            threading.Thread(target=self._heartbeats, name="mgimm-heartbeat", daemon=True).start()
+        self.writer.send({"type": "ready", "protocol": PROTOCOL_VERSION, "version": __version__,
+                          "pid": os.getpid()})
+        for line in stdin:
+            if not line.strip():
+                continue
+            if not self._dispatch(line):
+                break
+        self.stopping.set()
+        with self._lock:
+            if self.busy is not None:
+                self.cancelled_ids.add(self.busy)
+        self.requests.put(None)
+        runner.join(timeout=30)
+
+    def _dispatch(self, line: str) -> bool:
+        """Queue or act on one request line; False on shutdown."""
+        try:
+            message = json.loads(line)
+        except json.JSONDecodeError as exc:
+            self._error(None, "bad_request", f"not a JSON line ({exc}); send one JSON object per line.")
+            return True
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            self._error(None, "bad_request", "each line must be a JSON object with a 'type'.")
+            return True
+        kind, request_id = message["type"], message.get("id")
+        if kind == "shutdown":
+            return False
+        if kind == "cancel":
+            with self._lock:
+                self.cancelled_ids.add(str(request_id))
+            return True
+        if request_id is None:
+            self._error(None, "bad_request", f"a {kind!r} request needs an 'id' to answer to.")
+            return True
+        self.requests.put((str(request_id), kind, message.get("params")))
+        return True
+
+    # ------------------------------------------------------------------ request thread
+    def _run_requests(self) -> None:
+        from mgimm_core.service import error_payload
+
+        while True:
+            item = self.requests.get()
+            if item is None:
+                return
+            request_id, kind, params = item
+            with self._lock:
+                if request_id in self.cancelled_ids or self.stopping.is_set():
+                    self.cancelled_ids.discard(request_id)
+                    self._error(request_id, "cancelled", "cancelled by the client before it started.")
+                    continue
+                self.busy = request_id
+            try:
+                result = self.service.handle(kind, params, self._progress(request_id),
+                                             lambda rid=request_id: rid in self.cancelled_ids)
+                self.writer.send({"id": request_id, "type": "ok", "result": result})
+            except Exception as exc:       # every failure becomes a structured message
+                self.writer.send({"id": request_id, "type": "error", **error_payload(exc)})
+            finally:
+                with self._lock:
+                    self.busy = None
+                    self.cancelled_ids.discard(request_id)
+
+    def _progress(self, request_id: str):
+        last = [0.0]
+
+        def progress(value: float, message: str) -> None:
+            now = time.monotonic()
+            if value < 1.0 and value > 0.0 and now - last[0] < PROGRESS_INTERVAL_S:
+                return
+            last[0] = now
+            self.writer.send({"id": request_id, "type": "progress", "value": round(float(value), 4),
+                              "message": message})
+        return progress
+
+    def _heartbeats(self) -> None:
+        while not self.stopping.wait(self.heartbeat_s):
+            self.writer.send({"type": "heartbeat", "time": round(time.time(), 3), "busy": self.busy})
+
+    def _error(self, request_id, code: str, message: str) -> None:
+        self.writer.send({"id": request_id, "type": "error", "code": code, "message": message})
+
+
+@click.command("worker")
+@click.option("--model", "model_dir", default=None, metavar="DIR",
+              help="A saved MGIMM directory (default: the demo model shipped with mgimm-geo).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--max-new-tokens", type=click.IntRange(1, 1024), default=200, show_default=True,
+              help="Default longest answer, in tokens (a request may ask for another).")
+@click.option("--heartbeat", type=click.FloatRange(min=0), default=2.0, show_default=True,
+              help="Seconds between heartbeat messages (0: none).")
+def command(model_dir, device, max_new_tokens, heartbeat):
+    """Serve describe requests as JSON lines on stdin/stdout (for the QGIS plugin).
+
+    \b
+    stdin: one request per line, e.g. {"id": "r1", "type": "hello"}
+    stdout: protocol messages only (ready, progress, heartbeat, ok, error); logs go to stderr.
+    The model loads on the first request. EOF on stdin or {"type": "shutdown"} ends the worker
+    (exit status 0). See docs/protocol.md.
+    """
+    for name, value in _QUIET_ENV.items():
+        os.environ.setdefault(name, value)
+    writer = ProtocolWriter(claim_stdout())
+    from mgimm_core.service import Service
+
+    service = Service(model_dir, device=device, max_new_tokens=max_new_tokens)
+    stdin = open(sys.stdin.fileno(), "r", encoding="utf-8", errors="replace", closefd=False)
+    Worker(service, writer, heartbeat).serve(stdin)

@@ -1,0 +1,212 @@
+"""mgimm_core.service: the request handlers the worker and the server share, run in-process on
+real GeoTIFFs with a tiny random MGIMM saved to disk (its words are random, its plumbing real)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+import pyogrio
+import pyproj
+import pytest
+import shapely
+import shapely.geometry
+from rasterio.io import MemoryFile
+
+from mgimm_core.service import (ERROR_CODES, HANDLERS, Service, ServiceError, encode_png, error_payload,
+                                thumbnail_png_b64)
+
+UTM = "EPSG:32633"
+ORIGIN = (500000.0, 4_500_000.0)   # make_raster's default: 10 m pixels, 64 x 48
+
+
+def save_tiny_model(tmp_path_factory) -> str:
+    """A tiny MGIMM + processor saved once per test session (shared by the worker/serve tests)."""
+    directory = tmp_path_factory.getbasetemp() / "tiny_mgimm_model"
+    if not (directory / "config.json").is_file():
+        from mgimm_core.model.testing_mgimm import tiny_model, tiny_processor
+
+        model = tiny_model()
+        model.save_pretrained(directory)
+        tiny_processor(model.config).save_pretrained(directory)
+    return str(directory)
+
+
+def lonlat_polygon(x0: float, y0: float, x1: float, y1: float) -> str:
+    """WKT in EPSG:4326 of a UTM 33N rectangle (what QGIS sends for a polygon drawn in lon/lat)."""
+    to_lonlat = pyproj.Transformer.from_crs(UTM, "EPSG:4326", always_xy=True)
+    ring = [to_lonlat.transform(x, y) for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0))]
+    return "POLYGON ((" + ", ".join(f"{x:.9f} {y:.9f}" for x, y in ring) + "))"
+
+
+INSIDE = lonlat_polygon(ORIGIN[0] + 100, ORIGIN[1] - 300, ORIGIN[0] + 300, ORIGIN[1] - 100)
+OUTSIDE = lonlat_polygon(ORIGIN[0] + 5000, ORIGIN[1] - 300, ORIGIN[0] + 5200, ORIGIN[1] - 100)
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    return Service(save_tiny_model(tmp_path_factory), device="cpu", max_new_tokens=6)
+
+
+def decode_png(b64: str) -> np.ndarray:
+    with MemoryFile(base64.b64decode(b64)) as mem, mem.open() as ds:
+        assert ds.driver == "PNG"
+        return ds.read()
+
+
+def test_hello_reports_protocol_model_and_device(service):
+    result = service.handle("hello")
+    assert result["protocol"] == 1
+    assert result["model"] == "tiny_mgimm_model"
+    assert result["device"] == "cpu"
+    assert result["chip_size"] == 32
+    assert set(result["types"]) == set(HANDLERS)
+
+
+def test_describe_lonlat_polygon_on_utm_raster(service, make_raster, tmp_path):
+    raster = make_raster(crs=UTM)
+    seen = []
+    result = service.handle("describe", {
+        "raster": raster, "crs": "EPSG:4326", "output": str(tmp_path / "out.gpkg"),
+        "regions": [{"id": "a", "wkt": INSIDE, "properties": {"note": "drawn"}},
+                    {"id": "b", "wkt": OUTSIDE}]},
+        progress=lambda value, message: seen.append(value))
+    a, b = result["regions"]
+    assert (a["id"], b["id"]) == ("a", "b")                 # request order
+    assert a["error"] is None and isinstance(a["description"], str) and a["description"]
+    assert isinstance(a["attribute_text"], str)
+    assert a["valid_fraction"] == pytest.approx(1.0)
+    assert a["gsd_m"] > 0 and a["scene"] == raster and a["properties"] == {"note": "drawn"}
+    assert "outside" in b["error"] and b["description"] is None
+    assert seen[-1] == 1.0
+    pixels = decode_png(a["thumbnail_png_b64"])
+    assert pixels.shape[0] == 3 and max(pixels.shape[1:]) <= 256
+    json.dumps(result)                                        # JSON-ready as it is
+    _, _, _, fields = pyogrio.raw.read(tmp_path / "out.gpkg", layer="regions", read_geometry=False,
+                                       columns=["region_id", "error"])
+    written = dict(zip(fields[0], fields[1]))
+    assert written["a"] is None and "outside" in written["b"]
+
+
+def test_describe_raster_b64_chip(service, make_raster):
+    raster = make_raster(crs=UTM)
+    with open(raster, "rb") as handle:
+        data = base64.b64encode(handle.read()).decode()
+    result = service.handle("describe", {"raster_b64": data, "raster_name": "WMS chip",
+                                         "regions": [{"id": "1", "wkt": INSIDE}], "thumbnail": False})
+    (entry,) = result["regions"]
+    assert entry["error"] is None and entry["description"]
+    assert entry["scene"] == "WMS chip" and entry["thumbnail_png_b64"] is None
+
+
+def test_missing_raster_is_not_found_naming_the_file(service, tmp_path):
+    missing = str(tmp_path / "gone.tif")
+    with pytest.raises(ServiceError) as caught:
+        service.handle("describe", {"raster": missing, "regions": [{"wkt": INSIDE}]})
+    assert caught.value.code == "not_found" and missing in caught.value.message
+
+
+def test_raster_without_crs_and_lonlat_region_is_no_crs(service, make_raster):
+    raster = make_raster(crs=None)
+    with pytest.raises(ServiceError) as caught:
+        service.handle("describe", {"raster": raster, "regions": [{"wkt": INSIDE}]})
+    assert caught.value.code == "no_crs"
+    assert raster in caught.value.message and "gdal_edit.py -a_srs" in caught.value.message
+
+
+def test_every_region_outside_is_region_outside(service, make_raster):
+    with pytest.raises(ServiceError) as caught:
+        service.handle("describe", {"raster": make_raster(crs=UTM), "regions": [{"wkt": OUTSIDE}]})
+    assert caught.value.code == "region_outside" and "outside" in caught.value.message
+
+
+@pytest.mark.parametrize("request_type, params, needle", [
+    ("nope", {}, "unknown request type"),
+    ("describe", {"raster": "x.tif"}, "'regions' is required"),
+    ("describe", {"raster": "x.tif", "regions": []}, "'regions' is empty"),
+    ("describe", {"regions": [{"wkt": INSIDE}]}, "exactly one of 'raster'"),
+    ("describe", {"raster": "x.tif", "bands": "3,2,1", "regions": [{"wkt": INSIDE}]}, "'bands' must be list"),
+    ("describe", {"raster": "x.tif", "max_new_tokens": 0, "regions": [{"wkt": INSIDE}]}, "out of range"),
+    ("describe", {"raster_b64": "%%%", "regions": [{"wkt": INSIDE}]}, "not valid base64"),
+    ("describe", {"raster": "x.tif", "crs": "EPSG:999999", "regions": [{"wkt": INSIDE}]}, "'crs'"),
+])
+def test_malformed_requests_are_bad_request(service, request_type, params, needle):
+    with pytest.raises(ServiceError) as caught:
+        service.handle(request_type, params)
+    assert caught.value.code == "bad_request" and needle in caught.value.message
+
+
+def test_raster_b64_must_be_a_tiff(service):
+    vrt = base64.b64encode(b"<VRTDataset rasterXSize='1'></VRTDataset>").decode()
+    with pytest.raises(ServiceError) as caught:
+        service.handle("describe", {"raster_b64": vrt, "regions": [{"wkt": INSIDE}]})
+    assert caught.value.code == "bad_input"
+
+
+def test_roots_restrict_paths(tmp_path_factory, make_raster, tmp_path):
+    inside_root = make_raster(crs=UTM)
+    other = tmp_path_factory.mktemp("elsewhere")
+    restricted = Service(None, roots=[str(tmp_path)])
+    assert restricted.check_path(inside_root, "raster") == inside_root
+    for path in (str(other / "x.tif"), f"{tmp_path}/../{other.name}/x.tif", "/vsicurl/http://example.com/a.tif"):
+        with pytest.raises(ServiceError) as caught:
+            restricted.check_path(path, "raster")
+        assert caught.value.code == "forbidden"
+    with pytest.raises(ServiceError) as caught:
+        Service(None, roots=[]).check_path(inside_root, "raster")
+    assert "raster_b64" in caught.value.message
+    assert Service(None).check_path("/anything.tif", "raster") == "/anything.tif"   # the local worker
+
+
+def test_cancel_between_batches(service, make_raster):
+    regions = [{"id": str(i), "wkt": INSIDE} for i in range(6)]
+    calls = []
+
+    def cancelled():
+        calls.append(1)
+        return len(calls) > 2          # let the first regions run, then cancel
+
+    with pytest.raises(ServiceError) as caught:
+        service.handle("describe", {"raster": make_raster(crs=UTM), "regions": regions, "batch_size": 1},
+                       cancelled=cancelled)
+    assert caught.value.code == "cancelled" and "of 6 region" in caught.value.message
+
+
+def test_describe_file_writes_the_cli_summary(service, make_raster, tmp_path):
+    raster = make_raster(crs=UTM)
+    aoi = tmp_path / "aoi.geojson"
+    aoi.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"id": "r1"},
+         "geometry": shapely.geometry.mapping(shapely.from_wkt(INSIDE))}]}))
+    progress = []
+    summary = service.handle("describe_file", {"scenes": [raster], "aoi": str(aoi),
+                                               "output": str(tmp_path / "file.gpkg")},
+                             progress=lambda v, m: progress.append(v))
+    assert summary["described"] == 1 and summary["failed"] == 0 and summary["unit"] == "regions"
+    assert summary["cancelled"] is False and progress[-1] == 1.0
+    _, _, _, fields = pyogrio.raw.read(tmp_path / "file.gpkg", layer="regions", read_geometry=False,
+                                       columns=["region_id", "description"])
+    assert list(fields[0]) == ["r1"] and fields[1][0]
+
+
+def test_error_payload_codes():
+    from mgimm_core.errors import ModelError, SceneError
+
+    assert error_payload(ModelError("no model"))["code"] == "model"
+    assert error_payload(SceneError("bad file"))["code"] == "bad_input"
+    internal = error_payload(KeyError("boom"))
+    assert internal["code"] == "internal" and "report" in internal["message"]
+    assert all(400 <= status < 600 for status in ERROR_CODES.values())
+
+
+def test_thumbnail_is_downsized_png_with_region_highlighted():
+    image = np.full((300, 600, 3), 200, np.uint8)
+    mask = np.zeros((300, 600), bool)
+    mask[:, :300] = True
+    pixels = decode_png(thumbnail_png_b64(image, mask))
+    assert pixels.shape == (3, 128, 256)
+    assert pixels[0, 10, 10] == 200 and pixels[0, 10, 250] < 100      # outside the mask is dimmed
+    small = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    with MemoryFile(encode_png(small)) as mem, mem.open() as ds:
+        assert np.array_equal(np.moveaxis(ds.read(), 0, -1), small)
