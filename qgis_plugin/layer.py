@@ -1,0 +1,142 @@
+"""The "MGIMM descriptions" layer: a GeoPackage layer with the CLI's `regions` fields, labelled.
+
+Created on first use at the configured path (layer name `regions` inside the GeoPackage, as the CLI
+writes it), in the CRS of the first raster described; later features are transformed into it. The
+field list mirrors mgimm_core/output/schema.py (RegionSchema) without importing it: the plugin must
+not import mgimm_core.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+
+from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsFeature, QgsField,
+                       QgsFields, QgsGeometry, QgsPalLayerSettings, QgsProject, QgsTextFormat,
+                       QgsVectorFileWriter, QgsVectorLayer, QgsVectorLayerSimpleLabeling, QgsWkbTypes)
+from qgis.PyQt.QtCore import QVariant
+from qgis.PyQt.QtGui import QColor
+
+LAYER_TITLE = "MGIMM descriptions"
+GPKG_LAYER = "regions"
+ATTRIBUTE_FIELDS = ("object", "color", "shape", "size", "orientation", "position")
+ATTRIBUTE_ALIASES = {"name": "object", "colour": "color"}
+# (name, QVariant type) in the CLI's column order.
+FIELD_TYPES = ([("region_id", QVariant.String), ("scene", QVariant.String), ("description", QVariant.String)]
+               + [(name, QVariant.String) for name in ATTRIBUTE_FIELDS]
+               + [("extra_attributes", QVariant.String), ("valid_fraction", QVariant.Double),
+                  ("gsd_m", QVariant.Double), ("model", QVariant.String), ("prompt", QVariant.String),
+                  ("created", QVariant.DateTime), ("error", QVariant.String), ("run_id", QVariant.String)])
+FIELD_NAMES = tuple(name for name, _ in FIELD_TYPES)
+LABEL_EXPRESSION = "coalesce(\"object\", left(\"description\", 40))"
+
+
+def region_fields() -> QgsFields:
+    fields = QgsFields()
+    for name, kind in FIELD_TYPES:
+        fields.append(QgsField(name, kind))
+    return fields
+
+
+def _uri(path: str) -> str:
+    return f"{path}|layername={GPKG_LAYER}"
+
+
+def _create_gpkg_layer(path: str, crs: QgsCoordinateReferenceSystem) -> None:
+    options = QgsVectorFileWriter.SaveVectorOptions()
+    options.driverName = "GPKG"
+    options.layerName = GPKG_LAYER
+    options.actionOnExistingFile = (QgsVectorFileWriter.CreateOrOverwriteLayer if os.path.exists(path)
+                                    else QgsVectorFileWriter.CreateOrOverwriteFile)
+    writer = QgsVectorFileWriter.create(path, region_fields(), QgsWkbTypes.MultiPolygon, crs,
+                                        QgsProject.instance().transformContext(), options)
+    error = writer.hasError()
+    message = writer.errorMessage()
+    del writer  # closes the file
+    if error:
+        raise OSError(f"cannot create {path}: {message}; choose another GeoPackage path in MGIMM settings")
+
+
+def style_layer(layer: QgsVectorLayer) -> None:
+    """An outline with a light fill and a label with the object name (or the description's start)."""
+    symbol = layer.renderer().symbol() if layer.renderer() is not None else None
+    if symbol is not None:
+        symbol.setColor(QColor(255, 200, 0, 60))
+        symbol.symbolLayer(0).setStrokeColor(QColor(230, 120, 0))
+        symbol.symbolLayer(0).setStrokeWidth(0.6)
+    labels = QgsPalLayerSettings()
+    labels.fieldName = LABEL_EXPRESSION
+    labels.isExpression = True
+    text = QgsTextFormat()
+    text.setSize(9)
+    text.buffer().setEnabled(True)
+    labels.setFormat(text)
+    layer.setLabeling(QgsVectorLayerSimpleLabeling(labels))
+    layer.setLabelsEnabled(True)
+
+
+def descriptions_layer(path: str, crs: QgsCoordinateReferenceSystem) -> QgsVectorLayer:
+    """The project's "MGIMM descriptions" layer at `path`: found in the project, opened from the
+    GeoPackage, or created there (in `crs`) and added to the project, labelled."""
+    path = os.path.abspath(path)
+    for layer in QgsProject.instance().mapLayers().values():
+        if isinstance(layer, QgsVectorLayer) and layer.customProperty("mgimm_geo/descriptions") == path:
+            return layer
+    layer = QgsVectorLayer(_uri(path), LAYER_TITLE, "ogr")
+    if not layer.isValid():
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        _create_gpkg_layer(path, crs)
+        layer = QgsVectorLayer(_uri(path), LAYER_TITLE, "ogr")
+        if not layer.isValid():
+            raise OSError(f"cannot open the new layer {path}; choose another GeoPackage path in MGIMM settings")
+    missing = [name for name in FIELD_NAMES if layer.fields().indexFromName(name) < 0]
+    if missing:
+        raise OSError(f"{path} (layer {GPKG_LAYER}) lacks the fields {', '.join(missing)}: it is not an "
+                      f"MGIMM regions layer; choose another GeoPackage path in MGIMM settings")
+    layer.setCustomProperty("mgimm_geo/descriptions", path)
+    style_layer(layer)
+    QgsProject.instance().addMapLayer(layer)
+    return layer
+
+
+def feature_values(entry: dict, *, scene: str, model: str = None, prompt: str = None,
+                   run_id: str = None) -> dict:
+    """A result entry of a `describe` request -> {field: value} of the regions layer."""
+    attributes, extra = {}, {}
+    for name, value in (entry.get("attributes") or {}).items():
+        name = ATTRIBUTE_ALIASES.get(name, name)
+        (attributes if name in ATTRIBUTE_FIELDS else extra)[name] = value
+    values = {"region_id": str(entry.get("id", "")), "scene": entry.get("scene") or scene,
+              "description": entry.get("description")}
+    values.update({name: attributes.get(name) for name in ATTRIBUTE_FIELDS})
+    values.update({"extra_attributes": json.dumps(extra) if extra else None,
+                   "valid_fraction": entry.get("valid_fraction"), "gsd_m": entry.get("gsd_m"),
+                   "model": entry.get("model") or model, "prompt": prompt,
+                   "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
+                   "error": entry.get("error"), "run_id": run_id})
+    return values
+
+
+def add_region_features(layer: QgsVectorLayer, items, crs: QgsCoordinateReferenceSystem) -> list:
+    """Append features: items are (geometry WKT in `crs`, {field: value}); returns their ids."""
+    transform = QgsCoordinateTransform(crs, layer.crs(), QgsProject.instance())
+    features = []
+    for wkt, values in items:
+        geometry = QgsGeometry.fromWkt(wkt)
+        if crs != layer.crs():
+            geometry.transform(transform)
+        geometry.convertToMultiType()
+        feature = QgsFeature(layer.fields())
+        feature.setGeometry(geometry)
+        for name, value in values.items():
+            index = layer.fields().indexFromName(name)
+            if index >= 0:
+                feature.setAttribute(index, value)
+        features.append(feature)
+    ok, added = layer.dataProvider().addFeatures(features)
+    if not ok:
+        raise OSError(f"cannot write to {layer.source()}: {'; '.join(layer.dataProvider().errors()[-3:])}")
+    layer.updateExtents()
+    layer.triggerRepaint()
+    return [feature.id() for feature in added]

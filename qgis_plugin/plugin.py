@@ -1,0 +1,244 @@
+"""The plugin: toolbar and menu actions, the map tools, the MGIMM panel, the Processing provider,
+and the flow draw -> plain request -> QgsTask -> dock + "MGIMM descriptions" layer.
+
+Errors reach the user in the message bar with what to do, never as a traceback dialog.
+"""
+
+from __future__ import annotations
+
+import os
+
+from qgis.core import (Qgis, QgsApplication, QgsCoordinateReferenceSystem, QgsMapLayerType, QgsMessageLog,
+                       QgsProject, QgsWkbTypes)
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtGui import QIcon
+from qgis.PyQt.QtWidgets import QAction
+
+from .client import ClientError
+from .map_tool import POLYGON, RECTANGLE, RegionMapTool
+from .provider import MGIMMProvider
+from .request_data import RequestError, describe_params
+from .settings import PluginSettings, reset_shared_client, shared_client
+from .task import RequestTask
+
+MENU = "&MGIMM"
+ICON = os.path.join(os.path.dirname(__file__), "icon.svg")
+TITLES = {"worker_missing": "MGIMM worker not available", "unreachable": "MGIMM server unreachable",
+          "region_outside": "Region outside the raster", "no_crs": "Raster without CRS",
+          "unauthorized": "MGIMM server refused the token", "cancelled": "MGIMM"}
+
+
+def plain_value(value):
+    """A feature attribute as JSON-ready data (QVariant NULL -> None, dates -> text)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if hasattr(value, "isNull") and value.isNull():
+        return None
+    if hasattr(value, "toString"):
+        return value.toString()
+    return str(value)
+
+
+class MGIMMPlugin:
+    def __init__(self, iface):
+        self.iface = iface
+        self.provider = None
+        self.actions: list = []
+        self.toolbar = None
+        self.dock = None
+        self.tools: dict = {}
+        self.tasks: dict = {}    # task -> its context (raster CRS, regions), kept alive while running
+        self.last_result = None
+        self.last_error = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def initProcessing(self):
+        if self.provider is None:
+            self.provider = MGIMMProvider()
+            QgsApplication.processingRegistry().addProvider(self.provider)
+
+    def initGui(self):
+        from .dock import DescriptionDock
+
+        self.initProcessing()
+        canvas = self.iface.mapCanvas()
+        self.toolbar = self.iface.addToolBar("MGIMM")
+        self.toolbar.setObjectName("MGIMMToolbar")
+        self.dock = DescriptionDock(self.iface.mainWindow())
+        self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+
+        for shape, text in ((POLYGON, "Describe a drawn polygon"), (RECTANGLE, "Describe a drawn rectangle")):
+            action = self._action(text, checkable=True)
+            tool = RegionMapTool(canvas, shape)
+            tool.setAction(action)
+            tool.regionDrawn.connect(self.describe_drawn)
+            action.triggered.connect(lambda checked, t=tool: self.iface.mapCanvas().setMapTool(t))
+            self.tools[shape] = tool
+            self.dock.add_tool(action)
+        self.dock.add_tool(self._action("Describe selected features", callback=self.describe_selected))
+        self._action("Show the MGIMM panel", callback=self.dock.show, toolbar=False)
+        self._action("MGIMM settings…", callback=self.open_settings, toolbar=False)
+
+    def _action(self, text, callback=None, checkable=False, toolbar=True) -> QAction:
+        action = QAction(QIcon(ICON), text, self.iface.mainWindow())
+        action.setCheckable(checkable)
+        if callback is not None:
+            action.triggered.connect(lambda checked=False: callback())
+        if toolbar:
+            self.toolbar.addAction(action)
+        self.iface.addPluginToMenu(MENU, action)
+        self.actions.append(action)
+        return action
+
+    def unload(self):
+        for task in list(self.tasks):
+            task.on_done = None
+            task.cancel()
+        self.tasks.clear()
+        canvas = self.iface.mapCanvas()
+        for tool in self.tools.values():
+            if canvas.mapTool() is tool:
+                canvas.unsetMapTool(tool)
+            tool.remove_rubber_band()
+        self.tools.clear()
+        for action in self.actions:
+            self.iface.removePluginMenu(MENU, action)
+            action.deleteLater()
+        self.actions.clear()
+        if self.dock is not None:
+            self.iface.removeDockWidget(self.dock)
+            self.dock.deleteLater()
+            self.dock = None
+        if self.toolbar is not None:
+            self.toolbar.deleteLater()
+            self.toolbar = None
+        if self.provider is not None:
+            QgsApplication.processingRegistry().removeProvider(self.provider)
+            self.provider = None
+        reset_shared_client()
+
+    # ------------------------------------------------------------------ user actions
+    def open_settings(self):
+        from .settings_dialog import SettingsDialog
+
+        SettingsDialog(PluginSettings.load(), self.iface.mainWindow()).exec_()
+
+    def raster_layer(self):
+        """The raster chosen in the panel, else the active layer when it is a raster."""
+        layer = self.dock.raster_combo.currentLayer() if self.dock is not None else None
+        if layer is None:
+            active = self.iface.activeLayer()
+            if active is not None and active.type() == QgsMapLayerType.RasterLayer:
+                layer = active
+        return layer
+
+    def describe_drawn(self, geometry):
+        """A region drawn with a map tool (canvas CRS)."""
+        self.describe([geometry], self.iface.mapCanvas().mapSettings().destinationCrs())
+
+    def describe_selected(self):
+        layer = self.iface.activeLayer()
+        if (layer is None or layer.type() != QgsMapLayerType.VectorLayer
+                or layer.geometryType() != QgsWkbTypes.PolygonGeometry or layer.selectedFeatureCount() == 0):
+            self.warn("MGIMM", "Select polygons in a polygon layer (and make it the active layer), then "
+                               "choose \"Describe selected features\" again.")
+            return
+        features = list(layer.getSelectedFeatures())
+        names = layer.fields().names()
+        properties = [{name: plain_value(f.attribute(name)) for name in names} for f in features]
+        self.describe([f.geometry() for f in features], layer.crs(), properties)
+
+    def describe(self, geometries, crs: QgsCoordinateReferenceSystem, properties=None):
+        """Build the request on the main thread and start a task for it."""
+        raster = self.raster_layer()
+        if raster is None:
+            self.warn("MGIMM", "Add a raster layer and choose it in the MGIMM panel (or make it the active "
+                               "layer) before drawing a region.")
+            return None
+        settings = PluginSettings.load()
+        canvas = self.iface.mapCanvas()
+        try:
+            params = describe_params(raster, geometries, crs, embed=settings.mode == "server",
+                                     properties=properties, prompt=settings.prompt,
+                                     max_new_tokens=settings.max_new_tokens,
+                                     canvas_units_per_pixel=self._canvas_units_in(raster, canvas))
+            client = shared_client(settings)
+        except (RequestError, ClientError) as exc:
+            self.report(getattr(exc, "code", "bad_input"), str(exc))
+            return None
+        count = len(params["regions"])
+        task = RequestTask(f"MGIMM: describing {count} region{'s' * (count != 1)} of {raster.name()}",
+                           client, "describe", params, on_done=self._describe_done)
+        self.tasks[task] = {"crs": QgsCoordinateReferenceSystem(raster.crs()), "settings": settings,
+                            "scene": params.get("raster") if "_temp" not in params else raster.name(),
+                            "regions": params["regions"]}
+        if self.dock is not None:
+            self.dock.follow(task)
+        QgsApplication.taskManager().addTask(task)
+        return task
+
+    @staticmethod
+    def _canvas_units_in(raster, canvas) -> float:
+        """The canvas's map units per pixel, roughly, in the raster's CRS units (for web layers)."""
+        try:
+            extent = canvas.mapSettings().visibleExtent()
+            from qgis.core import QgsCoordinateTransform
+            transform = QgsCoordinateTransform(canvas.mapSettings().destinationCrs(), raster.crs(),
+                                               QgsProject.instance())
+            extent = transform.transformBoundingBox(extent)
+            return extent.width() / max(1, canvas.width())
+        except Exception:  # an invalid transform: the chip falls back to 512 px across
+            return 0.0
+
+    # ------------------------------------------------------------------ results
+    def _describe_done(self, task):
+        context = self.tasks.pop(task, None)
+        if context is None:
+            return
+        if task.error is not None:
+            self.last_error = task.error
+            if self.dock is not None:
+                self.dock.task_done(task.error.message)
+            self.report(task.error.code, task.error.message)
+            return
+        result = task.result or {}
+        self.last_result = result
+        entries = result.get("regions") or []
+        try:
+            self._add_features(entries, context)
+        except OSError as exc:
+            self.report("bad_input", str(exc))
+        failed = [e for e in entries if e.get("error")]
+        if self.dock is not None and entries:
+            self.dock.show_entry(entries[-1])
+            self.dock.task_done(f"{len(entries) - len(failed)} of {len(entries)} region(s) described "
+                                f"in {result.get('seconds', 0):.1f} s")
+        for entry in failed:
+            self.report("region_outside" if "outside" in entry["error"] else "bad_input",
+                        f"Region {entry.get('id')}: {entry['error']}")
+
+    def _add_features(self, entries, context):
+        from .layer import add_region_features, descriptions_layer, feature_values
+
+        settings = context["settings"]
+        layer = descriptions_layer(settings.effective_layer_path(), context["crs"])
+        wkt_by_id = {r["id"]: r["wkt"] for r in context["regions"]}
+        items = []
+        for entry in entries:
+            wkt = wkt_by_id.get(str(entry.get("id")))
+            if wkt is None:
+                continue
+            values = feature_values(entry, scene=context["scene"], prompt=settings.prompt or None,
+                                    run_id="qgis")
+            items.append((wkt, values))
+        self.last_feature_ids = add_region_features(layer, items, context["crs"])
+
+    # ------------------------------------------------------------------ messages
+    def report(self, code: str, message: str):
+        level = Qgis.Info if code == "cancelled" else Qgis.Warning
+        self.warn(TITLES.get(code, "MGIMM"), message, level)
+
+    def warn(self, title: str, message: str, level=Qgis.Warning):
+        QgsMessageLog.logMessage(f"{title}: {message}", "MGIMM", level)
+        if self.iface is not None:
+            self.iface.messageBar().pushMessage(title, message, level, 10)

@@ -1,0 +1,148 @@
+"""QGIS objects -> plain request data, on the main thread, before any task starts.
+
+A request names the raster by its local path when GDAL reads it from a file; any other raster
+(WMS, XYZ, WCS, ...) is rendered to a georeferenced GeoTIFF chip at the layer's resolution (or the
+canvas's, for layers without one) covering the regions. Geometries go out as WKT in the raster's
+CRS. Problems the user can fix (no CRS, region outside the raster) raise RequestError here, before
+the worker is bothered.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import os
+import tempfile
+
+from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsGeometry, QgsProject,
+                       QgsRasterFileWriter, QgsRasterLayer, QgsRasterPipe, QgsRectangle)
+
+MAX_CHIP_SIDE = 2048  # pixels: a rendered chip is decimated to stay within this
+
+
+class RequestError(Exception):
+    """The request cannot be made; `code` as the protocol's, the message says what to do."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def local_raster_path(layer: QgsRasterLayer):
+    """The file GDAL reads for `layer`, or None when it is not a local file (WMS, XYZ, /vsicurl/)."""
+    if layer.providerType() != "gdal":
+        return None
+    path = layer.source().split("|")[0]
+    return path if os.path.isfile(path) else None
+
+
+def check_crs(layer: QgsRasterLayer) -> QgsCoordinateReferenceSystem:
+    crs = layer.crs()
+    if not crs.isValid():
+        raise RequestError("no_crs", f"The raster \"{layer.name()}\" has no CRS, so a drawn region cannot be "
+                                     f"placed on it. Set it in Layer Properties > Source > Assigned "
+                                     f"coordinate reference system (or georeference the file).")
+    return crs
+
+
+def crs_text(crs: QgsCoordinateReferenceSystem) -> str:
+    """"EPSG:32633"-style id when the CRS has one, else its WKT (what pyproj reads on the other side)."""
+    authid = crs.authid()
+    if authid and not authid.upper().startswith("USER:"):
+        return authid
+    return crs.toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED)
+
+
+def to_layer_crs(geometries, source_crs: QgsCoordinateReferenceSystem, layer: QgsRasterLayer):
+    """Copies of `geometries` transformed from `source_crs` (e.g. the canvas's) to the layer's CRS,
+    each checked to overlap the raster's extent."""
+    crs = check_crs(layer)
+    transform = QgsCoordinateTransform(source_crs, crs, QgsProject.instance())
+    extent = QgsGeometry.fromRect(layer.extent())
+    out = []
+    for geometry in geometries:
+        geometry = QgsGeometry(geometry)
+        if source_crs != crs:
+            geometry.transform(transform)
+        if geometry.isEmpty() or not geometry.isGeosValid() and geometry.makeValid().isEmpty():
+            raise RequestError("bad_input", "The drawn region is empty or degenerate; draw a polygon with "
+                                            "at least three distinct corners.")
+        out.append(geometry)
+    if not any(g.intersects(extent) for g in out):
+        raise RequestError("region_outside", f"The region lies outside the raster \"{layer.name()}\" "
+                                             f"(in its CRS {crs.authid() or 'custom'}); draw it over the "
+                                             f"raster, or choose the raster the region covers in the "
+                                             f"MGIMM panel.")
+    return out
+
+
+def render_chip(layer: QgsRasterLayer, extent: QgsRectangle, units_per_pixel: float, path: str = None) -> str:
+    """Write `extent` (layer CRS) of `layer` at `units_per_pixel` (layer CRS units) to a GeoTIFF
+    through the layer's provider, so web layers work too. Returns the file's path."""
+    extent = extent.intersect(layer.extent()) if layer.extent().intersects(extent) else extent
+    width = max(1, math.ceil(extent.width() / units_per_pixel))
+    height = max(1, math.ceil(extent.height() / units_per_pixel))
+    scale = max(width, height) / MAX_CHIP_SIDE
+    if scale > 1:
+        width, height = max(1, int(width / scale)), max(1, int(height / scale))
+    if path is None:
+        handle, path = tempfile.mkstemp(prefix="mgimm_chip_", suffix=".tif")
+        os.close(handle)
+    pipe = QgsRasterPipe()
+    provider = layer.dataProvider().clone()
+    if not pipe.set(provider):
+        raise RequestError("bad_input", f"Cannot read the raster \"{layer.name()}\" through its provider.")
+    writer = QgsRasterFileWriter(path)
+    writer.setOutputFormat("GTiff")
+    error = writer.writeRaster(pipe, width, height, extent, layer.crs(), QgsProject.instance().transformContext())
+    if error != QgsRasterFileWriter.NoError:
+        raise RequestError("bad_input", f"Cannot render a chip of \"{layer.name()}\" (raster writer error "
+                                        f"{int(error)}); save the layer to a GeoTIFF and use that instead.")
+    return path
+
+
+def raster_source(layer: QgsRasterLayer, geometries, *, embed: bool, canvas_units_per_pixel: float = None) -> dict:
+    """The request's raster part: {"raster": path} for local files, else a rendered chip covering
+    `geometries` (layer CRS) as {"raster": temp path} (embed=False, a local worker) or
+    {"raster_b64": ...} (embed=True, a server), plus "raster_name" and, for chips, "_temp" (path to
+    delete when done)."""
+    path = local_raster_path(layer)
+    if path is not None:
+        if embed:
+            with open(path, "rb") as handle:
+                return {"raster_b64": base64.b64encode(handle.read()).decode("ascii"), "raster_name": path}
+        return {"raster": path}
+    extent = QgsRectangle()
+    extent.setMinimal()
+    for geometry in geometries:
+        extent.combineExtentWith(geometry.boundingBox())
+    units = layer.rasterUnitsPerPixelX() if layer.dataProvider().capabilities() & layer.dataProvider().Size else 0
+    units = units or canvas_units_per_pixel or max(extent.width(), extent.height()) / 512
+    margin = 2 * units
+    extent.grow(margin)
+    chip = render_chip(layer, extent, units)
+    source = {"raster_name": layer.name(), "_temp": chip}
+    if embed:
+        with open(chip, "rb") as handle:
+            source["raster_b64"] = base64.b64encode(handle.read()).decode("ascii")
+    else:
+        source["raster"] = chip
+    return source
+
+
+def describe_params(layer: QgsRasterLayer, geometries, source_crs: QgsCoordinateReferenceSystem, *,
+                    embed: bool = False, properties=None, prompt: str = "", max_new_tokens: int = 200,
+                    canvas_units_per_pixel: float = None, first_id: int = 1) -> dict:
+    """Plain `describe` params for regions drawn in `source_crs` over `layer` (main thread only)."""
+    in_layer_crs = to_layer_crs(geometries, source_crs, layer)
+    params = raster_source(layer, in_layer_crs, embed=embed, canvas_units_per_pixel=canvas_units_per_pixel)
+    properties = properties or [{} for _ in in_layer_crs]
+    params.update({
+        "regions": [{"id": str(first_id + i), "wkt": g.asWkt(), "properties": dict(p)}
+                    for i, (g, p) in enumerate(zip(in_layer_crs, properties))],
+        "crs": crs_text(layer.crs()),
+        "prompt": prompt or None,
+        "max_new_tokens": int(max_new_tokens),
+        "thumbnail": True,
+    })
+    return params

@@ -1,0 +1,104 @@
+"""Settings dialog: worker or server mode, their parameters, the layer path, and a connection test
+that shows the model and device in use (run as a QgsTask so QGIS stays responsive)."""
+
+from __future__ import annotations
+
+from qgis.core import QgsApplication
+from qgis.PyQt.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFormLayout, QLabel, QLineEdit,
+                                 QPushButton, QSpinBox, QVBoxLayout)
+
+from .settings import MODES, PluginSettings, default_layer_path
+from .task import RequestTask
+
+
+class SettingsDialog(QDialog):
+    def __init__(self, settings: PluginSettings, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("MGIMM settings")
+        self.settings = settings
+        self._task = None
+        form = QFormLayout()
+        self.mode = QComboBox(self)
+        self.mode.addItems(MODES)
+        self.mode.setCurrentText(settings.mode)
+        form.addRow("Mode", self.mode)
+        self.worker_command = QLineEdit(settings.worker_command, self)
+        self.worker_command.setToolTip("The worker in the Python environment where mgimm-geo is installed, "
+                                       "e.g. /home/me/envs/mgimm/bin/mgimm-geo worker")
+        form.addRow("Worker command", self.worker_command)
+        self.model = QLineEdit(settings.model, self)
+        self.model.setPlaceholderText("embedded demo model")
+        form.addRow("Model folder", self.model)
+        self.device = QLineEdit(settings.device, self)
+        self.device.setPlaceholderText("auto")
+        form.addRow("Device", self.device)
+        self.server_url = QLineEdit(settings.server_url, self)
+        form.addRow("Server URL", self.server_url)
+        self.token = QLineEdit(settings.token, self)
+        self.token.setEchoMode(QLineEdit.Password)
+        form.addRow("Server token", self.token)
+        self.layer_path = QLineEdit(settings.layer_path, self)
+        self.layer_path.setPlaceholderText(default_layer_path())
+        form.addRow("Descriptions GeoPackage", self.layer_path)
+        self.prompt = QLineEdit(settings.prompt, self)
+        self.prompt.setPlaceholderText("the model's description prompt")
+        form.addRow("Prompt", self.prompt)
+        self.max_new_tokens = QSpinBox(self)
+        self.max_new_tokens.setRange(1, 1024)
+        self.max_new_tokens.setValue(settings.max_new_tokens)
+        form.addRow("Max new tokens", self.max_new_tokens)
+
+        self.test_button = QPushButton("Test connection", self)
+        self.test_result = QLabel("", self)
+        self.test_result.setWordWrap(True)
+        buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel, self)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.test_button)
+        layout.addWidget(self.test_result)
+        layout.addWidget(buttons)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        self.test_button.clicked.connect(self.test_connection)
+        self.mode.currentTextChanged.connect(self._mode_changed)
+        self._mode_changed(self.mode.currentText())
+
+    def _mode_changed(self, mode: str) -> None:
+        for widget in (self.worker_command, self.model, self.device):
+            widget.setEnabled(mode == "worker")
+        for widget in (self.server_url, self.token):
+            widget.setEnabled(mode == "server")
+
+    def edited_settings(self) -> PluginSettings:
+        return PluginSettings(
+            mode=self.mode.currentText(), worker_command=self.worker_command.text().strip(),
+            model=self.model.text().strip(), device=self.device.text().strip(),
+            server_url=self.server_url.text().strip(), token=self.token.text(),
+            layer_path=self.layer_path.text().strip(), prompt=self.prompt.text().strip(),
+            max_new_tokens=self.max_new_tokens.value(),
+            heartbeat_timeout_s=self.settings.heartbeat_timeout_s,
+            request_timeout_s=self.settings.request_timeout_s)
+
+    def test_connection(self) -> None:
+        """Send `hello` with the edited settings (a throwaway client) and show model and device."""
+        self.test_button.setEnabled(False)
+        self.test_result.setText("Connecting (the worker loads the model on first use)...")
+        client = self.edited_settings().make_client()
+        self._task = RequestTask("MGIMM: test connection", client, "hello", {}, on_done=self._tested)
+        QgsApplication.taskManager().addTask(self._task)
+
+    def _tested(self, task) -> None:
+        task.client.close()
+        self.test_button.setEnabled(True)
+        if task.error is not None:
+            self.test_result.setText(f"Failed: {task.error.message}")
+        else:
+            info = task.result or {}
+            self.test_result.setText(f"OK: model {info.get('model')} on {info.get('device')} "
+                                     f"(mgimm-geo {info.get('version')}, chip {info.get('chip_size')} px)")
+        self._task = None
+
+    def accept(self) -> None:
+        self.settings = self.edited_settings()
+        self.settings.save()
+        super().accept()

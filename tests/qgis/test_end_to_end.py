@@ -1,0 +1,214 @@
+"""Through a real `mgimm-geo worker` / `mgimm-geo serve` running the tiny random model in the
+project's Python: a drawn polygon becomes a feature, Processing algorithms write GeoPackages,
+cancel stops a request, errors land in the message bar with the fix."""
+
+import json
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+from osgeo import ogr
+from qgis.core import Qgis, QgsFeature, QgsGeometry, QgsProject, QgsRectangle, QgsVectorLayer
+from qgis.PyQt.QtCore import QEvent
+
+from plugin_fixtures import RecordingIface, messages, project_environment, wait_until, worker_python
+from test_map_tool_and_requests import click, draw_polygon, show_layer_on_canvas, utm_points
+
+WORKER_TIMEOUT = 180  # s: the first request starts Python + torch and loads the model
+
+
+@pytest.fixture(scope="module")
+def module_plugin(plugin_module, qgis_iface):
+    """One plugin for this module, so the worker (and its loaded model) serves every test."""
+    instance = plugin_module.classFactory(RecordingIface(qgis_iface))
+    instance.initGui()
+    yield instance
+    instance.unload()
+
+
+@pytest.fixture
+def plugin(module_plugin, iface, qgis_new_project):  # iface: clears the message bar
+    module_plugin.last_result = module_plugin.last_error = None
+    return module_plugin
+
+
+def draw_over(plugin, canvas, layer, fractions):
+    to_canvas = show_layer_on_canvas(canvas, layer)
+    plugin.dock.raster_combo.setLayer(layer)
+    plugin.actions[0].trigger()  # "Describe a drawn polygon"
+    tool = canvas.mapTool()
+    assert tool is plugin.tools["polygon"]
+    draw_polygon(tool, canvas, [to_canvas.transform(p) for p in utm_points(layer, fractions)])
+
+
+def test_drawn_polygon_becomes_a_described_feature(plugin, worker_settings, qgis_canvas, scene_layer, iface):
+    draw_over(plugin, qgis_canvas, scene_layer, [(0.2, 0.2), (0.7, 0.3), (0.5, 0.8)])
+    assert len(plugin.tasks) == 1
+    wait_until(lambda: not plugin.tasks, WORKER_TIMEOUT, "the describe task")
+
+    assert plugin.last_error is None, plugin.last_error
+    entry = plugin.last_result["regions"][0]
+    assert entry["error"] is None and entry["description"]
+    layers = QgsProject.instance().mapLayersByName("MGIMM descriptions")
+    assert len(layers) == 1
+    feature = next(layers[0].getFeatures())
+    assert feature["description"] == entry["description"] and feature["scene"] == scene_layer.source()
+    assert feature["model"] == "tiny" and feature["region_id"] == "1"
+    assert feature.geometry().within(QgsGeometry.fromRect(scene_layer.extent()).buffer(1, 4))
+    assert plugin.dock.description.toPlainText() == entry["description"]
+    assert plugin.dock.thumbnail.pixmap() is not None and not plugin.dock.thumbnail.pixmap().isNull()
+    assert messages(iface, Qgis.Warning) == [] and messages(iface, Qgis.Critical) == []
+
+
+def test_selected_features_are_described_with_their_attributes(plugin, worker_settings, scene_layer, iface):
+    polygons = QgsVectorLayer("Polygon?crs=EPSG:32633&field=name:string", "fields", "memory")
+    features = []
+    for i, (x, y) in enumerate([(500100, 4099700), (500300, 4099800)]):
+        feature = QgsFeature(polygons.fields())
+        feature.setGeometry(QgsGeometry.fromRect(QgsRectangle(x, y, x + 100, y + 100)))
+        feature.setAttribute("name", f"field {i}")
+        features.append(feature)
+    polygons.dataProvider().addFeatures(features)
+    QgsProject.instance().addMapLayer(polygons)
+    polygons.selectAll()
+    plugin.dock.raster_combo.setLayer(scene_layer)
+    iface.setActiveLayer(polygons)
+    plugin.describe_selected()
+    wait_until(lambda: not plugin.tasks, WORKER_TIMEOUT, "the describe task")
+    assert plugin.last_error is None, plugin.last_error
+    assert [e["id"] for e in plugin.last_result["regions"]] == ["1", "2"]
+    layer = QgsProject.instance().mapLayersByName("MGIMM descriptions")[0]
+    assert layer.featureCount() == 2
+
+
+def test_cancel_stops_a_running_request(plugin_module, worker_settings, scene_layer):
+    from mgimm_geo.settings import shared_client
+    from mgimm_geo.task import RequestTask
+    from qgis.core import QgsApplication
+
+    client = shared_client()
+    client.hello()  # the model is loaded: the request below starts at once
+    regions = [{"id": str(i), "wkt": QgsGeometry.fromRect(QgsRectangle(500010 + 5 * i, 4099600, 500100 + 5 * i,
+                                                                       4099700)).asWkt()} for i in range(60)]
+    params = {"raster": scene_layer.source(), "regions": regions, "crs": "EPSG:32633", "batch_size": 1,
+              "max_new_tokens": 40, "thumbnail": False}
+    done = []
+    task = RequestTask("cancel me", client, "describe", params, on_done=done.append)
+    task.progressChanged.connect(lambda value: task.cancel() if value > 0 else None)
+    QgsApplication.taskManager().addTask(task)
+    wait_until(lambda: done, WORKER_TIMEOUT, "the cancelled task")
+    assert task.error is not None and task.error.code == "cancelled", task.error
+    assert client.running and client.hello()["model"] == "tiny"  # the worker survives a cancel
+
+
+def test_processing_algorithms_write_geopackages(plugin, worker_settings, qgis_processing, scene_layer, tmp_path):
+    import processing
+
+    aoi = QgsVectorLayer("Polygon?crs=EPSG:32633&field=name:string", "aoi", "memory")  # not a file: saved first
+    feature = QgsFeature(aoi.fields())
+    feature.setGeometry(QgsGeometry.fromRect(QgsRectangle(500100, 4099700, 500300, 4099900)))
+    feature.setAttribute("name", "block")
+    aoi.dataProvider().addFeatures([feature])
+
+    out = str(tmp_path / "regions.gpkg")
+    result = processing.run("mgimm:describe_regions", {"INPUT": scene_layer, "AOI": aoi, "MODE": 0,
+                                                       "OUTPUT": out})
+    assert result["OUTPUT"] == out
+    dataset = ogr.Open(out)  # keep the dataset alive while its layer is used
+    regions = dataset.GetLayerByName("regions")
+    assert regions.GetFeatureCount() == 1
+    row = regions.GetNextFeature()
+    assert row.GetField("description") and row.GetField("name") == "block"
+
+    tiles_out = str(tmp_path / "tiles.gpkg")
+    processing.run("mgimm:describe_tiles", {"INPUT": scene_layer.source(), "TILE_SIZE": 32, "MODE": 0,
+                                            "OUTPUT": tiles_out})
+    dataset = ogr.Open(tiles_out)
+    assert dataset.GetLayerByName("tiles").GetFeatureCount() == 4  # 64 x 48 pixels in 32-pixel tiles: 2 x 2
+    dataset = None
+    assert json.loads(processing.run("mgimm:describe_tiles", {
+        "INPUT": scene_layer, "TILE_SIZE": 32, "MODE": 1, "OUTPUT": tiles_out})["SUMMARY"])
+
+
+def test_missing_worker_is_reported_with_the_fix(plugin, plugin_module, qgis_canvas, scene_layer, iface, tmp_path):
+    from mgimm_geo.settings import PluginSettings
+
+    PluginSettings(worker_command="/nonexistent/bin/mgimm-geo worker",
+                   layer_path=str(tmp_path / "d.gpkg")).save()
+    draw_over(plugin, qgis_canvas, scene_layer, [(0.2, 0.2), (0.7, 0.3), (0.5, 0.8)])
+    wait_until(lambda: not plugin.tasks, 30, "the failing task")
+    warnings = messages(iface, Qgis.Warning)
+    assert len(warnings) == 1
+    assert warnings[0].startswith("MGIMM worker not available:") and "worker command" in warnings[0]
+    assert "Traceback" not in warnings[0]
+
+
+def test_region_outside_the_raster_is_reported_before_any_request(plugin, qgis_canvas, scene_layer, iface):
+    show_layer_on_canvas(qgis_canvas, scene_layer)
+    plugin.dock.raster_combo.setLayer(scene_layer)
+    plugin.describe([QgsGeometry.fromRect(QgsRectangle(0, 0, 10, 10))], qgis_canvas.mapSettings().destinationCrs())
+    assert not plugin.tasks
+    assert messages(iface, Qgis.Warning)[0].startswith("Region outside the raster:")
+
+
+# ------------------------------------------------------------------------------ server
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir, tmp_path_factory):
+    port, token = free_port(), "s3cret-token"
+    process = subprocess.Popen([worker_python(), "-m", "batch.cli", "serve", "--port", str(port), "--model",
+                                tiny_model_dir, "--device", "cpu", "--token", token],
+                               env=project_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + WORKER_TIMEOUT
+    while True:
+        try:
+            request = urllib.request.Request(url + "/health", headers={"Authorization": f"Bearer {token}"})
+            urllib.request.urlopen(request, timeout=2).read()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"mgimm-geo serve did not start: {process.stderr.read().decode()[-2000:]}")
+            time.sleep(0.3)
+    yield url, token
+    process.terminate()
+    process.wait(timeout=10)
+    process.stderr.close()
+
+
+def test_server_mode_describes_a_drawn_polygon(plugin, plugin_module, server, qgis_canvas, scene_layer, tmp_path):
+    from mgimm_geo.settings import PluginSettings, shared_client
+
+    url, token = server
+    settings = PluginSettings(mode="server", server_url=url, token=token, layer_path=str(tmp_path / "d.gpkg"),
+                              max_new_tokens=6)
+    settings.save()
+    assert shared_client().hello()["model"] == "tiny"
+    draw_over(plugin, qgis_canvas, scene_layer, [(0.2, 0.2), (0.7, 0.3), (0.5, 0.8)])
+    wait_until(lambda: not plugin.tasks, WORKER_TIMEOUT, "the describe task")
+    assert plugin.last_error is None, plugin.last_error
+    assert plugin.last_result["regions"][0]["description"]
+    assert QgsProject.instance().mapLayersByName("MGIMM descriptions")[0].featureCount() == 1
+
+
+def test_server_rejects_a_bad_token(plugin, plugin_module, server, qgis_canvas, scene_layer, iface, tmp_path):
+    from mgimm_geo.client import ClientError
+    from mgimm_geo.settings import PluginSettings, shared_client
+
+    url, _ = server
+    PluginSettings(mode="server", server_url=url, token="wrong", layer_path=str(tmp_path / "d.gpkg")).save()
+    with pytest.raises(ClientError) as refused:
+        shared_client().hello()
+    assert refused.value.code == "unauthorized"
+    draw_over(plugin, qgis_canvas, scene_layer, [(0.2, 0.2), (0.7, 0.3), (0.5, 0.8)])
+    wait_until(lambda: not plugin.tasks, 30, "the refused task")
+    assert plugin.last_error.code == "unauthorized"
+    assert messages(iface, Qgis.Warning)[0].startswith("MGIMM server refused the token:")
