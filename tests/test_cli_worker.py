@@ -41,7 +41,7 @@ class WorkerProcess:
         self.proc.stdin.write(json.dumps(message) + "\n")
         self.proc.stdin.flush()
 
-    def wait_for(self, predicate, timeout: float = 30.0) -> dict:
+    def wait_for(self, predicate, timeout: float = 90.0) -> dict:
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
@@ -56,7 +56,7 @@ class WorkerProcess:
             if predicate(message):
                 return message
 
-    def reply(self, request_id: str, timeout: float = 30.0) -> dict:
+    def reply(self, request_id: str, timeout: float = 90.0) -> dict:
         return self.wait_for(lambda m: m.get("id") == request_id and m["type"] in ("ok", "error"), timeout)
 
     def _stderr_tail(self) -> str:
@@ -81,10 +81,10 @@ def worker(tmp_path_factory):
 
 
 def test_ready_comes_first_then_hello_reports_the_model(worker):
-    ready = worker.wait_for(lambda m: True, timeout=20)
+    ready = worker.wait_for(lambda m: True, timeout=90)
     assert ready["type"] == "ready" and ready["protocol"] == 1 and ready["version"]
     worker.send({"id": "h1", "type": "hello"})
-    reply = worker.reply("h1", timeout=60)
+    reply = worker.reply("h1", timeout=180)
     assert reply["type"] == "ok", reply
     assert reply["result"]["model"] == "tiny_mgimm_model" and reply["result"]["device"] == "cpu"
 
@@ -145,7 +145,7 @@ def test_shutdown_exits_zero_with_protocol_only_stdout(worker):
 def test_eof_on_stdin_exits_zero():
     process = WorkerProcess("--model", "/nonexistent", "--heartbeat", "0")
     try:
-        assert process.wait_for(lambda m: True, timeout=20)["type"] == "ready"
+        assert process.wait_for(lambda m: True, timeout=90)["type"] == "ready"
         process.proc.stdin.close()
         assert process.proc.wait(timeout=20) == 0
     finally:

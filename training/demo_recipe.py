@@ -142,7 +142,8 @@ def generate_texts(model, processor, examples: list[Example], mode: str, max_new
     return texts
 
 
-def evaluate_demo(model, processor, heldout: list[Example], preset: DemoPreset, *, captions: bool = True) -> dict:
+def evaluate_demo(model, processor, heldout: list[Example], preset: DemoPreset, *, captions: bool = True,
+                  describe_mode: str = "global_region") -> dict:
     """Attribute accuracy on held-out region queries; caption metrics on held-out descriptions."""
     from training.evaluate import attribute_accuracy, evaluate_captions
 
@@ -153,7 +154,7 @@ def evaluate_demo(model, processor, heldout: list[Example], preset: DemoPreset, 
     metrics = {"attributes": attribute_accuracy(answers, [e.attributes for e in regions],
                                                 keys=("name", "color", "shape", "size"))}
     if captions and descriptions:
-        texts = generate_texts(model, processor, descriptions, "global_region", max_new_tokens=160)
+        texts = generate_texts(model, processor, descriptions, describe_mode, max_new_tokens=160)
         metrics["captions"] = evaluate_captions({str(i): t for i, t in enumerate(texts)},
                                                 {str(i): [e.answer] for i, e in enumerate(descriptions)})
         metrics["examples"] = [{"reference": e.answer, "generated": t} for e, t in zip(descriptions[:3], texts)]
@@ -212,7 +213,7 @@ def run_demo(out: str | Path, preset: DemoPreset, *, export: str | Path | None =
     if variant == "global_only":
         model.config.mode = "global"
     t = time.perf_counter()
-    metrics = evaluate_demo(model, processor, heldout, preset)
+    metrics = evaluate_demo(model, processor, heldout, preset, describe_mode=describe_mode)
     metrics.update(variant=variant, stages=stage_results, timings=timings, preset=asdict(preset),
                    parameters=sum(p.numel() for p in model.parameters()),
                    train_examples={"region": len(regions), "description": len(descriptions)})
@@ -228,5 +229,75 @@ def export_demo(model, processor, directory: Path, metrics: dict) -> None:
     model.to(torch.bfloat16).save_pretrained(str(directory))
     model.to(torch.float32)
     processor.save_pretrained(str(directory))
-    (directory / "metrics.json").write_text(json.dumps(
-        {k: v for k, v in metrics.items() if k not in ("examples",)}, indent=2))
+    (directory / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (directory / "README.md").write_text(model_card(metrics))
+
+
+def model_card(metrics: dict) -> str:
+    """The model card: what the demo model is, what it was trained on, how well it does, its limits."""
+    attrs = metrics.get("attributes", {})
+    caps = metrics.get("captions", {})
+    stages = metrics.get("stages", {})
+    preset = metrics.get("preset", {})
+    rows = "\n".join(f"| {k} | {attrs[k]:.3f} |" for k in ("name", "color", "shape", "size", "all") if k in attrs)
+    cap_rows = "\n".join(f"| {k} | {caps[k]:.3f} |" for k in ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
+                         if isinstance(caps.get(k), (int, float)))
+    stage_rows = "\n".join(f"| {name} | {st['steps']} | {st['samples']} | {st['seconds'] / 60:.1f} | {st['final_loss']:.3f} |"
+                           for name, st in stages.items())
+    example = (metrics.get("examples") or [{}])[0]
+    return f"""# mgimm-geo demo model
+
+A small MGIMM (about {metrics.get('parameters', 0) / 1e6:.1f} M parameters) trained from scratch by
+`python -m training demo` (training/demo_recipe.py) so that mgimm-geo describes regions offline out
+of the box. Weights in bfloat16 safetensors (loaded as float32 on CPU); word-level tokenizer.
+
+## What it knows
+
+Only the synthetic remote-sensing world of `training/synthetic/`: 0.5 m RGB scenes with land cover
+(sea, lakes, rivers, forest, farmland, grass, bare soil, urban blocks, roads) and objects of the
+DIOR classes that the world draws (buildings, vehicles, ships, storage tanks, tennis and basketball
+courts, ground track fields, airplanes, bridges, windmills, chimneys, baseball fields) with their
+colour, shape, size and orientation. On real imagery it will still answer in that vocabulary, and
+be wrong: it has never seen a real image. Use it to try the tool, not to analyse real scenes.
+
+## Architecture
+
+ViT (patch 16, 128 px input, width 192, 4 layers) trained from scratch; region interactive module
+with corner, mask-pooled and geometry tokens and attention limited to the region (boxes and polygon
+masks); 16 pooled global tokens; 2-layer GELU projector; LLaMA-style LM (width 256, 4 layers).
+
+## Training ({preset.get('train_scenes', '?')} scenes, seeds 1..{preset.get('train_scenes', '?')}; 2 CPU threads)
+
+| stage | steps | samples | minutes | final loss |
+|---|---|---|---|---|
+{stage_rows}
+
+Stage 1 aligns regions with attributes (only region tokens reach the LM); stage 2 learns detailed
+descriptions from global + region tokens, with every {preset.get('stage2_region_every', 4)}th batch a stage-1 batch. The LM and
+vision tower train fully in both stages, since nothing was pretrained (docs/training.md).
+
+## Held-out evaluation ({preset.get('heldout_scenes', '?')} scenes from seeds never used in training)
+
+Region-attribute accuracy (greedy, {attrs.get('count', '?')} regions):
+
+| attribute | accuracy |
+|---|---|
+{rows}
+
+Detailed descriptions ({caps.get('count', '?')} regions, pycocoevalcap; SPICE unavailable offline):
+
+| metric | score |
+|---|---|
+{cap_rows}
+
+Example (held out): reference "{example.get('reference', '')}"
+
+generated "{example.get('generated', '')}"
+
+## Limits
+
+- Synthetic world only (see above); no real-image knowledge.
+- Small objects in large regions: regions are read at 128 px, so a vehicle in a 300 m region is a few
+  pixels; counts of small objects in large regions are unreliable.
+- Vocabulary is closed: prompts with words outside it are read as unknown tokens.
+"""
