@@ -12,6 +12,9 @@ Steps:
     prefill of one 620-token prompt (576 global + 2 region + text tokens), and decode tokens/s at
     batch 1 / 32 / 128, each against the memory-bandwidth floor (weights + KV cache read once per
     step). Random weights time the same as trained ones: the work does not depend on values.
+ 4. regions/s and tokens/s of a naive one-region-at-a-time HF `generate` loop against batched
+    generation (and batched with the static, compiled KV cache) on the same full-size model, and
+    decode at batch 1 with the static cache against the bandwidth floor.
 Results go to stdout as a table and to --out as JSON; copy them into docs/performance.md.
 """
 
@@ -118,8 +121,59 @@ def measure_bandwidth(device) -> float:
     return 2 * size / seconds
 
 
-def time_full_size(device, tiny: bool, batches, new_tokens: int, bandwidth: float) -> dict:
-    """Step 3: prefill and decode timings of a random full-size model in bf16 (fp32 on CPU)."""
+def compare_naive_batched(model, inputs, device, *, regions: int, batch: int, new_tokens: int, weight_bytes: int,
+                          kv_bytes_per_token: int, context: int, bandwidth: float, static: bool) -> dict:
+    """Step 4: `regions` region texts of `new_tokens` tokens each (prefill included), three ways:
+
+    - naive: one region at a time, plain HF `generate` (batch 1, dynamic KV cache): what a
+      straightforward loop over regions does (timed over regions / 4, rates per region);
+    - batched: `batch` regions per `generate` call (what `describe --batch-size` does);
+    - batched_static: the same with a static KV cache, which transformers compiles on CUDA
+      (`describe --compile`); skipped when static=False.
+    Plus decode at batch 1 with the static/compiled cache (ms/token without prefill) against the
+    bandwidth floor (weights + KV read once per step). Each way runs once at its shapes first, so
+    compile and allocator warm-up are not timed.
+    """
+    gen = dict(eos_token_id=None)
+    one, full = inputs(1), inputs(batch)
+
+    def loop(data, calls, **extra):
+        def body():
+            for _ in range(calls):
+                model.generate(**data, max_new_tokens=new_tokens, **gen, **extra)
+        return body
+
+    ways = {"naive": (one, 1, {}), "batched": (full, batch, {})}
+    if static:
+        ways["batched_static"] = (full, batch, {"cache_implementation": "static"})
+    out = {"regions": regions, "batch": batch, "new_tokens": new_tokens}
+    for name, (data, per_call, extra) in ways.items():
+        # the naive loop times a quarter of the regions (its rate per region is what counts)
+        calls = max(1, regions // 4) if per_call == 1 else max(1, regions // per_call)
+        seconds = timed(loop(data, calls, **extra), device, repeat=1)
+        done = calls * per_call
+        out[name] = {"regions_per_s": done / seconds, "tokens_per_s": done * new_tokens / seconds,
+                     "seconds": seconds}
+    for name in list(ways)[1:]:
+        out[f"{name}_over_naive"] = out[name]["regions_per_s"] / out["naive"]["regions_per_s"]
+    floor = bandwidth_floor_tokens_per_s(weight_bytes, kv_bytes_per_token, 1, context, bandwidth)
+    if static:
+        extra = {"cache_implementation": "static"}
+        first = timed(lambda: model.generate(**one, max_new_tokens=1, **gen, **extra), device, repeat=2)
+        whole = timed(lambda: model.generate(**one, max_new_tokens=1 + new_tokens, **gen, **extra), device, repeat=2)
+        ms = 1000 * max(whole - first, 1e-9) / new_tokens
+        out["decode_batch1_static"] = {"ms_per_token": ms, "floor_ms_per_token": 1000 / floor,
+                                       "times_floor": ms / (1000 / floor)}
+    out["floor_tokens_per_s_batch1"] = floor
+    out["floor_tokens_per_s_batched"] = bandwidth_floor_tokens_per_s(weight_bytes, kv_bytes_per_token, batch,
+                                                                     context, bandwidth)
+    return out
+
+
+def time_full_size(device, tiny: bool, batches, new_tokens: int, bandwidth: float, *, regions: int = 64,
+                   region_batch: int = 32, static: bool = True) -> dict:
+    """Step 3: prefill and decode timings of a random full-size model in bf16 (fp32 on CPU); then
+    step 4 (`compare_naive_batched`) on the same model."""
     config = full_size_config(tiny)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     torch.manual_seed(0)
@@ -170,6 +224,10 @@ def time_full_size(device, tiny: bool, batches, new_tokens: int, bandwidth: floa
         if device.type == "cuda":
             torch.cuda.empty_cache()
     results["decode"] = decode
+    results["naive_vs_batched"] = compare_naive_batched(
+        model, inputs, device, regions=regions, batch=region_batch, new_tokens=new_tokens, weight_bytes=weight_bytes,
+        kv_bytes_per_token=kv_bytes_per_token, context=prompt_len + new_tokens // 2, bandwidth=bandwidth,
+        static=static)
     if device.type == "cuda":
         results["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
     return results
@@ -182,6 +240,9 @@ def main(argv=None) -> int:
     parser.add_argument("--batches", default="1,32,128", help="decode batch sizes")
     parser.add_argument("--new-tokens", type=int, default=64, help="decode tokens timed per batch")
     parser.add_argument("--bandwidth", type=float, default=H200_BANDWIDTH, help="nominal bytes/s for the floor")
+    parser.add_argument("--regions", type=int, default=64, help="regions described in step 4 (naive: a quarter)")
+    parser.add_argument("--region-batch", type=int, default=32, help="regions per generate call in step 4")
+    parser.add_argument("--no-static", action="store_true", help="skip the static-cache / compiled decode runs")
     parser.add_argument("--out", default=None, help="write results as JSON here")
     args = parser.parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -196,7 +257,9 @@ def main(argv=None) -> int:
     results["bf16"] = check_bf16(device, args.tiny)
     results["measured_copy_bandwidth_bytes_per_s"] = measure_bandwidth(device)
     new_tokens = args.new_tokens if not args.tiny else 4
-    results["timing"] = time_full_size(device, args.tiny, batches, new_tokens, args.bandwidth)
+    regions, region_batch = (8, 4) if args.tiny else (args.regions, args.region_batch)
+    results["timing"] = time_full_size(device, args.tiny, batches, new_tokens, args.bandwidth, regions=regions,
+                                       region_batch=region_batch, static=not args.no_static)
     print(json.dumps(results, indent=2, default=str))
     t = results["timing"]
     print(f"\nprefill {t['prompt_tokens']} tokens: {t['prefill_ms_620_tokens']:.1f} ms "
@@ -204,6 +267,17 @@ def main(argv=None) -> int:
     print("| batch | decode tokens/s | bandwidth floor tokens/s | fraction |\n|---|---|---|---|")
     for batch, row in t["decode"].items():
         print(f"| {batch} | {row['tokens_per_s']:.0f} | {row['floor_tokens_per_s']:.0f} | {row['fraction_of_floor']:.2f} |")
+    n = t["naive_vs_batched"]
+    print(f"\n{n['regions']} regions x {n['new_tokens']} tokens (prefill included)\n"
+          "| way | regions/s | tokens/s | x naive |\n|---|---|---|---|")
+    for name in ("naive", "batched", "batched_static"):
+        if name in n:
+            print(f"| {name} | {n[name]['regions_per_s']:.2f} | {n[name]['tokens_per_s']:.0f} | "
+                  f"{n.get(name + '_over_naive', 1.0):.1f} |")
+    if "decode_batch1_static" in n:
+        d = n["decode_batch1_static"]
+        print(f"decode batch 1, static cache: {d['ms_per_token']:.2f} ms/token = {d['times_floor']:.2f} x the "
+              f"bandwidth floor ({d['floor_ms_per_token']:.2f} ms)")
     if args.out:
         with open(args.out, "w", encoding="utf-8") as fh:
             json.dump(results, fh, indent=2, default=str)

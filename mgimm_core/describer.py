@@ -54,8 +54,11 @@ class Describer:
     """Model + processor on one device; `describe` answers a batch of region chips."""
 
     def __init__(self, model, processor, model_id: str, device, *, max_new_tokens: int = 200,
-                 model_dir: Path | None = None):
+                 model_dir: Path | None = None, compile: bool = False):
         self.model = model
+        # Static KV cache: fixed-shape decode steps, which transformers compiles (torch.compile of
+        # the forward) on CUDA; on CPU it only preallocates the cache (same tokens, no compile).
+        self.generate_options = {"cache_implementation": "static"} if compile else {}
         self.model_dir = model_dir
         self.processor = processor
         self.model_id = model_id
@@ -64,8 +67,12 @@ class Describer:
 
     @classmethod
     def load(cls, model_dir: str | Path | None = None, *, device: str = "auto",
-             max_new_tokens: int = 200) -> "Describer":
-        """Load a saved MGIMM directory (default: the demo model shipped inside the package)."""
+             max_new_tokens: int = 200, compile: bool = False) -> "Describer":
+        """Load a saved MGIMM directory (default: the demo model shipped inside the package).
+
+        compile: decode with a static KV cache and a compiled forward (CUDA; first batch of
+        each shape pays the compile time, later ones decode faster); greedy tokens are the same.
+        """
         from mgimm_core.model import load_for_inference
 
         directory = Path(model_dir) if model_dir is not None else DEMO_MODEL_DIR
@@ -84,7 +91,7 @@ class Describer:
             raise ModelError(f"{directory}: cannot load the model ({exc})") from exc
         model_id = "demo" if model_dir is None else directory.name
         return cls(model, processor, model_id, torch_device, max_new_tokens=max_new_tokens,
-                   model_dir=directory)
+                   model_dir=directory, compile=compile)
 
     @property
     def chip_size(self) -> int:
@@ -97,7 +104,7 @@ class Describer:
         batch = {k: v.to(self.device) for k, v in batch.items()}
         if self.device.type == "cuda" and "pixel_values" in batch:
             batch["pixel_values"] = batch["pixel_values"].to(self.model.dtype)
-        ids = self.model.generate(**batch, mode=mode, max_new_tokens=self.max_new_tokens)
+        ids = self.model.generate(**batch, mode=mode, max_new_tokens=self.max_new_tokens, **self.generate_options)
         return self.processor.batch_decode(ids)
 
     def describe(self, images: list[np.ndarray], boxes: list[tuple], masks: list[np.ndarray | None], *,

@@ -65,9 +65,13 @@ def _region_record(scene_name: str, feature: AOIFeature, *, model: str, prompt: 
 
 
 def place_regions(scenes: list[Scene], features: Iterable[AOIFeature], *, chip_size: int,
-                  context: float, min_window: int
+                  context: float, min_window: int, place: Callable = prepare_region
                   ) -> Iterator[tuple[Scene | None, AOIFeature, RegionChip | RegionError]]:
     """Each AOI on every scene that covers it; an AOI no scene covers yields one error.
+
+    place: prepare_region (default), or a function with its signature that only locates the
+    region (mgimm_core.planning.locate_window: no pixel read), so a planner gets the same
+    placements and the same per-region errors as the pipeline.
 
     Raises CRSError for inputs that cannot be combined at all (e.g. a scene without CRS and a
     geographic AOI): that is a whole-input error, not a per-region one.
@@ -76,8 +80,8 @@ def place_regions(scenes: list[Scene], features: Iterable[AOIFeature], *, chip_s
         placed, errors = False, []
         for scene in scenes:
             try:
-                chip = prepare_region(scene, feature, model_input=chip_size, context=context,
-                                      min_window=min_window)
+                chip = place(scene, feature, model_input=chip_size, context=context,
+                             min_window=min_window)
             except RegionError as exc:
                 errors.append(exc)
                 continue

@@ -20,7 +20,11 @@ def inference_dtype(device: torch.device | str) -> torch.dtype:
 def load_for_inference(directory: str | os.PathLike, device: str | None = None):
     """(model, processor) from a directory holding both; LoRA merged, eval mode, bf16 on CUDA."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = MGIMMForConditionalGeneration.from_pretrained(directory, dtype=inference_dtype(device))
+    dtype = inference_dtype(device)
+    try:  # fused scaled-dot-product attention in the LM and the vision tower (the default where supported)
+        model = MGIMMForConditionalGeneration.from_pretrained(directory, dtype=dtype, attn_implementation="sdpa")
+    except ValueError:  # an encoder or LM without an SDPA path: its own attention
+        model = MGIMMForConditionalGeneration.from_pretrained(directory, dtype=dtype)
     merge_lora(model)
     return model.to(device).eval(), MGIMMProcessor.from_pretrained(directory)
 

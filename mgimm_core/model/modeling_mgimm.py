@@ -278,9 +278,11 @@ class MGIMMForConditionalGeneration(MGIMMPreTrainedModel):
         pad = generate_kwargs.pop("pad_token_id", getattr(text_config, "pad_token_id", None))
         pad = pad if pad is not None else (eos[0] if isinstance(eos, list) else eos)
         sampling = dict(temperature=temperature, top_p=top_p, top_k=top_k) if do_sample else {}
+        # cache_implementation="static": fixed-shape KV cache, whose decode step transformers
+        # compiles on CUDA (torch.compile of the forward); None: the dynamic cache.
         generation_config = GenerationConfig(
             max_new_tokens=max_new_tokens, do_sample=do_sample, eos_token_id=eos, pad_token_id=pad,
-            use_cache=True, **sampling,
+            use_cache=True, cache_implementation=generate_kwargs.pop("cache_implementation", None), **sampling,
         )
         criteria = StoppingCriteriaList(generate_kwargs.pop("stopping_criteria", []))
         if stop_strings:

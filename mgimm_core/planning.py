@@ -1,0 +1,189 @@
+"""Work planning for distributed describe: which regions go together, and in what order.
+
+Two goals:
+
+- **Read each raster block once.** Regions are grouped by scene, then ordered along a Hilbert
+  curve over the scene's block grid (the GeoTIFF's internal tiles, or strips), keyed by the centre
+  of each region's chip window. Consecutive regions then share blocks, and a work unit (a run of
+  consecutive regions) goes to one worker, whose GDAL block cache serves the shared blocks. Only
+  blocks straddling two units can be read twice.
+- **Little padding.** `length_sorted` orders sequences by prompt length before they are cut into
+  batches, so a batch holds prompts of similar length. (In `describe` every region of a batch has
+  the same prompt and one region, so prompt lengths are equal and the order is kept as it is.)
+
+Work units are plain data (hex WKB + CRS WKT + properties + id per feature) so they travel to other
+processes or machines; workers open the scene themselves by path.
+
+Units: windows and blocks are scene pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import pyproj
+import shapely
+
+from mgimm_core.errors import RegionError
+from mgimm_core.regions import AOIFeature, aoi_to_scene_pixels, chip_window, prepare_region
+
+
+# ============================================================================ serialisable features
+@dataclass(frozen=True)
+class FeatureSpec:
+    """An AOIFeature as plain data: the geometry as hex WKB (exact: WKT text, even at full
+    precision, can change the last bit of a coordinate), the CRS as WKT, properties, id."""
+
+    id: str
+    wkb_hex: str
+    crs_wkt: str
+    properties: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_feature(cls, feature: AOIFeature) -> "FeatureSpec":
+        return cls(str(feature.id), shapely.to_wkb(feature.geometry, hex=True), feature.crs.to_wkt(),
+                   dict(feature.properties))
+
+    def to_feature(self) -> AOIFeature:
+        return AOIFeature(self.id, shapely.from_wkb(self.wkb_hex), pyproj.CRS.from_wkt(self.crs_wkt),
+                          dict(self.properties))
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """Regions of one scene for one worker: the worker opens `scene` (a path or GDAL /vsi path it
+    can see) and describes `features` in this order."""
+
+    scene: str
+    features: tuple[FeatureSpec, ...]
+    index: int = 0                 # position in the plan (for logs)
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+
+@dataclass
+class Plan:
+    """Work units plus the regions that no scene covers (recorded as errors by the driver)."""
+
+    units: list[WorkUnit]
+    errors: list[tuple[str, AOIFeature, RegionError]]   # (scene name or "", feature, error)
+
+    @property
+    def regions(self) -> int:
+        return sum(len(u) for u in self.units)
+
+
+# ============================================================================ locality
+def hilbert_index(x: int, y: int, order: int) -> int:
+    """Position of cell (x, y) along a Hilbert curve filling a 2**order x 2**order grid.
+
+    Neighbouring positions are neighbouring cells, so sorting by it keeps nearby windows together
+    (rows of a raster sorted row-major would jump back across the whole scene at each row).
+    """
+    side = 1 << order
+    if not (0 <= x < side and 0 <= y < side):
+        raise ValueError(f"cell ({x}, {y}) outside a {side} x {side} grid")
+    index = 0
+    s = side >> 1
+    while s > 0:
+        rx = 1 if x & s else 0
+        ry = 1 if y & s else 0
+        index += s * s * ((3 * rx) ^ ry)
+        if ry == 0:                      # rotate the quadrant so the curve stays continuous
+            if rx == 1:
+                x, y = side - 1 - x, side - 1 - y
+            x, y = y, x
+        s >>= 1
+    return index
+
+
+def block_cell(window, block_shape: tuple[int, int], scene_width: int, scene_height: int) -> tuple[int, int]:
+    """(column, row) of the raster block holding the window's centre, clamped to the scene."""
+    rows, cols = block_shape
+    cx = min(max(window.col_off + window.width / 2, 0), scene_width - 1)
+    cy = min(max(window.row_off + window.height / 2, 0), scene_height - 1)
+    return int(cx // cols), int(cy // rows)
+
+
+def locality_key(window, scene) -> tuple[int, int, int]:
+    """Sort key: Hilbert position of the window's block, then the window's offsets (ties)."""
+    rows, cols = scene.block_shape
+    grid = max(-(-scene.width // cols), -(-scene.height // rows), 1)
+    order = max(1, (grid - 1).bit_length())
+    cx, cy = block_cell(window, scene.block_shape, scene.width, scene.height)
+    return hilbert_index(cx, cy, order), int(window.row_off), int(window.col_off)
+
+
+def locate_window(scene, feature: AOIFeature, *, model_input: int, context: float, min_window: int):
+    """The chip window `prepare_region` would choose, without reading pixels (driver side).
+
+    Raises the same RegionError as `prepare_region` for a region that cannot be placed (those
+    checks come before its pixel read), and CRSError for inputs that cannot be combined.
+    """
+    try:
+        pixels = aoi_to_scene_pixels(scene, feature)
+        inside = pixels.intersection(shapely.box(0, 0, scene.width, scene.height))
+        located = not inside.is_empty and inside.area > 0 and feature.geometry.geom_type in (
+            "Polygon", "MultiPolygon")
+    except (RegionError, shapely.errors.GEOSException):
+        located = False
+    if not located:   # prepare_region raises the precise error before reading any pixel
+        return prepare_region(scene, feature, model_input=model_input, context=context,
+                              min_window=min_window).window
+    window, _ = chip_window(inside.bounds, scene_width=scene.width, scene_height=scene.height,
+                            model_input=model_input, context=context, min_window=min_window)
+    return window
+
+
+def plan_regions(scenes: Sequence, features: Iterable[AOIFeature], *, chip_size: int, context: float = 0.25,
+                 min_window: int = 48, regions_per_unit: int = 32, skip: set | None = None) -> Plan:
+    """Group regions by scene and block locality into work units of at most `regions_per_unit`.
+
+    scenes: opened `Scene`s (metadata only is used: size, transform, CRS, block shape).
+    context, min_window: as `DescribeSettings` (they decide the chip window, hence its blocks).
+    skip: resume keys (scene, region_id) already written; neither described nor reported again.
+    An AOI no scene covers becomes one error entry, worded exactly as the local pipeline does.
+    """
+    from mgimm_core.output import region_key
+    from mgimm_core.pipeline import place_regions
+
+    if regions_per_unit < 1:
+        raise ValueError(f"regions_per_unit={regions_per_unit}: need at least 1")
+    skip = skip or set()
+    per_scene: dict[int, list[tuple[tuple, AOIFeature]]] = {i: [] for i in range(len(scenes))}
+    index_of = {id(s): i for i, s in enumerate(scenes)}
+    errors = []
+    for scene, feature, placed in place_regions(list(scenes), features, chip_size=chip_size, context=context,
+                                                min_window=min_window, place=locate_window):
+        name = scene.path if scene is not None else ""
+        if region_key(name, feature.id) in skip:
+            continue
+        if isinstance(placed, RegionError):
+            errors.append((name, feature, placed))
+        else:
+            per_scene[index_of[id(scene)]].append((locality_key(placed, scene), feature))
+    units = []
+    for i, scene in enumerate(scenes):
+        ordered = [f for _key, f in sorted(per_scene[i], key=lambda item: item[0])]
+        for start in range(0, len(ordered), regions_per_unit):
+            chunk = tuple(FeatureSpec.from_feature(f) for f in ordered[start:start + regions_per_unit])
+            units.append(WorkUnit(scene.path, chunk, len(units)))
+    return Plan(units, errors)
+
+
+# ============================================================================ padding
+def length_sorted(lengths: Sequence[int]) -> list[int]:
+    """Indexes that order sequences by length (stable: equal lengths keep their order), so that
+    batches cut from the ordered list pad each prompt only up to similar lengths."""
+    return sorted(range(len(lengths)), key=lambda i: lengths[i])
+
+
+def padding_tokens(lengths: Sequence[int], batch_size: int) -> int:
+    """Pad tokens needed when `lengths` are batched in the given order (to measure the sort)."""
+    total = 0
+    for start in range(0, len(lengths), batch_size):
+        chunk = lengths[start:start + batch_size]
+        total += max(chunk) * len(chunk) - sum(chunk)
+    return total
