@@ -38,6 +38,27 @@ def run(describer, inputs, out: Path, batch_size: int, features) -> dict:
             "regions_per_s": round(count / seconds, 3), "split_s": timings.as_dict()}
 
 
+def random_squares(scene_path, count: int, seed: int = 0) -> list:
+    """Extra AOIs: squares of 20-150 m at random places (scene CRS), so any region count can be asked."""
+    import numpy as np
+    import pyproj
+    import rasterio
+    import shapely
+
+    from mgimm_core.regions import AOIFeature
+
+    rng = np.random.default_rng(seed)
+    with rasterio.open(scene_path) as src:
+        left, bottom, right, top = src.bounds
+        crs = pyproj.CRS.from_wkt(src.crs.to_wkt())
+    out = []
+    for i in range(max(0, count)):
+        side = rng.uniform(20, 150)
+        x, y = rng.uniform(left, right - side), rng.uniform(bottom, top - side)
+        out.append(AOIFeature(id=f"square-{i}", geometry=shapely.box(x, y, x + side, y + side), crs=crs))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="model directory (default: the demo model)")
@@ -54,7 +75,9 @@ def main() -> None:
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_describe_"))
     inputs = write_demo_inputs(work / "inputs", seed=99, size=2048, objects=args.regions)
-    features = read_aoi(str(inputs.aoi))[: args.regions]
+    features = read_aoi(str(inputs.aoi))
+    features += random_squares(inputs.scene, args.regions - len(features))
+    features = features[: args.regions]
     describer = Describer.load(args.model, device="cpu")
     run(describer, inputs, work / "warmup.gpkg", args.batch_size, features[:4])   # load caches, JIT paths
     batched = run(describer, inputs, work / "batched.gpkg", args.batch_size, features)
