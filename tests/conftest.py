@@ -110,3 +110,15 @@ def make_raster(tmp_path):
 def landsat_path() -> str:
     """The real Landsat 7 ETM+ sample (6 uint8 bands, no colour interpretation, EPSG:31985)."""
     return str(DATA_DIR / "L7_ETMs.tif")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> str:
+    """A tiny random MGIMM saved with its processor: real weights for CLI/worker/engine tests."""
+    from mgimm_core.model.testing_mgimm import tiny_model, tiny_processor
+
+    directory = tmp_path_factory.mktemp("tiny_model")
+    model = tiny_model()
+    model.save_pretrained(str(directory))
+    tiny_processor(model.config).save_pretrained(str(directory))
+    return str(directory)

@@ -25,17 +25,6 @@ from training.synthetic.demo_inputs import write_demo_inputs
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> str:
-    from mgimm_core.model.testing_mgimm import tiny_model, tiny_processor
-
-    directory = tmp_path_factory.mktemp("tiny_model")
-    model = tiny_model()
-    model.save_pretrained(str(directory))
-    tiny_processor(model.config).save_pretrained(str(directory))
-    return str(directory)
-
-
-@pytest.fixture(scope="session")
 def demo_inputs(tmp_path_factory):
     return write_demo_inputs(tmp_path_factory.mktemp("demo_inputs"), seed=7, size=512, objects=10)
 

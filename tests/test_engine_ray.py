@@ -40,17 +40,6 @@ def ray_cluster():
 
 
 @pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory) -> str:
-    from mgimm_core.model.testing_mgimm import tiny_model, tiny_processor
-
-    directory = tmp_path_factory.mktemp("tiny_model")
-    model = tiny_model()
-    model.save_pretrained(str(directory))
-    tiny_processor(model.config).save_pretrained(str(directory))
-    return str(directory)
-
-
-@pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     """The demo scene and its AOIs plus one AOI outside the scene (an error row)."""
     demo = write_demo_inputs(tmp_path_factory.mktemp("ray_inputs"), seed=7, size=512, objects=10)
