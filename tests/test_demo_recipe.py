@@ -1,8 +1,12 @@
 """The demo model's recipe end to end at smoke size, and the samples it trains on."""
 
 import json
+from pathlib import Path
 
 import numpy as np
+import pytest
+
+import mgimm_core
 
 from mgimm_core.describer import Describer
 from mgimm_core.prompts import ATTRIBUTE_PROMPT, DESCRIPTION_PROMPT
@@ -48,3 +52,40 @@ def test_smoke_recipe_trains_evaluates_and_exports_a_loadable_model(tmp_path, ca
     chip = np.zeros((64, 64, 3), np.uint8)
     [text] = describer.describe([chip], [(8, 8, 40, 40)], [None])
     assert text.description is not None and text.attribute_text is not None
+
+
+def test_ablation_trains_variants_on_shared_data_at_equal_steps(tmp_path, capsys):
+    out = tmp_path / "ablation"
+    small = ["--set", "train_scenes=2", "--set", "heldout_scenes=1", "--set", "descriptions_per_scene=3"]
+    assert main(["ablation", "--out", str(out), "--preset", "smoke", *small, "--set", "stage1_steps=2",
+                 "--set", "stage2_steps=3", "--variants", "two_stage,description_only", "--parallel", "2"]) == 0
+    table = capsys.readouterr().out
+    summary = json.loads((out / "ablation.json").read_text())
+    two, desc = summary["variants"]["two_stage"], summary["variants"]["description_only"]
+    assert (two["stages"]["stage1"]["steps"], two["stages"]["stage2"]["steps"]) == (2, 3)
+    assert "stage1" not in desc["stages"] and desc["stages"]["stage2"]["steps"] == 5  # same step budget
+    assert two["stages"]["stage2"]["samples"] + two["stages"]["stage1"]["samples"] == desc["stages"]["stage2"]["samples"]
+    assert two["train_examples"] == desc["train_examples"]  # one shared data set ...
+    assert not (out / "two_stage" / "train.pkl").exists() and (out / "data" / "train.pkl").exists()  # ... made once
+    assert "| two_stage | 2 + 3 |" in table and "| description_only | 0 + 5 |" in table
+    assert (out / "ablation.md").read_text() == table.rstrip("\n") + "\n"
+
+
+def test_ablation_scores_a_reused_model_and_flags_unequal_settings(tmp_path, capsys):
+    shipped = Path(mgimm_core.__file__).parent / "demo_model"
+    out, report = tmp_path / "ablation", tmp_path / "table.md"
+    assert main(["ablation", "--out", str(out), "--preset", "smoke", "--set", "train_scenes=1",
+                 "--set", "heldout_scenes=1", "--variants", "two_stage", "--reuse", f"two_stage={shipped}", "--report", str(report)]) == 0
+    metrics = json.loads((out / "two_stage" / "metrics.json").read_text())
+    assert metrics["reused_from"] == str(shipped) and metrics["attributes"]["count"] > 0
+    assert any(d.startswith("stage1_steps=900") for d in metrics["preset_differs"])  # smoke != shipped recipe
+    assert "| two_stage (reused, other settings!) | 900 + 1300 |" in report.read_text()
+    assert not (out / "two_stage" / "stage1").exists()  # scored, not trained
+
+
+def test_ablation_rejects_bad_arguments(tmp_path):
+    for args in (["--variants", "two_stage,bogus"], ["--reuse", f"two_stage={tmp_path}"], ["--parallel", "0"],
+                 ["--set", "stage1_steps=many"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["ablation", "--out", str(tmp_path / "x"), "--preset", "smoke", *args])
+        assert exc.value.code == 2

@@ -6,6 +6,7 @@ import torch
 
 from mgimm_core.errors import RegionError
 from mgimm_core.model import ChipTransform, MGIMMProcessor, build_word_tokenizer, demo_region_settings, tiny_config
+from mgimm_core.model.detokenize_mgimm import WordDetokenizer
 from mgimm_core.model.testing_mgimm import random_chip, tiny_processor
 
 
@@ -94,3 +95,37 @@ def test_batch_decode_cuts_at_stop_string():
     processor = tiny_processor(tiny_config())
     ids = processor.tokenizer(["red car . grey tank", "white ship"], add_special_tokens=False)["input_ids"]
     assert processor.batch_decode(ids, stop_strings=["."]) == ["red car", "white ship"]
+
+
+def test_word_detokenizer_rejoins_prose_and_restores_case():
+    detok = WordDetokenizer(["L-shaped", "Y-shaped"])
+    assert detok("the scene shows a built - up area . one l - shaped building lies in the south - east ; "
+                 "2 . 5 m gsd , roads ( paved ) .") == (
+        "The scene shows a built-up area. One L-shaped building lies in the south-east; 2.5 m gsd, "
+        "roads (paved).")
+    # a short attribute answer is not a sentence: no capital added
+    assert detok("a medium - sized white y - shaped building") == "a medium-sized white Y-shaped building"
+
+
+def test_word_detokenizer_inverts_the_demo_tokenizer_on_synthetic_texts():
+    """Encoding then decoding a real synthetic description or attribute answer gives it back exactly."""
+    from training.demo_data import generate_samples
+    from training.demo_model import cased_words, words_of
+
+    detok = WordDetokenizer(cased_words())
+    samples = generate_samples([5, 9], scene_size=512, model_input=128, descriptions_per_scene=6)
+    assert sum(s.kind == "description" for s in samples) == 12
+    for s in samples:
+        assert detok(" ".join(words_of(s.answer))) == s.answer
+
+
+def test_processor_detokenizes_word_level_output_and_keeps_the_setting(tmp_path):
+    tok = build_word_tokenizer(["one", "l", "-", "shaped", "building", "south", "east", "in", "the", "."])
+    processor = MGIMMProcessor.from_config(tiny_config(), tok, word_detokenize=True, cased_words=["L-shaped"])
+    processor.save_pretrained(tmp_path)
+    loaded = MGIMMProcessor.from_pretrained(tmp_path)
+    ids = tok(["one L-shaped building in the south-east."], add_special_tokens=False)["input_ids"]
+    assert tok.batch_decode(ids) == ["one l - shaped building in the south - east ."]
+    assert loaded.batch_decode(ids) == ["One L-shaped building in the south-east."]
+    plain = MGIMMProcessor.from_config(tiny_config(), tok)
+    assert plain.batch_decode(ids) == ["one l - shaped building in the south - east ."]

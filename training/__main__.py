@@ -1,7 +1,8 @@
 """`python -m training`: train MGIMM.
 
     python -m training demo --out runs/demo [--preset full|smoke] [--export DIR] [--resume]
-        [--variant two_stage|description_only|global_only]
+        [--variant two_stage|description_only|global_only] [--data DIR]
+    python -m training ablation --out runs/ablation [--parallel N] [--reuse VARIANT=MODEL_DIR]
     python -m training train CONFIG.yaml [--resume]     # a stage on reference-format data
 """
 
@@ -14,18 +15,49 @@ import sys
 from dataclasses import replace
 
 
+def _preset_arguments(parser) -> None:
+    parser.add_argument("--preset", default="full", help="full (about an hour on 2 CPU cores) or smoke")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a preset field, e.g. --set stage2_steps=500")
+
+
+def _preset(parser, args):
+    from training.demo_recipe import PRESETS
+
+    if args.preset not in PRESETS:
+        parser.error(f"--preset {args.preset!r}: choose one of {', '.join(PRESETS)}")
+    preset = PRESETS[args.preset]
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if not hasattr(preset, key):
+            parser.error(f"--set {item!r}: unknown field {key!r}")
+        try:
+            preset = replace(preset, **{key: type(getattr(preset, key))(value)})
+        except ValueError:
+            parser.error(f"--set {item!r}: {key} must be a {type(getattr(preset, key)).__name__}")
+    return preset
+
+
 def main(argv=None) -> int:
+    from training.ablation import VARIANTS
+
     parser = argparse.ArgumentParser(prog="python -m training", description="Train MGIMM models.")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="the shipped demo model's recipe on the synthetic world")
     demo.add_argument("--out", required=True, help="run folder (data cache, checkpoints, logs, metrics)")
-    demo.add_argument("--preset", default="full", help="full (about an hour on 2 CPU cores) or smoke")
+    _preset_arguments(demo)
     demo.add_argument("--export", default=None, help="save the trained model here (e.g. mgimm_core/demo_model)")
-    demo.add_argument("--variant", default="two_stage",
-                      choices=["two_stage", "description_only", "global_only"])
+    demo.add_argument("--variant", default="two_stage", choices=list(VARIANTS))
+    demo.add_argument("--data", default=None, help="folder caching the generated examples (default: --out)")
     demo.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoints")
-    demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                      help="override a preset field, e.g. --set stage2_steps=500")
+    ablation = sub.add_parser("ablation", help="two-stage vs description-only vs global-only, equal compute")
+    ablation.add_argument("--out", required=True, help="ablation folder (shared data, one folder a variant)")
+    _preset_arguments(ablation)
+    ablation.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
+    ablation.add_argument("--parallel", type=int, default=1, help="variants trained at once (threads split)")
+    ablation.add_argument("--reuse", action="append", default=[], metavar="VARIANT=MODEL_DIR",
+                          help="score this trained model as VARIANT instead of training it")
+    ablation.add_argument("--report", default=None, help="also write the Markdown table here")
     stage = sub.add_parser("train", help="one training stage from a YAML config")
     stage.add_argument("config")
     stage.add_argument("--resume", action="store_true")
@@ -33,19 +65,36 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     if args.command == "demo":
-        from training.demo_recipe import PRESETS, run_demo
+        from training.demo_recipe import run_demo
 
-        if args.preset not in PRESETS:
-            parser.error(f"--preset {args.preset!r}: choose one of {', '.join(PRESETS)}")
-        preset = PRESETS[args.preset]
-        for item in args.set:
-            key, _, value = item.partition("=")
-            if not hasattr(preset, key):
-                parser.error(f"--set {item!r}: unknown field {key!r}")
-            preset = replace(preset, **{key: type(getattr(preset, key))(value)})
-        metrics = run_demo(args.out, preset, export=args.export, resume=args.resume, variant=args.variant)
+        metrics = run_demo(args.out, _preset(parser, args), export=args.export, resume=args.resume,
+                           variant=args.variant, data_dir=args.data)
         summary = {k: metrics[k] for k in ("attributes", "captions", "stages", "timings") if k in metrics}
         print(json.dumps(summary, indent=2))
+        return 0
+    if args.command == "ablation":
+        from pathlib import Path
+
+        from training.ablation import ablation_table, run_ablation
+
+        variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+        unknown = [v for v in variants if v not in VARIANTS]
+        if unknown or not variants:
+            parser.error(f"--variants {args.variants!r}: choose from {', '.join(VARIANTS)}")
+        reuse = {}
+        for item in args.reuse:
+            variant, _, directory = item.partition("=")
+            if variant not in VARIANTS or not directory:
+                parser.error(f"--reuse {item!r}: expected VARIANT=MODEL_DIR with VARIANT one of {', '.join(VARIANTS)}")
+            if not (Path(directory) / "config.json").exists():
+                parser.error(f"--reuse {item!r}: {directory} holds no model (config.json missing)")
+            reuse[variant] = Path(directory)
+        if args.parallel < 1:
+            parser.error("--parallel must be at least 1")
+        preset = _preset(parser, args)
+        summary = run_ablation(args.out, preset, variants=variants, parallel=args.parallel, reuse=reuse,
+                               report=args.report)
+        print(ablation_table(summary["variants"], preset))
         return 0
     from training.train import run_config
 

@@ -19,6 +19,10 @@ from mgimm_core import vocabulary
 WORD_PATTERN = re.compile(r"\w+|[^\w\s]+")
 
 
+ATTRIBUTE_GROUPS = (vocabulary.CLASS_NAMES, vocabulary.COLORS, vocabulary.SHAPES, vocabulary.SIZES,
+                    vocabulary.ORIENTATIONS, vocabulary.POSITIONS)
+
+
 def words_of(text: str) -> list[str]:
     """How the demo tokenizer splits text: lower-case words, numbers, runs of punctuation."""
     return WORD_PATTERN.findall(text.lower())
@@ -27,13 +31,20 @@ def words_of(text: str) -> list[str]:
 def demo_vocabulary(texts) -> list[str]:
     """Every word of the prompts, the attribute vocabulary and the given training texts, sorted."""
     words = set(words_of(ATTRIBUTE_PROMPT)) | set(words_of(DESCRIPTION_PROMPT))
-    for group in (vocabulary.CLASS_NAMES, vocabulary.COLORS, vocabulary.SHAPES, vocabulary.SIZES,
-                  vocabulary.ORIENTATIONS, vocabulary.POSITIONS):
+    for group in ATTRIBUTE_GROUPS:
         for phrase in group:
             words.update(words_of(phrase))
     words.update(words_of("a an medium-sized oriented in the"))
     for text in texts:
         words.update(words_of(text))
+    return sorted(words)
+
+
+def cased_words() -> list[str]:
+    """Vocabulary words with capitals ("L-shaped"), which the lower-casing tokenizer cannot keep."""
+    words = set()
+    for group in ATTRIBUTE_GROUPS:
+        words.update(w for phrase in group for w in phrase.split() if w != w.lower())
     return sorted(words)
 
 
@@ -60,5 +71,5 @@ def build_demo(texts, **config_overrides) -> tuple[MGIMMForConditionalGeneration
     tokenizer = build_word_tokenizer(demo_vocabulary(texts))
     config = demo_config(len(tokenizer), **config_overrides)
     model = MGIMMForConditionalGeneration(config)
-    processor = MGIMMProcessor.from_config(config, tokenizer)
+    processor = MGIMMProcessor.from_config(config, tokenizer, word_detokenize=True, cased_words=cased_words())
     return model, processor

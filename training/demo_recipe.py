@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing as mp
+import os
 import pickle
 import time
 from dataclasses import asdict, dataclass
@@ -86,7 +87,7 @@ def load_or_build(path: Path, seeds, preset: DemoPreset) -> list[Example]:
         with path.open("rb") as fh:
             return pickle.load(fh)  # our own cache file, written just below by this recipe
     examples = build_dataset(list(seeds), preset, processes=preset.threads)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # runs sharing a data folder never share a temp file
     with tmp.open("wb") as fh:
         pickle.dump(examples, fh, protocol=pickle.HIGHEST_PROTOCOL)
     tmp.rename(path)
@@ -165,8 +166,11 @@ def evaluate_demo(model, processor, heldout: list[Example], preset: DemoPreset, 
 
 # ---------------------------------------------------------------------------------------- recipe
 def run_demo(out: str | Path, preset: DemoPreset, *, export: str | Path | None = None,
-             resume: bool = False, variant: str = "two_stage") -> dict:
+             resume: bool = False, variant: str = "two_stage", data_dir: str | Path | None = None) -> dict:
     """Build data, train, evaluate and (optionally) export the demo model to `export`.
+
+    data_dir: where the generated examples are cached (default `out`); runs that share it (the
+        ablation's variants) train and evaluate on exactly the same examples, generated once.
 
     variant: "two_stage" (the recipe), "description_only" (stage-2 data only, same total steps),
     or "global_only" (as two_stage, but descriptions from global tokens alone: the ablation).
@@ -177,12 +181,14 @@ def run_demo(out: str | Path, preset: DemoPreset, *, export: str | Path | None =
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    data_dir = Path(data_dir) if data_dir is not None else out
+    data_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(preset.threads)
     seed_everything(preset.seed)
     timings = {}
     t = time.perf_counter()
-    train_examples = load_or_build(out / "train.pkl", range(1, preset.train_scenes + 1), preset)
-    heldout = load_or_build(out / "heldout.pkl",
+    train_examples = load_or_build(data_dir / "train.pkl", range(1, preset.train_scenes + 1), preset)
+    heldout = load_or_build(data_dir / "heldout.pkl",
                             range(HELDOUT_SEED_BASE, HELDOUT_SEED_BASE + preset.heldout_scenes), preset)
     timings["data_s"] = round(time.perf_counter() - t, 1)
     regions = [e for e in train_examples if e.kind == "region"]

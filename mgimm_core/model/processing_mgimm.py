@@ -19,6 +19,7 @@ from transformers import AutoTokenizer, BatchFeature, PreTrainedTokenizerFast
 
 from mgimm_core.errors import ModelError, RegionError
 
+from .detokenize_mgimm import WordDetokenizer
 from .region_mgimm import box_to_mask
 
 PROCESSOR_FILE = "mgimm_processor.json"
@@ -109,7 +110,10 @@ class MGIMMProcessor:
     def __init__(self, tokenizer, image_size: int, image_mean, image_std, num_global_tokens: int,
                  tokens_per_region: int, prompt_template: str, default_prompt: str,
                  image_token: str = "<image>", image_token_id: int | None = None,
-                 mode: str = "global_region", add_bos: bool = True):
+                 mode: str = "global_region", add_bos: bool = True, word_detokenize: bool = False,
+                 cased_words=()):
+        """word_detokenize: decoded text comes from a word-level tokenizer (spaces around every
+        punctuation mark, lower case) and is rejoined into prose, restoring `cased_words`."""
         self.tokenizer = tokenizer
         self.image_size = image_size
         self.image_mean = tuple(image_mean)
@@ -121,6 +125,9 @@ class MGIMMProcessor:
         self.image_token = image_token
         self.mode = mode
         self.add_bos = add_bos
+        self.word_detokenize = word_detokenize
+        self.cased_words = tuple(cased_words)
+        self._detokenize = WordDetokenizer(self.cased_words) if word_detokenize else None
         found = ensure_image_token(tokenizer, image_token)
         if image_token_id is not None and found != image_token_id:
             raise ModelError(
@@ -146,7 +153,7 @@ class MGIMMProcessor:
             num_global_tokens=self.num_global_tokens, tokens_per_region=self.tokens_per_region,
             prompt_template=self.prompt_template, default_prompt=self.default_prompt,
             image_token=self.image_token, image_token_id=self.image_token_id, mode=self.mode,
-            add_bos=self.add_bos,
+            add_bos=self.add_bos, word_detokenize=self.word_detokenize, cased_words=list(self.cased_words),
         )
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
@@ -326,5 +333,6 @@ class MGIMMProcessor:
             for stop in stop_strings or []:
                 if stop in text:
                     text = text[: text.index(stop)]
-            out.append(text.strip())
+            text = text.strip()
+            out.append(self._detokenize(text) if self._detokenize else text)
         return out
