@@ -89,3 +89,29 @@ def test_ablation_rejects_bad_arguments(tmp_path):
         with pytest.raises(SystemExit) as exc:
             main(["ablation", "--out", str(tmp_path / "x"), "--preset", "smoke", *args])
         assert exc.value.code == 2
+
+
+def test_object_centred_descriptions_name_their_object_and_keep_earlier_samples():
+    from mgimm_core.vocabulary import plural
+
+    before = generate_samples([5], scene_size=512, model_input=128, descriptions_per_scene=3)
+    after = generate_samples([5], scene_size=512, model_input=128, descriptions_per_scene=3,
+                             object_descriptions_per_scene=4)
+    around = after[len(before):]
+    assert len(around) == 4 and all(s.kind == "description" and s.attributes for s in around)
+    for s in around:
+        assert s.prompt == DESCRIPTION_PROMPT
+        assert s.attributes["name"] in s.answer or plural(s.attributes["name"]) in s.answer
+        x1, y1, x2, y2 = s.box
+        assert s.mask[int(y1):int(y2) + 1, int(x1):int(x2) + 1].any()
+    # drawn after the others: a recipe without them sees exactly the samples it saw before
+    assert [s.answer for s in after[:len(before)]] == [s.answer for s in before]
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(after, before))
+
+
+def test_object_mentions_counts_named_and_coloured_objects():
+    from training.demo_recipe import object_mentions
+
+    texts = ["One small red vehicle lies in the centre.", "Two white ships lie in the north.", "Grass."]
+    objects = [{"name": "vehicle", "color": "red"}, {"name": "ship", "color": "grey"}, {"name": "tennis court", "color": "green"}]
+    assert object_mentions(texts, objects) == {"count": 3, "name": 2 / 3, "name_and_color": 1 / 3}

@@ -145,3 +145,12 @@ def test_cli_writes_a_dataset(tmp_path, capsys):
     assert report["scenes"] == 1
     with rasterio.open(tmp_path / "scenes" / "scene_000009.tif") as ds:
         assert ds.crs.to_epsg() == 32633
+
+
+def test_landcover_sentence_places_a_thin_class_in_a_small_window():
+    """A class the every-4th-pixel grid misses (two columns of a 24 px window) is still placed."""
+    from training.synthetic.text import _landcover_sentence
+
+    labels = np.zeros((24, 24), np.int64)
+    labels[:, 1:3] = 3  # 8% of the window, on columns 1-2 only
+    assert _landcover_sentence(labels, np.random.default_rng(0)).endswith("forest occupies the west.")

@@ -78,7 +78,8 @@ def score_trained(model_dir: Path, variant: str, out: Path, preset: DemoPreset) 
 
 
 # Preset fields that change what a model learns (threads and evaluation sizes do not).
-TRAINING_FIELDS = ("train_scenes", "scene_size", "descriptions_per_scene", "model_input", "batch_size",
+TRAINING_FIELDS = ("train_scenes", "scene_size", "descriptions_per_scene", "object_descriptions_per_scene",
+                   "model_input", "batch_size",
                    "stage1_steps", "stage1_lr", "stage2_steps", "stage2_lr", "stage2_region_every", "seed")
 
 

@@ -68,12 +68,16 @@ def _chip(geo_scene: Scene, geom_px, crs, transform, *, model_input, context, mi
 
 
 def scene_samples(scene: SceneSample, rng: np.random.Generator, *, model_input: int,
-                  descriptions: int, max_per_class: int = 6, min_window: int = 48,
-                  region_side: tuple[int, int] = (96, 320)) -> list[ChipSample]:
+                  descriptions: int, object_descriptions: int = 0, max_per_class: int = 6,
+                  min_window: int = 48, region_side: tuple[int, int] = (96, 320)) -> list[ChipSample]:
     """Region samples (one per object, classes capped per scene) and description samples.
 
     descriptions: how many random square regions (side drawn from `region_side`, scene pixels) to
         describe with `describe_tile`; the description covers the objects whose centre is inside.
+    object_descriptions: how many description samples centred on an object, the way a user draws an
+        AOI around one thing: the region is the object's footprint or a square a little larger, and
+        the text describes a window around it (its surroundings and the objects inside). Drawn after
+        the others, so 0 gives exactly the samples of earlier recipes.
     """
     crs = pyproj.CRS.from_user_input(scene.crs)
     samples: list[ChipSample] = []
@@ -98,16 +102,40 @@ def scene_samples(scene: SceneSample, rng: np.random.Generator, *, model_input: 
                                      scene.transform, model_input=model_input,
                                      context=float(rng.uniform(0.05, 0.3)), min_window=min_window)
             samples.append(ChipSample(image, box, mask, DESCRIPTION_PROMPT, text, "description"))
+        count = min(object_descriptions, len(scene.objects))
+        for index in rng.choice(len(scene.objects), size=count, replace=False) if count else []:
+            obj = scene.objects[index]
+            window = _window_around(obj.footprint.bounds, (h, w), rng)
+            text = describe_tile(scene, window, rng)
+            x0, y0, side, _ = window
+            region = obj.footprint if rng.random() < 0.5 else shapely_box(x0, y0, x0 + side, y0 + side)
+            image, box, mask = _chip(geo_scene, region, crs, scene.transform, model_input=model_input,
+                                     context=float(rng.uniform(0.1, 0.8)), min_window=min_window)
+            samples.append(ChipSample(image, box, mask, DESCRIPTION_PROMPT, text, "description",
+                                      region_answer(obj)[1]))
     return samples
 
 
+def _window_around(bounds, scene_hw, rng: np.random.Generator, min_side: int = 24) -> tuple[int, int, int, int]:
+    """A square window (x0, y0, side, side) holding an object with a random margin, inside the scene."""
+    h, w = scene_hw
+    bx0, by0, bx1, by1 = bounds
+    extent = max(bx1 - bx0, by1 - by0)
+    side = int(min(max(min_side, extent * (1 + 2 * rng.uniform(0.15, 1.0))), h, w))
+    cx = (bx0 + bx1) / 2 + rng.uniform(-0.1, 0.1) * side
+    cy = (by0 + by1) / 2 + rng.uniform(-0.1, 0.1) * side
+    x0 = int(np.clip(round(cx - side / 2), 0, w - side))
+    y0 = int(np.clip(round(cy - side / 2), 0, h - side))
+    return x0, y0, side, side
+
+
 def generate_samples(seeds, *, scene_size: int, model_input: int, descriptions_per_scene: int,
-                     gsd: float = 0.5) -> list[ChipSample]:
+                     object_descriptions_per_scene: int = 0, gsd: float = 0.5) -> list[ChipSample]:
     """Samples from the scenes of `seeds` (deterministic: sample draws are seeded per scene)."""
     out: list[ChipSample] = []
     for seed in seeds:
         scene = generate_scene(int(seed), size=scene_size, gsd=gsd)
         rng = np.random.default_rng([int(seed), 7])
-        out.extend(scene_samples(scene, rng, model_input=model_input,
-                                 descriptions=descriptions_per_scene))
+        out.extend(scene_samples(scene, rng, model_input=model_input, descriptions=descriptions_per_scene,
+                                 object_descriptions=object_descriptions_per_scene))
     return out

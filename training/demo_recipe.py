@@ -39,7 +39,8 @@ class DemoPreset:
     train_scenes: int = 320
     heldout_scenes: int = 24
     scene_size: int = 1024
-    descriptions_per_scene: int = 30
+    descriptions_per_scene: int = 20          # random square regions described per scene
+    object_descriptions_per_scene: int = 10   # descriptions of regions drawn around one object
     model_input: int = 128
     batch_size: int = 32
     stage1_steps: int = 900
@@ -55,7 +56,8 @@ class DemoPreset:
 
 PRESETS = {
     "full": DemoPreset(),
-    "smoke": DemoPreset(train_scenes=4, heldout_scenes=2, scene_size=512, descriptions_per_scene=6,
+    "smoke": DemoPreset(train_scenes=4, heldout_scenes=2, scene_size=512, descriptions_per_scene=4,
+                        object_descriptions_per_scene=2,
                         stage1_steps=6, stage2_steps=6, batch_size=8, eval_regions=16, eval_descriptions=6),
 }
 
@@ -65,7 +67,8 @@ def _samples_for(args) -> list[Example]:
     seeds, preset = args
     torch.set_num_threads(1)
     samples = generate_samples(seeds, scene_size=preset.scene_size, model_input=preset.model_input,
-                               descriptions_per_scene=preset.descriptions_per_scene)
+                               descriptions_per_scene=preset.descriptions_per_scene,
+                               object_descriptions_per_scene=preset.object_descriptions_per_scene)
     return [Example(s.image, np.asarray([s.box], dtype=np.float32), [s.mask], s.prompt, s.answer, s.kind,
                     s.attributes) for s in samples]
 
@@ -149,7 +152,8 @@ def evaluate_demo(model, processor, heldout: list[Example], preset: DemoPreset, 
     from training.evaluate import attribute_accuracy, evaluate_captions
 
     regions = [e for e in heldout if e.kind == "region"][: preset.eval_regions]
-    descriptions = [e for e in heldout if e.kind == "description"][: preset.eval_descriptions]
+    descriptions = [e for e in heldout if e.kind == "description" and not e.attributes][: preset.eval_descriptions]
+    around_objects = [e for e in heldout if e.kind == "description" and e.attributes][: preset.eval_descriptions]
     t = time.perf_counter()
     answers = generate_texts(model, processor, regions, "region", max_new_tokens=24)
     metrics = {"attributes": attribute_accuracy(answers, [e.attributes for e in regions],
@@ -159,9 +163,30 @@ def evaluate_demo(model, processor, heldout: list[Example], preset: DemoPreset, 
         metrics["captions"] = evaluate_captions({str(i): t for i, t in enumerate(texts)},
                                                 {str(i): [e.answer] for i, e in enumerate(descriptions)})
         metrics["examples"] = [{"reference": e.answer, "generated": t} for e, t in zip(descriptions[:3], texts)]
+    if captions and around_objects:
+        texts = generate_texts(model, processor, around_objects, describe_mode, max_new_tokens=160)
+        metrics["object_captions"] = evaluate_captions(
+            {str(i): t for i, t in enumerate(texts)}, {str(i): [e.answer] for i, e in enumerate(around_objects)})
+        metrics["object_mentions"] = object_mentions(texts, [e.attributes for e in around_objects])
+        metrics["object_examples"] = [{"reference": e.answer, "generated": t}
+                                      for e, t in zip(around_objects[:3], texts)]
     metrics["examples_regions"] = [{"reference": e.answer, "generated": a} for e, a in zip(regions[:5], answers)]
     metrics["eval_seconds"] = round(time.perf_counter() - t, 1)
     return metrics
+
+
+def object_mentions(texts: list[str], objects: list[dict]) -> dict:
+    """How often a description of a region drawn around an object names it (and with its colour)."""
+    from mgimm_core.vocabulary import plural
+
+    def names(attrs):
+        return {attrs["name"], plural(attrs["name"])}
+
+    lowered = [t.lower() for t in texts]
+    named = [any(n in t for n in names(a)) for t, a in zip(lowered, objects)]
+    coloured = [any(f"{a['color']} " in t and n in t for n in names(a)) for t, a in zip(lowered, objects)]
+    count = max(1, len(texts))
+    return {"count": len(texts), "name": sum(named) / count, "name_and_color": sum(coloured) / count}
 
 
 # ---------------------------------------------------------------------------------------- recipe
@@ -251,6 +276,28 @@ def model_card(metrics: dict) -> str:
     stage_rows = "\n".join(f"| {name} | {st['steps']} | {st['samples']} | {st['seconds'] / 60:.1f} | {st['final_loss']:.3f} |"
                            for name, st in stages.items())
     example = (metrics.get("examples") or [{}])[0]
+    timings = metrics.get("timings", {})
+    train_minutes = sum(st.get("seconds", 0) for st in stages.values()) / 60
+    time_line = (f"\nTime on {preset.get('threads', '?')} CPU threads: data generation "
+                 f"{timings.get('data_s', 0) / 60:.0f} min, training {train_minutes:.0f} min. "
+                 f"{timings.get('note', '')}\n")
+    around = metrics.get("object_captions", {})
+    mentions = metrics.get("object_mentions", {})
+    around_rows = "\n".join(f"| {k} | {around[k]:.3f} |" for k in ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
+                            if isinstance(around.get(k), (int, float)))
+    around_example = (metrics.get("object_examples") or [{}])[0]
+    around_section = f"""
+Descriptions of regions drawn around one object ({around.get('count', '?')} regions): the object is
+named in {mentions.get('name', 0):.0%} of them, named with its colour in {mentions.get('name_and_color', 0):.0%}.
+
+| metric | score |
+|---|---|
+{around_rows}
+
+Example (held out): reference "{around_example.get('reference', '')}"
+
+generated "{around_example.get('generated', '')}"
+""" if around else ""
     return f"""# mgimm-geo demo model
 
 A small MGIMM (about {metrics.get('parameters', 0) / 1e6:.1f} M parameters) trained from scratch by
@@ -272,7 +319,10 @@ ViT (patch 16, 128 px input, width 192, 4 layers) trained from scratch; region i
 with corner, mask-pooled and geometry tokens and attention limited to the region (boxes and polygon
 masks); 16 pooled global tokens; 2-layer GELU projector; LLaMA-style LM (width 256, 4 layers).
 
-## Training ({preset.get('train_scenes', '?')} scenes, seeds 1..{preset.get('train_scenes', '?')}; 2 CPU threads)
+## Training ({preset.get('train_scenes', '?')} scenes, seeds 1..{preset.get('train_scenes', '?')}; {preset.get('threads', '?')} CPU threads)
+
+Per scene: a region-attribute sample for each object (at most 6 per class), detailed descriptions
+of {preset.get('descriptions_per_scene', '?')} random square regions and of {preset.get('object_descriptions_per_scene', 0)} regions drawn around one object.
 
 | stage | steps | samples | minutes | final loss |
 |---|---|---|---|---|
@@ -281,7 +331,7 @@ masks); 16 pooled global tokens; 2-layer GELU projector; LLaMA-style LM (width 2
 Stage 1 aligns regions with attributes (only region tokens reach the LM); stage 2 learns detailed
 descriptions from global + region tokens, with every {preset.get('stage2_region_every', 4)}th batch a stage-1 batch. The LM and
 vision tower train fully in both stages, since nothing was pretrained (docs/training.md).
-
+{time_line}
 ## Held-out evaluation ({preset.get('heldout_scenes', '?')} scenes from seeds never used in training)
 
 Region-attribute accuracy (greedy, {attrs.get('count', '?')} regions):
@@ -290,7 +340,8 @@ Region-attribute accuracy (greedy, {attrs.get('count', '?')} regions):
 |---|---|
 {rows}
 
-Detailed descriptions ({caps.get('count', '?')} regions, pycocoevalcap; SPICE unavailable offline):
+Detailed descriptions of random square regions ({caps.get('count', '?')} regions, pycocoevalcap; SPICE
+unavailable offline):
 
 | metric | score |
 |---|---|
@@ -299,7 +350,7 @@ Detailed descriptions ({caps.get('count', '?')} regions, pycocoevalcap; SPICE un
 Example (held out): reference "{example.get('reference', '')}"
 
 generated "{example.get('generated', '')}"
-
+{around_section}
 ## Limits
 
 - Synthetic world only (see above); no real-image knowledge.

@@ -12,8 +12,8 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
-from mgimm_core.vocabulary import (adjective_phrase, attribute_phrase, count_phrase, number_word,
-                                   plural)
+from mgimm_core.vocabulary import (adjective_phrase, attribute_phrase, count_phrase, number_word, plural,
+                                   position_of)
 
 from .landcover import LANDCOVER_NAMES, RIVER, ROAD, SEA
 from .objects import ObjectRecord
@@ -63,6 +63,15 @@ def _cap(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+def _sampled_pixels(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of the mask's pixels on every 4th row and column (cheap on large windows),
+    or of all its pixels when that grid misses them (a thin class in a small window)."""
+    ys, xs = np.nonzero(mask[::4, ::4])
+    if xs.size:
+        return ys * 4, xs * 4
+    return np.nonzero(mask)
+
+
 def _landcover_sentence(labels: np.ndarray, rng: np.random.Generator) -> str:
     h, w = labels.shape
     total = labels.size
@@ -75,12 +84,11 @@ def _landcover_sentence(labels: np.ndarray, rng: np.random.Generator) -> str:
         if counts[code] > 0.6:
             where = "most of the image"
         else:
-            ys, xs = np.nonzero(mask[::4, ::4])
-            from mgimm_core.vocabulary import position_of
-            where = _REGION_NAMES[position_of(xs.mean() * 4, ys.mean() * 4, w, h)]
+            ys, xs = _sampled_pixels(mask)
+            where = _REGION_NAMES[position_of(xs.mean(), ys.mean(), w, h)]
         name = _COVER_WORDS[LANDCOVER_NAMES[code]]
         if code == RIVER:
-            ys, xs = np.nonzero(mask[::4, ::4])
+            ys, xs = _sampled_pixels(mask)
             span_x, span_y = np.ptp(xs) if xs.size else 0, np.ptp(ys) if ys.size else 0
             parts.append("a river crosses " + ("from west to east" if span_x >= span_y else "from north to south"))
             continue
