@@ -115,3 +115,15 @@ def test_object_mentions_counts_named_and_coloured_objects():
     texts = ["One small red vehicle lies in the centre.", "Two white ships lie in the north.", "Grass."]
     objects = [{"name": "vehicle", "color": "red"}, {"name": "ship", "color": "grey"}, {"name": "tennis court", "color": "green"}]
     assert object_mentions(texts, objects) == {"count": 3, "name": 2 / 3, "name_and_color": 1 / 3}
+
+
+def test_training_differences_reads_presets_written_before_a_field_existed():
+    from dataclasses import asdict, replace
+
+    from training.ablation import training_differences
+    from training.demo_recipe import PRESETS
+
+    old = {k: v for k, v in asdict(PRESETS["full"]).items() if k != "object_descriptions_per_scene"}
+    assert training_differences(old, replace(PRESETS["full"], object_descriptions_per_scene=0)) == []
+    assert training_differences(old, PRESETS["full"]) == ["object_descriptions_per_scene=0 (ablation 10)"]
+    assert training_differences({}, PRESETS["full"]) == ["unknown training settings"]

@@ -83,12 +83,17 @@ TRAINING_FIELDS = ("train_scenes", "scene_size", "descriptions_per_scene", "obje
                    "stage1_steps", "stage1_lr", "stage2_steps", "stage2_lr", "stage2_region_every", "seed")
 
 
+# What a model trained before a preset field existed was trained with.
+FIELDS_BEFORE_THEY_EXISTED = {"object_descriptions_per_scene": 0}
+
+
 def training_differences(trained_preset: dict, preset: DemoPreset) -> list[str]:
     """Training settings of a reused model that differ from the ablation's (or are unknown)."""
     if not trained_preset:
         return ["unknown training settings"]
-    return [f"{k}={trained_preset.get(k)} (ablation {getattr(preset, k)})" for k in TRAINING_FIELDS
-            if trained_preset.get(k) != getattr(preset, k)]
+    trained = {**FIELDS_BEFORE_THEY_EXISTED, **trained_preset}
+    return [f"{k}={trained.get(k)} (ablation {getattr(preset, k)})" for k in TRAINING_FIELDS
+            if trained.get(k) != getattr(preset, k)]
 
 
 def run_ablation(out: str | Path, preset: DemoPreset, *, variants=VARIANTS, parallel: int = 1,
