@@ -84,8 +84,9 @@ def test_ablation_scores_a_reused_model_and_flags_unequal_settings(tmp_path, cap
 
 
 def test_ablation_rejects_bad_arguments(tmp_path):
+    shipped = Path(mgimm_core.__file__).parent / "demo_model"
     for args in (["--variants", "two_stage,bogus"], ["--reuse", f"two_stage={tmp_path}"], ["--parallel", "0"],
-                 ["--set", "stage1_steps=many"]):
+                 ["--set", "stage1_steps=many"], ["--variants", "global_only", "--reuse", f"two_stage={shipped}"]):
         with pytest.raises(SystemExit) as exc:
             main(["ablation", "--out", str(tmp_path / "x"), "--preset", "smoke", *args])
         assert exc.value.code == 2
@@ -127,3 +128,14 @@ def test_training_differences_reads_presets_written_before_a_field_existed():
     assert training_differences(old, replace(PRESETS["full"], object_descriptions_per_scene=0)) == []
     assert training_differences(old, PRESETS["full"]) == ["object_descriptions_per_scene=0 (ablation 10)"]
     assert training_differences({}, PRESETS["full"]) == ["unknown training settings"]
+
+
+def test_ablation_reports_a_failed_variant_and_writes_no_table(tmp_path, capsys):
+    out = tmp_path / "ablation"
+    code = main(["ablation", "--out", str(out), "--preset", "smoke", "--set", "train_scenes=1", "--set",
+                 "heldout_scenes=1", "--set", "batch_size=100000", "--variants", "global_only"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "global_only failed" in err and str(out / "global_only" / "train.log") in err
+    assert "larger sample" in (out / "global_only" / "train.log").read_text()  # the child's own error
+    assert not (out / "ablation.md").exists() and not (out / "ablation.json").exists()

@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     if args.command == "ablation":
         from pathlib import Path
 
-        from training.ablation import ablation_table, run_ablation
+        from training.ablation import AblationError, ablation_table, run_ablation
 
         variants = [v.strip() for v in args.variants.split(",") if v.strip()]
         unknown = [v for v in variants if v not in VARIANTS]
@@ -88,12 +88,18 @@ def main(argv=None) -> int:
                 parser.error(f"--reuse {item!r}: expected VARIANT=MODEL_DIR with VARIANT one of {', '.join(VARIANTS)}")
             if not (Path(directory) / "config.json").exists():
                 parser.error(f"--reuse {item!r}: {directory} holds no model (config.json missing)")
+            if variant not in variants:
+                parser.error(f"--reuse {item!r}: {variant} is not among --variants {','.join(variants)}")
             reuse[variant] = Path(directory)
         if args.parallel < 1:
             parser.error("--parallel must be at least 1")
         preset = _preset(parser, args)
-        summary = run_ablation(args.out, preset, variants=variants, parallel=args.parallel, reuse=reuse,
-                               report=args.report)
+        try:
+            summary = run_ablation(args.out, preset, variants=variants, parallel=args.parallel, reuse=reuse,
+                                   report=args.report)
+        except AblationError as exc:
+            print(f"python -m training ablation: {exc}", file=sys.stderr)
+            return 1
         print(ablation_table(summary["variants"], preset))
         return 0
     from training.train import run_config

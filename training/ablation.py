@@ -26,6 +26,10 @@ from training.demo_recipe import HELDOUT_SEED_BASE, DemoPreset, evaluate_demo, l
 
 log = logging.getLogger(__name__)
 
+
+class AblationError(RuntimeError):
+    """A variant's training run failed; its log says why."""
+
 VARIANTS = ("two_stage", "description_only", "global_only")
 VARIANT_TEXT = {
     "two_stage": "two-stage (stage 1 regions, then stage 2 descriptions from global + region tokens)",
@@ -45,13 +49,12 @@ def variant_command(variant: str, out: Path, preset: DemoPreset) -> list[str]:
 
 
 def build_shared_data(out: Path, preset: DemoPreset) -> float:
-    """Generate (or find) the examples every variant uses; seconds it took."""
+    """Generate the examples every variant uses unless already there; seconds it took."""
     start = time.perf_counter()
     data = out / "data"
     data.mkdir(parents=True, exist_ok=True)
-    load_or_build(data / "train.pkl", range(1, preset.train_scenes + 1), preset)
-    load_or_build(data / "heldout.pkl", range(HELDOUT_SEED_BASE, HELDOUT_SEED_BASE + preset.heldout_scenes),
-                  preset)
+    for split in ("train", "heldout"):
+        load_or_build(data, split, preset, load=False)
     return round(time.perf_counter() - start, 1)
 
 
@@ -62,8 +65,7 @@ def score_trained(model_dir: Path, variant: str, out: Path, preset: DemoPreset) 
     from mgimm_core.model.generation_mgimm import load_for_inference
 
     torch.set_num_threads(preset.threads)
-    heldout = load_or_build(out / "data" / "heldout.pkl",
-                            range(HELDOUT_SEED_BASE, HELDOUT_SEED_BASE + preset.heldout_scenes), preset)
+    heldout = load_or_build(out / "data", "heldout", preset)
     model, processor = load_for_inference(model_dir, device="cpu")
     describe_mode = "global" if variant == "global_only" else "global_region"
     metrics = evaluate_demo(model, processor, heldout, preset, describe_mode=describe_mode)
@@ -120,7 +122,9 @@ def run_ablation(out: str | Path, preset: DemoPreset, *, variants=VARIANTS, para
             running.append((variant, subprocess.Popen(variant_command(variant, out, child_preset),
                                                       stdout=logfile, stderr=subprocess.STDOUT)))
     if failed:
-        raise RuntimeError(f"ablation variants failed: {', '.join(failed)} (see {out}/<variant>/train.log)")
+        raise AblationError(f"variant(s) {', '.join(failed)} failed: see "
+                            + ", ".join(str(out / name / "train.log") for name in failed)
+                            + "; fix the cause and rerun the same command (finished variants are kept)")
     results = {}
     for variant in variants:
         path = out / variant / "metrics.json"

@@ -85,11 +85,25 @@ def build_dataset(seeds: list[int], preset: DemoPreset, processes: int) -> list[
     return [e for part in parts for e in part]
 
 
-def load_or_build(path: Path, seeds, preset: DemoPreset) -> list[Example]:
+def split_seeds(split: str, preset: DemoPreset) -> range:
+    """Scene seeds of the "train" split (1..n) or the "heldout" one (never drawn for training)."""
+    if split == "train":
+        return range(1, preset.train_scenes + 1)
+    return range(HELDOUT_SEED_BASE, HELDOUT_SEED_BASE + preset.heldout_scenes)
+
+
+def load_or_build(data_dir: Path, split: str, preset: DemoPreset, *, load: bool = True) -> list[Example] | None:
+    """The split's examples, generated into `data_dir/<split>.pkl` the first time.
+
+    load=False only makes sure the file exists (no multi-GB unpickling for a caller that hands
+    the folder to child runs)."""
+    path = Path(data_dir) / f"{split}.pkl"
     if path.exists():
+        if not load:
+            return None
         with path.open("rb") as fh:
             return pickle.load(fh)  # our own cache file, written just below by this recipe
-    examples = build_dataset(list(seeds), preset, processes=preset.threads)
+    examples = build_dataset(list(split_seeds(split, preset)), preset, processes=preset.threads)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")  # runs sharing a data folder never share a temp file
     with tmp.open("wb") as fh:
         pickle.dump(examples, fh, protocol=pickle.HIGHEST_PROTOCOL)
@@ -212,9 +226,8 @@ def run_demo(out: str | Path, preset: DemoPreset, *, export: str | Path | None =
     seed_everything(preset.seed)
     timings = {}
     t = time.perf_counter()
-    train_examples = load_or_build(data_dir / "train.pkl", range(1, preset.train_scenes + 1), preset)
-    heldout = load_or_build(data_dir / "heldout.pkl",
-                            range(HELDOUT_SEED_BASE, HELDOUT_SEED_BASE + preset.heldout_scenes), preset)
+    train_examples = load_or_build(data_dir, "train", preset)
+    heldout = load_or_build(data_dir, "heldout", preset)
     timings["data_s"] = round(time.perf_counter() - t, 1)
     regions = [e for e in train_examples if e.kind == "region"]
     descriptions = [e for e in train_examples if e.kind == "description"]
@@ -278,7 +291,7 @@ def model_card(metrics: dict) -> str:
     example = (metrics.get("examples") or [{}])[0]
     timings = metrics.get("timings", {})
     train_minutes = sum(st.get("seconds", 0) for st in stages.values()) / 60
-    time_line = (f"\nTime on {preset.get('threads', '?')} CPU threads: data generation "
+    time_line = (f"\nTime with {preset.get('threads', '?')} CPU thread(s): data generation "
                  f"{timings.get('data_s', 0) / 60:.0f} min, training {train_minutes:.0f} min. "
                  f"{timings.get('note', '')}\n")
     around = metrics.get("object_captions", {})
