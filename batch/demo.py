@@ -8,6 +8,8 @@ from pathlib import Path
 import click
 
 from batch.describe import run_describe
+from mgimm_core.engines import LoadOptions
+from mgimm_core.jobs import AOISource, FilesJob
 
 
 def _rows(path: Path) -> list[dict]:
@@ -36,8 +38,9 @@ def command(directory, model_dir, device, seed, overwrite):
         raise click.ClickException(f"{output} exists; pass --overwrite to replace it or choose another DIR")
     click.echo(f"Writing a synthetic scene and AOIs to {directory}/ ...", err=True)
     inputs = write_demo_inputs(directory, seed=seed)
-    summary = run_describe([str(inputs.scene)], output, aoi=inputs.aoi, mode="overwrite" if overwrite else "create",
-                           model_dir=model_dir, device=device)
+    job = FilesJob(scenes=(str(inputs.scene),), output=str(output), mode="overwrite" if overwrite else "create",
+                   aoi=AOISource(str(inputs.aoi)))
+    summary = run_describe(job, LoadOptions(device=device), model_dir=model_dir)
     for row in _rows(output):
         said = " ".join(str(row.get(k)) for k in ("size", "color", "shape", "object") if row.get(k))
         truth = " ".join(str(row.get(TRUTH_PREFIX + k)) for k in ("size", "color", "shape", "name")

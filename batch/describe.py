@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 
 import click
 
-from batch.options import aoi_options, bands_option, nodata_option, output_mode_options
-from mgimm_core.errors import MGIMMError
-from mgimm_core.output import RunInfo
-from mgimm_core.regions import read_aoi
-from mgimm_core.scene import Scene, expand_scene_paths
+from batch.options import (aoi_options, bands_option, model_option, nodata_option, output_mode, output_mode_options,
+                           threads_option)
+from mgimm_core.engines import ENGINES, LoadOptions, open_engine
+from mgimm_core.errors import MGIMMError, OptionsError
+from mgimm_core.jobs import AOISource, FilesJob, run_files_job
+from mgimm_core.pipeline import DescribeOptions, TileOptions
 
 log = logging.getLogger(__name__)
 
@@ -32,22 +32,23 @@ def _progress(total, quiet: bool, unit: str):
 @click.argument("scenes", nargs=-1, required=True, metavar="SCENE...")
 @aoi_options
 @click.option("-o", "--output", required=True, metavar="OUT",
-              help="Output file: .gpkg (incremental, resumable), .geojson, .fgb or .csv.")
+              help="Output file: .gpkg (incremental, resumable), .geojson, .fgb or .csv (these write "
+                   "OUT's provenance beside it, as <stem>_runs.json).")
 @output_mode_options
-@click.option("--model", "model_dir", default=None, metavar="DIR",
-              help="A saved MGIMM directory (default: the demo model shipped with mgimm-geo).")
+@model_option
 @bands_option
 @nodata_option
-@click.option("--tiles", is_flag=True, help="Describe every tile of each scene's grid (no --aoi needed).")
+@click.option("--tiles", is_flag=True, help="Describe every tile of each scene's grid (instead of --aoi).")
 @click.option("--tile-size", type=click.IntRange(min=16), default=512, show_default=True,
               help="Tile side in scene pixels (with --tiles).")
 @click.option("--tile-overlap", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Overlap between tiles in pixels (with --tiles).")
+              help="Overlap between tiles in pixels, smaller than --tile-size (with --tiles).")
 @click.option("--min-valid", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Skip tiles with a smaller share of valid (not nodata) pixels (with --tiles).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Regions per model batch.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@threads_option
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=200, show_default=True,
               help="Longest answer, in tokens.")
 @click.option("--prompt", default=None, help="Description instruction (default: the one the model was "
@@ -55,7 +56,7 @@ def _progress(total, quiet: bool, unit: str):
 @click.option("--no-attributes", is_flag=True, help="Skip the attribute question (object, colour, shape...).")
 @click.option("--compile", "compile_decode", is_flag=True,
               help="Static KV cache and compiled decode (CUDA: faster after the first batch; same text).")
-@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+@click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
               help="local: this process; ray: actors on a Ray cluster (pip install \"ray[default]\"), each "
                    "loading the model once and reading rasters by path; see docs/scaling.md.")
 @click.option("--address", default=None, metavar="ADDR",
@@ -65,8 +66,8 @@ def _progress(total, quiet: bool, unit: str):
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def command(ctx, scenes, aoi, layer, aoi_crs, buffer, output, overwrite, append, resume, model_dir, bands,
-            nodata, tiles, tile_size, tile_overlap, min_valid, batch_size, device, max_new_tokens, prompt,
-            no_attributes, compile_decode, engine, address, workers, quiet):
+            nodata, tiles, tile_size, tile_overlap, min_valid, batch_size, device, threads, max_new_tokens,
+            prompt, no_attributes, compile_decode, engine, address, workers, quiet):
     """Describe the AOI regions of SCENE(s) (files, directories of rasters, or VRTs) with MGIMM and
     write one feature per region (or per tile with --tiles) to OUT.
 
@@ -78,18 +79,18 @@ def command(ctx, scenes, aoi, layer, aoi_crs, buffer, output, overwrite, append,
     Exit status: 0 all regions described; 3 finished but some regions failed (their rows carry
     the error); 1 the run could not go on (bad input, model, output); 2 usage error.
     """
-    if not tiles and aoi is None:
-        raise click.UsageError("give --aoi AOI (regions to describe) or --tiles (every tile)")
-    modes = [m for m, flag in (("overwrite", overwrite), ("append", append), ("resume", resume)) if flag]
-    if len(modes) > 1:
-        raise click.UsageError(f"--{modes[0]} and --{modes[1]} exclude each other")
-    mode = modes[0] if modes else "create"
+    try:
+        job = FilesJob(
+            scenes=tuple(scenes), output=str(output), mode=output_mode(overwrite, append, resume),
+            aoi=None if aoi is None else AOISource(str(aoi), layer=layer, crs=aoi_crs, buffer=buffer),
+            bands=bands, nodata=nodata,
+            options=DescribeOptions(batch_size=batch_size, prompt=prompt, attributes=not no_attributes,
+                                    tiles=TileOptions(tile_size, tile_overlap, min_valid) if tiles else None))
+        load = LoadOptions(device=device, max_new_tokens=max_new_tokens, compile=compile_decode, threads=threads)
+    except OptionsError as exc:
+        raise usage_error(exc) from None
     quiet = quiet or (ctx.obj or {}).get("verbosity", 0) < 0
-    summary = run_describe(scenes, output, aoi=aoi, layer=layer, aoi_crs=aoi_crs, buffer=buffer, mode=mode,
-                           model_dir=model_dir, bands=bands, nodata=nodata, tiles=tiles, tile_size=tile_size,
-                           tile_overlap=tile_overlap, min_valid=min_valid, batch_size=batch_size, device=device,
-                           max_new_tokens=max_new_tokens, prompt=prompt, attributes=not no_attributes,
-                           compile=compile_decode, engine=engine, address=address, workers=workers,
+    summary = run_describe(job, load, model_dir=model_dir, engine=engine, address=address, workers=workers,
                            quiet=quiet)
     click.echo(json.dumps(summary, indent=2))
     if summary["failed"]:
@@ -98,53 +99,41 @@ def command(ctx, scenes, aoi, layer, aoi_crs, buffer, output, overwrite, append,
         ctx.exit(EXIT_SOME_FAILED)
 
 
-def run_describe(scenes, output, *, aoi=None, layer=None, aoi_crs=None, buffer=None, mode="create",
-                 model_dir=None, bands=None, nodata=None, tiles=False, tile_size=512, tile_overlap=0,
-                 min_valid=0.5, batch_size=16, device="auto", max_new_tokens=200, prompt=None,
-                 attributes=True, compile=False, engine="local", address=None, workers=None,
-                 quiet=False) -> dict:
-    """Resolve inputs, load the model (here, or on Ray workers) and describe; core errors become
-    click errors (exit 1)."""
-    started = time.perf_counter()
+#: The CLI's flags for the fields an OptionsError names.
+OPTION_FLAGS = {"tile_size": "--tile-size", "tile_overlap": "--tile-overlap", "min_valid": "--min-valid",
+                "batch_size": "--batch-size", "aoi": "--aoi / --tiles", "tiles": "--aoi / --tiles",
+                "engine": "--engine / --tiles", "max_new_tokens": "--max-new-tokens", "threads": "--threads",
+                "scenes": "SCENE", "mode": "--overwrite / --append / --resume"}
+
+
+def usage_error(exc: OptionsError) -> click.UsageError:
+    """An options error in the CLI's words: the flag at fault, then the core's message."""
+    return click.BadParameter(str(exc), param_hint=OPTION_FLAGS.get(exc.option or "", None))
+
+
+def run_describe(job: FilesJob, load: LoadOptions = LoadOptions(), *, model_dir=None, engine: str = "local",
+                 address=None, workers=None, quiet: bool = False) -> dict:
+    """Open the engine (the model loads on first use), run the files job with a progress bar; core
+    errors become click errors (exit 1)."""
     runner = None
     try:
-        paths = expand_scene_paths(scenes)
-        features = read_aoi(str(aoi), layer=layer, buffer=buffer, crs=aoi_crs) if aoi else []
-        opened = [Scene.open(p, bands=bands, nodata=nodata) for p in paths]
-        if engine == "ray" and tiles:
-            raise click.UsageError("--tiles is not supported with --engine ray yet; use --engine local")
-        from mgimm_core.engines import open_engine  # torch (and ray) load only once the inputs are known good
+        runner = open_engine(engine, model_dir, load, address=address, workers=workers,
+                             scene_options={"bands": job.bands, "nodata": job.nodata})
+        with _progress(None, quiet, job.options.unit.rstrip("s")) as bar:
+            def on_batch(done, total):
+                if total is not None and bar.total != total:
+                    bar.total = total
+                bar.update(done - bar.n)
 
-        runner = open_engine(engine, model_dir, device=device, max_new_tokens=max_new_tokens, compile=compile,
-                             address=address, workers=workers, bands=bands, nodata=nodata)
-        run = RunInfo(model_id=runner.model_id, model_sha256=runner.model_sha256,
-                      parameters={"scenes": paths, "aoi": str(aoi) if aoi else None, "layer": layer,
-                                  "tiles": tiles, "tile_size": tile_size, "batch_size": batch_size,
-                                  "device": runner.device, "max_new_tokens": max_new_tokens,
-                                  "prompt": prompt, "bands": bands, "nodata": nodata, "engine": engine,
-                                  "compile": compile})
-        summary = _run(opened, features, runner, str(output), mode, run, tiles=tiles, tile_size=tile_size,
-                       tile_overlap=tile_overlap, min_valid=min_valid, batch_size=batch_size,
-                       prompt=prompt, attributes=attributes, quiet=quiet)
+            return run_files_job(job, runner, on_batch=on_batch)
+    except OptionsError as exc:
+        raise usage_error(exc) from exc
     except MGIMMError as exc:
         raise click.ClickException(str(exc)) from exc
     except KeyboardInterrupt:
-        click.echo(f"Interrupted: what was written to {output} is kept; rerun with --resume to finish.",
+        click.echo(f"Interrupted: what was written to {job.output} is kept; rerun with --resume to finish.",
                    err=True)
         sys.exit(130)
     finally:
         if runner is not None:
             runner.close()
-    summary["seconds"] = round(time.perf_counter() - started, 2)
-    return summary
-
-
-def _run(scenes, features, runner, output, mode, run, *, quiet, **options) -> dict:
-    """The engine's describe_to_output with a progress bar on stderr."""
-    unit = "tile" if options.get("tiles") else "region"
-    total = len(features) if unit == "region" and len(scenes) == 1 else None
-    with _progress(total, quiet, unit) as bar:
-        def on_batch(done):
-            bar.update(done - bar.n)
-
-        return runner.describe_to_output(scenes, features, output, mode, run, on_batch=on_batch, **options)

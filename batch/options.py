@@ -7,6 +7,8 @@ Which commands use which option:
 - `nodata_option` (--nodata)    info, regions, describe
 - `aoi_options` (--aoi, --layer, --aoi-crs, --buffer)   regions, describe
 - `output_mode_options` (--overwrite, --append, --resume)   describe
+- `threads_option` (--threads)  describe, worker, serve
+- `model_option` (--model)      regions, describe, worker, serve
 - `percentiles_option`          info, regions
 - `value_range_option`          info, regions
 
@@ -146,3 +148,21 @@ def output_mode_options(f):
     ):
         f = option(f)
     return f
+
+
+def output_mode(overwrite: bool, append: bool, resume: bool) -> str:
+    """The output mode the three flags ask for ("create" when none); a usage error for two."""
+    modes = [m for m, flag in (("overwrite", overwrite), ("append", append), ("resume", resume)) if flag]
+    if len(modes) > 1:
+        raise click.UsageError(f"--{modes[0]} and --{modes[1]} exclude each other")
+    return modes[0] if modes else "create"
+
+
+threads_option = click.option(
+    "--threads", type=click.IntRange(min=1), default=None, metavar="N",
+    help="Torch threads for the model. Default: the cores free now (cores minus the 1-minute load "
+         "average, at least 1): on a busy machine more threads than free cores run several times slower.")
+
+model_option = click.option(
+    "--model", "model_dir", default=None, metavar="DIR",
+    help="A saved MGIMM directory (default: the demo model shipped with mgimm-geo).")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import click
 
-from batch.options import aoi_options, scene_argument, scene_kwargs, scene_options
+from batch.options import aoi_options, model_option, scene_argument, scene_kwargs, scene_options
 from mgimm_core.errors import MGIMMError, RegionError
+from mgimm_core.model_dir import ModelDirectory
 from mgimm_core.regions import prepare_regions, read_aoi
 from mgimm_core.scene import Scene
 
@@ -23,7 +25,7 @@ def _report(scene, aoi: str, results) -> dict:
     regions = []
     for result in results:
         if isinstance(result, RegionError):
-            regions.append({"id": result.feature_id, "status": "error",
+            regions.append({"id": result.feature_id, "status": "error", "error_code": result.code,
                             "error_type": type(result).__name__, "error": str(result)})
         else:
             regions.append({**result.to_dict(), "status": "ok"})
@@ -52,19 +54,17 @@ def _print_table(report: dict):
 @click.command("regions")
 @scene_argument
 @aoi_options
-@click.option("--model-input", type=click.IntRange(min=1), default=336, show_default=True,
-              help="Largest chip side in pixels; larger windows are read at a lower resolution.")
-@click.option("--context", type=click.FloatRange(min=0), default=0.25, show_default=True,
-              help="Context margin on each side, as a fraction of the region's larger extent.")
-@click.option("--min-window", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Smallest window side in scene pixels (context for tiny regions).")
+@model_option
 @click.option("--json", "as_json", is_flag=True,
               help="Print a JSON report instead of a table.")
 @scene_options
-def command(scene, aoi, layer, aoi_crs, buffer, model_input, context, min_window, as_json,
-            bands, nodata, percentiles, value_range):
+def command(scene, aoi, layer, aoi_crs, buffer, model_dir, as_json, bands, nodata, percentiles, value_range):
     """Show, per AOI region, the window, read shape, box, valid fraction and GSD the model would
     get from SCENE, or why the region cannot be used.
+
+    The chip settings (input size, context margin, smallest window) are the model's (--model,
+    default the demo model), so this previews exactly what `describe` with that model reads. The
+    model's weights are not loaded.
 
     \b
     Output (stdout): a table, or with --json an object
@@ -72,7 +72,9 @@ def command(scene, aoi, layer, aoi_crs, buffer, model_input, context, min_window
       "id", "status": "ok", "window": {col_off, row_off, width, height} (scene pixels),
       "out_shape": [h, w], "box": [x1, y1, x2, y2] (out_shape pixels), "mask_pixels",
       "valid_fraction" (inside the polygon, inside the scene and not nodata), "gsd_m"
-      (metres per chip pixel); or "status": "error" with "error" and "error_type".
+      (metres per chip pixel); or "status": "error" with "error", "error_code" (stable, as in
+      describe's rows) and "error_type". The report also has "model" and "chip" (input_size,
+      context, min_window).
     Messages go to stderr.
 
     \b
@@ -86,11 +88,12 @@ def command(scene, aoi, layer, aoi_crs, buffer, model_input, context, min_window
     if aoi is None:
         raise click.UsageError("Missing option '--aoi'.")
     try:
+        model = ModelDirectory.resolve(model_dir)
         features = read_aoi(aoi, layer=layer, buffer=buffer, crs=aoi_crs)
         with Scene.open(scene, **scene_kwargs(bands, nodata, percentiles, value_range)) as opened:
-            results = prepare_regions(opened, features, model_input=model_input,
-                                      context=context, min_window=min_window)
+            results = prepare_regions(opened, features, model.chip)
             report = _report(opened, aoi, results)
+            report.update(model=model.model_id, chip=dataclasses.asdict(model.chip))
     except MGIMMError as exc:
         raise click.ClickException(str(exc)) from exc
     label = "Error" if report["ok"] == 0 else "Warning"

@@ -16,6 +16,8 @@ import threading
 
 import click
 
+from batch.options import model_option, threads_option
+
 from mgimm_core import __version__
 
 
@@ -204,13 +206,13 @@ def create_app(service, *, token: str | None = None, max_request_bytes: int = 64
                    "only raster_b64 requests work.")
 @click.option("--max-request-mb", type=click.FloatRange(min=0.001), default=64.0, show_default=True,
               help="Largest request body accepted (413 beyond).")
-@click.option("--model", "model_dir", default=None, metavar="DIR",
-              help="A saved MGIMM directory (default: the demo model shipped with mgimm-geo).")
+@model_option
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@threads_option
 @click.option("--max-new-tokens", type=click.IntRange(1, 1024), default=200, show_default=True,
               help="Default longest answer, in tokens.")
 @click.option("--preload", is_flag=True, help="Load the model before accepting requests.")
-def command(host, port, token, roots, max_request_mb, model_dir, device, max_new_tokens, preload):
+def command(host, port, token, roots, max_request_mb, model_dir, device, threads, max_new_tokens, preload):
     """Serve describe requests over HTTP (POST /v1/describe, ...; OpenAPI at /openapi.json).
 
     Binds 127.0.0.1 by default. Binding any other address requires --token; every request must
@@ -225,10 +227,12 @@ def command(host, port, token, roots, max_request_mb, model_dir, device, max_new
         import uvicorn
     except ImportError:
         raise click.ClickException("the server needs FastAPI and uvicorn: pip install 'mgimm-geo[server]'") from None
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    from mgimm_core.engines import LoadOptions
     from mgimm_core.service import Service
 
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    service = Service(model_dir, device=device, max_new_tokens=max_new_tokens, roots=list(roots))
+    service = Service(model_dir, load=LoadOptions(device=device, max_new_tokens=max_new_tokens, threads=threads),
+                      roots=list(roots))
     if preload:
         service.describer()
     app = create_app(service, token=token, max_request_bytes=int(max_request_mb * 2**20))

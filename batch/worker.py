@@ -18,6 +18,8 @@ import time
 
 import click
 
+from batch.options import model_option, threads_option
+
 from mgimm_core import __version__
 
 
@@ -159,14 +161,14 @@ class Worker:
 
 
 @click.command("worker")
-@click.option("--model", "model_dir", default=None, metavar="DIR",
-              help="A saved MGIMM directory (default: the demo model shipped with mgimm-geo).")
+@model_option
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@threads_option
 @click.option("--max-new-tokens", type=click.IntRange(1, 1024), default=200, show_default=True,
               help="Default longest answer, in tokens (a request may ask for another).")
 @click.option("--heartbeat", type=click.FloatRange(min=0), default=2.0, show_default=True,
               help="Seconds between heartbeat messages (0: none).")
-def command(model_dir, device, max_new_tokens, heartbeat):
+def command(model_dir, device, threads, max_new_tokens, heartbeat):
     """Serve describe requests as JSON lines on stdin/stdout (for the QGIS plugin).
 
     \b
@@ -178,8 +180,9 @@ def command(model_dir, device, max_new_tokens, heartbeat):
     for name, value in _QUIET_ENV.items():
         os.environ.setdefault(name, value)
     writer = ProtocolWriter(claim_stdout())
+    from mgimm_core.engines import LoadOptions
     from mgimm_core.service import Service
 
-    service = Service(model_dir, device=device, max_new_tokens=max_new_tokens)
+    service = Service(model_dir, load=LoadOptions(device=device, max_new_tokens=max_new_tokens, threads=threads))
     stdin = open(sys.stdin.fileno(), "r", encoding="utf-8", errors="replace", closefd=False)
     Worker(service, writer, heartbeat).serve(stdin)

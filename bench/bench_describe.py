@@ -1,90 +1,110 @@
-"""Benchmark `describe`: regions per second batched against one region at a time, in the same run,
-and the end-to-end time split (read, model, write).
+"""Benchmark `mgimm-geo describe` as a user runs it, quiet and under a competing CPU load, same run.
 
-    python bench/bench_describe.py [--model DIR] [--regions 64] [--batch-size 16] [--workdir DIR]
+    python bench/bench_describe.py [--model DIR] [--regions 100] [--batch-size 16] [--workdir DIR]
+                                   [--no-load]
 
-Not a test: prints a JSON report. Uses the shipped demo model unless --model is given, on a
-synthetic UTM scene with AOIs in EPSG:4326 (the same inputs as `mgimm-geo demo`).
+Not a test: prints a JSON report. Every figure comes from the real CLI in a subprocess (start-up,
+imports and model load included in the end-to-end time), on a synthetic UTM scene with AOIs in
+EPSG:4326 (the inputs of `mgimm-geo demo`), with the shipped demo model unless --model is given:
+
+- model_regions_per_s: regions described per second of model time (the summary's `per_second`);
+- end_to_end_regions_per_s: regions / wall time of the whole command, start-up included;
+- batched_vs_single: model throughput at --batch-size against --batch-size 1;
+- reads_per_region: raster reads per described region (the summary's `reads`);
+- resume_nothing_left_s: wall time of `--resume` on the finished output.
+
+"Loaded" repeats everything while a second process spins on every core (the situation of a
+shared 2-core machine), so the ratio loaded/quiet shows what a busy machine costs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
-import torch
+SPIN = "import multiprocessing as m, os\n" \
+       "def spin():\n    while True: pass\n" \
+       "ps=[m.Process(target=spin) for _ in range(os.cpu_count() or 2)]\n[p.start() for p in ps]\n[p.join() for p in ps]"
 
 
-def run(describer, inputs, out: Path, batch_size: int, features) -> dict:
-    from mgimm_core.output import RunInfo, open_output
-    from mgimm_core.pipeline import DescribeSettings, Timings, describe_regions
-    from mgimm_core.scene import Scene
-
-    timings = Timings()
-    t0 = time.perf_counter()
-    count = 0
-    with Scene.open(str(inputs.scene)) as scene, open_output(out, mode="overwrite", run=RunInfo()) as writer:
-        for records in describe_regions([scene], features, describer, DescribeSettings(batch_size=batch_size),
-                                        timings=timings):
-            t = time.perf_counter()
-            writer.write_regions(records)
-            timings.add("write", t)
-            count += len(records)
-    seconds = time.perf_counter() - t0
-    return {"batch_size": batch_size, "regions": count, "seconds": round(seconds, 2),
-            "regions_per_s": round(count / seconds, 3), "split_s": timings.as_dict()}
+def cli(*args, timeout=1800) -> tuple[dict, float]:
+    """(JSON summary, wall seconds) of one `mgimm-geo` command in a fresh process."""
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "batch.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+    wall = time.perf_counter() - started
+    if done.returncode not in (0, 3):
+        raise SystemExit(f"mgimm-geo {' '.join(args)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout), wall
 
 
-def random_squares(scene_path, count: int, seed: int = 0) -> list:
-    """Extra AOIs: squares of 20-150 m at random places (scene CRS), so any region count can be asked."""
-    import numpy as np
-    import pyproj
-    import rasterio
-    import shapely
+@contextmanager
+def competing_load(active: bool):
+    """A process spinning on every core while the block runs (nothing when not active)."""
+    if not active:
+        yield
+        return
+    spinner = subprocess.Popen([sys.executable, "-c", SPIN])
+    time.sleep(1.0)
+    try:
+        yield
+    finally:
+        spinner.kill()
+        spinner.wait()
 
-    from mgimm_core.regions import AOIFeature
 
-    rng = np.random.default_rng(seed)
-    with rasterio.open(scene_path) as src:
-        left, bottom, right, top = src.bounds
-        crs = pyproj.CRS.from_wkt(src.crs.to_wkt())
-    out = []
-    for i in range(max(0, count)):
-        side = rng.uniform(20, 150)
-        x, y = rng.uniform(left, right - side), rng.uniform(bottom, top - side)
-        out.append(AOIFeature(id=f"square-{i}", geometry=shapely.box(x, y, x + side, y + side), crs=crs))
-    return out
+def measure(inputs, aoi: Path, work: Path, args, label: str) -> dict:
+    model = ["--model", args.model] if args.model else []
+    common = [str(inputs.scene), "--aoi", str(aoi), *model, "-q"]
+    out = work / f"{label}_batched.gpkg"
+    batched, wall = cli("describe", *common, "-o", str(out), "--overwrite", "--batch-size", str(args.batch_size))
+    single, _ = cli("describe", *common, "-o", str(work / f"{label}_single.gpkg"), "--overwrite",
+                    "--batch-size", "1")
+    _resumed, resume_wall = cli("describe", *common, "-o", str(out), "--resume")
+    regions = batched["described"] + batched["failed"]
+    return {"regions": regions, "end_to_end_s": round(wall, 2),
+            "end_to_end_regions_per_s": round(regions / wall, 2),
+            "model_regions_per_s": batched["per_second"], "single_model_regions_per_s": single["per_second"],
+            "batched_vs_single": round(batched["per_second"] / single["per_second"], 2),
+            "reads_per_region": round(batched["reads"] / max(1, batched["described"]), 3),
+            "resume_nothing_left_s": round(resume_wall, 2), "split_s": batched["timings_s"]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="model directory (default: the demo model)")
-    parser.add_argument("--regions", type=int, default=64, help="AOI regions to describe")
+    parser.add_argument("--regions", type=int, default=100, help="AOI regions to describe")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workdir", default=None)
+    parser.add_argument("--no-load", action="store_true", help="skip the run under a competing load")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
 
-    from mgimm_core.describer import Describer
-    from mgimm_core.regions import read_aoi
     from training.synthetic.demo_inputs import write_demo_inputs
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_describe_"))
     inputs = write_demo_inputs(work / "inputs", seed=99, size=2048, objects=args.regions)
-    features = read_aoi(str(inputs.aoi))
-    features += random_squares(inputs.scene, args.regions - len(features))
-    features = features[: args.regions]
-    describer = Describer.load(args.model, device="cpu")
-    run(describer, inputs, work / "warmup.gpkg", args.batch_size, features[:4])   # load caches, JIT paths
-    batched = run(describer, inputs, work / "batched.gpkg", args.batch_size, features)
-    single = run(describer, inputs, work / "single.gpkg", 1, features)
-    report = {"model": describer.model_id, "device": str(describer.device), "threads": args.threads,
-              "batched": batched, "one_at_a_time": single,
-              "speedup": round(batched["regions_per_s"] / single["regions_per_s"], 2)}
+    aoi = Path(inputs.aoi)
+    features = json.loads(aoi.read_text())["features"][: args.regions]
+    aoi = work / "aoi.geojson"
+    aoi.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    report = {"model": args.model or "demo", "cores": os.cpu_count(), "batch_size": args.batch_size,
+              "quiet": measure(inputs, aoi, work, args, "quiet")}
+    if not args.no_load:
+        with competing_load(True):
+            report["loaded"] = measure(inputs, aoi, work, args, "loaded")
+        quiet, loaded = report["quiet"], report["loaded"]
+        report["loaded_slowdown"] = {
+            key: round(quiet[key] / loaded[key], 2) if "per_s" in key or key == "batched_vs_single"
+            else round(loaded[key] / quiet[key], 2)
+            for key in ("end_to_end_s", "model_regions_per_s", "end_to_end_regions_per_s", "batched_vs_single",
+                        "resume_nothing_left_s")}
     print(json.dumps(report, indent=2))
 
 

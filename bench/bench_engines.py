@@ -70,10 +70,12 @@ def run_engine(engine, scene_path, features, out, batch_size) -> dict:
     from mgimm_core.output import RunInfo
     from mgimm_core.scene import Scene
 
+    from mgimm_core.pipeline import DescribeOptions, describe_to_output
+
     t0 = time.perf_counter()
     with Scene.open(str(scene_path)) as scene:
-        summary = engine.describe_to_output([scene], features, str(out), "overwrite", RunInfo(model_id="bench"),
-                                            batch_size=batch_size)
+        summary = describe_to_output([scene], features, engine, str(out), "overwrite", RunInfo(model_id="bench"),
+                                     DescribeOptions(batch_size=batch_size))
     seconds = time.perf_counter() - t0
     regions = summary["described"] + summary["failed"]
     return {"regions": regions, "seconds": round(seconds, 2), "regions_per_s": round(regions / seconds, 3),
@@ -92,9 +94,9 @@ def main() -> None:
 
     import torch
 
-    from mgimm_core.describer import DEMO_MODEL_DIR
-    from mgimm_core.engines.local import LocalEngine
-    from mgimm_core.engines.ray_engine import RayEngine, import_ray
+    from mgimm_core.engines import LoadOptions, open_engine
+    from mgimm_core.engines.ray_engine import import_ray
+    from mgimm_core.model_dir import DEMO_MODEL_DIR
     from mgimm_core.regions import read_aoi
     from training.synthetic.demo_inputs import write_demo_inputs
 
@@ -109,7 +111,8 @@ def main() -> None:
               "max_new_tokens": args.max_new_tokens, "cpus": os.cpu_count(), "load_avg": os.getloadavg()}
 
     torch.set_num_threads(args.workers)
-    local = LocalEngine.load(model_dir, device="cpu", max_new_tokens=args.max_new_tokens)
+    load = LoadOptions(device="cpu", max_new_tokens=args.max_new_tokens)
+    local = open_engine("local", model_dir, load)
     run_engine(local, inputs.scene, features[:4], work / "warmup.gpkg", args.batch_size)
     report["local"] = run_engine(local, inputs.scene, features, work / "local.gpkg", args.batch_size)
 
@@ -120,7 +123,7 @@ def main() -> None:
              log_to_driver=False, configure_logging=False)
     report["ray_init_s"] = round(time.perf_counter() - t0, 2)
     t0 = time.perf_counter()
-    engine = RayEngine.start(model_dir, device="cpu", max_new_tokens=args.max_new_tokens, workers=args.workers)
+    engine = open_engine("ray", model_dir, load, workers=args.workers)
     report["ray_actor_start_s"] = round(time.perf_counter() - t0, 2)
     try:
         run_engine(engine, inputs.scene, features[:4], work / "warmup_ray.gpkg", args.batch_size)

@@ -3,40 +3,105 @@
 One root class, `MGIMMError`. Each subclass also inherits the matching builtin (an unreadable file
 is an `OSError`, a bad value a `ValueError`) so callers can catch either. Every message says what
 went wrong, on which file, band or feature, and what to do about it.
+
+Every class has a stable `code` (snake_case). Codes travel in output rows (`error_code`), in the
+worker/server protocol and in the plugin; callers decide what happened by the code or the class,
+never by the message text, which may be reworded.
 """
 
 
 class MGIMMError(Exception):
-    """Root of every error mgimm_core raises on purpose."""
+    """Root of every error mgimm_core raises on purpose (an input that cannot be used)."""
+
+    code = "bad_input"
 
 
 class SceneError(MGIMMError, OSError):
     """A raster cannot be opened or read (missing, not a raster, corrupt)."""
 
+    code = "scene_unreadable"
+
 
 class BandError(MGIMMError, ValueError):
     """A band selection is invalid (index out of range, ambiguous default)."""
+
+    code = "band_error"
 
 
 class CRSError(MGIMMError, ValueError):
     """A coordinate reference system is missing, unknown, or incompatible with the request."""
 
+    code = "crs_error"
+
+
+class NoCRSError(CRSError):
+    """The raster has no CRS, and the regions are given in a geographic one."""
+
+    code = "no_crs"
+
 
 class GeotransformError(MGIMMError, ValueError):
     """A raster's geotransform cannot be honoured exactly (e.g. unsupported rotation)."""
+
+    code = "geotransform_error"
 
 
 class AOIError(MGIMMError, ValueError):
     """An AOI source (file, layer, WKT, bbox) cannot be read as polygons."""
 
+    code = "aoi_error"
+
+
+class OptionsError(MGIMMError, ValueError):
+    """Describe options that contradict each other or are out of range (a usage error).
+
+    `option` names the field at fault (e.g. "tile_overlap"), so each interface can name it in its
+    own words (the CLI's flag, the protocol's parameter).
+    """
+
+    code = "bad_option"
+
+    def __init__(self, message: str, option: str | None = None):
+        super().__init__(message)
+        self.option = option
+
 
 class RegionError(MGIMMError, ValueError):
-    """One region cannot be described (outside the scene, empty, wrong geometry type)."""
+    """One region cannot be described; the run goes on with the others."""
+
+    code = "region_error"
+
+
+class RegionGeometryError(RegionError):
+    """The region is empty, or not a polygon (a point or line without --buffer)."""
+
+    code = "region_geometry"
+
+
+class RegionOutsideError(RegionError):
+    """The region lies outside the scene (or outside every scene given)."""
+
+    code = "region_outside"
+
+
+class RegionTooSmallError(RegionError):
+    """The region has no area once placed on the scene's pixel grid."""
+
+    code = "region_too_small"
 
 
 class ModelError(MGIMMError, RuntimeError):
     """A model or checkpoint cannot be built, loaded or run."""
 
+    code = "model"
+
 
 class OutputError(MGIMMError, OSError):
     """An output cannot be written (exists without --overwrite, wrong format, locked)."""
+
+    code = "output_error"
+
+
+def error_code(exc: BaseException) -> str:
+    """The stable code of an error; `internal` for anything mgimm_core did not raise on purpose."""
+    return exc.code if isinstance(exc, MGIMMError) else "internal"

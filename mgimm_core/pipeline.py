@@ -1,77 +1,149 @@
-"""Scenes + AOIs -> batches of region chips -> model -> output records.
+"""The one describe path: scenes + AOIs (or tiles) -> placements -> one read each -> model -> outcomes.
 
-Plain functions with progress and cancel hooks, used alike by the CLI, the JSON-lines worker and
-the QGIS plugin's worker. Regions are streamed: only one batch of chips is in memory at a time.
+1. Work: `region_work` / `tile_work` place every region or tile on its scene (pure placement, no
+   pixel read) and yield `WorkItem`s; a region no scene covers is an item carrying its error.
+2. `describe_work` is the one loop that every caller runs (the CLI, the worker, the server and each
+   engine's workers): it reads each placed item once, batches them, asks the model and yields
+   lists of `Outcome`s (one list per model batch or per failed region).
+3. `describe_to_output` is the files job's body: an engine's outcomes committed batch by batch to
+   an output layer, with the JSON summary.
+
+Regions are streamed: only a few batches of chips are in memory at a time.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterable, Iterator, Protocol
 
+import numpy as np
 import shapely
+from rasterio.windows import Window
 from rasterio.windows import bounds as window_bounds
 
-from mgimm_core.errors import RegionError
+from mgimm_core.errors import MGIMMError, OptionsError, RegionError, RegionOutsideError, error_code
 from mgimm_core.output import RegionRecord, RunInfo, TileRecord, open_output, region_key, tile_key
 from mgimm_core.prompts import DESCRIPTION_PROMPT
-from mgimm_core.regions import AOIFeature, RegionChip, prepare_region, read_region
+from mgimm_core.regions import AOIFeature, ChipSettings, RegionChip, RegionPlacement, place_region, read_region
 from mgimm_core.scene import Scene
-from mgimm_core.tiles import iter_tiles, tile_grid
+from mgimm_core.tiles import tile_grid
+
+#: Batches gathered before they are cut, so each batch holds regions of similar expected answer
+#: length (a batch decodes until its longest answer ends).
+LOOKAHEAD_BATCHES = 4
 
 
+# ================================================================================ options
+@dataclass(frozen=True)
+class TileOptions:
+    """Tiles mode: the grid (scene pixels) and the share of valid pixels a tile needs."""
+
+    size: int = 512
+    overlap: int = 0
+    min_valid: float = 0.5
+
+    def __post_init__(self):
+        if self.size < 16:
+            raise OptionsError(f"tile size {self.size}: give at least 16 pixels.", "tile_size")
+        if not 0 <= self.overlap < self.size:
+            raise OptionsError(f"tile overlap {self.overlap} must be at least 0 and smaller than the tile "
+                               f"size {self.size} (tiles step by size - overlap pixels).", "tile_overlap")
+        if not 0 <= self.min_valid <= 1:
+            raise OptionsError(f"minimum valid share {self.min_valid}: give a fraction within 0..1.", "min_valid")
+
+
+@dataclass(frozen=True)
+class DescribeOptions:
+    """What to ask about each region, built once by the CLI, the service or the Python API."""
+
+    batch_size: int = 16
+    prompt: str | None = None          # description instruction (default: mgimm_core.prompts)
+    attributes: bool = True            # ask the attribute question too (regions only)
+    description: bool = True
+    tiles: TileOptions | None = None   # None: AOI regions; else every tile of each scene's grid
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise OptionsError(f"batch size {self.batch_size}: give at least 1.", "batch_size")
+
+    @property
+    def unit(self) -> str:
+        return "tiles" if self.tiles is not None else "regions"
+
+    @property
+    def used_prompt(self) -> str:
+        return self.prompt or DESCRIPTION_PROMPT
+
+    def parameters(self) -> dict:
+        """Plain values for the `runs` table."""
+        values = asdict(self)
+        values["tiles"] = values["tiles"] is not None
+        if self.tiles is not None:
+            values.update(tile_size=self.tiles.size, tile_overlap=self.tiles.overlap,
+                          min_valid=self.tiles.min_valid)
+        return values
+
+
+# ================================================================================ timings
 @dataclass
 class Timings:
-    """Seconds spent per stage (read: raster I/O and region placement; model: preprocessing and
-    generation; write: done by the caller and added there)."""
+    """Seconds per stage (place: region placement; read: pixel I/O; model: preprocessing and
+    generation; write: added by the caller) and counts (reads, regions)."""
 
     seconds: dict = field(default_factory=lambda: defaultdict(float))
+    counts: dict = field(default_factory=lambda: defaultdict(int))
 
     def add(self, stage: str, since: float) -> float:
         now = time.perf_counter()
         self.seconds[stage] += now - since
         return now
 
+    def merge(self, other: dict) -> None:
+        for stage, value in other.get("seconds", {}).items():
+            self.seconds[stage] += value
+        for name, value in other.get("counts", {}).items():
+            self.counts[name] += value
+
     def as_dict(self) -> dict:
         return {k: round(v, 3) for k, v in self.seconds.items()}
 
 
-@dataclass
-class DescribeSettings:
-    batch_size: int = 8
-    context: float = 0.25          # margin around a region, fraction of its larger extent
-    min_window: int = 48           # smallest window side, scene pixels
-    prompt: str | None = None      # description instruction (default: mgimm_core.prompts)
-    attributes: bool = True
-    description: bool = True
+# ================================================================================ work
+@dataclass(frozen=True)
+class TileRef:
+    """One tile of a scene's grid."""
+
+    index: int
+    row: int
+    col: int
 
 
 @dataclass
-class _Pending:
-    scene: Scene
-    feature: AOIFeature
-    chip: RegionChip
+class WorkItem:
+    """A region (or tile) on one scene, placed; or the error that keeps it from being described."""
+
+    scene: Scene | None
+    subject: AOIFeature | TileRef
+    placement: RegionPlacement | None = None
+    error: MGIMMError | None = None
+
+    @property
+    def scene_name(self) -> str:
+        return self.scene.path if self.scene is not None else ""
+
+    @property
+    def key(self) -> tuple:
+        if isinstance(self.subject, TileRef):
+            return tile_key(self.scene_name, self.subject.index)
+        return region_key(self.scene_name, self.subject.id)
 
 
-def _region_record(scene_name: str, feature: AOIFeature, *, model: str, prompt: str, chip=None,
-                   text=None, error: str | None = None) -> RegionRecord:
-    return RegionRecord(
-        scene=scene_name, region_id=feature.id, geometry=feature.geometry, crs=feature.crs,
-        description=getattr(text, "description", None), attributes=getattr(text, "attributes", {}) or {},
-        properties=feature.properties, valid_fraction=getattr(chip, "valid_fraction", None),
-        gsd_m=getattr(chip, "gsd_m", None), model=model, prompt=prompt, error=error)
-
-
-def place_regions(scenes: list[Scene], features: Iterable[AOIFeature], *, chip_size: int,
-                  context: float, min_window: int, place: Callable = prepare_region
-                  ) -> Iterator[tuple[Scene | None, AOIFeature, RegionChip | RegionError]]:
-    """Each AOI on every scene that covers it; an AOI no scene covers yields one error.
-
-    place: prepare_region (default), or a function with its signature that only locates the
-    region (mgimm_core.planning.locate_window: no pixel read), so a planner gets the same
-    placements and the same per-region errors as the pipeline.
+def region_work(scenes: list[Scene], features: Iterable[AOIFeature], chip: ChipSettings
+                ) -> Iterator[WorkItem]:
+    """Each AOI on every scene that covers it; an AOI no scene covers is one item with its error.
 
     Raises CRSError for inputs that cannot be combined at all (e.g. a scene without CRS and a
     geographic AOI): that is a whole-input error, not a per-region one.
@@ -80,166 +152,207 @@ def place_regions(scenes: list[Scene], features: Iterable[AOIFeature], *, chip_s
         placed, errors = False, []
         for scene in scenes:
             try:
-                chip = place(scene, feature, model_input=chip_size, context=context,
-                             min_window=min_window)
+                placement = place_region(scene, feature, chip)
             except RegionError as exc:
                 errors.append(exc)
                 continue
             placed = True
-            yield scene, feature, chip
-        if not placed:
-            if len(scenes) > 1 and errors and all("outside" in str(e) for e in errors):
-                error = RegionError(f"region {feature.id!r} lies outside all {len(scenes)} scenes")
-            else:
-                error = errors[0] if errors else RegionError(f"region {feature.id!r}: no scene given")
-            yield (scenes[0] if len(scenes) == 1 else None), feature, error
-
-
-def describe_regions(scenes: list[Scene], features: Iterable[AOIFeature], describer,
-                     settings: DescribeSettings = DescribeSettings(), *, skip: set | None = None,
-                     timings: Timings | None = None, should_cancel: Callable[[], bool] = lambda: False
-                     ) -> Iterator[list[RegionRecord]]:
-    """Yield lists of records, one list per model batch (plus lists of per-region errors).
-
-    skip: resume keys (scene, region_id) already written; those regions are not described again.
-    """
-    skip = skip or set()
-    timings = timings or Timings()
-    prompt = settings.prompt or DESCRIPTION_PROMPT
-    model = describer.model_id
-    pending: list[_Pending] = []
-
-    def flush():
-        t = time.perf_counter()
-        images, boxes, masks = [], [], []
-        for item in pending:
-            image, _valid = read_region(item.scene, item.chip)
-            images.append(image)
-            boxes.append(item.chip.box)
-            masks.append(item.chip.mask)
-        t = timings.add("read", t)
-        texts = describer.describe(images, boxes, masks, attributes=settings.attributes,
-                                   description=settings.description, prompt=settings.prompt)
-        timings.add("model", t)
-        records = [_region_record(p.scene.path, p.feature, model=model, prompt=prompt, chip=p.chip, text=x)
-                   for p, x in zip(pending, texts)]
-        pending.clear()
-        return records
-
-    t = time.perf_counter()
-    for scene, feature, placed in place_regions(scenes, features, chip_size=describer.chip_size,
-                                                context=settings.context, min_window=settings.min_window):
-        t = timings.add("read", t)
-        if should_cancel():
-            return
-        scene_name = scene.path if scene is not None else ""
-        if region_key(scene_name, feature.id) in skip:
+            yield WorkItem(scene, feature, placement)
+        if placed:
             continue
-        if isinstance(placed, RegionError):
-            yield [_region_record(scene_name, feature, model=model, prompt=prompt, error=str(placed))]
+        error: RegionError
+        if len(scenes) > 1 and errors and all(isinstance(e, RegionOutsideError) for e in errors):
+            error = RegionOutsideError(f"region {feature.id!r} lies outside all {len(scenes)} scenes")
         else:
-            pending.append(_Pending(scene, feature, placed))
-            if len(pending) >= settings.batch_size:
-                yield flush()
-        t = time.perf_counter()
-    if pending and not should_cancel():
-        yield flush()
+            error = errors[0] if errors else RegionError(f"region {feature.id!r}: no scene given")
+        yield WorkItem(scenes[0] if len(scenes) == 1 else None, feature, error=error)
 
 
-def describe_tiles(scene: Scene, describer, *, tile_size: int = 512, overlap: int = 0,
-                   min_valid_fraction: float = 0.5, batch_size: int = 8, prompt: str | None = None,
-                   skip: set | None = None, timings: Timings | None = None,
-                   should_cancel: Callable[[], bool] = lambda: False) -> Iterator[list[TileRecord]]:
-    """Describe every tile of a scene's grid (the whole tile is the region); one list per batch."""
-    skip = skip or set()
-    timings = timings or Timings()
-    grid = tile_grid(scene, size=tile_size, overlap=overlap)
-    rows_cols = grid.shape
-    used_prompt = prompt or DESCRIPTION_PROMPT
-    batch = []
-
-    def flush():
-        t = time.perf_counter()
-        images = [tile.image for tile in batch]
-        boxes = [(0.0, 0.0, float(im.shape[1]), float(im.shape[0])) for im in images]
-        texts = describer.describe(images, boxes, [None] * len(images), attributes=False,
-                                   description=True, prompt=prompt)
-        timings.add("model", t)
-        records = []
-        for tile, text in zip(batch, texts):
-            geometry = shapely.box(*window_bounds(tile.window, scene.transform))
-            records.append(TileRecord(
-                scene=scene.path, tile_index=tile.index, row=tile.index // rows_cols[1],
-                col=tile.index % rows_cols[1], geometry=geometry, crs=scene.crs.to_wkt() if scene.crs else None,
-                description=text.description, valid_fraction=tile.valid_fraction,
-                gsd_m=scene.gsd_m() * tile.window.width / tile.image.shape[1] if scene.crs else None,
-                model=describer.model_id, prompt=used_prompt))
-        batch.clear()
-        return records
-
-    t = time.perf_counter()
-    for tile in iter_tiles(scene, grid, min_valid_fraction=min_valid_fraction, out_size=describer.chip_size):
-        t = timings.add("read", t)
-        if should_cancel():
-            return
-        if tile_key(scene.path, tile.index) not in skip:
-            batch.append(tile)
-            if len(batch) >= batch_size:
-                yield flush()
-        t = time.perf_counter()
-    if batch and not should_cancel():
-        yield flush()
+def tile_placement(scene: Scene, window: Window, input_size: int) -> RegionPlacement:
+    """A tile as a region: the whole chip is the region (box = chip, no mask), read at the model's
+    input size on its longer side."""
+    h, w = int(window.height), int(window.width)
+    scale = max(h, w) / input_size                     # scene pixels per chip pixel
+    out_shape = (max(1, round(h / scale)), max(1, round(w / scale)))
+    gsd = scene.gsd_m() * scale if scene.crs is not None else math.nan
+    return RegionPlacement(id="", window=window, out_shape=out_shape, mask=np.ones(out_shape, dtype=bool),
+                           box=(0.0, 0.0, float(out_shape[1]), float(out_shape[0])), inside_share=1.0,
+                           gsd_m=gsd, geometry=shapely.box(*window_bounds(window, scene.transform)),
+                           use_mask=False)
 
 
-def preflight(scenes: list[Scene], features: list[AOIFeature]) -> None:
+def tile_work(scenes: list[Scene], tiles: TileOptions, chip: ChipSettings) -> Iterator[WorkItem]:
+    """Every tile of each scene's grid, in grid order (row-major: block order on disk)."""
+    for scene in scenes:
+        grid = tile_grid(scene, size=tiles.size, overlap=tiles.overlap)
+        cols = grid.shape[1]
+        for index, window in enumerate(grid):
+            yield WorkItem(scene, TileRef(index, index // cols, index % cols),
+                           tile_placement(scene, window, chip.input_size))
+
+
+def work_items(scenes: list[Scene], features: Iterable[AOIFeature], options: DescribeOptions,
+               chip: ChipSettings) -> Iterator[WorkItem]:
+    """The work of a run: tiles when options.tiles, else the AOI regions."""
+    if options.tiles is not None:
+        return tile_work(scenes, options.tiles, chip)
+    return region_work(scenes, features, chip)
+
+
+def preflight(scenes: list[Scene], features: list[AOIFeature], chip: ChipSettings) -> None:
     """Raise now what would fail every region (a scene without CRS and a lon/lat AOI, say), so a
-    run that cannot work stops before its output file exists."""
+    run that cannot work stops before its output file exists. Places one region; reads nothing."""
     for scene in scenes:
         for feature in features[:1]:
             try:
-                prepare_region(scene, feature)
+                place_region(scene, feature, chip)
             except RegionError:
                 pass  # per-region problems are recorded per region later
 
 
-def describe_to_output(scenes: list[Scene], features: list[AOIFeature], describer, output: str, mode: str,
-                       run: RunInfo, *, tiles: bool = False, tile_size: int = 512, tile_overlap: int = 0,
-                       min_valid: float = 0.5, batch_size: int = 8, prompt: str | None = None,
-                       attributes: bool = True, on_batch: Callable[[int], None] = lambda done: None,
-                       should_cancel: Callable[[], bool] = lambda: False) -> dict:
-    """Describe AOI regions (or every tile) of opened scenes into `output`, committing per batch.
+# ================================================================================ outcomes
+@dataclass
+class Outcome:
+    """One row's record, with what an interactive client also shows."""
 
-    The body of the CLI's `describe`, without click: `on_batch(records_done)` after each committed
-    batch (a progress bar), `should_cancel()` checked between batches. Returns the JSON summary;
-    "cancelled": true when should_cancel stopped it (what was written is kept).
+    record: RegionRecord | TileRecord
+    attribute_text: str | None = None
+    chip: RegionChip | None = None        # the pixels the model saw (None for a failed region)
+
+
+def build_record(item: WorkItem, *, model: str, prompt: str, chip: RegionChip | None = None,
+                 text=None, error: BaseException | None = None) -> RegionRecord | TileRecord:
+    """The one row builder: a work item and what the model said (or its error) -> its record."""
+    description = getattr(text, "description", None)
+    valid_fraction = chip.valid_fraction if chip is not None else None
+    gsd = item.placement.gsd_m if item.placement is not None and chip is not None else None
+    message, code = (str(error), error_code(error)) if error is not None else (None, None)
+    if isinstance(item.subject, TileRef):
+        scene = item.scene
+        return TileRecord(scene=item.scene_name, tile_index=item.subject.index, row=item.subject.row,
+                          col=item.subject.col, geometry=item.placement.geometry if item.placement else None,
+                          crs=scene.crs.to_wkt() if scene is not None and scene.crs else None,
+                          description=description, valid_fraction=valid_fraction, gsd_m=gsd, model=model,
+                          prompt=prompt, error=message, error_code=code)
+    feature = item.subject
+    return RegionRecord(scene=item.scene_name, region_id=feature.id, geometry=feature.geometry, crs=feature.crs,
+                        description=description, attributes=getattr(text, "attributes", {}) or {},
+                        properties=feature.properties, valid_fraction=valid_fraction, gsd_m=gsd, model=model,
+                        prompt=prompt, error=message, error_code=code)
+
+
+class RegionModel(Protocol):
+    """What the loop needs of a model: its id and a batched answer for region chips."""
+
+    model_id: str
+
+    def describe(self, images: list, boxes: list, masks: list, *, attributes: bool, description: bool,
+                 prompt: str | None) -> list: ...
+
+
+def expected_length(chip: RegionChip) -> float:
+    """Sort key for batching: larger windows hold more objects and get longer descriptions."""
+    return float(chip.placement.window.width)
+
+
+def describe_work(work: Iterable[WorkItem], model: RegionModel, options: DescribeOptions, *,
+                  skip: set | frozenset = frozenset(), timings: Timings | None = None,
+                  should_cancel: Callable[[], bool] = lambda: False) -> Iterator[list[Outcome]]:
+    """The describe loop: read each item once, describe in batches, yield outcomes per batch.
+
+    skip: resume keys already written; those items are neither read nor described again.
+    Tiles with less than options.tiles.min_valid valid pixels are read but not described (no row).
     """
-    preflight(scenes, features)
+    timings = timings if timings is not None else Timings()
+    prompt = options.used_prompt
+    attributes = options.attributes and options.tiles is None
+    pending: list[tuple[WorkItem, RegionChip]] = []
+
+    def flush(batch):
+        t = time.perf_counter()
+        texts = model.describe([c.image for _, c in batch], [c.box for _, c in batch],
+                               [c.mask if c.placement.use_mask else None for _, c in batch],
+                               attributes=attributes, description=options.description, prompt=options.prompt)
+        timings.add("model", t)
+        timings.counts["described"] += len(batch)
+        return [Outcome(build_record(item, model=model.model_id, prompt=prompt, chip=chip, text=text),
+                        getattr(text, "attribute_text", None), chip) for (item, chip), text in zip(batch, texts)]
+
+    def flush_all():
+        pending.sort(key=lambda pair: expected_length(pair[1]))
+        while pending:
+            batch = pending[:options.batch_size]
+            del pending[:options.batch_size]
+            yield flush(batch)
+            if should_cancel():
+                pending.clear()
+
+    t = time.perf_counter()
+    for item in work:
+        t = timings.add("place", t)
+        if should_cancel():
+            return
+        if item.key in skip:
+            continue
+        if item.error is not None:
+            yield [Outcome(build_record(item, model=model.model_id, prompt=prompt, error=item.error))]
+            t = time.perf_counter()
+            continue
+        chip = read_region(item.scene, item.placement)
+        t = timings.add("read", t)
+        timings.counts["reads"] += 1
+        if options.tiles is not None and (chip.valid_fraction < options.tiles.min_valid
+                                          or chip.valid_fraction == 0):
+            continue
+        pending.append((item, chip))
+        if len(pending) >= options.batch_size * LOOKAHEAD_BATCHES:
+            yield from flush_all()
+            if should_cancel():
+                return
+        t = time.perf_counter()
+    if not should_cancel():
+        yield from flush_all()
+
+
+# ================================================================================ files job body
+def describe_to_output(scenes: list[Scene], features: list[AOIFeature], engine, output: str, mode: str,
+                       run: RunInfo, options: DescribeOptions, *,
+                       on_batch: Callable[[int, int | None], None] = lambda done, total: None,
+                       should_cancel: Callable[[], bool] = lambda: False) -> dict:
+    """An engine's outcomes for opened scenes, committed batch by batch to `output`.
+
+    `on_batch(rows_done, rows_expected or None)` after each committed batch (a progress bar; the
+    total is known for the regions of one scene), `should_cancel()` checked
+    between batches. Returns the JSON summary; "cancelled": true when should_cancel stopped it
+    (what was written is kept). The model is loaded only if something is left to describe.
+    """
+    chip = engine.model.chip
+    if options.tiles is None:
+        preflight(scenes, features, chip)
     timings = Timings()
     counts = {"described": 0, "failed": 0}
-    settings = DescribeSettings(batch_size=batch_size, prompt=prompt, attributes=attributes)
+    started = time.perf_counter()
     with open_output(output, mode=mode, run=run) as out:
-        if tiles:
-            done = out.completed_tile_keys() if mode == "resume" else set()
-            batches = (batch for scene in scenes for batch in describe_tiles(
-                scene, describer, tile_size=tile_size, overlap=tile_overlap, min_valid_fraction=min_valid,
-                batch_size=batch_size, prompt=prompt, skip=done, timings=timings, should_cancel=should_cancel))
-            write = out.write_tiles
-        else:
-            done = out.completed_region_keys() if mode == "resume" else set()
-            batches = describe_regions(scenes, features, describer, settings, skip=done, timings=timings,
-                                       should_cancel=should_cancel)
-            write = out.write_regions
-        for records in batches:
+        tiles = options.tiles is not None
+        done = (out.completed_tile_keys() if tiles else out.completed_region_keys()) if mode == "resume" else set()
+        write = out.write_tiles if tiles else out.write_regions
+        expected = max(0, len(features) - len(done)) if not tiles and len(scenes) == 1 else None
+        work = work_items(scenes, features, options, chip)
+        for outcomes in engine.outcomes(work, options, skip=done, timings=timings, should_cancel=should_cancel):
             t = time.perf_counter()
-            write(records)
+            write([o.record for o in outcomes])
             timings.add("write", t)
-            for r in records:
-                counts["failed" if r.error else "described"] += 1
-            on_batch(counts["described"] + counts["failed"])
+            for o in outcomes:
+                counts["failed" if o.record.error else "described"] += 1
+            on_batch(counts["described"] + counts["failed"], expected)
     total = counts["described"] + counts["failed"]
     model_s = timings.seconds.get("model", 0.0)
-    return {"output": str(output), "mode": mode, "model": describer.model_id, "device": str(describer.device),
-            "scenes": [s.path for s in scenes], "unit": "tiles" if tiles else "regions",
+    wall = time.perf_counter() - started
+    return {"output": str(output), "mode": mode, "model": engine.model.model_id, "device": engine.device,
+            "engine": engine.name, "scenes": [s.path for s in scenes], "unit": options.unit,
             "described": counts["described"], "failed": counts["failed"], "already_done": len(done),
             "cancelled": bool(should_cancel()), "timings_s": timings.as_dict(),
-            "per_second": round(total / model_s, 3) if model_s else None}
+            "reads": timings.counts.get("reads", 0),
+            "per_second": round(timings.counts.get("described", 0) / model_s, 3) if model_s else None,
+            "rows_per_second": round(total / wall, 3) if wall and total else None,
+            **engine.summary_extras()}

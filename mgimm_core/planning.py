@@ -25,8 +25,7 @@ from typing import Iterable, Sequence
 import pyproj
 import shapely
 
-from mgimm_core.errors import RegionError
-from mgimm_core.regions import AOIFeature, aoi_to_scene_pixels, chip_window, prepare_region
+from mgimm_core.regions import AOIFeature
 
 
 # ============================================================================ serialisable features
@@ -68,7 +67,7 @@ class Plan:
     """Work units plus the regions that no scene covers (recorded as errors by the driver)."""
 
     units: list[WorkUnit]
-    errors: list[tuple[str, AOIFeature, RegionError]]   # (scene name or "", feature, error)
+    errors: list                   # work items carrying the error of a region no scene covers
 
     @property
     def regions(self) -> int:
@@ -116,60 +115,33 @@ def locality_key(window, scene) -> tuple[int, int, int]:
     return hilbert_index(cx, cy, order), int(window.row_off), int(window.col_off)
 
 
-def locate_window(scene, feature: AOIFeature, *, model_input: int, context: float, min_window: int):
-    """The chip window `prepare_region` would choose, without reading pixels (driver side).
+def plan_units(work: Iterable, *, regions_per_unit: int = 32, skip: set | frozenset = frozenset()) -> Plan:
+    """Group placed work items (`mgimm_core.pipeline.region_work`) by scene and block locality
+    into work units of at most `regions_per_unit`.
 
-    Raises the same RegionError as `prepare_region` for a region that cannot be placed (those
-    checks come before its pixel read), and CRSError for inputs that cannot be combined.
-    """
-    try:
-        pixels = aoi_to_scene_pixels(scene, feature)
-        inside = pixels.intersection(shapely.box(0, 0, scene.width, scene.height))
-        located = not inside.is_empty and inside.area > 0 and feature.geometry.geom_type in (
-            "Polygon", "MultiPolygon")
-    except (RegionError, shapely.errors.GEOSException):
-        located = False
-    if not located:   # prepare_region raises the precise error before reading any pixel
-        return prepare_region(scene, feature, model_input=model_input, context=context,
-                              min_window=min_window).window
-    window, _ = chip_window(inside.bounds, scene_width=scene.width, scene_height=scene.height,
-                            model_input=model_input, context=context, min_window=min_window)
-    return window
-
-
-def plan_regions(scenes: Sequence, features: Iterable[AOIFeature], *, chip_size: int, context: float = 0.25,
-                 min_window: int = 48, regions_per_unit: int = 32, skip: set | None = None) -> Plan:
-    """Group regions by scene and block locality into work units of at most `regions_per_unit`.
-
-    scenes: opened `Scene`s (metadata only is used: size, transform, CRS, block shape).
-    context, min_window: as `DescribeSettings` (they decide the chip window, hence its blocks).
     skip: resume keys (scene, region_id) already written; neither described nor reported again.
-    An AOI no scene covers becomes one error entry, worded exactly as the local pipeline does.
+    Items that carry an error (a region no scene covers) are returned as `Plan.errors`.
     """
-    from mgimm_core.output import region_key
-    from mgimm_core.pipeline import place_regions
-
     if regions_per_unit < 1:
         raise ValueError(f"regions_per_unit={regions_per_unit}: need at least 1")
-    skip = skip or set()
-    per_scene: dict[int, list[tuple[tuple, AOIFeature]]] = {i: [] for i in range(len(scenes))}
-    index_of = {id(s): i for i, s in enumerate(scenes)}
+    per_scene: dict[str, list] = {}
+    scenes: dict[str, object] = {}
     errors = []
-    for scene, feature, placed in place_regions(list(scenes), features, chip_size=chip_size, context=context,
-                                                min_window=min_window, place=locate_window):
-        name = scene.path if scene is not None else ""
-        if region_key(name, feature.id) in skip:
+    for item in work:
+        if item.key in skip:
             continue
-        if isinstance(placed, RegionError):
-            errors.append((name, feature, placed))
-        else:
-            per_scene[index_of[id(scene)]].append((locality_key(placed, scene), feature))
+        if item.error is not None:
+            errors.append(item)
+            continue
+        scenes.setdefault(item.scene.path, item.scene)
+        per_scene.setdefault(item.scene.path, []).append(
+            (locality_key(item.placement.window, item.scene), item.subject))
     units = []
-    for i, scene in enumerate(scenes):
-        ordered = [f for _key, f in sorted(per_scene[i], key=lambda item: item[0])]
+    for path, keyed in per_scene.items():
+        ordered = [f for _key, f in sorted(keyed, key=lambda pair: pair[0])]
         for start in range(0, len(ordered), regions_per_unit):
             chunk = tuple(FeatureSpec.from_feature(f) for f in ordered[start:start + regions_per_unit])
-            units.append(WorkUnit(scene.path, chunk, len(units)))
+            units.append(WorkUnit(path, chunk, len(units)))
     return Plan(units, errors)
 
 

@@ -4,11 +4,13 @@ Two steps:
 
 1. `read_aoi` turns an AOI source (a vector file, a WKT string or a bbox) into `AOIFeature`s:
    polygons in the AOI's own CRS, repaired when invalid, optionally buffered (in metres).
-2. `prepare_region` places one feature on a `Scene`: it reprojects the polygon into the scene's
-   pixel grid (edges densified first, so an edge that is straight in the AOI's CRS follows its true
-   curved path in the scene), clips it to the scene, and chooses a square window around it with a
-   context margin. Masks use pixel centres (GDAL's rasterisation with all_touched=False), so a
-   polygon drawn along pixel edges selects exactly the pixels it encloses.
+2. `place_region` places one feature on a `Scene` without reading a pixel: it reprojects the
+   polygon into the scene's pixel grid (edges densified first, so an edge that is straight in the
+   AOI's CRS follows its true curved path in the scene), clips it to the scene, and chooses a
+   square window around it with a context margin (`ChipSettings`). Masks use pixel centres
+   (GDAL's rasterisation with all_touched=False), so a polygon drawn along pixel edges selects
+   exactly the pixels it encloses.
+3. `read_region` reads a placement's pixels, once, and its valid fraction.
 
 Units: "pixels" are scene pixels unless said otherwise; a chip read at a lower resolution has its
 own pixels (`RegionChip.out_shape`), and its mask and box are given in those.
@@ -31,7 +33,8 @@ from shapely import affinity
 from rasterio.features import geometry_mask
 from rasterio.windows import Window
 
-from mgimm_core.errors import AOIError, CRSError, RegionError
+from mgimm_core.errors import (AOIError, CRSError, NoCRSError, RegionError, RegionGeometryError,
+                               RegionOutsideError, RegionTooSmallError)
 
 log = logging.getLogger(__name__)
 
@@ -60,36 +63,81 @@ class AOIFeature:
     properties: dict = field(default_factory=dict)   # every input attribute (JSON-friendly values)
 
 
+@dataclass(frozen=True)
+class ChipSettings:
+    """How a region becomes a chip: one value per model (see mgimm_core.model_dir), shared by
+    `regions` (the preview) and `describe`, so both read exactly the same window.
+
+    input_size: the model's input side in pixels; larger windows are read decimated to it.
+    context: margin on each side, as a fraction of the region's larger extent.
+    min_window: smallest window side in scene pixels (context for tiny regions).
+    """
+
+    input_size: int = 336
+    context: float = 0.25
+    min_window: int = 48
+
+    def __post_init__(self):
+        if self.input_size < 1 or self.min_window < 1 or not self.context >= 0:
+            raise ValueError(f"chip settings need input_size >= 1, min_window >= 1, context >= 0 "
+                             f"(got {self.input_size}, {self.min_window}, {self.context}).")
+
+
+DEFAULT_CHIP = ChipSettings()
+
+
 @dataclass
-class RegionChip:
-    """Exactly what the model sees for one region."""
+class RegionPlacement:
+    """Where one region lies and what the model will be given for it; computed without pixel I/O."""
 
     id: str
     window: Window                      # scene pixels, square, with context; may pass scene edges
-    out_shape: tuple[int, int]          # (h, w) read shape: window size, or model_input if larger
+    out_shape: tuple[int, int]          # (h, w) read shape: window size, or input_size if larger
     mask: np.ndarray                    # bool (h, w) in out_shape pixels: centre inside polygon
     box: tuple[float, float, float, float]   # x1, y1, x2, y2: polygon bounds in out_shape pixels
-    valid_fraction: float               # share of the polygon inside the scene and not nodata
+    inside_share: float                 # share of the polygon's area inside the scene
     gsd_m: float                        # metres per chip pixel as read (after any decimation)
     geometry: shapely.Geometry          # in the scene CRS, clipped to the scene
     properties: dict = field(default_factory=dict)   # the AOI feature's attributes
+    use_mask: bool = True               # False: the model gets the box only (a tile: the whole chip)
 
     @property
     def scale(self) -> float:
         """Scene pixels per chip pixel (1.0 unless the region was read at a lower resolution)."""
         return self.window.width / self.out_shape[1]
 
+
+@dataclass
+class RegionChip:
+    """A placement with its pixels: exactly what the model sees for one region."""
+
+    placement: RegionPlacement
+    image: np.ndarray                   # uint8 (h, w, 3)
+    valid: np.ndarray                   # bool (h, w): not nodata, inside the scene
+    valid_fraction: float               # share of the polygon inside the scene and not nodata
+
+    # The placement's fields, read through the chip (the pipeline and tests use either).
+    id = property(lambda self: self.placement.id)
+    window = property(lambda self: self.placement.window)
+    out_shape = property(lambda self: self.placement.out_shape)
+    mask = property(lambda self: self.placement.mask)
+    box = property(lambda self: self.placement.box)
+    gsd_m = property(lambda self: self.placement.gsd_m)
+    geometry = property(lambda self: self.placement.geometry)
+    scale = property(lambda self: self.placement.scale)
+
     def to_dict(self) -> dict:
         """JSON-serialisable summary (what `mgimm-geo regions --json` prints per region)."""
-        w = self.window
-        return {"id": self.id,
+        p = self.placement
+        w = p.window
+        return {"id": p.id,
                 "window": {"col_off": int(w.col_off), "row_off": int(w.row_off),
                            "width": int(w.width), "height": int(w.height)},
-                "out_shape": [int(v) for v in self.out_shape],
-                "box": [round(float(v), 4) for v in self.box],
-                "mask_pixels": int(self.mask.sum()),
+                "out_shape": [int(v) for v in p.out_shape],
+                "box": [round(float(v), 4) for v in p.box],
+                "mask_pixels": int(p.mask.sum()),
                 "valid_fraction": round(float(self.valid_fraction), 6),
-                "gsd_m": None if math.isnan(self.gsd_m) else round(float(self.gsd_m), 6)}
+                "gsd_m": None if math.isnan(p.gsd_m) else round(float(p.gsd_m), 6)}
 
 
 # =============================================================================== reading AOIs
@@ -341,8 +389,8 @@ def _scene_proj_crs(scene) -> pyproj.CRS | None:
                        f"CRS (gdal_edit.py -a_srs EPSG:xxxx {scene.path}).") from exc
 
 
-def _fail(feature: AOIFeature, message: str) -> RegionError:
-    err = RegionError(f"region {feature.id!r}: {message}")
+def _fail(feature: AOIFeature, message: str, kind: type[RegionError] = RegionError) -> RegionError:
+    err = kind(f"region {feature.id!r}: {message}")
     err.feature_id = feature.id
     return err
 
@@ -350,11 +398,11 @@ def _fail(feature: AOIFeature, message: str) -> RegionError:
 def _check_area_geometry(feature: AOIFeature):
     geom = feature.geometry
     if geom is None or geom.is_empty:
-        raise _fail(feature, "empty geometry. Remove the feature or draw a polygon.")
+        raise _fail(feature, "empty geometry. Remove the feature or draw a polygon.", RegionGeometryError)
     if geom.geom_type not in _POLYGONAL:
         raise _fail(feature, f"a {geom.geom_type}, but regions must be polygons. Give a buffer "
                              f"in metres (read_aoi(buffer=...) / --buffer METRES) to turn "
-                             f"points and lines into polygons.")
+                             f"points and lines into polygons.", RegionGeometryError)
 
 
 def aoi_to_scene_pixels(scene, feature: AOIFeature) -> shapely.Geometry:
@@ -367,7 +415,7 @@ def aoi_to_scene_pixels(scene, feature: AOIFeature) -> shapely.Geometry:
     geom = feature.geometry
     if scene_crs is None:
         if feature.crs.is_geographic:
-            raise CRSError(f"{scene.path}: the raster has no CRS, so an AOI in "
+            raise NoCRSError(f"{scene.path}: the raster has no CRS, so an AOI in "
                            f"{feature.crs.name} (geographic) cannot be placed on it. Assign the "
                            f"raster a CRS (gdal_edit.py -a_srs EPSG:xxxx {scene.path}) or give "
                            f"the AOI in the raster's own coordinates.")
@@ -431,29 +479,23 @@ def chip_window(bounds: tuple[float, float, float, float], *, scene_width: int, 
     return window, (read, read)
 
 
-def prepare_region(scene, feature: AOIFeature, *, model_input: int = 336, context: float = 0.25,
-                   min_window: int = 64) -> RegionChip:
-    """Place one AOI feature on a scene: window, read shape, mask, box, valid fraction, GSD.
+def place_region(scene, feature: AOIFeature, chip: ChipSettings = DEFAULT_CHIP) -> RegionPlacement:
+    """Place one AOI feature on a scene: window, read shape, mask, box, GSD. Reads no pixel.
 
-    model_input: largest chip side in pixels; larger windows are read decimated to it, and the
-        mask and box are computed in that reduced grid.
-    context: margin on each side, as a fraction of the region's larger extent.
-    min_window: smallest window side in scene pixels (context for tiny regions).
+    Larger windows than `chip.input_size` are read decimated to it; the mask and box are then in
+    that reduced grid.
 
-    Raises RegionError (empty, point/line, outside the scene) for this region, CRSError when the
-    scene/AOI CRSs cannot be combined.
+    Raises a RegionError subclass (RegionGeometryError, RegionTooSmallError, RegionOutsideError)
+    for this region, CRSError when the scene/AOI CRSs cannot be combined at all.
     """
-    if model_input < 1 or min_window < 1 or context < 0:
-        raise ValueError(f"need model_input >= 1, min_window >= 1, context >= 0 (got "
-                         f"{model_input}, {min_window}, {context}).")
     _check_area_geometry(feature)
     try:
         pixels = aoi_to_scene_pixels(scene, feature)
     except _UntransformableError as exc:
-        raise _fail(feature, str(exc)) from exc
+        raise _fail(feature, str(exc), RegionOutsideError) from exc
     pixels = _repair(pixels, f"region {feature.id!r} after reprojection")
     if pixels.is_empty or pixels.area == 0:
-        raise _fail(feature, "has no area after reprojection onto the scene.")
+        raise _fail(feature, "has no area after reprojection onto the scene.", RegionTooSmallError)
     inside = _polygonal_part(pixels.intersection(shapely.box(0, 0, scene.width, scene.height)))
     if inside.is_empty or inside.area == 0:
         t = scene.transform
@@ -462,11 +504,11 @@ def prepare_region(scene, feature: AOIFeature, *, model_input: int = 336, contex
             pixels, [t.a, t.b, t.d, t.e, t.c, t.f]).bounds)
         raise _fail(feature, f"lies outside the scene {scene.path} (scene bounds {scene_b}; "
                              f"region bounds {region_b}, in the scene CRS). Check the AOI's CRS "
-                             f"(--aoi-crs) or choose the scene that covers it.")
+                             f"or choose the scene that covers it.", RegionOutsideError)
 
     window, out_shape = chip_window(inside.bounds, scene_width=scene.width,
-                                    scene_height=scene.height, model_input=model_input,
-                                    context=context, min_window=min_window)
+                                    scene_height=scene.height, model_input=chip.input_size,
+                                    context=chip.context, min_window=chip.min_window)
     scale = window.width / out_shape[1]       # scene pixels per chip pixel
     chip_to_scene_pixels = Affine(scale, 0, window.col_off, 0, scale, window.row_off)
     mask = geometry_mask([inside], out_shape=out_shape, transform=chip_to_scene_pixels,
@@ -478,16 +520,25 @@ def prepare_region(scene, feature: AOIFeature, *, model_input: int = 336, contex
     minx, miny, maxx, maxy = inside.bounds
     box = ((minx - window.col_off) / scale, (miny - window.row_off) / scale,
            (maxx - window.col_off) / scale, (maxy - window.row_off) / scale)
-
-    _, valid = scene.read(window, out_shape)
-    inside_share = inside.area / pixels.area
-    valid_fraction = inside_share * float((mask & valid).sum()) / float(mask.sum())
     centre = inside.centroid
     gsd = _gsd_m(scene, centre.y, centre.x) * scale
     t = scene.transform
     geometry = affinity.affine_transform(inside, [t.a, t.b, t.d, t.e, t.c, t.f])
-    return RegionChip(feature.id, window, out_shape, mask, box, min(1.0, valid_fraction), gsd,
-                      geometry, dict(feature.properties))
+    return RegionPlacement(feature.id, window, out_shape, mask, box, inside.area / pixels.area, gsd,
+                           geometry, dict(feature.properties))
+
+
+def read_region(scene, placement: RegionPlacement) -> RegionChip:
+    """The placement's pixels as the model sees them, in one read, with the valid fraction."""
+    image, valid = scene.read(placement.window, placement.out_shape)
+    mask = placement.mask
+    valid_fraction = placement.inside_share * float((mask & valid).sum()) / float(mask.sum())
+    return RegionChip(placement, image, valid, min(1.0, valid_fraction))
+
+
+def prepare_region(scene, feature: AOIFeature, chip: ChipSettings = DEFAULT_CHIP) -> RegionChip:
+    """`place_region` then `read_region`: what `mgimm-geo regions` previews and `describe` reads."""
+    return read_region(scene, place_region(scene, feature, chip))
 
 
 def _gsd_m(scene, row: float, col: float) -> float:
@@ -497,21 +548,16 @@ def _gsd_m(scene, row: float, col: float) -> float:
     return float(scene.gsd_m(row=row, col=col))
 
 
-def prepare_regions(scene, features, **kw) -> list[RegionChip | RegionError]:
+def prepare_regions(scene, features, chip: ChipSettings = DEFAULT_CHIP) -> list[RegionChip | RegionError]:
     """`prepare_region` for every feature; a RegionError is kept in place of its chip so the
     other regions go on. Errors about the whole input (CRSError, SceneError) still raise."""
     out: list[RegionChip | RegionError] = []
     for feature in features:
         try:
-            out.append(prepare_region(scene, feature, **kw))
+            out.append(prepare_region(scene, feature, chip))
         except RegionError as err:
             if not hasattr(err, "feature_id"):
                 err.feature_id = feature.id
             log.debug("%s", err)       # the caller reports it (it is in the returned list)
             out.append(err)
     return out
-
-
-def read_region(scene, chip: RegionChip) -> tuple[np.ndarray, np.ndarray]:
-    """The chip's pixels as the model sees them: (rgb uint8 (h, w, 3), valid bool (h, w))."""
-    return scene.read(chip.window, chip.out_shape)

@@ -2,8 +2,8 @@
 
 Created on first use at the configured path (layer name `regions` inside the GeoPackage, as the CLI
 writes it), in the CRS of the first raster described; later features are transformed into it. The
-field list mirrors mgimm_core/output/schema.py (RegionSchema) without importing it: the plugin must
-not import mgimm_core.
+field list (fields.py) mirrors mgimm_core/output/schema.py (RegionSchema) without importing it: the
+plugin must not import mgimm_core.
 """
 
 from __future__ import annotations
@@ -18,17 +18,13 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, Qgs
 from qgis.PyQt.QtCore import QVariant
 from qgis.PyQt.QtGui import QColor
 
+from .fields import ATTRIBUTE_ALIASES, ATTRIBUTE_FIELDS, FIELD_KINDS, FIELD_NAMES
+
 LAYER_TITLE = "MGIMM descriptions"
 GPKG_LAYER = "regions"
-ATTRIBUTE_FIELDS = ("object", "color", "shape", "size", "orientation", "position")
-ATTRIBUTE_ALIASES = {"name": "object", "colour": "color"}
-# (name, QVariant type) in the CLI's column order.
-FIELD_TYPES = ([("region_id", QVariant.String), ("scene", QVariant.String), ("description", QVariant.String)]
-               + [(name, QVariant.String) for name in ATTRIBUTE_FIELDS]
-               + [("extra_attributes", QVariant.String), ("valid_fraction", QVariant.Double),
-                  ("gsd_m", QVariant.Double), ("model", QVariant.String), ("prompt", QVariant.String),
-                  ("created", QVariant.DateTime), ("error", QVariant.String), ("run_id", QVariant.String)])
-FIELD_NAMES = tuple(name for name, _ in FIELD_TYPES)
+_QVARIANT = {"text": QVariant.String, "real": QVariant.Double, "datetime": QVariant.DateTime}
+# (name, QVariant type) in the CLI's column order (the list itself is in fields.py, Qt-free).
+FIELD_TYPES = [(name, _QVARIANT[kind]) for name, kind in FIELD_KINDS]
 LABEL_EXPRESSION = "coalesce(\"object\", left(\"description\", 40))"
 
 
@@ -114,7 +110,7 @@ def feature_values(entry: dict, *, scene: str, model: str = None, prompt: str = 
                    "valid_fraction": entry.get("valid_fraction"), "gsd_m": entry.get("gsd_m"),
                    "model": entry.get("model") or model, "prompt": prompt,
                    "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
-                   "error": entry.get("error"), "run_id": run_id})
+                   "error": entry.get("error"), "error_code": entry.get("error_code"), "run_id": run_id})
     return values
 
 

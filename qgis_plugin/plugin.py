@@ -214,8 +214,7 @@ class MGIMMPlugin:
             self.dock.task_done(f"{len(entries) - len(failed)} of {len(entries)} region(s) described "
                                 f"in {result.get('seconds', 0):.1f} s")
         for entry in failed:
-            self.report("region_outside" if "outside" in entry["error"] else "bad_input",
-                        f"Region {entry.get('id')}: {entry['error']}")
+            self.report(entry.get("error_code") or "bad_input", f"Region {entry.get('id')}: {entry['error']}")
 
     def _add_features(self, entries, context):
         from .layer import add_region_features, descriptions_layer, feature_values

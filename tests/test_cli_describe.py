@@ -89,7 +89,65 @@ def test_region_outside_the_scene_is_recorded_and_exit_code_says_so(tmp_path, ti
     assert result.exit_code == 3
     rows = {r["region_id"]: r for r in read_regions(out)[0]}
     assert "outside" in rows["far-away"]["error"] and rows["far-away"]["description"] is None
-    assert rows["area-1"]["error"] is None
+    assert rows["far-away"]["error_code"] == "region_outside"
+    assert rows["area-1"]["error"] is None and rows["area-1"]["error_code"] is None
+
+
+def test_regions_previews_exactly_the_chips_describe_reads(tmp_path, tiny_model_dir, demo_inputs):
+    preview = CliRunner().invoke(cli, ["regions", str(demo_inputs.scene), "--aoi", str(demo_inputs.aoi),
+                                       "--model", tiny_model_dir, "--json"])
+    assert preview.exit_code == 0, preview.output
+    out = tmp_path / "out.gpkg"
+    result = run(["describe", str(demo_inputs.scene), "--aoi", str(demo_inputs.aoi), "-o", str(out),
+                  "--model", tiny_model_dir, "--max-new-tokens", "2"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["reads"] == summary["described"] == demo_inputs.objects + 1    # one read per region
+    rows = {r["region_id"]: r for r in read_regions(out)[0]}
+    for region in json.loads(preview.stdout)["regions"]:
+        row = rows[region["id"]]
+        assert row["gsd_m"] == pytest.approx(region["gsd_m"], rel=1e-6)
+        assert row["valid_fraction"] == pytest.approx(region["valid_fraction"], abs=1e-6)
+
+
+def test_regions_defaults_to_the_demo_models_chip_settings(demo_inputs):
+    from mgimm_core.model_dir import ModelDirectory
+
+    preview = CliRunner().invoke(cli, ["regions", str(demo_inputs.scene), "--aoi", str(demo_inputs.aoi), "--json"])
+    assert preview.exit_code == 0, preview.output
+    report = json.loads(preview.stdout)
+    chip = ModelDirectory.resolve().chip
+    assert report["model"] == "demo" and report["chip"]["input_size"] == chip.input_size == 128
+    assert all(max(r["out_shape"]) <= 128 for r in report["regions"] if r["status"] == "ok")
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["--tiles", "--tile-size", "256", "--tile-overlap", "256"], "--tile-overlap"),
+    (["--tiles", "--aoi", "AOI"], "--aoi / --tiles"),
+])
+def test_contradicting_options_are_usage_errors_naming_the_flag(tmp_path, demo_inputs, args, flag):
+    out = tmp_path / "out.gpkg"
+    args = [str(demo_inputs.aoi) if a == "AOI" else a for a in args]
+    result = CliRunner().invoke(cli, ["describe", str(demo_inputs.scene), "-o", str(out), *args])
+    assert result.exit_code == 2, result.output
+    assert flag in result.output and "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_resume_with_nothing_left_never_imports_torch(tmp_path, tiny_model_dir, demo_inputs):
+    out = tmp_path / "out.gpkg"
+    args = ["describe", str(demo_inputs.scene), "--aoi", str(demo_inputs.aoi), "-o", str(out),
+            "--model", tiny_model_dir, "--max-new-tokens", "2"]
+    assert run(args).exit_code == 0
+    code = ("import sys, json; from batch.cli import cli\n"
+            "try:\n    cli(sys.argv[1:], standalone_mode=False)\nfinally:\n"
+            "    print(json.dumps({'torch': 'torch' in sys.modules}), file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", code, *args, "--resume", "-q"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["described"] == 0 and summary["already_done"] == demo_inputs.objects + 1
+    assert json.loads(done.stderr.strip().splitlines()[-1]) == {"torch": False}
 
 
 def test_tiles_mode_writes_one_polygon_per_tile(tmp_path, tiny_model_dir, demo_inputs):

@@ -51,7 +51,11 @@ def test_json_report_lists_each_region_and_its_error(make_raster, tmp_path):
         "field": lonlat_box("EPSG:32633", t, 10, 8, 20, 14),
         "far": lonlat_box("EPSG:32633", t, 500, 8, 520, 14),
         "edge": lonlat_box("EPSG:32633", t, 54, 8, 74, 14)})
-    result = run(scene, "--aoi", aoi, "--json", "--min-window", "16")
+    model = tmp_path / "model"           # chip settings only: `regions` reads no weights
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "mgimm_processor.json").write_text(json.dumps({"image_size": 336, "chip_min_window": 16}))
+    result = run(scene, "--aoi", aoi, "--json", "--model", str(model))
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert (report["ok"], report["failed"], report["crs"]) == (2, 1, "EPSG:32633")
@@ -63,7 +67,8 @@ def test_json_report_lists_each_region_and_its_error(make_raster, tmp_path):
     assert field["box"] == [10 - w["col_off"], 8 - w["row_off"], 20 - w["col_off"],
                             14 - w["row_off"]]
     assert abs(field["gsd_m"] - 10.0) < 0.01
-    assert far["status"] == "error" and far["error_type"] == "RegionError"
+    assert report["chip"] == {"input_size": 336, "context": 0.25, "min_window": 16}
+    assert far["status"] == "error" and far["error_code"] == "region_outside"
     assert "outside the scene" in far["error"] and far["id"] == "far"
     assert edge["valid_fraction"] == 0.5
     assert "outside the scene" in result.stderr          # the warning, on stderr

@@ -16,10 +16,10 @@ import pytest
 from click.testing import CliRunner
 
 from batch.cli import cli
-from mgimm_core.engines.local import LocalEngine
+from mgimm_core.engines import LoadOptions, open_engine
 from mgimm_core.errors import SceneError
 from mgimm_core.output import RunInfo
-from mgimm_core.pipeline import Timings
+from mgimm_core.pipeline import DescribeOptions, Timings, describe_to_output
 from mgimm_core.planning import FeatureSpec, WorkUnit
 from mgimm_core.regions import read_aoi
 from mgimm_core.scene import Scene
@@ -60,10 +60,8 @@ class Workers:
         self.model_dir, self._engine = model_dir, None
 
     def engine(self):
-        from mgimm_core.engines.ray_engine import RayEngine
-
         if self._engine is None:
-            self._engine = RayEngine.start(self.model_dir, device="cpu", max_new_tokens=4, workers=2)
+            self._engine = open_engine("ray", self.model_dir, LoadOptions(device="cpu", max_new_tokens=4), workers=2)
         return self._engine
 
     def release(self):
@@ -87,11 +85,11 @@ def ray_engine(workers):
 @pytest.fixture(scope="module")
 def local_rows(tmp_path_factory, tiny_model_dir, inputs):
     scene_path, aoi, _n = inputs
-    engine = LocalEngine.load(tiny_model_dir, device="cpu", max_new_tokens=4)
+    engine = open_engine("local", tiny_model_dir, LoadOptions(device="cpu", max_new_tokens=4))
     out = tmp_path_factory.mktemp("local") / "local.gpkg"
     with Scene.open(str(scene_path)) as scene:
-        engine.describe_to_output([scene], read_aoi(str(aoi)), str(out), "create", RunInfo(model_id="tiny"),
-                                  batch_size=4)
+        describe_to_output([scene], read_aoi(str(aoi)), engine, str(out), "create", RunInfo(model_id="tiny"),
+                           DescribeOptions(batch_size=4))
     return rows_by_key(out)
 
 
@@ -115,9 +113,11 @@ def assert_same_results(got: dict, expected: dict):
 def test_ray_engine_matches_the_local_engine_region_by_region(tmp_path, ray_engine, inputs, local_rows):
     scene_path, aoi, n = inputs
     out = tmp_path / "ray.gpkg"
+    ray_engine.regions_per_unit = 3
     with Scene.open(str(scene_path)) as scene:
-        summary = ray_engine.describe_to_output([scene], read_aoi(str(aoi)), str(out), "create",
-                                                RunInfo(model_id="tiny"), batch_size=4, regions_per_unit=3)
+        summary = describe_to_output([scene], read_aoi(str(aoi)), ray_engine, str(out), "create",
+                                     RunInfo(model_id="tiny"), DescribeOptions(batch_size=4))
+    ray_engine.regions_per_unit = None
     assert summary["described"] == n - 1 and summary["failed"] == 1
     assert summary["workers"] == 2 and summary["work_units"] == 4       # 10 placed regions, 3 per unit
     assert set(summary["timings_s"]) >= {"plan", "read", "model", "write"}
@@ -130,15 +130,14 @@ def test_a_scene_the_workers_cannot_see_fails_with_the_scene_error(ray_engine, i
     _scene, aoi, _n = inputs
     unit = WorkUnit("/nonexistent/scene.tif", tuple(FeatureSpec.from_feature(f) for f in read_aoi(str(aoi))[:1]))
     with pytest.raises(SceneError, match="no such file"):
-        list(ray_engine.stream([unit], {"batch_size": 2}, timings=Timings()))
+        list(ray_engine.stream([unit], DescribeOptions(batch_size=2), timings=Timings()))
 
 
 def test_workers_that_cannot_fit_fail_clearly_instead_of_waiting(ray_engine, tiny_model_dir):
-    from mgimm_core.engines.ray_engine import RayEngine
     from mgimm_core.errors import ModelError
 
     with pytest.raises(ModelError, match="free.*fewer --workers"):   # ray_engine holds both CPUs
-        RayEngine.start(tiny_model_dir, device="cpu", workers=2)
+        open_engine("ray", tiny_model_dir, LoadOptions(device="cpu"), workers=2)
 
 
 def test_interrupted_ray_run_resumes_through_the_cli_without_duplicates(tmp_path, workers, tiny_model_dir,
@@ -147,10 +146,12 @@ def test_interrupted_ray_run_resumes_through_the_cli_without_duplicates(tmp_path
     scene_path, aoi, n = inputs
     out = tmp_path / "ray.gpkg"
     written = []
+    ray_engine.regions_per_unit = 2
     with Scene.open(str(scene_path)) as scene:
-        summary = ray_engine.describe_to_output(
-            [scene], read_aoi(str(aoi)), str(out), "create", RunInfo(model_id="tiny"), batch_size=2,
-            regions_per_unit=2, on_batch=written.append, should_cancel=lambda: len(written) >= 2)
+        summary = describe_to_output(
+            [scene], read_aoi(str(aoi)), ray_engine, str(out), "create", RunInfo(model_id="tiny"),
+            DescribeOptions(batch_size=2), on_batch=lambda done, total: written.append(done),
+            should_cancel=lambda: len(written) >= 2)
     assert summary["cancelled"] is True
     partial = rows_by_key(out)
     assert 0 < len(partial) < n                          # the first units were committed, not the rest

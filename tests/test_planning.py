@@ -9,9 +9,12 @@ import pyproj
 import pytest
 import shapely
 
-from mgimm_core.planning import (FeatureSpec, Plan, WorkUnit, hilbert_index, length_sorted, locate_window, padding_tokens,
-                                 plan_regions)
-from mgimm_core.regions import AOIFeature, prepare_region
+from mgimm_core.errors import RegionOutsideError
+from mgimm_core.pipeline import region_work
+from mgimm_core.planning import FeatureSpec, Plan, WorkUnit, hilbert_index, length_sorted, padding_tokens, plan_units
+from mgimm_core.regions import AOIFeature, ChipSettings, place_region
+
+CHIP = ChipSettings(input_size=32, context=0.25, min_window=8)
 from mgimm_core.scene import Scene
 
 UTM = pyproj.CRS("EPSG:32633")
@@ -31,7 +34,7 @@ def block_reads(plan, scene) -> tuple[int, int]:
     for unit in plan.units:
         blocks = set()
         for spec in unit.features:
-            w = locate_window(scene, spec.to_feature(), model_input=32, context=0.25, min_window=8)
+            w = place_region(scene, spec.to_feature(), CHIP).window
             for r in range(max(0, w.row_off) // rows, (min(scene.height, w.row_off + w.height) - 1) // rows + 1):
                 for c in range(max(0, w.col_off) // cols, (min(scene.width, w.col_off + w.width) - 1) // cols + 1):
                     blocks.add((r, c))
@@ -57,20 +60,13 @@ def test_feature_spec_round_trips_geometry_crs_and_properties_exactly():
     assert back.crs == feature.crs and back.id == "a" and back.properties == feature.properties
 
 
-def test_locate_window_is_the_window_prepare_region_reads(make_raster):
-    with Scene.open(make_raster(width=128, height=96, tiled=True, blocksize=32)) as scene:
-        for feature in [square("a", 3, 4), square("b", 100, 80, side=20), square("c", 120, 90, side=30)]:
-            expected = prepare_region(scene, feature, model_input=32, context=0.25, min_window=8).window
-            assert locate_window(scene, feature, model_input=32, context=0.25, min_window=8) == expected
-
-
 def test_plan_orders_regions_by_block_locality_so_blocks_are_read_about_once(make_raster):
     path = make_raster(width=256, height=256, tiled=True, blocksize=32)
     rng = random.Random(0)
     features = [square(f"r{r}-{c}", c * 16 + 5, r * 16 + 5) for r in range(16) for c in range(16)]
     rng.shuffle(features)                                     # input order: no locality at all
     with Scene.open(path) as scene:
-        plan = plan_regions([scene], features, chip_size=32, context=0.25, min_window=8, regions_per_unit=16)
+        plan = plan_units(region_work([scene], features, CHIP), regions_per_unit=16)
         assert plan.regions == 256 and not plan.errors and {len(u) for u in plan.units} == {16}
         sorted_reads, distinct = block_reads(plan, scene)
         # Units of the same size cut from the input order, for comparison.
@@ -88,11 +84,11 @@ def test_plan_groups_by_scene_skips_done_regions_and_reports_uncovered_ones(make
     features = [square("in-left", 5, 5), square("in-right", 70, 5), square("both", 60, 20),
                 square("nowhere", 500, 500), square("done", 10, 30)]
     with Scene.open(left) as a, Scene.open(right) as b:
-        plan = plan_regions([a, b], features, chip_size=32, regions_per_unit=8, skip={(a.path, "done")})
+        plan = plan_units(region_work([a, b], features, CHIP), regions_per_unit=8, skip={(a.path, "done")})
     by_scene = {u.scene: sorted(f.id for f in u.features) for u in plan.units}
     assert by_scene == {left: ["both", "in-left"], right: ["both", "in-right"]}
-    assert [(name, f.id) for name, f, _e in plan.errors] == [("", "nowhere")]
-    assert "outside all 2 scenes" in str(plan.errors[0][2])
+    assert [(item.scene_name, item.subject.id) for item in plan.errors] == [("", "nowhere")]
+    assert isinstance(plan.errors[0].error, RegionOutsideError) and plan.errors[0].error.code == "region_outside"
 
 
 def test_length_sort_cuts_padding_and_keeps_equal_lengths_in_order():

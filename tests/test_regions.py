@@ -19,9 +19,9 @@ import pytest
 import shapely
 from rasterio.transform import from_origin
 
-from mgimm_core.errors import AOIError, CRSError, RegionError
-from mgimm_core.regions import (AOIFeature, RegionChip, chip_window, prepare_region,
-                                prepare_regions, read_aoi, read_region)
+from mgimm_core.errors import AOIError, CRSError, RegionError, RegionOutsideError
+from mgimm_core.regions import (AOIFeature, ChipSettings, RegionChip, chip_window, prepare_region,
+                                prepare_regions, read_aoi)
 from mgimm_core.scene import Scene
 
 # An L-shape with a square hole in scene pixel coordinates (x = column, y = row, edges on integers).
@@ -85,7 +85,7 @@ def mask_in_scene(chip: RegionChip, height: int, width: int) -> np.ndarray:
 def assert_exact(scene_path, aoi_path, scene_crs, *, bands=None, layer=None):
     with Scene.open(scene_path, bands=bands) as scene:
         [feature] = read_aoi(aoi_path, layer=layer)
-        chip = prepare_region(scene, feature, min_window=8)
+        chip = prepare_region(scene, feature, ChipSettings(min_window=8))
         got = mask_in_scene(chip, scene.height, scene.width)
         expected = expected_l_pixels(scene.height, scene.width)
         assert np.array_equal(got, expected), (
@@ -149,7 +149,7 @@ def test_long_lonlat_edges_follow_their_curved_path_in_a_polar_scene(make_raster
     poly = shapely.Polygon([(0, -88.6), (90, -88.6), (90, -89.4), (0, -89.4)])
     aoi = write_geojson(tmp_path / "arc.geojson", [poly])
     with Scene.open(scene_path) as scene:
-        chip = prepare_region(scene, read_aoi(aoi)[0], model_input=400)
+        chip = prepare_region(scene, read_aoi(aoi)[0], ChipSettings(input_size=400))
         got = mask_in_scene(chip, scene.height, scene.width)
         tr = pyproj.Transformer.from_crs("EPSG:3031", "EPSG:4326", always_xy=True)
         rows, cols = np.mgrid[0:200, 0:200]
@@ -298,7 +298,8 @@ def test_region_outside_scene_errors_while_others_go_on(make_raster):
         outside = feature(pixel_box(scene, 100, 4, 110, 10), fid="out")
         results = prepare_regions(scene, [outside, inside])
     assert isinstance(results[0], RegionError) and results[0].feature_id == "out"
-    assert "outside the scene" in str(results[0]) and "--aoi-crs" in str(results[0])
+    assert isinstance(results[0], RegionOutsideError) and results[0].code == "region_outside"
+    assert "outside the scene" in str(results[0]) and "AOI's CRS" in str(results[0])
     assert isinstance(results[1], RegionChip) and results[1].mask.sum() == 36
 
 
@@ -351,7 +352,7 @@ def test_coordinates_beyond_the_crs_domain_fail_only_that_region(make_raster):
 # ----------------------------------------------------------------------------- windows
 def test_tiny_region_gets_the_minimum_context_window(make_raster):
     with Scene.open(make_raster(width=200, height=200)) as scene:
-        chip = prepare_region(scene, feature(pixel_box(scene, 100, 100, 101, 101)), min_window=64)
+        chip = prepare_region(scene, feature(pixel_box(scene, 100, 100, 101, 101)), ChipSettings(min_window=64))
     assert (chip.window.width, chip.window.height, chip.out_shape) == (64, 64, (64, 64))
     assert chip.mask.sum() == 1
     x1, y1, x2, y2 = chip.box
@@ -362,7 +363,7 @@ def test_tiny_region_gets_the_minimum_context_window(make_raster):
 def test_large_region_is_read_at_model_input_with_mask_and_box_in_that_grid(make_raster):
     with Scene.open(make_raster(width=200, height=160)) as scene:
         region = pixel_box(scene, 20, 30, 140, 110)        # 120 x 80 pixels
-        chip = prepare_region(scene, feature(region), model_input=32, context=0.25)
+        chip = prepare_region(scene, feature(region), ChipSettings(input_size=32, context=0.25))
         assert chip.window.width == chip.window.height == 180   # 120 * 1.5
         assert chip.out_shape == (32, 32) and chip.scale == pytest.approx(180 / 32)
         s, c0, r0 = chip.scale, chip.window.col_off, chip.window.row_off
@@ -374,8 +375,7 @@ def test_large_region_is_read_at_model_input_with_mask_and_box_in_that_grid(make
                   & (r0 + (rows + 0.5) * s > 30) & (r0 + (rows + 0.5) * s < 110))
         assert np.array_equal(chip.mask, inside)
         assert chip.gsd_m == pytest.approx(10.0 * s, rel=1e-3)
-        image, valid = read_region(scene, chip)
-        assert image.shape == (32, 32, 3) and valid.shape == (32, 32)
+        assert chip.image.shape == (32, 32, 3) and chip.valid.shape == (32, 32)
 
 
 def test_window_stays_inside_the_scene_when_it_fits():

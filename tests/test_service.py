@@ -14,6 +14,7 @@ import shapely
 import shapely.geometry
 from rasterio.io import MemoryFile
 
+from mgimm_core.engines import LoadOptions
 from mgimm_core.service import (ERROR_CODES, HANDLERS, Service, ServiceError, encode_png, error_payload,
                                 thumbnail_png_b64)
 
@@ -46,7 +47,7 @@ OUTSIDE = lonlat_polygon(ORIGIN[0] + 5000, ORIGIN[1] - 300, ORIGIN[0] + 5200, OR
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
-    return Service(save_tiny_model(tmp_path_factory), device="cpu", max_new_tokens=6)
+    return Service(save_tiny_model(tmp_path_factory), load=LoadOptions(device="cpu", max_new_tokens=6))
 
 
 def decode_png(b64: str) -> np.ndarray:
@@ -108,11 +109,14 @@ def test_missing_raster_is_not_found_naming_the_file(service, tmp_path):
 
 
 def test_raster_without_crs_and_lonlat_region_is_no_crs(service, make_raster):
+    from mgimm_core.errors import NoCRSError
+
     raster = make_raster(crs=None)
-    with pytest.raises(ServiceError) as caught:
+    with pytest.raises(NoCRSError) as caught:
         service.handle("describe", {"raster": raster, "regions": [{"wkt": INSIDE}]})
-    assert caught.value.code == "no_crs"
-    assert raster in caught.value.message and "gdal_edit.py -a_srs" in caught.value.message
+    payload = error_payload(caught.value)           # what the worker and the server send
+    assert payload["code"] == "no_crs" and ERROR_CODES["no_crs"] == 422
+    assert raster in payload["message"] and "gdal_edit.py -a_srs" in payload["message"]
 
 
 def test_every_region_outside_is_region_outside(service, make_raster):
@@ -191,10 +195,16 @@ def test_describe_file_writes_the_cli_summary(service, make_raster, tmp_path):
 
 
 def test_error_payload_codes():
-    from mgimm_core.errors import ModelError, SceneError
+    from mgimm_core.errors import (AOIError, BandError, CRSError, GeotransformError, MGIMMError, ModelError,
+                                   NoCRSError, OptionsError, OutputError, RegionError, RegionGeometryError,
+                                   RegionOutsideError, RegionTooSmallError, SceneError)
 
     assert error_payload(ModelError("no model"))["code"] == "model"
-    assert error_payload(SceneError("bad file"))["code"] == "bad_input"
+    assert error_payload(SceneError("bad file"))["code"] == "scene_unreadable"
+    assert error_payload(MGIMMError("bad"))["code"] == "bad_input"
+    for cls in (SceneError, BandError, CRSError, NoCRSError, AOIError, OptionsError, RegionError,
+                RegionOutsideError, RegionGeometryError, RegionTooSmallError, OutputError, GeotransformError):
+        assert error_payload(cls("x"))["code"] == cls.code and cls.code in ERROR_CODES
     internal = error_payload(KeyError("boom"))
     assert internal["code"] == "internal" and "report" in internal["message"]
     assert all(400 <= status < 600 for status in ERROR_CODES.values())

@@ -1,7 +1,7 @@
 """Training samples for the demo model, cut from synthetic scenes by the same geo core as inference.
 
 Each synthetic scene is written to an in-memory GeoTIFF and opened as a `Scene`; every sample is then
-a `prepare_region` + `read_region` of a polygon, exactly as `mgimm-geo describe` prepares a user's
+a `prepare_region` (placement + one read) of a polygon, exactly as `mgimm-geo describe` prepares a user's
 AOI. Chip size, context margin, decimation and masks therefore match at training and inference.
 """
 
@@ -17,7 +17,7 @@ from rasterio.io import MemoryFile
 from shapely.geometry import box as shapely_box
 
 from mgimm_core.prompts import ATTRIBUTE_PROMPT, DESCRIPTION_PROMPT
-from mgimm_core.regions import AOIFeature, prepare_region, read_region
+from mgimm_core.regions import AOIFeature, ChipSettings, prepare_region
 from mgimm_core.scene import Scene
 from mgimm_core.vocabulary import attribute_phrase
 from training.synthetic import SceneSample, describe_tile, generate_scene
@@ -61,10 +61,9 @@ def _open_in_memory(scene: SceneSample, memfile: MemoryFile) -> Scene:
 
 def _chip(geo_scene: Scene, geom_px, crs, transform, *, model_input, context, min_window):
     feature = AOIFeature(id="0", geometry=_pixels_to_crs(geom_px, transform), crs=crs)
-    chip = prepare_region(geo_scene, feature, model_input=model_input, context=context,
-                          min_window=min_window)
-    image, _ = read_region(geo_scene, chip)
-    return image, tuple(float(v) for v in chip.box), chip.mask
+    chip = prepare_region(geo_scene, feature, ChipSettings(input_size=model_input, context=context,
+                                                           min_window=min_window))
+    return chip.image, tuple(float(v) for v in chip.box), chip.mask
 
 
 def scene_samples(scene: SceneSample, rng: np.random.Generator, *, model_input: int,

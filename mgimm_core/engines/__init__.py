@@ -1,30 +1,71 @@
 """Where `describe` runs: in this process (`local`) or on a Ray cluster (`ray`).
 
-Both engines have the same shape: a model identity (`model_id`, `model_sha256`, `device`,
-`chip_size`), `describe_to_output(scenes, features, output, mode, run, ...)` returning the JSON
-summary, and `close()`. Ray is an optional extra and is imported only by `open_engine("ray")`.
+An engine is a small protocol (`Engine`): the model's identity and chip settings (`model`, a
+`ModelDirectory`, known without loading weights), `device`, `outcomes(work, options, ...)` yielding
+lists of `Outcome`s (the one loop, `mgimm_core.pipeline.describe_work`, runs inside it), extra
+summary fields, and `close()`. Ray is an optional extra, imported only by `open_engine("ray")`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Protocol
+
+from mgimm_core.errors import OptionsError
+from mgimm_core.model_dir import ModelDirectory
+
 ENGINES = ("local", "ray")
 
 
-def open_engine(name: str, model_dir=None, *, device: str = "auto", max_new_tokens: int = 200,
-                compile: bool = False, address: str | None = None, workers: int | None = None,
-                **scene_options):
-    """Load the model where the engine runs it. scene_options (bands, nodata) are what each
-    worker opens scenes with; the local engine uses the scenes it is given."""
+@dataclass(frozen=True)
+class LoadOptions:
+    """How the model is loaded: device, answer length, compiled decode, torch threads."""
+
+    device: str = "auto"
+    max_new_tokens: int = 200
+    compile: bool = False
+    threads: int | None = None         # None: mgimm_core.threads.default_threads() at load time
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise OptionsError(f"max new tokens {self.max_new_tokens}: give at least 1.", "max_new_tokens")
+        if self.threads is not None and self.threads < 1:
+            raise OptionsError(f"threads {self.threads}: give at least 1.", "threads")
+
+
+class Engine(Protocol):
+    name: str
+    supports_tiles: bool
+    model: ModelDirectory
+    load: LoadOptions
+    device: str
+
+    def outcomes(self, work: Iterable, options, *, skip: set | frozenset, timings,
+                 should_cancel: Callable[[], bool]) -> Iterator[list]: ...
+
+    def summary_extras(self) -> dict: ...
+
+    def close(self) -> None: ...
+
+
+def open_engine(name: str, model_dir=None, load: LoadOptions = LoadOptions(), *, address: str | None = None,
+                workers: int | None = None, scene_options: dict | None = None) -> Engine:
+    """The engine `name` for the model in `model_dir` (default: the demo model).
+
+    local: loads the model in this process on first use (a run with nothing to describe never
+    imports torch). ray: starts the actors now, each loading the model once; scene_options
+    (bands, nodata) are what each actor opens scenes with.
+    """
+    model = ModelDirectory.resolve(model_dir)
     if name == "local":
         from .local import LocalEngine
 
-        return LocalEngine.load(model_dir, device=device, max_new_tokens=max_new_tokens, compile=compile)
+        return LocalEngine(model, load)
     if name == "ray":
         from .ray_engine import RayEngine
 
-        return RayEngine.start(model_dir, device=device, max_new_tokens=max_new_tokens, compile=compile,
-                               address=address, workers=workers, scene_options=scene_options)
-    raise ValueError(f"engine {name!r}: use one of {', '.join(ENGINES)}")
+        return RayEngine.start(model, load, address=address, workers=workers, scene_options=scene_options or {})
+    raise OptionsError(f"engine {name!r}: use one of {', '.join(ENGINES)}", "engine")
 
 
-__all__ = ["ENGINES", "open_engine"]
+__all__ = ["ENGINES", "Engine", "LoadOptions", "open_engine"]

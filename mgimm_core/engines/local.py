@@ -1,52 +1,75 @@
-"""The local engine: one model in this process, the pipeline's streaming describe (what
-`describe` always did)."""
+"""The local engine: one model in this process, loaded on first use, running the describe loop."""
 
 from __future__ import annotations
 
-from mgimm_core.output import sha256_path
+import logging
+import threading
+import time
+
+from mgimm_core.model_dir import ModelDirectory
+from mgimm_core.pipeline import describe_work
+
+log = logging.getLogger(__name__)
 
 
 class LocalEngine:
-    """A loaded Describer; describe_to_output is `mgimm_core.pipeline.describe_to_output`."""
+    """A model directory and, once something needs it, its loaded Describer.
+
+    It is itself the loop's `RegionModel` (model_id + describe), so the weights load only when
+    the first batch is ready: `--resume` with nothing left returns without importing torch.
+    """
 
     name = "local"
+    supports_tiles = True
 
-    def __init__(self, describer):
-        self.describer = describer
-        self._sha256 = None
-
-    @classmethod
-    def load(cls, model_dir=None, *, device: str = "auto", max_new_tokens: int = 200,
-             compile: bool = False) -> "LocalEngine":
-        from mgimm_core.describer import Describer  # torch loads only now
-
-        return cls(Describer.load(model_dir, device=device, max_new_tokens=max_new_tokens, compile=compile))
+    def __init__(self, model: ModelDirectory, load):
+        self.model = model
+        self.load = load
+        self._describer = None
+        self._lock = threading.Lock()
 
     @property
     def model_id(self) -> str:
-        return self.describer.model_id
+        return self.model.model_id
+
+    @property
+    def loaded(self) -> bool:
+        return self._describer is not None
+
+    @property
+    def describer(self):
+        """The loaded Describer (loading it now if needed; thread-safe for the server)."""
+        with self._lock:
+            if self._describer is None:
+                import torch  # loads only now
+
+                from mgimm_core.describer import Describer
+
+                started = time.perf_counter()
+                if self.load.threads:
+                    torch.set_num_threads(self.load.threads)
+                self._describer = Describer.load(self.model.path, device=self.load.device,
+                                                 max_new_tokens=self.load.max_new_tokens,
+                                                 compile=self.load.compile)
+                self._describer.model_id = self.model.model_id
+                log.info("model %s loaded on %s in %.1f s", self.model.model_id, self._describer.device,
+                         time.perf_counter() - started)
+        return self._describer
 
     @property
     def device(self) -> str:
-        return str(self.describer.device)
+        """The device in use, or the one asked for while the model is not loaded yet."""
+        return str(self._describer.device) if self._describer is not None else self.load.device
 
-    @property
-    def chip_size(self) -> int:
-        return self.describer.chip_size
+    def describe(self, images, boxes, masks, **questions):
+        return self.describer.describe(images, boxes, masks, **questions)
 
-    @property
-    def model_sha256(self) -> str:
-        if self._sha256 is None:
-            self._sha256 = sha256_path(self.describer.model_dir)
-        return self._sha256
+    def outcomes(self, work, options, *, skip=frozenset(), timings=None, should_cancel=lambda: False):
+        """The describe loop over `work` with this engine's model."""
+        return describe_work(work, self, options, skip=skip, timings=timings, should_cancel=should_cancel)
 
-    def describe_to_output(self, scenes, features, output, mode, run, **options) -> dict:
-        """scenes: opened Scenes; options: those of pipeline.describe_to_output."""
-        from mgimm_core.pipeline import describe_to_output
-
-        summary = describe_to_output(scenes, features, self.describer, output, mode, run, **options)
-        summary["engine"] = self.name
-        return summary
+    def summary_extras(self) -> dict:
+        return {}
 
     def close(self) -> None:
         pass

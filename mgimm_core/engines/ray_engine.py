@@ -18,6 +18,7 @@ Ray is an optional extra: it is imported only when this engine starts.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -25,11 +26,10 @@ import time
 from collections import OrderedDict, deque
 from typing import Callable
 
-from mgimm_core.errors import MGIMMError, ModelError
-from mgimm_core.output import open_output, sha256_path
-from mgimm_core.pipeline import DescribeSettings, Timings, _region_record, describe_regions, preflight
-from mgimm_core.planning import Plan, WorkUnit, plan_regions
-from mgimm_core.prompts import DESCRIPTION_PROMPT
+from mgimm_core.errors import MGIMMError, ModelError, OptionsError
+from mgimm_core.model_dir import DEMO_MODEL_DIR, ModelDirectory
+from mgimm_core.pipeline import DescribeOptions, Outcome, Timings, build_record, describe_work, region_work
+from mgimm_core.planning import WorkUnit, plan_units
 
 log = logging.getLogger(__name__)
 
@@ -59,20 +59,15 @@ class DescribeWorker:
     (with its message) rather than a bare "actor died".
     """
 
-    def __init__(self, model_dir, device: str, max_new_tokens: int, compile: bool, scene_options: dict,
-                 torch_threads: int | None):
+    def __init__(self, model_dir: str | None, load, scene_options: dict):
+        from mgimm_core.engines.local import LocalEngine
+
         self._error = None
         self._scenes: OrderedDict = OrderedDict()
         self.scene_options = dict(scene_options or {})
         try:
-            if torch_threads:
-                import torch
-
-                torch.set_num_threads(torch_threads)
-            from mgimm_core.describer import Describer
-
-            self.describer = Describer.load(model_dir, device=device, max_new_tokens=max_new_tokens,
-                                            compile=compile)
+            self.engine = LocalEngine(ModelDirectory.resolve(model_dir), load)
+            self.engine.describer               # load now: a bad model fails at start, not mid-run
         except MGIMMError as exc:
             self._error = exc
 
@@ -82,13 +77,8 @@ class DescribeWorker:
 
     def info(self) -> dict:
         self._check()
-        d = self.describer
-        return {"model_id": d.model_id, "device": str(d.device), "chip_size": d.chip_size,
-                "model_dir": str(d.model_dir), "host": socket.gethostname(), "pid": os.getpid()}
-
-    def model_sha256(self) -> str:
-        self._check()
-        return sha256_path(self.describer.model_dir)
+        return {"model_id": self.engine.model_id, "device": self.engine.device,
+                "model_dir": str(self.engine.model.path), "host": socket.gethostname(), "pid": os.getpid()}
 
     def _scene(self, path: str):
         from mgimm_core.scene import Scene
@@ -102,17 +92,14 @@ class DescribeWorker:
             self._scenes.popitem(last=False)[1].close()
         return scene
 
-    def describe(self, unit: WorkUnit, settings: dict) -> tuple[list, dict]:
-        """(records, seconds per stage) for one unit; regions in the unit's (locality) order."""
+    def describe(self, unit: WorkUnit, options: DescribeOptions) -> tuple[list, dict]:
+        """(records, timings) for one unit: the describe loop over its regions, in locality order."""
         self._check()
         scene = self._scene(unit.scene)
         timings = Timings()
-        records = []
-        features = [spec.to_feature() for spec in unit.features]
-        for batch in describe_regions([scene], features, self.describer, DescribeSettings(**settings),
-                                      timings=timings):
-            records.extend(batch)
-        return records, dict(timings.seconds)
+        work = region_work([scene], [spec.to_feature() for spec in unit.features], self.engine.model.chip)
+        records = [o.record for batch in self.engine.outcomes(work, options, timings=timings) for o in batch]
+        return records, {"seconds": dict(timings.seconds), "counts": dict(timings.counts)}
 
 
 def _raise_from_ray(exc: BaseException, what: str):
@@ -128,18 +115,20 @@ class RayEngine:
     """A pool of DescribeWorker actors on a Ray cluster (a local one unless `address` is given)."""
 
     name = "ray"
+    supports_tiles = False
 
-    def __init__(self, ray, actors: list, info: dict, *, owns_ray: bool):
+    def __init__(self, ray, model: ModelDirectory, actors: list, info: dict, *, owns_ray: bool):
         self.ray = ray
+        self.model = model
         self.actors = actors
         self.info = info
         self._owns_ray = owns_ray
-        self._sha256 = None
         self._held: dict = {}
+        self._units = 0
+        self.regions_per_unit: int | None = None     # default: two batches
 
     @classmethod
-    def start(cls, model_dir=None, *, device: str = "auto", max_new_tokens: int = 200, compile: bool = False,
-              address: str | None = None, workers: int | None = None,
+    def start(cls, model: ModelDirectory, load, *, address: str | None = None, workers: int | None = None,
               scene_options: dict | None = None) -> "RayEngine":
         """Connect to (or start) Ray and load the model once in each of `workers` actors.
 
@@ -150,6 +139,7 @@ class RayEngine:
             GPUs (each actor sees exactly one, as "cuda").
         """
         ray = import_ray()
+        device = load.device
         owns = False
         if not ray.is_initialized():
             ray.init(address=address, include_dashboard=False, log_to_driver=False,
@@ -179,9 +169,11 @@ class RayEngine:
                              f"{count} worker(s) need {', '.join(f'{v:g} {k}' for k, v in short.items())}; "
                              f"use fewer --workers or wait for other jobs on the cluster to finish")
         remote = ray.remote(DescribeWorker).options(max_restarts=1, max_task_retries=1, **resources_per_actor)
-        actors = [remote.remote(None if model_dir is None else str(model_dir), actor_device, max_new_tokens,
-                                compile, scene_options or {}, threads) for _ in range(count)]
-        engine = cls(ray, actors, {}, owns_ray=owns)
+        actor_load = dataclasses.replace(load, device=actor_device, threads=threads)
+        model_dir = None if model.model_id == "demo" and model.path == DEMO_MODEL_DIR else str(model.path)
+        actors = [remote.remote(model_dir, actor_load, scene_options or {}) for _ in range(count)]
+        engine = cls(ray, model, actors, {}, owns_ray=owns)
+        engine.load = load
         engine._held = need
         try:
             infos = ray.get([a.info.remote() for a in actors])
@@ -202,30 +194,11 @@ class RayEngine:
         return self.info["device"]
 
     @property
-    def chip_size(self) -> int:
-        return int(self.info["chip_size"])
-
-    @property
     def workers(self) -> int:
         return len(self.actors)
 
-    @property
-    def model_sha256(self) -> str:
-        """Hash of the model directory as the workers see it (the driver may not see it)."""
-        if self._sha256 is None:
-            try:
-                self._sha256 = self.ray.get(self.actors[0].model_sha256.remote())
-            except Exception as exc:  # noqa: BLE001
-                _raise_from_ray(exc, "hashing the model")
-        return self._sha256
-
     # ------------------------------------------------------------------ running
-    def plan(self, scenes, features, *, regions_per_unit: int, skip: set | None = None) -> Plan:
-        settings = DescribeSettings()
-        return plan_regions(scenes, features, chip_size=self.chip_size, context=settings.context,
-                            min_window=settings.min_window, regions_per_unit=regions_per_unit, skip=skip)
-
-    def stream(self, units: list[WorkUnit], settings: dict, *, timings: Timings,
+    def stream(self, units: list[WorkUnit], options: DescribeOptions, *, timings: Timings,
                should_cancel: Callable[[], bool] = lambda: False):
         """Yield each unit's records as it finishes, keeping every actor busy."""
         ray = self.ray
@@ -233,7 +206,7 @@ class RayEngine:
 
         def submit(actor):
             unit = queue.popleft()
-            in_flight[actor.describe.remote(unit, settings)] = (actor, unit)
+            in_flight[actor.describe.remote(unit, options)] = (actor, unit)
 
         for _ in range(UNITS_IN_FLIGHT):
             for actor in self.actors:
@@ -244,11 +217,10 @@ class RayEngine:
                 [ref], _ = ray.wait(list(in_flight), num_returns=1)
                 actor, unit = in_flight.pop(ref)
                 try:
-                    records, seconds = ray.get(ref)
+                    records, unit_timings = ray.get(ref)
                 except Exception as exc:  # noqa: BLE001
                     _raise_from_ray(exc, f"describing work unit {unit.index} ({len(unit)} regions of {unit.scene})")
-                for stage, value in seconds.items():
-                    timings.seconds[stage] += value
+                timings.merge(unit_timings)
                 yield records
                 if should_cancel():
                     return
@@ -261,52 +233,26 @@ class RayEngine:
                 except Exception:  # noqa: BLE001 - best effort; the actors are killed at close
                     pass
 
-    def describe_to_output(self, scenes, features, output, mode, run, *, tiles: bool = False, batch_size: int = 8,
-                           prompt: str | None = None, attributes: bool = True,
-                           regions_per_unit: int | None = None,
-                           on_batch: Callable[[int], None] = lambda done: None,
-                           should_cancel: Callable[[], bool] = lambda: False, **_tile_options) -> dict:
-        """The Ray counterpart of pipeline.describe_to_output: same output, same summary keys
-        (plus engine, workers, units). scenes: opened Scenes (metadata for planning); workers
-        reopen them by path. regions_per_unit: default 2 batches."""
-        if tiles:
-            raise MGIMMError("--tiles is not supported with --engine ray yet; run it with --engine local "
-                             "(tiles of one scene are read in block order on one machine)")
-        preflight(scenes, features)
-        timings = Timings()
-        counts = {"described": 0, "failed": 0}
-        settings = dict(batch_size=batch_size, prompt=prompt, attributes=attributes)
-        used_prompt = prompt or DESCRIPTION_PROMPT
-        started = time.perf_counter()
-        units = 0
-        with open_output(output, mode=mode, run=run) as out:
-            done = out.completed_region_keys() if mode == "resume" else set()
-            t = time.perf_counter()
-            plan = self.plan(scenes, features, regions_per_unit=regions_per_unit or 2 * batch_size, skip=done)
-            timings.add("plan", t)
-            units = len(plan.units)
-            if plan.errors:       # regions no scene covers: recorded here, as the local engine does
-                self._write(out, [_region_record(name, feature, model=self.model_id, prompt=used_prompt,
-                                                 error=str(error)) for name, feature, error in plan.errors],
-                            counts, timings, on_batch)
-            for records in self.stream(plan.units, settings, timings=timings, should_cancel=should_cancel):
-                self._write(out, records, counts, timings, on_batch)
-        wall = time.perf_counter() - started
-        total = counts["described"] + counts["failed"]
-        return {"output": str(output), "mode": mode, "model": self.model_id, "device": self.device,
-                "scenes": [s.path for s in scenes], "unit": "regions", "described": counts["described"],
-                "failed": counts["failed"], "already_done": len(done), "cancelled": bool(should_cancel()),
-                "timings_s": timings.as_dict(), "per_second": round(total / wall, 3) if wall and total else None,
-                "engine": self.name, "workers": self.workers, "work_units": units}
-
-    @staticmethod
-    def _write(out, records, counts, timings, on_batch):
+    def outcomes(self, work, options: DescribeOptions, *, skip=frozenset(), timings: Timings | None = None,
+                 should_cancel: Callable[[], bool] = lambda: False):
+        """The engine protocol: plan the placed regions into locality-ordered units, describe them on
+        the actors (each runs the describe loop), yield each unit's outcomes as it arrives."""
+        if options.tiles is not None:
+            raise OptionsError("tiles are not supported with the Ray engine yet; describe tiles with the local "
+                               "engine (tiles of one scene are read in block order on one machine)")
+        timings = timings if timings is not None else Timings()
         t = time.perf_counter()
-        out.write_regions(records)
-        timings.add("write", t)
-        for r in records:
-            counts["failed" if r.error else "described"] += 1
-        on_batch(counts["described"] + counts["failed"])
+        plan = plan_units(work, regions_per_unit=self.regions_per_unit or 2 * options.batch_size, skip=skip)
+        timings.add("plan", t)
+        self._units = len(plan.units)
+        if plan.errors:       # regions no scene covers: recorded here, as the local engine does
+            yield [Outcome(build_record(item, model=self.model_id, prompt=options.used_prompt, error=item.error))
+                   for item in plan.errors]
+        for records in self.stream(plan.units, options, timings=timings, should_cancel=should_cancel):
+            yield [Outcome(record) for record in records]
+
+    def summary_extras(self) -> dict:
+        return {"workers": self.workers, "work_units": self._units}
 
     def close(self) -> None:
         """Stop the actors (and the local Ray instance when this engine started it)."""

@@ -5,10 +5,10 @@ The field list is fixed and documented here so every output format carries the s
 regions: region_id, scene, description, <attribute fields>, extra_attributes (JSON of attributes
     outside the vocabulary), valid_fraction (0..1 share of the polygon with valid pixels), gsd_m
     (metres per model pixel), model, prompt, created (UTC), error (NULL unless the region failed),
-    run_id; then every input attribute of the AOI under its own name, or prefixed `in_` where that
+    error_code (its stable code, mgimm_core.errors), run_id; then every input attribute of the AOI under its own name, or prefixed `in_` where that
     name clashes with ours (case-insensitively, as SQLite and GDAL compare names).
 tiles: scene, tile_index, row, col, description, valid_fraction, gsd_m, model, prompt, created,
-    error, run_id.
+    error, error_code, run_id.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ class RegionRecord:
     model: str | None = None
     prompt: str | None = None
     error: str | None = None
+    error_code: str | None = None             # mgimm_core.errors code of `error`
     created: datetime | str | None = None     # default: the time the row is written (UTC)
 
 
@@ -66,6 +67,7 @@ class TileRecord:
     model: str | None = None
     prompt: str | None = None
     error: str | None = None
+    error_code: str | None = None
     created: datetime | str | None = None
 
 
@@ -175,7 +177,8 @@ class RegionSchema(LayerSchema):
         columns = {"region_id": "TEXT", "scene": "TEXT", "description": "TEXT"}
         columns.update({name: "TEXT" for name in self.attribute_fields})
         columns.update({"extra_attributes": "TEXT", "valid_fraction": "REAL", "gsd_m": "REAL", "model": "TEXT",
-                        "prompt": "TEXT", "created": "DATETIME", "error": "TEXT", "run_id": "TEXT"})
+                        "prompt": "TEXT", "created": "DATETIME", "error": "TEXT", "error_code": "TEXT",
+                        "run_id": "TEXT"})
         super().__init__(columns)
         self._reserved = {name.lower() for name in columns} | {FID_COLUMN, GEOMETRY_COLUMN}
 
@@ -200,7 +203,7 @@ class RegionSchema(LayerSchema):
         row.update({"extra_attributes": json.dumps(extra) if extra else None,
                     "valid_fraction": plain_value(record.valid_fraction), "gsd_m": plain_value(record.gsd_m),
                     "model": record.model, "prompt": record.prompt, "created": _created(record.created),
-                    "error": record.error, "run_id": run_id})
+                    "error": record.error, "error_code": record.error_code, "run_id": run_id})
         for name, value in (record.properties or {}).items():
             row[self.input_column(name)] = plain_value(value)
         return row
@@ -212,7 +215,8 @@ class TileSchema(LayerSchema):
     def __init__(self):
         super().__init__({"scene": "TEXT", "tile_index": "INTEGER", "row": "INTEGER", "col": "INTEGER",
                           "description": "TEXT", "valid_fraction": "REAL", "gsd_m": "REAL", "model": "TEXT",
-                          "prompt": "TEXT", "created": "DATETIME", "error": "TEXT", "run_id": "TEXT"})
+                          "prompt": "TEXT", "created": "DATETIME", "error": "TEXT", "error_code": "TEXT",
+                          "run_id": "TEXT"})
 
     def key_of(self, record: TileRecord) -> tuple[str, int]:
         return tile_key(record.scene, record.tile_index)
@@ -222,7 +226,7 @@ class TileSchema(LayerSchema):
                 "col": int(record.col), "description": record.description,
                 "valid_fraction": plain_value(record.valid_fraction), "gsd_m": plain_value(record.gsd_m),
                 "model": record.model, "prompt": record.prompt, "created": _created(record.created),
-                "error": record.error, "run_id": run_id}
+                "error": record.error, "error_code": record.error_code, "run_id": run_id}
 
 
 RUNS_COLUMNS = {

@@ -1,0 +1,100 @@
+"""The files job: scene paths + an AOI source (or tiles) + options -> an output layer.
+
+One job for every caller that describes files: the CLI's `describe`, the worker/server's
+`describe_file` request and the Python API (`mgimm_core.api`). Each builds a `FilesJob` once and
+hands it to `run_files_job` with an engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from mgimm_core.errors import OptionsError
+from mgimm_core.output import MODES, RunInfo
+from mgimm_core.pipeline import DescribeOptions, describe_to_output
+from mgimm_core.regions import read_aoi
+from mgimm_core.scene import Scene, expand_scene_paths
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AOISource:
+    """Where the regions come from: the arguments of `mgimm_core.regions.read_aoi`."""
+
+    source: str
+    layer: str | None = None
+    crs: str | None = None
+    buffer: float | None = None
+
+
+@dataclass(frozen=True)
+class FilesJob:
+    """Everything one describe run over files needs, checked once when built."""
+
+    scenes: tuple[str, ...]
+    output: str
+    mode: str = "create"                # create | overwrite | append | resume
+    aoi: AOISource | None = None
+    bands: tuple[int, ...] | None = None
+    nodata: float | None = None
+    options: DescribeOptions = field(default_factory=DescribeOptions)
+
+    def __post_init__(self):
+        if not self.scenes:
+            raise OptionsError("no scene given: name at least one raster (file, folder of rasters or VRT).",
+                               "scenes")
+        if self.mode not in MODES:
+            raise OptionsError(f"output mode {self.mode!r}: use one of {', '.join(MODES)}.", "mode")
+        if self.options.tiles is None and self.aoi is None:
+            raise OptionsError("nothing to describe: give an AOI (the regions to describe) or ask for tiles "
+                               "(every tile of each scene).", "aoi")
+        if self.options.tiles is not None and self.aoi is not None:
+            raise OptionsError("an AOI and tiles mode exclude each other: describe the AOI's regions, or every "
+                               "tile of each scene, in separate runs.", "tiles")
+
+    def parameters(self, scene_paths: list[str], engine) -> dict:
+        """What the `runs` table records about this job."""
+        return {"scenes": scene_paths, "aoi": self.aoi.source if self.aoi else None,
+                "layer": self.aoi.layer if self.aoi else None, "bands": self.bands, "nodata": self.nodata,
+                "engine": engine.name, "device": engine.device, "max_new_tokens": engine.load.max_new_tokens,
+                "compile": engine.load.compile, **self.options.parameters()}
+
+
+def run_files_job(job: FilesJob, engine, *, check_path: Callable[[str, str], str] = lambda path, what: path,
+                  on_batch: Callable[[int, int | None], None] = lambda done, total: None,
+                  should_cancel: Callable[[], bool] = lambda: False, request: str | None = None) -> dict:
+    """Open the job's inputs, describe them with `engine` into the job's output; the JSON summary.
+
+    check_path(path, what): the server's path policy, applied to every raster a folder expands to
+    (and to the AOI), returning the path to use; the local default accepts every path.
+    request: the protocol request that ran the job (recorded in `runs`).
+    """
+    started = time.perf_counter()
+    if job.options.tiles is not None and not engine.supports_tiles:
+        raise OptionsError(f"tiles are not supported by the {engine.name} engine yet; describe tiles with the "
+                           f"local engine (tiles of one scene are read in block order on one machine).", "engine")
+    paths = [check_path(p, "raster") for p in expand_scene_paths(list(job.scenes))]
+    features = []
+    if job.aoi is not None:
+        aoi = job.aoi
+        features = read_aoi(check_path(aoi.source, "AOI"), layer=aoi.layer, buffer=aoi.buffer, crs=aoi.crs)
+        log.info("read %d region(s) from %s", len(features), aoi.source)
+    opened: list[Scene] = []
+    try:
+        for path in paths:
+            opened.append(Scene.open(path, bands=job.bands, nodata=job.nodata))
+        parameters = job.parameters(paths, engine)
+        if request:
+            parameters["request"] = request
+        run = RunInfo(model_id=engine.model.model_id, model_sha256=engine.model.sha256, parameters=parameters)
+        summary = describe_to_output(opened, features, engine, job.output, job.mode, run, job.options,
+                                     on_batch=on_batch, should_cancel=should_cancel)
+    finally:
+        for scene in opened:
+            scene.close()
+    summary["seconds"] = round(time.perf_counter() - started, 2)
+    return summary

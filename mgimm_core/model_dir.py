@@ -1,0 +1,73 @@
+"""What a model directory says about itself without loading it (no torch import).
+
+`describe --resume` with nothing left, `regions` and the planners need the model's identity and its
+chip settings before (or instead of) loading weights; reading two small JSON files gives both.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from mgimm_core.errors import ModelError
+from mgimm_core.regions import ChipSettings
+
+#: The demo model shipped inside the package (the default of every `--model`).
+DEMO_MODEL_DIR = Path(__file__).parent / "demo_model"
+
+#: Processor settings file (written by MGIMMProcessor.save_pretrained).
+PROCESSOR_FILE = "mgimm_processor.json"
+
+# Placement defaults for models whose processor file does not state them (every model trained by
+# training/ so far was trained on chips placed with these; see training/demo_data.py).
+DEFAULT_CONTEXT = 0.25
+DEFAULT_MIN_WINDOW = 48
+
+
+@dataclass(frozen=True)
+class ModelDirectory:
+    """A saved MGIMM directory: its path, the id rows record, and how regions become its chips."""
+
+    path: Path
+    model_id: str
+    chip: ChipSettings
+
+    @classmethod
+    def resolve(cls, model_dir: str | Path | None = None) -> "ModelDirectory":
+        """The directory `model_dir` (default: the shipped demo model), checked to hold a model."""
+        path = Path(model_dir) if model_dir is not None else DEMO_MODEL_DIR
+        if not (path / "config.json").is_file():
+            hint = ("the embedded demo model is missing from this installation; reinstall mgimm-geo"
+                    if model_dir is None else "give a directory written by save_pretrained / "
+                    "`python -m training` (it holds config.json, model.safetensors and the tokenizer)")
+            raise ModelError(f"{path}: no MGIMM model here ({hint})")
+        return cls(path, "demo" if model_dir is None else path.name, _chip_settings(path))
+
+    @cached_property
+    def sha256(self) -> str:
+        from mgimm_core.output import sha256_path
+
+        return sha256_path(self.path)
+
+
+def _chip_settings(path: Path) -> ChipSettings:
+    """Input size from the processor file (else the vision config), context and minimum window
+    from the processor file when it states them."""
+    settings: dict = {}
+    for name in (PROCESSOR_FILE, "config.json"):
+        try:
+            settings = json.loads((path / name).read_text())
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{path / name}: cannot be read as JSON ({exc}); the model folder is damaged, "
+                             f"copy or export it again.") from exc
+        break
+    size = settings.get("image_size") or (settings.get("vision_config") or {}).get("image_size")
+    if not isinstance(size, int) or size < 1:
+        raise ModelError(f"{path}: neither {PROCESSOR_FILE} nor config.json states the model's input size "
+                         f"(image_size); export the model with save_pretrained.")
+    return ChipSettings(input_size=size, context=float(settings.get("chip_context", DEFAULT_CONTEXT)),
+                        min_window=int(settings.get("chip_min_window", DEFAULT_MIN_WINDOW)))

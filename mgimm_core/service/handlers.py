@@ -1,0 +1,367 @@
+"""Request handlers shared by the JSON-lines worker and the HTTP server (docs/protocol.md).
+
+The QGIS plugin never imports torch: it sends plain requests (`hello`, `describe`, `describe_file`)
+to a process running this module. `Service.handle(type, params, progress, cancelled)` looks the type
+up in `HANDLERS` and returns a JSON-ready dict, or raises `ServiceError` (or another MGIMMError),
+whose `code` and message travel to the client as they are.
+
+Both describe handlers run the one describe path: `describe` the loop itself over the drawn regions
+(keeping thumbnails and attribute text for the client), `describe_file` the CLI's files job.
+No click, no Qt, no HTTP here: the transport (batch/worker.py, batch/serve.py) only moves these dicts.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import logging
+import os
+import threading
+import time
+from typing import Callable
+
+import numpy as np
+import shapely
+
+from mgimm_core import __version__
+from mgimm_core.engines import LoadOptions
+from mgimm_core.engines.local import LocalEngine
+from mgimm_core.errors import AOIError, CRSError, OptionsError
+from mgimm_core.jobs import AOISource, FilesJob, run_files_job
+from mgimm_core.model_dir import ModelDirectory
+from mgimm_core.output import RunInfo, open_output
+from mgimm_core.pipeline import DescribeOptions, Outcome, TileOptions, region_work
+from mgimm_core.regions import AOIFeature, read_aoi
+from mgimm_core.scene import Scene
+
+from .protocol import PROTOCOL_VERSION, ServiceError, bands_param, int_param, param
+from .thumbnails import thumbnail_png_b64
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[float, str], None]
+Cancelled = Callable[[], bool]
+
+MAX_NEW_TOKENS_LIMIT = 1024
+MAX_REGIONS_PER_REQUEST = 10_000
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+# ================================================================================ service
+class Service:
+    """The model (loaded on first use) and the path policy of one worker or server.
+
+    roots: None lets requests name any local path (the local worker: the user's own files).
+    A list restricts every path a request names (rasters, AOIs, outputs) to those folders after
+    resolving links and `..`; an empty list refuses all paths (only `raster_b64` works). Remote
+    GDAL paths (/vsicurl/, URLs) are refused whenever roots is not None.
+    """
+
+    def __init__(self, model_dir: str | None = None, *, load: LoadOptions = LoadOptions(),
+                 roots: list[str] | None = None):
+        self.model_dir = model_dir
+        self.load = load
+        self.max_new_tokens = load.max_new_tokens
+        self.roots = None if roots is None else [os.path.realpath(r) for r in roots]
+        self._engine: LocalEngine | None = None
+        self._engine_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ model
+    @property
+    def engine(self) -> LocalEngine:
+        """The local engine of the service's model, resolved on first use: a bad --model folder is
+        a `model` error of each request (shown by the client), not a worker that will not start."""
+        with self._engine_lock:
+            if self._engine is None:
+                self._engine = LocalEngine(ModelDirectory.resolve(self.model_dir), self.load)
+        return self._engine
+
+    @property
+    def loaded(self) -> bool:
+        return self._engine is not None and self._engine.loaded
+
+    def describer(self, max_new_tokens: int | None = None):
+        """The loaded Describer (loading it on first use), its answer length set for this request."""
+        describer = self.engine.describer
+        describer.max_new_tokens = max_new_tokens or self.max_new_tokens
+        return describer
+
+    def model_info(self) -> dict:
+        """Model id, device and chip settings, loading the model if needed."""
+        self.describer()
+        return self.loaded_model_info()
+
+    def loaded_model_info(self) -> dict | None:
+        """Model id, device and chip settings, or None while the model is not loaded (never loads it)."""
+        if not self.loaded:
+            return None
+        chip = self.engine.model.chip
+        return {"model": self.engine.model_id, "device": self.engine.device, "chip_size": chip.input_size,
+                "chip_context": chip.context, "chip_min_window": chip.min_window,
+                "max_new_tokens": self.max_new_tokens}
+
+    # ------------------------------------------------------------------ paths
+    def check_path(self, path: str, what: str) -> str:
+        """The path if this service may use it; ServiceError forbidden otherwise (names the roots)."""
+        if self.roots is None:
+            return path
+        if path.startswith("/vsi") or "://" in path:
+            raise ServiceError("forbidden", f"{what} {path!r}: remote and virtual GDAL paths are not accepted "
+                                            f"by this server; send the pixels as raster_b64 instead.")
+        if not self.roots:
+            raise ServiceError("forbidden", f"{what} {path!r}: this server accepts no file paths (started "
+                                            f"without --root); send the raster as raster_b64, or restart "
+                                            f"the server with --root FOLDER.")
+        resolved = os.path.realpath(path)
+        for root in self.roots:
+            if os.path.commonpath([resolved, root]) == root:
+                return resolved
+        raise ServiceError("forbidden", f"{what} {path!r} lies outside the server's allowed folders "
+                                        f"({', '.join(self.roots)}); move it there or start the server "
+                                        f"with --root pointing at its folder.")
+
+    def _existing(self, path: str, what: str) -> str:
+        path = self.check_path(path, what)
+        if not (path.startswith("/vsi") or "://" in path) and not os.path.exists(path):
+            raise ServiceError("not_found", f"{what} {path}: no such file on the machine running the "
+                                            f"worker/server. Check the path; a file on another machine "
+                                            f"must be sent as raster_b64.")
+        return path
+
+    # ------------------------------------------------------------------ dispatch
+    def handle(self, request_type: str, params: dict | None = None, progress: Progress | None = None,
+               cancelled: Cancelled | None = None) -> dict:
+        """Run one request; raises ServiceError (or another MGIMMError) on failure."""
+        handler = HANDLERS.get(request_type)
+        if handler is None:
+            raise ServiceError("bad_request", f"unknown request type {request_type!r}; use one of "
+                                              f"{', '.join(sorted(HANDLERS))}.")
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            raise ServiceError("bad_request", f"'params' of a {request_type} request must be a JSON object.")
+        return handler(self, params, progress or (lambda value, message: None),
+                       cancelled or (lambda: False))
+
+
+def _cancelled_error(done: int, total: int, output: str | None) -> ServiceError:
+    kept = (f"; the {done} region(s) finished so far are kept in {output} (rerun with mode 'resume' to "
+            f"finish)" if output else "")
+    return ServiceError("cancelled", f"cancelled by the client after {done} of {total} region(s){kept}.")
+
+
+# ================================================================================ hello
+def handle_hello(service: Service, params: dict, progress: Progress, cancelled: Cancelled) -> dict:
+    """Protocol and package versions, and the model in use (loading it if needed)."""
+    progress(0.0, "loading the model")
+    return {"protocol": PROTOCOL_VERSION, "version": __version__, **service.model_info(),
+            "types": sorted(HANDLERS)}
+
+
+# ================================================================================ describe
+def _open_request_scene(service: Service, params: dict, bands, nodata):
+    """(scene, display name, memfile) from `raster` (a path) or `raster_b64` (GeoTIFF bytes, in memory)."""
+    raster = param(params, "raster", str, None)
+    raster_b64 = param(params, "raster_b64", str, None)
+    if (raster is None) == (raster_b64 is None):
+        raise ServiceError("bad_request", "give exactly one of 'raster' (a path the worker/server can read) "
+                                          "and 'raster_b64' (base64 GeoTIFF bytes).")
+    if raster is not None:
+        path = service._existing(raster, "raster")
+        return Scene.open(path, bands=bands, nodata=nodata), raster, None
+    try:
+        data = base64.b64decode(raster_b64, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ServiceError("bad_request", f"'raster_b64' is not valid base64 ({exc}); send "
+                                          f"base64.b64encode(geotiff_bytes).") from None
+    if not data.startswith(_TIFF_MAGIC):
+        raise ServiceError("bad_input", "'raster_b64' is not a GeoTIFF (wrong file signature); render the "
+                                        "layer to a GeoTIFF with its georeference and send those bytes.")
+    from rasterio.io import MemoryFile
+
+    memfile = MemoryFile(data, ext=".tif")
+    try:
+        scene = Scene.open(memfile.name, bands=bands, nodata=nodata)
+    except BaseException:
+        memfile.close()
+        raise
+    name = param(params, "raster_name", str, None) or "raster_b64"
+    scene.path = name         # messages and records name what the client sent, not /vsimem
+    return scene, name, memfile
+
+
+def _features(params: dict) -> tuple[list[AOIFeature], list[dict]]:
+    """AOI features from `regions` (WKT in `crs`), and error entries for regions that cannot be read."""
+    regions = param(params, "regions", list, allow_none=False)
+    if not regions:
+        raise ServiceError("bad_request", "'regions' is empty; give at least one "
+                                          "{\"id\": ..., \"wkt\": \"POLYGON ((...))\"}.")
+    if len(regions) > MAX_REGIONS_PER_REQUEST:
+        raise ServiceError("bad_request", f"{len(regions)} regions in one request; split them into requests "
+                                          f"of at most {MAX_REGIONS_PER_REQUEST} (or use describe_file).")
+    crs = param(params, "crs", str, "EPSG:4326", allow_none=False)
+    features, errors = [], []
+    for index, region in enumerate(regions):
+        if not isinstance(region, dict) or not isinstance(region.get("wkt"), str):
+            raise ServiceError("bad_request", f"regions[{index}] must be an object with a 'wkt' string "
+                                              f"(and optional 'id', 'properties').")
+        rid = str(region.get("id", index))
+        props = region.get("properties") or {}
+        if not isinstance(props, dict):
+            raise ServiceError("bad_request", f"regions[{index}].properties must be a JSON object.")
+        try:
+            shapely.from_wkt(region["wkt"])          # a WKT string, never a file name (read_aoi takes both)
+            feature = read_aoi(region["wkt"], crs=crs)[0]
+        except (shapely.errors.GEOSException, AOIError) as exc:
+            errors.append(_entry(rid, props, error=f"region {rid!r}: not valid WKT ({exc}); send e.g. "
+                                                   f"'POLYGON ((x1 y1, x2 y2, x3 y3, x1 y1))' in {crs}.",
+                                 error_code=AOIError.code))
+            continue
+        except CRSError as exc:
+            raise ServiceError("bad_request", f"parameter 'crs' = {crs!r}: {exc}") from None
+        feature.id, feature.properties = rid, props
+        features.append(feature)
+    return features, errors
+
+
+def _entry(rid: str, properties: dict, *, error: str | None = None, **fields) -> dict:
+    entry = {"id": rid, "description": None, "attributes": {}, "attribute_text": None,
+             "valid_fraction": None, "gsd_m": None, "scene": None, "model": None, "error": error,
+             "error_code": None, "thumbnail_png_b64": None, "properties": properties}
+    entry.update(fields)
+    return entry
+
+
+def outcome_entry(outcome: Outcome, thumbnail: bool) -> dict:
+    """A region's outcome as the protocol's result entry (with the chip as a thumbnail if asked)."""
+    rec = outcome.record
+    gsd = rec.gsd_m if rec.gsd_m is None or np.isfinite(rec.gsd_m) else None
+    chip = outcome.chip
+    png = (thumbnail_png_b64(chip.image, chip.mask) if thumbnail and chip is not None else None)
+    return _entry(rec.region_id, dict(rec.properties), error=rec.error, error_code=rec.error_code,
+                  description=rec.description, attributes=dict(rec.attributes),
+                  attribute_text=outcome.attribute_text, valid_fraction=rec.valid_fraction, gsd_m=gsd,
+                  scene=rec.scene, model=rec.model, thumbnail_png_b64=png)
+
+
+def _cancelled_error(done: int, total: int, output: str | None) -> ServiceError:
+    kept = (f"; the {done} region(s) finished so far are kept in {output} (rerun with mode 'resume' to "
+            f"finish)" if output else "")
+    return ServiceError("cancelled", f"cancelled by the client after {done} of {total} region(s){kept}.")
+
+
+def _describe_options(params: dict, **extra) -> DescribeOptions:
+    try:
+        return DescribeOptions(batch_size=int_param(params, "batch_size", 8, 1, 256),
+                               prompt=param(params, "prompt", str, None),
+                               attributes=param(params, "attributes", bool, True, allow_none=False), **extra)
+    except OptionsError as exc:
+        raise ServiceError("bad_request", str(exc)) from None
+
+
+def handle_describe(service: Service, params: dict, progress: Progress, cancelled: Cancelled) -> dict:
+    """Describe the drawn regions of one raster; per-region failures are entries with `error` set."""
+    started = time.perf_counter()
+    bands = bands_param(params)
+    nodata = param(params, "nodata", float, None)
+    max_new_tokens = int_param(params, "max_new_tokens", service.max_new_tokens, 1, MAX_NEW_TOKENS_LIMIT)
+    options = _describe_options(params)
+    thumbnail = param(params, "thumbnail", bool, True, allow_none=False)
+    output = param(params, "output", str, None)
+    layer = param(params, "layer", str, "regions", allow_none=False)
+    mode = param(params, "mode", str, "append", allow_none=False)
+    if output is not None:
+        output = service.check_path(output, "output")
+    features, entries = _features(params)
+
+    scene, scene_name, memfile = _open_request_scene(service, params, bands, nodata)
+    engine = service.engine
+    try:
+        progress(0.0, "loading the model")
+        describer = service.describer(max_new_tokens)
+        total = len(features) + len(entries)
+        with contextlib.ExitStack() as stack:
+            writer = None
+            if output is not None:
+                run = RunInfo(model_id=engine.model_id, model_sha256=engine.model.sha256,
+                              parameters={"request": "describe", "raster": scene_name, "bands": bands,
+                                          "max_new_tokens": max_new_tokens, **options.parameters()})
+                writer = stack.enter_context(open_output(output, mode=mode, run=run, regions_layer=layer))
+            work = region_work([scene], features, engine.model.chip)
+            for outcomes in engine.outcomes(work, options, should_cancel=cancelled):
+                if writer is not None:
+                    writer.write_regions([o.record for o in outcomes])
+                entries.extend(outcome_entry(o, thumbnail) for o in outcomes)
+                progress(len(entries) / total, f"{len(entries)}/{total} regions")
+            if cancelled():
+                raise _cancelled_error(len(entries), total, output)
+    finally:
+        scene.close()
+        if memfile is not None:
+            memfile.close()
+    if entries and all(e["error_code"] == "region_outside" for e in entries):
+        raise ServiceError("region_outside", f"every region lies outside the raster {scene_name} (raster "
+                                             f"bounds {tuple(round(v, 6) for v in scene.bounds)} in its CRS); "
+                                             f"draw the regions over the raster, in the CRS given as 'crs'.")
+    order = {str(r.get("id", i)): i for i, r in enumerate(params["regions"]) if isinstance(r, dict)}
+    entries.sort(key=lambda e: order.get(e["id"], 0))
+    return {"regions": entries, "model": engine.model_id, "device": str(describer.device),
+            "output": output, "seconds": round(time.perf_counter() - started, 3)}
+
+
+# ================================================================================ describe_file
+def handle_describe_file(service: Service, params: dict, progress: Progress, cancelled: Cancelled) -> dict:
+    """The CLI's `describe` on files (the same files job): scenes + AOI file (or tiles) -> an output layer."""
+    scenes = param(params, "scenes", list, allow_none=False)
+    if not scenes or not all(isinstance(s, str) for s in scenes):
+        raise ServiceError("bad_request", "'scenes' must be a non-empty list of raster paths.")
+    engine_name = param(params, "engine", str, "local", allow_none=False)
+    if engine_name != "local":
+        raise ServiceError("bad_request", f"engine {engine_name!r}: this worker/server describes with its own "
+                                          f"loaded model (engine 'local'); run `mgimm-geo describe --engine "
+                                          f"{engine_name}` on the cluster's head node instead.")
+    tiles = None
+    if param(params, "tiles", bool, False, allow_none=False):
+        try:
+            tiles = TileOptions(size=int_param(params, "tile_size", 512, 16, 1 << 16),
+                                overlap=int_param(params, "tile_overlap", 0, 0, 1 << 15),
+                                min_valid=param(params, "min_valid", float, 0.5, allow_none=False))
+        except OptionsError as exc:
+            raise ServiceError("bad_request", str(exc)) from None
+    aoi = param(params, "aoi", str, None)
+    try:
+        job = FilesJob(scenes=tuple(service._existing(s, "raster") for s in scenes),
+                       output=service.check_path(param(params, "output", str, allow_none=False), "output"),
+                       mode=param(params, "mode", str, "create", allow_none=False),
+                       aoi=None if aoi is None else AOISource(
+                           service._existing(aoi, "AOI"), layer=param(params, "layer", str, None),
+                           crs=param(params, "aoi_crs", str, None), buffer=param(params, "buffer", float, None)),
+                       bands=bands_param(params), nodata=param(params, "nodata", float, None),
+                       options=_describe_options(params, tiles=tiles))
+    except OptionsError as exc:
+        raise ServiceError("bad_request", str(exc)) from None
+    progress(0.0, "loading the model")
+    service.describer(int_param(params, "max_new_tokens", service.max_new_tokens, 1, MAX_NEW_TOKENS_LIMIT))
+    unit = job.options.unit
+
+    def on_batch(done: int, total: int | None):
+        progress(min(done / total, 1.0) if total else 0.0, f"{done} {unit} done")
+
+    summary = run_files_job(job, service.engine, check_path=service._existing, on_batch=on_batch,
+                            should_cancel=cancelled, request="describe_file")
+    if summary.get("cancelled"):
+        raise ServiceError("cancelled", f"cancelled by the client after {summary['described'] + summary['failed']} "
+                                        f"{summary['unit']}; what was written to {job.output} is kept (rerun "
+                                        f"with mode 'resume' to finish).")
+    return summary
+
+
+HANDLERS: dict[str, Callable[[Service, dict, Progress, Cancelled], dict]] = {
+    "hello": handle_hello,
+    "describe": handle_describe,
+    "describe_file": handle_describe_file,
+}
+
+
+__all__ = ["Service", "HANDLERS", "handle_hello", "handle_describe", "handle_describe_file", "outcome_entry"]

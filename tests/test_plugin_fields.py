@@ -1,0 +1,30 @@
+"""The QGIS plugin's descriptions layer has the core's `regions` columns, in the same order.
+
+The plugin cannot import mgimm_core (nor this suite QGIS), so its field list lives in a Qt-free
+module, qgis_plugin/fields.py, loaded here by file path.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from mgimm_core.output.schema import RegionSchema
+
+FIELDS_FILE = Path(__file__).resolve().parents[1] / "qgis_plugin" / "fields.py"
+
+
+def plugin_fields():
+    spec = importlib.util.spec_from_file_location("plugin_fields", FIELDS_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_plugin_field_list_is_the_core_region_schema():
+    fields = plugin_fields()
+    schema = RegionSchema()
+    assert fields.FIELD_NAMES == tuple(schema.columns)
+    kinds = {"TEXT": "text", "REAL": "real", "DATETIME": "datetime"}
+    assert dict(fields.FIELD_KINDS) == {name: kinds[sql] for name, sql in schema.columns.items()}
+    assert fields.ATTRIBUTE_FIELDS == schema.attribute_fields
