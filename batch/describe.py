@@ -45,8 +45,9 @@ def _progress(total, quiet: bool, unit: str):
               help="Overlap between tiles in pixels, smaller than --tile-size (with --tiles).")
 @click.option("--min-valid", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Skip tiles with a smaller share of valid (not nodata) pixels (with --tiles).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
-              help="Regions per model batch.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Regions per model batch. Default: 64 for small models such as the demo model, 16 for "
+                   "large ones (over 512 MB of weights).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @threads_option
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=200, show_default=True,

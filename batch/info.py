@@ -13,6 +13,19 @@ from mgimm_core.errors import BandError, MGIMMError
 from mgimm_core.scene import Scene
 
 
+def _without_band_choice(scene: str, options: dict, needed: BandError) -> dict:
+    """The report of a raster whose display bands cannot be chosen by default (4+ bands without
+    red/green/blue colour interpretation): everything but the band choice and its stretch, and
+    what to give -b."""
+    with Scene.open(scene, **dict(options, bands=(1,))) as opened:
+        report = opened.info()
+    report.update(band_indexes=None, stretch=None,
+                  band_choice={"needed": True, "reason": str(needed),
+                               "example": "-b 3,2,1 (red, green, blue) or -b 1 (grey)"})
+    click.echo(f"Note: {needed}", err=True)
+    return report
+
+
 @click.command("info")
 @scene_argument
 @scene_options
@@ -20,11 +33,15 @@ from mgimm_core.scene import Scene
               help="JSON indentation (0 for one line).")
 def command(scene, bands, nodata, percentiles, value_range, indent):
     """Describe SCENE (any GDAL raster) as the model would see it: JSON to stdout."""
+    options = scene_kwargs(bands, nodata, percentiles, value_range)
     try:
-        with Scene.open(scene, **scene_kwargs(bands, nodata, percentiles, value_range)) as opened:
-            report = opened.info()
-    except BandError as exc:
-        raise click.BadParameter(str(exc), param_hint="'-b' / '--bands'") from exc
+        try:
+            with Scene.open(scene, **options) as opened:
+                report = opened.info()
+        except BandError as exc:
+            if bands is not None:         # the bands asked for are wrong: a usage error
+                raise click.BadParameter(str(exc), param_hint="'-b' / '--bands'") from exc
+            report = _without_band_choice(scene, options, exc)
     except MGIMMError as exc:
         raise click.ClickException(str(exc)) from exc
     if report["crs"] is None:

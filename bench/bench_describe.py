@@ -60,6 +60,30 @@ def competing_load(active: bool):
         spinner.wait()
 
 
+def random_squares(scene_path, count: int, seed: int = 0) -> list[dict]:
+    """GeoJSON features: squares of 20-150 m at random places of the scene, in EPSG:4326, so any
+    region count can be asked (the demo scene has only so many objects)."""
+    import numpy as np
+    import pyproj
+    import rasterio
+    import shapely
+    import shapely.geometry
+
+    rng = np.random.default_rng(seed)
+    with rasterio.open(scene_path) as src:
+        left, bottom, right, top = src.bounds
+        to_lonlat = pyproj.Transformer.from_crs(src.crs.to_wkt(), "EPSG:4326", always_xy=True)
+    out = []
+    for i in range(max(0, count)):
+        side = rng.uniform(20, 150)
+        x, y = rng.uniform(left, right - side), rng.uniform(bottom, top - side)
+        square = shapely.transform(shapely.box(x, y, x + side, y + side),
+                                   lambda xs, ys: to_lonlat.transform(xs, ys), interleaved=False)
+        out.append({"type": "Feature", "properties": {"id": f"square-{i}"},
+                    "geometry": shapely.geometry.mapping(square)})
+    return out
+
+
 def measure(inputs, aoi: Path, work: Path, args, label: str) -> dict:
     model = ["--model", args.model] if args.model else []
     common = [str(inputs.scene), "--aoi", str(aoi), *model, "-q"]
@@ -90,8 +114,8 @@ def main() -> None:
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_describe_"))
     inputs = write_demo_inputs(work / "inputs", seed=99, size=2048, objects=args.regions)
-    aoi = Path(inputs.aoi)
-    features = json.loads(aoi.read_text())["features"][: args.regions]
+    features = json.loads(Path(inputs.aoi).read_text())["features"]
+    features = (features + random_squares(inputs.scene, args.regions - len(features)))[: args.regions]
     aoi = work / "aoi.geojson"
     aoi.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
     report = {"model": args.model or "demo", "cores": os.cpu_count(), "batch_size": args.batch_size,

@@ -66,7 +66,6 @@ def peak_rss_mb() -> float:
 
 def child(mode: str, path: str, tile: int) -> dict:
     """Run in a subprocess: iterate every tile one way and report time, bytes and peak RSS."""
-    import numpy as np
     import rasterio
 
     from mgimm_core.scene import Scene

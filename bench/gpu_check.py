@@ -32,7 +32,7 @@ import torch
 from mgimm_core.model import MGIMMConfig, MGIMMForConditionalGeneration, demo_region_settings
 from mgimm_core.model.testing_mgimm import random_chip, tiny_model, tiny_processor
 
-H200_BANDWIDTH = 4.8e12  # bytes/s (reference.md section 5)
+H200_BANDWIDTH = 4.8e12  # bytes/s (docs/performance.md, bandwidth-floor arithmetic)
 
 
 def synchronize(device):
@@ -214,8 +214,9 @@ def time_full_size(device, tiny: bool, batches, new_tokens: int, bandwidth: floa
     for batch in batches:
         data = inputs(batch)
         gen = dict(eos_token_id=None)
-        first = timed(lambda: model.generate(**data, max_new_tokens=1, **gen), device, repeat=1)
-        full = timed(lambda: model.generate(**data, max_new_tokens=1 + new_tokens, **gen), device, repeat=1)
+        first = timed(lambda data=data, gen=gen: model.generate(**data, max_new_tokens=1, **gen), device, repeat=1)
+        full = timed(lambda data=data, gen=gen: model.generate(**data, max_new_tokens=1 + new_tokens, **gen),
+                     device, repeat=1)
         per_s = batch * new_tokens / max(full - first, 1e-9)
         floor = bandwidth_floor_tokens_per_s(weight_bytes, kv_bytes_per_token, batch,
                                              prompt_len + new_tokens // 2, bandwidth)

@@ -62,7 +62,7 @@ def _aoi_source(aois, directory: str, *, crs, layer, buffer) -> AOISource | None
 
 def describe(scenes, aois=None, *, model=None, tiles: bool = False, output: str | os.PathLike | None = None,
              mode: str = "create", crs: Any = None, layer: str | None = None, buffer: float | None = None,
-             bands: tuple[int, ...] | None = None, nodata: float | None = None, batch_size: int = 16,
+             bands: tuple[int, ...] | None = None, nodata: float | None = None, batch_size: int | None = None,
              prompt: str | None = None, attributes: bool = True, tile_size: int = 512, tile_overlap: int = 0,
              min_valid: float = 0.5, device: str = "auto", max_new_tokens: int = 200,
              threads: int | None = None):

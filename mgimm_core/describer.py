@@ -98,29 +98,39 @@ class Describer:
         """Model input side in pixels: the geo core reads larger regions decimated to this."""
         return int(self.processor.image_size)
 
-    def _generate(self, images, boxes, masks, prompt: str, mode: str) -> list[str]:
+    def _generate(self, images, boxes, masks, prompt: str, mode: str, patches=None):
+        """(texts, patches): one answer per chip; `patches` are the chips' vision features, computed
+        here unless given (the second question about the same chips reuses the first's)."""
+        import torch
+
         batch = self.processor(images, boxes=[np.asarray([b], dtype=np.float32) for b in boxes],
                                masks=[[m] for m in masks], prompts=prompt, mode=mode)
         batch = {k: v.to(self.device) for k, v in batch.items()}
-        if self.device.type == "cuda" and "pixel_values" in batch:
-            batch["pixel_values"] = batch["pixel_values"].to(self.model.dtype)
-        ids = self.model.generate(**batch, mode=mode, max_new_tokens=self.max_new_tokens, **self.generate_options)
-        return self.processor.batch_decode(ids)
+        pixel_values = batch.pop("pixel_values", None)
+        if patches is None and pixel_values is not None:
+            with torch.inference_mode():
+                patches = self.model.patch_features(pixel_values.to(self.model.dtype))
+        ids = self.model.generate(**batch, patches=patches, mode=mode, max_new_tokens=self.max_new_tokens,
+                                  **self.generate_options)
+        return self.processor.batch_decode(ids), patches
 
     def describe(self, images: list[np.ndarray], boxes: list[tuple], masks: list[np.ndarray | None], *,
                  attributes: bool = True, description: bool = True,
                  prompt: str | None = None) -> list[RegionText]:
         """Answer the attribute question (region tokens only, as trained in stage 1) and the
-        description question (global + region tokens, stage 2) for each chip; one region each."""
+        description question (global + region tokens, stage 2) for each chip; one region each.
+        The vision tower runs once per chip for both questions."""
         results = [RegionText() for _ in images]
         if not images:
             return results
+        patches = None
         if attributes:
-            for result, text in zip(results, self._generate(images, boxes, masks, ATTRIBUTE_PROMPT, "region")):
+            texts, patches = self._generate(images, boxes, masks, ATTRIBUTE_PROMPT, "region")
+            for result, text in zip(results, texts):
                 result.attribute_text = text
                 result.attributes = {k: v for k, v in parse_attributes(text).items() if v is not None}
         if description:
-            texts = self._generate(images, boxes, masks, prompt or DESCRIPTION_PROMPT, "global_region")
+            texts, _ = self._generate(images, boxes, masks, prompt or DESCRIPTION_PROMPT, "global_region", patches)
             for result, text in zip(results, texts):
                 result.description = text
         return results

@@ -70,6 +70,7 @@ class RegionError(MGIMMError, ValueError):
     """One region cannot be described; the run goes on with the others."""
 
     code = "region_error"
+    feature_id: str | None = None        # the AOI feature's id, where it is known
 
 
 class RegionGeometryError(RegionError):

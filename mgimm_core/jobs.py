@@ -86,7 +86,10 @@ def run_files_job(job: FilesJob, engine, *, check_path: Callable[[str, str], str
     opened: list[Scene] = []
     try:
         for path in paths:
-            opened.append(Scene.open(path, bands=job.bands, nodata=job.nodata))
+            scene = Scene.open(path, bands=job.bands, nodata=job.nodata)
+            opened.append(scene)
+            log.info("scene %s: %d x %d pixels, bands %s shown, CRS %s", path, scene.width, scene.height,
+                     ",".join(map(str, scene.band_indexes)), scene.crs.to_string() if scene.crs else "none")
         parameters = job.parameters(paths, engine)
         if request:
             parameters["request"] = request

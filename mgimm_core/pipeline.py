@@ -13,11 +13,13 @@ Regions are streamed: only a few batches of chips are in memory at a time.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import defaultdict
+import dataclasses
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 import shapely
@@ -30,6 +32,11 @@ from mgimm_core.prompts import DESCRIPTION_PROMPT
 from mgimm_core.regions import AOIFeature, ChipSettings, RegionChip, RegionPlacement, place_region, read_region
 from mgimm_core.scene import Scene
 from mgimm_core.tiles import tile_grid
+
+if TYPE_CHECKING:
+    from mgimm_core.model_dir import ModelDirectory
+
+log = logging.getLogger(__name__)
 
 #: Batches gathered before they are cut, so each batch holds regions of similar expected answer
 #: length (a batch decodes until its longest answer ends).
@@ -59,15 +66,21 @@ class TileOptions:
 class DescribeOptions:
     """What to ask about each region, built once by the CLI, the service or the Python API."""
 
-    batch_size: int = 16
+    batch_size: int | None = None      # regions per model batch; None: the model's (ModelDirectory)
     prompt: str | None = None          # description instruction (default: mgimm_core.prompts)
     attributes: bool = True            # ask the attribute question too (regions only)
     description: bool = True
     tiles: TileOptions | None = None   # None: AOI regions; else every tile of each scene's grid
 
     def __post_init__(self):
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise OptionsError(f"batch size {self.batch_size}: give at least 1.", "batch_size")
+
+    def for_model(self, model) -> "DescribeOptions":
+        """These options with the model's defaults filled in (a `ModelDirectory`)."""
+        if self.batch_size is not None:
+            return self
+        return dataclasses.replace(self, batch_size=model.default_batch_size)
 
     @property
     def unit(self) -> str:
@@ -90,8 +103,8 @@ class DescribeOptions:
 # ================================================================================ timings
 @dataclass
 class Timings:
-    """Seconds per stage (place: region placement; read: pixel I/O; model: preprocessing and
-    generation; write: added by the caller) and counts (reads, regions)."""
+    """Seconds per stage (place: region placement; read: pixel I/O; load: loading the model, once;
+    model: preprocessing and generation; write: added by the caller) and counts (reads, regions)."""
 
     seconds: dict = field(default_factory=lambda: defaultdict(float))
     counts: dict = field(default_factory=lambda: defaultdict(int))
@@ -170,7 +183,9 @@ def region_work(scenes: list[Scene], features: Iterable[AOIFeature], chip: ChipS
 
 def tile_placement(scene: Scene, window: Window, input_size: int) -> RegionPlacement:
     """A tile as a region: the whole chip is the region (box = chip, no mask), read at the model's
-    input size on its longer side."""
+    input size on its longer side. A tile larger than the scene is clipped to it (a small scene is
+    one tile of real pixels, not a mostly-empty one that falls under the valid minimum)."""
+    window = window.intersection(Window(0, 0, scene.width, scene.height))
     h, w = int(window.height), int(window.width)
     scale = max(h, w) / input_size                     # scene pixels per chip pixel
     out_shape = (max(1, round(h / scale)), max(1, round(w / scale)))
@@ -242,9 +257,13 @@ def build_record(item: WorkItem, *, model: str, prompt: str, chip: RegionChip | 
 
 
 class RegionModel(Protocol):
-    """What the loop needs of a model: its id and a batched answer for region chips."""
+    """What the loop needs of a model: its id, its directory and a batched answer for region chips."""
 
     model_id: str
+    model: "ModelDirectory"
+
+    def prepare(self) -> None:
+        """Load what `describe` needs (timed apart from the model's work)."""
 
     def describe(self, images: list, boxes: list, masks: list, *, attributes: bool, description: bool,
                  prompt: str | None) -> list: ...
@@ -264,12 +283,17 @@ def describe_work(work: Iterable[WorkItem], model: RegionModel, options: Describ
     Tiles with less than options.tiles.min_valid valid pixels are read but not described (no row).
     """
     timings = timings if timings is not None else Timings()
+    options = options.for_model(model.model)
+    batch_size = options.batch_size
+    assert batch_size is not None             # for_model filled it in
     prompt = options.used_prompt
     attributes = options.attributes and options.tiles is None
     pending: list[tuple[WorkItem, RegionChip]] = []
 
     def flush(batch):
         t = time.perf_counter()
+        model.prepare()
+        t = timings.add("load", t)
         texts = model.describe([c.image for _, c in batch], [c.box for _, c in batch],
                                [c.mask if c.placement.use_mask else None for _, c in batch],
                                attributes=attributes, description=options.description, prompt=options.prompt)
@@ -281,8 +305,8 @@ def describe_work(work: Iterable[WorkItem], model: RegionModel, options: Describ
     def flush_all():
         pending.sort(key=lambda pair: expected_length(pair[1]))
         while pending:
-            batch = pending[:options.batch_size]
-            del pending[:options.batch_size]
+            batch = pending[:batch_size]
+            del pending[:batch_size]
             yield flush(batch)
             if should_cancel():
                 pending.clear()
@@ -298,6 +322,7 @@ def describe_work(work: Iterable[WorkItem], model: RegionModel, options: Describ
             yield [Outcome(build_record(item, model=model.model_id, prompt=prompt, error=item.error))]
             t = time.perf_counter()
             continue
+        assert item.scene is not None and item.placement is not None     # placed items carry both
         chip = read_region(item.scene, item.placement)
         t = timings.add("read", t)
         timings.counts["reads"] += 1
@@ -305,7 +330,7 @@ def describe_work(work: Iterable[WorkItem], model: RegionModel, options: Describ
                                           or chip.valid_fraction == 0):
             continue
         pending.append((item, chip))
-        if len(pending) >= options.batch_size * LOOKAHEAD_BATCHES:
+        if len(pending) >= batch_size * LOOKAHEAD_BATCHES:
             yield from flush_all()
             if should_cancel():
                 return
@@ -327,6 +352,7 @@ def describe_to_output(scenes: list[Scene], features: list[AOIFeature], engine, 
     (what was written is kept). The model is loaded only if something is left to describe.
     """
     chip = engine.model.chip
+    options = options.for_model(engine.model)
     if options.tiles is None:
         preflight(scenes, features, chip)
     timings = Timings()
@@ -335,6 +361,9 @@ def describe_to_output(scenes: list[Scene], features: list[AOIFeature], engine, 
     with open_output(output, mode=mode, run=run) as out:
         tiles = options.tiles is not None
         done = (out.completed_tile_keys() if tiles else out.completed_region_keys()) if mode == "resume" else set()
+        log.info("output %s (%s): %d %s already done; chips of %d px, context %.2f, min window %d px, "
+                 "batches of %d", output, mode, len(done), options.unit, chip.input_size, chip.context,
+                 chip.min_window, options.batch_size)
         write = out.write_tiles if tiles else out.write_regions
         expected = max(0, len(features) - len(done)) if not tiles and len(scenes) == 1 else None
         work = work_items(scenes, features, options, chip)

@@ -136,7 +136,7 @@ def plan_units(work: Iterable, *, regions_per_unit: int = 32, skip: set | frozen
         scenes.setdefault(item.scene.path, item.scene)
         per_scene.setdefault(item.scene.path, []).append(
             (locality_key(item.placement.window, item.scene), item.subject))
-    units = []
+    units: list[WorkUnit] = []
     for path, keyed in per_scene.items():
         ordered = [f for _key, f in sorted(keyed, key=lambda pair: pair[0])]
         for start in range(0, len(ordered), regions_per_unit):

@@ -265,7 +265,7 @@ def _read_vector_file(path: str, layer: str | None, user_crs: pyproj.CRS | None
         crs = file_crs
     elif file_crs is not None and not file_crs.equals(user_crs, ignore_axis_order=True):
         log.warning("AOI %s: the given CRS %s overrides the file's own %s.", path,
-                    user_crs.to_string(), file_crs.to_string())
+                    crs.to_string(), file_crs.to_string())
     if crs is None:
         if info.get("driver") == "GeoJSON":
             crs = pyproj.CRS.from_user_input(DEFAULT_AOI_CRS)   # RFC 7946
@@ -556,7 +556,7 @@ def prepare_regions(scene, features, chip: ChipSettings = DEFAULT_CHIP) -> list[
         try:
             out.append(prepare_region(scene, feature, chip))
         except RegionError as err:
-            if not hasattr(err, "feature_id"):
+            if err.feature_id is None:
                 err.feature_id = feature.id
             log.debug("%s", err)       # the caller reports it (it is in the returned list)
             out.append(err)

@@ -274,7 +274,7 @@ class Scene:
             sample = values[valid]           # valid already excludes NaN
             if sample.size == 0:
                 warnings.warn(f"{self.path}: band {band} has no valid pixels in the stretch "
-                              f"sample; using 0..1. Give value_range (--value-range) to set it.")
+                              f"sample; using 0..1. Give value_range (--value-range) to set it.", stacklevel=2)
                 lows.append(0.0), highs.append(1.0)
                 continue
             lo, hi = np.percentile(sample, [p_low, p_high])
@@ -442,8 +442,9 @@ def _choose_bands(dataset, path: str, bands) -> tuple[int, ...]:
     if len(data_bands) in (1, 3):
         return tuple(data_bands)
     raise BandError(f"{path}: {len(data_bands)} bands and no red/green/blue colour "
-                    f"interpretation, so which bands to show is ambiguous. Choose them with "
-                    f"bands=(r, g, b) / -b/--bands, e.g. -b 3,2,1, or one band for grey (-b 1).")
+                    f"interpretation, so which bands to show is ambiguous. Choose three bands to show "
+                    f"as red, green, blue (e.g. 3,2,1; on the command line -b 3,2,1), or one band "
+                    f"for grey (-b 1).")
 
 
 def _palette_lut(dataset, band_indexes) -> np.ndarray | None:

@@ -16,7 +16,7 @@ from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingConte
                        QgsProcessingParameterEnum, QgsProcessingParameterFeatureSource,
                        QgsProcessingParameterFileDestination, QgsProcessingParameterNumber,
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterString,
-                       QgsProcessingOutputString, QgsProcessingUtils, QgsVectorFileWriter, QgsVectorLayer)
+                       QgsProcessingOutputString, QgsVectorFileWriter)
 
 from .client import ClientError
 from .request_data import local_raster_path
@@ -97,7 +97,8 @@ class _DescribeAlgorithm(QgsProcessingAlgorithm):
         try:
             bands = [int(b) for b in bands_text.replace(" ", "").split(",")] if bands_text else None
         except ValueError:
-            raise QgsProcessingException(f"BANDS: {bands_text!r} is not a list of band numbers; give e.g. 3,2,1.")
+            raise QgsProcessingException(
+                f"BANDS: {bands_text!r} is not a list of band numbers; give e.g. 3,2,1.") from None
         params = {"scenes": [_raster_path(raster, "INPUT")], "output": os.path.abspath(output),
                   "mode": MODES[self.parameterAsEnum(parameters, "MODE", context)], "bands": bands,
                   "prompt": self.parameterAsString(parameters, "PROMPT", context) or None, "tiles": self.tiles}

@@ -75,7 +75,7 @@ def main() -> int:
     parser.add_argument("-o", "--output", default=str(REPO / "docs" / "qgis_dock.png"))
     args = parser.parse_args()
 
-    from qgis.core import (QgsApplication, QgsCoordinateReferenceSystem, QgsProject, QgsRasterLayer,
+    from qgis.core import (QgsApplication, QgsProject, QgsRasterLayer,
                            QgsSettings, QgsVectorLayer)
     from qgis.gui import QgsMapCanvas, QgsMessageBar
     from qgis.PyQt.QtWidgets import QMainWindow, QVBoxLayout, QWidget

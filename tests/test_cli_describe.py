@@ -134,6 +134,17 @@ def test_contradicting_options_are_usage_errors_naming_the_flag(tmp_path, demo_i
     assert not out.exists()
 
 
+def test_verbose_logs_mgimm_geos_own_steps_and_not_library_debug(tmp_path, tiny_model_dir, demo_inputs):
+    out = tmp_path / "out.gpkg"
+    args = ["describe", str(demo_inputs.scene), "--aoi", str(demo_inputs.aoi), "-o", str(out), "--model",
+            tiny_model_dir, "--max-new-tokens", "2", "-q"]
+    done = subprocess.run([sys.executable, "-m", "batch.cli", "-v", *args], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "INFO mgimm_core.jobs: scene" in done.stderr and "already done" in done.stderr
+    assert "DEBUG" not in done.stderr                       # -v is not -vvv: no rasterio/GDAL debug
+
+
 def test_resume_with_nothing_left_never_imports_torch(tmp_path, tiny_model_dir, demo_inputs):
     out = tmp_path / "out.gpkg"
     args = ["describe", str(demo_inputs.scene), "--aoi", str(demo_inputs.aoi), "-o", str(out),
@@ -163,6 +174,21 @@ def test_tiles_mode_writes_one_polygon_per_tile(tmp_path, tiny_model_dir, demo_i
 
     with rasterio.open(demo_inputs.scene) as src:
         assert np.allclose((minx, miny, maxx, maxy), tuple(src.bounds), atol=1e-6)
+
+
+def test_a_scene_smaller_than_one_tile_is_one_clipped_tile(tmp_path, tiny_model_dir, make_raster):
+    scene = make_raster(width=100, height=80)
+    out = tmp_path / "tiles.gpkg"
+    result = run(["describe", scene, "--tiles", "--tile-size", "512", "-o", str(out), "--model", tiny_model_dir,
+                  "--max-new-tokens", "2"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["described"] == 1
+    frame = pyogrio.read_dataframe(out, layer="tiles")
+    assert len(frame) == 1 and frame.loc[0, "valid_fraction"] == 1.0
+    import rasterio
+
+    with rasterio.open(scene) as src:
+        assert np.allclose(frame.total_bounds, tuple(src.bounds))     # the scene's extent, not 512 px
 
 
 @pytest.mark.parametrize("suffix", [".geojson", ".csv"])
@@ -206,7 +232,9 @@ def test_bad_input_fails_cleanly_without_output(tmp_path, tiny_model_dir, demo_i
     assert named in result.output
 
 
-def test_killed_run_leaves_a_valid_file_and_resume_finishes_without_duplicates(tmp_path, tiny_model_dir):
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_run_leaves_a_valid_file_and_resume_finishes_without_duplicates(tmp_path, tiny_model_dir, signum):
     inputs = write_demo_inputs(tmp_path / "in", seed=11, size=512, objects=40)
     out = tmp_path / "out.gpkg"
     cmd = [sys.executable, "-m", "batch.cli", "describe", str(inputs.scene), "--aoi", str(inputs.aoi),
@@ -224,8 +252,12 @@ def test_killed_run_leaves_a_valid_file_and_resume_finishes_without_duplicates(t
             if written >= 2:
                 break
     assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read().decode()
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    os.kill(proc.pid, signum)
+    code = proc.wait()
+    if signum == signal.SIGTERM:           # unwound: the run is recorded as interrupted, not running
+        assert code == 128 + signal.SIGTERM
+        with sqlite3.connect(out) as db:
+            assert db.execute("SELECT status FROM runs").fetchall() == [("interrupted",)]
     partial = len(pyogrio.raw.read(str(out), layer="regions")[2])
     total = inputs.objects + 1
     assert 2 <= partial < total

@@ -73,8 +73,14 @@ def test_band_out_of_range(landsat_path):
     assert_clean_failure(run(landsat_path, "-b", "3,2,9"), landsat_path, "band 9", "--bands")
 
 
-def test_many_bands_need_a_choice(landsat_path):
-    assert_clean_failure(run(landsat_path), landsat_path, "-b/--bands", "3,2,1")
+def test_many_bands_without_b_report_everything_and_the_choice_needed(landsat_path):
+    result = run(landsat_path)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["count"] == 6 and report["size"]["width"] > 0 and report["crs"] is not None
+    assert report["band_indexes"] is None and report["band_choice"]["needed"] is True
+    assert "-b 3,2,1" in report["band_choice"]["example"] and "ambiguous" in result.stderr
+    assert "bands=(" not in result.output                  # the CLI's words, not Python's
 
 
 def test_rotated_raster_is_refused(make_raster):

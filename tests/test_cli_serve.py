@@ -86,6 +86,7 @@ def test_missing_or_wrong_token_is_401(server):
     assert status == 401 and body["code"] == "unauthorized" and "Bearer" in body["message"]
 
 
+@pytest.mark.slow
 def test_describe_raster_b64(server, make_raster):
     base, _ = server
     with open(make_raster(crs=UTM), "rb") as handle:

@@ -80,6 +80,7 @@ def worker(tmp_path_factory):
     process.close()
 
 
+@pytest.mark.slow
 def test_ready_comes_first_then_hello_reports_the_model(worker):
     ready = worker.wait_for(lambda m: True, timeout=90)
     assert ready["type"] == "ready" and ready["protocol"] == 1 and ready["version"]

@@ -1,8 +1,6 @@
 """The shipped demo model, end to end through `mgimm-geo describe`: AOIs drawn in EPSG:4326 over a
 UTM scene it has never seen (held-out seed), attributes compared with the ground truth under them."""
 
-import json
-from pathlib import Path
 
 import pyogrio
 import pytest
@@ -35,6 +33,7 @@ def described(tmp_path_factory):
     return rows
 
 
+@pytest.mark.slow
 def test_attributes_match_ground_truth_for_at_least_90_percent_of_aois(described):
     objects = [r for r in described if r["kind"] == "object"]
     assert len(objects) >= 40

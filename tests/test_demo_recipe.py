@@ -15,6 +15,8 @@ from training.__main__ import main
 from training.demo_data import generate_samples
 from training.demo_model import demo_vocabulary, words_of
 
+pytestmark = pytest.mark.slow      # over a few seconds each; runs in CI (`-m "not slow"` skips)
+
 
 def test_samples_are_cut_like_inference_and_answers_parse_back():
     samples = generate_samples([5], scene_size=512, model_input=128, descriptions_per_scene=3)

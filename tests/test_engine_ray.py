@@ -26,6 +26,7 @@ from mgimm_core.scene import Scene
 from training.synthetic.demo_inputs import write_demo_inputs
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow      # over a few seconds each; runs in CI (`-m "not slow"` skips)
 
 COMPARED = ("description", "object", "color", "shape", "size", "orientation", "valid_fraction", "gsd_m",
             "error", "kind", "model", "prompt")

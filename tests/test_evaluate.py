@@ -102,6 +102,7 @@ def test_ptb_tokenizer_handles_an_empty_prediction():
 
 @pytest.mark.slow
 @needs_java
+@pytest.mark.slow
 def test_all_metrics_with_meteor_and_spice_status():
     """Every metric through the Java tools; METEOR alone takes 10-20 s here (it loads its
     paraphrase table). SPICE is a number when its CoreNLP jars are installed, else null + reason."""

@@ -13,9 +13,9 @@ from mgimm_core.errors import RegionOutsideError
 from mgimm_core.pipeline import region_work
 from mgimm_core.planning import FeatureSpec, Plan, WorkUnit, hilbert_index, length_sorted, padding_tokens, plan_units
 from mgimm_core.regions import AOIFeature, ChipSettings, place_region
+from mgimm_core.scene import Scene
 
 CHIP = ChipSettings(input_size=32, context=0.25, min_window=8)
-from mgimm_core.scene import Scene
 
 UTM = pyproj.CRS("EPSG:32633")
 ORIGIN = (500000.0, 4_500_000.0)      # make_raster's default upper-left corner, 10 m pixels

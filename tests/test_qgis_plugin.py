@@ -21,6 +21,7 @@ QGIS_PYTHON = Path(os.environ.get("MGIMM_QGIS_PYTHON", REPO / ".venv-qgis" / "bi
 DROPPED = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "QGIS_PREFIX_PATH", "QT_PLUGIN_PATH")
 
 
+@pytest.mark.slow
 def qgis_available() -> str | None:
     """None when QGIS's Python with pytest-qgis is usable, else why not."""
     if not QGIS_PYTHON.exists():

@@ -2,7 +2,7 @@
 
 Nothing pretrained can be downloaded here, so the demo model is trained from scratch on the synthetic
 world: a small ViT (patch 16 on 128 px chips), the region interactive module with the settings that
-learned region attributes on small data (reference.md section 6), and a small LLaMA-style LM whose
+learned region attributes on small data (docs/training.md), and a small LLaMA-style LM whose
 vocabulary is the words of the synthetic world's texts and of the prompts.
 """
 

@@ -21,7 +21,7 @@ from mgimm_core.errors import ModelError
 from training.batches import example_from_sample, collate
 from training.loop import LoopConfig, seed_everything, train
 
-# The reference recipe (reference.md section 1) as explicit flags per stage.
+# The reference recipe (docs/training.md) as explicit flags per stage.
 STAGE_PRESETS = {
     "region_alignment": dict(mode="region", train_region=True, train_projector=True, lora=False,
                              train_vision=False, train_lm=False, lr=1e-4, projector_lr=None),

@@ -9,7 +9,7 @@ summary fields, and `close()`. Ray is an optional extra, imported only by `open_
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import Callable, Iterable, Iterator, Protocol, cast
 
 from mgimm_core.errors import OptionsError
 from mgimm_core.model_dir import ModelDirectory
@@ -60,11 +60,12 @@ def open_engine(name: str, model_dir=None, load: LoadOptions = LoadOptions(), *,
     if name == "local":
         from .local import LocalEngine
 
-        return LocalEngine(model, load)
+        return cast(Engine, LocalEngine(model, load))
     if name == "ray":
         from .ray_engine import RayEngine
 
-        return RayEngine.start(model, load, address=address, workers=workers, scene_options=scene_options or {})
+        return cast(Engine, RayEngine.start(model, load, address=address, workers=workers,
+                                            scene_options=scene_options or {}))
     raise OptionsError(f"engine {name!r}: use one of {', '.join(ENGINES)}", "engine")
 
 

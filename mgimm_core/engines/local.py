@@ -45,21 +45,27 @@ class LocalEngine:
 
                 from mgimm_core.describer import Describer
 
+                from mgimm_core.threads import default_threads
+
                 started = time.perf_counter()
-                if self.load.threads:
-                    torch.set_num_threads(self.load.threads)
+                threads = self.load.threads or default_threads()
+                torch.set_num_threads(threads)
                 self._describer = Describer.load(self.model.path, device=self.load.device,
                                                  max_new_tokens=self.load.max_new_tokens,
                                                  compile=self.load.compile)
                 self._describer.model_id = self.model.model_id
-                log.info("model %s loaded on %s in %.1f s", self.model.model_id, self._describer.device,
-                         time.perf_counter() - started)
+                log.info("model %s loaded on %s (%d torch threads) in %.1f s", self.model.model_id,
+                         self._describer.device, threads, time.perf_counter() - started)
         return self._describer
 
     @property
     def device(self) -> str:
         """The device in use, or the one asked for while the model is not loaded yet."""
         return str(self._describer.device) if self._describer is not None else self.load.device
+
+    def prepare(self) -> None:
+        """Load the model now (the loop times this apart from describing)."""
+        _ = self.describer
 
     def describe(self, images, boxes, masks, **questions):
         return self.describer.describe(images, boxes, masks, **questions)

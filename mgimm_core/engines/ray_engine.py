@@ -28,7 +28,7 @@ from typing import Callable
 
 from mgimm_core.errors import MGIMMError, ModelError, OptionsError
 from mgimm_core.model_dir import DEMO_MODEL_DIR, ModelDirectory
-from mgimm_core.pipeline import DescribeOptions, Outcome, Timings, build_record, describe_work, region_work
+from mgimm_core.pipeline import DescribeOptions, Outcome, Timings, build_record, region_work
 from mgimm_core.planning import WorkUnit, plan_units
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class DescribeWorker:
         self.scene_options = dict(scene_options or {})
         try:
             self.engine = LocalEngine(ModelDirectory.resolve(model_dir), load)
-            self.engine.describer               # load now: a bad model fails at start, not mid-run
+            self.engine.prepare()               # load now: a bad model fails at start, not mid-run
         except MGIMMError as exc:
             self._error = exc
 
@@ -124,6 +124,7 @@ class RayEngine:
         self.info = info
         self._owns_ray = owns_ray
         self._held: dict = {}
+        self.load = None          # the LoadOptions the actors were started with (set by start)
         self._units = 0
         self.regions_per_unit: int | None = None     # default: two batches
 
@@ -155,6 +156,7 @@ class RayEngine:
         if use_gpu and count > gpus:
             raise ModelError(f"--workers {count}: the Ray cluster has {gpus} GPU(s), one per worker; "
                              f"use --workers {gpus} or fewer")
+        resources_per_actor: dict[str, float]
         if use_gpu:
             resources_per_actor, actor_device, threads = {"num_gpus": 1, "num_cpus": 1}, "cuda", None
         else:
@@ -162,7 +164,7 @@ class RayEngine:
             resources_per_actor, actor_device = {"num_gpus": 0, "num_cpus": per}, "cpu"
             threads = max(1, int(per))
         free = ray.available_resources()
-        need = {"GPU": count} if use_gpu else {"CPU": resources_per_actor["num_cpus"] * count}
+        need: dict[str, float] = {"GPU": count} if use_gpu else {"CPU": resources_per_actor["num_cpus"] * count}
         short = {k: v for k, v in need.items() if free.get(k, 0) + 1e-9 < v}
         if short:   # actors would wait forever for resources that other work holds
             raise ModelError(f"the Ray cluster has {', '.join(f'{free.get(k, 0):g} {k}' for k in short)} free, "
@@ -242,7 +244,7 @@ class RayEngine:
                                "engine (tiles of one scene are read in block order on one machine)")
         timings = timings if timings is not None else Timings()
         t = time.perf_counter()
-        plan = plan_units(work, regions_per_unit=self.regions_per_unit or 2 * options.batch_size, skip=skip)
+        plan = plan_units(work, regions_per_unit=self.regions_per_unit or 2 * (options.batch_size or 16), skip=skip)
         timings.add("plan", t)
         self._units = len(plan.units)
         if plan.errors:       # regions no scene covers: recorded here, as the local engine does

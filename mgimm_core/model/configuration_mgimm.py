@@ -15,13 +15,13 @@ REGION_TOKEN_KINDS = ("corners", "pooled", "geometry")
 MODES = ("region", "global_region", "global")
 VISION_FEATURE_SELECTS = ("patch", "full")
 
-# Instruction used by the reference code for stage 1 (reference.md section 2).
+# Instruction used by the reference code for stage 1 (docs/training.md).
 REGION_INSTRUCTION = (
     "Based on the provided region of the remote sensing image, describe the basic attributes of the "
     "main objects in that region."
 )
 
-# CLIP ViT-L/14-336 as the reference uses it (reference.md section 1).
+# CLIP ViT-L/14-336 as the reference uses it (docs/training.md).
 _CLIP_L_336 = {
     "hidden_size": 1024,
     "intermediate_size": 4096,
@@ -194,7 +194,7 @@ def tiny_config(**overrides) -> MGIMMConfig:
 
 
 def demo_region_settings() -> dict:
-    """Region-module settings that learned region attributes on small data (reference.md section 6):
+    """Region-module settings that learned region attributes on small data (docs/training.md):
     corner tokens with attention limited to the region, a mask-pooled token and a geometry token."""
     return dict(
         region_tokens=("corners", "pooled", "geometry"),

@@ -190,11 +190,13 @@ class MGIMMForConditionalGeneration(MGIMMPreTrainedModel):
         )
 
     def image_features(self, pixel_values, region_boxes=None, region_masks=None, region_valid=None,
-                       mode: str | None = None) -> list[torch.Tensor]:
+                       mode: str | None = None, patches: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Projected features per sample, in LM width: a list of (n_b, d_llm) tensors, where
-        n_b = global tokens (modes global*, ...) + tokens_per_region x valid regions (modes *region)."""
+        n_b = global tokens (modes global*, ...) + tokens_per_region x valid regions (modes *region).
+        patches: `patch_features(pixel_values)` computed before (several questions about the same
+        chips run the vision tower once)."""
         mode = mode or self.config.mode
-        patches = self.patch_features(pixel_values)
+        patches = self.patch_features(pixel_values) if patches is None else patches
         batch = patches.shape[0]
         per_sample: list[list[torch.Tensor]] = [[] for _ in range(batch)]
         if mode in ("global", "global_region"):
@@ -213,17 +215,17 @@ class MGIMMForConditionalGeneration(MGIMMPreTrainedModel):
         return list(torch.split(projected, [f.shape[0] for f in flat]))
 
     def embed_inputs(self, input_ids, pixel_values=None, region_boxes=None, region_masks=None,
-                     region_valid=None, mode=None) -> torch.Tensor:
+                     region_valid=None, mode=None, patches=None) -> torch.Tensor:
         """Token embeddings with image features placed at the image-token positions.
         Raises ValueError when a sample's image-token count differs from its feature count."""
         image_positions = input_ids == self.config.image_token_id
         safe_ids = input_ids.masked_fill(image_positions, 0)
         embeds = self.get_input_embeddings()(safe_ids)
-        if pixel_values is None:
+        if pixel_values is None and patches is None:
             if image_positions.any():
                 raise ValueError("input_ids contain image tokens but no pixel_values were given")
             return embeds
-        features = self.image_features(pixel_values, region_boxes, region_masks, region_valid, mode)
+        features = self.image_features(pixel_values, region_boxes, region_masks, region_valid, mode, patches)
         expected = [f.shape[0] for f in features]
         found = image_positions.sum(1).tolist()
         if expected != found:
@@ -264,15 +266,18 @@ class MGIMMForConditionalGeneration(MGIMMPreTrainedModel):
     def generate(self, input_ids, attention_mask, pixel_values=None, region_boxes=None, region_masks=None,
                  region_valid=None, mode=None, max_new_tokens: int = 200, do_sample: bool = False,
                  temperature: float = 1.0, top_p: float = 1.0, top_k: int | None = None,
-                 stop_strings: list[str] | None = None, tokenizer=None, **generate_kwargs) -> torch.LongTensor:
+                 stop_strings: list[str] | None = None, tokenizer=None, patches=None,
+                 **generate_kwargs) -> torch.LongTensor:
         """Generate continuations for a left-padded batch; returns only the new token ids
         (B, <= max_new_tokens), padded with the pad id after a sequence ends.
+
+        patches: the chips' `patch_features`, when computed before (instead of pixel_values).
 
         Greedy by default (deterministic); do_sample=True with temperature / top_p / top_k samples.
         stop_strings need the tokenizer (decoded-text matching); cut texts with
         `MGIMMProcessor.batch_decode(ids, stop_strings=...)`. Uses the LM's KV cache.
         """
-        embeds = self.embed_inputs(input_ids, pixel_values, region_boxes, region_masks, region_valid, mode)
+        embeds = self.embed_inputs(input_ids, pixel_values, region_boxes, region_masks, region_valid, mode, patches)
         text_config = self.config.text_config
         eos = generate_kwargs.pop("eos_token_id", getattr(text_config, "eos_token_id", None))
         pad = generate_kwargs.pop("pad_token_id", getattr(text_config, "pad_token_id", None))

@@ -1,6 +1,6 @@
 """Which parameters train: explicit flags instead of a stage string.
 
-Reference recipes (reference.md section 1), as flags:
+Reference recipes (docs/training.md), as flags:
   stage 1 (region-attribute alignment): configure_trainable(model)                    region + projector
   stage 2 (detailed description):       configure_trainable(model, lora=True)         + LoRA adapters
   global-only ablation:                 configure_trainable(model, train_region=False)  projector

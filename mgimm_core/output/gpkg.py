@@ -171,7 +171,8 @@ def initialise(conn: sqlite3.Connection) -> None:
         "INSERT INTO gpkg_spatial_ref_sys VALUES (?, ?, ?, ?, ?, ?)",
         [("Undefined cartesian SRS", -1, "NONE", -1, "undefined", "undefined cartesian coordinate reference system"),
          ("Undefined geographic SRS", 0, "NONE", 0, "undefined", "undefined geographic coordinate reference system"),
-         ("WGS 84 geodetic", 4326, "EPSG", 4326, _WGS84_WKT, "longitude/latitude coordinates in decimal degrees on the WGS 84 spheroid")])
+         ("WGS 84 geodetic", 4326, "EPSG", 4326, _WGS84_WKT,
+          "longitude/latitude coordinates in decimal degrees on the WGS 84 spheroid")])
 
 
 def is_geopackage(conn: sqlite3.Connection) -> bool:

@@ -5,8 +5,9 @@ The field list is fixed and documented here so every output format carries the s
 regions: region_id, scene, description, <attribute fields>, extra_attributes (JSON of attributes
     outside the vocabulary), valid_fraction (0..1 share of the polygon with valid pixels), gsd_m
     (metres per model pixel), model, prompt, created (UTC), error (NULL unless the region failed),
-    error_code (its stable code, mgimm_core.errors), run_id; then every input attribute of the AOI under its own name, or prefixed `in_` where that
-    name clashes with ours (case-insensitively, as SQLite and GDAL compare names).
+    error_code (its stable code, mgimm_core.errors), run_id; then every input attribute of the AOI
+    under its own name, or prefixed `in_` where that name clashes with ours (case-insensitively, as
+    SQLite and GDAL compare names).
 tiles: scene, tile_index, row, col, description, valid_fraction, gsd_m, model, prompt, created,
     error, error_code, run_id.
 """

@@ -224,7 +224,8 @@ class OutputWriter:
         if exc_type is None:
             status = "finished"
         else:
-            status = "interrupted" if issubclass(exc_type, KeyboardInterrupt) else "failed"
+            # Ctrl-C, or a signal the CLI turns into SystemExit (SIGTERM: batch/cli.py)
+            status = "interrupted" if issubclass(exc_type, (KeyboardInterrupt, SystemExit)) else "failed"
         self.close(status)
         return False
 

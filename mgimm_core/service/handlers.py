@@ -30,7 +30,7 @@ from mgimm_core.engines.local import LocalEngine
 from mgimm_core.errors import AOIError, CRSError, OptionsError
 from mgimm_core.jobs import AOISource, FilesJob, run_files_job
 from mgimm_core.model_dir import ModelDirectory
-from mgimm_core.output import RunInfo, open_output
+from mgimm_core.output import RegionRecord, RunInfo, open_output
 from mgimm_core.pipeline import DescribeOptions, Outcome, TileOptions, region_work
 from mgimm_core.regions import AOIFeature, read_aoi
 from mgimm_core.scene import Scene
@@ -90,7 +90,9 @@ class Service:
     def model_info(self) -> dict:
         """Model id, device and chip settings, loading the model if needed."""
         self.describer()
-        return self.loaded_model_info()
+        info = self.loaded_model_info()
+        assert info is not None      # loaded just above
+        return info
 
     def loaded_model_info(self) -> dict | None:
         """Model id, device and chip settings, or None while the model is not loaded (never loads it)."""
@@ -236,6 +238,7 @@ def _entry(rid: str, properties: dict, *, error: str | None = None, **fields) ->
 def outcome_entry(outcome: Outcome, thumbnail: bool) -> dict:
     """A region's outcome as the protocol's result entry (with the chip as a thumbnail if asked)."""
     rec = outcome.record
+    assert isinstance(rec, RegionRecord)      # a describe request has regions, never tiles
     gsd = rec.gsd_m if rec.gsd_m is None or np.isfinite(rec.gsd_m) else None
     chip = outcome.chip
     png = (thumbnail_png_b64(chip.image, chip.mask) if thumbnail and chip is not None else None)
@@ -245,15 +248,12 @@ def outcome_entry(outcome: Outcome, thumbnail: bool) -> dict:
                   scene=rec.scene, model=rec.model, thumbnail_png_b64=png)
 
 
-def _cancelled_error(done: int, total: int, output: str | None) -> ServiceError:
-    kept = (f"; the {done} region(s) finished so far are kept in {output} (rerun with mode 'resume' to "
-            f"finish)" if output else "")
-    return ServiceError("cancelled", f"cancelled by the client after {done} of {total} region(s){kept}.")
-
-
 def _describe_options(params: dict, **extra) -> DescribeOptions:
     try:
-        return DescribeOptions(batch_size=int_param(params, "batch_size", 8, 1, 256),
+        batch_size = param(params, "batch_size", int, None)
+        if batch_size is not None:
+            batch_size = int_param(params, "batch_size", None, 1, 256)
+        return DescribeOptions(batch_size=batch_size,
                                prompt=param(params, "prompt", str, None),
                                attributes=param(params, "attributes", bool, True, allow_none=False), **extra)
     except OptionsError as exc:

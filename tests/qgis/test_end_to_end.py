@@ -11,10 +11,9 @@ import urllib.request
 import pytest
 from osgeo import ogr
 from qgis.core import Qgis, QgsFeature, QgsGeometry, QgsProject, QgsRectangle, QgsVectorLayer
-from qgis.PyQt.QtCore import QEvent
 
 from plugin_fixtures import RecordingIface, messages, project_environment, wait_until, worker_python
-from test_map_tool_and_requests import click, draw_polygon, show_layer_on_canvas, utm_points
+from test_map_tool_and_requests import draw_polygon, show_layer_on_canvas, utm_points
 
 WORKER_TIMEOUT = 180  # s: the first request starts Python + torch and loads the model
 

@@ -1,4 +1,4 @@
-"""Readers for the reference MGIMM dataset files, read as they are (reference.md section 2).
+"""Readers for the reference MGIMM dataset files, read as they are (docs/training.md).
 
 - region file, COCO-like: `images: [{id, file_name, width, height}]`,
   `annotations: [{image_id, bbox: [x, y, w, h], caption}]` -> one `RegionSample` per annotation;

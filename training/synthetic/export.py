@@ -1,6 +1,6 @@
 """Write scenes to files: GeoTIFF, GeoPackage of objects, chips, and the reference-format text files.
 
-Reference formats (reference.md section 2): a COCO-like region file ({images, annotations} with
+Reference formats (docs/training.md): a COCO-like region file ({images, annotations} with
 bbox [x, y, w, h] and caption) and description files (a list of {image_id, file_name, width,
 height, bbox, conversations}). The project's own format is JSON lines, one record per chip:
 {image, width, height, regions: [{bbox, polygon, attributes, caption}], description}. Chip boxes and

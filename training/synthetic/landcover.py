@@ -14,7 +14,7 @@ import numpy as np
 from rasterio.features import rasterize
 from shapely.geometry import LineString, Polygon, box
 
-from .noise import box_blur, fbm, jittered_voronoi, value_noise
+from .noise import box_blur, fbm, jittered_voronoi
 
 SEA, LAKE, RIVER, FOREST, FARMLAND, GRASS, BARE, URBAN, ROAD, PAVED = range(10)
 LANDCOVER_NAMES: tuple[str, ...] = (

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from pyproj import CRS, Transformer
 from rasterio.transform import Affine
-from shapely.geometry import Point, box
+from shapely.geometry import Point
 
 from . import landcover as lcm
-from .landcover import BARE, FARMLAND, FOREST, GRASS, LAKE, PAVED, RIVER, ROAD, SEA, URBAN, LandCover
+from .landcover import BARE, FARMLAND, GRASS, LAKE, PAVED, RIVER, ROAD, SEA, URBAN, LandCover
 from .objects import Built, ObjectRecord, build, paint
 from .render import finish, render_background
 

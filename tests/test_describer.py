@@ -1,0 +1,50 @@
+"""The Describer: both questions about a batch of chips, the vision tower run once for both."""
+
+from __future__ import annotations
+
+import pytest
+
+from mgimm_core.describer import Describer
+from mgimm_core.model.testing_mgimm import random_chip
+
+
+@pytest.fixture(scope="module")
+def describer(tiny_model_dir):
+    return Describer.load(tiny_model_dir, device="cpu", max_new_tokens=6)
+
+
+def chips(n=3):
+    return [random_chip(40, 40, i) for i in range(n)], [(2.0, 2.0, 20.0 + i, 30.0) for i in range(n)], [None] * n
+
+
+def test_vision_tower_runs_once_per_describe_and_answers_match_separate_questions(describer):
+    calls = []
+    hook = describer.model.vision_tower.register_forward_hook(lambda module, args, out: calls.append(1))
+    try:
+        images, boxes, masks = chips()
+        both = describer.describe(images, boxes, masks)
+        assert len(calls) == 1                                   # one vision pass for two questions
+        attributes_only = describer.describe(images, boxes, masks, description=False)
+        description_only = describer.describe(images, boxes, masks, attributes=False)
+        assert len(calls) == 3
+    finally:
+        hook.remove()
+    assert [r.attribute_text for r in both] == [r.attribute_text for r in attributes_only]
+    assert [r.description for r in both] == [r.description for r in description_only]
+    assert all(r.description is not None and r.attribute_text is not None for r in both)
+
+
+def test_generate_from_pixels_equals_generate_from_precomputed_patches(describer):
+    import numpy as np
+    import torch
+
+    images, boxes, masks = chips(2)
+    processor, model = describer.processor, describer.model
+    batch = processor(images, boxes=[np.asarray([b], dtype=np.float32) for b in boxes], masks=[[m] for m in masks],
+                      prompts="describe", mode="global_region")
+    with torch.inference_mode():
+        patches = model.patch_features(batch["pixel_values"])
+    from_pixels = model.generate(**batch, mode="global_region", max_new_tokens=5)
+    rest = {k: v for k, v in batch.items() if k != "pixel_values"}
+    from_patches = model.generate(**rest, patches=patches, mode="global_region", max_new_tokens=5)
+    assert torch.equal(from_pixels, from_patches)
