@@ -11,7 +11,9 @@ EPSG:4326 (the inputs of `mgimm-geo demo`), with the shipped demo model unless -
 - end_to_end_regions_per_s: regions / wall time of the whole command, start-up included;
 - batched_vs_single: model throughput at --batch-size against --batch-size 1;
 - reads_per_region: raster reads per described region (the summary's `reads`);
-- resume_nothing_left_s: wall time of `--resume` on the finished output.
+- resume_nothing_left_s: wall time of `--resume` on the finished output;
+- every_core_model_regions_per_s: the batched run with `--threads <every core>` (torch's own
+  default), the baseline for the default thread choice.
 
 "Loaded" repeats everything while a second process spins on every core (the situation of a
 shared 2-core machine), so the ratio loaded/quiet shows what a busy machine costs.
@@ -29,9 +31,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-SPIN = "import multiprocessing as m, os\n" \
-       "def spin():\n    while True: pass\n" \
-       "ps=[m.Process(target=spin) for _ in range(os.cpu_count() or 2)]\n[p.start() for p in ps]\n[p.join() for p in ps]"
+SPIN = "while True: pass"
 
 
 def cli(*args, timeout=1800) -> tuple[dict, float]:
@@ -47,17 +47,19 @@ def cli(*args, timeout=1800) -> tuple[dict, float]:
 
 @contextmanager
 def competing_load(active: bool):
-    """A process spinning on every core while the block runs (nothing when not active)."""
+    """One process spinning per core while the block runs (nothing when not active). Separate
+    processes, not a multiprocessing pool, so that killing them leaves no orphan spinning on."""
     if not active:
         yield
         return
-    spinner = subprocess.Popen([sys.executable, "-c", SPIN])
+    spinners = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(os.cpu_count() or 2)]
     time.sleep(1.0)
     try:
         yield
     finally:
-        spinner.kill()
-        spinner.wait()
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
 
 
 def random_squares(scene_path, count: int, seed: int = 0) -> list[dict]:
@@ -88,14 +90,18 @@ def measure(inputs, aoi: Path, work: Path, args, label: str) -> dict:
     model = ["--model", args.model] if args.model else []
     common = [str(inputs.scene), "--aoi", str(aoi), *model, "-q"]
     out = work / f"{label}_batched.gpkg"
-    batched, wall = cli("describe", *common, "-o", str(out), "--overwrite", "--batch-size", str(args.batch_size))
+    batch = ["--batch-size", str(args.batch_size)] if args.batch_size else []
+    batched, wall = cli("describe", *common, "-o", str(out), "--overwrite", *batch)
     single, _ = cli("describe", *common, "-o", str(work / f"{label}_single.gpkg"), "--overwrite",
                     "--batch-size", "1")
     _resumed, resume_wall = cli("describe", *common, "-o", str(out), "--resume")
+    every_core, _ = cli("describe", *common, "-o", str(work / f"{label}_every_core.gpkg"), "--overwrite", *batch,
+                        "--threads", str(os.cpu_count() or 1))
     regions = batched["described"] + batched["failed"]
     return {"regions": regions, "end_to_end_s": round(wall, 2),
             "end_to_end_regions_per_s": round(regions / wall, 2),
             "model_regions_per_s": batched["per_second"], "single_model_regions_per_s": single["per_second"],
+            "every_core_model_regions_per_s": every_core["per_second"],
             "batched_vs_single": round(batched["per_second"] / single["per_second"], 2),
             "reads_per_region": round(batched["reads"] / max(1, batched["described"]), 3),
             "resume_nothing_left_s": round(resume_wall, 2), "split_s": batched["timings_s"]}
@@ -105,7 +111,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="model directory (default: the demo model)")
     parser.add_argument("--regions", type=int, default=100, help="AOI regions to describe")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="regions per model batch (default: the model's own default, as describe uses)")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--no-load", action="store_true", help="skip the run under a competing load")
     args = parser.parse_args()
@@ -118,7 +125,7 @@ def main() -> None:
     features = (features + random_squares(inputs.scene, args.regions - len(features)))[: args.regions]
     aoi = work / "aoi.geojson"
     aoi.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
-    report = {"model": args.model or "demo", "cores": os.cpu_count(), "batch_size": args.batch_size,
+    report = {"model": args.model or "demo", "cores": os.cpu_count(), "batch_size": args.batch_size or "model default",
               "quiet": measure(inputs, aoi, work, args, "quiet")}
     if not args.no_load:
         with competing_load(True):

@@ -58,9 +58,10 @@ def test_explicit_bands_pick_those_bands(make_raster):
 @pytest.mark.parametrize("count", [4, 6])
 def test_many_bands_without_colour_interpretation_need_a_choice(make_raster, count):
     path = make_raster(count=count, colorinterp=["gray"] + ["undefined"] * (count - 1))
-    with pytest.raises(BandError, match="-b/--bands") as info:
+    with pytest.raises(BandError, match="-b 3,2,1") as info:
         Scene.open(path)
     assert path in str(info.value)
+    assert info.value.code == "band_error"
 
 
 @pytest.mark.parametrize("bands", [(0, 1, 2), (1, 2, 7), (1, 2)])
