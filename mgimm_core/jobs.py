@@ -65,12 +65,15 @@ class FilesJob:
 
 
 def run_files_job(job: FilesJob, engine, *, check_path: Callable[[str, str], str] = lambda path, what: path,
+                  open_scene: Callable[..., Scene] = Scene.open,
                   on_batch: Callable[[int, int | None], None] = lambda done, total: None,
                   should_cancel: Callable[[], bool] = lambda: False, request: str | None = None) -> dict:
     """Open the job's inputs, describe them with `engine` into the job's output; the JSON summary.
 
     check_path(path, what): the server's path policy, applied to every raster a folder expands to
     (and to the AOI), returning the path to use; the local default accepts every path.
+    open_scene(path, bands=, nodata=): how each raster is opened (the server's opens it under its
+    file boundary, mgimm_core/service/handlers.py); default `Scene.open`.
     request: the protocol request that ran the job (recorded in `runs`).
     """
     started = time.perf_counter()
@@ -86,7 +89,7 @@ def run_files_job(job: FilesJob, engine, *, check_path: Callable[[str, str], str
     opened: list[Scene] = []
     try:
         for path in paths:
-            scene = Scene.open(path, bands=job.bands, nodata=job.nodata)
+            scene = open_scene(path, bands=job.bands, nodata=job.nodata)
             opened.append(scene)
             log.info("scene %s: %d x %d pixels, bands %s shown, CRS %s", path, scene.width, scene.height,
                      ",".join(map(str, scene.band_indexes)), scene.crs.to_string() if scene.crs else "none")

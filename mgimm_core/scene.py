@@ -135,7 +135,7 @@ class Scene:
     @classmethod
     def open(cls, path, *, bands: tuple[int, ...] | None = None, nodata: float | None = None,
              percentiles: tuple[float, float] = (2, 98),
-             value_range: tuple[float, float] | None = None) -> "Scene":
+             value_range: tuple[float, float] | None = None, driver: str | None = None) -> "Scene":
         """Open any GDAL raster (GeoTIFF, COG, BigTIFF, VRT, ...) for reading.
 
         bands: 1-based indexes, three (red, green, blue) or one (grey); default from the file.
@@ -143,6 +143,8 @@ class Scene:
         percentiles: (low, high) in 0..100 for the scene-wide stretch of non-uint8 data.
         value_range: (low, high) source values mapped to 0 and 255 for every band (overrides
             percentiles, applies to uint8 too).
+        driver: the only GDAL driver allowed to open the file (e.g. "GTiff"); default: GDAL picks
+            one from the file's content (the server pins it, mgimm_core/service/handlers.py).
 
         Raises SceneError (missing, not a raster, corrupt), BandError (bad or ambiguous bands),
         GeotransformError (rotated or GCP-only georeferencing).
@@ -161,9 +163,13 @@ class Scene:
             raise SceneError(f"{path}: is a directory, not a raster. Give the path of a raster "
                              f"file (GeoTIFF, VRT, ...).")
         try:
-            dataset = rasterio.open(path)
+            dataset = rasterio.open(path, driver=driver)
         except RasterioIOError as exc:
             reason = _gdal_reason(exc)
+            if driver is not None:
+                raise SceneError(f"{path}: not a {driver} file ({reason}); only {driver} rasters are "
+                                 f"accepted here. Convert it: gdal_translate -of {driver} {path} "
+                                 f"converted.tif") from exc
             if "not recognized as" in reason or "not recognised as" in reason:
                 raise SceneError(f"{path}: not a raster GDAL can read ({reason}). Give a GeoTIFF, "
                                  f"COG, VRT or another GDAL raster.") from exc
@@ -193,6 +199,11 @@ class Scene:
 
     def close(self):
         self._ds.close()
+
+    @property
+    def files(self) -> list[str]:
+        """Every file GDAL reads for this raster (the file, sidecars, a VRT's sources)."""
+        return list(self._ds.files)
 
     @property
     def closed(self) -> bool:

@@ -31,6 +31,7 @@ from mgimm_core.errors import AOIError, CRSError, OptionsError
 from mgimm_core.jobs import AOISource, FilesJob, run_files_job
 from mgimm_core.model_dir import ModelDirectory
 from mgimm_core.output import RegionRecord, RunInfo, open_output
+from mgimm_core.output.writer import FORMATS
 from mgimm_core.pipeline import DescribeOptions, Outcome, TileOptions, region_work
 from mgimm_core.regions import AOIFeature, read_aoi
 from mgimm_core.scene import Scene
@@ -47,15 +48,31 @@ MAX_NEW_TOKENS_LIMIT = 1024
 MAX_REGIONS_PER_REQUEST = 10_000
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
+#: Server mode (roots given): the only GDAL driver request rasters open with, and GDAL's settings
+#: while a request runs: no directory listing (so no sidecar .ovr/.msk/.aux.xml, each of which GDAL
+#: would open with any driver, a VRT included), no raw-file VRT bands, no /vsicurl/ fetches.
+SERVER_RASTER_DRIVER = "GTiff"
+SERVER_GDAL_CONFIG = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_VRT_ENABLE_RAWRASTERBAND": "NO",
+                      "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".mgimm-server-reads-no-network-files",
+                      "GDAL_HTTP_MAX_RETRY": "0", "GDAL_PAM_ENABLED": "NO"}
+#: Server mode: AOI file suffix -> the bytes it must start with (leading whitespace ignored).
+SERVER_AOI_SIGNATURES = {".geojson": (b"{",), ".json": (b"{",), ".gpkg": (b"SQLite format 3\x00",),
+                         ".fgb": (b"fgb\x03",), ".shp": (b"\x00\x00\x27\x0a",)}
+_OUTPUT_SUFFIXES = frozenset(FORMATS) | {".json"}
+
 
 # ================================================================================ service
 class Service:
     """The model (loaded on first use) and the path policy of one worker or server.
 
     roots: None lets requests name any local path (the local worker: the user's own files).
-    A list restricts every path a request names (rasters, AOIs, outputs) to those folders after
-    resolving links and `..`; an empty list refuses all paths (only `raster_b64` works). Remote
-    GDAL paths (/vsicurl/, URLs) are refused whenever roots is not None.
+    A list is server mode: the file boundary of docs/protocol.md ("File boundary"). Every path a
+    request names (rasters, AOIs, outputs) must lie in those folders after resolving links and
+    `..` (an empty list refuses all paths: only `raster_b64` works); remote GDAL paths (/vsicurl/,
+    URLs) are refused; rasters open with the GeoTIFF driver only, under SERVER_GDAL_CONFIG (no
+    sidecar files, no raw VRT bands, no network), and every file a raster reads (`Scene.files`)
+    must lie in the roots; a path with an output's suffix (.gpkg, .csv, ...) is never opened as a raster;
+    AOI files must carry the signature of GeoJSON, GeoPackage, FlatGeobuf or Shapefile.
     """
 
     def __init__(self, model_dir: str | None = None, *, load: LoadOptions = LoadOptions(),
@@ -106,6 +123,9 @@ class Service:
     # ------------------------------------------------------------------ paths
     def check_path(self, path: str, what: str) -> str:
         """The path if this service may use it; ServiceError forbidden otherwise (names the roots)."""
+        if "\x00" in path:
+            raise ServiceError("bad_request", f"{what} {path!r}: a path cannot hold a NUL character; send the "
+                                              f"file's path as plain text.")
         if self.roots is None:
             return path
         if path.startswith("/vsi") or "://" in path:
@@ -122,6 +142,48 @@ class Service:
         raise ServiceError("forbidden", f"{what} {path!r} lies outside the server's allowed folders "
                                         f"({', '.join(self.roots)}); move it there or start the server "
                                         f"with --root pointing at its folder.")
+
+    def open_scene(self, path: str, *, bands=None, nodata=None) -> Scene:
+        """A request's raster, opened under this service's file boundary (see the class docstring)."""
+        path = self._existing(path, "raster")
+        if self.roots is None:
+            return Scene.open(path, bands=bands, nodata=nodata)
+        if os.path.splitext(path)[1].lower() in _OUTPUT_SUFFIXES:     # every output has one (output_format)
+            raise ServiceError("forbidden", f"raster {path!r} has the suffix of an output "
+                                            f"({', '.join(sorted(_OUTPUT_SUFFIXES))}); this server never reads "
+                                            f"a request's output as a raster. Name a GeoTIFF.")
+        scene = Scene.open(path, bands=bands, nodata=nodata, driver=SERVER_RASTER_DRIVER)
+        try:
+            for name in scene.files:
+                self.check_path(name, f"raster {path!r} reads the file")
+        except BaseException:
+            scene.close()
+            raise
+        return scene
+
+    def existing_aoi(self, path: str) -> str:
+        """An AOI file a request names; in server mode it must start like one of SERVER_AOI_SIGNATURES
+        (so GDAL cannot read it as a VRT or another format that opens further files)."""
+        path = self._existing(path, "AOI")
+        if self.roots is None:
+            return path
+        suffix = os.path.splitext(path)[1].lower()
+        signatures = SERVER_AOI_SIGNATURES.get(suffix)
+        try:
+            with open(path, "rb") as f:
+                head = f.read(64).lstrip()
+        except OSError as exc:
+            raise ServiceError("not_found", f"AOI {path}: cannot be read ({exc.strerror}).") from None
+        if signatures is None or not head.startswith(signatures):
+            raise ServiceError("forbidden", f"AOI {path!r}: this server reads AOI files in GeoJSON (.geojson, "
+                                            f".json), GeoPackage (.gpkg), FlatGeobuf (.fgb) or Shapefile (.shp) "
+                                            f"only, with their format's signature; convert it with ogr2ogr.")
+        if suffix == ".shp":
+            for side in (".shx", ".dbf", ".prj", ".cpg"):
+                sidecar = os.path.splitext(path)[0] + side
+                if os.path.lexists(sidecar):
+                    self.check_path(sidecar, f"AOI {path!r} reads the file")
+        return path
 
     def _existing(self, path: str, what: str) -> str:
         path = self.check_path(path, what)
@@ -143,8 +205,13 @@ class Service:
             params = {}
         if not isinstance(params, dict):
             raise ServiceError("bad_request", f"'params' of a {request_type} request must be a JSON object.")
-        return handler(self, params, progress or (lambda value, message: None),
-                       cancelled or (lambda: False))
+        progress, cancelled = progress or (lambda value, message: None), cancelled or (lambda: False)
+        if self.roots is None:
+            return handler(self, params, progress, cancelled)
+        import rasterio
+
+        with rasterio.Env(**SERVER_GDAL_CONFIG):
+            return handler(self, params, progress, cancelled)
 
 
 def _cancelled_error(done: int, total: int, output: str | None) -> ServiceError:
@@ -170,8 +237,7 @@ def _open_request_scene(service: Service, params: dict, bands, nodata):
         raise ServiceError("bad_request", "give exactly one of 'raster' (a path the worker/server can read) "
                                           "and 'raster_b64' (base64 GeoTIFF bytes).")
     if raster is not None:
-        path = service._existing(raster, "raster")
-        return Scene.open(path, bands=bands, nodata=nodata), raster, None
+        return service.open_scene(raster, bands=bands, nodata=nodata), raster, None
     try:
         data = base64.b64decode(raster_b64, validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -184,7 +250,7 @@ def _open_request_scene(service: Service, params: dict, bands, nodata):
 
     memfile = MemoryFile(data, ext=".tif")
     try:
-        scene = Scene.open(memfile.name, bands=bands, nodata=nodata)
+        scene = Scene.open(memfile.name, bands=bands, nodata=nodata, driver=SERVER_RASTER_DRIVER)
     except BaseException:
         memfile.close()
         raise
@@ -335,7 +401,7 @@ def handle_describe_file(service: Service, params: dict, progress: Progress, can
                        output=service.check_path(param(params, "output", str, allow_none=False), "output"),
                        mode=param(params, "mode", str, "create", allow_none=False),
                        aoi=None if aoi is None else AOISource(
-                           service._existing(aoi, "AOI"), layer=param(params, "layer", str, None),
+                           service.existing_aoi(aoi), layer=param(params, "layer", str, None),
                            crs=param(params, "aoi_crs", str, None), buffer=param(params, "buffer", float, None)),
                        bands=bands_param(params), nodata=param(params, "nodata", float, None),
                        options=_describe_options(params, tiles=tiles))
@@ -348,7 +414,8 @@ def handle_describe_file(service: Service, params: dict, progress: Progress, can
     def on_batch(done: int, total: int | None):
         progress(min(done / total, 1.0) if total else 0.0, f"{done} {unit} done")
 
-    summary = run_files_job(job, service.engine, check_path=service._existing, on_batch=on_batch,
+    summary = run_files_job(job, service.engine, check_path=service._existing, open_scene=service.open_scene,
+                            on_batch=on_batch,
                             should_cancel=cancelled, request="describe_file")
     if summary.get("cancelled"):
         raise ServiceError("cancelled", f"cancelled by the client after {summary['described'] + summary['failed']} "
