@@ -91,6 +91,18 @@ class RegionTooSmallError(RegionError):
     code = "region_too_small"
 
 
+class RegionNoDataError(RegionError):
+    """The region holds no valid pixel (all nodata or masked): there is nothing to describe."""
+
+    code = "region_nodata"
+
+
+class OutputBusyError(MGIMMError, OSError):
+    """Another run is writing the same output now (two writers would interleave or lose rows)."""
+
+    code = "output_busy"
+
+
 class ModelError(MGIMMError, RuntimeError):
     """A model or checkpoint cannot be built, loaded or run."""
 

@@ -16,7 +16,7 @@ from mgimm_core.errors import OptionsError
 from mgimm_core.output import MODES, RunInfo
 from mgimm_core.pipeline import DescribeOptions, describe_to_output
 from mgimm_core.regions import read_aoi
-from mgimm_core.scene import Scene, expand_scene_paths
+from mgimm_core.scene import Scene, expand_scene_paths, normalise_scene_path
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,8 @@ def run_files_job(job: FilesJob, engine, *, check_path: Callable[[str, str], str
     if job.options.tiles is not None and not engine.supports_tiles:
         raise OptionsError(f"tiles are not supported by the {engine.name} engine yet; describe tiles with the "
                            f"local engine (tiles of one scene are read in block order on one machine).", "engine")
-    paths = [check_path(p, "raster") for p in expand_scene_paths(list(job.scenes))]
+    # Each file checked as given (a link named as such), then recorded under its resolved name.
+    paths = [normalise_scene_path(check_path(p, "raster")) for p in expand_scene_paths(list(job.scenes))]
     features = []
     if job.aoi is not None:
         aoi = job.aoi

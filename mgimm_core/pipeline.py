@@ -26,7 +26,8 @@ import shapely
 from rasterio.windows import Window
 from rasterio.windows import bounds as window_bounds
 
-from mgimm_core.errors import MGIMMError, OptionsError, RegionError, RegionOutsideError, error_code
+from mgimm_core.errors import (MGIMMError, OptionsError, RegionError, RegionNoDataError, RegionOutsideError,
+                               error_code)
 from mgimm_core.output import RegionRecord, RunInfo, TileRecord, open_output, region_key, tile_key
 from mgimm_core.prompts import DESCRIPTION_PROMPT
 from mgimm_core.regions import AOIFeature, ChipSettings, RegionChip, RegionPlacement, place_region, read_region
@@ -250,10 +251,19 @@ def build_record(item: WorkItem, *, model: str, prompt: str, chip: RegionChip | 
                           description=description, valid_fraction=valid_fraction, gsd_m=gsd, model=model,
                           prompt=prompt, error=message, error_code=code)
     feature = item.subject
-    return RegionRecord(scene=item.scene_name, region_id=feature.id, geometry=feature.geometry, crs=feature.crs,
+    # A row keeps its AOI geometry, unless the regions layer cannot hold it (a point or line, NaN
+    # coordinates): then the row has no geometry and says why in `error` (mgimm_core/output/writer.py).
+    geometry = feature.geometry if polygonal_and_finite(feature.geometry) else None
+    return RegionRecord(scene=item.scene_name, region_id=feature.id, geometry=geometry, crs=feature.crs,
                         description=description, attributes=getattr(text, "attributes", {}) or {},
                         properties=feature.properties, valid_fraction=valid_fraction, gsd_m=gsd, model=model,
                         prompt=prompt, error=message, error_code=code)
+
+
+def polygonal_and_finite(geom) -> bool:
+    """True for a (multi)polygon with finite coordinates: a geometry the regions layer holds."""
+    return (geom is not None and geom.geom_type in ("Polygon", "MultiPolygon")
+            and bool(np.isfinite(shapely.get_coordinates(geom)).all()))
 
 
 class RegionModel(Protocol):
@@ -326,6 +336,13 @@ def describe_work(work: Iterable[WorkItem], model: RegionModel, options: Describ
         chip = read_region(item.scene, item.placement)
         t = timings.add("read", t)
         timings.counts["reads"] += 1
+        if options.tiles is None and chip.valid_fraction == 0 and isinstance(item.subject, AOIFeature):
+            error = RegionNoDataError(f"region {item.subject.id!r}: no valid pixel on {item.scene_name} (every "
+                                      f"pixel under it is nodata or masked), so there is nothing to describe. "
+                                      f"Check --nodata and the scene's mask, or use a scene with data there.")
+            yield [Outcome(build_record(item, model=model.model_id, prompt=prompt, chip=chip, error=error))]
+            t = time.perf_counter()
+            continue
         if options.tiles is not None and (chip.valid_fraction < options.tiles.min_valid
                                           or chip.valid_fraction == 0):
             continue

@@ -177,8 +177,29 @@ def read_aoi(source: str, *, layer: str | None = None, buffer: float | None = No
         for f in features:
             f.geometry = buffer_metres(f.geometry, f.crs, float(buffer))
     for f in features:
+        if not _finite(f.geometry):
+            continue        # refused per region (place_region), never repaired into something else
         f.geometry = _repair(f.geometry, f"feature {f.id!r} of {_short(text)}")
+    check_unique_ids(features, _short(text))
     return features
+
+
+def check_unique_ids(features: list[AOIFeature], source: str) -> None:
+    """AOIError naming the first id used by more than one feature: rows, and what --resume skips,
+    are keyed by (scene, region id), so two features with one id would overwrite or skip each other."""
+    seen: dict[str, list[int]] = {}
+    for index, feature in enumerate(features):
+        seen.setdefault(feature.id, []).append(index)
+    for fid, indexes in seen.items():
+        if len(indexes) > 1:
+            where = ", ".join(map(str, indexes[:5])) + (f" and {len(indexes) - 5} more" if len(indexes) > 5 else "")
+            raise AOIError(f"AOI {source}: {len(indexes)} features share the id {fid!r} (features {where}); output "
+                           f"rows and --resume are keyed by it, so regions would be lost. Give every feature a "
+                           f"unique 'id' value, or rename the 'id' field (features are then numbered 0, 1, 2, ...).")
+
+
+def _finite(geom) -> bool:
+    return geom is None or bool(np.isfinite(shapely.get_coordinates(geom)).all())
 
 
 def _short(text: str, limit: int = 80) -> str:
@@ -280,7 +301,12 @@ def _read_vector_file(path: str, layer: str | None, user_crs: pyproj.CRS | None
     for index, wkb in enumerate(wkbs):
         props = {name: _plain(values[index]) for name, values in zip(names, field_data)}
         fid = str(props["id"]) if id_column is not None and props["id"] is not None else str(index)
-        geom = shapely.from_wkb(wkb) if wkb is not None else shapely.from_wkt("POLYGON EMPTY")
+        try:
+            with np.errstate(invalid="ignore"):        # NaN coordinates are refused per region later
+                geom = shapely.from_wkb(wkb) if wkb is not None else shapely.from_wkt("POLYGON EMPTY")
+        except shapely.errors.GEOSException as exc:
+            raise AOIError(f"AOI {path} (layer {layer!r}): feature {index} (id {fid!r}) has a geometry GEOS "
+                           f"cannot build ({exc}); fix it (e.g. close its rings) or remove it.") from None
         features.append(AOIFeature(fid, geom, crs, props))
     return features
 
@@ -399,6 +425,9 @@ def _check_area_geometry(feature: AOIFeature):
     geom = feature.geometry
     if geom is None or geom.is_empty:
         raise _fail(feature, "empty geometry. Remove the feature or draw a polygon.", RegionGeometryError)
+    if not _finite(geom):
+        raise _fail(feature, "has coordinates that are not finite numbers (NaN or infinity). Fix or remove "
+                             "the feature's vertices.", RegionGeometryError)
     if geom.geom_type not in _POLYGONAL:
         raise _fail(feature, f"a {geom.geom_type}, but regions must be polygons. Give a buffer "
                              f"in metres (read_aoi(buffer=...) / --buffer METRES) to turn "

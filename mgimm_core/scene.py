@@ -495,6 +495,13 @@ def _nodata_policy(dataset, band_indexes, nodata) -> tuple[float | None, str]:
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
 
 
+def normalise_scene_path(path) -> str:
+    """The name a scene is recorded and resumed under: a local path resolved (absolute, links and
+    `..` followed), so `./rgb.tif` and `rgb.tif` are one scene; GDAL paths (/vsis3/...) as given."""
+    text = os.fspath(path)
+    return os.path.realpath(text) if _is_local_path(text) else text
+
+
 def expand_scene_paths(paths) -> list[str]:
     """Files (and GDAL paths such as /vsis3/...) as given; a directory gives its rasters, sorted,
     not recursively. Raises SceneError for a directory without rasters."""

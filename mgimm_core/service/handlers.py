@@ -33,8 +33,8 @@ from mgimm_core.model_dir import ModelDirectory
 from mgimm_core.output import RegionRecord, RunInfo, open_output
 from mgimm_core.output.writer import FORMATS
 from mgimm_core.pipeline import DescribeOptions, Outcome, TileOptions, region_work
-from mgimm_core.regions import AOIFeature, read_aoi
-from mgimm_core.scene import Scene
+from mgimm_core.regions import AOIFeature, check_unique_ids, read_aoi
+from mgimm_core.scene import Scene, normalise_scene_path
 
 from .protocol import PROTOCOL_VERSION, ServiceError, bands_param, int_param, param
 from .thumbnails import thumbnail_png_b64
@@ -145,7 +145,7 @@ class Service:
 
     def open_scene(self, path: str, *, bands=None, nodata=None) -> Scene:
         """A request's raster, opened under this service's file boundary (see the class docstring)."""
-        path = self._existing(path, "raster")
+        path = normalise_scene_path(self._existing(path, "raster"))    # rows record and resume by it
         if self.roots is None:
             return Scene.open(path, bands=bands, nodata=nodata)
         if os.path.splitext(path)[1].lower() in _OUTPUT_SUFFIXES:     # every output has one (output_format)
@@ -290,6 +290,10 @@ def _features(params: dict) -> tuple[list[AOIFeature], list[dict]]:
             raise ServiceError("bad_request", f"parameter 'crs' = {crs!r}: {exc}") from None
         feature.id, feature.properties = rid, props
         features.append(feature)
+    try:
+        check_unique_ids(features, "the request's regions")
+    except AOIError as exc:
+        raise ServiceError("bad_request", str(exc)) from None
     return features, errors
 
 

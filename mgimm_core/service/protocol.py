@@ -36,6 +36,8 @@ ERROR_CODES = {
     "region_outside": 422,      # RegionOutsideError: outside the raster (as a request: every region)
     "region_too_small": 422,    # RegionTooSmallError: no area on the scene's pixel grid
     "output_error": 422,        # OutputError: the output cannot be written
+    "region_nodata": 422,       # RegionNoDataError: per region: every pixel under it is nodata
+    "output_busy": 409,         # OutputBusyError: another run is writing the same output now
     "model": 500,               # ModelError: the model cannot be loaded or run
 }
 
