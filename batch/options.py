@@ -19,6 +19,7 @@ command passes them straight through: ``Scene.open(scene, **scene_kwargs(...))``
 
 from __future__ import annotations
 
+import functools
 import math
 
 import click
@@ -160,9 +161,27 @@ def output_mode(overwrite: bool, append: bool, resume: bool) -> str:
 
 threads_option = click.option(
     "--threads", type=click.IntRange(min=1), default=None, metavar="N",
-    help="Torch threads for the model. Default: the cores free now (cores minus the 1-minute load "
-         "average, at least 1): on a busy machine more threads than free cores run several times slower.")
+    help="Torch threads for the model. Default: the cores free now (cores minus those other "
+         "processes keep busy, at least 1): on a busy machine more threads than free cores run several times slower.")
 
-model_option = click.option(
-    "--model", "model_dir", default=None, metavar="DIR",
-    help="A saved MGIMM directory (default: the demo model shipped with mgimm-geo).")
+def model_option(command):
+    """--model DIR and --vision DIR. With --vision the model is resolved now (a ModelDirectory is
+    passed on as `model_dir`); without, `model_dir` stays the path, resolved when first needed."""
+    @click.option("--model", "model_dir", default=None, metavar="DIR",
+                  help="The model: a saved MGIMM directory, a LLaVA-1.5 directory (Hugging Face `llava` or "
+                       "original format) or GeoChat (default: the demo model shipped with mgimm-geo).")
+    @click.option("--vision", "vision_dir", default=None, metavar="DIR",
+                  help="Local vision-tower folder of an original-format LLaVA/GeoChat model (default: its "
+                       "mm_vision_tower, as a folder or in the Hugging Face cache).")
+    @functools.wraps(command)
+    def with_model(*args, model_dir=None, vision_dir=None, **kwargs):
+        if vision_dir is not None:
+            from mgimm_core.errors import MGIMMError
+            from mgimm_core.model_dir import ModelDirectory
+
+            try:
+                model_dir = ModelDirectory.resolve(model_dir, vision_dir)
+            except MGIMMError as exc:
+                raise click.ClickException(str(exc)) from exc
+        return command(*args, model_dir=model_dir, **kwargs)
+    return with_model

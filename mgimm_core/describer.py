@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from mgimm_core.errors import ModelError
-from mgimm_core.prompts import ATTRIBUTE_PROMPT, DESCRIPTION_PROMPT
+from mgimm_core.prompts import ATTRIBUTE_PROMPT, DESCRIPTION_PROMPT, TEXT_REGION_PROMPTS
 from mgimm_core.vocabulary import parse_attributes
 
 log = logging.getLogger(__name__)
@@ -67,11 +67,13 @@ class Describer:
 
     @classmethod
     def load(cls, model_dir: str | Path | None = None, *, device: str = "auto",
-             max_new_tokens: int = 200, compile: bool = False) -> "Describer":
+             max_new_tokens: int = 200, compile: bool = False, vision: str | Path | None = None) -> "Describer":
         """Load a saved MGIMM directory (default: the demo model shipped inside the package).
 
         compile: decode with a static KV cache and a compiled forward (CUDA; first batch of
         each shape pays the compile time, later ones decode faster); greedy tokens are the same.
+        vision: the local vision-tower directory of an original-format LLaVA/GeoChat checkpoint
+        (default: its `mm_vision_tower`, as a path or in the Hugging Face cache).
         """
         from mgimm_core.model import load_for_inference
 
@@ -86,7 +88,7 @@ class Describer:
 
         hf_logging.disable_progress_bar()  # stdout/stderr stay for our own progress and JSON
         try:
-            model, processor = load_for_inference(str(directory), device=str(torch_device))
+            model, processor = load_for_inference(str(directory), device=str(torch_device), vision=vision)
         except (OSError, ValueError, KeyError) as exc:
             raise ModelError(f"{directory}: cannot load the model ({exc})") from exc
         model_id = "demo" if model_dir is None else directory.name
@@ -123,6 +125,24 @@ class Describer:
         results = [RegionText() for _ in images]
         if not images:
             return results
+        region_prompt = getattr(self.model.config, "region_prompt", "tokens")
+        if region_prompt == "tokens":   # MGIMM: region tokens alone, then global + region tokens
+            (attribute_prompt, attribute_mode), (description_prompt, description_mode) = (
+                (ATTRIBUTE_PROMPT, "region"), (DESCRIPTION_PROMPT, "global_region"))
+        else:                           # LLaVA family: the whole chip, the region as box text
+            attribute_prompt, description_prompt = TEXT_REGION_PROMPTS[region_prompt]
+            attribute_mode = description_mode = "global"
+        patches = None
+        if attributes:
+            texts, patches = self._generate(images, boxes, masks, attribute_prompt, attribute_mode)
+            for result, text in zip(results, texts):
+                result.attribute_text = text
+                result.attributes = {k: v for k, v in parse_attributes(text).items() if v is not None}
+        if description:
+            texts, _ = self._generate(images, boxes, masks, prompt or description_prompt, description_mode, patches)
+            for result, text in zip(results, texts):
+                result.description = text
+        return results
         patches = None
         if attributes:
             texts, patches = self._generate(images, boxes, masks, ATTRIBUTE_PROMPT, "region")

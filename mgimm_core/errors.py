@@ -97,22 +97,43 @@ class RegionNoDataError(RegionError):
     code = "region_nodata"
 
 
-class OutputBusyError(MGIMMError, OSError):
-    """Another run is writing the same output now (two writers would interleave or lose rows)."""
-
-    code = "output_busy"
-
-
 class ModelError(MGIMMError, RuntimeError):
     """A model or checkpoint cannot be built, loaded or run."""
 
     code = "model"
 
 
+class VisionTowerNotFound(ModelError):
+    """An original-format LLaVA/GeoChat directory names a vision tower that is not on this machine
+    (the option that fixes it: `option`)."""
+
+    code = "vision_not_found"
+    option = "vision"
+
+
+class IncompleteImportError(ModelError):
+    """A checkpoint import left trained tensors (region module, projector) at their fresh values.
+
+    `missing` lists the model's tensor names that no checkpoint provided.
+    """
+
+    code = "incomplete_import"
+
+    def __init__(self, message: str, missing: list[str] | None = None):
+        super().__init__(message)
+        self.missing = list(missing or [])
+
+
 class OutputError(MGIMMError, OSError):
     """An output cannot be written (exists without --overwrite, wrong format, locked)."""
 
     code = "output_error"
+
+
+class OutputBusyError(OutputError):
+    """Another run is writing the same output now (two writers would interleave or lose rows)."""
+
+    code = "output_busy"
 
 
 def error_code(exc: BaseException) -> str:

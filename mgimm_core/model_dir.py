@@ -12,6 +12,7 @@ from functools import cached_property
 from pathlib import Path
 
 from mgimm_core.errors import ModelError
+from mgimm_core.model_formats import MGIMM, ModelKind, inspect_model
 from mgimm_core.regions import ChipSettings
 
 #: The demo model shipped inside the package (the default of every `--model`).
@@ -31,28 +32,45 @@ SMALL_MODEL_BYTES = 512 * 2**20
 
 @dataclass(frozen=True)
 class ModelDirectory:
-    """A saved MGIMM directory: its path, the id rows record, and how regions become its chips."""
+    """A saved model directory: its path, the id rows record, how regions become its chips, what
+    kind of model it is (`mgimm_core.model_formats`) and, for original-format LLaVA/GeoChat, the
+    local vision-tower directory it loads with."""
 
     path: Path
     model_id: str
     chip: ChipSettings
+    kind: ModelKind | None = None
 
     @classmethod
-    def resolve(cls, model_dir: str | Path | None = None) -> "ModelDirectory":
-        """The directory `model_dir` (default: the shipped demo model), checked to hold a model."""
+    def resolve(cls, model_dir: "str | Path | ModelDirectory | None" = None,
+                vision: str | Path | None = None) -> "ModelDirectory":
+        """The directory `model_dir` (default: the shipped demo model), checked to hold a model; an
+        already resolved ModelDirectory is returned as it is (callers pass either)."""
+        if isinstance(model_dir, ModelDirectory):
+            return model_dir
         path = Path(model_dir) if model_dir is not None else DEMO_MODEL_DIR
         if not (path / "config.json").is_file():
             hint = ("the embedded demo model is missing from this installation; reinstall mgimm-geo"
                     if model_dir is None else "give a directory written by save_pretrained / "
-                    "`python -m training` (it holds config.json, model.safetensors and the tokenizer)")
-            raise ModelError(f"{path}: no MGIMM model here ({hint})")
-        return cls(path, "demo" if model_dir is None else path.name, _chip_settings(path))
+                    "`python -m training`, or a LLaVA-1.5 / GeoChat checkpoint (it holds config.json)")
+            raise ModelError(f"{path}: no model here ({hint})")
+        kind = inspect_model(path, vision)
+        chip = _chip_settings(path) if kind.format == MGIMM else _foreign_chip_settings(path, kind)
+        return cls(path, "demo" if model_dir is None else path.name, chip, kind)
+
+    @property
+    def format(self) -> str:
+        return self.kind.format if self.kind is not None else MGIMM
+
+    @property
+    def vision_dir(self) -> Path | None:
+        return self.kind.vision_dir if self.kind is not None else None
 
     @cached_property
     def weight_bytes(self) -> int:
-        """Size of the weight files (safetensors, else .bin shards)."""
+        """Size of the weight files (safetensors, else .bin shards; PEFT adapters not counted)."""
         files = list(self.path.glob("*.safetensors")) or list(self.path.glob("*.bin"))
-        return sum(f.stat().st_size for f in files)
+        return sum(f.stat().st_size for f in files if not f.name.startswith("adapter_"))
 
     @property
     def default_batch_size(self) -> int:
@@ -66,6 +84,14 @@ class ModelDirectory:
         from mgimm_core.output import sha256_path
 
         return sha256_path(self.path)
+
+
+def _foreign_chip_settings(path: Path, kind: ModelKind) -> ChipSettings:
+    """LLaVA-family checkpoints: their input size, chips placed with this project's defaults."""
+    size = kind.input_size()
+    if size is None:
+        raise ModelError(f"{path}: config.json does not state the vision tower's input size (image_size)")
+    return ChipSettings(input_size=size, context=DEFAULT_CONTEXT, min_window=DEFAULT_MIN_WINDOW)
 
 
 def _chip_settings(path: Path) -> ChipSettings:

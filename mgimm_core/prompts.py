@@ -11,3 +11,22 @@ ATTRIBUTE_PROMPT = ("Based on the provided region of the remote sensing image, d
 # Stage 2, detailed description from region + global features.
 DESCRIPTION_PROMPT = ("Describe the provided region of the remote sensing image in detail, including "
                       "the land cover and the attributes, counts and positions of the objects.")
+
+
+# LLaVA-family checkpoints (no region module) get the region as box text in `{region}`, the way
+# each was trained (mgimm_core/model/processing_mgimm.py `region_text` writes the box).
+# GeoChat's region-captioning task word and phrasing; LLaVA-1.5's box-in-question form.
+TEXT_REGION_PROMPTS = {
+    "geochat": ("[identify] What is the object present at {region}",
+                "[identify] Describe the object present at {region} and its surroundings in detail."),
+    "box_text": ("What is the main object in the region {region} of this remote sensing image? Give its "
+                 "name, colour and shape.",
+                 "Describe the region {region} of this remote sensing image in detail."),
+}
+
+#: LLaVA v1 conversation template (LLaVA-1.5 original format and GeoChat), with its system prompt.
+LLAVA_V1_TEMPLATE = ("A chat between a curious human and an artificial intelligence assistant. The assistant "
+                     "gives helpful, detailed, and polite answers to the human's questions. USER: <image>\n"
+                     "{prompt} ASSISTANT:")
+#: llava-hf's LLaVA-1.5 chat template (no system prompt).
+LLAVA_HF_TEMPLATE = "USER: <image>\n{prompt} ASSISTANT:"

@@ -2,6 +2,7 @@
 
 from .configuration_mgimm import MGIMMConfig, demo_region_settings, tiny_config
 from .generation_mgimm import describe_regions, load_for_inference
+from .llava_mgimm import from_llava, load_llava
 from .lora_mgimm import add_lora, merge_lora
 from .modeling_mgimm import MGIMMCausalLMOutput, MGIMMForConditionalGeneration
 from .processing_mgimm import ChipTransform, MGIMMProcessor, build_word_tokenizer
@@ -21,6 +22,6 @@ _register_with_auto_classes()
 __all__ = [
     "ChipTransform", "MGIMMCausalLMOutput", "MGIMMConfig", "MGIMMForConditionalGeneration", "MGIMMProcessor",
     "add_lora", "build_word_tokenizer", "configure_trainable", "demo_region_settings", "describe_regions",
-    "load_for_inference", "merge_lora",
+    "from_llava", "load_for_inference", "load_llava", "merge_lora",
     "tiny_config", "trainable_parameter_names",
 ]

@@ -12,6 +12,9 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 REGION_TOKEN_KINDS = ("corners", "pooled", "geometry")
+# How the region reaches the LM: region tokens, or (LLaVA-family checkpoints, which were trained
+# without a region module) box text in the prompt, LLaVA-1.5's or GeoChat's convention.
+REGION_PROMPTS = ("tokens", "box_text", "geochat")
 MODES = ("region", "global_region", "global")
 VISION_FEATURE_SELECTS = ("patch", "full")
 
@@ -57,6 +60,20 @@ class MGIMMConfig(PreTrainedConfig):
             the area fraction each patch has inside the region), so a polygon differs from its box.
         region_depth, region_heads, region_mlp_dim, region_attention_downsample: two-way
             transformer shape (reference: 2, 8, 2048, 2). Its width is the vision width.
+        region_box_shift, region_prompt_size: reference-compatibility settings for the Fourier
+            encoding of the box corners (only there: the dense encoding stays the patch-centre grid,
+            the other token kinds use image_size). A corner c (input px) is encoded at
+            (c + region_box_shift) / region_prompt_size. Models trained here keep the neutral
+            defaults (0.0 and None = image_size); checkpoints imported from the reference code need
+            0.5 and 800 (its SAM prompt encoder shifts boxes by half a pixel and divides by its
+            800-px prompt size while the boxes are scaled to 336 px; see
+            `reference_region_settings()`).
+        region_prompt: "tokens" (MGIMM) or, for LLaVA-family checkpoints run in mode "global",
+            "box_text" (LLaVA-1.5: `[x1, y1, x2, y2]` in 0..1 of the input) or "geochat"
+            (`{<x1><y1><x2><y2>|0}` in 0..100): the processor writes the box into the prompt's
+            `{region}` field. region_tokens may then be empty (no region module).
+        source_format: what the weights were loaded from ("mgimm", "llava-hf", "llava-original",
+            "geochat"; mgimm_core/model_formats.py), for model-info and provenance.
         projector_hidden_act: activation between the projector's two linear layers.
         mode: default sequence layout: "region" (stage 1), "global_region" (stage 2, inference),
             "global" (ablation).
@@ -92,6 +109,10 @@ class MGIMMConfig(PreTrainedConfig):
     region_heads: int = 8
     region_mlp_dim: int = 2048
     region_attention_downsample: int = 2
+    region_box_shift: float = 0.0
+    region_prompt_size: int | None = None
+    region_prompt: str = "tokens"
+    source_format: str = "mgimm"
     projector_hidden_act: str = "gelu"
     mode: str = "global_region"
     prompt_template: str = "USER: <image>\n{prompt} ASSISTANT:"
@@ -117,10 +138,16 @@ class MGIMMConfig(PreTrainedConfig):
     def validate_mgimm(self) -> None:
         """Raise ValueError naming the field and the fix when settings cannot work together."""
         unknown = [k for k in self.region_tokens if k not in REGION_TOKEN_KINDS]
-        if unknown or not self.region_tokens or len(set(self.region_tokens)) != len(self.region_tokens):
+        global_only = self.mode == "global" and self.region_prompt != "tokens"
+        repeated = len(set(self.region_tokens)) != len(self.region_tokens)
+        if unknown or repeated or (not self.region_tokens and not global_only):
             raise ValueError(
-                f"region_tokens={self.region_tokens!r}: give one or more distinct kinds of {REGION_TOKEN_KINDS}"
+                f"region_tokens={self.region_tokens!r}: give one or more distinct kinds of {REGION_TOKEN_KINDS} "
+                "(none only for a global-only model whose region is box text: mode 'global', region_prompt "
+                "'box_text' or 'geochat')"
             )
+        if self.region_prompt not in REGION_PROMPTS:
+            raise ValueError(f"region_prompt={self.region_prompt!r}: use one of {REGION_PROMPTS}")
         if self.mode not in MODES:
             raise ValueError(f"mode={self.mode!r}: use one of {MODES}")
         if self.vision_feature_select not in VISION_FEATURE_SELECTS:
@@ -148,6 +175,9 @@ class MGIMMConfig(PreTrainedConfig):
             raise ValueError(
                 f"prompt_template={self.prompt_template!r} needs exactly one {self.image_token} and one {{prompt}}"
             )
+        if self.region_prompt_size is not None and self.region_prompt_size <= 0:
+            raise ValueError(f"region_prompt_size={self.region_prompt_size}: use None (= image_size) or a "
+                             "positive number of pixels (the reference's is 800)")
         vision_width = self.vision_config.hidden_size
         if vision_width % self.region_heads or (vision_width // self.region_attention_downsample) % self.region_heads:
             raise ValueError(
@@ -200,4 +230,23 @@ def demo_region_settings() -> dict:
         region_tokens=("corners", "pooled", "geometry"),
         region_masked_attention=True,
         region_dense_mask=True,
+    )
+
+
+def reference_region_settings() -> dict:
+    """Region-module settings that reproduce the reference code's box path exactly, for checkpoints
+    imported with convert_reference (docs/model.md): two corner tokens only, no dense mask, no
+    masked attention, its two-way transformer shape, and its box numerics (+0.5 px shift, corners
+    divided by the 800-px prompt size). Not a recipe for new models: train with the neutral defaults
+    or `demo_region_settings()`."""
+    return dict(
+        region_tokens=("corners",),
+        region_dense_mask=False,
+        region_masked_attention=False,
+        region_depth=2,
+        region_heads=8,
+        region_mlp_dim=2048,
+        region_attention_downsample=2,
+        region_box_shift=0.5,
+        region_prompt_size=800,
     )

@@ -17,10 +17,19 @@ def inference_dtype(device: torch.device | str) -> torch.dtype:
     return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
 
 
-def load_for_inference(directory: str | os.PathLike, device: str | None = None):
-    """(model, processor) from a directory holding both; LoRA merged, eval mode, bf16 on CUDA."""
+def load_for_inference(directory: str | os.PathLike, device: str | None = None,
+                       vision: str | os.PathLike | None = None):
+    """(model, processor) from a directory holding both; LoRA merged, eval mode, bf16 on CUDA.
+    LLaVA-1.5-family directories (mgimm_core/model_formats.py) load as global-only models; `vision`
+    is the local vision tower of an original-format one."""
+    from mgimm_core.model_formats import MGIMM, inspect_model
+
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = inference_dtype(device)
+    if inspect_model(directory, vision).format != MGIMM:
+        from .llava_mgimm import load_llava
+
+        return load_llava(directory, vision=vision, dtype=dtype, device=device)
     try:  # fused scaled-dot-product attention in the LM and the vision tower (the default where supported)
         model = MGIMMForConditionalGeneration.from_pretrained(directory, dtype=dtype, attn_implementation="sdpa")
     except ValueError:  # an encoder or LM without an SDPA path: its own attention

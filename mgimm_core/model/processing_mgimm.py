@@ -111,7 +111,7 @@ class MGIMMProcessor:
                  tokens_per_region: int, prompt_template: str, default_prompt: str,
                  image_token: str = "<image>", image_token_id: int | None = None,
                  mode: str = "global_region", add_bos: bool = True, word_detokenize: bool = False,
-                 cased_words=()):
+                 cased_words=(), region_prompt: str = "tokens"):
         """word_detokenize: decoded text comes from a word-level tokenizer (spaces around every
         punctuation mark, lower case) and is rejoined into prose, restoring `cased_words`."""
         self.tokenizer = tokenizer
@@ -127,6 +127,7 @@ class MGIMMProcessor:
         self.add_bos = add_bos
         self.word_detokenize = word_detokenize
         self.cased_words = tuple(cased_words)
+        self.region_prompt = region_prompt
         self._detokenize = WordDetokenizer(self.cased_words) if word_detokenize else None
         found = ensure_image_token(tokenizer, image_token)
         if image_token_id is not None and found != image_token_id:
@@ -143,6 +144,7 @@ class MGIMMProcessor:
             num_global_tokens=config.num_global_tokens, tokens_per_region=config.tokens_per_region,
             prompt_template=config.prompt_template, default_prompt=config.default_prompt,
             image_token=config.image_token, image_token_id=config.image_token_id, mode=config.mode,
+            region_prompt=config.region_prompt,
         )
         settings.update(overrides)
         return cls(tokenizer, **settings)
@@ -154,6 +156,7 @@ class MGIMMProcessor:
             prompt_template=self.prompt_template, default_prompt=self.default_prompt,
             image_token=self.image_token, image_token_id=self.image_token_id, mode=self.mode,
             add_bos=self.add_bos, word_detokenize=self.word_detokenize, cased_words=list(self.cased_words),
+            region_prompt=self.region_prompt,
         )
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
@@ -214,6 +217,20 @@ class MGIMMProcessor:
         return boxes
 
     # ------------------------------------------------------------------ text
+    def region_text(self, input_boxes) -> str:
+        """The regions as text, for models that take the box in the prompt: LLaVA-1.5's
+        `[x1, y1, x2, y2]` in 0..1 of the square input, or GeoChat's `{<x1><y1><x2><y2>|0}` in
+        0..100 (θ 0: the boxes are axis-aligned). Several regions are joined with "and"."""
+        parts = []
+        for box in np.asarray(input_boxes, dtype=np.float64).reshape(-1, 4):
+            unit = np.clip(box / self.image_size, 0.0, 1.0)
+            if self.region_prompt == "geochat":
+                x1, y1, x2, y2 = (int(round(v * 100)) for v in unit)
+                parts.append(f"{{<{x1}><{y1}><{x2}><{y2}>|0}}")
+            else:
+                parts.append("[" + ", ".join(f"{v:.2f}" for v in unit) + "]")
+        return " and ".join(parts)
+
     def image_token_count(self, n_regions: int, mode: str) -> int:
         count = self.num_global_tokens if mode in ("global", "global_region") else 0
         if mode in ("region", "global_region"):
@@ -295,7 +312,10 @@ class MGIMMProcessor:
 
         sequences, label_rows = [], []
         for i in range(batch):
-            ids = self.prompt_ids(prompts[i], self.image_token_count(len(region_boxes[i]), mode))
+            prompt = prompts[i]
+            if self.region_prompt != "tokens" and prompt is not None and "{region}" in prompt:
+                prompt = prompt.replace("{region}", self.region_text(region_boxes[i].numpy()))
+            ids = self.prompt_ids(prompt, self.image_token_count(len(region_boxes[i]), mode))
             labels = [-100] * len(ids)
             if answers is not None:
                 target = self._encode(answers[i]) + [self.tokenizer.eos_token_id]

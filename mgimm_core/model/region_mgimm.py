@@ -74,11 +74,15 @@ class RegionAttention(nn.Module):
         return x.reshape(n, length, self.heads, inner // self.heads).transpose(1, 2)
 
     def forward(self, q, k, v, key_mask: torch.Tensor | None = None) -> torch.Tensor:
-        attn_mask = None if key_mask is None else key_mask[:, None, None, :]
-        out = F.scaled_dot_product_attention(
-            self._split(self.q_proj(q)), self._split(self.k_proj(k)), self._split(self.v_proj(v)),
-            attn_mask=attn_mask,
-        )
+        # Computed in SAM's order (q k^T, divided by sqrt(d_head), softmax, times v) rather than with
+        # a fused kernel: imported reference weights then give the reference's region tokens to the
+        # last bit, even where the weights make the softmax sharp (tests/test_model_convert.py). The
+        # score matrices are small (2 queries x P patches, or P x 2).
+        q, k, v = self._split(self.q_proj(q)), self._split(self.k_proj(k)), self._split(self.v_proj(v))
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        if key_mask is not None:
+            scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
+        out = torch.softmax(scores, dim=-1) @ v
         n, heads, length, head_dim = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(n, length, heads * head_dim))
 
@@ -127,8 +131,14 @@ class RegionInteractiveModule(nn.Module):
         width = config.vision_config.hidden_size
         self.kinds = tuple(config.region_tokens)
         self.image_size = config.image_size
+        # Reference-compatibility box numerics (MGIMMConfig docstring): corner c encoded at
+        # (c + box_shift) / prompt_size; neutral (0, image_size) for models trained here.
+        self.box_shift = float(config.region_box_shift)
+        self.prompt_size = config.region_prompt_size or config.image_size
         self.grid = config.grid_size
         self.masked_attention = config.region_masked_attention
+        if not self.kinds:  # a global-only model (region as box text): no region module at all
+            return
         self.pe = FourierPositionEncoding(width)
         if "corners" in self.kinds:
             self.corner_embed = nn.Embedding(2, width)
@@ -156,7 +166,7 @@ class RegionInteractiveModule(nn.Module):
 
     def _corner_tokens(self, feats, boxes, fraction):
         """feats (N, P, D), boxes (N, 4) input px, fraction (N, P) -> (N, 2, D)."""
-        corners = boxes.reshape(-1, 2, 2) / self.image_size
+        corners = (boxes.reshape(-1, 2, 2) + self.box_shift) / self.prompt_size
         query_pe = self.pe(corners).to(feats.dtype) + self.corner_embed.weight.to(feats.dtype)
         keys = feats
         if self.mask_embed is not None:

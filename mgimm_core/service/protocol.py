@@ -39,6 +39,8 @@ ERROR_CODES = {
     "region_nodata": 422,       # RegionNoDataError: per region: every pixel under it is nodata
     "output_busy": 409,         # OutputBusyError: another run is writing the same output now
     "model": 500,               # ModelError: the model cannot be loaded or run
+    "vision_not_found": 500,    # VisionTowerNotFound: a LLaVA/GeoChat vision tower is not on the machine
+    "incomplete_import": 422,   # IncompleteImportError: a checkpoint import left trained tensors unprovided
 }
 
 
