@@ -45,7 +45,8 @@ def cli(ctx, verbose, quiet):
 
 # Each module defines `command`, a click command, and must not import this module.
 # Append new commands here.
-COMMAND_MODULES: list[str] = ["info", "regions", "describe", "demo", "worker", "serve"]
+COMMAND_MODULES: list[str] = ["info", "regions", "describe", "demo", "worker", "serve", "model_info",
+                             "import_reference"]
 
 for _name in COMMAND_MODULES:
     cli.add_command(importlib.import_module(f"batch.{_name}").command)

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from mgimm_core.errors import OptionsError
+from mgimm_core.errors import CRSError, OptionsError
 from mgimm_core.output import MODES, RunInfo
 from mgimm_core.pipeline import DescribeOptions, describe_to_output
 from mgimm_core.regions import read_aoi
@@ -95,6 +95,9 @@ def run_files_job(job: FilesJob, engine, *, check_path: Callable[[str, str], str
             log.info("scene %s: %d x %d pixels, bands %s shown, CRS %s", path, scene.width, scene.height,
                      ",".join(map(str, scene.band_indexes)), scene.crs.to_string() if scene.crs else "none")
         parameters = job.parameters(paths, engine)
+        gsd_notes = scene_warnings(opened, engine.model.card)
+        if gsd_notes:
+            parameters["warnings"] = gsd_notes
         if request:
             parameters["request"] = request
         run = RunInfo(model_id=engine.model.model_id, model_sha256=engine.model.sha256, parameters=parameters)
@@ -104,4 +107,24 @@ def run_files_job(job: FilesJob, engine, *, check_path: Callable[[str, str], str
         for scene in opened:
             scene.close()
     summary["seconds"] = round(time.perf_counter() - started, 2)
+    if gsd_notes:
+        summary["warnings"] = gsd_notes
     return summary
+
+
+def scene_warnings(scenes: list[Scene], card: dict) -> list[str]:
+    """One line per scene whose pixel size is far from what the model's card says it was trained
+    on, logged as a warning now and recorded in `runs` (mgimm_core/model_info.py)."""
+    from mgimm_core.model_info import gsd_warning
+
+    out = []
+    for scene in scenes:
+        try:
+            gsd = scene.gsd_m()
+        except CRSError:
+            continue
+        line = gsd_warning(card, gsd, str(scene.path))
+        if line:
+            log.warning(line)
+            out.append(line)
+    return out

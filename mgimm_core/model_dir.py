@@ -12,7 +12,7 @@ from functools import cached_property
 from pathlib import Path
 
 from mgimm_core.errors import ModelError
-from mgimm_core.model_formats import MGIMM, ModelKind, inspect_model
+from mgimm_core.model_formats import MGIMM, ModelKind, inspect_model, weight_files
 from mgimm_core.regions import ChipSettings
 
 #: The demo model shipped inside the package (the default of every `--model`).
@@ -69,8 +69,11 @@ class ModelDirectory:
     @cached_property
     def weight_bytes(self) -> int:
         """Size of the weight files (safetensors, else .bin shards; PEFT adapters not counted)."""
-        files = list(self.path.glob("*.safetensors")) or list(self.path.glob("*.bin"))
-        return sum(f.stat().st_size for f in files if not f.name.startswith("adapter_"))
+        try:
+            files = weight_files(self.path)
+        except ModelError:
+            return 0
+        return sum(f.stat().st_size for f in files if f.is_file())
 
     @property
     def default_batch_size(self) -> int:
@@ -78,6 +81,13 @@ class ModelDirectory:
         ~4.8x faster at 64 than one region at a time on 2 CPU cores, bench/bench_describe.py), 16 for
         large ones (a 7B model's KV cache for 64 long prompts would not fit a CPU machine's memory)."""
         return 64 if self.weight_bytes <= SMALL_MODEL_BYTES else 16
+
+    @cached_property
+    def card(self) -> dict:
+        """The model card's facts (model_card.json: imagery, GSD range...), {} when there is none."""
+        from mgimm_core.model_info import read_card
+
+        return read_card(self.path)
 
     @cached_property
     def sha256(self) -> str:

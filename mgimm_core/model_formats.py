@@ -95,6 +95,20 @@ def resolve_vision_dir(directory: Path, config: dict, vision: str | os.PathLike 
         f"folder, not in the Hugging Face cache); give its local folder with --vision DIR")
 
 
+def weight_files(directory: Path) -> list[Path]:
+    """The checkpoint's weight files, safetensors first (an index lists the shards)."""
+    for pattern in ("*.safetensors", "*.bin"):
+        index = sorted(directory.glob(f"*{pattern[1:]}.index.json"))
+        if index:
+            shards = sorted(set(read_json(index[0]).get("weight_map", {}).values()))
+            return [directory / shard for shard in shards]
+        files = [f for f in sorted(directory.glob(pattern))
+                 if not f.name.startswith(("adapter_", "training_args", "optimizer", "scheduler", "rng_state"))]
+        if files:
+            return files
+    raise ModelError(f"{directory}: no weight files (*.safetensors or *.bin) here")
+
+
 @dataclass(frozen=True)
 class ModelKind:
     """What a directory is, without loading it."""

@@ -173,3 +173,58 @@ def test_cli_names_the_vision_option_when_the_tower_is_missing(tmp_path, checkpo
     result = CliRunner().invoke(cli, ["regions", str(tmp_path / "x.tif"), "--aoi", str(tmp_path / "a.geojson"),
                                       "--model", str(directory), "--vision", str(tmp_path / "nowhere")])
     assert result.exit_code == 1 and "--vision" in result.output and "Traceback" not in result.output
+
+
+# ------------------------------------------------------------------ model-info
+def test_model_info_says_what_each_directory_is(checkpoints, tiny_model_dir):
+    def info(*args):
+        result = CliRunner().invoke(cli, ["model-info", *args, "--json"], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    demo = info()
+    assert demo["format"] == "mgimm" and demo["region_method"] == "region tokens"
+    assert demo["trained_on"]["gsd_m"] == [0.5, 0.5] and demo["input_size"] == 128
+    assert demo["parameters"] > 1_000_000 and demo["memory_bytes"]["fp32"] == 4 * demo["parameters"]
+    hf_dir, hf_reference = checkpoints["llava-hf"]
+    hf = info(str(hf_dir))
+    assert hf["format"] == "llava-hf" and hf["region_method"].startswith("box text")
+    assert hf["parameters"] == sum(p.numel() for p in hf_reference.parameters())
+    assert hf["trained_on"] is None and "USER:" in hf["prompt_template"]
+    geochat_dir, _ = checkpoints["geochat"]
+    geochat = info(str(geochat_dir))
+    assert geochat["format"] == "geochat" and geochat["input_size"] == 504 and "geochat" in geochat["region_method"]
+    assert geochat["vision_dir"]            # the vision tower's parameters are counted too
+    text = CliRunner().invoke(cli, ["model-info", str(geochat_dir)]).output
+    assert "GeoChat" in text and "vision tower" in text and "not stated" in text
+
+
+def test_describe_warns_when_the_scene_gsd_is_far_from_the_models(tmp_path, make_raster, tiny_model_dir):
+    from mgimm_core.model_info import gsd_warning
+
+    card = {"imagery": "synthetic", "gsd_m": [0.5, 0.5]}
+    assert gsd_warning(card, 0.6, "a.tif") is None and gsd_warning(card, 1.9, "a.tif") is None
+    line = gsd_warning(card, 10.0, "a.tif")
+    assert "a.tif" in line and "10 m" in line and "0.5 m" in line
+    assert gsd_warning({}, 10.0, "a.tif") is None          # no card: nothing claimed
+    # the demo model's card makes a 10 m scene warn, in the summary and in `runs`
+    from test_service import INSIDE, UTM
+
+    raster = make_raster(crs=UTM)                            # 10 m pixels
+    aoi = tmp_path / "aoi.geojson"
+    aoi.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"id": "a"}, "geometry": json.loads(_wkt_to_geojson(INSIDE))}]}))
+    out = tmp_path / "out.gpkg"
+    result = CliRunner().invoke(cli, ["describe", raster, "--aoi", str(aoi), "-o", str(out), "--max-new-tokens",
+                                      "2", "-q"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["warnings"] and "0.5 m" in summary["warnings"][0]
+    runs = pyogrio.read_dataframe(str(out), layer="runs")
+    assert "0.5 m" in json.loads(runs["parameters"].iloc[0])["warnings"][0]
+
+
+def _wkt_to_geojson(wkt: str) -> str:
+    import shapely
+
+    return shapely.to_geojson(shapely.from_wkt(wkt))

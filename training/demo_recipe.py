@@ -275,6 +275,18 @@ def export_demo(model, processor, directory: Path, metrics: dict) -> None:
     processor.save_pretrained(str(directory))
     (directory / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (directory / "README.md").write_text(model_card(metrics))
+    (directory / "model_card.json").write_text(json.dumps(DEMO_CARD, indent=2) + "\n")
+
+
+#: What the demo model was trained on, as `mgimm-geo model-info` reports it and `describe` checks
+#: scenes against (mgimm_core/model_info.py).
+DEMO_CARD = {
+    "imagery": "synthetic RGB scenes of training/synthetic (never a real image)",
+    "gsd_m": [0.5, 0.5],
+    "bands": "RGB",
+    "classes": "DIOR object classes drawn by the synthetic world",
+    "note": "For trying mgimm-geo offline; on real imagery its descriptions are wrong.",
+}
 
 
 def model_card(metrics: dict) -> str:

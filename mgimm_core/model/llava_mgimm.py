@@ -24,7 +24,8 @@ import torch.nn.functional as F
 
 from mgimm_core.errors import ModelError
 from mgimm_core.model_formats import (GEOCHAT, GEOCHAT_INPUT_SIZE, LLAVA_HF, LLAVA_ORIGINAL, MGIMM,
-                                      REGION_AS_BOX_TEXT, REGION_AS_GEOCHAT_TEXT, inspect_model, read_json)
+                                      REGION_AS_BOX_TEXT, REGION_AS_GEOCHAT_TEXT, inspect_model, read_json,
+                                      weight_files)
 from mgimm_core.prompts import DESCRIPTION_PROMPT, LLAVA_HF_TEMPLATE, LLAVA_V1_TEMPLATE
 
 from .configuration_mgimm import MGIMMConfig
@@ -172,20 +173,6 @@ def clip_key(key: str) -> str | None:
 
 
 # ------------------------------------------------------------------ reading shards
-def weight_files(directory: Path) -> list[Path]:
-    """The checkpoint's weight files, safetensors first (an index lists the shards)."""
-    for pattern in ("*.safetensors", "*.bin"):
-        index = sorted(directory.glob(f"*{pattern[1:]}.index.json"))
-        if index:
-            shards = sorted(set(read_json(index[0]).get("weight_map", {}).values()))
-            return [directory / shard for shard in shards]
-        files = [f for f in sorted(directory.glob(pattern))
-                 if not f.name.startswith(("adapter_", "training_args", "optimizer", "scheduler", "rng_state"))]
-        if files:
-            return files
-    raise ModelError(f"{directory}: no weight files (*.safetensors or *.bin) here")
-
-
 def iter_tensors(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, tensor) of one weight file, one tensor in memory at a time where the format allows."""
     if path.suffix == ".safetensors":

@@ -115,10 +115,13 @@ class Service:
         """Model id, device and chip settings, or None while the model is not loaded (never loads it)."""
         if not self.loaded:
             return None
-        chip = self.engine.model.chip
+        model = self.engine.model
+        chip = model.chip
         return {"model": self.engine.model_id, "device": self.engine.device, "chip_size": chip.input_size,
                 "chip_context": chip.context, "chip_min_window": chip.min_window,
-                "max_new_tokens": self.max_new_tokens}
+                "max_new_tokens": self.max_new_tokens, "format": model.format,
+                "region_method": model.kind.region_prompt if model.kind is not None else "tokens",
+                "trained_on": model.card or None}
 
     # ------------------------------------------------------------------ paths
     def check_path(self, path: str, what: str) -> str:

@@ -1,0 +1,110 @@
+"""What a model directory holds, for `mgimm-geo model-info` and the worker/server `hello`.
+
+Read from the directory's files: its kind (mgimm_core/model_formats.py), tensor shapes from the
+safetensors headers (no weights read; `.bin` shards are memory-mapped with weights_only), and
+its card `model_card.json` when there is one. The card states the imagery a model was trained
+on; `gsd_warning` compares a scene with it, so a user learns before reading the output that a
+0.5 m model is describing 30 m pixels.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from pathlib import Path
+
+from mgimm_core.model_dir import ModelDirectory
+from mgimm_core.model_formats import GEOCHAT, LLAVA_HF, LLAVA_ORIGINAL, MGIMM, read_json, weight_files
+
+#: Optional card beside the weights: {"imagery": "...", "gsd_m": [min, max], "bands": "RGB", ...}.
+CARD_FILE = "model_card.json"
+
+#: A scene this many times finer or coarser than the card's range gets a warning.
+GSD_TOLERANCE = 4.0
+
+_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+          "F8_E4M3": 1, "F8_E5M2": 1}
+
+
+def read_card(path: Path) -> dict:
+    """The model card's facts ({} when the directory has none)."""
+    return read_json(path / CARD_FILE) if (path / CARD_FILE).is_file() else {}
+
+
+def _safetensors_header(path: Path) -> dict:
+    with open(path, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+    header.pop("__metadata__", None)
+    return header
+
+
+def tensor_stats(files: list[Path]) -> tuple[int, dict[str, int]]:
+    """(parameter count, {dtype: count}) of weight files, without reading the weights."""
+    total, dtypes = 0, {}
+    for path in files:
+        if path.suffix == ".safetensors":
+            shapes = [(entry["dtype"], entry["shape"]) for entry in _safetensors_header(path).values()]
+        else:
+            import torch
+
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            shapes = [(str(t.dtype).replace("torch.", ""), list(t.shape)) for t in state.values()]
+        for dtype, shape in shapes:
+            count = math.prod(shape)
+            total += count
+            dtypes[dtype] = dtypes.get(dtype, 0) + count
+    return total, dtypes
+
+
+def model_info(model_dir: str | Path | ModelDirectory | None = None, vision: str | Path | None = None) -> dict:
+    """JSON-ready facts about a model directory (default: the demo model)."""
+    model = ModelDirectory.resolve(model_dir, vision)
+    config = model.kind.config if model.kind is not None else read_json(model.path / "config.json")
+    files = weight_files(model.path)
+    if model.vision_dir is not None:
+        files += weight_files(model.vision_dir)
+    parameters, dtypes = tensor_stats(files)
+    region = (model.kind.region_prompt if model.kind is not None else "tokens")
+    processor = read_json(model.path / "mgimm_processor.json") if (model.path / "mgimm_processor.json").is_file() \
+        else {}
+    card = read_card(model.path)
+    source = config.get("source_format", MGIMM) if model.format == MGIMM else model.format
+    described = {MGIMM: "MGIMM", LLAVA_HF: "LLaVA-1.5 (Hugging Face llava)",
+                 LLAVA_ORIGINAL: "LLaVA-1.5 (original format)", GEOCHAT: "GeoChat"}
+    if model.format == MGIMM and (config.get("region_box_shift") or config.get("region_prompt_size")):
+        source = "reference import"   # its reference-compatibility box numerics (configuration_mgimm.py)
+    return {
+        "path": str(model.path), "model": model.model_id, "format": model.format, "kind": described[model.format],
+        "source": source, "vision_dir": str(model.vision_dir) if model.vision_dir else None,
+        "parameters": parameters, "stored_dtypes": dtypes,
+        "memory_bytes": {"bf16": parameters * 2, "fp32": parameters * 4},
+        "region_method": "region tokens" if region == "tokens" else f"box text in the prompt ({region})",
+        "region_tokens": list(config.get("region_tokens", [])) if region == "tokens" else [],
+        "prompt_template": (processor.get("prompt_template") or config.get("prompt_template")
+                            or _foreign_template(model)),
+        "input_size": model.chip.input_size, "chip_context": model.chip.context,
+        "chip_min_window": model.chip.min_window, "default_batch_size": model.default_batch_size,
+        "trained_on": card or None,
+    }
+
+
+def _foreign_template(model: ModelDirectory) -> str:
+    from mgimm_core.prompts import LLAVA_HF_TEMPLATE, LLAVA_V1_TEMPLATE
+
+    return LLAVA_HF_TEMPLATE if model.format == LLAVA_HF else LLAVA_V1_TEMPLATE
+
+
+def gsd_warning(card: dict, scene_gsd_m: float, scene_name: str) -> str | None:
+    """One line when a scene's pixels are far from the card's GSD range; None when close or unknown."""
+    span = card.get("gsd_m")
+    if not span or not math.isfinite(scene_gsd_m) or scene_gsd_m <= 0:
+        return None
+    low, high = (float(span[0]), float(span[-1])) if isinstance(span, list) else (float(span), float(span))
+    if low / GSD_TOLERANCE <= scene_gsd_m <= high * GSD_TOLERANCE:
+        return None
+    trained = f"{low:g} m" if low == high else f"{low:g}-{high:g} m"
+    imagery = f" ({card['imagery']})" if card.get("imagery") else ""
+    return (f"{scene_name}: {scene_gsd_m:.3g} m pixels, but the model was trained on {trained} imagery{imagery}; "
+            f"its descriptions of this scene are likely wrong.")
