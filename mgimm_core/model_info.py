@@ -42,7 +42,8 @@ def _safetensors_header(path: Path) -> dict:
 
 def tensor_stats(files: list[Path]) -> tuple[int, dict[str, int]]:
     """(parameter count, {dtype: count}) of weight files, without reading the weights."""
-    total, dtypes = 0, {}
+    total = 0
+    dtypes: dict[str, int] = {}
     for path in files:
         if path.suffix == ".safetensors":
             shapes = [(entry["dtype"], entry["shape"]) for entry in _safetensors_header(path).values()]
