@@ -5,9 +5,15 @@ real GeoJSON/GeoPackage files read back with pyogrio, the tiny random MGIMM."""
 from __future__ import annotations
 
 import json
+import os
+import resource
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pyogrio
+import pytest
 from click.testing import CliRunner
 
 from batch.cli import cli
@@ -107,3 +113,94 @@ def test_an_all_nodata_region_is_an_error_row_without_a_description(tmp_path, ti
     assert rows["empty"]["error_code"] == "region_nodata" and rows["empty"]["description"] is None
     assert rows["empty"]["valid_fraction"] == 0.0 and rows["empty"]["_geometry"] is not None
     assert rows["data"]["error"] is None and rows["data"]["description"] is not None
+
+
+# ================================================================== outputs
+def test_aoi_properties_that_differ_only_by_case_or_clash_with_ours_keep_every_value(tmp_path, tiny_model_dir,
+                                                                                     make_raster):
+    scene = make_raster()
+    props = {"id": "r1", "Name": "upper", "name": "lower", "description": "theirs", "in_description": "real"}
+    aoi = write_aoi(tmp_path / "aoi.geojson", [(props, polygon(20, 20))])
+    for suffix in (".gpkg", ".geojson"):
+        out = tmp_path / f"out{suffix}"
+        result = describe([scene, "--aoi", aoi, "-o", str(out)], tiny_model_dir)
+        assert result.exit_code == 0, result.output
+        meta, _, _, values = pyogrio.raw.read(str(out))
+        row = dict(zip(meta["fields"], (v[0] for v in values)))
+        assert (row["Name"], row["in_name"]) == ("upper", "lower")
+        assert (row["in_description"], row["in_in_description"]) == ("real", "theirs")
+        assert row["description"] != "theirs"                 # ours: what the model said
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder nobody may write in: chmod 555, or for root (whom modes do not stop) a read-only tmpfs."""
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("running as root without permission to mount a read-only tmpfs")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.mark.parametrize("suffix", [".gpkg", ".geojson", ".csv"])
+def test_a_read_only_output_folder_fails_before_anything_is_described(read_only_folder, tiny_model_dir,
+                                                                       make_raster, tmp_path, suffix):
+    scene = make_raster()
+    aoi = write_aoi(tmp_path / "aoi.geojson", [({"id": "r1"}, polygon(20, 20))])
+    result = subprocess.run([sys.executable, "-m", "batch.cli", "-v", "describe", scene, "--aoi", aoi, "-o",
+                             str(read_only_folder / f"out{suffix}"), "--model", tiny_model_dir, "--aoi-crs", UTM],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "Error: Output" in result.stderr and str(read_only_folder) in result.stderr
+    assert "loaded on" not in result.stderr                  # failed before the model was even loaded
+
+
+def test_a_second_writer_of_one_geopackage_gets_a_clear_error_and_loses_nothing(tmp_path, tiny_model_dir,
+                                                                                 make_raster):
+    from mgimm_core.output import RegionRecord, open_output
+
+    scene = make_raster()
+    aoi = write_aoi(tmp_path / "aoi.geojson", [({"id": f"r{i}"}, polygon(20 + 40 * i, 20)) for i in range(3)])
+    out = tmp_path / "out.gpkg"
+    with open_output(out, mode="create") as first:            # a run that is writing now (this process)
+        first.write_regions([RegionRecord(scene="s", region_id="x", geometry=None, crs=UTM, description="d")])
+        for mode in ("--resume", "--append", "--overwrite"):
+            result = describe([scene, "--aoi", aoi, "-o", str(out), mode], tiny_model_dir)
+            assert result.exit_code == 1, result.output
+            assert "being written by another mgimm-geo run" in result.output and "Traceback" not in result.output
+        first.write_regions([RegionRecord(scene="s", region_id="y", geometry=None, crs=UTM, description="d")])
+    assert [r["region_id"] for r in rows_of(out)] == ["x", "y"]
+    result = describe([scene, "--aoi", aoi, "-o", str(out), "--resume"], tiny_model_dir)   # free again
+    assert result.exit_code == 0 and len(rows_of(out)) == 5
+
+
+def test_disk_full_reports_the_write_error_and_keeps_committed_batches(tmp_path, tiny_model_dir, make_raster):
+    scene = make_raster(width=640, height=480)
+    aoi = write_aoi(tmp_path / "aoi.geojson",
+                    [({"id": f"r{i}", "note": "x" * 2000}, polygon(100 * (i % 60), 100 * (i // 60)))
+                     for i in range(600)])
+    out = tmp_path / "out.gpkg"
+    cmd = [sys.executable, "-m", "batch.cli", "describe", scene, "--aoi", aoi, "-o", str(out), "--model",
+           tiny_model_dir, "--max-new-tokens", "1", "--batch-size", "8", "--aoi-crs", UTM, "-q"]
+
+    def limit_file_size():       # a full disk, as SQLite sees it: writes past 600 kB fail (EFBIG)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (600_000, 600_000))
+
+    result = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=limit_file_size, timeout=300)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr and "Error: Output" in result.stderr
+    assert "full" in result.stderr and "rolled back" in result.stderr
+    kept = rows_of(out)                                      # a valid GeoPackage of whole batches
+    assert 0 < len(kept) < 600 and len(kept) % 8 == 0
+    result = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    ids = [r["region_id"] for r in rows_of(out)]
+    assert len(ids) == 600 and len(set(ids)) == 600

@@ -155,8 +155,11 @@ class transaction:
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:
             self.conn.execute("COMMIT")
-        else:
-            self.conn.execute("ROLLBACK")
+        elif self.conn.in_transaction:      # SQLite may have rolled back itself (disk full): keep the cause
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
         return False
 
 

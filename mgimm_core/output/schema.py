@@ -6,8 +6,11 @@ regions: region_id, scene, description, <attribute fields>, extra_attributes (JS
     outside the vocabulary), valid_fraction (0..1 share of the polygon with valid pixels), gsd_m
     (metres per model pixel), model, prompt, created (UTC), error (NULL unless the region failed),
     error_code (its stable code, mgimm_core.errors), run_id; then every input attribute of the AOI
-    under its own name, or prefixed `in_` where that name clashes with ours (case-insensitively, as
-    SQLite and GDAL compare names).
+    under its own name, or prefixed `in_` (repeatedly, until it is free) where that name clashes,
+    case-insensitively as SQLite and GDAL compare names, with one of ours or with another input
+    attribute: `description` becomes `in_description`, or `in_in_description` when the AOI also has
+    an `in_description`; of `Name` and `name` the first keeps its name, the second is `in_name`.
+    Names that need no prefix are placed first, so a real `in_description` keeps its own column.
 tiles: scene, tile_index, row, col, description, valid_fraction, gsd_m, model, prompt, created,
     error, error_code, run_id.
 """
@@ -182,13 +185,25 @@ class RegionSchema(LayerSchema):
                         "run_id": "TEXT"})
         super().__init__(columns)
         self._reserved = {name.lower() for name in columns} | {FID_COLUMN, GEOMETRY_COLUMN}
+        self._input_columns: dict[str, str] = {}     # input attribute -> its column, fixed on first sight
 
     def input_column(self, name: str) -> str:
-        """The column that holds the AOI attribute `name`: itself, or `in_` + it while it clashes."""
-        column = str(name)
-        while column.lower() in self._reserved:
-            column = INPUT_PREFIX + column
-        return column
+        """The column that holds the AOI attribute `name` (see the module docstring)."""
+        return self.input_columns([name])[str(name)]
+
+    def input_columns(self, names) -> dict[str, str]:
+        """Columns for a record's input attributes, each distinct from ours and from each other
+        (case-insensitively); an attribute keeps the column it got first for the writer's lifetime."""
+        mapping = self._input_columns
+        taken = {column.lower() for column in mapping.values()} | self._reserved
+        fresh = [str(n) for n in names if str(n) not in mapping]
+        for name in [n for n in fresh if n.lower() not in taken] + [n for n in fresh if n.lower() in taken]:
+            column = name
+            while column.lower() in taken:
+                column = INPUT_PREFIX + column
+            mapping[name] = column
+            taken.add(column.lower())
+        return {str(n): mapping[str(n)] for n in names}
 
     def key_of(self, record: RegionRecord) -> tuple[str, str]:
         return region_key(record.scene, record.region_id)
@@ -205,8 +220,10 @@ class RegionSchema(LayerSchema):
                     "valid_fraction": plain_value(record.valid_fraction), "gsd_m": plain_value(record.gsd_m),
                     "model": record.model, "prompt": record.prompt, "created": _created(record.created),
                     "error": record.error, "error_code": record.error_code, "run_id": run_id})
-        for name, value in (record.properties or {}).items():
-            row[self.input_column(name)] = plain_value(value)
+        properties = record.properties or {}
+        columns = self.input_columns(list(properties))
+        for name, value in properties.items():
+            row[columns[str(name)]] = plain_value(value)
         return row
 
 

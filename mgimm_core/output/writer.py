@@ -43,7 +43,7 @@ import numpy as np
 import pyproj
 import shapely
 
-from ..errors import OutputError
+from ..errors import OutputBusyError, OutputError
 from . import gpkg, styles
 from .provenance import RunInfo
 from .schema import (DEFAULT_ATTRIBUTE_FIELDS, RUNS_COLUMNS, LayerSchema, RegionRecord, RegionSchema,
@@ -269,15 +269,22 @@ class GeoPackageWriter(OutputWriter):
         exists = self.path.exists()
         if exists and mode == "create":
             raise _clobber_error(self.path)
-        if mode == "overwrite" or not exists:
-            self.conn = self._create_file()
-        else:
-            self.conn = _open_existing_gpkg(self.path, wal=True)
-            try:
-                self._load_layers()
-            except BaseException:
-                gpkg.finish(self.conn)
-                raise
+        self._lock: int | None = None
+        if exists:
+            self._lock = _lock_output(self.path)      # before anything changes: another run may be writing it
+        try:
+            if mode == "overwrite" or not exists:
+                self.conn = self._create_file()
+            else:
+                self.conn = _open_existing_gpkg(self.path, wal=True)
+                try:
+                    self._load_layers()
+                except BaseException:
+                    gpkg.finish(self.conn)
+                    raise
+        except BaseException:
+            _unlock(self._lock)
+            raise
         try:
             with gpkg.transaction(self.conn):
                 if RUNS_TABLE not in gpkg.table_names(self.conn):
@@ -288,12 +295,13 @@ class GeoPackageWriter(OutputWriter):
                                   tuple(row.values()))
         except sqlite3.Error as exc:
             self.conn.close()
+            _unlock(self._lock)
             raise OutputError(f"Output {self.path}: cannot record the run ({exc}); is the file locked by "
                               "another program?") from exc
 
     def _create_file(self) -> sqlite3.Connection:
         """Build an empty GeoPackage under a temporary name, then rename it onto the output path."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _check_writable_folder(self.path)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         _remove_with_journals(tmp)
         try:
@@ -303,12 +311,26 @@ class GeoPackageWriter(OutputWriter):
                 gpkg.create_attributes_table(conn, RUNS_TABLE, RUNS_COLUMNS,
                                              description="mgimm-geo runs: provenance")
             conn.close()
+            old_lock, self._lock = self._lock, _lock_output(tmp)    # the lock travels with the new file
+            _unlock(old_lock)
             # A journal left by the old file would be replayed into the new one: remove it first.
             for suffix in ("-journal", "-wal", "-shm"):
                 _remove(Path(os.fspath(self.path) + suffix))
-            os.replace(tmp, self.path)
+            if self.mode == "overwrite":
+                os.replace(tmp, self.path)
+            else:                        # create: never over a file another run made meanwhile
+                try:
+                    os.link(tmp, self.path)
+                except FileExistsError:
+                    raise OutputBusyError(f"Output {self.path} was just created by another run; two runs "
+                                          f"cannot write one output. Wait for it, or write to another "
+                                          f"output.") from None
+                finally:
+                    _remove(tmp)
         except (OSError, sqlite3.Error) as exc:
             _remove_with_journals(tmp)
+            if isinstance(exc, OutputError):
+                raise
             raise OutputError(f"Output {self.path}: cannot create the GeoPackage ({exc}); check the folder "
                               "exists and is writable.") from exc
         return gpkg.connect(os.fspath(self.path), wal=True)
@@ -424,12 +446,54 @@ class GeoPackageWriter(OutputWriter):
         if self.closed:
             return
         self.closed = True
+        error: sqlite3.Error | None = None
         try:
             with gpkg.transaction(self.conn):
                 self.conn.execute(f"UPDATE {RUNS_TABLE} SET status = ?, finished = ? WHERE run_id = ?",
                                   (status, gpkg.now_iso(), self.run.run_id))
-        finally:
+        except sqlite3.Error as exc:     # disk full, say: the batches committed so far stay valid
+            error = exc
+        try:
             gpkg.finish(self.conn)
+        except sqlite3.Error as exc:     # the file stays in WAL mode, which GDAL and QGIS read
+            error = error or exc
+        finally:
+            _unlock(self._lock)
+            self._lock = None
+        if error is not None and status == "finished":
+            # After a failure the cause is already on its way up; this would only hide it.
+            raise OutputError(f"Output {self.path}: the rows are written but the run could not be marked "
+                              f"finished ({error}); free disk space, then --resume completes it.") from error
+
+
+def _lock_output(path: Path) -> int | None:
+    """An exclusive advisory lock (flock) on a GeoPackage while this writer uses it; OutputBusyError
+    when another run holds it. Released by `_unlock`, or by the system when the process dies (kill -9).
+    None where flock does not exist (Windows): there two writers are not detected."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    try:
+        fd = os.open(os.fspath(path), os.O_RDONLY)
+    except OSError as exc:
+        raise OutputError(f"Output {path}: cannot be opened ({exc.strerror}); check it is a readable file.") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise OutputBusyError(f"Output {path} is being written by another mgimm-geo run now; two runs cannot "
+                              f"write one output. Wait for it to finish (then --resume adds what is missing), "
+                              f"or write to another output.") from None
+    except OSError:           # a filesystem without flock: write unguarded, as before
+        os.close(fd)
+        return None
+    return fd
+
+
+def _unlock(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)
 
 
 def _remove(path: Path) -> None:
@@ -460,6 +524,7 @@ class ExportWriter(OutputWriter):
             for target in (self.path, self.tiles_path, self.runs_path):
                 if target.exists():
                     raise _clobber_error(target)
+        _check_writable_folder(self.path)     # now, not after every region was described
         self._rows = {"regions": [], "tiles": []}
         self.written: list[Path] = []
 
@@ -522,6 +587,18 @@ class ExportWriter(OutputWriter):
             _remove(tmp)
             raise OutputError(f"Output {target}: writing {self.driver} failed ({exc}); check the folder is "
                               "writable, or write a GeoPackage (.gpkg).") from exc
+
+
+def _check_writable_folder(path: Path) -> None:
+    """OutputError unless a file can be created (and removed) in `path`'s folder, made if missing."""
+    probe = path.with_name(f".{path.name}.{os.getpid()}.probe")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(f"Output {path}: cannot write in its folder {path.parent} ({exc.strerror}); choose a "
+                          f"writable folder for -o, or make this one writable.") from exc
 
 
 def _field_array(values: list, sql_type: str) -> tuple[np.ndarray, np.ndarray | None]:
