@@ -58,3 +58,34 @@ def test_bad_config_names_file_and_missing_field(tmp_path):
     path.write_text("stage: stage9\nmodel: {}\ndata: {}\noutput: x\n")
     with pytest.raises(ConfigError, match="stage9"):
         load_config(path)
+
+
+def test_mgimm_from_llava_trains_stage1_then_stage2(workdir, tmp_path, capsys):
+    # The reference's real starting point at tiny size: a LLaVA-1.5 checkpoint (llava-hf format,
+    # written here) gives the vision tower, projector and LM; the region module starts fresh.
+    from mgimm_core.model import from_llava
+    from mgimm_core.model.testing_llava import write_llava_hf
+
+    llava_dir, reference = write_llava_hf(tmp_path / "llava", seed=4)
+    model, _ = from_llava(llava_dir)
+    assert model.config.mode == "global_region" and model.config.region_prompt == "tokens"
+    torch_close = __import__("torch").testing.assert_close
+    torch_close(model.projector.linear_1.weight, reference.model.multi_modal_projector.linear_1.weight)
+    torch_close(model.language_model.lm_head.weight, reference.lm_head.weight)
+    stage1 = tmp_path / "stage1.yaml"
+    stage1.write_text((workdir / "tiny_stage1.yaml").read_text()
+                      .replace("model: {init: tiny}", f"model: {{init: llava, path: {llava_dir}}}")
+                      .replace("data/", f"{workdir}/data/").replace("runs/stage1", str(tmp_path / "s1")))
+    assert main(["train", str(stage1)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["steps"] == 4
+    saved = load_file(str(tmp_path / "s1/checkpoint-last/trainable.safetensors"))
+    assert saved and all(k.startswith(("region_module.", "projector.")) for k in saved)
+    stage2 = tmp_path / "stage2.yaml"
+    stage2.write_text((workdir / "tiny_stage2.yaml").read_text()
+                      .replace("runs/stage1/model", str(tmp_path / "s1/model"))
+                      .replace("data/", f"{workdir}/data/").replace("runs/stage2", str(tmp_path / "s2")))
+    assert main(["train", str(stage2)]) == 0
+    saved = load_file(str(tmp_path / "s2/checkpoint-last/trainable.safetensors"))
+    assert any("lora_" in k for k in saved)
+    assert (tmp_path / "s2/model/config.json").exists()

@@ -60,7 +60,10 @@ def load_config(path) -> dict:
 
 def build_model(model_cfg: dict):
     """(model, processor) from `init`: pretrained DIR (e.g. the previous stage), components
-    (vision + LLM dirs), or tiny (random, for tests)."""
+    (vision + LLM dirs), llava (a LLaVA-1.5 checkpoint at `path`, the reference's real starting
+    point: its vision tower, projector and LM with a fresh region module; `vision` for an
+    original-format one), or tiny (random, for tests). `overrides` set MGIMMConfig fields
+    (for llava: the region-module settings)."""
     from mgimm_core.model import MGIMMForConditionalGeneration, MGIMMProcessor
 
     init = model_cfg.get("init", "pretrained")
@@ -75,12 +78,18 @@ def build_model(model_cfg: dict):
                                                                **overrides)
         tokenizer = AutoTokenizer.from_pretrained(model_cfg["llm"])  # local dir; no remote code
         return model, MGIMMProcessor.from_config(model.config, tokenizer)
+    if init == "llava":
+        from mgimm_core.model import from_llava
+
+        model, processor = from_llava(model_cfg["path"], vision=model_cfg.get("vision"),
+                                      region_settings=overrides or None)
+        return model.train(), processor
     if init == "tiny":
         from mgimm_core.model.testing_mgimm import tiny_model, tiny_processor
 
         model = tiny_model(**overrides).train()
         return model, tiny_processor(model.config)
-    raise ConfigError(f"model.init {init!r}: use pretrained, components or tiny")
+    raise ConfigError(f"model.init {init!r}: use pretrained, components, llava or tiny")
 
 
 def load_examples(data_cfg: dict, kind: str):
