@@ -2,48 +2,67 @@
 
 Inputs, all read with `torch.load(weights_only=True)` or safetensors (never pickled code):
   stage 1: `mm_prompt_projector.bin`: projector + box prompt encoder + region transformer;
-  stage 2: a PEFT adapter dir (`adapter_config.json`, `adapter_model.safetensors|.bin`), merged
-           into the LM weights here, and `non_lora_trainables.bin` (projector, region parts, ...).
-The key names follow LLaVA (`model.mm_projector.0.weight`) and SAM (`prompt_encoder.pe_layer...`,
-`layers.0.cross_attn_token_to_image.q_proj.weight`); the reference's own module prefixes for the
-prompt encoder and region transformer are unconfirmed without the real files, so several
-candidates are accepted (see docs/model.md). Nothing here runs code from a checkpoint.
+  stage 2: `non_lora_trainables.bin` (the parts trained in full: projector, prompt encoder, region
+           transformer, their PEFT-wrapped weights named `...q_proj.base_layer.weight`) and a PEFT
+           adapter dir (`adapter_config.json`, `adapter_model.safetensors|.bin`) whose LoRA pairs sit
+           on the LM's linear layers and on the region transformer's (q/k/v/out_proj, lin1, lin2).
+Every weight ends as W = base + LoRA delta: the base is stage 1 overwritten by non_lora_trainables,
+the delta is merged last. Key names are the reference's (`model.mm_projector.0.weight`,
+`model.prompt_encoder.*`, `model.region_interactive_layer.*`; tests/data/reference_stage1_keys.json).
+Build the model with `reference_region_settings()` (configuration_mgimm.py), which reproduces the
+reference's box numerics; `import_reference` does it all and writes a model directory.
+Nothing here runs code from a checkpoint.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
 
 import torch
 
-from mgimm_core.errors import ModelError
+from mgimm_core.errors import IncompleteImportError, ModelError, OutputError
 
-PROMPT_ENCODER_PREFIXES = ("prompt_encoder", "region_prompt_encoder", "box_encoder", "mm_prompt_encoder")
-REGION_TRANSFORMER_PREFIXES = (
-    "region_interactive_module", "region_transformer", "two_way_transformer", "mm_region_module", "rim",
-)
+PROMPT_ENCODER_PREFIXES = ("prompt_encoder",)
+REGION_TRANSFORMER_PREFIXES = ("region_interactive_layer",)
 # SAM prompt-encoder parts the box-only reference never feeds (points, masks): skipped on import.
 UNUSED_PROMPT_PARTS = ("point_embeddings.0.", "point_embeddings.1.", "not_a_point_embed.", "no_mask_embed.",
                        "mask_downscaling.")
+UNUSED_REASON = "SAM prompt part unused by box prompts (points, mask prompt)"
 # SAM two-way transformer names -> names in RegionInteractiveModule.
 TRANSFORMER_RENAMES = (
     (".mlp.lin1.", ".mlp.0."), (".mlp.lin2.", ".mlp.2."),
     ("final_attn_token_to_image.", "final_attn."), ("norm_final_attn.", "norm_final."),
 )
+#: Written by import_reference beside the model: where the weights came from and what was imported.
+REFERENCE_IMPORT_FILE = "reference_import.json"
+#: Model parts that only a checkpoint can provide: an import that leaves one fresh is incomplete.
+TRAINED_PARTS = ("region_module.", "projector.")
+# A PEFT LoRA tensor: <module>.lora_A|lora_B[.<adapter name>].weight
+_LORA_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<half>[AB])(?:\.(?P<adapter>[^.]+))?\.weight$")
 
 
 @dataclass
 class ImportReport:
-    """What an import did: model keys written, checkpoint keys skipped (with why), model keys of
-    the region module / projector that no checkpoint provided (they keep their fresh values)."""
+    """What an import did: model keys written (`loaded`, each once), checkpoint keys skipped (with
+    why), model keys of the region module / projector that no checkpoint provided (`not_provided`:
+    they keep their fresh values; only with partial=True), model weights a LoRA delta was added to."""
 
     loaded: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     not_provided: list[str] = field(default_factory=list)
     merged_lora: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        """Counts and names for a short report (the CLI's JSON)."""
+        reasons: dict[str, int] = {}
+        for reason in self.skipped.values():
+            reasons[reason] = reasons.get(reason, 0) + 1
+        return {"loaded": len(self.loaded), "merged_lora": len(self.merged_lora), "skipped": len(self.skipped),
+                "skipped_reasons": reasons, "not_provided": list(self.not_provided)}
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -65,11 +84,12 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def _strip_wrappers(key: str) -> str:
-    """Drop PEFT / DeepSpeed wrappers so keys read like LLaVA's (`model.mm_projector.0.weight`)."""
+    """Drop PEFT / DeepSpeed wrappers so keys read like LLaVA's (`model.mm_projector.0.weight`):
+    `module.`, `base_model.model.` and the `.base_layer` a LoRA-wrapped linear layer's own weight has."""
     for prefix in ("module.", "base_model.model."):
         if key.startswith(prefix):
             key = key[len(prefix):]
-    return key
+    return key.replace(".base_layer.", ".")
 
 
 def map_reference_key(key: str) -> tuple[str | None, str]:
@@ -86,7 +106,7 @@ def map_reference_key(key: str) -> tuple[str | None, str]:
             if rest == "pe_layer.positional_encoding_gaussian_matrix":
                 return "region_module.pe.gaussian", ""
             if rest.startswith(UNUSED_PROMPT_PARTS):
-                return None, "SAM prompt part unused by box prompts"
+                return None, UNUSED_REASON
             return None, "unknown prompt-encoder part"
     for prefix in REGION_TRANSFORMER_PREFIXES:
         if inner.startswith(prefix + "."):
@@ -113,9 +133,15 @@ def _corner_embedding(state: dict[str, torch.Tensor]) -> torch.Tensor | None:
     return None
 
 
+def _mark_loaded(report: ImportReport, target: str) -> None:
+    if target not in report.loaded:
+        report.loaded.append(target)
+
+
 def import_state_dict(model, reference_state: dict[str, torch.Tensor], report: ImportReport,
                       strict: bool = True) -> None:
-    """Copy mapped tensors into `model` (shapes must match; dtype follows the model)."""
+    """Copy mapped tensors into `model` (shapes must match; dtype follows the model). strict: a key
+    that maps to a tensor this model lacks raises (else it is reported as skipped)."""
     params = dict(model.state_dict())
     state = {_strip_wrappers(k): v for k, v in reference_state.items()}
     corners = _corner_embedding(state)
@@ -134,7 +160,7 @@ def import_state_dict(model, reference_state: dict[str, torch.Tensor], report: I
         if target not in params:
             if strict:
                 raise ModelError(f"checkpoint key {key} maps to {target}, which this model lacks: "
-                                 "check region_tokens / region_depth in the config")
+                                 "build it with reference_region_settings() (region tokens, depth)")
             report.skipped[key] = f"maps to missing {target}"
             continue
         updates[target] = tensor
@@ -144,54 +170,162 @@ def import_state_dict(model, reference_state: dict[str, torch.Tensor], report: I
                              f"{tuple(params[target].shape)}; build the model with the reference sizes")
         with torch.no_grad():
             params[target].copy_(tensor.to(params[target].dtype))
-        report.loaded.append(target)
+        _mark_loaded(report, target)
 
 
-def merge_peft_adapter(model, adapter_dir: str | os.PathLike, report: ImportReport) -> None:
-    """Add scale * B @ A of every LoRA pair in a PEFT adapter dir to the matching LM weight."""
-    adapter_dir = os.fspath(adapter_dir)
+def _pattern_value(patterns: dict, module: str, default):
+    """PEFT's rank_pattern / alpha_pattern rule: the first pattern that matches the end of the
+    module name (`(.*\\.)?pattern$`, a regular expression) gives the value."""
+    for pattern, value in (patterns or {}).items():
+        if re.match(rf"(.*\.)?({pattern})$", module):
+            return value
+    return default
+
+
+def lora_delta(adapter: dict, module: str, lora_a: torch.Tensor, lora_b: torch.Tensor) -> torch.Tensor:
+    """The weight change of one LoRA pair, in fp32: scale * B @ A (transposed for fan_in_fan_out
+    layers, which store their weight as in x out). r is A's row count (so rank_pattern needs no
+    lookup); alpha comes from alpha_pattern or lora_alpha; scale = alpha / r, or alpha / sqrt(r)
+    with use_rslora. `module` is the PEFT module name (`model.layers.0.self_attn.q_proj`)."""
+    rank = lora_a.shape[0]
+    if lora_b.shape[1] != rank:
+        raise ModelError(f"{module}: LoRA A has rank {rank} but B has {lora_b.shape[1]} columns; "
+                         "the adapter is damaged")
+    alpha = _pattern_value(adapter.get("alpha_pattern"), module, adapter.get("lora_alpha", 8))
+    scale = alpha / math.sqrt(rank) if adapter.get("use_rslora") else alpha / rank
+    delta = (lora_b.float() @ lora_a.float()) * scale
+    return delta.T if adapter.get("fan_in_fan_out") else delta
+
+
+def _read_adapter(adapter_dir: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(adapter_config.json, tensors) of a PEFT LoRA adapter dir; refuses what cannot be merged
+    into plain weights by adding B @ A (DoRA, other PEFT methods, LoRA on embeddings)."""
     config_path = os.path.join(adapter_dir, "adapter_config.json")
     if not os.path.isfile(config_path):
         raise ModelError(f"{adapter_dir}: no adapter_config.json; give the stage-2 PEFT output directory")
     with open(config_path, encoding="utf-8") as fh:
         adapter = json.load(fh)
+    if adapter.get("peft_type", "LORA") != "LORA":
+        raise ModelError(f"{adapter_dir}: a {adapter['peft_type']} adapter; only LoRA adapters can be imported")
     for name in ("adapter_model.safetensors", "adapter_model.bin"):
         if os.path.isfile(os.path.join(adapter_dir, name)):
             state = load_state_dict(os.path.join(adapter_dir, name))
             break
     else:
         raise ModelError(f"{adapter_dir}: no adapter_model.safetensors or adapter_model.bin")
-    scale = adapter["lora_alpha"] / adapter["r"]
+    if adapter.get("use_dora") or any(".lora_magnitude_vector" in k for k in state):
+        raise ModelError(f"{adapter_dir}: a DoRA adapter (use_dora): its merged weight is not base + B @ A, "
+                         "so it cannot be imported; merge it in the reference environment with peft's "
+                         "merge_and_unload() and import the merged weights instead")
+    unsupported = [k for k in state if ".lora_" in k and not _LORA_KEY.match(k)]
+    if unsupported:
+        raise ModelError(f"{adapter_dir}: LoRA tensors this import cannot merge ({', '.join(unsupported[:3])}): "
+                         "only lora_A / lora_B weights of linear layers are supported")
+    return adapter, state
+
+
+def merge_peft_adapter(model, adapter_dir: str | os.PathLike, report: ImportReport, strict: bool = True) -> None:
+    """Add the delta of every LoRA pair of a PEFT adapter dir to the model weight it belongs to
+    (language model or region transformer; see lora_delta). Other tensors in the adapter (biases,
+    modules saved in full) are imported as they are, before the deltas. strict: a LoRA pair with
+    no counterpart in the model raises (else it is reported as skipped)."""
+    adapter_dir = os.fspath(adapter_dir)
+    adapter, state = _read_adapter(adapter_dir)
+    import_state_dict(model, {k: v for k, v in state.items() if not _LORA_KEY.match(k)}, report, strict)
     params = dict(model.state_dict())
-    for key_a in [k for k in state if ".lora_A." in k]:
-        key_b = key_a.replace(".lora_A.", ".lora_B.")
-        base = re.sub(r"\.lora_A\.(default\.)?weight$", ".weight", _strip_wrappers(key_a))
-        target = "language_model." + base
-        if not base.startswith("model.layers.") or target not in params:
-            report.skipped[key_a] = "LoRA on a module outside the language model"
+    pairs = [(key, match) for key in sorted(state) if (match := _LORA_KEY.match(key)) and match.group("half") == "A"]
+    for key_a, match in pairs:
+        adapter_name = f".{match.group('adapter')}" if match.group("adapter") else ""
+        key_b = f"{match.group('module')}.lora_B{adapter_name}.weight"
+        if key_b not in state:
+            raise ModelError(f"{adapter_dir}: {key_a} has no matching {key_b}; the adapter is damaged")
+        module = _strip_wrappers(match.group("module"))
+        target, reason = map_reference_key(module + ".weight")
+        if target is None or target not in params:
+            why = reason if target is None else f"maps to missing {target}"
+            if strict:
+                raise ModelError(f"{adapter_dir}: LoRA pair on {module} cannot be merged ({why})")
+            report.skipped[key_a] = f"LoRA pair not merged: {why}"
             continue
-        delta = state[key_b].float() @ state[key_a].float() * scale
-        if delta.shape != params[target].shape:
-            raise ModelError(f"{key_a}: LoRA delta {tuple(delta.shape)} does not fit {target}")
+        delta = lora_delta(adapter, module, state[key_a], state[key_b])
+        weight = params[target]
+        if delta.shape != weight.shape:
+            raise ModelError(f"{key_a}: LoRA delta {tuple(delta.shape)} does not fit {target} {tuple(weight.shape)}"
+                             + ("" if adapter.get("fan_in_fan_out") else "; is the adapter fan_in_fan_out?"))
         with torch.no_grad():
-            params[target].add_(delta.to(params[target].dtype))
+            weight.copy_((weight.float() + delta).to(weight.dtype))
         report.merged_lora.append(target)
 
 
-def convert_reference(model, stage1: str | None = None, adapter_dir: str | None = None,
-                      non_lora_trainables: str | None = None, strict: bool = True) -> ImportReport:
+def convert_reference(model, stage1: str | os.PathLike | None = None, adapter_dir: str | os.PathLike | None = None,
+                      non_lora_trainables: str | os.PathLike | None = None, strict: bool = True,
+                      partial: bool = False) -> ImportReport:
     """Load reference checkpoints into an MGIMMForConditionalGeneration built with matching sizes
-    (e.g. from_components(CLIP-L/336, Vicuna-7B) with the default region settings).
-    Order: stage 1, then the stage-2 adapter (merged), then non_lora_trainables (which win)."""
+    (from_components(CLIP-L/336, the LLM, **reference_region_settings())).
+
+    Order: stage 1, then non_lora_trainables (stage 2's full weights, which win), then the adapter's
+    LoRA deltas are added, so every weight is base + delta. strict: a checkpoint tensor that maps to
+    a tensor this model lacks raises ModelError. Unless `partial`, raises IncompleteImportError
+    naming every region-module / projector tensor no checkpoint provided; with `partial` they are
+    listed in the report's not_provided (and keep their fresh values)."""
     if model.config.use_lora:
         raise ModelError("merge_lora(model) first: imported adapters are merged into plain LM weights")
+    if not (stage1 or adapter_dir or non_lora_trainables):
+        raise ModelError("nothing to import: give a stage-1 file, a stage-2 adapter dir or non_lora_trainables")
     report = ImportReport()
     if stage1:
         import_state_dict(model, load_state_dict(stage1), report, strict)
-    if adapter_dir:
-        merge_peft_adapter(model, adapter_dir, report)
     if non_lora_trainables:
         import_state_dict(model, load_state_dict(non_lora_trainables), report, strict)
-    trained_parts = ("region_module.", "projector.")
-    report.not_provided = [k for k in model.state_dict() if k.startswith(trained_parts) and k not in report.loaded]
+    if adapter_dir:
+        merge_peft_adapter(model, adapter_dir, report, strict)
+    report.not_provided = [k for k in model.state_dict() if k.startswith(TRAINED_PARTS) and k not in report.loaded]
+    if report.not_provided and not partial:
+        shown = ", ".join(report.not_provided[:12])
+        more = f" ... ({len(report.not_provided)} in all)" if len(report.not_provided) > 12 else ""
+        raise IncompleteImportError(
+            f"the checkpoints do not provide {len(report.not_provided)} trained tensor(s) of the region module / "
+            f"projector: {shown}{more}. Give the missing file (stage 1 mm_prompt_projector.bin, or stage 2's "
+            "non_lora_trainables.bin), or import partially (partial=True, CLI --partial) to keep them fresh",
+            missing=report.not_provided)
+    return report
+
+
+def import_reference(output: str | os.PathLike, vision: str | os.PathLike, llm: str | os.PathLike,
+                     stage1: str | os.PathLike | None = None, adapter_dir: str | os.PathLike | None = None,
+                     non_lora_trainables: str | os.PathLike | None = None, partial: bool = False,
+                     overwrite: bool = False, dtype: torch.dtype = torch.bfloat16) -> ImportReport:
+    """Build an MGIMM with the reference's layout from local vision and LLM directories
+    (`from_components(..., **reference_region_settings())`), import the reference checkpoints
+    (convert_reference) and save a normal MGIMM directory at `output` (save_pretrained: config.json,
+    model.safetensors; the processor and tokenizer files; `reference_import.json`, what was imported).
+    LoRA deltas are merged in fp32 and stored in `dtype`. Nothing is written when the import fails;
+    an `output` that is not empty needs overwrite=True (OutputError)."""
+    from transformers import AutoTokenizer
+
+    from .configuration_mgimm import reference_region_settings
+    from .modeling_mgimm import MGIMMForConditionalGeneration
+    from .processing_mgimm import MGIMMProcessor
+
+    output = os.fspath(output)
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise OutputError(f"{output} is a file; give a directory to write the model into")
+    if os.path.isdir(output) and os.listdir(output) and not overwrite:
+        raise OutputError(f"{output} is not empty; choose another directory or overwrite it (CLI --overwrite)")
+    model = MGIMMForConditionalGeneration.from_components(vision, llm, dtype=dtype, **reference_region_settings())
+    report = convert_reference(model, stage1, adapter_dir, non_lora_trainables, partial=partial)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(os.fspath(llm))  # a local dir; no remote code
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{llm}: no usable tokenizer ({exc}); the LLM directory needs its tokenizer files") from exc
+    processor = MGIMMProcessor.from_config(model.config, tokenizer)
+    model.save_pretrained(output)
+    processor.save_pretrained(output)
+    sources = {"stage1": stage1, "adapter": adapter_dir, "non_lora_trainables": non_lora_trainables,
+               "vision": vision, "llm": llm}
+    record = {"format": "mgimm-reference-import",
+              "sources": {k: os.path.abspath(os.fspath(v)) for k, v in sources.items() if v},
+              "dtype": str(dtype).removeprefix("torch."), **report.summary()}
+    with open(os.path.join(output, REFERENCE_IMPORT_FILE), "w", encoding="utf-8") as fh:
+        json.dump(record, fh, indent=2)
     return report
