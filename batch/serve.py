@@ -118,7 +118,8 @@ def create_app(service, *, token: str | None = None, max_request_bytes: int = 64
                   description="Region descriptions of remote-sensing rasters with MGIMM. The request "
                               "and result bodies are those of the worker protocol (docs/protocol.md).")
     model_lock = asyncio.Lock()
-    cancelled_ids: set[str] = set()
+    cancelled_ids: set[str] = set()      # only ids waiting or running: a cancel of any other id is ignored
+    active: dict[str, int] = {}          # ids waiting or running (how many requests each)
     state = {"busy": None}
     guard = threading.Lock()
 
@@ -141,8 +142,10 @@ def create_app(service, *, token: str | None = None, max_request_bytes: int = 64
     @app.post("/v1/cancel", summary="Cancel a request by the request_id it was sent with")
     async def cancel(request_id: str):
         with guard:
-            cancelled_ids.add(request_id)
-        return {"cancelled": request_id}
+            found = request_id in active
+            if found:
+                cancelled_ids.add(request_id)
+        return {"cancelled": request_id, "found": found}
 
     @app.post("/v1/{request_type}", summary="Run one request (hello, describe, describe_file)",
               description="The body is the request's params object (docs/protocol.md); the answer is its "
@@ -157,8 +160,9 @@ def create_app(service, *, token: str | None = None, max_request_bytes: int = 64
         body = await request.body()
         try:
             params = json.loads(body) if body.strip() else {}
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            return error_response({"code": "bad_request", "message": f"the body is not JSON ({exc}); send the "
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            return error_response({"code": "bad_request", "message": f"the body is not JSON ({reason}); send the "
                                    f"request's params as a JSON object."})
         if not isinstance(params, dict):
             return error_response({"code": "bad_request", "message": "the body must be a JSON object of the "
@@ -168,24 +172,32 @@ def create_app(service, *, token: str | None = None, max_request_bytes: int = 64
         def is_cancelled() -> bool:
             return rid in cancelled_ids
 
-        async with model_lock:
-            if is_cancelled():
-                return error_response({"code": "cancelled", "message": "cancelled before it started."})
-            state["busy"] = rid
-            job = asyncio.ensure_future(run_in_threadpool(service.handle, request_type, params, None, is_cancelled))
-            try:
-                while not job.done():
-                    await asyncio.wait({job}, timeout=0.5)
-                    if not job.done() and await request.is_disconnected():
-                        with guard:
-                            cancelled_ids.add(rid)          # the client gave up: stop between batches
+        with guard:
+            active[rid] = active.get(rid, 0) + 1
+        try:
+            async with model_lock:
+                if is_cancelled():
+                    return error_response({"code": "cancelled", "message": "cancelled before it started."})
+                state["busy"] = rid
+                job = asyncio.ensure_future(run_in_threadpool(service.handle, request_type, params, None,
+                                                              is_cancelled))
                 try:
-                    return job.result()
-                except Exception as exc:
-                    return error_response(error_payload(exc))
-            finally:
-                state["busy"] = None
-                with guard:
+                    while not job.done():
+                        await asyncio.wait({job}, timeout=0.5)
+                        if not job.done() and await request.is_disconnected():
+                            with guard:
+                                cancelled_ids.add(rid)          # the client gave up: stop between batches
+                    try:
+                        return job.result()
+                    except Exception as exc:
+                        return error_response(error_payload(exc))
+                finally:
+                    state["busy"] = None
+        finally:
+            with guard:
+                active[rid] -= 1
+                if not active[rid]:
+                    del active[rid]
                     cancelled_ids.discard(rid)
 
     app.add_middleware(BodyLimit, max_bytes=max_request_bytes)

@@ -27,6 +27,8 @@ from mgimm_core import __version__
 _QUIET_ENV = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error",
               "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
 PROGRESS_INTERVAL_S = 0.25
+#: Longest request line read (characters; --max-request-mb), so one line cannot take the worker's memory.
+MAX_LINE_CHARS = 64 * 2**20
 
 
 class ProtocolWriter:
@@ -58,12 +60,14 @@ def claim_stdout():
 class Worker:
     """Request queue, the one thread that runs requests, heartbeats and cancellation."""
 
-    def __init__(self, service, writer: ProtocolWriter, heartbeat_s: float):
+    def __init__(self, service, writer: ProtocolWriter, heartbeat_s: float, max_line_chars: int = MAX_LINE_CHARS):
         self.service = service
         self.writer = writer
         self.heartbeat_s = heartbeat_s
+        self.max_line_chars = max_line_chars
         self.requests: queue.Queue = queue.Queue()
-        self.cancelled_ids: set[str] = set()
+        self.queued: dict[str, int] = {}          # ids waiting in the queue (how many requests each)
+        self.cancelled_ids: set[str] = set()      # only ids queued or running (a cancel of others is ignored)
         self.busy: str | None = None
         self.stopping = threading.Event()
         self._lock = threading.Lock()
@@ -79,7 +83,13 @@ class Worker:
             threading.Thread(target=self._heartbeats, name="mgimm-heartbeat", daemon=True).start()
         self.writer.send({"type": "ready", "protocol": PROTOCOL_VERSION, "version": __version__,
                           "pid": os.getpid()})
-        for line in stdin:
+        for line in self._lines(stdin):
+            if line is None:
+                mb = self.max_line_chars / 2**20
+                self._error(None, "too_large", f"a request line over the worker's limit of {mb:g} MB was "
+                                               f"skipped; send fewer regions per request or a smaller "
+                                               f"raster_b64, or start the worker with a larger --max-request-mb.")
+                continue
             if not line.strip():
                 continue
             if not self._dispatch(line):
@@ -91,12 +101,28 @@ class Worker:
         self.requests.put(None)
         runner.join(timeout=30)
 
+    def _lines(self, stdin):
+        """The lines of stdin, None in place of one longer than max_line_chars (read and dropped in
+        pieces of that size, so memory stays bounded whatever a client sends)."""
+        limit = self.max_line_chars
+        while True:
+            line = stdin.readline(limit + 1)
+            if not line:
+                return
+            if len(line) <= limit or line.endswith("\n"):     # whole (the newline may be char limit + 1)
+                yield line
+                continue
+            while line and not line.endswith("\n"):       # the rest of the oversized line
+                line = stdin.readline(limit + 1)
+            yield None
+
     def _dispatch(self, line: str) -> bool:
         """Queue or act on one request line; False on shutdown."""
         try:
             message = json.loads(line)
-        except json.JSONDecodeError as exc:
-            self._error(None, "bad_request", f"not a JSON line ({exc}); send one JSON object per line.")
+        except (json.JSONDecodeError, RecursionError) as exc:
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            self._error(None, "bad_request", f"not a JSON line ({reason}); send one JSON object per line.")
             return True
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
             self._error(None, "bad_request", "each line must be a JSON object with a 'type'.")
@@ -106,11 +132,14 @@ class Worker:
             return False
         if kind == "cancel":
             with self._lock:
-                self.cancelled_ids.add(str(request_id))
+                if request_id is not None and (str(request_id) in self.queued or str(request_id) == self.busy):
+                    self.cancelled_ids.add(str(request_id))
             return True
         if request_id is None:
             self._error(None, "bad_request", f"a {kind!r} request needs an 'id' to answer to.")
             return True
+        with self._lock:
+            self.queued[str(request_id)] = self.queued.get(str(request_id), 0) + 1
         self.requests.put((str(request_id), kind, message.get("params")))
         return True
 
@@ -124,6 +153,9 @@ class Worker:
                 return
             request_id, kind, params = item
             with self._lock:
+                self.queued[request_id] -= 1
+                if not self.queued[request_id]:
+                    del self.queued[request_id]
                 if request_id in self.cancelled_ids or self.stopping.is_set():
                     self.cancelled_ids.discard(request_id)
                     self._error(request_id, "cancelled", "cancelled by the client before it started.")
@@ -168,7 +200,9 @@ class Worker:
               help="Default longest answer, in tokens (a request may ask for another).")
 @click.option("--heartbeat", type=click.FloatRange(min=0), default=2.0, show_default=True,
               help="Seconds between heartbeat messages (0: none).")
-def command(model_dir, device, threads, max_new_tokens, heartbeat):
+@click.option("--max-request-mb", type=click.FloatRange(min=0.001), default=MAX_LINE_CHARS / 2**20,
+              show_default=True, help="Longest request line accepted (longer ones are skipped: too_large).")
+def command(model_dir, device, threads, max_new_tokens, heartbeat, max_request_mb):
     """Serve describe requests as JSON lines on stdin/stdout (for the QGIS plugin).
 
     \b
@@ -185,4 +219,4 @@ def command(model_dir, device, threads, max_new_tokens, heartbeat):
 
     service = Service(model_dir, load=LoadOptions(device=device, max_new_tokens=max_new_tokens, threads=threads))
     stdin = open(sys.stdin.fileno(), "r", encoding="utf-8", errors="replace", closefd=False)
-    Worker(service, writer, heartbeat).serve(stdin)
+    Worker(service, writer, heartbeat, max_line_chars=int(max_request_mb * 2**20)).serve(stdin)

@@ -162,3 +162,15 @@ def test_health_answers_while_busy_and_cancel_stops_the_request(server, make_ras
     assert call(base, "/v1/cancel?request_id=long", {})[0] == 200
     thread.join(timeout=15)
     assert answer["status"] == 409 and answer["body"]["code"] == "cancelled"
+
+
+def test_deep_json_nul_paths_and_cancels_of_unseen_ids_get_json_answers(server):
+    base, root = server
+    status, body = call(base, "/v1/describe", raw=b"[" * 100_000 + b"]" * 100_000)
+    assert status == 400 and body["code"] == "bad_request" and "nested too deeply" in body["message"]
+    status, body = call(base, "/v1/describe", {"raster": f"{root}/a\u0000.tif", "regions": [{"wkt": INSIDE}]})
+    assert status == 400 and body["code"] == "bad_request" and "NUL" in body["message"]
+    status, body = call(base, "/v1/cancel?request_id=not-yet", {})
+    assert status == 200 and body == {"cancelled": "not-yet", "found": False}
+    status, body = call(base, "/v1/hello?request_id=not-yet", {}, timeout=120)   # not poisoned by that cancel
+    assert status == 200 and body["protocol"] == 1

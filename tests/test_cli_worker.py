@@ -151,3 +151,26 @@ def test_eof_on_stdin_exits_zero():
         assert process.proc.wait(timeout=20) == 0
     finally:
         process.close()
+
+
+def test_oversized_lines_deep_json_and_cancels_of_unseen_ids_leave_the_worker_working(tmp_path_factory):
+    model_dir = save_tiny_model(tmp_path_factory)
+    process = WorkerProcess("--model", model_dir, "--device", "cpu", "--max-new-tokens", "2", "--heartbeat", "0",
+                            "--max-request-mb", "0.5")
+    try:
+        assert process.wait_for(lambda m: True)["type"] == "ready"
+        process.proc.stdin.write(json.dumps({"id": "big", "type": "hello", "pad": "x" * 2_000_000}) + "\n")
+        process.proc.stdin.write("[" * 100_000 + "]" * 100_000 + "\n")
+        process.proc.stdin.flush()
+        too_large = process.wait_for(lambda m: m["type"] == "error")
+        assert too_large["id"] is None and too_large["code"] == "too_large" and "0.5 MB" in too_large["message"]
+        deep = process.wait_for(lambda m: m["type"] == "error")
+        assert deep["code"] == "bad_request" and "nested too deeply" in deep["message"]
+        process.send({"id": "later", "type": "cancel"})          # an id the worker has not seen: ignored
+        process.send({"id": "later", "type": "hello"})
+        assert process.reply("later", timeout=120)["type"] == "ok"
+        process.send({"id": "after", "type": "hello"})           # and the next request is not the one cancelled
+        assert process.reply("after")["type"] == "ok"
+        assert process.bad_lines == []
+    finally:
+        process.close()
