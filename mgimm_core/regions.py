@@ -442,6 +442,8 @@ def aoi_to_scene_pixels(scene, feature: AOIFeature) -> shapely.Geometry:
     """
     scene_crs = _scene_proj_crs(scene)
     geom = feature.geometry
+    if feature.crs.is_geographic:
+        geom = _short_way_round(geom, feature)
     if scene_crs is None:
         if feature.crs.is_geographic:
             raise NoCRSError(f"{scene.path}: the raster has no CRS, so an AOI in "
@@ -463,8 +465,48 @@ def aoi_to_scene_pixels(scene, feature: AOIFeature) -> shapely.Geometry:
                            f"this raster's CRS ({scene_crs.name}): {exc} Assign the raster a CRS "
                            f"PROJ can transform (gdal_edit.py -a_srs EPSG:xxxx {scene.path}) or "
                            f"give the AOI in the raster's own CRS.") from exc
+    if scene_crs is not None and scene_crs.is_geographic:
+        geom = _wrap_to_scene(geom, scene)
     inv = ~scene.transform
     return affinity.affine_transform(geom, [inv.a, inv.b, inv.d, inv.e, inv.c, inv.f])
+
+
+def _short_way_round(geom: shapely.Geometry, feature: AOIFeature) -> shapely.Geometry:
+    """A lon/lat polygon part with an edge over 180 degrees of longitude long crosses the antimeridian
+    (drawn the long way round it would span most of the globe): its negative longitudes are moved
+    by +360, so it is read the short way, with a warning. Other parts are left as they are."""
+    parts = list(shapely.get_parts(geom)) if geom.geom_type == "MultiPolygon" else [geom]
+    if any(p.geom_type != "Polygon" for p in parts):
+        return geom
+    out, jumped = [], 0.0
+    for part in parts:
+        rings = [part.exterior, *part.interiors]
+        jump = max(float(np.abs(np.diff(np.asarray(r.coords)[:, 0])).max(initial=0)) for r in rings)
+        if jump > 180:
+            jumped = max(jumped, jump)
+            part = shapely.transform(part, lambda xy: np.where(xy[:, :1] < 0, xy + [360.0, 0.0], xy))
+        out.append(part)
+    if not jumped:
+        return geom
+    log.warning("region %r: an edge spans %.1f degrees of longitude, so the polygon is taken to cross the "
+                "antimeridian and is read the short way round (longitudes past 180). Split it at 180 "
+                "degrees (RFC 7946, section 3.1.9) to say so explicitly.", feature.id, jumped)
+    return out[0] if geom.geom_type == "Polygon" else shapely.MultiPolygon(out)
+
+
+def _wrap_to_scene(geom: shapely.Geometry, scene) -> shapely.Geometry:
+    """On a scene in a geographic CRS, the geometry's longitudes moved by multiples of 360 into the
+    360 degrees centred on the scene, so parts given at -180..-175 land on a scene spanning 175..185.
+    Each point of the region is kept once (its area, and so its inside share, are unchanged)."""
+    west, _, east, _ = scene.bounds
+    centre = (west + east) / 2
+    minx, miny, maxx, maxy = geom.bounds
+    if centre - 180 <= minx and maxx <= centre + 180:
+        return geom
+    band = shapely.box(centre - 180, miny - 1, centre + 180, maxy + 1)
+    pieces = [affinity.translate(geom, 360.0 * k).intersection(band) for k in range(-2, 3)]
+    pieces = [_polygonal_part(p) for p in pieces if not p.is_empty]
+    return shapely.union_all(pieces) if pieces else geom
 
 
 def _densify_length(src_geom, scene_geom, scene) -> float | None:

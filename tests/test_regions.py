@@ -20,7 +20,7 @@ import shapely
 from rasterio.transform import from_origin
 
 from mgimm_core.errors import AOIError, CRSError, RegionError, RegionOutsideError
-from mgimm_core.regions import (AOIFeature, ChipSettings, RegionChip, chip_window, prepare_region,
+from mgimm_core.regions import (AOIFeature, ChipSettings, RegionChip, chip_window, place_region, prepare_region,
                                 prepare_regions, read_aoi)
 from mgimm_core.scene import Scene
 
@@ -385,3 +385,45 @@ def test_window_stays_inside_the_scene_when_it_fits():
     window, _ = chip_window((95.0, 40.0, 100.0, 45.0), scene_width=100, scene_height=100,
                             model_input=336, context=0.25, min_window=16)
     assert window.col_off == 84 and 32 <= window.row_off <= 40
+
+
+# ================================================================== antimeridian
+def _lonlat_feature(geom, fid="am"):
+    return AOIFeature(fid, geom, pyproj.CRS.from_epsg(4326), {})
+
+
+@pytest.fixture
+def antimeridian_scene(make_raster):
+    """A lon/lat scene from 175 to 185 degrees east (across the antimeridian), 0.1 degree pixels."""
+    path = make_raster("am.tif", width=100, height=50, crs="EPSG:4326", res=0.1, origin=(175.0, 0.0))
+    with Scene.open(path) as scene:
+        yield scene
+
+
+def test_a_split_multipolygon_keeps_both_halves_on_a_scene_across_the_antimeridian(antimeridian_scene):
+    halves = shapely.MultiPolygon([shapely.box(178, -2, 180, -1), shapely.box(-180, -2, -178, -1)])
+    placement = place_region(antimeridian_scene, _lonlat_feature(halves))
+    assert placement.inside_share == pytest.approx(1.0)
+    assert placement.geometry.bounds == pytest.approx((178, -2, 182, -1))
+    assert int(placement.mask.sum()) == 40 * 10 // int(placement.scale) ** 2
+
+
+def test_a_ring_jumping_across_the_antimeridian_is_read_the_short_way_with_a_warning(antimeridian_scene, caplog):
+    ring = shapely.Polygon([(179, -1), (-179, -1), (-179, -2), (179, -2)])
+    with caplog.at_level("WARNING", logger="mgimm_core.regions"):
+        placement = place_region(antimeridian_scene, _lonlat_feature(ring))
+    assert placement.geometry.bounds == pytest.approx((179, -2, 181, -1))
+    assert placement.inside_share == pytest.approx(1.0)
+    assert "antimeridian" in caplog.text and "'am'" in caplog.text
+
+
+def test_an_antimeridian_ring_on_a_projected_scene_is_placed_where_it_is(make_raster):
+    # UTM zone 1N starts at 180 degrees: 20 km around its false-easting edge, near the equator
+    to_utm = pyproj.Transformer.from_crs("EPSG:4326", "EPSG:32601", always_xy=True)
+    x0, y0 = to_utm.transform(-179.9, 0.3)
+    path = make_raster("utm1.tif", width=200, height=100, crs="EPSG:32601", res=200.0, origin=(x0 - 20000, y0))
+    with Scene.open(path) as scene:
+        ring = shapely.Polygon([(179.95, 0.2), (-179.95, 0.2), (-179.95, 0.25), (179.95, 0.25)])
+        placement = place_region(scene, _lonlat_feature(ring))
+    width_m = placement.geometry.bounds[2] - placement.geometry.bounds[0]
+    assert placement.inside_share == pytest.approx(1.0) and 10_000 < width_m < 12_000    # 0.1 degree, not 359.9
