@@ -66,7 +66,7 @@ def clean_environment(environ: Optional[dict] = None) -> dict:
     return env
 
 
-def worker_argv(command: str, model: str = "", device: str = "") -> list:
+def worker_argv(command: str, model: str = "", device: str = "", vision: str = "") -> list:
     """The worker's argv from the settings: `command` is the program and its first arguments,
     e.g. "mgimm-geo worker" or "/opt/env/bin/python -m batch.cli worker"; a bare `mgimm-geo`
     (or a path ending in it) gets the `worker` sub-command appended."""
@@ -79,6 +79,8 @@ def worker_argv(command: str, model: str = "", device: str = "") -> list:
         argv.append("worker")
     if model:
         argv += ["--model", model]
+    if vision:
+        argv += ["--vision", vision]
     if device:
         argv += ["--device", device]
     return argv

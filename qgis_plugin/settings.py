@@ -29,6 +29,7 @@ class PluginSettings:
     mode: str = "worker"                 # "worker" (local process) or "server" (HTTP)
     worker_command: str = "mgimm-geo worker"
     model: str = ""                      # model folder for the worker; "" = the embedded demo model
+    vision: str = ""                     # vision-tower folder of an original-format LLaVA/GeoChat model
     device: str = ""                     # "", "auto", "cpu", "cuda", "cuda:N"
     server_url: str = "http://127.0.0.1:8765"
     token: str = ""
@@ -66,13 +67,13 @@ class PluginSettings:
         """What the client depends on: a change of these restarts the worker / reconnects."""
         if self.mode == "server":
             return (self.mode, self.server_url, self.token, self.request_timeout_s)
-        return (self.mode, self.worker_command, self.model, self.device, self.heartbeat_timeout_s)
+        return (self.mode, self.worker_command, self.model, self.vision, self.device, self.heartbeat_timeout_s)
 
     def make_client(self):
         """A new client for these settings (the worker process starts on its first request)."""
         if self.mode == "server":
             return HttpClient(self.server_url, self.token, timeout=self.request_timeout_s)
-        return WorkerClient(worker_argv(self.worker_command, self.model, self.device),
+        return WorkerClient(worker_argv(self.worker_command, self.model, self.device, self.vision),
                             heartbeat_timeout=self.heartbeat_timeout_s)
 
 

@@ -28,7 +28,14 @@ class SettingsDialog(QDialog):
         form.addRow("Worker command", self.worker_command)
         self.model = QLineEdit(settings.model, self)
         self.model.setPlaceholderText("embedded demo model")
+        self.model.setToolTip("An MGIMM model folder, a LLaVA-1.5 folder (Hugging Face or original format) or "
+                              "GeoChat")
         form.addRow("Model folder", self.model)
+        self.vision = QLineEdit(settings.vision, self)
+        self.vision.setPlaceholderText("only for original-format LLaVA / GeoChat")
+        self.vision.setToolTip("The CLIP vision-tower folder the model names (mm_vision_tower), when it is "
+                               "not found by itself")
+        form.addRow("Vision tower folder", self.vision)
         self.device = QLineEdit(settings.device, self)
         self.device.setPlaceholderText("auto")
         form.addRow("Device", self.device)
@@ -64,7 +71,7 @@ class SettingsDialog(QDialog):
         self._mode_changed(self.mode.currentText())
 
     def _mode_changed(self, mode: str) -> None:
-        for widget in (self.worker_command, self.model, self.device):
+        for widget in (self.worker_command, self.model, self.vision, self.device):
             widget.setEnabled(mode == "worker")
         for widget in (self.server_url, self.token):
             widget.setEnabled(mode == "server")
@@ -72,7 +79,7 @@ class SettingsDialog(QDialog):
     def edited_settings(self) -> PluginSettings:
         return PluginSettings(
             mode=self.mode.currentText(), worker_command=self.worker_command.text().strip(),
-            model=self.model.text().strip(), device=self.device.text().strip(),
+            model=self.model.text().strip(), vision=self.vision.text().strip(), device=self.device.text().strip(),
             server_url=self.server_url.text().strip(), token=self.token.text(),
             layer_path=self.layer_path.text().strip(), prompt=self.prompt.text().strip(),
             max_new_tokens=self.max_new_tokens.value(),

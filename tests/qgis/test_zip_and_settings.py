@@ -51,6 +51,10 @@ def test_settings_round_trip_and_client_kind(plugin_module):
         assert isinstance(client, WorkerClient)
         assert client.argv == ["/env/bin/mgimm-geo", "worker", "--model", "/models/m", "--device", "cpu"]
         assert "PYTHONPATH" not in client.environ and "GDAL_DATA" not in client.environ
+        # an original-format LLaVA/GeoChat model's vision tower reaches the worker as --vision
+        PluginSettings(model="/models/geochat", vision="/models/clip-336").save()
+        argv = PluginSettings.load().make_client().argv
+        assert argv[argv.index("--vision") + 1] == "/models/clip-336"
     finally:
         QgsSettings().remove("mgimm_geo")
 

@@ -1,0 +1,144 @@
+"""Peak memory while loading a sharded LLaVA-shaped checkpoint, against its bf16 weight size.
+
+    python bench/bench_loading.py [--workdir DIR] [--lm-layers 12] [--shard-mb 500]
+
+Not a test: prints a JSON report. Writes a random ~1B-parameter checkpoint in llava-hf form
+(CLIP ViT-L/14-336 vision tower, LLaMA LM of width 2048, bf16 safetensors shards), then loads it
+in fresh processes, each reporting its peak RSS (ru_maxrss) and its RSS after imports:
+
+- mgimm: `load_llava(dir, dtype=bfloat16)`, the loader `--model` uses (shard by shard, each tensor
+  cast and placed as it is read, parameters created on the meta device);
+- transformers: `LlavaForConditionalGeneration.from_pretrained(dir, dtype=bfloat16)`, the same run's
+  baseline.
+
+The figure the loader is held to: peak RSS above the import baseline / bf16 weight bytes < 1.3,
+with every weight touched after loading (as a first forward pass does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CHILD = r"""
+import json, sys, time
+import torch
+import mgimm_core.model  # noqa: F401  (imports counted in the baseline, like transformers')
+from transformers import LlavaForConditionalGeneration
+
+def status_mb(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+torch.set_num_threads(2)
+baseline = status_mb("VmRSS")
+started = time.perf_counter()
+if sys.argv[1] == "mgimm":
+    from mgimm_core.model.llava_mgimm import load_llava
+    model, _ = load_llava(sys.argv[2], dtype=torch.bfloat16, device="cpu")
+else:
+    model = LlavaForConditionalGeneration.from_pretrained(sys.argv[2], dtype=torch.bfloat16)
+seconds = time.perf_counter() - started
+# Touch every weight, as the first forward pass does: weights still backed by the memory-mapped
+# file count in RSS only once read.
+touched = [float(p.detach().sum()) for p in model.parameters()]  # reductions: no full-size copies
+params = sum(p.numel() for p in model.parameters())
+# VmHWM: this process's peak RSS (ru_maxrss would carry the parent's peak across fork + exec).
+print(json.dumps({"baseline_mb": baseline, "peak_mb": status_mb("VmHWM"),
+                  "after_mb": status_mb("VmRSS"), "seconds": seconds, "parameters": params,
+                  "dtypes": sorted({str(p.dtype) for p in model.parameters()})}))
+"""
+
+
+def write_checkpoint(directory: Path, lm_layers: int, shard_mb: int, stored: str) -> int:
+    """A random llava-hf directory of safetensors shards stored in `stored` (fp16, as LLaVA-1.5's
+    shards are, so loading to bf16 casts every tensor; or bf16); returns its bf16 weight bytes."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    from mgimm_core.model.testing_llava import CLIP_MEAN, CLIP_STD, word_tokenizer
+
+    vision = CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                              image_size=336, patch_size=14, projection_dim=768)
+    text = LlamaConfig(hidden_size=2048, intermediate_size=5632, num_hidden_layers=lm_layers, num_attention_heads=16,
+                       num_key_value_heads=16, vocab_size=32000, max_position_embeddings=2048)
+    tokenizer = word_tokenizer()
+    config = LlavaConfig(vision_config=vision, text_config=text, image_token_index=tokenizer.convert_tokens_to_ids(
+        "<image>"), image_seq_length=576)
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in LlavaForConditionalGeneration(config).state_dict().items()}
+    directory.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(str(directory))
+    tokenizer.save_pretrained(str(directory))
+    (directory / "preprocessor_config.json").write_text(json.dumps({"image_mean": CLIP_MEAN, "image_std": CLIP_STD}))
+    generator = torch.Generator().manual_seed(0)
+    shards, current, size, total = [], {}, 0, 0
+    for name, shape in shapes.items():
+        tensor = (torch.randn(shape, generator=generator) * 0.02).to(getattr(torch, {"fp16": "float16", "bf16":
+                                                                                  "bfloat16"}[stored]))
+        current[name] = tensor
+        size += tensor.numel() * 2
+        total += tensor.numel() * 2
+        if size >= shard_mb * 2**20:
+            shards.append(current)
+            current, size = {}, 0
+            _save(directory, shards, save_file)
+    if current:
+        shards.append(current)
+        _save(directory, shards, save_file)
+    count = len(shards)
+    weight_map = {}
+    for i in range(1, count + 1):
+        old = directory / f"part-{i}.safetensors"
+        new = directory / f"model-{i:05d}-of-{count:05d}.safetensors"
+        old.rename(new)
+        weight_map.update({name: new.name for name in shards[i - 1]})
+    (directory / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return total
+
+
+def _save(directory: Path, shards: list, save_file) -> None:
+    """Write the newest shard and drop its tensors (only names are kept), so writing stays lean."""
+    index = len(shards)
+    save_file(shards[-1], str(directory / f"part-{index}.safetensors"))
+    shards[-1] = dict.fromkeys(shards[-1])
+
+
+def measure(kind: str, directory: Path) -> dict:
+    done = subprocess.run([sys.executable, "-c", CHILD, kind, str(directory)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{kind} load failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", default=None)
+    parser.add_argument("--lm-layers", type=int, default=12)
+    parser.add_argument("--shard-mb", type=int, default=500)
+    parser.add_argument("--stored", choices=("fp16", "bf16"), default="fp16",
+                        help="dtype of the written shards (LLaVA-1.5's are fp16; loading is to bf16)")
+    args = parser.parse_args()
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_loading_"))
+    started = time.perf_counter()
+    weight_bytes = write_checkpoint(work / "llava", args.lm_layers, args.shard_mb, args.stored)
+    report = {"weight_bytes_bf16": weight_bytes, "stored": args.stored, "write_s": round(time.perf_counter() - started, 1),
+              "shards": len(list((work / "llava").glob("model-*.safetensors")))}
+    weight_mb = weight_bytes / 2**20
+    for kind in ("mgimm", "transformers"):
+        result = measure(kind, work / "llava")
+        result["peak_over_baseline_vs_bf16_weights"] = round((result["peak_mb"] - result["baseline_mb"]) / weight_mb, 3)
+        result["peak_vs_bf16_weights"] = round(result["peak_mb"] / weight_mb, 3)
+        report[kind] = {k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()}
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
