@@ -8,6 +8,7 @@ was trained on (`mgimm_core.prompts`).
 from __future__ import annotations
 
 import logging
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,6 +90,11 @@ class Describer:
         hf_logging.disable_progress_bar()  # stdout/stderr stay for our own progress and JSON
         try:
             model, processor = load_for_inference(str(directory), device=str(torch_device), vision=vision)
+        except pickle.UnpicklingError as exc:       # torch.load(weights_only=True) refused a pickled object
+            raise ModelError(f"{directory}: its .bin weights hold pickled Python objects, not only tensors, "
+                             f"and mgimm-geo never unpickles code (torch.load with weights_only=True refused "
+                             f"them). Convert them to safetensors where you trust the file "
+                             f"(safetensors.torch.save_file), or use the model's safetensors release.") from exc
         except (OSError, ValueError, KeyError) as exc:
             raise ModelError(f"{directory}: cannot load the model ({exc})") from exc
         model_id = "demo" if model_dir is None else directory.name

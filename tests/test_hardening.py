@@ -204,3 +204,31 @@ def test_disk_full_reports_the_write_error_and_keeps_committed_batches(tmp_path,
     assert result.returncode == 0, result.stderr
     ids = [r["region_id"] for r in rows_of(out)]
     assert len(ids) == 600 and len(set(ids)) == 600
+
+
+# ================================================================== models
+class _RunsCode:
+    """Unpickling this runs a command: what a hostile pytorch_model.bin can hold."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_model_folder_with_only_a_pickled_bin_is_a_clear_model_error_and_runs_nothing(tmp_path, tiny_model_dir,
+                                                                                         make_raster):
+    import pickle
+    import shutil
+
+    model = tmp_path / "pickled_model"
+    shutil.copytree(tiny_model_dir, model, ignore=shutil.ignore_patterns("*.safetensors"))
+    marker = tmp_path / "code_ran"
+    with open(model / "pytorch_model.bin", "wb") as f:
+        pickle.dump({"weight": _RunsCode(marker)}, f)
+    aoi = write_aoi(tmp_path / "aoi.geojson", [({"id": "r1"}, polygon(20, 20))])
+    result = describe([make_raster(), "--aoi", aoi, "-o", str(tmp_path / "out.gpkg")], str(model))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "never unpickles code" in result.output and str(model) in result.output
+    assert not marker.exists()
