@@ -157,8 +157,11 @@ def read_aoi(source: str, *, layer: str | None = None, buffer: float | None = No
         polygons. Negative values shrink polygons.
     crs: the AOI's CRS (anything pyproj accepts, e.g. "EPSG:32633"); overrides the file's own.
 
-    Invalid polygons are repaired (shapely.make_valid) with a logged warning. Points, lines and
-    empty geometries are returned as they are; `prepare_region` refuses them per region.
+    A polygon in a geographic CRS with an edge over 180 degrees of longitude is taken to cross the
+    antimeridian and read the short way round (longitudes past 180), with a logged warning, before
+    it is buffered or repaired. Invalid polygons are repaired (shapely.make_valid) with a logged
+    warning. Points, lines and empty geometries are returned as they are; `prepare_region` refuses
+    them per region, as it does coordinates that are not finite.
 
     Raises AOIError (missing, unreadable or empty source, layer problems, no CRS), CRSError (`crs`
     or the file's CRS unknown to PROJ).
@@ -171,6 +174,9 @@ def read_aoi(source: str, *, layer: str | None = None, buffer: float | None = No
         features = [_wkt_feature(text, user_crs)]
     else:
         features = _read_vector_file(text, layer, user_crs)
+    for f in features:
+        if f.crs.is_geographic and _finite(f.geometry) and not f.geometry.is_empty:
+            f.geometry = _short_way_round(f.geometry, f)     # before buffering and repair, which need it
     if buffer is not None:
         if not math.isfinite(float(buffer)):
             raise AOIError(f"buffer={buffer!r} is not a finite number of metres.")
@@ -442,8 +448,6 @@ def aoi_to_scene_pixels(scene, feature: AOIFeature) -> shapely.Geometry:
     """
     scene_crs = _scene_proj_crs(scene)
     geom = feature.geometry
-    if feature.crs.is_geographic:
-        geom = _short_way_round(geom, feature)
     if scene_crs is None:
         if feature.crs.is_geographic:
             raise NoCRSError(f"{scene.path}: the raster has no CRS, so an AOI in "
@@ -588,6 +592,13 @@ def place_region(scene, feature: AOIFeature, chip: ChipSettings = DEFAULT_CHIP) 
         log.warning("region %r covers no pixel centre; using every pixel it touches.", feature.id)
         mask = geometry_mask([inside], out_shape=out_shape, transform=chip_to_scene_pixels,
                              all_touched=True, invert=True)
+    if not mask.any():
+        # GDAL's all_touched misses some slivers along the raster's edge (found by
+        # tests/test_regions_properties.py): take the pixel holding a point of the polygon.
+        point = inside.point_on_surface()
+        row = min(max(int((point.y - window.row_off) // scale), 0), out_shape[0] - 1)
+        col = min(max(int((point.x - window.col_off) // scale), 0), out_shape[1] - 1)
+        mask[row, col] = True
     minx, miny, maxx, maxy = inside.bounds
     box = ((minx - window.col_off) / scale, (miny - window.row_off) / scale,
            (maxx - window.col_off) / scale, (maxy - window.row_off) / scale)

@@ -409,12 +409,13 @@ def test_a_split_multipolygon_keeps_both_halves_on_a_scene_across_the_antimeridi
 
 
 def test_a_ring_jumping_across_the_antimeridian_is_read_the_short_way_with_a_warning(antimeridian_scene, caplog):
-    ring = shapely.Polygon([(179, -1), (-179, -1), (-179, -2), (179, -2)])
     with caplog.at_level("WARNING", logger="mgimm_core.regions"):
-        placement = place_region(antimeridian_scene, _lonlat_feature(ring))
+        [feature] = read_aoi("POLYGON ((179 -1, -179 -1, -179 -2, 179 -2, 179 -1))")
+        placement = place_region(antimeridian_scene, feature)
     assert placement.geometry.bounds == pytest.approx((179, -2, 181, -1))
     assert placement.inside_share == pytest.approx(1.0)
-    assert "antimeridian" in caplog.text and "'am'" in caplog.text
+    assert "antimeridian" in caplog.text and "'0'" in caplog.text
+    assert "repaired" not in caplog.text           # unwrapped before make_valid could cut it up
 
 
 def test_an_antimeridian_ring_on_a_projected_scene_is_placed_where_it_is(make_raster):
@@ -423,7 +424,18 @@ def test_an_antimeridian_ring_on_a_projected_scene_is_placed_where_it_is(make_ra
     x0, y0 = to_utm.transform(-179.9, 0.3)
     path = make_raster("utm1.tif", width=200, height=100, crs="EPSG:32601", res=200.0, origin=(x0 - 20000, y0))
     with Scene.open(path) as scene:
-        ring = shapely.Polygon([(179.95, 0.2), (-179.95, 0.2), (-179.95, 0.25), (179.95, 0.25)])
-        placement = place_region(scene, _lonlat_feature(ring))
+        [feature] = read_aoi("POLYGON ((179.95 0.2, -179.95 0.2, -179.95 0.25, 179.95 0.25, 179.95 0.2))")
+        placement = place_region(scene, feature)
     width_m = placement.geometry.bounds[2] - placement.geometry.bounds[0]
     assert placement.inside_share == pytest.approx(1.0) and 10_000 < width_m < 12_000    # 0.1 degree, not 359.9
+
+
+def test_a_sliver_along_the_scene_edge_that_gdal_misses_still_gets_its_pixel(make_raster):
+    # found by tests/test_regions_properties.py: GDAL's all_touched rasterisation returns no pixel for
+    # this sliver, and an empty mask made read_region divide by zero
+    path = make_raster(width=8, height=8, res=1.0, origin=(500000.0, 4_500_000.0))
+    sliver = shapely.box(500000 + 1e-9, 4_500_000 - 0.25, 500001 - 1e-9, 4_500_000)
+    with Scene.open(path) as scene:
+        chip = prepare_region(scene, AOIFeature("s", sliver, pyproj.CRS.from_epsg(32633), {}))
+    assert chip.mask.sum() == 1 and chip.mask[-int(chip.window.row_off), -int(chip.window.col_off)]  # scene (0, 0)
+    assert chip.valid_fraction == pytest.approx(1.0)
