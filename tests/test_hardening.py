@@ -8,6 +8,7 @@ import json
 import os
 import resource
 import signal
+import sqlite3
 import subprocess
 import sys
 
@@ -232,3 +233,21 @@ def test_a_model_folder_with_only_a_pickled_bin_is_a_clear_model_error_and_runs_
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "never unpickles code" in result.output and str(model) in result.output
     assert not marker.exists()
+
+
+def test_a_reader_holding_the_geopackage_open_at_the_end_does_not_fail_the_run(tmp_path, caplog):
+    from mgimm_core.output import RegionRecord, open_output
+
+    out = tmp_path / "out.gpkg"
+    reader = None
+    with caplog.at_level("WARNING", logger="mgimm_core.output.writer"):
+        with open_output(out, mode="create") as writer:
+            writer.write_regions([RegionRecord(scene="s", region_id="x", geometry=None, crs=UTM, description="d")])
+            reader = sqlite3.connect(out)         # QGIS showing the layer while the run ends
+            reader.execute("BEGIN")
+            assert reader.execute("SELECT count(*) FROM regions").fetchone() == (1,)
+    assert "write-ahead-log mode" in caplog.text
+    reader.close()
+    assert [r["region_id"] for r in rows_of(out)] == ["x"]
+    with sqlite3.connect(out) as db:
+        assert db.execute("SELECT status FROM runs").fetchall() == [("finished",)]

@@ -34,6 +34,7 @@ so one layer holds both); tiles as POLYGON.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 from pathlib import Path
@@ -48,6 +49,8 @@ from . import gpkg, styles
 from .provenance import RunInfo
 from .schema import (DEFAULT_ATTRIBUTE_FIELDS, RUNS_COLUMNS, LayerSchema, RegionRecord, RegionSchema,
                      TileRecord, TileSchema)
+
+log = logging.getLogger(__name__)
 
 FORMATS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".fgb": "FlatGeobuf", ".csv": "CSV"}
 MODES = ("create", "overwrite", "append", "resume")
@@ -455,15 +458,17 @@ class GeoPackageWriter(OutputWriter):
             error = exc
         try:
             gpkg.finish(self.conn)
-        except sqlite3.Error as exc:     # the file stays in WAL mode, which GDAL and QGIS read
-            error = error or exc
+        except sqlite3.Error as exc:     # a reader (QGIS, say) has it open: it stays in WAL mode, still valid
+            log.warning("Output %s: left in write-ahead-log mode (%s; another program has it open); keep "
+                        "the %s-wal and -shm files beside it until it is next opened.", self.path, exc, self.path.name)
         finally:
             _unlock(self._lock)
             self._lock = None
         if error is not None and status == "finished":
             # After a failure the cause is already on its way up; this would only hide it.
             raise OutputError(f"Output {self.path}: the rows are written but the run could not be marked "
-                              f"finished ({error}); free disk space, then --resume completes it.") from error
+                              f"finished ({error}); once the file is writable again (free disk space, close "
+                              f"programs that hold it), --resume completes it.") from error
 
 
 def _lock_output(path: Path) -> int | None:
