@@ -1,18 +1,22 @@
 """Processing algorithms: "Describe regions" and "Describe scene tiles" (raster [+ polygons] -> GeoPackage).
 
 Each sends one `describe_file` request (the CLI's `describe` on files) to the configured worker or
-server and adds the written layer to the project. Inputs that are not files (a memory or database
-polygon layer) are saved to a temporary GeoPackage first; the raster must be a local file (save a web
-layer with Raster > Conversion first).
+server and adds the written layer to the project. With a worker, inputs that are not files (a memory
+or database polygon layer, selected features only) are saved to a temporary GeoPackage first. With a
+server, which cannot see our files, "Describe regions" sends each feature as its own chip of the
+raster (server_chips.py) and writes the regions layer here. The raster must be a local file (save a
+web layer with Raster > Conversion first).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 
-from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingContext, QgsProcessingException,
+from qgis.core import (NULL, QgsCoordinateTransform, QgsGeometry, QgsProcessing, QgsProcessingAlgorithm,
+                       QgsProcessingContext, QgsProcessingException,
                        QgsProcessingParameterEnum, QgsProcessingParameterFeatureSource,
                        QgsProcessingParameterFileDestination, QgsProcessingParameterNumber,
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterString,
@@ -20,7 +24,7 @@ from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingConte
 
 from .client import ClientError
 from .request_data import local_raster_path
-from .settings import shared_client
+from .settings import PluginSettings, shared_client
 
 MODES = ["create", "overwrite", "append", "resume"]
 
@@ -104,6 +108,14 @@ class _DescribeAlgorithm(QgsProcessingAlgorithm):
                   "prompt": self.parameterAsString(parameters, "PROMPT", context) or None, "tiles": self.tiles}
         return params
 
+    def _run(self, params, parameters, context, feedback, client, progress) -> dict:
+        request = {k: v for k, v in params.items() if not k.startswith("_")}
+        try:
+            return client.request("describe_file", request, progress=progress, cancelled=feedback.isCanceled)
+        finally:
+            if params.get("_temp_dir"):
+                shutil.rmtree(params["_temp_dir"], ignore_errors=True)   # the AOI saved for the worker
+
     def processAlgorithm(self, parameters, context, feedback):
         params = self._params(parameters, context, feedback)
         client = shared_client()
@@ -114,7 +126,7 @@ class _DescribeAlgorithm(QgsProcessingAlgorithm):
                 feedback.setProgressText(message)
 
         try:
-            summary = client.request("describe_file", params, progress=progress, cancelled=feedback.isCanceled)
+            summary = self._run(params, parameters, context, feedback, client, progress)
         except ClientError as exc:
             if exc.code == "cancelled":
                 feedback.reportError(exc.message)
@@ -125,6 +137,89 @@ class _DescribeAlgorithm(QgsProcessingAlgorithm):
             details = QgsProcessingContext.LayerDetails(f"MGIMM {layer_name}", context.project(), "OUTPUT")
             context.addLayerToLoadOnCompletion(f"{params['output']}|layername={layer_name}", details)
         return {"OUTPUT": params["output"], "SUMMARY": json.dumps(summary)}
+
+
+def _server_regions(algorithm, parameters, context, feedback, params: dict, client) -> dict:
+    """Server mode: every feature of AOI (selected ones only when asked) as its own chip of the
+    raster (server_chips.py), so the server never needs our files; the regions layer is written
+    here with the CLI's fields and the input attributes. Returns the summary."""
+    from .layer import feature_values, write_regions_file
+    from .request_data import RequestError, chip_jobs, crs_text, raster_info
+    from .server_chips import describe_chips
+
+    raster = algorithm.parameterAsRasterLayer(parameters, "INPUT", context)
+    source = algorithm.parameterAsSource(parameters, "AOI", context)
+    if source is None:
+        raise QgsProcessingException("AOI: no polygon layer given.")
+    settings = PluginSettings.load()
+    to_raster = QgsCoordinateTransform(source.sourceCrs(), raster.crs(), context.transformContext())
+    names = source.fields().names()
+    id_field = "id" if "id" in names else None
+    geometries, in_raster, ids, properties = [], [], [], []
+    for index, feature in enumerate(source.getFeatures()):
+        geometry = QgsGeometry(feature.geometry())
+        geometries.append(QgsGeometry(geometry))
+        if source.sourceCrs() != raster.crs():
+            geometry.transform(to_raster)
+        in_raster.append(geometry)
+        value = feature[id_field] if id_field else None
+        ids.append(str(index) if value is None or value == NULL else str(value))
+        properties.append({name: _plain(feature[name]) for name in names})
+    if not geometries:
+        raise QgsProcessingException("AOI: no features (or none selected).")
+    try:
+        info = raster_info(params["scenes"][0])
+    except RequestError as exc:
+        raise QgsProcessingException(str(exc)) from None
+    jobs = chip_jobs(info, in_raster, ids, properties)
+    request = {"crs": crs_text(raster.crs()), "bands": params["bands"], "prompt": params["prompt"],
+               "max_new_tokens": settings.max_new_tokens,
+               "thumbnail": False, "attributes": True}
+
+    def progress(fraction, message):
+        feedback.setProgress(100.0 * fraction)
+        if message:
+            feedback.setProgressText(message)
+
+    try:
+        result = describe_chips(client, info, jobs, request, progress=progress, cancelled=feedback.isCanceled)
+    except ClientError as exc:
+        raise QgsProcessingException(exc.message) from None
+    entries = {e["id"]: e for e in result["regions"]}
+    items = []
+    for geometry, rid, props in zip(geometries, ids, properties):
+        entry = entries.get(rid)
+        if entry is None:
+            continue                       # cancelled before this one
+        values = feature_values(entry, scene=info.path, prompt=params["prompt"], run_id="qgis-processing")
+        items.append((geometry, values, props))
+    try:
+        written = write_regions_file(params["output"], params["mode"], source.sourceCrs(), source.fields(), items)
+    except OSError as exc:
+        raise QgsProcessingException(f"OUTPUT: {exc}") from None
+    failed = sum(1 for e in result["regions"] if e.get("error"))
+    for entry in result["regions"]:
+        if entry.get("error"):
+            feedback.reportError(f"Region {entry['id']}: {entry['error']}")
+    if result["cancelled"]:
+        feedback.reportError(f"Cancelled: the {len(items)} region(s) finished are written to {params['output']}; "
+                             f"run again with \"resume\" to finish.")
+    return {"output": params["output"], "mode": params["mode"], "model": result["model"],
+            "device": result["device"], "engine": "server, region chips", "scenes": 1, "unit": "regions",
+            "described": len(items) - failed, "failed": failed, "written": written,
+            "cancelled": result["cancelled"], "seconds": result["seconds"],
+            "largest_request_bytes": result["largest_request_bytes"]}
+
+
+def _plain(value):
+    """A feature attribute as JSON-ready data (NULL -> None, dates -> ISO text)."""
+    if value is None or value == NULL:
+        return None
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    if hasattr(value, "toString"):
+        return value.toString("yyyy-MM-ddTHH:mm:ss") if hasattr(value, "toPyDateTime") else value.toString()
+    return str(value)
 
 
 class DescribeRegionsAlgorithm(_DescribeAlgorithm):
@@ -147,8 +242,16 @@ class DescribeRegionsAlgorithm(_DescribeAlgorithm):
 
     def _params(self, parameters, context, feedback):
         params = super()._params(parameters, context, feedback)
-        params["aoi"], params["layer"] = _vector_path(self, parameters, context, feedback)
+        if PluginSettings.load().mode != "server":
+            params["aoi"], params["layer"] = _vector_path(self, parameters, context, feedback)
+            if os.path.basename(os.path.dirname(params["aoi"])).startswith("mgimm_aoi_"):
+                params["_temp_dir"] = os.path.dirname(params["aoi"])
         return params
+
+    def _run(self, params, parameters, context, feedback, client, progress):
+        if PluginSettings.load().mode == "server":
+            return _server_regions(self, parameters, context, feedback, params, client)
+        return super()._run(params, parameters, context, feedback, client, progress)
 
 
 class DescribeTilesAlgorithm(_DescribeAlgorithm):

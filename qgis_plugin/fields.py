@@ -15,3 +15,25 @@ FIELD_KINDS = ((("region_id", "text"), ("scene", "text"), ("description", "text"
                   ("model", "text"), ("prompt", "text"), ("created", "datetime"), ("error", "text"),
                   ("error_code", "text"), ("run_id", "text")))
 FIELD_NAMES = tuple(name for name, _ in FIELD_KINDS)
+
+INPUT_PREFIX = "in_"
+_RESERVED = {name.lower() for name in FIELD_NAMES} | {"fid", "geom", "guide_objects", "guide_objects_left"}
+
+
+def input_columns(names) -> dict:
+    """The column of each input attribute, by the core's rule (mgimm_core/output/schema.py
+    RegionSchema.input_columns): its own name unless that clashes, case-insensitively, with one of
+    ours or an earlier one, then prefixed `in_` until free; names that need no prefix go first.
+    tests/test_plugin_fields.py checks it against the core."""
+    mapping: dict = {}
+    taken = set(_RESERVED)
+    names = [str(n) for n in names]
+    for name in [n for n in names if n.lower() not in taken] + [n for n in names if n.lower() in taken]:
+        if name in mapping:
+            continue
+        column = name
+        while column.lower() in taken:
+            column = INPUT_PREFIX + column
+        mapping[name] = column
+        taken.add(column.lower())
+    return {n: mapping[n] for n in names}

@@ -18,7 +18,7 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, Qgs
 from qgis.PyQt.QtCore import QVariant
 from qgis.PyQt.QtGui import QColor
 
-from .fields import ATTRIBUTE_ALIASES, ATTRIBUTE_FIELDS, FIELD_KINDS, FIELD_NAMES
+from .fields import ATTRIBUTE_ALIASES, ATTRIBUTE_FIELDS, FIELD_KINDS, FIELD_NAMES, input_columns
 
 LAYER_TITLE = "MGIMM descriptions"
 GPKG_LAYER = "regions"
@@ -136,3 +136,64 @@ def add_region_features(layer: QgsVectorLayer, items, crs: QgsCoordinateReferenc
     layer.updateExtents()
     layer.triggerRepaint()
     return [feature.id() for feature in added]
+
+
+def write_regions_file(path: str, mode: str, crs: QgsCoordinateReferenceSystem, input_fields: QgsFields,
+                       items) -> int:
+    """Processing in server mode: the CLI's `regions` layer of a GeoPackage, written here (the
+    server cannot reach this disk): our fields, then the input attributes under the core's column
+    names (fields.py input_columns). items: (QgsGeometry in `crs`, {field: value}, {input name: value}).
+    mode as the CLI's: create (the file must not exist), overwrite, append, resume (rows whose
+    scene and region_id are there already are skipped). Returns the number of rows written."""
+    path = os.path.abspath(path)
+    exists = os.path.exists(path)
+    if mode == "create" and exists:
+        raise OSError(f"{path} exists; choose \"overwrite\", \"append\" or \"resume\" under \"If the "
+                      f"output exists\", or another file")
+    if mode == "overwrite" and exists:
+        os.remove(path)
+        exists = False
+    columns = input_columns(input_fields.names())
+    fields = region_fields()
+    for field in input_fields:
+        copy = QgsField(field)
+        copy.setName(columns[field.name()])
+        fields.append(copy)
+    layer = QgsVectorLayer(_uri(path), GPKG_LAYER, "ogr") if exists else None
+    if layer is None or not layer.isValid():
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        options = QgsVectorFileWriter.SaveVectorOptions()
+        options.driverName = "GPKG"
+        options.layerName = GPKG_LAYER
+        options.actionOnExistingFile = (QgsVectorFileWriter.CreateOrOverwriteLayer if exists
+                                        else QgsVectorFileWriter.CreateOrOverwriteFile)
+        writer = QgsVectorFileWriter.create(path, fields, QgsWkbTypes.MultiPolygon, crs,
+                                            QgsProject.instance().transformContext(), options)
+        error, message = writer.hasError(), writer.errorMessage()
+        del writer
+        if error:
+            raise OSError(f"cannot create {path}: {message}")
+        layer = QgsVectorLayer(_uri(path), GPKG_LAYER, "ogr")
+    done = set()
+    if mode == "resume":
+        done = {(f["scene"], f["region_id"]) for f in layer.getFeatures()}
+    transform = QgsCoordinateTransform(crs, layer.crs(), QgsProject.instance())
+    features = []
+    for geometry, values, properties in items:
+        if (values.get("scene"), values.get("region_id")) in done:
+            continue
+        geometry = QgsGeometry(geometry)
+        if crs != layer.crs():
+            geometry.transform(transform)
+        geometry.convertToMultiType()
+        feature = QgsFeature(layer.fields())
+        feature.setGeometry(geometry)
+        for name, value in list(values.items()) + [(columns[k], v) for k, v in properties.items() if k in columns]:
+            index = layer.fields().indexFromName(name)
+            if index >= 0:
+                feature.setAttribute(index, value)
+        features.append(feature)
+    ok, _ = layer.dataProvider().addFeatures(features)
+    if not ok:
+        raise OSError(f"cannot write to {path}: {'; '.join(layer.dataProvider().errors()[-3:])}")
+    return len(features)

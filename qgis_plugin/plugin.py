@@ -170,7 +170,8 @@ class MGIMMPlugin:
         task = RequestTask(f"MGIMM: describing {count} region{'s' * (count != 1)} of {raster.name()}",
                            client, "describe", params, on_done=self._describe_done)
         self.tasks[task] = {"crs": QgsCoordinateReferenceSystem(raster.crs()), "settings": settings,
-                            "scene": params.get("raster") if "_temp" not in params else raster.name(),
+                            "scene": (raster.name() if "_temp" in params
+                                      else params.get("raster") or params.get("raster_name")),
                             "regions": params["regions"]}
         if self.dock is not None:
             self.dock.follow(task)

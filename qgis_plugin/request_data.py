@@ -2,9 +2,11 @@
 
 A request names the raster by its local path when GDAL reads it from a file; any other raster
 (WMS, XYZ, WCS, ...) is rendered to a georeferenced GeoTIFF chip at the layer's resolution (or the
-canvas's, for layers without one) covering the regions. Geometries go out as WKT in the raster's
-CRS. Problems the user can fix (no CRS, region outside the raster) raise RequestError here, before
-the worker is bothered.
+canvas's, for layers without one) covering the regions. A local file for a server goes region by
+region, each as the chip the geo core would read (chip_jobs here, server_chips.py, chips.py), so a
+request's size depends on the region, not the raster. Geometries go out as WKT in the raster's CRS.
+Problems the user can fix (no CRS, region outside the raster) raise RequestError here, before the
+worker is bothered.
 """
 
 from __future__ import annotations
@@ -14,8 +16,13 @@ import math
 import os
 import tempfile
 
+from osgeo import gdal
 from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsGeometry, QgsProject,
                        QgsRasterFileWriter, QgsRasterLayer, QgsRasterPipe, QgsRectangle)
+from qgis.PyQt.QtGui import QTransform
+
+from .chips import inverse_geotransform
+from .server_chips import ChipJob, RasterInfo
 
 MAX_CHIP_SIDE = 2048  # pixels: a rendered chip is decimated to stay within this
 
@@ -101,16 +108,56 @@ def render_chip(layer: QgsRasterLayer, extent: QgsRectangle, units_per_pixel: fl
     return path
 
 
+def raster_info(path: str) -> RasterInfo:
+    """Size and geotransform of a local raster, as GDAL (and so the core) sees them."""
+    dataset = gdal.OpenEx(path, gdal.OF_RASTER | gdal.OF_READONLY)
+    if dataset is None:
+        raise RequestError("scene_unreadable", f"GDAL cannot open {path} ({gdal.GetLastErrorMsg()}); check "
+                                               f"that the file is complete.")
+    gt = tuple(dataset.GetGeoTransform())
+    info = RasterInfo(os.path.realpath(path), dataset.RasterXSize, dataset.RasterYSize, gt)
+    dataset = None
+    if gt[2] != 0 or gt[4] != 0:
+        raise RequestError("geotransform_error", f"{path} has a rotated geotransform, which MGIMM cannot "
+                                                 f"place regions on; warp it north-up first (Raster > "
+                                                 f"Projections > Warp).")
+    return info
+
+
+def chip_jobs(info: RasterInfo, geometries, ids, properties) -> list:
+    """Server mode: each region (layer CRS) with its pixel bounds on the raster, clipped to it (as
+    mgimm_core/regions.py place_region clips it), for server_chips.describe_chips."""
+    a, b, c, d, e, f = inverse_geotransform(info.geotransform)
+    to_pixels = QTransform(a, d, b, e, c, f)  # x' = a x + b y + c, y' = d x + e y + f
+    raster_box = QgsGeometry.fromRect(QgsRectangle(0, 0, info.width, info.height))
+    gt = info.geotransform
+    extent = QgsGeometry.fromRect(QgsRectangle(gt[0], gt[3] + info.height * gt[5], gt[0] + info.width * gt[1], gt[3]))
+    jobs = []
+    for geometry, rid, props in zip(geometries, ids, properties):
+        pixels = QgsGeometry(geometry)
+        pixels.transform(to_pixels)
+        inside = pixels.intersection(raster_box)
+        if inside.isEmpty() or inside.area() == 0:
+            bounds, share, clipped = None, 0.0, geometry.asWkt()
+        else:
+            box = inside.boundingBox()
+            bounds = (box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum())
+            share = inside.area() / pixels.area() if pixels.area() > 0 else 1.0
+            clipped = geometry.intersection(extent).asWkt() if share < 1.0 else geometry.asWkt()
+        jobs.append(ChipJob(str(rid), geometry.asWkt(), clipped, bounds, share, dict(props)))
+    return jobs
+
+
 def raster_source(layer: QgsRasterLayer, geometries, *, embed: bool, canvas_units_per_pixel: float = None) -> dict:
     """The request's raster part: {"raster": path} for local files, else a rendered chip covering
     `geometries` (layer CRS) as {"raster": temp path} (embed=False, a local worker) or
     {"raster_b64": ...} (embed=True, a server), plus "raster_name" and, for chips, "_temp" (path to
-    delete when done)."""
+    delete when done). A local file for a server (embed=True) goes region by region instead: its
+    {"_raster": RasterInfo} here, and the caller adds "_chip_jobs" (server_chips.py)."""
     path = local_raster_path(layer)
     if path is not None:
         if embed:
-            with open(path, "rb") as handle:
-                return {"raster_b64": base64.b64encode(handle.read()).decode("ascii"), "raster_name": path}
+            return {"_raster": raster_info(path), "raster_name": os.path.realpath(path)}
         return {"raster": path}
     extent = QgsRectangle()
     extent.setMinimal()
@@ -132,14 +179,17 @@ def raster_source(layer: QgsRasterLayer, geometries, *, embed: bool, canvas_unit
 
 def describe_params(layer: QgsRasterLayer, geometries, source_crs: QgsCoordinateReferenceSystem, *,
                     embed: bool = False, properties=None, prompt: str = "", max_new_tokens: int = 200,
-                    canvas_units_per_pixel: float = None, first_id: int = 1) -> dict:
+                    canvas_units_per_pixel: float = None, first_id: int = 1, ids=None) -> dict:
     """Plain `describe` params for regions drawn in `source_crs` over `layer` (main thread only)."""
     in_layer_crs = to_layer_crs(geometries, source_crs, layer)
     params = raster_source(layer, in_layer_crs, embed=embed, canvas_units_per_pixel=canvas_units_per_pixel)
     properties = properties or [{} for _ in in_layer_crs]
+    ids = list(ids) if ids is not None else [str(first_id + i) for i in range(len(in_layer_crs))]
+    if "_raster" in params:
+        params["_chip_jobs"] = chip_jobs(params["_raster"], in_layer_crs, ids, properties)
     params.update({
-        "regions": [{"id": str(first_id + i), "wkt": g.asWkt(), "properties": dict(p)}
-                    for i, (g, p) in enumerate(zip(in_layer_crs, properties))],
+        "regions": [{"id": rid, "wkt": g.asWkt(), "properties": dict(p)}
+                    for rid, g, p in zip(ids, in_layer_crs, properties)],
         "crs": crs_text(layer.crs()),
         "prompt": prompt or None,
         "max_new_tokens": int(max_new_tokens),

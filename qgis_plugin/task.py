@@ -32,6 +32,14 @@ class RequestTask(QgsTask):
     def run(self) -> bool:
         params = {k: v for k, v in self.params.items() if not k.startswith("_")}
         try:
+            if "_chip_jobs" in self.params:   # a local raster for a server: region by region, as chips
+                from .server_chips import describe_chips
+
+                params.pop("regions", None)
+                params.pop("raster_name", None)
+                self.result = describe_chips(self.client, self.params["_raster"], self.params["_chip_jobs"],
+                                             params, progress=self._progress, cancelled=self.isCanceled)
+                return True
             self.result = self.client.request(self.request_type, params, progress=self._progress,
                                               cancelled=self.isCanceled)
             return True

@@ -28,3 +28,12 @@ def test_plugin_field_list_is_the_core_region_schema():
     kinds = {"TEXT": "text", "REAL": "real", "DATETIME": "datetime"}
     assert dict(fields.FIELD_KINDS) == {name: kinds[sql] for name, sql in schema.columns.items()}
     assert fields.ATTRIBUTE_FIELDS == schema.attribute_fields
+
+
+def test_plugin_input_columns_follow_the_core_rule():
+    """Processing in server mode writes the regions layer itself: input attributes clashing with
+    ours or with each other get the core's `in_` columns."""
+    fields = plugin_fields()
+    for names in (["name", "description"], ["Name", "name", "in_name"], ["in_description", "description"],
+                  ["DESCRIPTION", "fid", "geom", "Object", "area", "guide_objects"], ["id", "scene", "Scene"]):
+        assert fields.input_columns(names) == RegionSchema().input_columns(names), names

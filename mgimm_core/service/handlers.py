@@ -231,6 +231,16 @@ def handle_hello(service: Service, params: dict, progress: Progress, cancelled: 
             "types": sorted(HANDLERS)}
 
 
+# ================================================================================ chip_settings
+def handle_chip_settings(service: Service, params: dict, progress: Progress, cancelled: Cancelled) -> dict:
+    """How this service's model places chips, read from its folder without loading the weights, so a
+    client can cut each region's chip itself (the QGIS plugin in server mode, qgis_plugin/chips.py)."""
+    engine = service.engine          # resolves the model folder (two small JSON files), loads nothing
+    chip = engine.model.chip
+    return {"protocol": PROTOCOL_VERSION, "model": engine.model_id, "chip_size": chip.input_size,
+            "chip_context": chip.context, "chip_min_window": chip.min_window, "loaded": service.loaded}
+
+
 # ================================================================================ describe
 def _open_request_scene(service: Service, params: dict, bands, nodata):
     """(scene, display name, memfile) from `raster` (a path) or `raster_b64` (GeoTIFF bytes, in memory)."""
@@ -403,6 +413,7 @@ def handle_describe_file(service: Service, params: dict, progress: Progress, can
         except OptionsError as exc:
             raise ServiceError("bad_request", str(exc)) from None
     aoi = param(params, "aoi", str, None)
+    guide = param(params, "guide", str, None)
     try:
         job = FilesJob(scenes=tuple(service._existing(s, "raster") for s in scenes),
                        output=service.check_path(param(params, "output", str, allow_none=False), "output"),
@@ -411,6 +422,8 @@ def handle_describe_file(service: Service, params: dict, progress: Progress, can
                            service.existing_aoi(aoi), layer=param(params, "layer", str, None),
                            crs=param(params, "aoi_crs", str, None), buffer=param(params, "buffer", float, None)),
                        bands=bands_param(params), nodata=param(params, "nodata", float, None),
+                       guide=None if guide is None else AOISource(service.existing_aoi(guide),
+                                                                  layer=param(params, "guide_layer", str, None)),
                        options=_describe_options(params, tiles=tiles))
     except OptionsError as exc:
         raise ServiceError("bad_request", str(exc)) from None
@@ -433,9 +446,11 @@ def handle_describe_file(service: Service, params: dict, progress: Progress, can
 
 HANDLERS: dict[str, Callable[[Service, dict, Progress, Cancelled], dict]] = {
     "hello": handle_hello,
+    "chip_settings": handle_chip_settings,
     "describe": handle_describe,
     "describe_file": handle_describe_file,
 }
 
 
-__all__ = ["Service", "HANDLERS", "handle_hello", "handle_describe", "handle_describe_file", "outcome_entry"]
+__all__ = ["Service", "HANDLERS", "handle_hello", "handle_chip_settings", "handle_describe", "handle_describe_file",
+           "outcome_entry"]

@@ -9,7 +9,9 @@ dock areas; it records menus so the tests can see what the plugin leaves behind)
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
+import urllib.request
 import sys
 import time
 from pathlib import Path
@@ -20,6 +22,7 @@ from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsSettings
 from qgis.PyQt.QtWidgets import QToolBar
 
 REPO = Path(__file__).resolve().parents[2]
+WORKER_TIMEOUT = 180  # s: the first request starts Python + torch and loads the model
 PLUGIN_NAME = "mgimm_geo"
 
 
@@ -185,3 +188,40 @@ def worker_settings(plugin_module, worker_command, tiny_model_dir, tmp_path):
     settings.save()
     yield settings
     QgsSettings().remove("mgimm_geo")
+
+
+# ----------------------------------------------------------------------- the real server
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server(tiny_model_dir, tmp_path_factory):
+    """A real `mgimm-geo serve` on the tiny model with a token, its default request limit (64 MB) and
+    no --root (so it can read no file of ours: every raster must come as raster_b64). Its log goes to
+    a file (a pipe nobody reads would fill and stall it)."""
+    port, token = free_port(), "s3cret-token"
+    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
+    log = open(log_path, "wb")
+    process = subprocess.Popen([worker_python(), "-m", "batch.cli", "serve", "--port", str(port), "--model",
+                                tiny_model_dir, "--device", "cpu", "--token", token, "--threads", "1"],
+                               env=project_environment(), stdout=subprocess.DEVNULL, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + WORKER_TIMEOUT
+    while True:
+        try:
+            request = urllib.request.Request(url + "/health", headers={"Authorization": f"Bearer {token}"})
+            urllib.request.urlopen(request, timeout=2).read()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                log.close()
+                pytest.fail(f"mgimm-geo serve did not start: {log_path.read_text()[-2000:]}")
+            time.sleep(0.3)
+    yield url, token
+    process.terminate()
+    process.wait(timeout=10)
+    log.close()

@@ -3,20 +3,13 @@ project's Python: a drawn polygon becomes a feature, Processing algorithms write
 cancel stops a request, errors land in the message bar with the fix."""
 
 import json
-import socket
-import subprocess
-import time
-import urllib.request
 
 import pytest
 from osgeo import ogr
 from qgis.core import Qgis, QgsFeature, QgsGeometry, QgsProject, QgsRectangle, QgsVectorLayer
 
-from plugin_fixtures import RecordingIface, messages, project_environment, wait_until, worker_python
+from plugin_fixtures import WORKER_TIMEOUT, RecordingIface, messages, wait_until
 from test_map_tool_and_requests import draw_polygon, show_layer_on_canvas, utm_points
-
-WORKER_TIMEOUT = 180  # s: the first request starts Python + torch and loads the model
-
 
 @pytest.fixture(scope="module")
 def module_plugin(plugin_module, qgis_iface):
@@ -152,37 +145,7 @@ def test_region_outside_the_raster_is_reported_before_any_request(plugin, qgis_c
     assert messages(iface, Qgis.Warning)[0].startswith("Region outside the raster:")
 
 
-# ------------------------------------------------------------------------------ server
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(tiny_model_dir, tmp_path_factory):
-    port, token = free_port(), "s3cret-token"
-    process = subprocess.Popen([worker_python(), "-m", "batch.cli", "serve", "--port", str(port), "--model",
-                                tiny_model_dir, "--device", "cpu", "--token", token],
-                               env=project_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + WORKER_TIMEOUT
-    while True:
-        try:
-            request = urllib.request.Request(url + "/health", headers={"Authorization": f"Bearer {token}"})
-            urllib.request.urlopen(request, timeout=2).read()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"mgimm-geo serve did not start: {process.stderr.read().decode()[-2000:]}")
-            time.sleep(0.3)
-    yield url, token
-    process.terminate()
-    process.wait(timeout=10)
-    process.stderr.close()
-
-
+# ------------------------------------------------------------------------------ server (plugin_fixtures.server)
 def test_server_mode_describes_a_drawn_polygon(plugin, plugin_module, server, qgis_canvas, scene_layer, tmp_path):
     from mgimm_geo.settings import PluginSettings, shared_client
 

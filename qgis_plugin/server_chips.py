@@ -1,0 +1,203 @@
+"""Server mode for local rasters: each region goes to the server as its own small GeoTIFF chip.
+
+The chip is the window the geo core would read for the region (chips.py), cut here with QGIS's GDAL
+(osgeo.gdal; never rasterio or mgimm_core), with the raster's CRS, nodata, mask or alpha, colour
+interpretation and palette, so a request's size depends on the region, not the raster. Each region
+is one `describe` request with `raster_b64` (docs/protocol.md); the server places the region on the
+chip and finds the chip itself to be its window, so it reads the same pixels a worker reads from
+the whole file.
+
+No Qt here: `describe_chips` runs in a background thread (a QgsTask or a Processing algorithm).
+The regions are prepared on the main thread by request_data.py `chip_jobs`.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from osgeo import gdal
+
+from .chips import ChipPlan, ChipSettings, chip_geotransform, inner_read, server_chip
+from .client import ClientError
+
+#: the chip's encoding: lossless and small (a chip is at most the model's input size square)
+CHIP_OPTIONS = ["COMPRESS=DEFLATE", "TILED=NO", "INTERLEAVE=BAND"]
+
+
+@dataclass
+class ChipJob:
+    """One region, prepared on the main thread (request_data.py chip_jobs)."""
+
+    id: str
+    wkt: str                         # the region in the raster's CRS
+    clipped_wkt: str                 # the same clipped to the raster's extent
+    bounds: Optional[tuple]          # (minx, miny, maxx, maxy) of the clipped region in pixels; None: outside
+    share: float = 1.0               # share of the region's area on the raster
+    properties: dict = field(default_factory=dict)
+
+
+@dataclass
+class RasterInfo:
+    path: str
+    width: int
+    height: int
+    geotransform: tuple
+
+
+def chip_settings(client) -> ChipSettings:
+    """The server's chip settings (cached on the client): `chip_settings`, which loads no model;
+    servers older than that request answer `hello` with the same fields."""
+    cached = getattr(client, "_mgimm_chip_settings", None)
+    if cached is not None:
+        return cached
+    try:
+        reply = client.request("chip_settings")
+    except ClientError as exc:
+        if exc.code != "bad_request":
+            raise
+        reply = client.request("hello")
+    settings = ChipSettings.from_reply(reply)
+    client._mgimm_chip_settings = settings
+    return settings
+
+
+def _mask_kind(band: gdal.Band) -> str:
+    """The core's nodata policy (mgimm_core/scene.py _nodata_policy) for the first band."""
+    if band.GetNoDataValue() is not None:
+        return "nodata"
+    flags = band.GetMaskFlags()
+    if flags & gdal.GMF_ALPHA:
+        return "alpha"
+    if flags & gdal.GMF_PER_DATASET and not flags & gdal.GMF_ALL_VALID:
+        return "mask"
+    return "none"
+
+
+def cut_chip(dataset: gdal.Dataset, plan: ChipPlan) -> bytes:
+    """GeoTIFF bytes of `plan`'s window, read as mgimm_core/scene.py Scene.read reads it: the whole
+    window decimated to the read shape in one GDAL read when it lies on the raster, else the part on
+    the raster on its own sub-grid and the rest marked invalid (nodata, alpha 0 or a mask)."""
+    width, height, count = dataset.RasterXSize, dataset.RasterYSize, dataset.RasterCount
+    first = dataset.GetRasterBand(1)
+    kind = _mask_kind(first)
+    dtype = first.DataType
+    read = plan.read
+    inside = plan.inside_scene(width, height)
+    need_mask = kind == "mask" or (kind == "none" and not inside)
+    path = f"/vsimem/mgimm_chip_{uuid.uuid4().hex}.tif"
+    gdal.SetThreadLocalConfigOption("GDAL_TIFF_INTERNAL_MASK", "YES")
+    try:
+        chip = gdal.GetDriverByName("GTiff").Create(path, read, read, count, dtype, CHIP_OPTIONS)
+        chip.SetProjection(dataset.GetProjection())
+        chip.SetGeoTransform(chip_geotransform(dataset.GetGeoTransform(), plan))
+        if need_mask:
+            chip.CreateMaskBand(gdal.GMF_PER_DATASET)
+        split = None if inside else inner_read(plan, width, height)
+        for index in range(1, count + 1):
+            source, target = dataset.GetRasterBand(index), chip.GetRasterBand(index)
+            target.SetColorInterpretation(source.GetColorInterpretation())
+            nodata = source.GetNoDataValue()
+            if nodata is not None:
+                target.SetNoDataValue(nodata)
+            table = source.GetColorTable()
+            if table is not None:
+                target.SetColorTable(table)
+            if inside:
+                target.WriteRaster(0, 0, read, read, source.ReadRaster(plan.col_off, plan.row_off, plan.side,
+                                                                        plan.side, read, read))
+                continue
+            target.Fill(nodata if nodata is not None else 0)
+            if split is not None:
+                (col, row, w, h), (c0, r0, c1, r1) = split
+                target.WriteRaster(c0, r0, c1 - c0, r1 - r0, source.ReadRaster(col, row, w, h, c1 - c0, r1 - r0))
+        if need_mask:
+            mask = chip.GetRasterBand(1).GetMaskBand()
+            if inside:
+                mask.WriteRaster(0, 0, read, read, first.GetMaskBand().ReadRaster(
+                    plan.col_off, plan.row_off, plan.side, plan.side, read, read))
+            else:
+                mask.Fill(0)
+                if split is not None:
+                    (col, row, w, h), (c0, r0, c1, r1) = split
+                    data = (first.GetMaskBand().ReadRaster(col, row, w, h, c1 - c0, r1 - r0) if kind == "mask"
+                            else b"\xff" * ((c1 - c0) * (r1 - r0)))
+                    mask.WriteRaster(c0, r0, c1 - c0, r1 - r0, data)
+        chip = None  # closes and writes the file
+        handle = gdal.VSIFOpenL(path, "rb")
+        try:
+            gdal.VSIFSeekL(handle, 0, 2)
+            size = gdal.VSIFTellL(handle)
+            gdal.VSIFSeekL(handle, 0, 0)
+            return bytes(gdal.VSIFReadL(1, size, handle))
+        finally:
+            gdal.VSIFCloseL(handle)
+    finally:
+        gdal.Unlink(path)
+        gdal.SetThreadLocalConfigOption("GDAL_TIFF_INTERNAL_MASK", None)
+
+
+def outside_entry(job: ChipJob, name: str) -> dict:
+    """The protocol's error entry for a region with nothing on the raster (no chip to send)."""
+    return {"id": job.id, "description": None, "attributes": {}, "attribute_text": None, "valid_fraction": None,
+            "gsd_m": None, "scene": name, "model": None, "thumbnail_png_b64": None, "properties": job.properties,
+            "error": f"region {job.id!r} lies outside the raster {name}; draw it over the raster.",
+            "error_code": "region_outside"}
+
+
+def describe_chips(client, raster: RasterInfo, jobs, params: dict, progress: Callable = None,
+                   cancelled: Callable = None) -> dict:
+    """One `describe` request per region, each with its chip; the answer has the shape of a
+    `describe` result, plus `cancelled` (True when the user stopped it: the finished regions are
+    kept) and `largest_request_bytes`."""
+    started = time.perf_counter()
+    progress = progress or (lambda value, message: None)
+    cancelled = cancelled or (lambda: False)
+    progress(0.0, "asking the server for its chip settings")
+    settings = chip_settings(client)
+    dataset = gdal.OpenEx(raster.path, gdal.OF_RASTER | gdal.OF_READONLY)
+    if dataset is None:
+        raise ClientError("scene_unreadable", f"GDAL cannot open {raster.path} ({gdal.GetLastErrorMsg()}).")
+    entries, largest, result = [], 0, {}
+    total = len(jobs)
+    try:
+        for done, job in enumerate(jobs):
+            if cancelled():
+                break
+            if job.bounds is None:
+                entries.append(outside_entry(job, raster.path))
+                continue
+            plan, exact = server_chip(job.bounds, scene_width=raster.width, scene_height=raster.height,
+                                      settings=settings)
+            clipped = not plan.inside_scene(raster.width, raster.height) and job.share < 1.0
+            data = base64.b64encode(cut_chip(dataset, plan)).decode("ascii")
+            request = dict(params, raster_b64=data, raster_name=raster.path,
+                           regions=[{"id": job.id, "wkt": job.clipped_wkt if clipped else job.wkt,
+                                     "properties": job.properties}])
+            largest = max(largest, len(data))
+            try:
+                result = client.request("describe", request, cancelled=cancelled)
+            except ClientError as exc:
+                if exc.code == "cancelled":
+                    break
+                if exc.code in ("region_outside", "region_nodata", "region_too_small", "region_geometry"):
+                    entry = outside_entry(job, raster.path)
+                    entry.update(error=exc.message, error_code=exc.code)
+                    entries.append(entry)
+                    continue
+                raise
+            entry = result["regions"][0]
+            entry["chip"] = {"window": [plan.col_off, plan.row_off, plan.side, plan.side], "pixels": plan.read,
+                             "exact": exact, "bytes": len(data)}
+            if clipped and entry.get("valid_fraction") is not None:
+                entry["valid_fraction"] = entry["valid_fraction"] * job.share   # the part off the raster
+            entries.append(entry)
+            progress((done + 1) / total, f"{done + 1}/{total} regions")
+    finally:
+        dataset = None
+    return {"regions": entries, "model": result.get("model"), "device": result.get("device"), "output": None,
+            "seconds": round(time.perf_counter() - started, 3), "cancelled": len(entries) < total,
+            "largest_request_bytes": largest}
