@@ -181,7 +181,11 @@ def read_aoi(source: str, *, layer: str | None = None, buffer: float | None = No
         if not math.isfinite(float(buffer)):
             raise AOIError(f"buffer={buffer!r} is not a finite number of metres.")
         for f in features:
-            f.geometry = buffer_metres(f.geometry, f.crs, float(buffer))
+            try:
+                f.geometry = buffer_metres(f.geometry, f.crs, float(buffer))
+            except (pyproj.exceptions.ProjError, pyproj.exceptions.CRSError) as exc:
+                raise AOIError(f"feature {f.id!r} of {_short(text)}: cannot be buffered by {buffer} m ({exc}); "
+                               f"check that its coordinates are in its CRS ({f.crs.name}).") from exc
     for f in features:
         if not _finite(f.geometry):
             continue        # refused per region (place_region), never repaired into something else
@@ -262,7 +266,7 @@ def _read_vector_file(path: str, layer: str | None, user_crs: pyproj.CRS | None
         log.info("AOI %s is a directory; reading it as a GDAL vector dataset.", path)
     try:
         layers = [str(name) for name, _ in pyogrio.list_layers(path)]
-    except (DataSourceError, DataLayerError, OSError) as exc:
+    except (DataSourceError, DataLayerError, OSError, UnicodeDecodeError) as exc:
         raise AOIError(f"AOI {path}: cannot be read as a vector file ({exc}). Give {_AOI_FORMS}; "
                        f"check that the file is complete.") from exc
     if not layers:
@@ -277,7 +281,7 @@ def _read_vector_file(path: str, layer: str | None, user_crs: pyproj.CRS | None
     try:
         info = pyogrio.read_info(path, layer=layer)
         meta, _, wkbs, field_data = pyogrio.raw.read(path, layer=layer, force_2d=True)
-    except (DataSourceError, DataLayerError, OSError, RuntimeError) as exc:
+    except (DataSourceError, DataLayerError, OSError, RuntimeError, UnicodeDecodeError) as exc:
         raise AOIError(f"AOI {path} (layer {layer!r}): cannot be read ({exc}). Check that the "
                        f"file is complete; re-export it if needed.") from exc
     if wkbs is None or len(wkbs) == 0:

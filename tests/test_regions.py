@@ -439,3 +439,13 @@ def test_a_sliver_along_the_scene_edge_that_gdal_misses_still_gets_its_pixel(mak
         chip = prepare_region(scene, AOIFeature("s", sliver, pyproj.CRS.from_epsg(32633), {}))
     assert chip.mask.sum() == 1 and chip.mask[-int(chip.window.row_off), -int(chip.window.col_off)]  # scene (0, 0)
     assert chip.valid_fraction == pytest.approx(1.0)
+
+
+def test_found_by_fuzzing_bytes_that_are_not_utf8_and_unbufferable_coordinates_are_aoi_errors(tmp_path):
+    # tests/test_fuzz.py found both escaping as UnicodeDecodeError and pyproj's CRSError
+    bad = tmp_path / "aoi.csv"
+    bad.write_bytes(b"\x80")
+    with pytest.raises(AOIError, match="cannot be read"):
+        read_aoi(str(bad))
+    with pytest.raises(AOIError, match="cannot be buffered"):
+        read_aoi("bbox:-1.0,0.0,0.0,1e+300", buffer=5.0)
