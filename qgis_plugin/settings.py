@@ -1,7 +1,10 @@
 """The plugin's settings (QgsSettings under "mgimm_geo/") and the client they describe.
 
 The worker command runs in the user's own Python environment, where mgimm-geo (and torch) are
-installed; QGIS's Python only starts it. `shared_client()` keeps one client per session so the model
+installed; QGIS's Python only starts it. The server token is a secret: it lives in QGIS's
+authentication database (QgsAuthManager, encrypted with the user's master password) and the
+settings keep only its config id (`authcfg`); a plain token left in QGIS3.ini by an older version
+is moved there on load. `shared_client()` keeps one client per session so the model
 stays loaded between requests; it is rebuilt when the settings change.
 """
 
@@ -11,12 +14,60 @@ import os
 import threading
 from dataclasses import asdict, dataclass, fields
 
-from qgis.core import QgsSettings
+from qgis.core import Qgis, QgsApplication, QgsAuthMethodConfig, QgsMessageLog, QgsSettings
 
 from .client import HttpClient, WorkerClient, worker_argv
 
 PREFIX = "mgimm_geo/"
 MODES = ("worker", "server")
+AUTH_METHOD = "Basic"        # the token is the password of a Basic config (an EsriToken config's token works too)
+NOT_SAVED = ("token",)       # never written to QgsSettings (QGIS3.ini): it goes to the auth database
+
+
+class SecretStoreError(Exception):
+    """The token cannot be stored in QGIS's authentication database (locked, disabled)."""
+
+    code = "bad_input"
+
+
+def _auth_manager():
+    return QgsApplication.authManager()
+
+
+def store_token(token: str, url: str, authcfg: str = "") -> str:
+    """Put `token` into QGIS's authentication database (the config `authcfg`, or a new one named
+    after the server) and return the config id. QGIS asks for the master password if needed."""
+    manager = _auth_manager()
+    if manager.isDisabled() or not manager.setMasterPassword(True):
+        raise SecretStoreError("QGIS's authentication database is locked or disabled, so the server token "
+                               "cannot be stored safely; set or enter the master password (Settings > Options "
+                               "> Authentication) and save the MGIMM settings again.")
+    config = QgsAuthMethodConfig()
+    existing = bool(authcfg) and manager.loadAuthenticationConfig(authcfg, config, True)
+    if not existing:
+        config = QgsAuthMethodConfig(AUTH_METHOD)
+        config.setName(f"MGIMM server {url}")
+    config.setUri(url)
+    if config.method() == "EsriToken":
+        config.setConfig("token", token)
+    else:
+        config.setConfig("username", config.config("username") or "mgimm")
+        config.setConfig("password", token)
+    ok = manager.updateAuthenticationConfig(config) if existing else manager.storeAuthenticationConfig(config)
+    if not ok:
+        raise SecretStoreError("QGIS's authentication database refused the server token; check it in "
+                               "Settings > Options > Authentication.")
+    return config.id()
+
+
+def load_token(authcfg: str) -> str:
+    """The token of the auth config `authcfg` ("" when there is none or the database is locked)."""
+    if not authcfg:
+        return ""
+    config = QgsAuthMethodConfig()
+    if not _auth_manager().loadAuthenticationConfig(authcfg, config, True):
+        return ""
+    return config.config("token") if config.method() == "EsriToken" else config.config("password")
 
 
 def default_layer_path() -> str:
@@ -32,7 +83,8 @@ class PluginSettings:
     vision: str = ""                     # vision-tower folder of an original-format LLaVA/GeoChat model
     device: str = ""                     # "", "auto", "cpu", "cuda", "cuda:N"
     server_url: str = "http://127.0.0.1:8765"
-    token: str = ""
+    token: str = ""                      # in memory only: from / to the auth config `authcfg`
+    authcfg: str = ""                    # QGIS authentication config id holding the server token
     layer_path: str = ""                 # GeoPackage of the "MGIMM descriptions" layer; "" = default
     prompt: str = ""                     # "" = the model's description prompt
     max_new_tokens: int = 200
@@ -53,12 +105,30 @@ class PluginSettings:
         settings = cls(**values)
         if settings.mode not in MODES:
             settings.mode = "worker"
+        if settings.token:            # a plain token in QGIS3.ini (older versions): move it to the auth database
+            try:
+                settings.authcfg = store_token(settings.token, settings.server_url, settings.authcfg)
+            except SecretStoreError as exc:
+                QgsMessageLog.logMessage(f"The MGIMM server token is still stored in plain text: {exc}", "MGIMM",
+                                         Qgis.Warning)
+                return settings
+            store.remove(PREFIX + "token")
+            store.setValue(PREFIX + "authcfg", settings.authcfg)
+        else:
+            settings.token = load_token(settings.authcfg)
         return settings
 
     def save(self) -> None:
+        """Write the settings; a token goes to QGIS's authentication database (SecretStoreError when
+        it cannot), never to QGIS3.ini."""
         store = QgsSettings()
+        if self.token:   # the config saved before is updated, not a new one made per save
+            previous = self.authcfg or str(store.value(PREFIX + "authcfg", "") or "")
+            self.authcfg = store_token(self.token, self.server_url, previous)
         for name, value in asdict(self).items():
-            store.setValue(PREFIX + name, value)
+            if name not in NOT_SAVED:
+                store.setValue(PREFIX + name, value)
+        store.remove(PREFIX + "token")
 
     def effective_layer_path(self) -> str:
         return self.layer_path or default_layer_path()

@@ -4,10 +4,11 @@ that shows the model and device in use (run as a QgsTask so QGIS stays responsiv
 from __future__ import annotations
 
 from qgis.core import QgsApplication
+from qgis.gui import QgsAuthConfigSelect
 from qgis.PyQt.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFormLayout, QLabel, QLineEdit,
                                  QPushButton, QSpinBox, QVBoxLayout)
 
-from .settings import MODES, PluginSettings, default_layer_path
+from .settings import MODES, PluginSettings, SecretStoreError, default_layer_path, load_token
 from .task import RequestTask
 
 
@@ -41,8 +42,17 @@ class SettingsDialog(QDialog):
         form.addRow("Device", self.device)
         self.server_url = QLineEdit(settings.server_url, self)
         form.addRow("Server URL", self.server_url)
-        self.token = QLineEdit(settings.token, self)
+        self.authcfg = QgsAuthConfigSelect(self)
+        self.authcfg.setConfigId(settings.authcfg)
+        self.authcfg.setToolTip("The QGIS authentication configuration that holds the server token (a Basic "
+                                "configuration whose password is the token)")
+        form.addRow("Authentication", self.authcfg)
+        self.token = QLineEdit("", self)
         self.token.setEchoMode(QLineEdit.Password)
+        self.token.setPlaceholderText("kept in QGIS's authentication database" if settings.token
+                                      else "the server's --token")
+        self.token.setToolTip("A new token is stored in QGIS's authentication database (the configuration "
+                              "above, or a new one), never in QGIS's settings file")
         form.addRow("Server token", self.token)
         self.layer_path = QLineEdit(settings.layer_path, self)
         self.layer_path.setPlaceholderText(default_layer_path())
@@ -73,14 +83,15 @@ class SettingsDialog(QDialog):
     def _mode_changed(self, mode: str) -> None:
         for widget in (self.worker_command, self.model, self.vision, self.device):
             widget.setEnabled(mode == "worker")
-        for widget in (self.server_url, self.token):
+        for widget in (self.server_url, self.authcfg, self.token):
             widget.setEnabled(mode == "server")
 
     def edited_settings(self) -> PluginSettings:
         return PluginSettings(
             mode=self.mode.currentText(), worker_command=self.worker_command.text().strip(),
             model=self.model.text().strip(), vision=self.vision.text().strip(), device=self.device.text().strip(),
-            server_url=self.server_url.text().strip(), token=self.token.text(),
+            server_url=self.server_url.text().strip(), authcfg=self.authcfg.configId(),
+            token=self.token.text() or load_token(self.authcfg.configId()),
             layer_path=self.layer_path.text().strip(), prompt=self.prompt.text().strip(),
             max_new_tokens=self.max_new_tokens.value(),
             heartbeat_timeout_s=self.settings.heartbeat_timeout_s,
@@ -106,6 +117,11 @@ class SettingsDialog(QDialog):
         self._task = None
 
     def accept(self) -> None:
-        self.settings = self.edited_settings()
-        self.settings.save()
+        settings = self.edited_settings()
+        try:
+            settings.save()
+        except SecretStoreError as exc:
+            self.test_result.setText(f"Not saved: {exc}")
+            return
+        self.settings = settings
         super().accept()

@@ -225,3 +225,13 @@ def server(tiny_model_dir, tmp_path_factory):
     process.terminate()
     process.wait(timeout=10)
     log.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def auth_master_password():
+    """QGIS's authentication database unlocked with a master password, as the user does in QGIS's
+    master password dialog (a dialog cannot be answered headless, so the test sets it; the database
+    itself is real, in pytest-qgis's temporary profile)."""
+    manager = QgsApplication.authManager()
+    assert not manager.isDisabled()
+    assert manager.setMasterPassword("mgimm-test-master-password", True)

@@ -90,3 +90,50 @@ def test_qgis_process_lists_the_algorithms_of_the_installed_zip(tmp_path):
     listing = subprocess.run(["qgis_process.bin", "list"], env=env, capture_output=True, text=True, timeout=120)
     assert "mgimm:describe_regions\tDescribe regions" in listing.stdout, listing.stdout[-2000:] + listing.stderr
     assert "mgimm:describe_tiles\tDescribe scene tiles" in listing.stdout
+
+
+def _settings_file_text() -> str:
+    settings = QgsSettings()
+    settings.sync()
+    with open(settings.fileName(), encoding="utf-8", errors="replace") as handle:
+        return handle.read()
+
+
+def test_token_goes_to_the_auth_database_not_qgis3_ini(plugin_module):
+    from qgis.core import QgsApplication
+    from mgimm_geo.settings import PluginSettings
+
+    try:
+        settings = PluginSettings(mode="server", server_url="http://gpu-box:8765", token="t0p-s3cret-value")
+        settings.save()
+        assert settings.authcfg in QgsApplication.authManager().configIds()
+        assert QgsSettings().value("mgimm_geo/token") is None
+        assert QgsSettings().value("mgimm_geo/authcfg") == settings.authcfg
+        assert "t0p-s3cret-value" not in _settings_file_text()
+        with open(QgsApplication.authManager().authenticationDatabasePath(), "rb") as handle:
+            assert b"t0p-s3cret-value" not in handle.read()       # encrypted with the master password
+        loaded = PluginSettings.load()
+        assert (loaded.token, loaded.authcfg) == ("t0p-s3cret-value", settings.authcfg)
+        assert loaded.make_client().token == "t0p-s3cret-value"
+        PluginSettings(mode="server", server_url="http://gpu-box:8765", token="rotated").save()
+        assert PluginSettings.load().authcfg == settings.authcfg        # the same config, updated
+        assert PluginSettings.load().token == "rotated"
+    finally:
+        QgsSettings().remove("mgimm_geo")
+
+
+def test_plain_token_of_an_older_version_is_migrated_on_load(plugin_module):
+    from mgimm_geo.settings import PREFIX, PluginSettings
+
+    try:
+        store = QgsSettings()
+        store.setValue(PREFIX + "mode", "server")
+        store.setValue(PREFIX + "token", "legacy-plain-token")        # what QGIS3.ini held before
+        assert "legacy-plain-token" in _settings_file_text()
+        loaded = PluginSettings.load()
+        assert loaded.token == "legacy-plain-token" and loaded.authcfg
+        assert QgsSettings().value(PREFIX + "token") is None
+        assert "legacy-plain-token" not in _settings_file_text()
+        assert PluginSettings.load().token == "legacy-plain-token"
+    finally:
+        QgsSettings().remove("mgimm_geo")
