@@ -20,7 +20,8 @@ from qgis.core import (NULL, QgsCoordinateTransform, QgsGeometry, QgsProcessing,
                        QgsProcessingParameterEnum, QgsProcessingParameterFeatureSource,
                        QgsProcessingParameterFileDestination, QgsProcessingParameterNumber,
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterString,
-                       QgsProcessingOutputString, QgsVectorFileWriter)
+                       QgsProcessingLayerPostProcessorInterface, QgsProcessingOutputString,
+                       QgsVectorFileWriter, QgsVectorLayer)
 
 from .client import ClientError
 from .request_data import local_raster_path
@@ -66,6 +67,27 @@ def _vector_path(algorithm, parameters, context, feedback) -> str:
     del writer
     feedback.pushInfo(f"AOI saved to {path} for the worker")
     return path, "aoi"
+
+
+class _DefaultStyle(QgsProcessingLayerPostProcessorInterface):
+    """Processing loads result layers without their default style; this applies the one stored in
+    the GeoPackage's `layer_styles` (the CLI's and the plugin's labelled look)."""
+
+    instance = None  # Processing keeps only a pointer: the object must stay alive until it runs
+
+    def postProcessLayer(self, layer, context, feedback):
+        if isinstance(layer, QgsVectorLayer):
+            _, ok = layer.loadDefaultStyle()
+            if not ok:
+                from .layer import style_layer
+
+                style_layer(layer)
+            layer.triggerRepaint()
+
+    @staticmethod
+    def create():
+        _DefaultStyle.instance = _DefaultStyle()
+        return _DefaultStyle.instance
 
 
 class _DescribeAlgorithm(QgsProcessingAlgorithm):
@@ -135,6 +157,7 @@ class _DescribeAlgorithm(QgsProcessingAlgorithm):
         layer_name = "tiles" if self.tiles else "regions"
         if context.project() is not None and os.path.exists(params["output"]):
             details = QgsProcessingContext.LayerDetails(f"MGIMM {layer_name}", context.project(), "OUTPUT")
+            details.setPostProcessor(_DefaultStyle.create())
             context.addLayerToLoadOnCompletion(f"{params['output']}|layername={layer_name}", details)
         return {"OUTPUT": params["output"], "SUMMARY": json.dumps(summary)}
 

@@ -13,19 +13,20 @@ import os
 from datetime import datetime, timezone
 
 from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsFeature, QgsField,
-                       QgsFields, QgsGeometry, QgsPalLayerSettings, QgsProject, QgsTextFormat,
+                       QgsFields, QgsGeometry, QgsLabelObstacleSettings, QgsPalLayerSettings, QgsProject, QgsTextFormat,
                        QgsVectorFileWriter, QgsVectorLayer, QgsVectorLayerSimpleLabeling, QgsWkbTypes)
 from qgis.PyQt.QtCore import QVariant
 from qgis.PyQt.QtGui import QColor
 
-from .fields import ATTRIBUTE_ALIASES, ATTRIBUTE_FIELDS, FIELD_KINDS, FIELD_NAMES, input_columns
+from .fields import (ATTRIBUTE_ALIASES, ATTRIBUTE_FIELDS, FIELD_KINDS, FIELD_NAMES, LABEL_DISTANCE_MM, OUTLINE_WIDTH_MM,
+                     REGION_FILL, REGION_LABEL, REGION_OUTLINE, STYLE_DESCRIPTION, STYLE_NAME, input_columns)
 
 LAYER_TITLE = "MGIMM descriptions"
 GPKG_LAYER = "regions"
 _QVARIANT = {"text": QVariant.String, "real": QVariant.Double, "datetime": QVariant.DateTime}
 # (name, QVariant type) in the CLI's column order (the list itself is in fields.py, Qt-free).
 FIELD_TYPES = [(name, _QVARIANT[kind]) for name, kind in FIELD_KINDS]
-LABEL_EXPRESSION = "coalesce(\"object\", left(\"description\", 40))"
+LABEL_EXPRESSION = REGION_LABEL
 
 
 def region_fields() -> QgsFields:
@@ -55,21 +56,40 @@ def _create_gpkg_layer(path: str, crs: QgsCoordinateReferenceSystem) -> None:
 
 
 def style_layer(layer: QgsVectorLayer) -> None:
-    """An outline with a light fill and a label with the object name (or the description's start)."""
+    """The CLI's look (fields.py, from mgimm_core/output/styles.py): a light fill with an outline,
+    labelled "colour object" (or the description's start) around the centroid, 1 mm off it, so the
+    label of a small object does not cover it; only polygon boundaries are obstacles, so an
+    enclosing AOI does not push away the labels inside it."""
     symbol = layer.renderer().symbol() if layer.renderer() is not None else None
     if symbol is not None:
-        symbol.setColor(QColor(255, 200, 0, 60))
-        symbol.symbolLayer(0).setStrokeColor(QColor(230, 120, 0))
-        symbol.symbolLayer(0).setStrokeWidth(0.6)
+        symbol.setColor(QColor(*REGION_FILL))
+        symbol.symbolLayer(0).setStrokeColor(QColor(*REGION_OUTLINE))
+        symbol.symbolLayer(0).setStrokeWidth(OUTLINE_WIDTH_MM)
     labels = QgsPalLayerSettings()
     labels.fieldName = LABEL_EXPRESSION
     labels.isExpression = True
+    labels.placement = QgsPalLayerSettings.AroundPoint
+    labels.dist = LABEL_DISTANCE_MM
+    labels.centroidInside = True
+    obstacles = labels.obstacleSettings()
+    obstacles.setIsObstacle(True)
+    obstacles.setType(QgsLabelObstacleSettings.PolygonBoundary)
+    labels.setObstacleSettings(obstacles)
     text = QgsTextFormat()
     text.setSize(9)
     text.buffer().setEnabled(True)
+    text.buffer().setSize(0.8)
     labels.setFormat(text)
     layer.setLabeling(QgsVectorLayerSimpleLabeling(labels))
     layer.setLabelsEnabled(True)
+
+
+def save_default_style(layer: QgsVectorLayer) -> None:
+    """Store the layer's style as the default in its GeoPackage's `layer_styles`, so the file opens
+    labelled in any QGIS, without the plugin (as the CLI's files do)."""
+    message = layer.saveStyleToDatabase(STYLE_NAME, STYLE_DESCRIPTION, True, "")
+    if message:
+        raise OSError(f"cannot store the layer style in {layer.source()}: {message}")
 
 
 def descriptions_layer(path: str, crs: QgsCoordinateReferenceSystem) -> QgsVectorLayer:
@@ -80,7 +100,8 @@ def descriptions_layer(path: str, crs: QgsCoordinateReferenceSystem) -> QgsVecto
         if isinstance(layer, QgsVectorLayer) and layer.customProperty("mgimm_geo/descriptions") == path:
             return layer
     layer = QgsVectorLayer(_uri(path), LAYER_TITLE, "ogr")
-    if not layer.isValid():
+    created = not layer.isValid()
+    if created:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         _create_gpkg_layer(path, crs)
         layer = QgsVectorLayer(_uri(path), LAYER_TITLE, "ogr")
@@ -92,6 +113,8 @@ def descriptions_layer(path: str, crs: QgsCoordinateReferenceSystem) -> QgsVecto
                       f"MGIMM regions layer; choose another GeoPackage path in MGIMM settings")
     layer.setCustomProperty("mgimm_geo/descriptions", path)
     style_layer(layer)
+    if created:
+        save_default_style(layer)
     QgsProject.instance().addMapLayer(layer)
     return layer
 
@@ -196,4 +219,6 @@ def write_regions_file(path: str, mode: str, crs: QgsCoordinateReferenceSystem, 
     ok, _ = layer.dataProvider().addFeatures(features)
     if not ok:
         raise OSError(f"cannot write to {path}: {'; '.join(layer.dataProvider().errors()[-3:])}")
+    style_layer(layer)
+    save_default_style(layer)
     return len(features)

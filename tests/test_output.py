@@ -91,7 +91,7 @@ def test_geopackage_round_trip_schema_values_runs_and_style(tmp_path):
     assert not os.path.exists(f"{path}-wal")
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA application_id").fetchone()[0] == 0x47504B47
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 10400
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 10300
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
         srs = {r[0] for r in conn.execute("SELECT srs_id FROM gpkg_spatial_ref_sys")}
         assert {-1, 0, 4326, 32633} <= srs

@@ -37,3 +37,17 @@ def test_plugin_input_columns_follow_the_core_rule():
     for names in (["name", "description"], ["Name", "name", "in_name"], ["in_description", "description"],
                   ["DESCRIPTION", "fid", "geom", "Object", "area", "guide_objects"], ["id", "scene", "Scene"]):
         assert fields.input_columns(names) == RegionSchema().input_columns(names), names
+
+
+def test_plugin_style_is_the_core_style():
+    """The plugin's regions layers (the descriptions layer, Processing in server mode) look like the
+    CLI's: the same label expression, fill, outline and label placement as the core's QML."""
+    from mgimm_core.output import styles
+
+    fields = plugin_fields()
+    assert fields.REGION_LABEL == styles.REGION_LABEL
+    fill, outline = styles._FILL["regions"]
+    assert ",".join(map(str, fields.REGION_FILL)) == fill and ",".join(map(str, fields.REGION_OUTLINE)) == outline
+    qml = styles.qml("regions", styles.REGION_LABEL)
+    assert 'placement="0"' in qml and f'dist="{fields.LABEL_DISTANCE_MM:g}"' in qml   # around the centroid
+    assert f'name="outline_width" value="{fields.OUTLINE_WIDTH_MM:g}"' in qml

@@ -25,7 +25,7 @@ import pyproj
 import shapely
 
 GPKG_APPLICATION_ID = 0x47504B47          # "GPKG"
-GPKG_USER_VERSION = 10400                 # GeoPackage 1.4.0
+GPKG_USER_VERSION = 10300                 # GeoPackage 1.3.0: GDAL < 3.7 (QGIS 3.22) warns on 1.4
 GEOMETRY_COLUMN = "geom"
 FID_COLUMN = "fid"
 CUSTOM_SRS_ID_START = 100000              # GDAL's convention for CRSs without an EPSG code

@@ -3,7 +3,11 @@
 QGIS looks for a `layer_styles` table (its own convention, also used by its PostGIS and SpatiaLite
 providers) and applies the row with `useAsDefault` for the layer when it is loaded. We write one
 QML (QGIS's own format: symbology + labels) and an equivalent SLD (for other clients) per layer:
-a semi-transparent fill with a solid outline, labelled with a short label ("white storage tank").
+a semi-transparent fill with a solid outline, labelled with a short label ("white storage tank")
+placed around the centroid, 1 mm off it (so a small object's label does not cover the object), with
+only polygon boundaries as obstacles (so an enclosing AOI does not push the labels inside it away).
+The QGIS plugin styles the layers it writes the same way (qgis_plugin/fields.py, checked by
+tests/test_plugin_fields.py).
 """
 
 from __future__ import annotations
@@ -65,8 +69,8 @@ def qml(kind: str, label_expression: str) -> str:
       <text-format wrapChar="" autoWrapLength="30" useMaxLineLengthForAutoWrap="1" multilineAlign="3"
                    plussign="0" decimals="3" reverseDirectionSymbol="0" formatNumbers="0" placeDirectionSymbol="0"
                    rightDirectionSymbol=">" leftDirectionSymbol="&lt;" addDirectionSymbol="0"/>
-      <placement placement="1" placementFlags="10" centroidInside="1" centroidWhole="0" fitInPolygonOnly="0"
-                 dist="0" distUnits="MM" offsetType="0" priority="5" overrunDistance="0"
+      <placement placement="0" placementFlags="10" centroidInside="1" centroidWhole="0" fitInPolygonOnly="0"
+                 dist="1" distUnits="MM" offsetType="0" priority="5" overrunDistance="0"
                  overrunDistanceUnit="MM" xOffset="0" yOffset="0" offsetUnits="MM" quadOffset="4"
                  rotationAngle="0" maxCurvedCharAngleIn="25" maxCurvedCharAngleOut="-25"/>
       <rendering obstacle="1" obstacleType="1" obstacleFactor="1" displayAll="0" upsidedownLabels="0"

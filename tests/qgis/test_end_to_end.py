@@ -6,10 +6,12 @@ import json
 
 import pytest
 from osgeo import ogr
-from qgis.core import Qgis, QgsFeature, QgsGeometry, QgsProject, QgsRectangle, QgsVectorLayer
+from qgis.core import (Qgis, QgsApplication, QgsFeature, QgsGeometry, QgsProcessingContext, QgsProcessingFeedback,
+                       QgsProject, QgsRectangle, QgsVectorLayer)
 
 from plugin_fixtures import WORKER_TIMEOUT, RecordingIface, messages, wait_until
 from test_map_tool_and_requests import draw_polygon, show_layer_on_canvas, utm_points
+from test_outputs_look import assert_cli_look, gdal_warnings
 
 @pytest.fixture(scope="module")
 def module_plugin(plugin_module, qgis_iface):
@@ -95,8 +97,10 @@ def test_cancel_stops_a_running_request(plugin_module, worker_settings, scene_la
     assert client.running and client.hello()["model"] == "tiny"  # the worker survives a cancel
 
 
-def test_processing_algorithms_write_geopackages(plugin, worker_settings, qgis_processing, scene_layer, tmp_path):
+def test_processing_algorithms_write_geopackages(plugin, plugin_module, worker_settings, qgis_processing, scene_layer,
+                                                 tmp_path):
     import processing
+    from processing.gui.Postprocessing import handleAlgorithmResults
 
     aoi = QgsVectorLayer("Polygon?crs=EPSG:32633&field=name:string", "aoi", "memory")  # not a file: saved first
     feature = QgsFeature(aoi.fields())
@@ -105,9 +109,15 @@ def test_processing_algorithms_write_geopackages(plugin, worker_settings, qgis_p
     aoi.dataProvider().addFeatures([feature])
 
     out = str(tmp_path / "regions.gpkg")
+    context, feedback = QgsProcessingContext(), QgsProcessingFeedback()
+    context.setProject(QgsProject.instance())
     result = processing.run("mgimm:describe_regions", {"INPUT": scene_layer, "AOI": aoi, "MODE": 0,
-                                                       "OUTPUT": out})
+                                                       "OUTPUT": out}, context=context, feedback=feedback)
     assert result["OUTPUT"] == out
+    assert gdal_warnings(out) == []                       # the CLI's GeoPackage version suits QGIS 3.22's GDAL
+    handleAlgorithmResults(QgsApplication.processingRegistry().algorithmById("mgimm:describe_regions"), context,
+                           feedback)                      # what the Processing dialog does when it finishes
+    assert_cli_look(QgsProject.instance().mapLayersByName("MGIMM regions")[0], plugin_module)
     dataset = ogr.Open(out)  # keep the dataset alive while its layer is used
     regions = dataset.GetLayerByName("regions")
     assert regions.GetFeatureCount() == 1

@@ -16,10 +16,12 @@ import time
 import numpy as np
 import pytest
 from osgeo import gdal, ogr, osr
-from qgis.core import (QgsFeature, QgsGeometry, QgsPointXY, QgsProcessingFeatureSourceDefinition, QgsProject,
-                       QgsRasterLayer, QgsRectangle, QgsVectorLayer)
+from qgis.core import (QgsApplication, QgsFeature, QgsGeometry, QgsPointXY, QgsProcessingContext,
+                       QgsProcessingFeatureSourceDefinition, QgsProcessingFeedback, QgsProject, QgsRasterLayer,
+                       QgsRectangle, QgsVectorLayer)
 
 from plugin_fixtures import RecordingIface, wait_until
+from test_outputs_look import assert_cli_look, gdal_warnings
 
 SIDE = 18600        # pixels: 18600 x 18600 x 3 bands uint8, uncompressed = 1.04 GB
 RES = 0.5
@@ -164,6 +166,7 @@ def test_processing_in_server_mode_sends_chips_of_the_selected_features(
         module_plugin, plugin_module, server, qgis_processing, qgis_new_project, scene_layer, tmp_path):
     import processing
     from mgimm_geo.settings import PluginSettings
+    from processing.gui.Postprocessing import handleAlgorithmResults
 
     url, token = server
     PluginSettings(mode="server", server_url=url, token=token, layer_path=str(tmp_path / "d.gpkg"),
@@ -181,9 +184,15 @@ def test_processing_in_server_mode_sends_chips_of_the_selected_features(
     temp_before = set(glob.glob(os.path.join(tempfile.gettempdir(), "mgimm_*")))
 
     out = str(tmp_path / "regions.gpkg")
+    context, feedback = QgsProcessingContext(), QgsProcessingFeedback()
+    context.setProject(QgsProject.instance())
     result = processing.run("mgimm:describe_regions", {
         "INPUT": scene_layer, "AOI": QgsProcessingFeatureSourceDefinition(aoi.id(), selectedFeaturesOnly=True),
-        "MODE": 0, "OUTPUT": out})
+        "MODE": 0, "OUTPUT": out}, context=context, feedback=feedback)
+    assert gdal_warnings(out) == []
+    handleAlgorithmResults(QgsApplication.processingRegistry().algorithmById("mgimm:describe_regions"), context,
+                           feedback)                      # what the Processing dialog does when it finishes
+    assert_cli_look(QgsProject.instance().mapLayersByName("MGIMM regions")[0], plugin_module)
     assert result["OUTPUT"] == out
     summary = json.loads(result["SUMMARY"])
     assert summary["described"] == 2 and summary["failed"] == 0
