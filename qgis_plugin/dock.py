@@ -1,5 +1,6 @@
-"""The MGIMM panel: which raster to describe, progress with cancel, and the latest result
-(description, attributes, and a thumbnail of the chip the model saw)."""
+"""The MGIMM panel: which raster to describe, the draw/select actions (icons, so the panel narrows
+like QGIS's own), progress with cancel, and the results of the latest request: a list of its regions,
+and for the chosen one its description, attributes and a thumbnail of the chip the model saw."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ from qgis.core import QgsMapLayerProxyModel
 from qgis.gui import QgsDockWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QPixmap
-from qgis.PyQt.QtWidgets import (QHBoxLayout, QHeaderView, QLabel, QProgressBar, QPushButton, QTableWidget,
-                                 QTableWidgetItem, QTextBrowser, QToolButton, QVBoxLayout, QWidget)
+from qgis.PyQt.QtWidgets import (QComboBox, QHBoxLayout, QHeaderView, QLabel, QListWidget, QProgressBar,
+                                 QPushButton, QSizePolicy, QTableWidget, QTableWidgetItem, QTextBrowser,
+                                 QToolButton, QVBoxLayout, QWidget)
+
+from .messages import qgis_words
 
 THUMBNAIL_SIDE = 192  # pixels on screen
 
@@ -26,10 +30,14 @@ class DescriptionDock(QgsDockWidget):
         row.addWidget(QLabel("Raster"))
         self.raster_combo = QgsMapLayerComboBox(body)
         self.raster_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.raster_combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.raster_combo.setMinimumContentsLength(6)
+        self.raster_combo.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Fixed)
         row.addWidget(self.raster_combo, 1)
         layout.addLayout(row)
 
         self.tool_row = QHBoxLayout()  # the plugin puts its draw/selection actions here
+        self.tool_row.addStretch(1)
         layout.addLayout(self.tool_row)
 
         row = QHBoxLayout()
@@ -45,6 +53,12 @@ class DescriptionDock(QgsDockWidget):
         self.status.setWordWrap(True)
         layout.addWidget(self.status)
 
+        self.results = QListWidget(body)   # the regions of the latest request; the chosen one is shown below
+        self.results.setMaximumHeight(110)
+        self.results.currentRowChanged.connect(self._show_row)
+        layout.addWidget(self.results)
+        self._entries: list = []
+
         self.thumbnail = QLabel(body)
         self.thumbnail.setAlignment(Qt.AlignCenter)
         self.thumbnail.setMinimumHeight(64)
@@ -55,6 +69,7 @@ class DescriptionDock(QgsDockWidget):
         self.attributes.setHorizontalHeaderLabels(["Attribute", "Value"])
         self.attributes.horizontalHeader().setSectionResizeMode(1, QHeaderView.Stretch)
         self.attributes.verticalHeader().setVisible(False)
+        self.attributes.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeToContents)
         layout.addWidget(self.attributes, 1)
         self.setWidget(body)
         self._task = None
@@ -63,8 +78,9 @@ class DescriptionDock(QgsDockWidget):
     def add_tool(self, action) -> None:
         button = QToolButton(self.widget())
         button.setDefaultAction(action)
-        button.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
-        self.tool_row.addWidget(button)
+        button.setToolButtonStyle(Qt.ToolButtonIconOnly)   # the action's text is its tooltip
+        button.setAutoRaise(True)
+        self.tool_row.insertWidget(self.tool_row.count() - 1, button)
 
     # ------------------------------------------------------------------ task
     def follow(self, task) -> None:
@@ -91,12 +107,28 @@ class DescriptionDock(QgsDockWidget):
         self.status.setText(message)
 
     # ------------------------------------------------------------------ result
+    def show_results(self, entries: list) -> None:
+        """List the regions of a request (each browsable) and show the first."""
+        self._entries = list(entries)
+        self.results.clear()
+        for entry in self._entries:
+            text = entry.get("description") or entry.get("error") or ""
+            attributes = entry.get("attributes") or {}
+            label = " ".join(str(attributes[k]) for k in ("color", "object", "name") if attributes.get(k))
+            self.results.addItem(f"{entry.get('id')}: {label or text[:60]}")
+        if self._entries:
+            self.results.setCurrentRow(0)
+
+    def _show_row(self, row: int) -> None:
+        if 0 <= row < len(self._entries):
+            self.show_entry(self._entries[row])
+
     def show_entry(self, entry: dict) -> None:
         """One region of a `describe` result: text, attributes, thumbnail."""
         self.progress.setValue(100)
         text = entry.get("description") or ""
         if entry.get("error"):
-            text = f"Region {entry.get('id')}: {entry['error']}"
+            text = qgis_words(f"Region {entry.get('id')}: {entry['error']}")
         self.description.setPlainText(text)
         rows = [(k, v) for k, v in (entry.get("attributes") or {}).items() if v not in (None, "")]
         for key in ("valid_fraction", "gsd_m", "scene", "model"):

@@ -1,6 +1,7 @@
 """A map tool that draws a polygon or a rectangle and hands it over in the canvas CRS.
 
-Polygon: left click adds a corner, right click (or a double click) closes it. Rectangle: press, drag,
+Polygon: left click adds a corner, right click (or a double click) closes it; the release that ends
+a double click starts nothing. Rectangle: press, drag,
 release. Escape or Backspace cancel / remove the last corner. The finished geometry is emitted by
 `regionDrawn(QgsGeometry)` in map units of the canvas (its destination CRS); the caller transforms
 it to the raster's CRS.
@@ -24,6 +25,7 @@ class RegionMapTool(QgsMapTool):
         self.shape = shape
         self.points: list = []
         self._start = None
+        self._after_double_click = False
         self.rubber_band = QgsRubberBand(canvas, QgsWkbTypes.PolygonGeometry)
         self.rubber_band.setColor(QColor(230, 120, 0, 200))
         self.rubber_band.setFillColor(QColor(255, 200, 0, 50))
@@ -44,6 +46,9 @@ class RegionMapTool(QgsMapTool):
             self._show_polygon(self.points + [event.mapPoint()])
 
     def canvasReleaseEvent(self, event):
+        if self._after_double_click:     # Qt sends press, release, double click, release: the last
+            self._after_double_click = False   # release belongs to the double click that closed the polygon
+            return
         point = event.mapPoint()
         if self.shape == RECTANGLE:
             if self._start is None or event.button() != Qt.LeftButton:
@@ -61,7 +66,8 @@ class RegionMapTool(QgsMapTool):
             self.finish_polygon()
 
     def canvasDoubleClickEvent(self, event):
-        if self.shape == POLYGON:
+        if self.shape == POLYGON and event.button() == Qt.LeftButton:
+            self._after_double_click = True
             self.finish_polygon()
 
     def keyPressEvent(self, event):

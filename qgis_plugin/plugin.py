@@ -16,6 +16,7 @@ from qgis.PyQt.QtWidgets import QAction
 
 from .client import ClientError
 from .map_tool import POLYGON, RECTANGLE, RegionMapTool
+from .messages import qgis_words
 from .provider import MGIMMProvider
 from .request_data import RequestError, describe_params
 from .settings import PluginSettings, reset_shared_client, shared_client
@@ -23,6 +24,10 @@ from .task import RequestTask
 
 MENU = "&MGIMM"
 ICON = os.path.join(os.path.dirname(__file__), "icon.svg")
+ICONS = os.path.join(os.path.dirname(__file__), "icons")
+#: regions per worker request: a cancel keeps the chunks that finished (the worker answers a
+#: cancelled request with an error only); server mode already goes region by region
+WORKER_CHUNK = 16
 TITLES = {"worker_missing": "MGIMM worker not available", "unreachable": "MGIMM server unreachable",
           "region_outside": "Region outside the raster", "no_crs": "Raster without CRS",
           "unauthorized": "MGIMM server refused the token", "cancelled": "MGIMM"}
@@ -68,19 +73,23 @@ class MGIMMPlugin:
         self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
 
         for shape, text in ((POLYGON, "Describe a drawn polygon"), (RECTANGLE, "Describe a drawn rectangle")):
-            action = self._action(text, checkable=True)
+            action = self._action(text, checkable=True, icon=f"{shape}.svg")
             tool = RegionMapTool(canvas, shape)
             tool.setAction(action)
             tool.regionDrawn.connect(self.describe_drawn)
             action.triggered.connect(lambda checked, t=tool: self.iface.mapCanvas().setMapTool(t))
             self.tools[shape] = tool
             self.dock.add_tool(action)
-        self.dock.add_tool(self._action("Describe selected features", callback=self.describe_selected))
-        self._action("Show the MGIMM panel", callback=self.dock.show, toolbar=False)
-        self._action("MGIMM settings…", callback=self.open_settings, toolbar=False)
+        self.dock.add_tool(self._action("Describe selected features", callback=self.describe_selected,
+                                        icon="selected.svg"))
+        self._action("Show the MGIMM panel", callback=self.dock.show, toolbar=False, icon="panel.svg")
+        self._action("MGIMM settings…", callback=self.open_settings, toolbar=False, icon="settings.svg")
 
-    def _action(self, text, callback=None, checkable=False, toolbar=True) -> QAction:
-        action = QAction(QIcon(ICON), text, self.iface.mainWindow())
+    def _action(self, text, callback=None, checkable=False, toolbar=True, icon=None) -> QAction:
+        path = os.path.join(ICONS, icon) if icon else ICON
+        action = QAction(QIcon(path), text, self.iface.mainWindow())
+        action.setProperty("mgimm_icon", path)
+        action.setToolTip(text)
         action.setCheckable(checkable)
         if callback is not None:
             action.triggered.connect(lambda checked=False: callback())
@@ -157,26 +166,49 @@ class MGIMMPlugin:
             return None
         settings = PluginSettings.load()
         canvas = self.iface.mapCanvas()
+        first_id = self._next_region_id(settings)
         try:
             params = describe_params(raster, geometries, crs, embed=settings.mode == "server",
                                      properties=properties, prompt=settings.prompt,
                                      max_new_tokens=settings.max_new_tokens,
-                                     canvas_units_per_pixel=self._canvas_units_in(raster, canvas))
+                                     canvas_units_per_pixel=self._canvas_units_in(raster, canvas),
+                                     first_id=first_id)
+            if settings.mode != "server":
+                params["_chunk"] = WORKER_CHUNK
             client = shared_client(settings)
         except (RequestError, ClientError) as exc:
             self.report(getattr(exc, "code", "bad_input"), str(exc))
             return None
+        self._last_region_id = first_id + len(params["regions"]) - 1
         count = len(params["regions"])
         task = RequestTask(f"MGIMM: describing {count} region{'s' * (count != 1)} of {raster.name()}",
                            client, "describe", params, on_done=self._describe_done)
         self.tasks[task] = {"crs": QgsCoordinateReferenceSystem(raster.crs()), "settings": settings,
-                            "scene": (raster.name() if "_temp" in params
+                            "scene": (f"{raster.name()} ({raster.source()})" if "_temp" in params
                                       else params.get("raster") or params.get("raster_name")),
+                            "rendered": "_temp" in params,
                             "regions": params["regions"]}
         if self.dock is not None:
             self.dock.follow(task)
         QgsApplication.taskManager().addTask(task)
         return task
+
+    def _next_region_id(self, settings) -> int:
+        """Drawn regions are numbered on from the largest numeric region_id of the descriptions layer
+        (and of requests still running), so every feature there keeps its own id."""
+        from qgis.core import QgsVectorLayer
+
+        from .layer import GPKG_LAYER
+
+        largest = getattr(self, "_last_region_id", 0)
+        path = settings.effective_layer_path()
+        if os.path.exists(path):
+            layer = QgsVectorLayer(f"{path}|layername={GPKG_LAYER}", "ids", "ogr")
+            if layer.isValid() and layer.fields().indexFromName("region_id") >= 0:
+                for value in layer.uniqueValues(layer.fields().indexFromName("region_id")):
+                    if str(value).isdigit():
+                        largest = max(largest, int(value))
+        return largest + 1
 
     @staticmethod
     def _canvas_units_in(raster, canvas) -> float:
@@ -199,7 +231,7 @@ class MGIMMPlugin:
         if task.error is not None:
             self.last_error = task.error
             if self.dock is not None:
-                self.dock.task_done(task.error.message)
+                self.dock.task_done(qgis_words(task.error.message))
             self.report(task.error.code, task.error.message)
             return
         result = task.result or {}
@@ -210,10 +242,12 @@ class MGIMMPlugin:
         except OSError as exc:
             self.report("bad_input", str(exc))
         failed = [e for e in entries if e.get("error")]
-        if self.dock is not None and entries:
-            self.dock.show_entry(entries[-1])
-            self.dock.task_done(f"{len(entries) - len(failed)} of {len(entries)} region(s) described "
-                                f"in {result.get('seconds', 0):.1f} s")
+        asked = len(context["regions"])
+        if self.dock is not None:
+            self.dock.show_results(entries)
+            done = f"{len(entries) - len(failed)} of {asked} region(s) described in {result.get('seconds', 0):.1f} s"
+            self.dock.task_done(f"Cancelled: {done}; the finished ones are kept." if result.get("cancelled")
+                                else done)
         for entry in failed:
             self.report(entry.get("error_code") or "bad_input", f"Region {entry.get('id')}: {entry['error']}")
 
@@ -230,6 +264,8 @@ class MGIMMPlugin:
                 continue
             values = feature_values(entry, scene=context["scene"], prompt=settings.prompt or None,
                                     run_id="qgis")
+            if context.get("rendered"):   # a web layer: its name and source, not the deleted chip file
+                values["scene"] = context["scene"]
             items.append((wkt, values))
         self.last_feature_ids = add_region_features(layer, items, context["crs"])
 
@@ -239,6 +275,7 @@ class MGIMMPlugin:
         self.warn(TITLES.get(code, "MGIMM"), message, level)
 
     def warn(self, title: str, message: str, level=Qgis.Warning):
+        message = qgis_words(message)
         QgsMessageLog.logMessage(f"{title}: {message}", "MGIMM", level)
         if self.iface is not None:
             self.iface.messageBar().pushMessage(title, message, level, 10)

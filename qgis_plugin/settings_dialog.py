@@ -3,10 +3,12 @@ that shows the model and device in use (run as a QgsTask so QGIS stays responsiv
 
 from __future__ import annotations
 
+import shlex
+
 from qgis.core import QgsApplication
-from qgis.gui import QgsAuthConfigSelect
-from qgis.PyQt.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFormLayout, QLabel, QLineEdit,
-                                 QPushButton, QSpinBox, QVBoxLayout)
+from qgis.gui import QgsAuthConfigSelect, QgsFileWidget
+from qgis.PyQt.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout,
+                                 QLabel, QLineEdit, QPushButton, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
 from .settings import MODES, PluginSettings, SecretStoreError, default_layer_path, load_token
 from .task import RequestTask
@@ -19,6 +21,7 @@ class SettingsDialog(QDialog):
         self.settings = settings
         self._task = None
         form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)   # path fields take the full width
         self.mode = QComboBox(self)
         self.mode.addItems(MODES)
         self.mode.setCurrentText(settings.mode)
@@ -26,14 +29,22 @@ class SettingsDialog(QDialog):
         self.worker_command = QLineEdit(settings.worker_command, self)
         self.worker_command.setToolTip("The worker in the Python environment where mgimm-geo is installed, "
                                        "e.g. /home/me/envs/mgimm/bin/mgimm-geo worker")
-        form.addRow("Worker command", self.worker_command)
-        self.model = QLineEdit(settings.model, self)
-        self.model.setPlaceholderText("embedded demo model")
+        browse = QToolButton(self)
+        browse.setText("…")
+        browse.setToolTip("Choose the mgimm-geo program of the environment where mgimm-geo is installed")
+        browse.clicked.connect(self._browse_worker)
+        row = QWidget(self)
+        row_layout = QHBoxLayout(row)
+        row_layout.setContentsMargins(0, 0, 0, 0)
+        row_layout.addWidget(self.worker_command, 1)
+        row_layout.addWidget(browse)
+        form.addRow("Worker command", row)
+        self.model = self._path_widget(settings.model, QgsFileWidget.GetDirectory, "embedded demo model")
         self.model.setToolTip("An MGIMM model folder, a LLaVA-1.5 folder (Hugging Face or original format) or "
                               "GeoChat")
         form.addRow("Model folder", self.model)
-        self.vision = QLineEdit(settings.vision, self)
-        self.vision.setPlaceholderText("only for original-format LLaVA / GeoChat")
+        self.vision = self._path_widget(settings.vision, QgsFileWidget.GetDirectory,
+                                        "only for original-format LLaVA / GeoChat")
         self.vision.setToolTip("The CLIP vision-tower folder the model names (mm_vision_tower), when it is "
                                "not found by itself")
         form.addRow("Vision tower folder", self.vision)
@@ -50,12 +61,12 @@ class SettingsDialog(QDialog):
         self.token = QLineEdit("", self)
         self.token.setEchoMode(QLineEdit.Password)
         self.token.setPlaceholderText("kept in QGIS's authentication database" if settings.token
-                                      else "the server's --token")
+                                      else "the token the server was started with")
         self.token.setToolTip("A new token is stored in QGIS's authentication database (the configuration "
                               "above, or a new one), never in QGIS's settings file")
         form.addRow("Server token", self.token)
-        self.layer_path = QLineEdit(settings.layer_path, self)
-        self.layer_path.setPlaceholderText(default_layer_path())
+        self.layer_path = self._path_widget(settings.layer_path, QgsFileWidget.SaveFile, default_layer_path(),
+                                            "GeoPackage (*.gpkg)")
         form.addRow("Descriptions GeoPackage", self.layer_path)
         self.prompt = QLineEdit(settings.prompt, self)
         self.prompt.setPlaceholderText("the model's description prompt")
@@ -80,6 +91,25 @@ class SettingsDialog(QDialog):
         self.mode.currentTextChanged.connect(self._mode_changed)
         self._mode_changed(self.mode.currentText())
 
+    def _path_widget(self, value: str, mode, placeholder: str, file_filter: str = "") -> QgsFileWidget:
+        widget = QgsFileWidget(self)
+        widget.setStorageMode(mode)
+        widget.setFilePath(value)
+        widget.lineEdit().setPlaceholderText(placeholder)
+        if file_filter:
+            widget.setFilter(file_filter)
+        return widget
+
+    def _browse_worker(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "The mgimm-geo program", "",
+                                              "mgimm-geo (mgimm-geo*);;All files (*)")
+        if path:
+            self.set_worker_program(path)
+
+    def set_worker_program(self, path: str) -> None:
+        """The worker command for the chosen mgimm-geo program (quoted when its path has spaces)."""
+        self.worker_command.setText(f"{shlex.quote(path)} worker")
+
     def _mode_changed(self, mode: str) -> None:
         for widget in (self.worker_command, self.model, self.vision, self.device):
             widget.setEnabled(mode == "worker")
@@ -89,10 +119,11 @@ class SettingsDialog(QDialog):
     def edited_settings(self) -> PluginSettings:
         return PluginSettings(
             mode=self.mode.currentText(), worker_command=self.worker_command.text().strip(),
-            model=self.model.text().strip(), vision=self.vision.text().strip(), device=self.device.text().strip(),
+            model=self.model.filePath().strip(), vision=self.vision.filePath().strip(),
+            device=self.device.text().strip(),
             server_url=self.server_url.text().strip(), authcfg=self.authcfg.configId(),
             token=self.token.text() or load_token(self.authcfg.configId()),
-            layer_path=self.layer_path.text().strip(), prompt=self.prompt.text().strip(),
+            layer_path=self.layer_path.filePath().strip(), prompt=self.prompt.text().strip(),
             max_new_tokens=self.max_new_tokens.value(),
             heartbeat_timeout_s=self.settings.heartbeat_timeout_s,
             request_timeout_s=self.settings.request_timeout_s)

@@ -40,6 +40,10 @@ class RequestTask(QgsTask):
                 self.result = describe_chips(self.client, self.params["_raster"], self.params["_chip_jobs"],
                                              params, progress=self._progress, cancelled=self.isCanceled)
                 return True
+            chunk = self.params.get("_chunk")
+            if chunk and len(params.get("regions") or ()) > chunk:
+                self.result = self._in_chunks(params, int(chunk))
+                return True
             self.result = self.client.request(self.request_type, params, progress=self._progress,
                                               cancelled=self.isCanceled)
             return True
@@ -49,6 +53,27 @@ class RequestTask(QgsTask):
             self.error = ClientError("internal", f"MGIMM plugin error ({type(exc).__name__}: {exc}); please "
                                                  f"report it with the QGIS log (MGIMM tab).")
         return False
+
+    def _in_chunks(self, params: dict, chunk: int) -> dict:
+        """`describe` in requests of `chunk` regions: after a cancel the finished ones are kept
+        (result["cancelled"] True); a cancel before any finished is the cancelled error."""
+        regions = params["regions"]
+        entries, result = [], {}
+        for start in range(0, len(regions), chunk):
+            part = regions[start:start + chunk]
+
+            def progress(fraction, message, start=start, size=len(part)):
+                self._progress((start + fraction * size) / len(regions), f"{start + int(fraction * size)}/"
+                               f"{len(regions)} regions")
+            try:
+                result = self.client.request(self.request_type, dict(params, regions=part), progress=progress,
+                                             cancelled=self.isCanceled)
+            except ClientError as exc:
+                if exc.code == "cancelled" and entries:
+                    break
+                raise
+            entries.extend(result.get("regions") or [])
+        return dict(result, regions=entries, cancelled=len(entries) < len(regions))
 
     def finished(self, ok: bool) -> None:
         temp = self.params.get("_temp")

@@ -49,7 +49,7 @@ def test_drawn_polygon_becomes_a_described_feature(plugin, worker_settings, qgis
     assert len(layers) == 1
     feature = next(layers[0].getFeatures())
     assert feature["description"] == entry["description"] and feature["scene"] == scene_layer.source()
-    assert feature["model"] == "tiny" and feature["region_id"] == "1"
+    assert feature["model"] == "tiny" and feature["region_id"] == entry["id"]
     assert feature.geometry().within(QgsGeometry.fromRect(scene_layer.extent()).buffer(1, 4))
     assert plugin.dock.description.toPlainText() == entry["description"]
     assert plugin.dock.thumbnail.pixmap() is not None and not plugin.dock.thumbnail.pixmap().isNull()
@@ -72,7 +72,8 @@ def test_selected_features_are_described_with_their_attributes(plugin, worker_se
     plugin.describe_selected()
     wait_until(lambda: not plugin.tasks, WORKER_TIMEOUT, "the describe task")
     assert plugin.last_error is None, plugin.last_error
-    assert [e["id"] for e in plugin.last_result["regions"]] == ["1", "2"]
+    first = int(plugin.last_result["regions"][0]["id"])
+    assert [e["id"] for e in plugin.last_result["regions"]] == [str(first), str(first + 1)]   # numbered on
     layer = QgsProject.instance().mapLayersByName("MGIMM descriptions")[0]
     assert layer.featureCount() == 2
 
@@ -95,6 +96,26 @@ def test_cancel_stops_a_running_request(plugin_module, worker_settings, scene_la
     wait_until(lambda: done, WORKER_TIMEOUT, "the cancelled task")
     assert task.error is not None and task.error.code == "cancelled", task.error
     assert client.running and client.hello()["model"] == "tiny"  # the worker survives a cancel
+
+
+def test_cancel_keeps_the_regions_that_finished(plugin, worker_settings, scene_layer, iface):
+    """A 40-region request goes to the worker in chunks of 16; cancelled during the second chunk, the
+    first chunk's regions are listed and written, and the panel says so."""
+    from mgimm_geo.plugin import WORKER_CHUNK
+    from mgimm_geo.settings import shared_client
+
+    shared_client().hello()  # the model is loaded: the chunks below start at once
+    regions = [QgsGeometry.fromRect(QgsRectangle(500010 + 5 * i, 4099600, 500100 + 5 * i, 4099700)) for i in range(40)]
+    plugin.dock.raster_combo.setLayer(scene_layer)
+    task = plugin.describe(regions, scene_layer.crs())
+    task.progressChanged.connect(lambda value: task.cancel() if value > 100 * (WORKER_CHUNK + 1) / 40 else None)
+    wait_until(lambda: not plugin.tasks, WORKER_TIMEOUT, "the cancelled task")
+    result = plugin.last_result
+    assert result["cancelled"] and WORKER_CHUNK <= len(result["regions"]) < 40, plugin.last_error
+    assert plugin.dock.results.count() == len(result["regions"])
+    assert plugin.dock.status.text().startswith("Cancelled:") and "kept" in plugin.dock.status.text()
+    layer = QgsProject.instance().mapLayersByName("MGIMM descriptions")[0]
+    assert layer.featureCount() == len(result["regions"])
 
 
 def test_processing_algorithms_write_geopackages(plugin, plugin_module, worker_settings, qgis_processing, scene_layer,

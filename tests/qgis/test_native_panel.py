@@ -1,0 +1,106 @@
+"""The panel and the tools feel like QGIS's own: the dock narrows, a request's regions are listed and
+browsable, a double click closes a polygon without starting the next, every action has its own
+icon, settings have browse buttons, messages name QGIS settings (not CLI flags), web-layer rows name
+the layer, drawn regions get unique ids."""
+
+import os
+
+from qgis.core import Qgis, QgsCoordinateReferenceSystem
+from qgis.gui import QgsFileWidget
+from qgis.PyQt.QtCore import QEvent, Qt
+
+from plugin_fixtures import REPO, messages
+from test_map_tool_and_requests import click, show_layer_on_canvas, utm_points
+
+
+def test_dock_narrows_like_qgis_panels(plugin):
+    assert plugin.dock.widget().minimumSizeHint().width() < 260       # was 662 px
+    assert plugin.dock.minimumSizeHint().width() < 280
+
+
+def test_every_action_has_its_own_icon_and_they_ship_in_the_zip(plugin):
+    import sys
+    sys.path.insert(0, str(REPO / "qgis_plugin"))
+    from build_zip import plugin_files
+
+    icons = [action.property("mgimm_icon") for action in plugin.actions]
+    assert len(icons) == len(set(icons)) == 5 and all(os.path.isfile(path) and "/icons/" in path for path in icons)
+    shipped = {str(path) for path in plugin_files()}
+    assert {f"icons/{os.path.basename(path)}" for path in icons if "icons" in path} <= shipped
+    assert all(not action.icon().isNull() for action in plugin.actions)
+
+
+def test_results_of_a_request_are_listed_and_browsable(plugin):
+    entries = [{"id": str(i), "description": f"region {i} text", "attributes": {"color": "red", "object": f"car {i}"},
+                "valid_fraction": 1.0} for i in (7, 8, 9)]
+    plugin.dock.show_results(entries)
+    assert plugin.dock.results.count() == 3 and plugin.dock.results.item(1).text() == "8: red car 8"
+    assert plugin.dock.description.toPlainText() == "region 7 text"
+    plugin.dock.results.setCurrentRow(2)
+    assert plugin.dock.description.toPlainText() == "region 9 text"
+
+
+def test_double_click_closes_the_polygon_and_starts_nothing(plugin_module, qgis_canvas, scene_layer):
+    from mgimm_geo.map_tool import RegionMapTool
+    from qgis.gui import QgsMapMouseEvent
+    from test_map_tool_and_requests import pixel_of
+
+    to_canvas = show_layer_on_canvas(qgis_canvas, scene_layer)
+    tool = RegionMapTool(qgis_canvas, "polygon")
+    drawn = []
+    tool.regionDrawn.connect(drawn.append)
+    corners = [to_canvas.transform(p) for p in utm_points(scene_layer, [(0.2, 0.2), (0.6, 0.25), (0.4, 0.7)])]
+    for point in corners[:-1]:
+        click(tool, qgis_canvas, point, QEvent.MouseButtonPress)
+        click(tool, qgis_canvas, point, QEvent.MouseButtonRelease)
+    last = corners[-1]   # Qt's double click: press, release, double click, release
+    click(tool, qgis_canvas, last, QEvent.MouseButtonPress)
+    click(tool, qgis_canvas, last, QEvent.MouseButtonRelease)
+    tool.canvasDoubleClickEvent(QgsMapMouseEvent(qgis_canvas, QEvent.MouseButtonDblClick, pixel_of(qgis_canvas, last),
+                                                 Qt.LeftButton, Qt.LeftButton, Qt.NoModifier))
+    click(tool, qgis_canvas, last, QEvent.MouseButtonRelease)
+    assert len(drawn) == 1 and len(drawn[0].asPolygon()[0]) == 4
+    assert tool.points == []          # no new polygon started by the double click's release
+    click(tool, qgis_canvas, corners[0], QEvent.MouseButtonPress)
+    click(tool, qgis_canvas, corners[0], QEvent.MouseButtonRelease)
+    assert len(tool.points) == 1      # the next click starts the next polygon as usual
+
+
+def test_messages_name_qgis_settings_not_cli_flags(plugin, iface):
+    plugin.warn("MGIMM", "out.gpkg exists; use --overwrite or --append, and choose bands with -b/--bands.")
+    text = messages(iface, Qgis.Warning)[-1]
+    assert "--" not in text and "-b/" not in text
+    assert '"If the output exists: overwrite"' in text and "the bands setting" in text
+
+
+def test_settings_have_browse_buttons(plugin_module):
+    from mgimm_geo.client import worker_argv
+    from mgimm_geo.settings import PluginSettings
+    from mgimm_geo.settings_dialog import SettingsDialog
+
+    dialog = SettingsDialog(PluginSettings(model="/models/m", layer_path="/data/d.gpkg"))
+    assert isinstance(dialog.model, QgsFileWidget) and dialog.model.storageMode() == QgsFileWidget.GetDirectory
+    assert isinstance(dialog.vision, QgsFileWidget) and dialog.vision.storageMode() == QgsFileWidget.GetDirectory
+    assert dialog.layer_path.storageMode() == QgsFileWidget.SaveFile and "gpkg" in dialog.layer_path.filter()
+    dialog.set_worker_program("/opt/my env/bin/mgimm-geo")
+    assert worker_argv(dialog.worker_command.text()) == ["/opt/my env/bin/mgimm-geo", "worker"]
+    edited = dialog.edited_settings()
+    assert (edited.model, edited.layer_path) == ("/models/m", "/data/d.gpkg")
+
+
+def test_web_layer_rows_name_the_layer_and_drawn_ids_are_unique(plugin, plugin_module, tmp_path, qgis_new_project):
+    from mgimm_geo.layer import descriptions_layer
+    from mgimm_geo.settings import PluginSettings
+
+    settings = PluginSettings(layer_path=str(tmp_path / "d.gpkg"))
+    crs = QgsCoordinateReferenceSystem("EPSG:32633")
+    wkt = "POLYGON((500100 4099700, 500300 4099700, 500300 4099900, 500100 4099700))"
+    entry = {"id": "1", "description": "a road", "scene": "/tmp/mgimm_chip_deleted.tif", "model": "tiny"}
+    context = {"crs": crs, "settings": settings, "scene": "Esri imagery (type=xyz&url=https://example.test/{z}/{x}/{y})",
+               "rendered": True, "regions": [{"id": "1", "wkt": wkt}]}
+    plugin._add_features([entry], context)
+    layer = descriptions_layer(settings.effective_layer_path(), crs)
+    feature = next(layer.getFeatures())
+    assert feature["scene"] == context["scene"]                   # not the deleted temp chip
+    plugin._last_region_id = 0
+    assert plugin._next_region_id(settings) == 2                   # numbered on from the layer's ids
