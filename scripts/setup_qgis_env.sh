@@ -18,6 +18,9 @@ if ! /usr/bin/python3 -c "import qgis.core" >/dev/null 2>&1 || ! command -v qgis
   apt-get install -y --no-install-recommends \
     python3-qgis qgis-providers qgis xvfb xauth python3-venv python3-pip
 fi
+if ! command -v xdotool >/dev/null || ! command -v import >/dev/null; then   # scripts/qgis_desktop_screenshots.sh
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends xdotool imagemagick
+fi
 
 if [ ! -x .venv-qgis/bin/python ]; then
   /usr/bin/python3 -m venv --system-site-packages .venv-qgis

@@ -1,0 +1,116 @@
+"""Runs inside the real QGIS desktop (`qgis --code scripts/qgis_desktop_driver.py`), started by
+scripts/qgis_desktop_screenshots.sh: it arranges the window, and at each step writes a file into
+$MGIMM_SHOT_DIR for the shell script, which does the user's part with xdotool (dragging the
+rectangle on the canvas) and takes the pictures with ImageMagick's `import`.
+
+Steps: 1. the demo scene and AOIs are loaded, the MGIMM panel shows the scene, the "Describe a drawn
+rectangle" tool is on: drag.json gives the screen corners of the AOI object nearest the
+scene's centre; 2. the worker
+answered: described.json; 3. after the first picture (shot1.done), the Processing dialog of
+"Describe regions" is open: processing.json; 4. after the second picture (shot2.done), QGIS exits.
+"""
+
+import builtins
+import json
+import os
+
+from qgis.core import QgsCoordinateTransform, QgsProject, QgsRasterLayer, QgsVectorLayer
+from qgis.PyQt.QtCore import QPoint, QTimer
+from qgis.utils import iface, plugins
+
+WORK = os.environ["MGIMM_SHOT_DIR"]
+state = {"step": 0, "ticks": 0, "dialog": None}
+
+
+def write(name, data):
+    with open(os.path.join(WORK, name + ".tmp"), "w") as handle:
+        json.dump(data, handle)
+    os.replace(os.path.join(WORK, name + ".tmp"), os.path.join(WORK, name))
+
+
+def layers():
+    scene = next(layer for layer in QgsProject.instance().mapLayers().values() if isinstance(layer, QgsRasterLayer))
+    aoi = next(layer for layer in QgsProject.instance().mapLayers().values()
+               if isinstance(layer, QgsVectorLayer) and layer.name() != "MGIMM descriptions")
+    return scene, aoi
+
+
+def tick():
+    state["ticks"] += 1
+    plugin = plugins.get("mgimm_geo")
+    canvas = iface.mapCanvas()
+    if state["step"] == 0:
+        if plugin is None or len(QgsProject.instance().mapLayers()) < 2 or state["ticks"] < 6:
+            return
+        window = iface.mainWindow()
+        window.setGeometry(0, 0, 1400, 900)
+        scene, aoi = layers()
+        aoi.setOpacity(0.0)                     # the AOI outlines would hide the drawn region
+        plugin.dock.raster_combo.setLayer(scene)
+        plugin.dock.show()
+        plugin.dock.raise_()
+        QgsProject.instance().setCrs(scene.crs())
+        to_canvas = QgsCoordinateTransform(aoi.crs(), scene.crs(), QgsProject.instance())
+        centre = scene.extent().center()
+        boxes = [to_canvas.transformBoundingBox(f.geometry().boundingBox()) for f in aoi.getFeatures()]
+        box = min(boxes, key=lambda b: b.center().distance(centre))     # the AOI object nearest the centre
+        side = max(box.width(), box.height())
+        view = box.buffered(side * 4)
+        canvas.setExtent(view)
+        canvas.refresh()
+        state["box"] = box
+        plugin.actions[1].trigger()             # "Describe a drawn rectangle"
+        state["step"] = 1
+        state["ticks"] = 0
+    elif state["step"] == 1 and state["ticks"] > 6:
+        box = state["box"].buffered(max(state["box"].width(), state["box"].height()) * 0.25)
+        transform = canvas.getCoordinateTransform()
+        corners = []
+        for x, y in ((box.xMinimum(), box.yMaximum()), (box.xMaximum(), box.yMinimum())):
+            pixel = transform.transform(x, y)
+            point = canvas.mapToGlobal(QPoint(round(pixel.x()), round(pixel.y())))
+            corners.append([point.x(), point.y()])
+        write("drag.json", {"from": corners[0], "to": corners[1]})
+        state["step"] = 2
+    elif state["step"] == 2:
+        if plugin.last_result is None and plugin.last_error is None:
+            return
+        canvas.refresh()
+        if state.get("settle", 0) < 8:          # let the new layer render
+            state["settle"] = state.get("settle", 0) + 1
+            return
+        error = None if plugin.last_error is None else plugin.last_error.message
+        entries = (plugin.last_result or {}).get("regions") or []
+        write("described.json", {"error": error, "regions": [{k: e.get(k) for k in ("id", "description", "attributes")}
+                                                             for e in entries]})
+        state["step"] = 3
+    elif state["step"] == 3 and os.path.exists(os.path.join(WORK, "shot1.done")):
+        import processing
+
+        scene, aoi = layers()
+        dialog = processing.createAlgorithmDialog("mgimm:describe_regions", {"INPUT": scene.id(), "AOI": aoi.id()})
+        dialog.setGeometry(250, 80, 900, 720)
+        dialog.show()
+        state["dialog"] = dialog
+        state["step"] = 4
+        state["ticks"] = 0
+    elif state["step"] == 4 and state["ticks"] > 6:
+        frame = state["dialog"].frameGeometry()
+        write("processing.json", {"crop": f"{frame.width()}x{frame.height()}+{frame.x()}+{frame.y()}"})
+        state["step"] = 5
+    elif state["step"] == 5 and os.path.exists(os.path.join(WORK, "shot2.done")):
+        os._exit(0)                             # no "save the project?" question, no teardown
+
+
+def guarded_tick():
+    try:
+        tick()
+    except Exception as exc:  # a failure ends the run with the reason, not a hung script
+        write("failed.json", {"error": f"{type(exc).__name__}: {exc}"})
+        os._exit(1)
+
+
+timer = QTimer()
+timer.timeout.connect(guarded_tick)
+timer.start(500)
+builtins._mgimm_desktop_driver = (timer, guarded_tick)   # --code's namespace goes away; the timer must not
