@@ -24,6 +24,7 @@ from qgis.core import (NULL, QgsCoordinateTransform, QgsGeometry, QgsProcessing,
                        QgsVectorFileWriter, QgsVectorLayer)
 
 from .client import ClientError
+from .messages import qgis_words
 from .request_data import local_raster_path
 from .settings import PluginSettings, shared_client
 
@@ -151,9 +152,9 @@ class _DescribeAlgorithm(QgsProcessingAlgorithm):
             summary = self._run(params, parameters, context, feedback, client, progress)
         except ClientError as exc:
             if exc.code == "cancelled":
-                feedback.reportError(exc.message)
+                feedback.reportError(qgis_words(exc.message))
                 return {"OUTPUT": params["output"], "SUMMARY": ""}
-            raise QgsProcessingException(exc.message) from None
+            raise QgsProcessingException(qgis_words(exc.message)) from None
         layer_name = "tiles" if self.tiles else "regions"
         if context.project() is not None and os.path.exists(params["output"]):
             details = QgsProcessingContext.LayerDetails(f"MGIMM {layer_name}", context.project(), "OUTPUT")
@@ -193,7 +194,7 @@ def _server_regions(algorithm, parameters, context, feedback, params: dict, clie
     try:
         info = raster_info(params["scenes"][0])
     except RequestError as exc:
-        raise QgsProcessingException(str(exc)) from None
+        raise QgsProcessingException(qgis_words(str(exc))) from None
     jobs = chip_jobs(info, in_raster, ids, properties)
     request = {"crs": crs_text(raster.crs()), "bands": params["bands"], "prompt": params["prompt"],
                "max_new_tokens": settings.max_new_tokens,
@@ -207,7 +208,7 @@ def _server_regions(algorithm, parameters, context, feedback, params: dict, clie
     try:
         result = describe_chips(client, info, jobs, request, progress=progress, cancelled=feedback.isCanceled)
     except ClientError as exc:
-        raise QgsProcessingException(exc.message) from None
+        raise QgsProcessingException(qgis_words(exc.message)) from None
     entries = {e["id"]: e for e in result["regions"]}
     items = []
     for geometry, rid, props in zip(geometries, ids, properties):
