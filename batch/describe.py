@@ -55,6 +55,17 @@ def _progress(total, quiet: bool, unit: str):
 @click.option("--prompt", default=None, help="Description instruction (default: the one the model was "
                                              "trained with).")
 @click.option("--no-attributes", is_flag=True, help="Skip the attribute question (object, colour, shape...).")
+@click.option("--strict", is_flag=True, help="Refuse a --prompt with words the model does not know (default: a "
+                                             "warning that lists them).")
+@click.option("--guide", default=None, metavar="OBJECTS",
+              help="A polygon layer of objects (building footprints, detections; any CRS): each object "
+                   "inside a region or tile becomes a region prompt of its description, and gets its own "
+                   "attributes in an `objects` layer linked to the row (the paper's multi-region mode).")
+@click.option("--guide-layer", default=None, metavar="NAME", help="Layer of --guide to read.")
+@click.option("--max-guides", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Guide objects per region or tile, largest first; the others are counted in the row.")
+@click.option("--no-repeat-ngram", type=click.IntRange(min=0), default=6, show_default=True, metavar="N",
+              help="Repetition guard: no N words in a row twice in one answer (0: off).")
 @click.option("--compile", "compile_decode", is_flag=True,
               help="Static KV cache and compiled decode (CUDA: faster after the first batch; same text).")
 @click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
@@ -68,7 +79,8 @@ def _progress(total, quiet: bool, unit: str):
 @click.pass_context
 def command(ctx, scenes, aoi, layer, aoi_crs, buffer, output, overwrite, append, resume, model_dir, bands,
             nodata, tiles, tile_size, tile_overlap, min_valid, batch_size, device, threads, max_new_tokens,
-            prompt, no_attributes, compile_decode, engine, address, workers, quiet):
+            prompt, no_attributes, strict, guide, guide_layer, max_guides, no_repeat_ngram, compile_decode, engine,
+            address, workers, quiet):
     """Describe the AOI regions of SCENE(s) (files, directories of rasters, or VRTs) with MGIMM and
     write one feature per region (or per tile with --tiles) to OUT.
 
@@ -85,9 +97,12 @@ def command(ctx, scenes, aoi, layer, aoi_crs, buffer, output, overwrite, append,
             scenes=tuple(scenes), output=str(output), mode=output_mode(overwrite, append, resume),
             aoi=None if aoi is None else AOISource(str(aoi), layer=layer, crs=aoi_crs, buffer=buffer),
             bands=bands, nodata=nodata,
+            guide=None if guide is None else AOISource(str(guide), layer=guide_layer, crs=aoi_crs),
             options=DescribeOptions(batch_size=batch_size, prompt=prompt, attributes=not no_attributes,
-                                    tiles=TileOptions(tile_size, tile_overlap, min_valid) if tiles else None))
-        load = LoadOptions(device=device, max_new_tokens=max_new_tokens, compile=compile_decode, threads=threads)
+                                    tiles=TileOptions(tile_size, tile_overlap, min_valid) if tiles else None,
+                                    max_guides=max_guides, strict=strict))
+        load = LoadOptions(device=device, max_new_tokens=max_new_tokens, compile=compile_decode, threads=threads,
+                           no_repeat_ngram=no_repeat_ngram)
     except OptionsError as exc:
         raise usage_error(exc) from None
     quiet = quiet or (ctx.obj or {}).get("verbosity", 0) < 0
@@ -104,7 +119,8 @@ def command(ctx, scenes, aoi, layer, aoi_crs, buffer, output, overwrite, append,
 OPTION_FLAGS = {"tile_size": "--tile-size", "tile_overlap": "--tile-overlap", "min_valid": "--min-valid",
                 "batch_size": "--batch-size", "aoi": "--aoi / --tiles", "tiles": "--aoi / --tiles",
                 "engine": "--engine / --tiles", "max_new_tokens": "--max-new-tokens", "threads": "--threads",
-                "scenes": "SCENE", "mode": "--overwrite / --append / --resume"}
+                "scenes": "SCENE", "mode": "--overwrite / --append / --resume", "max_guides": "--max-guides",
+                "no_repeat_ngram": "--no-repeat-ngram", "prompt": "--prompt"}
 
 
 def usage_error(exc: OptionsError) -> click.UsageError:

@@ -18,13 +18,25 @@ def _gib(count: int) -> str:
 @click.option("--vision", "vision_dir", default=None, metavar="DIR",
               help="Local vision-tower folder of an original-format LLaVA/GeoChat model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the facts as JSON.")
-def command(model_dir, vision_dir, as_json):
+@click.option("--words", is_flag=True, help="List the words the model's vocabulary knows (word-level "
+                                            "tokenizers such as the demo model's; prompts should use them).")
+def command(model_dir, vision_dir, as_json, words):
     """Say what the model in DIR is (default: the demo model): MGIMM, LLaVA-1.5
     (Hugging Face or original format), GeoChat or a reference import; its parameters, how it takes
     a region, its prompt format and input size, what its card says it was trained on, and the
     memory its weights need. Reads the directory's files; loads no weights."""
-    from mgimm_core.model_info import model_info
+    from mgimm_core.model_info import known_words, model_info
 
+    if words:
+        try:
+            vocabulary = known_words(model_dir)
+        except MGIMMError as exc:
+            raise click.ClickException(str(exc)) from exc
+        if vocabulary is None:
+            click.echo("This model's tokenizer encodes any text (not a word list): every word can be used.")
+        else:
+            click.echo(json.dumps(vocabulary) if as_json else "\n".join(vocabulary))
+        return
     try:
         info = model_info(model_dir, vision_dir)
     except MGIMMError as exc:

@@ -31,7 +31,7 @@ def load_model(model_dir: str | os.PathLike | None = None, *, device: str = "aut
                                                        compile=compile, threads=threads))
 
 
-def _aoi_source(aois, directory: str, *, crs, layer, buffer) -> AOISource | None:
+def _aoi_source(aois, directory: str, *, crs, layer, buffer, name: str = "aois") -> AOISource | None:
     """An AOISource for a path/WKT/bbox string, a GeoDataFrame/GeoSeries or shapely geometries."""
     if aois is None:
         return None
@@ -55,9 +55,9 @@ def _aoi_source(aois, directory: str, *, crs, layer, buffer) -> AOISource | None
     if aois.crs is None:
         raise OptionsError("aois have no CRS: give crs='EPSG:xxxx' (the CRS of their coordinates), or set the "
                            "GeoDataFrame's CRS.", "crs")
-    path = str(Path(directory) / "aois.gpkg")
-    aois.to_file(path, layer="aois", driver="GPKG", engine="pyogrio")
-    return AOISource(path, layer="aois", buffer=buffer)
+    path = str(Path(directory) / f"{name}.gpkg")
+    aois.to_file(path, layer=name, driver="GPKG", engine="pyogrio")
+    return AOISource(path, layer=name, buffer=buffer)
 
 
 def describe(scenes, aois=None, *, model=None, tiles: bool = False, output: str | os.PathLike | None = None,
@@ -65,7 +65,7 @@ def describe(scenes, aois=None, *, model=None, tiles: bool = False, output: str 
              bands: tuple[int, ...] | None = None, nodata: float | None = None, batch_size: int | None = None,
              prompt: str | None = None, attributes: bool = True, tile_size: int = 512, tile_overlap: int = 0,
              min_valid: float = 0.5, device: str = "auto", max_new_tokens: int = 200,
-             threads: int | None = None):
+             threads: int | None = None, guide=None, guide_layer: str | None = None, max_guides: int = 8):
     """Describe the AOI regions (or, with tiles=True, every tile) of one or more scenes.
 
     scenes: a raster path (file, folder of rasters, VRT, GDAL /vsi path) or a list of them.
@@ -74,6 +74,9 @@ def describe(scenes, aois=None, *, model=None, tiles: bool = False, output: str 
     model: a model directory, an engine from `load_model` (reused, not closed), or None (demo).
     output: keep the result in this file (.gpkg resumable with mode="resume"); default a
         temporary GeoPackage, removed after reading.
+    guide: guide objects (same forms as `aois`): each object inside a region/tile is a region prompt
+        of its description (`mgimm-geo describe --guide`); their attributes come back as a
+        GeoDataFrame in `.attrs["objects"]` (parent_id links them to the rows).
     The other options are those of `mgimm-geo describe`. Returns the output layer as a
     GeoDataFrame (geometry in the AOI's CRS; tiles in the scene's), with `summary` in `.attrs`.
     Raises the core's typed errors (mgimm_core.errors), e.g. OptionsError for contradicting options.
@@ -86,9 +89,10 @@ def describe(scenes, aois=None, *, model=None, tiles: bool = False, output: str 
         job = FilesJob(scenes=tuple(scene_list), output=target, mode=mode,
                        aoi=_aoi_source(aois, scratch, crs=crs, layer=layer, buffer=buffer),
                        bands=None if bands is None else tuple(bands), nodata=nodata,
+                       guide=_aoi_source(guide, scratch, crs=crs, layer=guide_layer, buffer=None, name="guides"),
                        options=DescribeOptions(batch_size=batch_size, prompt=prompt, attributes=attributes,
                                                tiles=TileOptions(tile_size, tile_overlap, min_valid) if tiles
-                                               else None))
+                                               else None, max_guides=max_guides))
         owned = not hasattr(model, "outcomes")
         engine = (open_engine("local", None if model is None else os.fspath(model),
                               LoadOptions(device=device, max_new_tokens=max_new_tokens, threads=threads))
@@ -100,5 +104,10 @@ def describe(scenes, aois=None, *, model=None, tiles: bool = False, output: str 
                 engine.close()
         layer_name = job.options.unit if target.lower().endswith(".gpkg") else None
         frame = geopandas.read_file(target, layer=layer_name, engine="pyogrio")
+        if guide is not None and summary.get("objects"):
+            objects = target if layer_name else str(Path(target).with_name(
+                f"{Path(target).stem}_objects{Path(target).suffix}"))
+            frame.attrs["objects"] = geopandas.read_file(objects, layer="objects" if layer_name else None,
+                                                         engine="pyogrio")
     frame.attrs["summary"] = summary
     return frame

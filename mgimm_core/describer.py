@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mgimm_core.errors import ModelError
-from mgimm_core.prompts import ATTRIBUTE_PROMPT, DESCRIPTION_PROMPT, TEXT_REGION_PROMPTS
-from mgimm_core.vocabulary import parse_attributes
+from mgimm_core.errors import ModelError, UnknownWordsError
+from mgimm_core.prompts import ATTRIBUTE_PROMPT, DESCRIPTION_PROMPT, TEXT_REGION_PROMPTS, guided_description_prompt
+from mgimm_core.vocabulary import NO_OBJECT_VALUE, parse_attributes, says_no_object
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ class RegionText:
     description: str | None = None
     attribute_text: str | None = None
     attributes: dict = field(default_factory=dict)
+    objects: list["RegionText"] = field(default_factory=list)   # one per guide object, in order
 
 
 def resolve_device(device: str = "auto"):
@@ -55,11 +56,16 @@ class Describer:
     """Model + processor on one device; `describe` answers a batch of region chips."""
 
     def __init__(self, model, processor, model_id: str, device, *, max_new_tokens: int = 200,
-                 model_dir: Path | None = None, compile: bool = False):
+                 model_dir: Path | None = None, compile: bool = False, no_repeat_ngram: int = 0):
         self.model = model
         # Static KV cache: fixed-shape decode steps, which transformers compiles (torch.compile of
         # the forward) on CUDA; on CPU it only preallocates the cache (same tokens, no compile).
-        self.generate_options = {"cache_implementation": "static"} if compile else {}
+        self.generate_options: dict = {"cache_implementation": "static"} if compile else {}
+        if no_repeat_ngram:
+            # The repetition guard: no n-gram of new tokens twice, so a confused model cannot loop
+            # ("image image image"); n is long enough that a correct description is untouched.
+            self.generate_options["no_repeat_ngram_size"] = int(no_repeat_ngram)
+        self._checked_prompts: set[str] = set()
         self.model_dir = model_dir
         self.processor = processor
         self.model_id = model_id
@@ -68,7 +74,8 @@ class Describer:
 
     @classmethod
     def load(cls, model_dir: str | Path | None = None, *, device: str = "auto",
-             max_new_tokens: int = 200, compile: bool = False, vision: str | Path | None = None) -> "Describer":
+             max_new_tokens: int = 200, compile: bool = False, vision: str | Path | None = None,
+             no_repeat_ngram: int = 0) -> "Describer":
         """Load a saved MGIMM directory (default: the demo model shipped inside the package).
 
         compile: decode with a static KV cache and a compiled forward (CUDA; first batch of
@@ -99,20 +106,22 @@ class Describer:
             raise ModelError(f"{directory}: cannot load the model ({exc})") from exc
         model_id = "demo" if model_dir is None else directory.name
         return cls(model, processor, model_id, torch_device, max_new_tokens=max_new_tokens,
-                   model_dir=directory, compile=compile)
+                   model_dir=directory, compile=compile, no_repeat_ngram=no_repeat_ngram)
 
     @property
     def chip_size(self) -> int:
         """Model input side in pixels: the geo core reads larger regions decimated to this."""
         return int(self.processor.image_size)
 
-    def _generate(self, images, boxes, masks, prompt: str, mode: str, patches=None):
-        """(texts, patches): one answer per chip; `patches` are the chips' vision features, computed
-        here unless given (the second question about the same chips reuses the first's)."""
+    def _generate(self, images, regions, prompts, mode: str, patches=None):
+        """(texts, patches): one answer per chip. regions: per chip a list of (box, mask) in chip
+        pixels; prompts: one string or one per chip; `patches` are the chips' vision features,
+        computed here unless given (later questions about the same chips reuse the first's)."""
         import torch
 
-        batch = self.processor(images, boxes=[np.asarray([b], dtype=np.float32) for b in boxes],
-                               masks=[[m] for m in masks], prompts=prompt, mode=mode)
+        batch = self.processor(images, boxes=[np.asarray([b for b, _ in r], dtype=np.float32).reshape(-1, 4)
+                                              for r in regions],
+                               masks=[[m for _, m in r] for r in regions], prompts=prompts, mode=mode)
         batch = {k: v.to(self.device) for k, v in batch.items()}
         pixel_values = batch.pop("pixel_values", None)
         if patches is None and pixel_values is not None:
@@ -122,41 +131,101 @@ class Describer:
                                   **self.generate_options)
         return self.processor.batch_decode(ids), patches
 
+    def unknown_words(self, text: str) -> list[str]:
+        """Words of `text` the tokenizer can only read as unknown (word-level vocabularies such as
+        the demo model's), in order, without repeats; [] for tokenizers that encode any text."""
+        tokenizer = self.processor.tokenizer
+        unk = tokenizer.unk_token_id
+        if unk is None or not getattr(tokenizer, "is_fast", False):
+            return []
+        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        found: list[str] = []
+        for token, (start, stop) in zip(encoded["input_ids"], encoded["offset_mapping"]):
+            word = text[start:stop]
+            if token == unk and word and word not in found:
+                found.append(word)
+        return found
+
+    def check_prompt(self, prompt: str | None, strict: bool = False) -> list[str]:
+        """Warn (once per prompt) about words the model does not know; with strict, refuse them."""
+        if not prompt:
+            return []
+        unknown = self.unknown_words(prompt)
+        if unknown and prompt not in self._checked_prompts:
+            self._checked_prompts.add(prompt)
+            message = (f"the prompt has {len(unknown)} word(s) model {self.model_id} does not know: "
+                       f"{', '.join(unknown)}; it reads them as unknown tokens, so the answer may ignore "
+                       f"them (`mgimm-geo model-info --words` lists the words it knows)")
+            if strict:
+                raise UnknownWordsError(message[0].upper() + message[1:] + ".", "prompt", unknown)
+            log.warning(message)
+        return unknown
+
     def describe(self, images: list[np.ndarray], boxes: list[tuple], masks: list[np.ndarray | None], *,
-                 attributes: bool = True, description: bool = True,
-                 prompt: str | None = None) -> list[RegionText]:
+                 attributes: bool = True, description: bool = True, prompt: str | None = None,
+                 guides: list[list] | None = None, strict: bool = False) -> list[RegionText]:
         """Answer the attribute question (region tokens only, as trained in stage 1) and the
-        description question (global + region tokens, stage 2) for each chip; one region each.
-        The vision tower runs once per chip for both questions."""
+        description question (global + region tokens, stage 2) for each chip.
+
+        guides: per chip a list of (box, mask) of guide objects (the paper's multi-region mode):
+        each gets its own attribute answer (`RegionText.objects`), and the chip's description sees
+        the region and every guide as region prompts in one sequence. Models trained with
+        attribute-guided descriptions (processor.guided_descriptions) get the attribute answers
+        (the guides', else the region's own) in the description question, so the description
+        agrees with them. The vision tower runs once per chip for every question."""
         results = [RegionText() for _ in images]
         if not images:
             return results
+        self.check_prompt(prompt, strict)
+        guides = guides if guides is not None else [[] for _ in images]
+        regions = [[(box, mask)] for box, mask in zip(boxes, masks)]
         region_prompt = getattr(self.model.config, "region_prompt", "tokens")
-        if region_prompt == "tokens":   # MGIMM: region tokens alone, then global + region tokens
-            (attribute_prompt, attribute_mode), (description_prompt, description_mode) = (
-                (ATTRIBUTE_PROMPT, "region"), (DESCRIPTION_PROMPT, "global_region"))
-        else:                           # LLaVA family: the whole chip, the region as box text
+        if region_prompt != "tokens":   # LLaVA family: the whole chip, the region as box text
             attribute_prompt, description_prompt = TEXT_REGION_PROMPTS[region_prompt]
-            attribute_mode = description_mode = "global"
+            patches = None
+            if attributes:
+                texts, patches = self._generate(images, regions, attribute_prompt, "global")
+                for result, text in zip(results, texts):
+                    self._set_attributes(result, text)
+            if description:
+                texts, _ = self._generate(images, regions, prompt or description_prompt, "global", patches)
+                for result, text in zip(results, texts):
+                    result.description = text
+            return results
+        guided = bool(getattr(self.processor, "guided_descriptions", False))
         patches = None
-        if attributes:
-            texts, patches = self._generate(images, boxes, masks, attribute_prompt, attribute_mode)
+        if attributes or (guided and description):
+            texts, patches = self._generate(images, regions, ATTRIBUTE_PROMPT, "region")
             for result, text in zip(results, texts):
-                result.attribute_text = text
-                result.attributes = {k: v for k, v in parse_attributes(text).items() if v is not None}
+                self._set_attributes(result, text)
+        flat = [(i, guide) for i, chip_guides in enumerate(guides) for guide in chip_guides]
+        if flat:
+            if patches is None:
+                _, patches = self._generate(images, regions, ATTRIBUTE_PROMPT, "region")
+            index = [i for i, _ in flat]
+            texts, _ = self._generate([images[i] for i in index], [[guide] for _, guide in flat], ATTRIBUTE_PROMPT,
+                                      "region", patches[index])
+            for (i, _), text in zip(flat, texts):
+                obj = RegionText()
+                self._set_attributes(obj, text)
+                results[i].objects.append(obj)
         if description:
-            texts, _ = self._generate(images, boxes, masks, prompt or description_prompt, description_mode, patches)
+            base = prompt or DESCRIPTION_PROMPT
+            prompts = [guided_description_prompt([o.attribute_text for o in r.objects] if r.objects
+                                                 else [r.attribute_text], base) if guided else base
+                       for r in results]
+            texts, _ = self._generate(images, [regions[i] + guides[i] for i in range(len(images))], prompts,
+                                      "global_region", patches)
             for result, text in zip(results, texts):
                 result.description = text
+        if not attributes:
+            for result in results:
+                result.attribute_text, result.attributes = None, {}
         return results
-        patches = None
-        if attributes:
-            texts, patches = self._generate(images, boxes, masks, ATTRIBUTE_PROMPT, "region")
-            for result, text in zip(results, texts):
-                result.attribute_text = text
-                result.attributes = {k: v for k, v in parse_attributes(text).items() if v is not None}
-        if description:
-            texts, _ = self._generate(images, boxes, masks, prompt or DESCRIPTION_PROMPT, "global_region", patches)
-            for result, text in zip(results, texts):
-                result.description = text
-        return results
+
+    @staticmethod
+    def _set_attributes(result: "RegionText", text: str) -> None:
+        result.attribute_text = text
+        # "no distinct object, mostly farmland": the object column says none (not a guessed class)
+        result.attributes = {"name": NO_OBJECT_VALUE} if says_no_object(text) else {
+            k: v for k, v in parse_attributes(text).items() if v is not None}

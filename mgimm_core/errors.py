@@ -66,6 +66,16 @@ class OptionsError(MGIMMError, ValueError):
         self.option = option
 
 
+class UnknownWordsError(OptionsError):
+    """A prompt holds words the model's vocabulary does not know (refused with --strict)."""
+
+    code = "unknown_words"
+
+    def __init__(self, message: str, option: str | None = None, words: list[str] | None = None):
+        super().__init__(message, option)
+        self.words = list(words or [])
+
+
 class RegionError(MGIMMError, ValueError):
     """One region cannot be described; the run goes on with the others."""
 

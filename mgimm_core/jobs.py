@@ -42,6 +42,7 @@ class FilesJob:
     bands: tuple[int, ...] | None = None
     nodata: float | None = None
     options: DescribeOptions = field(default_factory=DescribeOptions)
+    guide: AOISource | None = None      # guided runs: a polygon layer of objects (mgimm_core/guides.py)
 
     def __post_init__(self):
         if not self.scenes:
@@ -60,6 +61,7 @@ class FilesJob:
         """What the `runs` table records about this job."""
         return {"scenes": scene_paths, "aoi": self.aoi.source if self.aoi else None,
                 "layer": self.aoi.layer if self.aoi else None, "bands": self.bands, "nodata": self.nodata,
+                "guide": self.guide.source if self.guide else None,
                 "engine": engine.name, "device": engine.device, "max_new_tokens": engine.load.max_new_tokens,
                 "compile": engine.load.compile, **self.options.parameters()}
 
@@ -87,6 +89,12 @@ def run_files_job(job: FilesJob, engine, *, check_path: Callable[[str, str], str
         aoi = job.aoi
         features = read_aoi(check_path(aoi.source, "AOI"), layer=aoi.layer, buffer=aoi.buffer, crs=aoi.crs)
         log.info("read %d region(s) from %s", len(features), aoi.source)
+    guides = None
+    if job.guide is not None:
+        guide = job.guide
+        guides = read_aoi(check_path(guide.source, "guide layer"), layer=guide.layer, buffer=guide.buffer,
+                          crs=guide.crs)
+        log.info("read %d guide object(s) from %s", len(guides), guide.source)
     opened: list[Scene] = []
     try:
         for path in paths:
@@ -102,7 +110,7 @@ def run_files_job(job: FilesJob, engine, *, check_path: Callable[[str, str], str
             parameters["request"] = request
         run = RunInfo(model_id=engine.model.model_id, model_sha256=engine.model.sha256, parameters=parameters)
         summary = describe_to_output(opened, features, engine, job.output, job.mode, run, job.options,
-                                     on_batch=on_batch, should_cancel=should_cancel)
+                                     guides=guides, on_batch=on_batch, should_cancel=should_cancel)
     finally:
         for scene in opened:
             scene.close()

@@ -109,3 +109,16 @@ def gsd_warning(card: dict, scene_gsd_m: float, scene_name: str) -> str | None:
     imagery = f" ({card['imagery']})" if card.get("imagery") else ""
     return (f"{scene_name}: {scene_gsd_m:.3g} m pixels, but the model was trained on {trained} imagery{imagery}; "
             f"its descriptions of this scene are likely wrong.")
+
+
+def known_words(model_dir: str | Path | ModelDirectory | None = None) -> list[str] | None:
+    """The words a word-level tokenizer knows (the demo model's), from tokenizer.json without
+    loading anything; None for tokenizers that encode any text (BPE, SentencePiece)."""
+    model = ModelDirectory.resolve(model_dir)
+    path = model.path / "tokenizer.json"
+    if not path.is_file():
+        return None
+    spec = read_json(path).get("model", {})
+    if spec.get("type") != "WordLevel":
+        return None
+    return sorted(word for word in spec.get("vocab", {}) if not (word.startswith("<") and word.endswith(">")))

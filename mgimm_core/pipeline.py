@@ -24,12 +24,14 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol
 import numpy as np
 import shapely
 from rasterio.windows import Window
+from shapely import affinity
 from rasterio.windows import bounds as window_bounds
 
 from mgimm_core.errors import (MGIMMError, OptionsError, RegionError, RegionNoDataError, RegionOutsideError,
                                error_code)
-from mgimm_core.output import RegionRecord, RunInfo, TileRecord, open_output, region_key, tile_key
-from mgimm_core.prompts import DESCRIPTION_PROMPT
+from mgimm_core.guides import DEFAULT_MAX_GUIDES, GuideIndex, GuideRegion, guides_on_chip
+from mgimm_core.output import ObjectRecord, RegionRecord, RunInfo, TileRecord, open_output, region_key, tile_key
+from mgimm_core.prompts import ATTRIBUTE_PROMPT, DESCRIPTION_PROMPT
 from mgimm_core.regions import AOIFeature, ChipSettings, RegionChip, RegionPlacement, place_region, read_region
 from mgimm_core.scene import Scene
 from mgimm_core.tiles import tile_grid
@@ -72,10 +74,14 @@ class DescribeOptions:
     attributes: bool = True            # ask the attribute question too (regions only)
     description: bool = True
     tiles: TileOptions | None = None   # None: AOI regions; else every tile of each scene's grid
+    max_guides: int = DEFAULT_MAX_GUIDES   # guided runs: guide objects per sequence, largest first
+    strict: bool = False               # refuse a prompt with words the model does not know
 
     def __post_init__(self):
         if self.batch_size is not None and self.batch_size < 1:
             raise OptionsError(f"batch size {self.batch_size}: give at least 1.", "batch_size")
+        if self.max_guides < 1:
+            raise OptionsError(f"guide objects per region {self.max_guides}: give at least 1.", "max_guides")
 
     def for_model(self, model) -> "DescribeOptions":
         """These options with the model's defaults filled in (a `ModelDirectory`)."""
@@ -143,6 +149,8 @@ class WorkItem:
     subject: AOIFeature | TileRef
     placement: RegionPlacement | None = None
     error: MGIMMError | None = None
+    guides: list[GuideRegion] | None = None     # guided runs: the guide objects on its chip
+    guides_left: int = 0                        # guide objects inside beyond options.max_guides
 
     @property
     def scene_name(self) -> str:
@@ -215,6 +223,24 @@ def work_items(scenes: list[Scene], features: Iterable[AOIFeature], options: Des
     return region_work(scenes, features, chip)
 
 
+def attach_guides(work: Iterable[WorkItem], guide_features: list[AOIFeature], max_guides: int
+                  ) -> Iterator[WorkItem]:
+    """The work with each placed item's guide objects (guides whose centre lies in its region),
+    the guide layer indexed once per scene."""
+    indexes: dict[int, GuideIndex] = {}
+    for item in work:
+        if item.placement is not None and item.scene is not None:
+            scene = item.scene
+            if id(scene) not in indexes:
+                indexes[id(scene)] = GuideIndex.build(scene, guide_features)
+            inv = ~scene.transform
+            region_pixels = affinity.affine_transform(item.placement.geometry,
+                                                      [inv.a, inv.b, inv.d, inv.e, inv.c, inv.f])
+            item.guides, item.guides_left = guides_on_chip(indexes[id(scene)], item.placement, region_pixels,
+                                                           max_guides)
+        yield item
+
+
 def preflight(scenes: list[Scene], features: list[AOIFeature], chip: ChipSettings) -> None:
     """Raise now what would fail every region (a scene without CRS and a lon/lat AOI, say), so a
     run that cannot work stops before its output file exists. Places one region; reads nothing."""
@@ -234,12 +260,26 @@ class Outcome:
     record: RegionRecord | TileRecord
     attribute_text: str | None = None
     chip: RegionChip | None = None        # the pixels the model saw (None for a failed region)
+    objects: list[ObjectRecord] = field(default_factory=list)   # guided runs: its guide objects
+
+
+def object_records(item: WorkItem, texts, *, model: str) -> list[ObjectRecord]:
+    """The guide objects of a described item as rows of the objects layer, linked to its row."""
+    parent_layer, parent_id = (("tiles", str(item.subject.index)) if isinstance(item.subject, TileRef)
+                               else ("regions", str(item.subject.id)))
+    return [ObjectRecord(scene=item.scene_name, region_id=guide.id, geometry=guide.geometry, crs=guide.crs,
+                         attributes=text.attributes, properties=guide.properties, model=model,
+                         prompt=ATTRIBUTE_PROMPT, parent_layer=parent_layer, parent_id=parent_id,
+                         attribute_text=text.attribute_text)
+            for guide, text in zip(item.guides or [], texts)]
 
 
 def build_record(item: WorkItem, *, model: str, prompt: str, chip: RegionChip | None = None,
                  text=None, error: BaseException | None = None) -> RegionRecord | TileRecord:
     """The one row builder: a work item and what the model said (or its error) -> its record."""
     description = getattr(text, "description", None)
+    guide_objects, guide_objects_left = ((len(item.guides), item.guides_left) if item.guides is not None
+                                         else (None, None))
     valid_fraction = chip.valid_fraction if chip is not None else None
     gsd = item.placement.gsd_m if item.placement is not None and chip is not None else None
     message, code = (str(error), error_code(error)) if error is not None else (None, None)
@@ -249,7 +289,8 @@ def build_record(item: WorkItem, *, model: str, prompt: str, chip: RegionChip | 
                           col=item.subject.col, geometry=item.placement.geometry if item.placement else None,
                           crs=scene.crs.to_wkt() if scene is not None and scene.crs else None,
                           description=description, valid_fraction=valid_fraction, gsd_m=gsd, model=model,
-                          prompt=prompt, error=message, error_code=code)
+                          prompt=prompt, error=message, error_code=code, guide_objects=guide_objects,
+                          guide_objects_left=guide_objects_left)
     feature = item.subject
     # A row keeps its AOI geometry, unless the regions layer cannot hold it (a point or line, NaN
     # coordinates): then the row has no geometry and says why in `error` (mgimm_core/output/writer.py).
@@ -257,7 +298,8 @@ def build_record(item: WorkItem, *, model: str, prompt: str, chip: RegionChip | 
     return RegionRecord(scene=item.scene_name, region_id=feature.id, geometry=geometry, crs=feature.crs,
                         description=description, attributes=getattr(text, "attributes", {}) or {},
                         properties=feature.properties, valid_fraction=valid_fraction, gsd_m=gsd, model=model,
-                        prompt=prompt, error=message, error_code=code)
+                        prompt=prompt, error=message, error_code=code, guide_objects=guide_objects,
+                          guide_objects_left=guide_objects_left)
 
 
 def polygonal_and_finite(geom) -> bool:
@@ -276,7 +318,7 @@ class RegionModel(Protocol):
         """Load what `describe` needs (timed apart from the model's work)."""
 
     def describe(self, images: list, boxes: list, masks: list, *, attributes: bool, description: bool,
-                 prompt: str | None) -> list: ...
+                 prompt: str | None, guides: list | None = None, strict: bool = False) -> list: ...
 
 
 def expected_length(chip: RegionChip) -> float:
@@ -304,13 +346,18 @@ def describe_work(work: Iterable[WorkItem], model: RegionModel, options: Describ
         t = time.perf_counter()
         model.prepare()
         t = timings.add("load", t)
+        guided = any(item.guides is not None for item, _ in batch)
         texts = model.describe([c.image for _, c in batch], [c.box for _, c in batch],
                                [c.mask if c.placement.use_mask else None for _, c in batch],
-                               attributes=attributes, description=options.description, prompt=options.prompt)
+                               attributes=attributes, description=options.description, prompt=options.prompt,
+                               guides=[[(g.box, g.mask) for g in item.guides or []] for item, _ in batch]
+                               if guided else None, strict=options.strict)
         timings.add("model", t)
         timings.counts["described"] += len(batch)
         return [Outcome(build_record(item, model=model.model_id, prompt=prompt, chip=chip, text=text),
-                        getattr(text, "attribute_text", None), chip) for (item, chip), text in zip(batch, texts)]
+                        getattr(text, "attribute_text", None), chip,
+                        object_records(item, getattr(text, "objects", []), model=model.model_id))
+                for (item, chip), text in zip(batch, texts)]
 
     def flush_all():
         pending.sort(key=lambda pair: expected_length(pair[1]))
@@ -358,7 +405,7 @@ def describe_work(work: Iterable[WorkItem], model: RegionModel, options: Describ
 
 # ================================================================================ files job body
 def describe_to_output(scenes: list[Scene], features: list[AOIFeature], engine, output: str, mode: str,
-                       run: RunInfo, options: DescribeOptions, *,
+                       run: RunInfo, options: DescribeOptions, *, guides: list[AOIFeature] | None = None,
                        on_batch: Callable[[int, int | None], None] = lambda done, total: None,
                        should_cancel: Callable[[], bool] = lambda: False) -> dict:
     """An engine's outcomes for opened scenes, committed batch by batch to `output`.
@@ -384,9 +431,15 @@ def describe_to_output(scenes: list[Scene], features: list[AOIFeature], engine, 
         write = out.write_tiles if tiles else out.write_regions
         expected = max(0, len(features) - len(done)) if not tiles and len(scenes) == 1 else None
         work = work_items(scenes, features, options, chip)
+        if guides is not None:
+            work = attach_guides(work, guides, options.max_guides)
         for outcomes in engine.outcomes(work, options, skip=done, timings=timings, should_cancel=should_cancel):
             t = time.perf_counter()
             write([o.record for o in outcomes])
+            objects = [obj for o in outcomes for obj in o.objects]
+            if objects:
+                out.write_objects(objects)
+                counts["objects"] = counts.get("objects", 0) + len(objects)
             timings.add("write", t)
             for o in outcomes:
                 counts["failed" if o.record.error else "described"] += 1
@@ -398,6 +451,7 @@ def describe_to_output(scenes: list[Scene], features: list[AOIFeature], engine, 
             "engine": engine.name, "scenes": [s.path for s in scenes], "unit": options.unit,
             "described": counts["described"], "failed": counts["failed"], "already_done": len(done),
             "cancelled": bool(should_cancel()), "timings_s": timings.as_dict(),
+            **({"objects": counts.get("objects", 0)} if guides is not None else {}),
             "reads": timings.counts.get("reads", 0),
             "per_second": round(timings.counts.get("described", 0) / model_s, 3) if model_s else None,
             "rows_per_second": round(total / wall, 3) if wall and total else None,

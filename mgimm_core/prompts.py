@@ -13,6 +13,19 @@ DESCRIPTION_PROMPT = ("Describe the provided region of the remote sensing image 
                       "the land cover and the attributes, counts and positions of the objects.")
 
 
+# Attribute-guided descriptions (the paper's point): the description question carries the region's
+# attribute answers (its own stage-1 answer, or one per guide object), so the description names the
+# objects with the attributes the model itself gave them. Models trained with it say so in their
+# processor settings (`guided_descriptions`); others get DESCRIPTION_PROMPT alone.
+GUIDANCE_LEAD = "Attributes:"
+
+
+def guided_description_prompt(attribute_answers, prompt: str = DESCRIPTION_PROMPT) -> str:
+    """The description question followed by the attribute answers it must agree with."""
+    answers = [a.strip().rstrip(".") for a in attribute_answers if a and a.strip()]
+    return f"{prompt} {GUIDANCE_LEAD} {'; '.join(answers)}." if answers else prompt
+
+
 # LLaVA-family checkpoints (no region module) get the region as box text in `{region}`, the way
 # each was trained (mgimm_core/model/processing_mgimm.py `region_text` writes the box).
 # GeoChat's region-captioning task word and phrasing; LLaVA-1.5's box-in-question form.

@@ -187,6 +187,23 @@ def parse_attributes(text: str) -> dict[str, str | None]:
     return found
 
 
+#: The stage-1 answer for a region with no object that stands out, then its dominant land cover
+#: (words the demo model's vocabulary already had: its descriptions say "No distinct objects stand out").
+NO_OBJECT = "no distinct objects"
+#: The `object` attribute of such a region in output rows.
+NO_OBJECT_VALUE = "none"
+
+
+def no_object_answer(cover: str | None = None) -> str:
+    """"no distinct objects, mainly farmland": what a region without a distinct object is."""
+    return f"{NO_OBJECT}, mainly {cover}" if cover else NO_OBJECT
+
+
+def says_no_object(text: str | None) -> bool:
+    """Whether an attribute answer says the region holds no distinct object."""
+    return text is not None and "no distinct object" in text.lower()
+
+
 def position_of(x: float, y: float, width: float, height: float) -> str:
     """The 3 x 3 cell name of point (x, y) in an image of width x height (pixels, y down)."""
     col = min(2, max(0, int(3 * x / width))) if width > 0 else 1

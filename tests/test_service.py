@@ -220,3 +220,11 @@ def test_thumbnail_is_downsized_png_with_region_highlighted():
     small = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
     with MemoryFile(encode_png(small)) as mem, mem.open() as ds:
         assert np.array_equal(np.moveaxis(ds.read(), 0, -1), small)
+
+
+def test_every_error_code_is_documented_in_the_protocol():
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "protocol.md").read_text()
+    missing = [code for code in ERROR_CODES if f"| {code} |" not in text]
+    assert not missing, f"docs/protocol.md lacks rows for {missing}"

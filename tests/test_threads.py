@@ -45,7 +45,9 @@ def test_busy_cores_sees_a_real_competing_process():
 @pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="needs Linux CPU counters")
 def test_busy_cores_does_not_count_this_process():
     # A thread of this process spins through the window: that is our own work (e.g. the previous
-    # batch finishing), not a competing job, so it must not take a thread away.
+    # batch finishing), not a competing job, so it must not take a thread away. Compared with the
+    # same measure without it, so other jobs on the machine (a loaded CI runner) cancel out.
+    baseline = min(threads.busy_cores(0.3) or 0.0 for _ in range(3))
     stop = threading.Event()
 
     def spin():
@@ -58,7 +60,7 @@ def test_busy_cores_does_not_count_this_process():
     finally:
         stop.set()
         spinning.join()
-    assert seen < 0.5, seen
+    assert seen - baseline < 0.5, (seen, baseline)
 
 
 def test_available_cores_is_this_process_affinity():

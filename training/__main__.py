@@ -50,6 +50,7 @@ def main(argv=None) -> int:
     demo.add_argument("--variant", default="two_stage", choices=list(VARIANTS))
     demo.add_argument("--data", default=None, help="folder caching the generated examples (default: --out)")
     demo.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoints")
+    demo.add_argument("--init", default=None, help="continue a saved demo model (with --preset finetune)")
     ablation = sub.add_parser("ablation", help="two-stage vs description-only vs global-only, equal compute")
     ablation.add_argument("--out", required=True, help="ablation folder (shared data, one folder a variant)")
     _preset_arguments(ablation)
@@ -68,7 +69,7 @@ def main(argv=None) -> int:
         from training.demo_recipe import run_demo
 
         metrics = run_demo(args.out, _preset(parser, args), export=args.export, resume=args.resume,
-                           variant=args.variant, data_dir=args.data)
+                           variant=args.variant, data_dir=args.data, init=args.init)
         summary = {k: metrics[k] for k in ("attributes", "captions", "stages", "timings") if k in metrics}
         print(json.dumps(summary, indent=2))
         return 0

@@ -7,7 +7,7 @@ AOI. Chip size, context margin, decimation and masks therefore match at training
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyproj
@@ -16,11 +16,13 @@ import shapely
 from rasterio.io import MemoryFile
 from shapely.geometry import box as shapely_box
 
-from mgimm_core.prompts import ATTRIBUTE_PROMPT, DESCRIPTION_PROMPT
+from mgimm_core.guides import DEFAULT_MAX_GUIDES, GuideIndex, guides_on_chip
+from mgimm_core.prompts import ATTRIBUTE_PROMPT, guided_description_prompt
 from mgimm_core.regions import AOIFeature, ChipSettings, prepare_region
 from mgimm_core.scene import Scene
-from mgimm_core.vocabulary import attribute_phrase
+from mgimm_core.vocabulary import attribute_phrase, no_object_answer
 from training.synthetic import SceneSample, describe_tile, generate_scene
+from training.synthetic.landcover import LANDCOVER_NAMES, ROAD
 
 REGION_ATTRIBUTES = ("name", "color", "shape", "size", "orientation")
 
@@ -36,6 +38,8 @@ class ChipSample:
     answer: str
     kind: str                    # "region" (stage 1) or "description" (stage 2)
     attributes: dict | None = None
+    guides: list = field(default_factory=list)   # (box, mask) of guide objects after the region
+    guide_attributes: list = field(default_factory=list)   # their attribute dicts, same order
 
 
 def region_answer(obj) -> tuple[str, dict]:
@@ -59,24 +63,66 @@ def _open_in_memory(scene: SceneSample, memfile: MemoryFile) -> Scene:
     return Scene.open(memfile.name)
 
 
-def _chip(geo_scene: Scene, geom_px, crs, transform, *, model_input, context, min_window):
+def _chip(geo_scene: Scene, geom_px, crs, transform, *, model_input, context, min_window, guides=None):
+    """(image, box, mask[, guides on the chip]) of a region given in scene pixels, cut by the geo
+    core as `describe` cuts an AOI; with a GuideIndex, the guide objects inside it (largest first)."""
     feature = AOIFeature(id="0", geometry=_pixels_to_crs(geom_px, transform), crs=crs)
     chip = prepare_region(geo_scene, feature, ChipSettings(input_size=model_input, context=context,
                                                            min_window=min_window))
-    return chip.image, tuple(float(v) for v in chip.box), chip.mask
+    found = guides_on_chip(guides, chip.placement, geom_px, DEFAULT_MAX_GUIDES)[0] if guides else []
+    return chip.image, tuple(float(v) for v in chip.box), chip.mask, found
+
+
+#: Land-cover names as the answers say them (the words the descriptions use).
+COVER_ANSWER_WORDS = {"grass": "grassland", "urban": "urban blocks", "paved": "paved ground", "road": "roads"}
+
+
+def dominant_cover(scene: SceneSample, window) -> str:
+    """The land cover covering most of a window (roads only when nothing else is there), in the
+    descriptions' words."""
+    x0, y0, w, h = [int(v) for v in window]
+    counts = np.bincount(scene.landcover.labels[y0:y0 + h, x0:x0 + w].ravel(), minlength=len(LANDCOVER_NAMES))
+    if counts.sum() > counts[ROAD]:
+        counts[ROAD] = 0
+    name = LANDCOVER_NAMES[int(np.argmax(counts))]
+    return COVER_ANSWER_WORDS.get(name, name)
+
+
+def main_object(scene: SceneSample, window):
+    """The largest object whose centre lies in a window, or None: what the stage-1 answer names."""
+    from training.synthetic.text import objects_in
+
+    inside = objects_in(scene.objects, window)
+    return max(inside, key=lambda o: o.footprint.area) if inside else None
+
+
+def window_answer(scene: SceneSample, window) -> tuple[str, dict | None]:
+    """The stage-1 answer for a square region: its main object's attributes, or that there is none
+    (with the dominant land cover)."""
+    obj = main_object(scene, window)
+    if obj is None:
+        return no_object_answer(dominant_cover(scene, window)), None
+    return region_answer(obj)
 
 
 def scene_samples(scene: SceneSample, rng: np.random.Generator, *, model_input: int,
                   descriptions: int, object_descriptions: int = 0, max_per_class: int = 6,
-                  min_window: int = 48, region_side: tuple[int, int] = (96, 320)) -> list[ChipSample]:
+                  min_window: int = 48, region_side: tuple[int, int] = (96, 320),
+                  no_object_regions: int = 0) -> list[ChipSample]:
     """Region samples (one per object, classes capped per scene) and description samples.
 
     descriptions: how many random square regions (side drawn from `region_side`, scene pixels) to
         describe with `describe_tile`; the description covers the objects whose centre is inside.
     object_descriptions: how many description samples centred on an object, the way a user draws an
         AOI around one thing: the region is the object's footprint or a square a little larger, and
-        the text describes a window around it (its surroundings and the objects inside). Drawn after
-        the others, so 0 gives exactly the samples of earlier recipes.
+        the text describes a window around it (its surroundings and the objects inside).
+    no_object_regions: stage-1 samples of squares holding no object, answered "no distinct object,
+        mostly <land cover>".
+
+    Every random square also gives a stage-1 sample (its largest object's attributes, or none), and
+    every description question carries the attribute answers it must agree with
+    (`guided_description_prompt`): the region's own, or, for half of the squares (the paper's
+    multi-region mode), those of the square's objects, which are then region prompts too.
     """
     crs = pyproj.CRS.from_user_input(scene.crs)
     samples: list[ChipSample] = []
@@ -87,20 +133,48 @@ def scene_samples(scene: SceneSample, rng: np.random.Generator, *, model_input: 
             if per_class.get(obj.name, 0) >= max_per_class:
                 continue
             per_class[obj.name] = per_class.get(obj.name, 0) + 1
-            image, box, mask = _chip(geo_scene, obj.footprint, crs, scene.transform,
-                                     model_input=model_input, context=float(rng.uniform(0.1, 0.8)),
-                                     min_window=min_window)
+            image, box, mask, _ = _chip(geo_scene, obj.footprint, crs, scene.transform,
+                                        model_input=model_input, context=float(rng.uniform(0.1, 0.8)),
+                                        min_window=min_window)
             answer, attrs = region_answer(obj)
             samples.append(ChipSample(image, box, mask, ATTRIBUTE_PROMPT, answer, "region", attrs))
         h, w = scene.size
+        guides = GuideIndex.build(geo_scene, [
+            AOIFeature(id=str(i), geometry=_pixels_to_crs(o.footprint, scene.transform), crs=crs)
+            for i, o in enumerate(scene.objects)]) if scene.objects else None
+        by_id = {str(i): o for i, o in enumerate(scene.objects)}
         for _ in range(descriptions):
             side = int(rng.integers(region_side[0], min(region_side[1], h, w) + 1))
             x0, y0 = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
-            text = describe_tile(scene, (x0, y0, side, side), rng)
-            image, box, mask = _chip(geo_scene, shapely_box(x0, y0, x0 + side, y0 + side), crs,
-                                     scene.transform, model_input=model_input,
-                                     context=float(rng.uniform(0.05, 0.3)), min_window=min_window)
-            samples.append(ChipSample(image, box, mask, DESCRIPTION_PROMPT, text, "description"))
+            window = (x0, y0, side, side)
+            text = describe_tile(scene, window, rng)
+            guided = bool(guides) and rng.random() < 0.5
+            image, box, mask, found = _chip(geo_scene, shapely_box(x0, y0, x0 + side, y0 + side), crs,
+                                            scene.transform, model_input=model_input,
+                                            context=float(rng.uniform(0.05, 0.3)), min_window=min_window,
+                                            guides=guides if guided else None)
+            answer, attrs = window_answer(scene, window)
+            samples.append(ChipSample(image, box, mask, ATTRIBUTE_PROMPT, answer, "region", attrs))
+            if guided and found:
+                # the paper's multi-region mode: the square's objects as region prompts, each
+                # with its attributes in the question
+                guide_attrs = [region_answer(by_id[g.id])[1] for g in found]
+                prompt = guided_description_prompt([attribute_phrase(a) for a in guide_attrs])
+                samples.append(ChipSample(image, box, mask, prompt, text, "description", None,
+                                          [(g.box, g.mask) for g in found], guide_attrs))
+            else:
+                samples.append(ChipSample(image, box, mask, guided_description_prompt([answer]), text,
+                                          "description", None))
+        for _ in range(no_object_regions):
+            window = _empty_window(scene, rng, region_side)
+            if window is None:
+                break
+            x0, y0, side, _ = window
+            image, box, mask, _ = _chip(geo_scene, shapely_box(x0, y0, x0 + side, y0 + side), crs,
+                                        scene.transform, model_input=model_input,
+                                        context=float(rng.uniform(0.05, 0.3)), min_window=min_window)
+            samples.append(ChipSample(image, box, mask, ATTRIBUTE_PROMPT,
+                                      no_object_answer(dominant_cover(scene, window)), "region", None))
         count = min(object_descriptions, len(scene.objects))
         for index in rng.choice(len(scene.objects), size=count, replace=False) if count else []:
             obj = scene.objects[index]
@@ -108,11 +182,26 @@ def scene_samples(scene: SceneSample, rng: np.random.Generator, *, model_input: 
             text = describe_tile(scene, window, rng)
             x0, y0, side, _ = window
             region = obj.footprint if rng.random() < 0.5 else shapely_box(x0, y0, x0 + side, y0 + side)
-            image, box, mask = _chip(geo_scene, region, crs, scene.transform, model_input=model_input,
-                                     context=float(rng.uniform(0.1, 0.8)), min_window=min_window)
-            samples.append(ChipSample(image, box, mask, DESCRIPTION_PROMPT, text, "description",
-                                      region_answer(obj)[1]))
+            image, box, mask, _ = _chip(geo_scene, region, crs, scene.transform, model_input=model_input,
+                                        context=float(rng.uniform(0.1, 0.8)), min_window=min_window)
+            answer, attrs = region_answer(obj)
+            samples.append(ChipSample(image, box, mask, guided_description_prompt([answer]), text,
+                                      "description", attrs))
     return samples
+
+
+def _empty_window(scene: SceneSample, rng: np.random.Generator, region_side, tries: int = 12):
+    """A square window (x0, y0, side, side) that no object footprint touches, or None."""
+    from shapely.strtree import STRtree
+
+    h, w = scene.size
+    tree = STRtree([o.footprint for o in scene.objects]) if scene.objects else None
+    for _ in range(tries):
+        side = int(rng.integers(min(48, region_side[0]), min(region_side[0] * 2, h, w) + 1))
+        x0, y0 = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
+        if tree is None or not len(tree.query(shapely_box(x0, y0, x0 + side, y0 + side))):
+            return x0, y0, side, side
+    return None
 
 
 def _window_around(bounds, scene_hw, rng: np.random.Generator, min_side: int = 24) -> tuple[int, int, int, int]:
@@ -129,12 +218,14 @@ def _window_around(bounds, scene_hw, rng: np.random.Generator, min_side: int = 2
 
 
 def generate_samples(seeds, *, scene_size: int, model_input: int, descriptions_per_scene: int,
-                     object_descriptions_per_scene: int = 0, gsd: float = 0.5) -> list[ChipSample]:
+                     object_descriptions_per_scene: int = 0, no_object_regions_per_scene: int = 0,
+                     gsd: float = 0.5) -> list[ChipSample]:
     """Samples from the scenes of `seeds` (deterministic: sample draws are seeded per scene)."""
     out: list[ChipSample] = []
     for seed in seeds:
         scene = generate_scene(int(seed), size=scene_size, gsd=gsd)
         rng = np.random.default_rng([int(seed), 7])
         out.extend(scene_samples(scene, rng, model_input=model_input, descriptions=descriptions_per_scene,
-                                 object_descriptions=object_descriptions_per_scene))
+                                 object_descriptions=object_descriptions_per_scene,
+                                 no_object_regions=no_object_regions_per_scene))
     return out

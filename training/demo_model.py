@@ -12,7 +12,7 @@ import re
 
 from mgimm_core.model import MGIMMConfig, MGIMMForConditionalGeneration, MGIMMProcessor, build_word_tokenizer
 from mgimm_core.model.configuration_mgimm import demo_region_settings
-from mgimm_core.prompts import ATTRIBUTE_PROMPT, DESCRIPTION_PROMPT
+from mgimm_core.prompts import ATTRIBUTE_PROMPT, DESCRIPTION_PROMPT, GUIDANCE_LEAD
 from mgimm_core import vocabulary
 
 # The split of the tokenizers library's `Whitespace` pre-tokenizer, which the word tokenizer uses.
@@ -30,7 +30,8 @@ def words_of(text: str) -> list[str]:
 
 def demo_vocabulary(texts) -> list[str]:
     """Every word of the prompts, the attribute vocabulary and the given training texts, sorted."""
-    words = set(words_of(ATTRIBUTE_PROMPT)) | set(words_of(DESCRIPTION_PROMPT))
+    words = set(words_of(ATTRIBUTE_PROMPT)) | set(words_of(DESCRIPTION_PROMPT)) | set(words_of(GUIDANCE_LEAD))
+    words.update(words_of(vocabulary.no_object_answer("bare soil")))   # (every word already in the texts)
     for group in ATTRIBUTE_GROUPS:
         for phrase in group:
             words.update(words_of(phrase))
@@ -71,5 +72,6 @@ def build_demo(texts, **config_overrides) -> tuple[MGIMMForConditionalGeneration
     tokenizer = build_word_tokenizer(demo_vocabulary(texts))
     config = demo_config(len(tokenizer), **config_overrides)
     model = MGIMMForConditionalGeneration(config)
-    processor = MGIMMProcessor.from_config(config, tokenizer, word_detokenize=True, cased_words=cased_words())
+    processor = MGIMMProcessor.from_config(config, tokenizer, word_detokenize=True, cased_words=cased_words(),
+                                           guided_descriptions=True)
     return model, processor

@@ -41,6 +41,7 @@ class DemoPreset:
     scene_size: int = 1024
     descriptions_per_scene: int = 20          # random square regions described per scene
     object_descriptions_per_scene: int = 10   # descriptions of regions drawn around one object
+    no_object_regions_per_scene: int = 3      # stage-1 squares with no object ("no distinct object")
     model_input: int = 128
     batch_size: int = 32
     stage1_steps: int = 900
@@ -56,8 +57,12 @@ class DemoPreset:
 
 PRESETS = {
     "full": DemoPreset(),
+    # Continue a trained demo model on this recipe's data (`--init DIR`): mixed stage-2 batches
+    # (attribute-guided and multi-region descriptions) with every 3rd a stage-1 batch (including the
+    # "no distinct objects" regions). How demo model v2 was made from v1 (mgimm_core/demo_model/README.md).
+    "finetune": DemoPreset(stage1_steps=0, stage2_steps=500, stage2_lr=2e-4, stage2_region_every=3),
     "smoke": DemoPreset(train_scenes=4, heldout_scenes=2, scene_size=512, descriptions_per_scene=4,
-                        object_descriptions_per_scene=2,
+                        object_descriptions_per_scene=2, no_object_regions_per_scene=1,
                         stage1_steps=6, stage2_steps=6, batch_size=8, eval_regions=16, eval_descriptions=6),
 }
 
@@ -68,9 +73,11 @@ def _samples_for(args) -> list[Example]:
     torch.set_num_threads(1)
     samples = generate_samples(seeds, scene_size=preset.scene_size, model_input=preset.model_input,
                                descriptions_per_scene=preset.descriptions_per_scene,
-                               object_descriptions_per_scene=preset.object_descriptions_per_scene)
-    return [Example(s.image, np.asarray([s.box], dtype=np.float32), [s.mask], s.prompt, s.answer, s.kind,
-                    s.attributes) for s in samples]
+                               object_descriptions_per_scene=preset.object_descriptions_per_scene,
+                               no_object_regions_per_scene=preset.no_object_regions_per_scene)
+    return [Example(s.image, np.asarray([s.box] + [g[0] for g in s.guides], dtype=np.float32),
+                    [s.mask] + [g[1] for g in s.guides], s.prompt, s.answer, s.kind, s.attributes)
+            for s in samples]
 
 
 def build_dataset(seeds: list[int], preset: DemoPreset, processes: int) -> list[Example]:
@@ -205,7 +212,8 @@ def object_mentions(texts: list[str], objects: list[dict]) -> dict:
 
 # ---------------------------------------------------------------------------------------- recipe
 def run_demo(out: str | Path, preset: DemoPreset, *, export: str | Path | None = None,
-             resume: bool = False, variant: str = "two_stage", data_dir: str | Path | None = None) -> dict:
+             resume: bool = False, variant: str = "two_stage", data_dir: str | Path | None = None,
+             init: str | Path | None = None) -> dict:
     """Build data, train, evaluate and (optionally) export the demo model to `export`.
 
     data_dir: where the generated examples are cached (default `out`); runs that share it (the
@@ -213,6 +221,8 @@ def run_demo(out: str | Path, preset: DemoPreset, *, export: str | Path | None =
 
     variant: "two_stage" (the recipe), "description_only" (stage-2 data only, same total steps),
     or "global_only" (as two_stage, but descriptions from global tokens alone: the ablation).
+    init: a saved demo model to continue from (its tokenizer kept; preset "finetune") instead of a
+        fresh one; stage 1 is skipped when the preset gives it no steps.
     """
     from mgimm_core.model import configure_trainable
 
@@ -235,7 +245,18 @@ def run_demo(out: str | Path, preset: DemoPreset, *, export: str | Path | None =
              len(heldout))
 
     torch.manual_seed(preset.seed)
-    model, processor = build_demo([e.answer for e in train_examples])
+    if init is not None:
+        from mgimm_core.model import MGIMMForConditionalGeneration, MGIMMProcessor
+
+        model = MGIMMForConditionalGeneration.from_pretrained(str(init), dtype=torch.float32)
+        processor = MGIMMProcessor.from_pretrained(str(init))
+        processor.guided_descriptions = True
+        unknown = _unknown_words(processor, train_examples)
+        if unknown:
+            log.warning("%d word(s) of the training texts are not in %s's vocabulary: %s", len(unknown), init,
+                        ", ".join(sorted(unknown)[:20]))
+    else:
+        model, processor = build_demo([e.answer for e in train_examples])
     configure_trainable(model, train_region=True, train_projector=True, train_vision=True, train_lm=True)
     bs = preset.batch_size
     describe_mode = "global" if variant == "global_only" else "global_region"
@@ -246,9 +267,10 @@ def run_demo(out: str | Path, preset: DemoPreset, *, export: str | Path | None =
             model, processor, "stage2", batch_maker(processor, descriptions, describe_mode, bs, preset.seed + 2),
             steps, preset.stage2_lr, out, preset, resume)
     else:
-        stage_results["stage1"] = run_stage(
-            model, processor, "stage1", batch_maker(processor, regions, "region", bs, preset.seed + 1),
-            preset.stage1_steps, preset.stage1_lr, out, preset, resume)
+        if preset.stage1_steps:
+            stage_results["stage1"] = run_stage(
+                model, processor, "stage1", batch_maker(processor, regions, "region", bs, preset.seed + 1),
+                preset.stage1_steps, preset.stage1_lr, out, preset, resume)
         mixed = mixed_batch_maker(batch_maker(processor, descriptions, describe_mode, bs, preset.seed + 2),
                                   batch_maker(processor, regions, "region", bs, preset.seed + 3),
                                   preset.stage2_region_every)
@@ -265,6 +287,18 @@ def run_demo(out: str | Path, preset: DemoPreset, *, export: str | Path | None =
     if export:
         export_demo(model, processor, Path(export), metrics)
     return metrics
+
+
+def _unknown_words(processor, examples: list[Example]) -> set[str]:
+    """Words of the examples' prompts and answers the processor's word tokenizer does not know."""
+    from training.demo_model import words_of
+
+    vocab = processor.tokenizer.get_vocab()
+    words = set()
+    for e in examples[:2000]:
+        words.update(words_of(e.prompt))
+        words.update(words_of(e.answer))
+    return {w for w in words if w not in vocab and w != ":"}
 
 
 def export_demo(model, processor, directory: Path, metrics: dict) -> None:

@@ -19,18 +19,23 @@ ENGINES = ("local", "ray")
 
 @dataclass(frozen=True)
 class LoadOptions:
-    """How the model is loaded: device, answer length, compiled decode, torch threads."""
+    """How the model is loaded and decodes: device, answer length, compiled decode, torch threads,
+    repetition guard."""
 
     device: str = "auto"
     max_new_tokens: int = 200
     compile: bool = False
     threads: int | None = None         # None: mgimm_core.threads.default_threads() at load time
+    no_repeat_ngram: int = 6           # repetition guard: no n-gram of new tokens twice; 0: off
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
             raise OptionsError(f"max new tokens {self.max_new_tokens}: give at least 1.", "max_new_tokens")
         if self.threads is not None and self.threads < 1:
             raise OptionsError(f"threads {self.threads}: give at least 1.", "threads")
+        if self.no_repeat_ngram < 0 or self.no_repeat_ngram == 1:
+            raise OptionsError(f"repetition guard {self.no_repeat_ngram}: give 0 (off) or an n-gram length of at "
+                               f"least 2.", "no_repeat_ngram")
 
 
 class Engine(Protocol):

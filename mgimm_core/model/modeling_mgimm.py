@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -287,17 +288,22 @@ class MGIMMForConditionalGeneration(MGIMMPreTrainedModel):
         # compiles on CUDA (torch.compile of the forward); None: the dynamic cache.
         generation_config = GenerationConfig(
             max_new_tokens=max_new_tokens, do_sample=do_sample, eos_token_id=eos, pad_token_id=pad,
-            use_cache=True, cache_implementation=generate_kwargs.pop("cache_implementation", None), **sampling,
+            use_cache=True, cache_implementation=generate_kwargs.pop("cache_implementation", None),
+            no_repeat_ngram_size=generate_kwargs.pop("no_repeat_ngram_size", None), **sampling,
         )
         criteria = StoppingCriteriaList(generate_kwargs.pop("stopping_criteria", []))
         if stop_strings:
             if tokenizer is None:
                 raise ValueError("stop_strings need the tokenizer: pass tokenizer=processor.tokenizer")
             criteria.append(StopOnStrings(tokenizer, stop_strings))
-        return self.language_model.generate(
-            inputs_embeds=embeds, attention_mask=attention_mask, generation_config=generation_config,
-            stopping_criteria=criteria, **generate_kwargs,
-        )
+        with warnings.catch_warnings():
+            # With inputs_embeds the repetition guard sees the new tokens only, which is what it is
+            # for (the prompt may repeat itself); transformers warns about exactly that.
+            warnings.filterwarnings("ignore", message=".*no_repeat_ngram_size.*inputs_embeds.*")
+            return self.language_model.generate(
+                inputs_embeds=embeds, attention_mask=attention_mask, generation_config=generation_config,
+                stopping_criteria=criteria, **generate_kwargs,
+            )
 
 
 def describe_config(model: MGIMMForConditionalGeneration) -> str:

@@ -111,9 +111,14 @@ class MGIMMProcessor:
                  tokens_per_region: int, prompt_template: str, default_prompt: str,
                  image_token: str = "<image>", image_token_id: int | None = None,
                  mode: str = "global_region", add_bos: bool = True, word_detokenize: bool = False,
-                 cased_words=(), region_prompt: str = "tokens"):
+                 cased_words=(), region_prompt: str = "tokens", guided_descriptions: bool = False,
+                 chip_context: float | None = None, chip_min_window: int | None = None):
         """word_detokenize: decoded text comes from a word-level tokenizer (spaces around every
-        punctuation mark, lower case) and is rejoined into prose, restoring `cased_words`."""
+        punctuation mark, lower case) and is rejoined into prose, restoring `cased_words`.
+        chip_context, chip_min_window: how the geo core places regions for this model (read by
+        mgimm_core/model_dir.py without loading the processor); None: the project's defaults.
+        guided_descriptions: the model was trained with the attribute answers in its description
+        question (mgimm_core/prompts.py guided_description_prompt), so the describer passes them."""
         self.tokenizer = tokenizer
         self.image_size = image_size
         self.image_mean = tuple(image_mean)
@@ -128,6 +133,9 @@ class MGIMMProcessor:
         self.word_detokenize = word_detokenize
         self.cased_words = tuple(cased_words)
         self.region_prompt = region_prompt
+        self.guided_descriptions = bool(guided_descriptions)
+        self.chip_context = chip_context
+        self.chip_min_window = chip_min_window
         self._detokenize = WordDetokenizer(self.cased_words) if word_detokenize else None
         found = ensure_image_token(tokenizer, image_token)
         if image_token_id is not None and found != image_token_id:
@@ -150,14 +158,17 @@ class MGIMMProcessor:
         return cls(tokenizer, **settings)
 
     def _settings(self) -> dict:
-        return dict(
+        settings = dict(
             image_size=self.image_size, image_mean=list(self.image_mean), image_std=list(self.image_std),
             num_global_tokens=self.num_global_tokens, tokens_per_region=self.tokens_per_region,
             prompt_template=self.prompt_template, default_prompt=self.default_prompt,
             image_token=self.image_token, image_token_id=self.image_token_id, mode=self.mode,
             add_bos=self.add_bos, word_detokenize=self.word_detokenize, cased_words=list(self.cased_words),
-            region_prompt=self.region_prompt,
+            region_prompt=self.region_prompt, guided_descriptions=self.guided_descriptions,
         )
+        settings.update({k: v for k, v in (("chip_context", self.chip_context),
+                                          ("chip_min_window", self.chip_min_window)) if v is not None})
+        return settings
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         os.makedirs(directory, exist_ok=True)

@@ -13,6 +13,10 @@ regions: region_id, scene, description, <attribute fields>, extra_attributes (JS
     Names that need no prefix are placed first, so a real `in_description` keeps its own column.
 tiles: scene, tile_index, row, col, description, valid_fraction, gsd_m, model, prompt, created,
     error, error_code, run_id.
+objects (guided runs, `describe --guide`): one row per guide object of a region or tile: the
+    regions layer's columns (region_id is the guide object's id, `description` empty) plus
+    parent_layer ("regions" or "tiles"), parent_id (the region_id or tile_index of the row it was
+    described in) and attribute_text (the model's attribute answer as written).
 """
 
 from __future__ import annotations
@@ -53,6 +57,8 @@ class RegionRecord:
     error: str | None = None
     error_code: str | None = None             # mgimm_core.errors code of `error`
     created: datetime | str | None = None     # default: the time the row is written (UTC)
+    guide_objects: int | None = None          # guided runs: guide objects in its sequence
+    guide_objects_left: int | None = None     # guided runs: guide objects inside beyond the maximum
 
 
 @dataclass
@@ -73,6 +79,17 @@ class TileRecord:
     error: str | None = None
     error_code: str | None = None
     created: datetime | str | None = None
+    guide_objects: int | None = None
+    guide_objects_left: int | None = None
+
+
+@dataclass
+class ObjectRecord(RegionRecord):
+    """A guide object inside a region or tile (guided runs): its attributes, linked to its parent."""
+
+    parent_layer: str = "regions"
+    parent_id: str = ""
+    attribute_text: str | None = None
 
 
 def region_key(scene: str, region_id) -> tuple[str, str]:
@@ -184,7 +201,8 @@ class RegionSchema(LayerSchema):
                         "prompt": "TEXT", "created": "DATETIME", "error": "TEXT", "error_code": "TEXT",
                         "run_id": "TEXT"})
         super().__init__(columns)
-        self._reserved = {name.lower() for name in columns} | {FID_COLUMN, GEOMETRY_COLUMN}
+        self._reserved = ({name.lower() for name in columns} | {FID_COLUMN, GEOMETRY_COLUMN}
+                          | {"guide_objects", "guide_objects_left"})
         self._input_columns: dict[str, str] = {}     # input attribute -> its column, fixed on first sight
 
     def input_column(self, name: str) -> str:
@@ -220,6 +238,7 @@ class RegionSchema(LayerSchema):
                     "valid_fraction": plain_value(record.valid_fraction), "gsd_m": plain_value(record.gsd_m),
                     "model": record.model, "prompt": record.prompt, "created": _created(record.created),
                     "error": record.error, "error_code": record.error_code, "run_id": run_id})
+        row.update(_guide_columns(record))
         properties = record.properties or {}
         columns = self.input_columns(list(properties))
         for name, value in properties.items():
@@ -244,7 +263,34 @@ class TileSchema(LayerSchema):
                 "col": int(record.col), "description": record.description,
                 "valid_fraction": plain_value(record.valid_fraction), "gsd_m": plain_value(record.gsd_m),
                 "model": record.model, "prompt": record.prompt, "created": _created(record.created),
-                "error": record.error, "error_code": record.error_code, "run_id": run_id}
+                "error": record.error, "error_code": record.error_code, "run_id": run_id,
+                **_guide_columns(record)}
+
+
+def _guide_columns(record) -> dict[str, Any]:
+    """guide_objects / guide_objects_left of a guided run's row (columns added when first used)."""
+    if getattr(record, "guide_objects", None) is None:
+        return {}
+    return {"guide_objects": int(record.guide_objects), "guide_objects_left": int(record.guide_objects_left or 0)}
+
+
+class ObjectSchema(RegionSchema):
+    kind = "objects"
+
+    def __init__(self, attribute_fields: Sequence[str] = DEFAULT_ATTRIBUTE_FIELDS):
+        super().__init__(attribute_fields)
+        self.add({"parent_layer": "TEXT", "parent_id": "TEXT", "attribute_text": "TEXT"})
+        self._reserved |= {"parent_layer", "parent_id", "attribute_text"}
+
+    def key_of(self, record: ObjectRecord) -> tuple[str, str]:   # type: ignore[override]
+        """Objects are rewritten with their parent: keyed by (scene, parent id)."""
+        return (str(record.scene), str(record.parent_id))
+
+    def row(self, record: ObjectRecord, run_id: str) -> dict[str, Any]:   # type: ignore[override]
+        row = super().row(record, run_id)
+        row.update(parent_layer=record.parent_layer, parent_id=str(record.parent_id),
+                   attribute_text=record.attribute_text)
+        return row
 
 
 RUNS_COLUMNS = {

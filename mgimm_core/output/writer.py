@@ -47,7 +47,8 @@ import shapely
 from ..errors import OutputBusyError, OutputError
 from . import gpkg, styles
 from .provenance import RunInfo
-from .schema import (DEFAULT_ATTRIBUTE_FIELDS, RUNS_COLUMNS, LayerSchema, RegionRecord, RegionSchema,
+from .schema import (DEFAULT_ATTRIBUTE_FIELDS, RUNS_COLUMNS, LayerSchema, ObjectRecord, ObjectSchema, RegionRecord,
+                     RegionSchema,
                      TileRecord, TileSchema)
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,11 @@ log = logging.getLogger(__name__)
 FORMATS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".fgb": "FlatGeobuf", ".csv": "CSV"}
 MODES = ("create", "overwrite", "append", "resume")
 RUNS_TABLE = "runs"
-_GEOMETRY_TYPES = {"regions": "MULTIPOLYGON", "tiles": "POLYGON"}
+_GEOMETRY_TYPES = {"regions": "MULTIPOLYGON", "tiles": "POLYGON", "objects": "MULTIPOLYGON"}
+#: Layers whose counts the runs table keeps (guide objects are counted in the summary only).
+_COUNTED = ("regions", "tiles")
+#: The column that, with `scene`, keys a layer's rows (guide objects: their parent's id).
+_KEY_COLUMNS = {"regions": "region_id", "tiles": "tile_index", "objects": "parent_id"}
 _WGS84 = pyproj.CRS.from_epsg(4326)
 
 
@@ -166,10 +171,11 @@ def _shaped(geom: shapely.Geometry | None, kind: str, what: str) -> shapely.Geom
     if geom is None:
         return None
     geom = shapely.force_2d(geom)
-    wanted = "MultiPolygon" if kind == "regions" else "Polygon"
+    multi = kind in ("regions", "objects")
+    wanted = "MultiPolygon" if multi else "Polygon"
     if geom.geom_type == wanted or geom.is_empty:
         return geom
-    if kind == "regions" and geom.geom_type == "Polygon":
+    if multi and geom.geom_type == "Polygon":
         return shapely.MultiPolygon([geom])
     raise OutputError(f"{what}: geometry is a {geom.geom_type}, the {kind} layer holds {wanted}s; "
                       "pass polygonal AOIs (or buffer points and lines first, e.g. --buffer).")
@@ -198,7 +204,10 @@ class OutputWriter:
         self.run = run
         self.regions = _Layer(regions_layer, RegionSchema(attribute_fields))
         self.tiles = _Layer(tiles_layer, TileSchema())
-        self.counts = {"regions_written": 0, "regions_failed": 0, "tiles_written": 0, "tiles_failed": 0}
+        self.objects = _Layer("objects" if regions_layer != "objects" else "guide_objects",
+                              ObjectSchema(attribute_fields))
+        self.counts = {"regions_written": 0, "regions_failed": 0, "tiles_written": 0, "tiles_failed": 0,
+                       "objects_written": 0, "objects_failed": 0}
         self._reproject = _Reprojector()
         self.closed = False
 
@@ -210,6 +219,10 @@ class OutputWriter:
     def write_tiles(self, records: Iterable[TileRecord]) -> None:
         """Write one batch of tile records (for GeoPackage: one transaction)."""
         self._write(self.tiles, list(records))
+
+    def write_objects(self, records: Iterable[ObjectRecord]) -> None:
+        """Write the guide objects of one batch (guided runs), after their parents' rows."""
+        self._write(self.objects, list(records))
 
     def completed_region_keys(self) -> set[tuple[str, str]]:
         return set()
@@ -341,7 +354,7 @@ class GeoPackageWriter(OutputWriter):
     def _load_layers(self) -> None:
         """Read back the state of existing layers; check they carry our columns."""
         names = gpkg.table_names(self.conn)
-        for layer in (self.regions, self.tiles):
+        for layer in (self.regions, self.tiles, self.objects):
             layer.exists = layer.name in names
             if not layer.exists:
                 continue
@@ -384,9 +397,10 @@ class GeoPackageWriter(OutputWriter):
                     self._delete_keys(layer, records)
                 gpkg.insert_features(self.conn, layer.name, layer.srs_id, rows)
                 kind = layer.schema.kind
-                self.conn.execute(
-                    f"UPDATE {RUNS_TABLE} SET {kind}_written = ?, {kind}_failed = ? WHERE run_id = ?",
-                    (self.counts[f"{kind}_written"], self.counts[f"{kind}_failed"], self.run.run_id))
+                if kind in _COUNTED:
+                    self.conn.execute(
+                        f"UPDATE {RUNS_TABLE} SET {kind}_written = ?, {kind}_failed = ? WHERE run_id = ?",
+                        (self.counts[f"{kind}_written"], self.counts[f"{kind}_failed"], self.run.run_id))
         except BaseException as exc:
             self.counts = counts_before
             self._load_layers_after_rollback()
@@ -404,18 +418,19 @@ class GeoPackageWriter(OutputWriter):
         kind = layer.schema.kind
         gpkg.create_feature_table(self.conn, layer.name, _GEOMETRY_TYPES[kind], layer.srs_id, layer.schema.columns,
                                   description=f"mgimm-geo {kind} descriptions")
-        key_column = "region_id" if kind == "regions" else "tile_index"
+        key_column = _KEY_COLUMNS[kind]
         self.conn.execute(f"CREATE INDEX {gpkg.quote(f'{layer.name}_key_idx')} ON {gpkg.quote(layer.name)} "
                           f"(scene, {key_column})")
-        styles.write_default_style(self.conn, layer.name, kind)
+        styles.write_default_style(self.conn, layer.name, "tiles" if kind == "tiles" else "regions")
         layer.exists = True
 
     def _load_layers_after_rollback(self) -> None:
         """After a rolled-back batch, forget schema changes that did not reach the file."""
-        regions_crs, tiles_crs = self.regions.crs, self.tiles.crs
+        regions_crs, tiles_crs, objects_crs = self.regions.crs, self.tiles.crs, self.objects.crs
         self.regions.schema = RegionSchema(self.regions.schema.attribute_fields)
         self.tiles.schema = TileSchema()
-        for layer in (self.regions, self.tiles):
+        self.objects.schema = ObjectSchema(self.objects.schema.attribute_fields)
+        for layer in (self.regions, self.tiles, self.objects):
             layer.exists, layer.srs_id, layer.crs = False, None, None
         try:
             self._load_layers()
@@ -425,9 +440,11 @@ class GeoPackageWriter(OutputWriter):
             self.regions.crs = regions_crs
         if not self.tiles.exists:
             self.tiles.crs = tiles_crs
+        if not self.objects.exists:
+            self.objects.crs = objects_crs
 
     def _delete_keys(self, layer: _Layer, records: list) -> None:
-        key_column = "region_id" if layer.schema.kind == "regions" else "tile_index"
+        key_column = _KEY_COLUMNS[layer.schema.kind]
         self.conn.executemany(
             f"DELETE FROM {gpkg.quote(layer.name)} WHERE scene = ? AND {key_column} = ?",
             [layer.schema.key_of(r) for r in records])
@@ -524,13 +541,14 @@ class ExportWriter(OutputWriter):
             raise OutputError(f"Output {self.path}: --{mode} needs a GeoPackage output (.gpkg); {driver} files "
                               "are written once at the end of a run. Use -o NAME.gpkg, or --overwrite.")
         self.tiles_path = self.path.with_name(f"{self.path.stem}_tiles{self.path.suffix}")
+        self.objects_path = self.path.with_name(f"{self.path.stem}_objects{self.path.suffix}")
         self.runs_path = self.path.with_name(f"{self.path.stem}_runs.json")
         if mode == "create":
-            for target in (self.path, self.tiles_path, self.runs_path):
+            for target in (self.path, self.tiles_path, self.objects_path, self.runs_path):
                 if target.exists():
                     raise _clobber_error(target)
         _check_writable_folder(self.path)     # now, not after every region was described
-        self._rows = {"regions": [], "tiles": []}
+        self._rows: dict[str, list] = {"regions": [], "tiles": [], "objects": []}
         self.written: list[Path] = []
 
     def _layer_crs(self, first_record_crs):
@@ -558,6 +576,8 @@ class ExportWriter(OutputWriter):
                 targets.append((self.tiles_path, self.tiles, tile_rows))
         else:
             targets.append((self.path, self.tiles, tile_rows))
+        if self._rows["objects"]:
+            targets.append((self.objects_path, self.objects, self._rows["objects"]))
         for target, layer, rows in targets:
             self._write_layer(target, layer, rows)
             self.written.append(target)

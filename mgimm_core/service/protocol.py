@@ -31,6 +31,7 @@ ERROR_CODES = {
     "geotransform_error": 422,  # GeotransformError
     "aoi_error": 422,           # AOIError: the AOI source cannot be read as polygons
     "bad_option": 400,          # OptionsError: options that contradict each other or are out of range
+    "unknown_words": 400,       # UnknownWordsError: prompt words the model does not know (strict)
     "region_error": 422,        # RegionError (per region)
     "region_geometry": 422,     # RegionGeometryError: empty, or not a polygon
     "region_outside": 422,      # RegionOutsideError: outside the raster (as a request: every region)
