@@ -5,7 +5,7 @@ their GeoPackage version without a warning."""
 import sqlite3
 
 from osgeo import gdal, ogr
-from qgis.core import QgsCoordinateReferenceSystem, QgsPalLayerSettings, QgsProject, QgsVectorLayer
+from qgis.core import QgsCoordinateReferenceSystem, QgsPalLayerSettings, QgsVectorLayer
 
 
 def gdal_warnings(path) -> list:
