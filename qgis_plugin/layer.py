@@ -139,10 +139,20 @@ def feature_values(entry: dict, *, scene: str, model: str = None, prompt: str = 
 
 def add_region_features(layer: QgsVectorLayer, items, crs: QgsCoordinateReferenceSystem) -> list:
     """Append features: items are (geometry WKT in `crs`, {field: value}); returns their ids."""
+    added = _append_features(layer, ((QgsGeometry.fromWkt(wkt), values) for wkt, values in items), crs,
+                             layer.source())
+    layer.updateExtents()
+    layer.triggerRepaint()
+    return [feature.id() for feature in added]
+
+
+def _append_features(layer: QgsVectorLayer, items, crs: QgsCoordinateReferenceSystem, where: str) -> list:
+    """Write (QgsGeometry in `crs`, {field: value}) pairs to `layer` as multipolygons in its CRS;
+    fields the layer lacks are left out. Returns the added features; OSError naming `where`."""
     transform = QgsCoordinateTransform(crs, layer.crs(), QgsProject.instance())
     features = []
-    for wkt, values in items:
-        geometry = QgsGeometry.fromWkt(wkt)
+    for geometry, values in items:
+        geometry = QgsGeometry(geometry)
         if crs != layer.crs():
             geometry.transform(transform)
         geometry.convertToMultiType()
@@ -155,10 +165,8 @@ def add_region_features(layer: QgsVectorLayer, items, crs: QgsCoordinateReferenc
         features.append(feature)
     ok, added = layer.dataProvider().addFeatures(features)
     if not ok:
-        raise OSError(f"cannot write to {layer.source()}: {'; '.join(layer.dataProvider().errors()[-3:])}")
-    layer.updateExtents()
-    layer.triggerRepaint()
-    return [feature.id() for feature in added]
+        raise OSError(f"cannot write to {where}: {'; '.join(layer.dataProvider().errors()[-3:])}")
+    return added
 
 
 def write_regions_file(path: str, mode: str, crs: QgsCoordinateReferenceSystem, input_fields: QgsFields,
@@ -200,25 +208,10 @@ def write_regions_file(path: str, mode: str, crs: QgsCoordinateReferenceSystem, 
     done = set()
     if mode == "resume":
         done = {(f["scene"], f["region_id"]) for f in layer.getFeatures()}
-    transform = QgsCoordinateTransform(crs, layer.crs(), QgsProject.instance())
-    features = []
-    for geometry, values, properties in items:
-        if (values.get("scene"), values.get("region_id")) in done:
-            continue
-        geometry = QgsGeometry(geometry)
-        if crs != layer.crs():
-            geometry.transform(transform)
-        geometry.convertToMultiType()
-        feature = QgsFeature(layer.fields())
-        feature.setGeometry(geometry)
-        for name, value in list(values.items()) + [(columns[k], v) for k, v in properties.items() if k in columns]:
-            index = layer.fields().indexFromName(name)
-            if index >= 0:
-                feature.setAttribute(index, value)
-        features.append(feature)
-    ok, _ = layer.dataProvider().addFeatures(features)
-    if not ok:
-        raise OSError(f"cannot write to {path}: {'; '.join(layer.dataProvider().errors()[-3:])}")
+    rows = [(geometry, {**values, **{columns[k]: v for k, v in properties.items() if k in columns}})
+            for geometry, values, properties in items
+            if (values.get("scene"), values.get("region_id")) not in done]
+    added = _append_features(layer, rows, crs, path)
     style_layer(layer)
     save_default_style(layer)
-    return len(features)
+    return len(added)

@@ -107,6 +107,15 @@ def plugin(plugin_module, iface, qgis_new_project):
     instance.unload()
 
 
+@pytest.fixture(scope="module")
+def module_plugin(plugin_module, qgis_iface):
+    """One plugin per test module, so the worker (and its loaded model) serves every test."""
+    instance = plugin_module.classFactory(RecordingIface(qgis_iface))
+    instance.initGui()
+    yield instance
+    instance.unload()
+
+
 def wait_until(predicate, timeout: float = 60.0, what: str = "the condition") -> None:
     """Process Qt events until `predicate()` holds (QgsTask results arrive through the event loop)."""
     deadline = time.monotonic() + timeout

@@ -9,18 +9,9 @@ from osgeo import ogr
 from qgis.core import (Qgis, QgsApplication, QgsFeature, QgsGeometry, QgsProcessingContext, QgsProcessingFeedback,
                        QgsProject, QgsRectangle, QgsVectorLayer)
 
-from plugin_fixtures import WORKER_TIMEOUT, RecordingIface, messages, wait_until
+from plugin_fixtures import WORKER_TIMEOUT, messages, wait_until
 from test_map_tool_and_requests import draw_polygon, show_layer_on_canvas, utm_points
 from test_outputs_look import assert_cli_look, gdal_warnings
-
-@pytest.fixture(scope="module")
-def module_plugin(plugin_module, qgis_iface):
-    """One plugin for this module, so the worker (and its loaded model) serves every test."""
-    instance = plugin_module.classFactory(RecordingIface(qgis_iface))
-    instance.initGui()
-    yield instance
-    instance.unload()
-
 
 @pytest.fixture
 def plugin(module_plugin, iface, qgis_new_project):  # iface: clears the message bar

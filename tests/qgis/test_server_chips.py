@@ -20,7 +20,7 @@ from qgis.core import (QgsApplication, QgsFeature, QgsGeometry, QgsPointXY, QgsP
                        QgsProcessingFeatureSourceDefinition, QgsProcessingFeedback, QgsProject, QgsRasterLayer,
                        QgsRectangle, QgsVectorLayer)
 
-from plugin_fixtures import RecordingIface, wait_until
+from plugin_fixtures import wait_until
 from test_outputs_look import assert_cli_look, gdal_warnings
 
 SIDE = 18600        # pixels: 18600 x 18600 x 3 bands uint8, uncompressed = 1.04 GB
@@ -51,14 +51,6 @@ def big_raster(tmp_path_factory) -> str:
     dataset = None
     assert os.path.getsize(path) > 1_000_000_000
     return path
-
-
-@pytest.fixture(scope="module")
-def module_plugin(plugin_module, qgis_iface):
-    instance = plugin_module.classFactory(RecordingIface(qgis_iface))
-    instance.initGui()
-    yield instance
-    instance.unload()
 
 
 def fifty_regions():
