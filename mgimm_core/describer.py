@@ -113,23 +113,24 @@ class Describer:
         """Model input side in pixels: the geo core reads larger regions decimated to this."""
         return int(self.processor.image_size)
 
-    def _generate(self, images, regions, prompts, mode: str, patches=None):
-        """(texts, patches): one answer per chip. regions: per chip a list of (box, mask) in chip
-        pixels; prompts: one string or one per chip; `patches` are the chips' vision features,
-        computed here unless given (later questions about the same chips reuse the first's)."""
+    def _patches(self, images):
+        """The chips' vision features: the vision tower runs once per chip for every question."""
         import torch
 
+        pixels = torch.stack([self.processor.preprocess_image(chip) for chip in images]).to(self.device)
+        with torch.inference_mode():
+            return self.model.patch_features(pixels.to(self.model.dtype))
+
+    def _generate(self, images, regions, prompts, mode: str, patches) -> list[str]:
+        """One answer per chip. regions: per chip a list of (box, mask) in chip pixels; prompts:
+        one string or one per chip; patches: the chips' `_patches`."""
         batch = self.processor(images, boxes=[np.asarray([b for b, _ in r], dtype=np.float32).reshape(-1, 4)
                                               for r in regions],
                                masks=[[m for _, m in r] for r in regions], prompts=prompts, mode=mode)
-        batch = {k: v.to(self.device) for k, v in batch.items()}
-        pixel_values = batch.pop("pixel_values", None)
-        if patches is None and pixel_values is not None:
-            with torch.inference_mode():
-                patches = self.model.patch_features(pixel_values.to(self.model.dtype))
+        batch = {k: v.to(self.device) for k, v in batch.items() if k != "pixel_values"}
         ids = self.model.generate(**batch, patches=patches, mode=mode, max_new_tokens=self.max_new_tokens,
                                   **self.generate_options)
-        return self.processor.batch_decode(ids), patches
+        return self.processor.batch_decode(ids)
 
     def unknown_words(self, text: str) -> list[str]:
         """Words of `text` the tokenizer can only read as unknown (word-level vocabularies such as
@@ -179,32 +180,28 @@ class Describer:
         self.check_prompt(prompt, strict)
         guides = guides if guides is not None else [[] for _ in images]
         regions = [[(box, mask)] for box, mask in zip(boxes, masks)]
+        patches = self._patches(images)
         region_prompt = getattr(self.model.config, "region_prompt", "tokens")
         if region_prompt != "tokens":   # LLaVA family: the whole chip, the region as box text
             attribute_prompt, description_prompt = TEXT_REGION_PROMPTS[region_prompt]
-            patches = None
             if attributes:
-                texts, patches = self._generate(images, regions, attribute_prompt, "global")
-                for result, text in zip(results, texts):
+                for result, text in zip(results, self._generate(images, regions, attribute_prompt, "global",
+                                                                patches)):
                     self._set_attributes(result, text)
             if description:
-                texts, _ = self._generate(images, regions, prompt or description_prompt, "global", patches)
-                for result, text in zip(results, texts):
+                for result, text in zip(results, self._generate(images, regions, prompt or description_prompt,
+                                                                "global", patches)):
                     result.description = text
             return results
         guided = bool(getattr(self.processor, "guided_descriptions", False))
-        patches = None
         if attributes or (guided and description):
-            texts, patches = self._generate(images, regions, ATTRIBUTE_PROMPT, "region")
-            for result, text in zip(results, texts):
+            for result, text in zip(results, self._generate(images, regions, ATTRIBUTE_PROMPT, "region", patches)):
                 self._set_attributes(result, text)
         flat = [(i, guide) for i, chip_guides in enumerate(guides) for guide in chip_guides]
         if flat:
-            if patches is None:
-                _, patches = self._generate(images, regions, ATTRIBUTE_PROMPT, "region")
             index = [i for i, _ in flat]
-            texts, _ = self._generate([images[i] for i in index], [[guide] for _, guide in flat], ATTRIBUTE_PROMPT,
-                                      "region", patches[index])
+            texts = self._generate([images[i] for i in index], [[guide] for _, guide in flat], ATTRIBUTE_PROMPT,
+                                   "region", patches[index])
             for (i, _), text in zip(flat, texts):
                 obj = RegionText()
                 self._set_attributes(obj, text)
@@ -214,8 +211,8 @@ class Describer:
             prompts = [guided_description_prompt([o.attribute_text for o in r.objects] if r.objects
                                                  else [r.attribute_text], base) if guided else base
                        for r in results]
-            texts, _ = self._generate(images, [regions[i] + guides[i] for i in range(len(images))], prompts,
-                                      "global_region", patches)
+            texts = self._generate(images, [regions[i] + guides[i] for i in range(len(images))], prompts,
+                                   "global_region", patches)
             for result, text in zip(results, texts):
                 result.description = text
         if not attributes:
@@ -226,6 +223,6 @@ class Describer:
     @staticmethod
     def _set_attributes(result: "RegionText", text: str) -> None:
         result.attribute_text = text
-        # "no distinct object, mostly farmland": the object column says none (not a guessed class)
+        # "no distinct objects, mainly farmland": the object column says none (not a guessed class)
         result.attributes = {"name": NO_OBJECT_VALUE} if says_no_object(text) else {
             k: v for k, v in parse_attributes(text).items() if v is not None}

@@ -131,10 +131,9 @@ def scene_inputs(seed: int, directory: Path, *, size: int, objects: int, empties
             continue
         features.append({"type": "Feature", "properties": {"id": f"empty-{i}", "kind": "empty"},
                          "geometry": shapely.geometry.mapping(affinity.affine_transform(square, to_crs))})
-    crs = pyproj.CRS.from_user_input(scene.crs).to_json_dict()
+    epsg = pyproj.CRS.from_user_input(scene.crs).to_epsg()   # the AOIs are in the scene's CRS
     (directory / "aoi.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": features,
-                                                       "crs": {"type": "name", "properties": {
-                                                           "name": f"EPSG:{pyproj.CRS(crs).to_epsg()}"}}}))
+                                                       "crs": {"type": "name", "properties": {"name": f"EPSG:{epsg}"}}}))
     return scene
 
 
