@@ -419,6 +419,8 @@ def describe_to_output(scenes: list[Scene], features: list[AOIFeature], engine, 
     options = options.for_model(engine.model)
     if options.tiles is None:
         preflight(scenes, features, chip)
+    if options.strict:
+        engine.check_prompt(options.prompt, strict=True)   # refused before the output exists
     timings = Timings()
     counts = {"described": 0, "failed": 0}
     started = time.perf_counter()

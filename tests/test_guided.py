@@ -148,6 +148,7 @@ def test_unknown_prompt_words_are_listed_and_refused_with_strict(tmp_path, tiny_
     strict = CliRunner().invoke(cli, args + ["-o", str(tmp_path / "b.gpkg"), "--strict"])
     assert strict.exit_code == 2, strict.output         # a usage error, naming --prompt
     assert "--prompt" in strict.output and "crops" in strict.output and "Traceback" not in strict.output
+    assert not (tmp_path / "b.gpkg").exists()              # refused before anything was written
     words = CliRunner().invoke(cli, ["model-info", tiny_model_dir, "--words"])
     assert words.exit_code == 0 and "describe" in words.stdout.split() and "crops" not in words.stdout.split()
 

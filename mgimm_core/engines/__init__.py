@@ -50,6 +50,10 @@ class Engine(Protocol):
 
     def summary_extras(self) -> dict: ...
 
+    def check_prompt(self, prompt: str | None, strict: bool) -> None:
+        """Warn about (strict: refuse) prompt words the model does not know, before any output is
+        written; engines that load the model elsewhere check on the first batch instead."""
+
     def close(self) -> None: ...
 
 

@@ -75,6 +75,11 @@ class LocalEngine:
         """The describe loop over `work` with this engine's model."""
         return describe_work(work, self, options, skip=skip, timings=timings, should_cancel=should_cancel)
 
+    def check_prompt(self, prompt: str | None, strict: bool) -> None:
+        """The prompt's unknown words, now (loads the model): a strict run stops before its output exists."""
+        if prompt:
+            self.describer.check_prompt(prompt, strict)
+
     def summary_extras(self) -> dict:
         return {}
 

@@ -253,6 +253,9 @@ class RayEngine:
         for records in self.stream(plan.units, options, timings=timings, should_cancel=should_cancel):
             yield [Outcome(record) for record in records]
 
+    def check_prompt(self, prompt: str | None, strict: bool) -> None:
+        """Each actor checks the prompt with its own model on its first batch (mgimm_core/describer.py)."""
+
     def summary_extras(self) -> dict:
         return {"workers": self.workers, "work_units": self._units}
 
