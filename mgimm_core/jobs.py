@@ -120,15 +120,18 @@ def run_files_job(job: FilesJob, engine, *, check_path: Callable[[str, str], str
     return summary
 
 
-def scene_warnings(scenes: list[Scene], card: dict) -> list[str]:
+def scene_warnings(scenes: list[Scene], card: dict, *, source_pixels_per_pixel: float = 1.0) -> list[str]:
     """One line per scene whose pixel size is far from what the model's card says it was trained
-    on, logged as a warning now and recorded in `runs` (mgimm_core/model_info.py)."""
+    on, logged as a warning now and recorded in `runs` (mgimm_core/model_info.py).
+
+    source_pixels_per_pixel: for a chip decimated from a larger raster (the QGIS plugin's server
+    chips), how many of the raster's pixels one chip pixel spans: the raster's pixels are judged."""
     from mgimm_core.model_info import gsd_warning
 
     out = []
     for scene in scenes:
         try:
-            gsd = scene.gsd_m()
+            gsd = scene.gsd_m() / source_pixels_per_pixel
         except CRSError:
             continue
         line = gsd_warning(card, gsd, str(scene.path))

@@ -28,11 +28,13 @@ from mgimm_core import __version__
 from mgimm_core.engines import LoadOptions
 from mgimm_core.engines.local import LocalEngine
 from mgimm_core.errors import AOIError, CRSError, OptionsError
-from mgimm_core.jobs import AOISource, FilesJob, run_files_job
+from mgimm_core.guides import DEFAULT_MAX_GUIDES
+from mgimm_core.jobs import AOISource, FilesJob, run_files_job, scene_warnings
 from mgimm_core.model_dir import ModelDirectory
-from mgimm_core.output import RegionRecord, RunInfo, open_output
+from mgimm_core.output import ObjectRecord, RegionRecord, RunInfo, open_output
+from mgimm_core.output.schema import ObjectSchema
 from mgimm_core.output.writer import FORMATS
-from mgimm_core.pipeline import DescribeOptions, Outcome, TileOptions, region_work
+from mgimm_core.pipeline import DescribeOptions, Outcome, TileOptions, attach_guides, region_work
 from mgimm_core.regions import AOIFeature, check_unique_ids, read_aoi
 from mgimm_core.scene import Scene, normalise_scene_path
 
@@ -46,6 +48,8 @@ Cancelled = Callable[[], bool]
 
 MAX_NEW_TOKENS_LIMIT = 1024
 MAX_REGIONS_PER_REQUEST = 10_000
+MAX_GUIDES_PER_REQUEST = 100_000
+MAX_GUIDES_PER_REGION = 256
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 #: Server mode (roots given): the only GDAL driver request rasters open with, and GDAL's settings
@@ -281,33 +285,68 @@ def _features(params: dict) -> tuple[list[AOIFeature], list[dict]]:
     if len(regions) > MAX_REGIONS_PER_REQUEST:
         raise ServiceError("bad_request", f"{len(regions)} regions in one request; split them into requests "
                                           f"of at most {MAX_REGIONS_PER_REQUEST} (or use describe_file).")
-    crs = param(params, "crs", str, "EPSG:4326", allow_none=False)
     features, errors = [], []
-    for index, region in enumerate(regions):
-        if not isinstance(region, dict) or not isinstance(region.get("wkt"), str):
-            raise ServiceError("bad_request", f"regions[{index}] must be an object with a 'wkt' string "
-                                              f"(and optional 'id', 'properties').")
-        rid = str(region.get("id", index))
-        props = region.get("properties") or {}
-        if not isinstance(props, dict):
-            raise ServiceError("bad_request", f"regions[{index}].properties must be a JSON object.")
-        try:
-            shapely.from_wkt(region["wkt"])          # a WKT string, never a file name (read_aoi takes both)
-            feature = read_aoi(region["wkt"], crs=crs)[0]
-        except (shapely.errors.GEOSException, AOIError) as exc:
-            errors.append(_entry(rid, props, error=f"region {rid!r}: not valid WKT ({exc}); send e.g. "
-                                                   f"'POLYGON ((x1 y1, x2 y2, x3 y3, x1 y1))' in {crs}.",
-                                 error_code=AOIError.code))
-            continue
-        except CRSError as exc:
-            raise ServiceError("bad_request", f"parameter 'crs' = {crs!r}: {exc}") from None
-        feature.id, feature.properties = rid, props
-        features.append(feature)
+    for rid, props, feature, problem in _wkt_features(params, "regions", regions):
+        if feature is None:
+            errors.append(_entry(rid, props, error=problem, error_code=AOIError.code))
+        else:
+            features.append(feature)
     try:
         check_unique_ids(features, "the request's regions")
     except AOIError as exc:
         raise ServiceError("bad_request", str(exc)) from None
     return features, errors
+
+
+def _wkt_features(params: dict, key: str, items: list):
+    """(id, properties, AOIFeature or None, why not) for each {"id", "wkt", "properties"} of
+    params[key], its WKT in the request's `crs` (the one reading of drawn regions and inline guides)."""
+    crs = param(params, "crs", str, "EPSG:4326", allow_none=False)
+    for index, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("wkt"), str):
+            raise ServiceError("bad_request", f"{key}[{index}] must be an object with a 'wkt' string "
+                                              f"(and optional 'id', 'properties').")
+        rid = str(item.get("id", index))
+        props = item.get("properties") or {}
+        if not isinstance(props, dict):
+            raise ServiceError("bad_request", f"{key}[{index}].properties must be a JSON object.")
+        try:
+            shapely.from_wkt(item["wkt"])            # a WKT string, never a file name (read_aoi takes both)
+            feature = read_aoi(item["wkt"], crs=crs)[0]
+        except (shapely.errors.GEOSException, AOIError) as exc:
+            what = "guide object" if key == "guides" else "region"
+            yield rid, props, None, (f"{what} {rid!r}: not valid WKT ({exc}); send e.g. "
+                                     f"'POLYGON ((x1 y1, x2 y2, x3 y3, x1 y1))' in {crs}.")
+            continue
+        except CRSError as exc:
+            raise ServiceError("bad_request", f"parameter 'crs' = {crs!r}: {exc}") from None
+        feature.id, feature.properties = rid, props
+        yield rid, props, feature, None
+
+
+def _guide_features(service: Service, params: dict) -> list[AOIFeature] | None:
+    """The request's guide objects: the polygon layer file `guide` (+ `guide_layer`, the same file
+    checks as describe_file's) and/or inline `guides` (WKT in `crs`, like regions); None: unguided."""
+    path = param(params, "guide", str, None)
+    inline = param(params, "guides", list, None)
+    if path is None and inline is None:
+        return None
+    features: list[AOIFeature] = []
+    if path is not None:
+        features = read_aoi(service.existing_aoi(path), layer=param(params, "guide_layer", str, None))
+    if inline is not None:
+        for rid, _, feature, problem in _wkt_features(params, "guides", inline):
+            if feature is None:
+                raise ServiceError("bad_request", problem or f"guide object {rid!r} cannot be read.")
+            features.append(feature)
+    if len(features) > MAX_GUIDES_PER_REQUEST:
+        raise ServiceError("bad_request", f"{len(features)} guide objects in one request; send only those near "
+                                          f"the regions (at most {MAX_GUIDES_PER_REQUEST}).")
+    try:
+        check_unique_ids(features, "the request's guide objects")
+    except AOIError as exc:
+        raise ServiceError("bad_request", str(exc)) from None
+    return features
 
 
 def _entry(rid: str, properties: dict, *, error: str | None = None, **fields) -> dict:
@@ -318,17 +357,44 @@ def _entry(rid: str, properties: dict, *, error: str | None = None, **fields) ->
     return entry
 
 
-def outcome_entry(outcome: Outcome, thumbnail: bool) -> dict:
-    """A region's outcome as the protocol's result entry (with the chip as a thumbnail if asked)."""
+def outcome_entry(outcome: Outcome, thumbnail: bool, objects: ObjectSchema | None = None) -> dict:
+    """A region's outcome as the protocol's result entry (with the chip as a thumbnail if asked).
+    objects: a guided request's objects schema; the entry then holds its guide objects as rows of
+    the `objects` layer (`object_row`) and the guide_objects / guide_objects_left counts."""
     rec = outcome.record
     assert isinstance(rec, RegionRecord)      # a describe request has regions, never tiles
     gsd = rec.gsd_m if rec.gsd_m is None or np.isfinite(rec.gsd_m) else None
     chip = outcome.chip
     png = (thumbnail_png_b64(chip.image, chip.mask) if thumbnail and chip is not None else None)
+    guided = {} if objects is None else {
+        "guide_objects": rec.guide_objects, "guide_objects_left": rec.guide_objects_left,
+        "objects": [object_row(o, objects) for o in outcome.objects]}
     return _entry(rec.region_id, dict(rec.properties), error=rec.error, error_code=rec.error_code,
                   description=rec.description, attributes=dict(rec.attributes),
                   attribute_text=outcome.attribute_text, valid_fraction=rec.valid_fraction, gsd_m=gsd,
-                  scene=rec.scene, model=rec.model, thumbnail_png_b64=png)
+                  scene=rec.scene, model=rec.model, thumbnail_png_b64=png, **guided)
+
+
+def object_row(record: ObjectRecord, schema: ObjectSchema) -> dict:
+    """A guide object as the row the `objects` layer gets (ObjectSchema: attributes, attribute_text,
+    parent_layer/parent_id, the guide's own attributes under their column names), plus its geometry
+    as `wkt` in `crs` (the guide's own CRS: the request's `crs` for inline guides)."""
+    row = schema.row(record, run_id="")
+    row.pop("run_id")
+    row["wkt"] = shapely.to_wkt(record.geometry, rounding_precision=-1) if record.geometry is not None else None
+    row["crs"] = _crs_text(record.crs)
+    return row
+
+
+def _crs_text(crs) -> str | None:
+    """"EPSG:32633" when the CRS has an authority code, else its WKT."""
+    if crs is None:
+        return None
+    import pyproj
+
+    crs = pyproj.CRS.from_user_input(crs)
+    authority = crs.to_authority(min_confidence=100)
+    return f"{authority[0]}:{authority[1]}" if authority else crs.to_wkt()
 
 
 def _describe_options(params: dict, **extra) -> DescribeOptions:
@@ -338,7 +404,9 @@ def _describe_options(params: dict, **extra) -> DescribeOptions:
             batch_size = int_param(params, "batch_size", None, 1, 256)
         return DescribeOptions(batch_size=batch_size,
                                prompt=param(params, "prompt", str, None),
-                               attributes=param(params, "attributes", bool, True, allow_none=False), **extra)
+                               attributes=param(params, "attributes", bool, True, allow_none=False),
+                               max_guides=int_param(params, "max_guides", DEFAULT_MAX_GUIDES, 1,
+                                                    MAX_GUIDES_PER_REGION), **extra)
     except OptionsError as exc:
         raise ServiceError("bad_request", str(exc)) from None
 
@@ -354,28 +422,45 @@ def handle_describe(service: Service, params: dict, progress: Progress, cancelle
     output = param(params, "output", str, None)
     layer = param(params, "layer", str, "regions", allow_none=False)
     mode = param(params, "mode", str, "append", allow_none=False)
+    source_scale = param(params, "chip_scale", float, 1.0, allow_none=False)
+    if not 0 < source_scale < 1e6:
+        raise ServiceError("bad_request", f"parameter 'chip_scale' = {source_scale}: give the raster's pixels "
+                                          f"per chip pixel (1 for a chip at the raster's resolution).")
     if output is not None:
         output = service.check_path(output, "output")
     features, entries = _features(params)
+    guides = _guide_features(service, params)
+    objects_schema = None if guides is None else ObjectSchema()
+    if guides is not None:
+        entries = [dict(e, guide_objects=None, guide_objects_left=None, objects=[]) for e in entries]
 
     scene, scene_name, memfile = _open_request_scene(service, params, bands, nodata)
     engine = service.engine
     try:
         progress(0.0, "loading the model")
         describer = service.describer(max_new_tokens)
+        # the files job's warning: a raster whose pixels are far from what the model was trained on
+        # (a chip decimated from a raster is judged by the raster's pixels: chip_scale)
+        warnings = scene_warnings([scene], engine.model.card, source_pixels_per_pixel=source_scale)
         total = len(features) + len(entries)
         with contextlib.ExitStack() as stack:
             writer = None
             if output is not None:
                 run = RunInfo(model_id=engine.model_id, model_sha256=engine.model.sha256,
                               parameters={"request": "describe", "raster": scene_name, "bands": bands,
-                                          "max_new_tokens": max_new_tokens, **options.parameters()})
+                                          "max_new_tokens": max_new_tokens, "guided": guides is not None,
+                                          **({"warnings": warnings} if warnings else {}), **options.parameters()})
                 writer = stack.enter_context(open_output(output, mode=mode, run=run, regions_layer=layer))
             work = region_work([scene], features, engine.model.chip)
+            if guides is not None:
+                work = attach_guides(work, guides, options.max_guides)
             for outcomes in engine.outcomes(work, options, should_cancel=cancelled):
                 if writer is not None:
                     writer.write_regions([o.record for o in outcomes])
-                entries.extend(outcome_entry(o, thumbnail) for o in outcomes)
+                    guided_objects = [obj for o in outcomes for obj in o.objects]
+                    if guided_objects:
+                        writer.write_objects(guided_objects)
+                entries.extend(outcome_entry(o, thumbnail, objects_schema) for o in outcomes)
                 progress(len(entries) / total, f"{len(entries)}/{total} regions")
             if cancelled():
                 raise _cancelled_error(len(entries), total, output)
@@ -390,7 +475,7 @@ def handle_describe(service: Service, params: dict, progress: Progress, cancelle
     order = {str(r.get("id", i)): i for i, r in enumerate(params["regions"]) if isinstance(r, dict)}
     entries.sort(key=lambda e: order.get(e["id"], 0))
     return {"regions": entries, "model": engine.model_id, "device": str(describer.device),
-            "output": output, "seconds": round(time.perf_counter() - started, 3)}
+            "output": output, "warnings": warnings, "seconds": round(time.perf_counter() - started, 3)}
 
 
 # ================================================================================ describe_file
@@ -453,4 +538,4 @@ HANDLERS: dict[str, Callable[[Service, dict, Progress, Cancelled], dict]] = {
 
 
 __all__ = ["Service", "HANDLERS", "handle_hello", "handle_chip_settings", "handle_describe", "handle_describe_file",
-           "outcome_entry"]
+           "object_row", "outcome_entry"]
