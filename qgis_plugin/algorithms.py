@@ -40,25 +40,26 @@ def _raster_path(layer, name: str) -> str:
     return path
 
 
-def _vector_path(algorithm, parameters, context, feedback) -> str:
-    """The AOI as a file the worker can read: the layer's own file, or a temporary GeoPackage."""
-    layer = algorithm.parameterAsVectorLayer(parameters, "AOI", context)
+def _vector_path(algorithm, parameters, context, feedback, name: str = "AOI") -> str:
+    """The AOI (or the GUIDE layer) as a file the worker can read: the layer's own file, or a
+    temporary GeoPackage."""
+    layer = algorithm.parameterAsVectorLayer(parameters, name, context)
     selected_only = False
     if layer is not None:
         source = layer.source().split("|")
-        definition = parameters.get("AOI")
+        definition = parameters.get(name)
         selected_only = getattr(definition, "selectedFeaturesOnly", False)
         if (layer.providerType() == "ogr" and os.path.isfile(source[0]) and not selected_only
                 and layer.subsetString() == ""):
             layer_name = [p.split("=", 1)[1] for p in source[1:] if p.startswith("layername=")]
             return source[0], (layer_name[0] if layer_name else None)
-    source = algorithm.parameterAsSource(parameters, "AOI", context)
+    source = algorithm.parameterAsSource(parameters, name, context)
     if source is None:
-        raise QgsProcessingException("AOI: no polygon layer given.")
-    path = os.path.join(tempfile.mkdtemp(prefix="mgimm_aoi_"), "aoi.gpkg")
+        raise QgsProcessingException(f"{name}: no polygon layer given.")
+    path = os.path.join(tempfile.mkdtemp(prefix="mgimm_aoi_"), f"{name.lower()}.gpkg")
     options = QgsVectorFileWriter.SaveVectorOptions()
     options.driverName = "GPKG"
-    options.layerName = "aoi"
+    options.layerName = name.lower()
     writer = QgsVectorFileWriter.create(path, source.fields(), source.wkbType(), source.sourceCrs(),
                                         context.transformContext(), options)
     for feature in source.getFeatures():
@@ -66,8 +67,8 @@ def _vector_path(algorithm, parameters, context, feedback) -> str:
             break
         writer.addFeature(feature)
     del writer
-    feedback.pushInfo(f"AOI saved to {path} for the worker")
-    return path, "aoi"
+    feedback.pushInfo(f"{name} saved to {path} for the worker")
+    return path, name.lower()
 
 
 class _DefaultStyle(QgsProcessingLayerPostProcessorInterface):
@@ -136,8 +137,8 @@ class _DescribeAlgorithm(QgsProcessingAlgorithm):
         try:
             return client.request("describe_file", request, progress=progress, cancelled=feedback.isCanceled)
         finally:
-            if params.get("_temp_dir"):
-                shutil.rmtree(params["_temp_dir"], ignore_errors=True)   # the AOI saved for the worker
+            for folder in params.get("_temp_dirs", ()):
+                shutil.rmtree(folder, ignore_errors=True)   # the AOI / guide layer saved for the worker
 
     def processAlgorithm(self, parameters, context, feedback):
         params = self._params(parameters, context, feedback)
@@ -255,21 +256,36 @@ class DescribeRegionsAlgorithm(_DescribeAlgorithm):
 
     def shortHelpString(self):
         return ("Describes each polygon of AOI over the raster with MGIMM (a description and attributes per "
-                "region) and writes the CLI's `regions` layer to a GeoPackage. Runs in the worker or server "
-                "set in MGIMM settings.")
+                "region) and writes the CLI's `regions` layer to a GeoPackage. With GUIDE (a polygon layer of "
+                "objects, any CRS; worker mode) the objects inside each region guide its description and get "
+                "their own attributes in an `objects` layer linked by parent_id (`mgimm-geo describe --guide`). "
+                "Runs in the worker or server set in MGIMM settings.")
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Raster (a local file)"))
         self.addParameter(QgsProcessingParameterFeatureSource("AOI", "Regions (polygons)",
                                                               [QgsProcessing.TypeVectorPolygon]))
+        self.addParameter(QgsProcessingParameterFeatureSource(
+            "GUIDE", "Guide objects (polygons: footprints, detections; optional)", [QgsProcessing.TypeVectorPolygon],
+            optional=True))
         self._add_common()
 
     def _params(self, parameters, context, feedback):
         params = super()._params(parameters, context, feedback)
-        if PluginSettings.load().mode != "server":
-            params["aoi"], params["layer"] = _vector_path(self, parameters, context, feedback)
-            if os.path.basename(os.path.dirname(params["aoi"])).startswith("mgimm_aoi_"):
-                params["_temp_dir"] = os.path.dirname(params["aoi"])
+        guided = parameters.get("GUIDE") not in (None, "")
+        if PluginSettings.load().mode == "server":
+            if guided:
+                raise QgsProcessingException(
+                    "GUIDE: guide objects in Processing need the local worker (MGIMM settings > mode: worker); "
+                    "with a server, use the panel's \"Describe with guide layer\" on selected features.")
+            return params
+        params["_temp_dirs"] = []
+        params["aoi"], params["layer"] = _vector_path(self, parameters, context, feedback)
+        if guided:
+            params["guide"], params["guide_layer"] = _vector_path(self, parameters, context, feedback, "GUIDE")
+        for key in ("aoi", "guide"):
+            if params.get(key) and os.path.basename(os.path.dirname(params[key])).startswith("mgimm_aoi_"):
+                params["_temp_dirs"].append(os.path.dirname(params[key]))
         return params
 
     def _run(self, params, parameters, context, feedback, client, progress):

@@ -36,6 +36,22 @@ class DescriptionDock(QgsDockWidget):
         row.addWidget(self.raster_combo, 1)
         layout.addLayout(row)
 
+        self.guide_row = QWidget(body)  # shown while "Describe with guide layer" is on
+        guide = QHBoxLayout(self.guide_row)
+        guide.setContentsMargins(0, 0, 0, 0)
+        guide.addWidget(QLabel("Guide"))
+        self.guide_combo = QgsMapLayerComboBox(self.guide_row)
+        self.guide_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.guide_combo.setAllowEmptyLayer(True)
+        self.guide_combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.guide_combo.setMinimumContentsLength(6)
+        self.guide_combo.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Fixed)
+        self.guide_combo.setToolTip("Polygon layer of objects (footprints, detections; any CRS) whose objects "
+                                    "inside a region guide its description and get their own attributes")
+        guide.addWidget(self.guide_combo, 1)
+        self.guide_row.setVisible(False)
+        layout.addWidget(self.guide_row)
+
         self.tool_row = QHBoxLayout()  # the plugin puts its draw/selection actions here
         self.tool_row.addStretch(1)
         layout.addLayout(self.tool_row)
@@ -131,7 +147,7 @@ class DescriptionDock(QgsDockWidget):
             text = qgis_words(f"Region {entry.get('id')}: {entry['error']}")
         self.description.setPlainText(text)
         rows = [(k, v) for k, v in (entry.get("attributes") or {}).items() if v not in (None, "")]
-        for key in ("valid_fraction", "gsd_m", "scene", "model"):
+        for key in ("guide_objects", "guide_objects_left", "valid_fraction", "gsd_m", "scene", "model"):
             if entry.get(key) is not None:
                 value = entry[key]
                 rows.append((key, f"{value:.3g}" if isinstance(value, float) else value))

@@ -18,35 +18,42 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, Qgs
 from qgis.PyQt.QtCore import QVariant
 from qgis.PyQt.QtGui import QColor
 
-from .fields import (ATTRIBUTE_ALIASES, ATTRIBUTE_FIELDS, FIELD_KINDS, FIELD_NAMES, LABEL_DISTANCE_MM, OUTLINE_WIDTH_MM,
-                     REGION_FILL, REGION_LABEL, REGION_OUTLINE, STYLE_DESCRIPTION, STYLE_NAME, input_columns)
+from .fields import FIELD_NAMES  # noqa: F401  (re-exported: callers and tests read it here)
+from .fields import (ATTRIBUTE_ALIASES, ATTRIBUTE_FIELDS, FIELD_KINDS, LABEL_DISTANCE_MM,
+                     OBJECT_FIELD_KINDS, OUTLINE_WIDTH_MM, REGION_FILL, REGION_LABEL,
+                     REGION_OUTLINE, STYLE_DESCRIPTION, STYLE_NAME, input_columns)
 
 LAYER_TITLE = "MGIMM descriptions"
 GPKG_LAYER = "regions"
+OBJECTS_TITLE = "MGIMM guide objects"
+OBJECTS_LAYER = "objects"
+RELATION_ID = "mgimm_geo_objects_regions"
 _QVARIANT = {"text": QVariant.String, "real": QVariant.Double, "datetime": QVariant.DateTime}
 # (name, QVariant type) in the CLI's column order (the list itself is in fields.py, Qt-free).
 FIELD_TYPES = [(name, _QVARIANT[kind]) for name, kind in FIELD_KINDS]
 LABEL_EXPRESSION = REGION_LABEL
 
 
-def region_fields() -> QgsFields:
+def region_fields(kinds=FIELD_KINDS) -> QgsFields:
     fields = QgsFields()
-    for name, kind in FIELD_TYPES:
-        fields.append(QgsField(name, kind))
+    for name, kind in kinds:
+        fields.append(QgsField(name, _QVARIANT[kind]))
     return fields
 
 
-def _uri(path: str) -> str:
-    return f"{path}|layername={GPKG_LAYER}"
+def _uri(path: str, layer_name: str = GPKG_LAYER) -> str:
+    return f"{path}|layername={layer_name}"
 
 
-def _create_gpkg_layer(path: str, crs: QgsCoordinateReferenceSystem) -> None:
+def _create_gpkg_layer(path: str, crs: QgsCoordinateReferenceSystem, layer_name: str = GPKG_LAYER,
+                       fields: QgsFields = None) -> None:
     options = QgsVectorFileWriter.SaveVectorOptions()
     options.driverName = "GPKG"
-    options.layerName = GPKG_LAYER
+    options.layerName = layer_name
     options.actionOnExistingFile = (QgsVectorFileWriter.CreateOrOverwriteLayer if os.path.exists(path)
                                     else QgsVectorFileWriter.CreateOrOverwriteFile)
-    writer = QgsVectorFileWriter.create(path, region_fields(), QgsWkbTypes.MultiPolygon, crs,
+    writer = QgsVectorFileWriter.create(path, fields if fields is not None else region_fields(),
+                                        QgsWkbTypes.MultiPolygon, crs,
                                         QgsProject.instance().transformContext(), options)
     error = writer.hasError()
     message = writer.errorMessage()
@@ -95,28 +102,84 @@ def save_default_style(layer: QgsVectorLayer) -> None:
 def descriptions_layer(path: str, crs: QgsCoordinateReferenceSystem) -> QgsVectorLayer:
     """The project's "MGIMM descriptions" layer at `path`: found in the project, opened from the
     GeoPackage, or created there (in `crs`) and added to the project, labelled."""
+    return _project_layer(path, crs, GPKG_LAYER, LAYER_TITLE, FIELD_KINDS, "mgimm_geo/descriptions")
+
+
+def objects_layer(path: str, crs: QgsCoordinateReferenceSystem) -> QgsVectorLayer:
+    """The project's "MGIMM guide objects" layer: the `objects` layer of the descriptions
+    GeoPackage at `path` (the core's ObjectSchema fields), with a project relation from its
+    parent_id to the descriptions layer's region_id, so each description's form lists its objects."""
+    layer = _project_layer(path, crs, OBJECTS_LAYER, OBJECTS_TITLE, OBJECT_FIELD_KINDS, "mgimm_geo/objects")
+    parent = descriptions_layer(path, crs)
+    manager = QgsProject.instance().relationManager()
+    if not manager.relation(RELATION_ID).isValid():
+        from qgis.core import QgsRelation
+
+        relation = QgsRelation()
+        relation.setId(RELATION_ID)
+        relation.setName("MGIMM guide objects of a description")
+        relation.setReferencingLayer(layer.id())
+        relation.setReferencedLayer(parent.id())
+        relation.addFieldPair("parent_id", "region_id")
+        if relation.isValid():
+            manager.addRelation(relation)
+    return layer
+
+
+def _project_layer(path: str, crs, layer_name: str, title: str, kinds, key: str) -> QgsVectorLayer:
     path = os.path.abspath(path)
     for layer in QgsProject.instance().mapLayers().values():
-        if isinstance(layer, QgsVectorLayer) and layer.customProperty("mgimm_geo/descriptions") == path:
+        if isinstance(layer, QgsVectorLayer) and layer.customProperty(key) == path:
             return layer
-    layer = QgsVectorLayer(_uri(path), LAYER_TITLE, "ogr")
+    layer = QgsVectorLayer(_uri(path, layer_name), title, "ogr")
     created = not layer.isValid()
     if created:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        _create_gpkg_layer(path, crs)
-        layer = QgsVectorLayer(_uri(path), LAYER_TITLE, "ogr")
+        _create_gpkg_layer(path, crs, layer_name, region_fields(kinds))
+        layer = QgsVectorLayer(_uri(path, layer_name), title, "ogr")
         if not layer.isValid():
             raise OSError(f"cannot open the new layer {path}; choose another GeoPackage path in MGIMM settings")
-    missing = [name for name in FIELD_NAMES if layer.fields().indexFromName(name) < 0]
+    missing = [name for name, _ in kinds if layer.fields().indexFromName(name) < 0]
     if missing:
-        raise OSError(f"{path} (layer {GPKG_LAYER}) lacks the fields {', '.join(missing)}: it is not an "
-                      f"MGIMM regions layer; choose another GeoPackage path in MGIMM settings")
-    layer.setCustomProperty("mgimm_geo/descriptions", path)
+        raise OSError(f"{path} (layer {layer_name}) lacks the fields {', '.join(missing)}: it is not an "
+                      f"MGIMM {layer_name} layer; choose another GeoPackage path in MGIMM settings")
+    layer.setCustomProperty(key, path)
     style_layer(layer)
     if created:
         save_default_style(layer)
     QgsProject.instance().addMapLayer(layer)
     return layer
+
+
+def add_object_features(layer: QgsVectorLayer, entries, *, scene: str = None) -> list:
+    """Append the guide objects of `describe` result entries (each entry's `objects`: rows of the
+    core's objects layer with `wkt` in `crs`) to the objects layer; attributes of the guide layer
+    that the objects layer lacks yet become new text/number fields. Returns the added ids."""
+    rows = [row for entry in entries for row in (entry.get("objects") or []) if row.get("wkt")]
+    new = []
+    for row in rows:
+        for name, value in row.items():
+            if name in ("wkt", "crs") or layer.fields().indexFromName(name) >= 0 or name in [f.name() for f in new]:
+                continue
+            kind = (QVariant.Double if isinstance(value, float) else
+                    QVariant.LongLong if isinstance(value, int) and not isinstance(value, bool) else QVariant.String)
+            new.append(QgsField(name, kind))
+    if new:
+        layer.dataProvider().addAttributes(new)
+        layer.updateFields()
+    added = []
+    by_crs: dict = {}
+    for row in rows:
+        by_crs.setdefault(row.get("crs") or "", []).append(row)
+    for crs_text, group in by_crs.items():
+        crs = QgsCoordinateReferenceSystem(crs_text) if crs_text else layer.crs()
+        items = [(QgsGeometry.fromWkt(row["wkt"]),
+                  {k: v for k, v in dict(row, **({"scene": scene} if scene else {})).items()
+                   if k not in ("wkt", "crs")}) for row in group]
+        added += _append_features(layer, items, crs, layer.source())
+    layer.updateExtents()
+    layer.triggerRepaint()
+    return [feature.id() for feature in added]
 
 
 def feature_values(entry: dict, *, scene: str, model: str = None, prompt: str = None,

@@ -55,6 +55,7 @@ class MGIMMPlugin:
         self.tasks: dict = {}    # task -> its context (raster CRS, regions), kept alive while running
         self.last_result = None
         self.last_error = None
+        self.guide_action = None
 
     # ------------------------------------------------------------------ lifecycle
     def initProcessing(self):
@@ -82,6 +83,9 @@ class MGIMMPlugin:
             self.dock.add_tool(action)
         self.dock.add_tool(self._action("Describe selected features", callback=self.describe_selected,
                                         icon="selected.svg"))
+        self.guide_action = self._action("Describe with guide layer", checkable=True, icon="guide.svg")
+        self.guide_action.toggled.connect(self._guide_toggled)
+        self.dock.add_tool(self.guide_action)
         self._action("Show the MGIMM panel", callback=self.dock.show, toolbar=False, icon="panel.svg")
         self._action("MGIMM settings…", callback=self.open_settings, toolbar=False, icon="settings.svg")
 
@@ -98,6 +102,27 @@ class MGIMMPlugin:
         self.iface.addPluginToMenu(MENU, action)
         self.actions.append(action)
         return action
+
+    def _guide_toggled(self, on: bool) -> None:
+        """Guided mode: the panel shows its guide layer choice (the first polygon layer that is not
+        ours when none is chosen); drawn and selected regions are then described with it."""
+        if self.dock is None:
+            return
+        self.dock.guide_row.setVisible(on)
+        combo = self.dock.guide_combo
+        if on and combo.currentLayer() is None:
+            for layer in QgsProject.instance().mapLayers().values():
+                if (layer.type() == QgsMapLayerType.VectorLayer and layer.geometryType() == QgsWkbTypes.PolygonGeometry
+                        and not layer.customProperty("mgimm_geo/descriptions")
+                        and not layer.customProperty("mgimm_geo/objects")):
+                    combo.setLayer(layer)
+                    break
+
+    def guide_layer(self):
+        """The guide layer when "Describe with guide layer" is on (None when off)."""
+        if self.guide_action is None or not self.guide_action.isChecked() or self.dock is None:
+            return None
+        return self.dock.guide_combo.currentLayer()
 
     def unload(self):
         for task in list(self.tasks):
@@ -166,13 +191,18 @@ class MGIMMPlugin:
             return None
         settings = PluginSettings.load()
         canvas = self.iface.mapCanvas()
+        guide = self.guide_layer()
+        if self.guide_action is not None and self.guide_action.isChecked() and guide is None:
+            self.warn("MGIMM", "Choose the guide layer (a polygon layer of objects) in the MGIMM panel, or turn "
+                               "\"Describe with guide layer\" off.")
+            return None
         first_id = self._next_region_id(settings)
         try:
             params = describe_params(raster, geometries, crs, embed=settings.mode == "server",
                                      properties=properties, prompt=settings.prompt,
                                      max_new_tokens=settings.max_new_tokens,
                                      canvas_units_per_pixel=self._canvas_units_in(raster, canvas),
-                                     first_id=first_id)
+                                     first_id=first_id, guide_layer=guide)
             if settings.mode != "server":
                 params["_chunk"] = WORKER_CHUNK
             client = shared_client(settings)
@@ -181,7 +211,8 @@ class MGIMMPlugin:
             return None
         self._last_region_id = first_id + len(params["regions"]) - 1
         count = len(params["regions"])
-        task = RequestTask(f"MGIMM: describing {count} region{'s' * (count != 1)} of {raster.name()}",
+        guided = f" with the guide objects of {guide.name()}" if guide is not None else ""
+        task = RequestTask(f"MGIMM: describing {count} region{'s' * (count != 1)} of {raster.name()}{guided}",
                            client, "describe", params, on_done=self._describe_done)
         self.tasks[task] = {"crs": QgsCoordinateReferenceSystem(raster.crs()), "settings": settings,
                             "scene": (f"{raster.name()} ({raster.source()})" if "_temp" in params
@@ -241,6 +272,8 @@ class MGIMMPlugin:
             self._add_features(entries, context)
         except OSError as exc:
             self.report("bad_input", str(exc))
+        for line in result.get("warnings") or []:
+            self.warn("MGIMM: imagery unlike the model's", line)
         failed = [e for e in entries if e.get("error")]
         asked = len(context["regions"])
         if self.dock is not None:
@@ -268,6 +301,13 @@ class MGIMMPlugin:
                 values["scene"] = context["scene"]
             items.append((wkt, values))
         self.last_feature_ids = add_region_features(layer, items, context["crs"])
+        self.last_object_ids = []
+        if any("objects" in entry for entry in entries):
+            from .layer import add_object_features, objects_layer
+
+            objects = objects_layer(settings.effective_layer_path(), context["crs"])
+            self.last_object_ids = add_object_features(objects, entries, scene=context["scene"]
+                                                       if context.get("rendered") else None)
 
     # ------------------------------------------------------------------ messages
     def report(self, code: str, message: str):

@@ -124,9 +124,12 @@ def raster_info(path: str) -> RasterInfo:
     return info
 
 
-def chip_jobs(info: RasterInfo, geometries, ids, properties) -> list:
+def chip_jobs(info: RasterInfo, geometries, ids, properties, guides=None) -> list:
     """Server mode: each region (layer CRS) with its pixel bounds on the raster, clipped to it (as
-    mgimm_core/regions.py place_region clips it), for server_chips.describe_chips."""
+    mgimm_core/regions.py place_region clips it), for server_chips.describe_chips; with `guides`
+    (guide_items, raster CRS) each region's job carries those whose box meets the region's: the chip
+    has the raster's CRS and a geotransform placing it on the raster, so the server maps them onto
+    the chip's pixels as a worker maps them onto the raster's."""
     a, b, c, d, e, f = inverse_geotransform(info.geotransform)
     to_pixels = QTransform(a, d, b, e, c, f)  # x' = a x + b y + c, y' = d x + e y + f
     raster_box = QgsGeometry.fromRect(QgsRectangle(0, 0, info.width, info.height))
@@ -144,7 +147,11 @@ def chip_jobs(info: RasterInfo, geometries, ids, properties) -> list:
             bounds = (box.xMinimum(), box.yMinimum(), box.xMaximum(), box.yMaximum())
             share = inside.area() / pixels.area() if pixels.area() > 0 else 1.0
             clipped = geometry.intersection(extent).asWkt() if share < 1.0 else geometry.asWkt()
-        jobs.append(ChipJob(str(rid), geometry.asWkt(), clipped, bounds, share, dict(props)))
+        near = None
+        if guides is not None:
+            box = geometry.boundingBox()
+            near = [g for g in guides if QgsGeometry.fromWkt(g["wkt"]).boundingBox().intersects(box)]
+        jobs.append(ChipJob(str(rid), geometry.asWkt(), clipped, bounds, share, dict(props), near))
     return jobs
 
 
@@ -177,16 +184,54 @@ def raster_source(layer: QgsRasterLayer, geometries, *, embed: bool, canvas_unit
     return source
 
 
+def guide_items(guide_layer, raster: QgsRasterLayer, regions) -> list:
+    """The guide layer's polygons near `regions` (raster CRS) as the request's inline `guides`:
+    {"id", "wkt" in the raster's CRS, "properties"}, ids as the core reads a layer file (its `id`
+    attribute, else the feature's 0-based position), so a guided request names the objects the
+    CLI's `describe --guide FILE` names. Only features whose box meets a region's box are sent
+    (the server keeps those whose centre lies inside a region)."""
+    from .plugin import plain_value
+
+    crs = check_crs(raster)
+    source_crs = guide_layer.sourceCrs()      # a QgsVectorLayer or a Processing feature source
+    transform = QgsCoordinateTransform(source_crs, crs, QgsProject.instance())
+    near = [g.boundingBox() for g in regions]
+    names = guide_layer.fields().names()
+    items = []
+    for index, feature in enumerate(guide_layer.getFeatures()):
+        geometry = QgsGeometry(feature.geometry())
+        if geometry.isEmpty():
+            continue
+        if source_crs != crs:
+            geometry.transform(transform)
+        box = geometry.boundingBox()
+        if not any(box.intersects(r) for r in near):
+            continue
+        value = feature.attribute("id") if "id" in names else None
+        rid = str(index) if value is None or plain_value(value) is None else str(plain_value(value))
+        items.append({"id": rid, "wkt": geometry.asWkt(17),
+                      "properties": {name: plain_value(feature.attribute(name)) for name in names}})
+    return items
+
+
 def describe_params(layer: QgsRasterLayer, geometries, source_crs: QgsCoordinateReferenceSystem, *,
                     embed: bool = False, properties=None, prompt: str = "", max_new_tokens: int = 200,
-                    canvas_units_per_pixel: float = None, first_id: int = 1, ids=None) -> dict:
-    """Plain `describe` params for regions drawn in `source_crs` over `layer` (main thread only)."""
+                    canvas_units_per_pixel: float = None, first_id: int = 1, ids=None, guide_layer=None,
+                    max_guides: int = None) -> dict:
+    """Plain `describe` params for regions drawn in `source_crs` over `layer` (main thread only).
+    guide_layer: a polygon layer (any CRS) whose objects guide the descriptions (inline `guides`
+    in the raster's CRS; in server mode each region's chip request gets those near it)."""
     in_layer_crs = to_layer_crs(geometries, source_crs, layer)
     params = raster_source(layer, in_layer_crs, embed=embed, canvas_units_per_pixel=canvas_units_per_pixel)
     properties = properties or [{} for _ in in_layer_crs]
     ids = list(ids) if ids is not None else [str(first_id + i) for i in range(len(in_layer_crs))]
+    guides = None if guide_layer is None else guide_items(guide_layer, layer, in_layer_crs)
+    if guides is not None:
+        params["guides"] = guides
+        if max_guides:
+            params["max_guides"] = int(max_guides)
     if "_raster" in params:
-        params["_chip_jobs"] = chip_jobs(params["_raster"], in_layer_crs, ids, properties)
+        params["_chip_jobs"] = chip_jobs(params["_raster"], in_layer_crs, ids, properties, guides)
     params.update({
         "regions": [{"id": rid, "wkt": g.asWkt(), "properties": dict(p)}
                     for rid, g, p in zip(ids, in_layer_crs, properties)],

@@ -38,6 +38,7 @@ class ChipJob:
     bounds: Optional[tuple]          # (minx, miny, maxx, maxy) of the clipped region in pixels; None: outside
     share: float = 1.0               # share of the region's area on the raster
     properties: dict = field(default_factory=dict)
+    guides: Optional[list] = None    # guided requests: the guide objects near it ({"id", "wkt", ...}, raster CRS)
 
 
 @dataclass
@@ -161,7 +162,7 @@ def describe_chips(client, raster: RasterInfo, jobs, params: dict, progress: Cal
     dataset = gdal.OpenEx(raster.path, gdal.OF_RASTER | gdal.OF_READONLY)
     if dataset is None:
         raise ClientError("scene_unreadable", f"GDAL cannot open {raster.path} ({gdal.GetLastErrorMsg()}).")
-    entries, largest, result = [], 0, {}
+    entries, largest, result, warnings = [], 0, {}, []
     total = len(jobs)
     try:
         for done, job in enumerate(jobs):
@@ -174,9 +175,11 @@ def describe_chips(client, raster: RasterInfo, jobs, params: dict, progress: Cal
                                       settings=settings)
             clipped = not plan.inside_scene(raster.width, raster.height) and job.share < 1.0
             data = base64.b64encode(cut_chip(dataset, plan)).decode("ascii")
-            request = dict(params, raster_b64=data, raster_name=raster.path,
+            request = dict(params, raster_b64=data, raster_name=raster.path, chip_scale=plan.scale,
                            regions=[{"id": job.id, "wkt": job.clipped_wkt if clipped else job.wkt,
                                      "properties": job.properties}])
+            if job.guides is not None:
+                request["guides"] = job.guides
             largest = max(largest, len(data))
             try:
                 result = client.request("describe", request, cancelled=cancelled)
@@ -189,6 +192,9 @@ def describe_chips(client, raster: RasterInfo, jobs, params: dict, progress: Cal
                     entries.append(entry)
                     continue
                 raise
+            for line in result.get("warnings") or []:
+                if line not in warnings:
+                    warnings.append(line)
             entry = result["regions"][0]
             entry["chip"] = {"window": [plan.col_off, plan.row_off, plan.side, plan.side], "pixels": plan.read,
                              "exact": exact, "bytes": len(data)}
@@ -200,4 +206,4 @@ def describe_chips(client, raster: RasterInfo, jobs, params: dict, progress: Cal
         dataset = None
     return {"regions": entries, "model": result.get("model"), "device": result.get("device"), "output": None,
             "seconds": round(time.perf_counter() - started, 3), "cancelled": len(entries) < total,
-            "largest_request_bytes": largest}
+            "largest_request_bytes": largest, "warnings": warnings}

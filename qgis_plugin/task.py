@@ -37,6 +37,7 @@ class RequestTask(QgsTask):
 
                 params.pop("regions", None)
                 params.pop("raster_name", None)
+                params.pop("guides", None)   # each chip's request carries the guides near its region
                 self.result = describe_chips(self.client, self.params["_raster"], self.params["_chip_jobs"],
                                              params, progress=self._progress, cancelled=self.isCanceled)
                 return True

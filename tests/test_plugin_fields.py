@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from mgimm_core.output.schema import RegionSchema
+from mgimm_core.output.schema import ObjectSchema, RegionSchema
 
 FIELDS_FILE = Path(__file__).resolve().parents[1] / "qgis_plugin" / "fields.py"
 
@@ -28,6 +28,9 @@ def test_plugin_field_list_is_the_core_region_schema():
     kinds = {"TEXT": "text", "REAL": "real", "DATETIME": "datetime"}
     assert dict(fields.FIELD_KINDS) == {name: kinds[sql] for name, sql in schema.columns.items()}
     assert fields.ATTRIBUTE_FIELDS == schema.attribute_fields
+    objects = ObjectSchema()              # the plugin's objects layer (guided requests)
+    assert fields.OBJECT_FIELD_NAMES == tuple(objects.columns)
+    assert dict(fields.OBJECT_FIELD_KINDS) == {name: kinds[sql] for name, sql in objects.columns.items()}
 
 
 def test_plugin_input_columns_follow_the_core_rule():
