@@ -25,7 +25,6 @@ from mgimm_core.describer import Describer
 from mgimm_core.engines import LoadOptions
 from mgimm_core.errors import OptionsError
 from mgimm_core.model.testing_mgimm import random_chip
-from training.agreement import class_mentions, contradicts, tile_scores
 from training.synthetic.demo_inputs import write_demo_inputs
 
 
@@ -177,17 +176,6 @@ def test_repetition_guard_blocks_repeated_ngrams(tiny_model_dir):
     assert any(c > 0 for c in bigrams(plain))             # the random model does loop without it
     with pytest.raises(OptionsError):
         LoadOptions(no_repeat_ngram=1)
-
-
-def test_agreement_reads_class_colour_shape_and_counts():
-    text = ("This aerial image shows a mainly rural area. Two small white circular storage tanks lie in the "
-            "centre. One large green rectangular tennis court lies in the north.")
-    assert [(n, c) for n, c, _ in class_mentions(text)] == [("storage tank", 2), ("tennis court", 1)]
-    assert not contradicts(text, {"object": "tennis court", "color": "green", "shape": "rectangular"})
-    assert contradicts(text, {"object": "tennis court", "color": "blue", "shape": "rectangular"})
-    assert contradicts(text, {"object": "ship", "color": "white", "shape": "elongated"})
-    scores = tile_scores(text, Counter({"storage tank": 3, "building": 1}))
-    assert scores == {"truth": 2, "mentioned": 2, "hit": 1, "hallucinated": 1, "counted": 1, "count_right": 0}
 
 
 def test_demo_samples_carry_guidance_multi_region_and_empty_regions():

@@ -15,16 +15,17 @@ user would run `mgimm-geo describe`:
   precision of the classes a description names, hallucinated classes, and whether the count it
   gives ("three buildings") is right.
 
-Reports JSON (and prints a Markdown table). Text is read with the attribute vocabulary
-(mgimm_core/vocabulary.py): a class is "named" when its singular or plural form is in the text; a
-mention "carries" a colour/shape when that word is among the four words before it.
+Reports JSON (and prints a Markdown table). Text is read as mgimm_core/mentions.py reads it (the
+same reading the agreeing decoding uses): a class is "named" when its singular or plural form is in
+the text; a mention "carries" a colour/shape when that word is among the four words before it.
+`--no-agree` describes with free decoding (LoadOptions.agree=False), the baseline of the agreeing
+decoding. "description class right" says how often the description names the object truly there.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -33,58 +34,14 @@ import numpy as np
 import shapely
 from shapely import affinity
 
-from mgimm_core.vocabulary import CLASS_NAMES, COLORS, NO_OBJECT_VALUE, SHAPES, number_word, plural
-
-_WORD = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
-_NUMBERS = {number_word(n): n for n in range(0, 21)}
-
-
-def _tokens(text: str) -> list[str]:
-    return _WORD.findall((text or "").lower())
-
-
-def class_mentions(text: str) -> list[tuple[str, int, list[str]]]:
-    """(class, count or -1, the four words before it) for every class name in `text`, longest names
-    first so "tennis court" is not also read as a "court"."""
-    words = _tokens(text)
-    found = []
-    used = [False] * len(words)
-    for name in sorted(CLASS_NAMES, key=lambda n: -len(n.split())):
-        for form in (plural(name), name):
-            parts = form.lower().split()
-            for i in range(len(words) - len(parts) + 1):
-                if words[i:i + len(parts)] == parts and not any(used[i:i + len(parts)]):
-                    for j in range(i, i + len(parts)):
-                        used[j] = True
-                    before = words[max(0, i - 5):i]
-                    count = next((_NUMBERS[w] for w in reversed(before) if w in _NUMBERS), -1)
-                    found.append((name, count, before[-4:]))
-    return found
-
-
-def contradicts(description: str, attributes: dict) -> bool:
-    """The description does not name the attribute object with its class, colour and shape: no
-    mention of its class at all, or every mention carries another colour or shape."""
-    name = attributes.get("object") or attributes.get("name")
-    if not name:
-        return False
-    colour, shape = attributes.get("color"), (attributes.get("shape") or "").lower()
-    mentions = [m for m in class_mentions(description) if m[0] == name]
-    if not mentions:
-        return True
-    for _, _, before in mentions:
-        colours = [w for w in before if w in COLORS]
-        shapes = [w for w in before if w in {s.lower() for s in SHAPES}]
-        if (not colours or colour in colours) and (not shapes or shape in shapes):
-            return False
-    return True
-
+from mgimm_core.mentions import contradicts, mentions
+from mgimm_core.vocabulary import NO_OBJECT_VALUE
 
 def tile_scores(description: str, truth: Counter) -> dict:
     """Recall / precision / hallucinations / counts of one tile description against its objects."""
-    mentioned = {}
-    for name, count, _ in class_mentions(description):
-        mentioned.setdefault(name, count)
+    mentioned: dict[str, int] = {}
+    for mention in mentions(description):
+        mentioned.setdefault(mention.name, mention.count)
     true_positive = [n for n in mentioned if truth.get(n)]
     counted = [n for n in true_positive if mentioned[n] >= 0]
     return {"truth": len(truth), "mentioned": len(mentioned), "hit": len(true_positive),
@@ -138,13 +95,14 @@ def scene_inputs(seed: int, directory: Path, *, size: int, objects: int, empties
 
 
 def evaluate_agreement(model=None, *, scenes: int = 8, size: int = 1024, objects: int = 12, empties: int = 6,
-                       tile_size: int = 256, workdir: str | None = None, max_new_tokens: int = 160) -> dict:
+                       tile_size: int = 256, workdir: str | None = None, max_new_tokens: int = 160,
+                       agree: bool = True) -> dict:
     """The agreement figures of `model` (a directory; None: the demo model) on held-out scenes."""
     import mgimm_core
     from training.demo_recipe import HELDOUT_SEED_BASE
     from training.synthetic.text import objects_in
 
-    engine = mgimm_core.load_model(model, max_new_tokens=max_new_tokens)
+    engine = mgimm_core.load_model(model, max_new_tokens=max_new_tokens, agree=agree)
     work = Path(workdir or tempfile.mkdtemp(prefix="agreement_"))
     object_rows, empty_rows, tiles = [], [], {"unguided": [], "guided": []}
     try:
@@ -180,11 +138,13 @@ def evaluate_agreement(model=None, *, scenes: int = 8, size: int = 1024, objects
     named = [r for r in object_rows if r["attributes"]["object"] not in (None, NO_OBJECT_VALUE)]
     contradictions = [r for r in named if contradicts(r["description"], r["attributes"])]
     report = {
-        "model": str(model or "demo"), "scenes": scenes, "object_regions": len(object_rows),
+        "model": str(model or "demo"), "agree": agree, "scenes": scenes, "object_regions": len(object_rows),
         "contradiction_rate": _rate(len(contradictions), len(named)),
         "object_regions_without_object_answer": len(object_rows) - len(named),
         "attribute_class_right": _rate(sum(r["attributes"]["object"] == r["truth"] for r in object_rows),
                                        len(object_rows)),
+        "description_class_right": _rate(sum(any(m.name == r["truth"] for m in mentions(r["description"]))
+                                             for r in object_rows), len(object_rows)),
         "empty_regions": len(empty_rows),
         "no_object_right": _rate(sum(1 for r in empty_rows if r["no_object"]), len(empty_rows)),
         "examples_contradicting": [{"attributes": r["attributes"], "description": r["description"]}
@@ -205,6 +165,7 @@ def markdown(report: dict) -> str:
     lines = ["| figure | value | target |", "|---|---|---|",
              f"| contradiction rate (object AOIs, {report['object_regions']}) | {report['contradiction_rate']} | <= 0.05 |",
              f"| attribute class right (object AOIs) | {report['attribute_class_right']} | |",
+             f"| description names the true class (object AOIs) | {report['description_class_right']} | |",
              f"| \"no distinct object\" on empty AOIs ({report['empty_regions']}) | {report['no_object_right']} | >= 0.90 |"]
     for mode in ("unguided", "guided"):
         t = report[f"tiles_{mode}"]
@@ -220,8 +181,10 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--out", default=None, help="write the JSON report here too")
+    parser.add_argument("--no-agree", action="store_true", help="free decoding (the agreeing decoding's baseline)")
     args = parser.parse_args(argv)
-    report = evaluate_agreement(args.model, scenes=args.scenes, size=args.size, workdir=args.workdir)
+    report = evaluate_agreement(args.model, scenes=args.scenes, size=args.size, workdir=args.workdir,
+                                agree=not args.no_agree)
     text = json.dumps(report, indent=2)
     if args.out:
         Path(args.out).write_text(text + "\n")
