@@ -66,6 +66,10 @@ def _progress(total, quiet: bool, unit: str):
               help="Guide objects per region or tile, largest first; the others are counted in the row.")
 @click.option("--no-repeat-ngram", type=click.IntRange(min=0), default=6, show_default=True, metavar="N",
               help="Repetition guard: no N words in a row twice in one answer (0: off).")
+@click.option("--agree/--no-agree", default=True, show_default=True,
+              help="Descriptions name the region's object (or the guide objects) with the attributes the "
+                   "model answered for it: a phrase that says otherwise is decoded again, limited to the "
+                   "answer's words. --no-agree: free decoding.")
 @click.option("--compile", "compile_decode", is_flag=True,
               help="Static KV cache and compiled decode (CUDA: faster after the first batch; same text).")
 @click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
@@ -79,8 +83,8 @@ def _progress(total, quiet: bool, unit: str):
 @click.pass_context
 def command(ctx, scenes, aoi, layer, aoi_crs, buffer, output, overwrite, append, resume, model_dir, bands,
             nodata, tiles, tile_size, tile_overlap, min_valid, batch_size, device, threads, max_new_tokens,
-            prompt, no_attributes, strict, guide, guide_layer, max_guides, no_repeat_ngram, compile_decode, engine,
-            address, workers, quiet):
+            prompt, no_attributes, strict, guide, guide_layer, max_guides, no_repeat_ngram, agree, compile_decode,
+            engine, address, workers, quiet):
     """Describe the AOI regions of SCENE(s) (files, directories of rasters, or VRTs) with MGIMM and
     write one feature per region (or per tile with --tiles) to OUT.
 
@@ -102,7 +106,7 @@ def command(ctx, scenes, aoi, layer, aoi_crs, buffer, output, overwrite, append,
                                     tiles=TileOptions(tile_size, tile_overlap, min_valid) if tiles else None,
                                     max_guides=max_guides, strict=strict))
         load = LoadOptions(device=device, max_new_tokens=max_new_tokens, compile=compile_decode, threads=threads,
-                           no_repeat_ngram=no_repeat_ngram)
+                           no_repeat_ngram=no_repeat_ngram, agree=agree)
     except OptionsError as exc:
         raise usage_error(exc) from None
     quiet = quiet or (ctx.obj or {}).get("verbosity", 0) < 0

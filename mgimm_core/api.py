@@ -24,11 +24,12 @@ from mgimm_core.pipeline import DescribeOptions, TileOptions
 
 
 def load_model(model_dir: str | os.PathLike | None = None, *, device: str = "auto", max_new_tokens: int = 200,
-               threads: int | None = None, compile: bool = False):
+               threads: int | None = None, compile: bool = False, agree: bool = True):
     """A local engine for `model_dir` (default: the demo model) to pass as `describe(model=...)`;
-    its weights load on the first region and stay loaded for later calls."""
+    its weights load on the first region and stay loaded for later calls. agree=False: descriptions
+    decoded freely, not held to the attribute answers (LoadOptions.agree)."""
     return open_engine("local", model_dir, LoadOptions(device=device, max_new_tokens=max_new_tokens,
-                                                       compile=compile, threads=threads))
+                                                       compile=compile, threads=threads, agree=agree))
 
 
 def _aoi_source(aois, directory: str, *, crs, layer, buffer, name: str = "aois") -> AOISource | None:

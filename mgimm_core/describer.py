@@ -16,6 +16,7 @@ import numpy as np
 
 from mgimm_core.errors import ModelError, UnknownWordsError
 from mgimm_core.prompts import ATTRIBUTE_PROMPT, DESCRIPTION_PROMPT, TEXT_REGION_PROMPTS, guided_description_prompt
+from mgimm_core.mentions import ObjectSpec
 from mgimm_core.vocabulary import NO_OBJECT_VALUE, parse_attributes, says_no_object
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,11 @@ class Describer:
     """Model + processor on one device; `describe` answers a batch of region chips."""
 
     def __init__(self, model, processor, model_id: str, device, *, max_new_tokens: int = 200,
-                 model_dir: Path | None = None, compile: bool = False, no_repeat_ngram: int = 0):
+                 model_dir: Path | None = None, compile: bool = False, no_repeat_ngram: int = 0,
+                 agree: bool = True):
         self.model = model
+        # Descriptions and attribute answers agree (mgimm_core/agreeing.py).
+        self.agree = agree
         # Static KV cache: fixed-shape decode steps, which transformers compiles (torch.compile of
         # the forward) on CUDA; on CPU it only preallocates the cache (same tokens, no compile).
         self.generate_options: dict = {"cache_implementation": "static"} if compile else {}
@@ -75,13 +79,15 @@ class Describer:
     @classmethod
     def load(cls, model_dir: str | Path | None = None, *, device: str = "auto",
              max_new_tokens: int = 200, compile: bool = False, vision: str | Path | None = None,
-             no_repeat_ngram: int = 0) -> "Describer":
+             no_repeat_ngram: int = 0, agree: bool = True) -> "Describer":
         """Load a saved MGIMM directory (default: the demo model shipped inside the package).
 
         compile: decode with a static KV cache and a compiled forward (CUDA; first batch of
         each shape pays the compile time, later ones decode faster); greedy tokens are the same.
         vision: the local vision-tower directory of an original-format LLaVA/GeoChat checkpoint
         (default: its `mm_vision_tower`, as a path or in the Hugging Face cache).
+        agree: descriptions name the region's object (or the guide objects) with the attributes
+        the model answered for them (constrained re-decoding of a disagreeing phrase); False: free.
         """
         from mgimm_core.model import load_for_inference
 
@@ -106,7 +112,8 @@ class Describer:
             raise ModelError(f"{directory}: cannot load the model ({exc})") from exc
         model_id = "demo" if model_dir is None else directory.name
         return cls(model, processor, model_id, torch_device, max_new_tokens=max_new_tokens,
-                   model_dir=directory, compile=compile, no_repeat_ngram=no_repeat_ngram)
+                   model_dir=directory, compile=compile, no_repeat_ngram=no_repeat_ngram,
+                   agree=agree)
 
     @property
     def chip_size(self) -> int:
@@ -121,16 +128,75 @@ class Describer:
         with torch.inference_mode():
             return self.model.patch_features(pixels.to(self.model.dtype))
 
-    def _generate(self, images, regions, prompts, mode: str, patches) -> list[str]:
-        """One answer per chip. regions: per chip a list of (box, mask) in chip pixels; prompts:
-        one string or one per chip; patches: the chips' `_patches`."""
+    def _generate_ids(self, images, regions, prompts, mode: str, patches, prefixes=None,
+                      phrases=None) -> list[list[int]]:
+        """One answer's token ids per chip. regions: per chip a list of (box, mask) in chip pixels;
+        prompts: one string or one per chip; patches: the chips' `_patches`. prefixes: per chip the
+        answer tokens to continue from (kept in the result); phrases: per chip the token sequences
+        its next phrase must follow (constrained_mgimm.PhraseConstraint)."""
+        from transformers import LogitsProcessorList
+
+        from mgimm_core.model.constrained_mgimm import PhraseConstraint, append_tokens
+
         batch = self.processor(images, boxes=[np.asarray([b for b, _ in r], dtype=np.float32).reshape(-1, 4)
                                               for r in regions],
                                masks=[[m for _, m in r] for r in regions], prompts=prompts, mode=mode)
         batch = {k: v.to(self.device) for k, v in batch.items() if k != "pixel_values"}
-        ids = self.model.generate(**batch, patches=patches, mode=mode, max_new_tokens=self.max_new_tokens,
-                                  **self.generate_options)
-        return self.processor.batch_decode(ids)
+        options = dict(self.generate_options)
+        budget = self.max_new_tokens
+        if prefixes is not None:
+            batch["input_ids"], batch["attention_mask"] = append_tokens(
+                batch["input_ids"], batch["attention_mask"], prefixes, self._pad_id)
+            budget = max(1, self.max_new_tokens - min(len(p) for p in prefixes))
+        if phrases is not None:
+            options["logits_processor"] = LogitsProcessorList([PhraseConstraint(phrases)])
+        ids = self.model.generate(**batch, patches=patches, mode=mode, max_new_tokens=budget, **options)
+        rows = [list(prefix) for prefix in prefixes] if prefixes is not None else [[] for _ in images]
+        eos = self.processor.tokenizer.eos_token_id
+        for row, new in zip(rows, ids.tolist()):
+            # an answer ends at its end-of-sequence token (generation pads after it); a pad token the
+            # model itself chose mid-answer stays, as the model saw it (decoding skips it)
+            end = next((k for k, token in enumerate(new) if token == eos), len(new))
+            row.extend(new[:end])
+            del row[self.max_new_tokens:]
+        return rows
+
+    @property
+    def _pad_id(self) -> int:
+        tokenizer = self.processor.tokenizer
+        return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.processor.batch_decode([ids])[0] if ids else ""
+
+    def _generate(self, images, regions, prompts, mode: str, patches) -> list[str]:
+        """One answer per chip (see `_generate_ids`)."""
+        return [self._decode(ids) for ids in self._generate_ids(images, regions, prompts, mode, patches)]
+
+    def _score(self, images, regions, prompts, mode: str, patches, answers: list[list[int]],
+               scored: list[int]) -> list[float]:
+        """Per chip, the summed log-probability of the last `scored` tokens of `answers` after
+        its question (teacher-forced: one forward pass, no generation)."""
+        import torch
+
+        from mgimm_core.model.constrained_mgimm import append_tokens
+
+        batch = self.processor(images, boxes=[np.asarray([b for b, _ in r], dtype=np.float32).reshape(-1, 4)
+                                              for r in regions],
+                               masks=[[m for _, m in r] for r in regions], prompts=prompts, mode=mode)
+        batch = {k: v.to(self.device) for k, v in batch.items() if k != "pixel_values"}
+        ids, attention = append_tokens(batch["input_ids"], batch["attention_mask"], answers, self._pad_id)
+        with torch.inference_mode():
+            embeds = self.model.embed_inputs(ids, None, batch["region_boxes"], batch.get("region_masks"),
+                                             batch["region_valid"], mode, patches)
+            logits = self.model(inputs_embeds=embeds, attention_mask=attention, mode=mode).logits
+            logprobs = torch.log_softmax(logits.float(), dim=-1)
+        totals = []
+        length = ids.shape[1]
+        for row, n in enumerate(scored):
+            positions = torch.arange(length - n, length, device=ids.device)
+            totals.append(float(logprobs[row, positions - 1, ids[row, positions]].sum()))
+        return totals
 
     def unknown_words(self, text: str) -> list[str]:
         """Words of `text` the tokenizer can only read as unknown (word-level vocabularies such as
@@ -211,10 +277,19 @@ class Describer:
             prompts = [guided_description_prompt([o.attribute_text for o in r.objects] if r.objects
                                                  else [r.attribute_text], base) if guided else base
                        for r in results]
-            texts = self._generate(images, [regions[i] + guides[i] for i in range(len(images))], prompts,
-                                   "global_region", patches)
-            for result, text in zip(results, texts):
-                result.description = text
+            sequences = [regions[i] + guides[i] for i in range(len(images))]
+            ids = self._generate_ids(images, sequences, prompts, "global_region", patches)
+            if self.agree:
+                from mgimm_core.agreeing import agree, reconcile
+
+                if guided:
+                    reconcile(self, images, regions, sequences, patches, results, base, prompts, ids)
+                wanted = [(None if r.objects else ObjectSpec.from_attributes(r.attributes),
+                           tuple(s for s in (ObjectSpec.from_attributes(o.attributes) for o in r.objects) if s))
+                          for r in results]
+                ids = agree(self, images, sequences, prompts, patches, ids, wanted)
+            for result, row in zip(results, ids):
+                result.description = self._decode(row)
         if not attributes:
             for result in results:
                 result.attribute_text, result.attributes = None, {}

@@ -63,7 +63,8 @@ class FilesJob:
                 "layer": self.aoi.layer if self.aoi else None, "bands": self.bands, "nodata": self.nodata,
                 "guide": self.guide.source if self.guide else None,
                 "engine": engine.name, "device": engine.device, "max_new_tokens": engine.load.max_new_tokens,
-                "compile": engine.load.compile, **self.options.parameters()}
+                "compile": engine.load.compile, "no_repeat_ngram": engine.load.no_repeat_ngram,
+                "agree": engine.load.agree, **self.options.parameters()}
 
 
 def run_files_job(job: FilesJob, engine, *, check_path: Callable[[str, str], str] = lambda path, what: path,

@@ -20,13 +20,14 @@ ENGINES = ("local", "ray")
 @dataclass(frozen=True)
 class LoadOptions:
     """How the model is loaded and decodes: device, answer length, compiled decode, torch threads,
-    repetition guard."""
+    repetition guard, agreement with the attribute answers."""
 
     device: str = "auto"
     max_new_tokens: int = 200
     compile: bool = False
     threads: int | None = None         # None: mgimm_core.threads.default_threads() at load time
     no_repeat_ngram: int = 6           # repetition guard: no n-gram of new tokens twice; 0: off
+    agree: bool = True                 # descriptions name objects with their attribute answers (Describer)
 
     def __post_init__(self):
         if self.max_new_tokens < 1:

@@ -53,7 +53,8 @@ class LocalEngine:
                 self._describer = Describer.load(self.model.path, device=self.load.device,
                                                  max_new_tokens=self.load.max_new_tokens,
                                                  compile=self.load.compile, vision=self.model.vision_dir,
-                                                 no_repeat_ngram=self.load.no_repeat_ngram)
+                                                 no_repeat_ngram=self.load.no_repeat_ngram,
+                                                 agree=self.load.agree)
                 self._describer.model_id = self.model.model_id
                 log.info("model %s loaded on %s (%d torch threads) in %.1f s", self.model.model_id,
                          self._describer.device, threads, time.perf_counter() - started)

@@ -1,0 +1,149 @@
+"""Descriptions and attribute answers that agree with each other, decided by the model.
+
+A region gets two answers: its attributes (stage 1, region tokens only) and its description (stage
+2, global + region tokens). Trained alone, they disagree in about one row in five, and then the
+description is more often the right one (docs/ablation.md). For a region whose description names
+its object otherwise than the attribute answer, both readings are scored over both questions
+(teacher-forced log-probabilities of the attribute answer and of the description's phrase, each
+with the description question guided by that reading): the likelier reading wins. If it is the
+description's, the attribute answer is decoded again limited to that object's words and the
+description decoded again guided by it; then every description that still names an object
+otherwise than its answers is decoded again from that phrase, limited to the answer's words.
+Every token comes from the model's own forward passes (mgimm_core/model/constrained_mgimm.py).
+"""
+
+from __future__ import annotations
+
+from mgimm_core.mentions import Mention, ObjectSpec, first_disagreement, words
+from mgimm_core.prompts import ATTRIBUTE_PROMPT, guided_description_prompt
+from mgimm_core.vocabulary import attribute_phrase, plural, size_surface
+
+#: Re-decoding rounds of `agree` (each fixes the first phrase still disagreeing).
+AGREEMENT_ROUNDS = 3
+
+
+def word_start(describer, ids: list[int], word: int) -> int:
+    """The index of the token where word number `word` of the decoded text begins."""
+    for k in range(1, len(ids) + 1):
+        if len(words(describer._decode(ids[:k]))) > word:
+            return k - 1
+    return len(ids)
+
+
+def agree(describer, images, regions, prompts, patches, ids: list[list[int]], wanted) -> list[list[int]]:
+    """Descriptions that name their objects as the attribute answers do.
+
+    wanted: per chip (own answer or None, guide answers). A description that does not carry them
+    (mentions.first_disagreement) is decoded again from the phrase that should: the words before
+    it are kept, the phrase may take only the answer's words (the model choosing among them), the
+    rest is free. Repeated while later phrases disagree, up to AGREEMENT_ROUNDS."""
+    from mgimm_core.model.constrained_mgimm import phrase_sequences
+
+    tokenizer = describer.processor.tokenizer
+    for _ in range(AGREEMENT_ROUNDS):
+        todo = []
+        for i, (own, guides) in enumerate(wanted):
+            found = first_disagreement(describer._decode(ids[i]), own, guides) if own or guides else None
+            if found is None:
+                continue
+            mention, allowed = found
+            sequences = phrase_sequences(tokenizer, allowed, mention.plural)
+            if sequences:
+                todo.append((i, ids[i][:word_start(describer, ids[i], mention.start)], sequences))
+        if not todo:
+            break
+        index = [i for i, _, _ in todo]
+        redone = describer._generate_ids([images[i] for i in index], [regions[i] for i in index],
+                                         [prompts[i] for i in index], "global_region", patches[index],
+                                         prefixes=[p for _, p, _ in todo], phrases=[s for _, _, s in todo])
+        for i, row in zip(index, redone):
+            ids[i] = row
+    return ids
+
+
+def reading_of(mention: Mention, answer: ObjectSpec) -> ObjectSpec:
+    """The object as a description's mention names it; values it leaves out (or gives twice over)
+    are the attribute answer's, so both readings are scored with answers of the same length."""
+    values = {key: mention.carried(key) for key in ("color", "shape", "size")}
+    return ObjectSpec(mention.name, **{k: v[0] if len(v) == 1 else getattr(answer, k) for k, v in values.items()})
+
+
+def _answer_text(spec: ObjectSpec, attributes: dict) -> str:
+    """The canonical attribute answer for `spec`, with the position and orientation of `attributes`."""
+    return attribute_phrase({"name": spec.name, "color": spec.color, "shape": spec.shape, "size": spec.size,
+                             "orientation": attributes.get("orientation"), "position": attributes.get("position")})
+
+
+def _phrase_text(spec: ObjectSpec, like: Mention) -> str:
+    """`spec` in the words of a description phrase with the same adjective slots as `like`."""
+    slots = [size_surface(spec.size) if like.carried("size") else None,
+             spec.color if like.carried("color") else None, spec.shape if like.carried("shape") else None]
+    return " ".join([w for w in slots if w] + [plural(spec.name) if like.plural else spec.name])
+
+
+def reconcile(describer, images, regions, sequences, patches, results, base_prompt: str,
+              prompts: list[str], ids: list[list[int]]) -> list[int]:
+    """Regions whose description reads their object otherwise than the attribute answer, where the
+    description's reading is likelier over both questions: their attribute answer is decoded again
+    limited to that reading and their description again guided by it (prompts and ids updated in
+    place). Returns the indices of the regions changed."""
+    from mgimm_core.model.constrained_mgimm import phrase_sequences
+
+    tokenizer = describer.processor.tokenizer
+
+    def encode(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    cases: list[tuple[int, ObjectSpec, ObjectSpec, Mention]] = []
+    for i, result in enumerate(results):
+        own = ObjectSpec.from_attributes(result.attributes)
+        if own is None or result.objects:
+            continue
+        found = first_disagreement(describer._decode(ids[i]), own)
+        if found is None:
+            continue
+        reading = reading_of(found[0], own)
+        if reading != own:
+            cases.append((i, own, reading, found[0]))
+    if not cases:
+        return []
+    index = [i for i, _, _, _ in cases]
+    pick = [images[i] for i in index]
+    attribute_answers, description_prompts, description_answers, scored = [], [], [], []
+    for i, own, reading, mention in cases:
+        prefix = ids[i][:word_start(describer, ids[i], mention.start)]
+        for spec in (own, reading):
+            attribute_answers.append(encode(_answer_text(spec, results[i].attributes)))
+            description_prompts.append(guided_description_prompt([_answer_text(spec, results[i].attributes)],
+                                                                  base_prompt))
+            phrase = encode(_phrase_text(spec, mention))
+            description_answers.append(prefix + phrase)
+            scored.append(len(phrase))
+    twice = [x for x in pick for _ in range(2)]
+    twice_patches = patches[[i for i in index for _ in range(2)]]
+    attribute_scores = describer._score(twice, [regions[i] for i in index for _ in range(2)], ATTRIBUTE_PROMPT,
+                                        "region", twice_patches, attribute_answers,
+                                        [len(a) for a in attribute_answers])
+    description_scores = describer._score(twice, [sequences[i] for i in index for _ in range(2)],
+                                          description_prompts, "global_region", twice_patches,
+                                          description_answers, scored)
+    totals = [a + d for a, d in zip(attribute_scores, description_scores)]
+    switch = [(i, reading) for k, (i, _, reading, _) in enumerate(cases) if totals[2 * k + 1] > totals[2 * k]]
+    if not switch:
+        return []
+    index = [i for i, _ in switch]
+    answers = describer._generate_ids([images[i] for i in index], [regions[i] for i in index], ATTRIBUTE_PROMPT,
+                                      "region", patches[index],
+                                      phrases=[phrase_sequences(tokenizer, (reading,), False, article=True)
+                                               for _, reading in switch])
+    for i, row in zip(index, answers):
+        describer._set_attributes(results[i], describer._decode(row))
+        prompts[i] = guided_description_prompt([results[i].attribute_text], base_prompt)
+    redone = describer._generate_ids([images[i] for i in index], [sequences[i] for i in index],
+                                     [prompts[i] for i in index], "global_region", patches[index])
+    for i, row in zip(index, redone):
+        ids[i] = row
+    return index
+
+
+__all__ = ["AGREEMENT_ROUNDS", "agree", "reading_of", "reconcile"]
