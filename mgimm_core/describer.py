@@ -230,7 +230,8 @@ class Describer:
 
     def describe(self, images: list[np.ndarray], boxes: list[tuple], masks: list[np.ndarray | None], *,
                  attributes: bool = True, description: bool = True, prompt: str | None = None,
-                 guides: list[list] | None = None, strict: bool = False) -> list[RegionText]:
+                 guides: list[list] | None = None, guides_left: list[int] | None = None,
+                 strict: bool = False) -> list[RegionText]:
         """Answer the attribute question (region tokens only, as trained in stage 1) and the
         description question (global + region tokens, stage 2) for each chip.
 
@@ -239,7 +240,9 @@ class Describer:
         the region and every guide as region prompts in one sequence. Models trained with
         attribute-guided descriptions (processor.guided_descriptions) get the attribute answers
         (the guides', else the region's own) in the description question, so the description
-        agrees with them. The vision tower runs once per chip for every question."""
+        agrees with them (and, with `agree`, mgimm_core/agreeing.py holds it to them; guides_left:
+        per chip the guide objects inside that were not given, 0 when all were, so counts can be
+        held too). The vision tower runs once per chip for every question."""
         results = [RegionText() for _ in images]
         if not images:
             return results
@@ -284,9 +287,11 @@ class Describer:
 
                 if guided:
                     reconcile(self, images, regions, sequences, patches, results, base, prompts, ids)
+                left = guides_left if guides_left is not None else [0] * len(images)
                 wanted = [(None if r.objects else ObjectSpec.from_attributes(r.attributes),
-                           tuple(s for s in (ObjectSpec.from_attributes(o.attributes) for o in r.objects) if s))
-                          for r in results]
+                           tuple(s for s in (ObjectSpec.from_attributes(o.attributes) for o in r.objects) if s),
+                           bool(r.objects) and left[i] == 0)
+                          for i, r in enumerate(results)]
                 ids = agree(self, images, sequences, prompts, patches, ids, wanted)
             for result, row in zip(results, ids):
                 result.description = self._decode(row)

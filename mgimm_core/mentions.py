@@ -43,6 +43,7 @@ class Mention:
     noun: int              # index of the noun's first word
     start: int             # index of the phrase's first adjective (== noun when it has none)
     before: tuple[str, ...]  # the four words before the noun
+    count_at: int = -1     # index of the number word just before the phrase, -1 when there is none
 
     def carried(self, key: str) -> list[str]:
         """The canonical values of attribute `key` (color, shape, size) among the words before it."""
@@ -69,7 +70,8 @@ def mentions(text: str | None) -> list[Mention]:
                     start = i
                     while start > 0 and found_words[start - 1] in ADJECTIVE_WORDS:
                         start -= 1
-                    found.append(Mention(name, is_plural, count, i, start, tuple(before[-4:])))
+                    count_at = start - 1 if start > 0 and found_words[start - 1] in _NUMBERS else -1
+                    found.append(Mention(name, is_plural, count, i, start, tuple(before[-4:]), count_at))
     return sorted(found, key=lambda m: m.noun)
 
 
@@ -114,23 +116,41 @@ def contradicts(description: str | None, attributes: Mapping, keys=("color", "sh
     return not any(spec.carried_by(m, keys) for m in mentions(description))
 
 
+@dataclass(frozen=True)
+class Disagreement:
+    """A phrase to decode again: from word `start`, naming one of `allowed` (with its count when
+    `counted`: the number of those answers the phrase's adjectives fit)."""
+
+    mention: Mention
+    allowed: tuple[ObjectSpec, ...]
+    start: int
+    counted: bool = False
+
+
 def first_disagreement(description: str | None, own: ObjectSpec | None = None,
-                       guides: tuple[ObjectSpec, ...] = ()) -> tuple[Mention, tuple[ObjectSpec, ...]] | None:
-    """The first mention the description must name differently, and the answers it may take.
+                       guides: tuple[ObjectSpec, ...] = (), counted: bool = False) -> Disagreement | None:
+    """The first phrase the description must say differently, and the answers it may take.
 
     own: the region's own attribute answer (a description of one region): some mention must carry
     it; if none does, the first mention of its class is the one to fix, else, when the description
     names one object only, that one (a description of several objects keeps them: the answer's
     object may simply be among those it leaves out). guides: one answer per guide object (the
-    multi-region mode): every mention of a guided class must carry one of that class's answers.
-    None when the description agrees (or names no object at all)."""
+    multi-region mode): every mention of a guided class must carry one of that class's answers;
+    with `counted` (every guide object inside was given), a count right before it ("three red
+    buildings") must be the number of those answers its adjectives fit. None when the description
+    agrees (or names no object at all)."""
     found = mentions(description)
     if own is not None and not any(own.carried_by(m) for m in found):
         candidates = [m for m in found if m.name == own.name] or (found if len(found) == 1 else [])
         if candidates:
-            return candidates[0], (own,)
+            return Disagreement(candidates[0], (own,), candidates[0].start)
     for mention in found:
         allowed = tuple(g for g in guides if g.name == mention.name)
-        if allowed and not any(g.carried_by(mention) for g in allowed):
-            return mention, allowed
+        if not allowed:
+            continue
+        fitting = sum(g.carried_by(mention) for g in allowed)
+        if not fitting:
+            return Disagreement(mention, allowed, mention.start)
+        if counted and mention.count_at >= 0 and mention.count != fitting:
+            return Disagreement(mention, allowed, mention.count_at, counted=True)
     return None

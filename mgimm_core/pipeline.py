@@ -318,7 +318,8 @@ class RegionModel(Protocol):
         """Load what `describe` needs (timed apart from the model's work)."""
 
     def describe(self, images: list, boxes: list, masks: list, *, attributes: bool, description: bool,
-                 prompt: str | None, guides: list | None = None, strict: bool = False) -> list: ...
+                 prompt: str | None, guides: list | None = None, guides_left: list | None = None,
+                 strict: bool = False) -> list: ...
 
 
 def expected_length(chip: RegionChip) -> float:
@@ -351,7 +352,9 @@ def describe_work(work: Iterable[WorkItem], model: RegionModel, options: Describ
                                [c.mask if c.placement.use_mask else None for _, c in batch],
                                attributes=attributes, description=options.description, prompt=options.prompt,
                                guides=[[(g.box, g.mask) for g in item.guides or []] for item, _ in batch]
-                               if guided else None, strict=options.strict)
+                               if guided else None,
+                               guides_left=[item.guides_left for item, _ in batch] if guided else None,
+                               strict=options.strict)
         timings.add("model", t)
         timings.counts["described"] += len(batch)
         return [Outcome(build_record(item, model=model.model_id, prompt=prompt, chip=chip, text=text),

@@ -48,19 +48,27 @@ def test_first_disagreement_picks_the_phrase_to_fix():
     court = ObjectSpec("tennis court", "green", "rectangular", "large")
     assert first_disagreement(TEXT, court) is None
     blue = ObjectSpec("tennis court", "blue", "rectangular")
-    mention, allowed = first_disagreement(TEXT, blue)
-    assert mention.name == "tennis court" and allowed == (blue,)
+    found = first_disagreement(TEXT, blue)
+    assert found.mention.name == "tennis court" and found.allowed == (blue,) and not found.counted
+    assert words(TEXT)[found.start:found.mention.noun] == ["large", "green", "rectangular"]
     # the answer names a class the description does not: a one-object description names it instead;
     # one of several objects keeps them all
     ship = ObjectSpec("ship", "white", "elongated")
     single = "In the centre lies one small red rectangular building."
-    assert first_disagreement(single, ship)[0].name == "building"
+    assert first_disagreement(single, ship).mention.name == "building"
     assert first_disagreement(TEXT, ship) is None
     # guides: every mention of a guided class must carry one of its answers; unguided classes are free
     tanks = (ObjectSpec("storage tank", "white", "circular"), ObjectSpec("storage tank", "grey", "circular"))
     assert first_disagreement(TEXT, None, tanks) is None
     grey_only = (ObjectSpec("storage tank", "grey", "circular"),)
-    assert first_disagreement(TEXT, None, grey_only)[0].name == "storage tank"
+    assert first_disagreement(TEXT, None, grey_only).mention.name == "storage tank"
+    # counts, when every guide object inside was given: "two ... storage tanks" needs two answers
+    # its adjectives fit; with all guides given and three white tanks, the count word is redone
+    three = tanks[:1] * 3
+    assert first_disagreement(TEXT, None, three) is None                      # counts not held
+    found = first_disagreement(TEXT, None, three, counted=True)
+    assert found.counted and words(TEXT)[found.start] == "two"
+    assert first_disagreement(TEXT, None, tanks[:1] * 2, counted=True) is None
     assert first_disagreement("No distinct objects stand out.", ship) is None   # nothing to re-decode
 
 
@@ -71,6 +79,16 @@ def test_phrase_sequences_cover_optional_adjectives_and_drop_unknown_words(tiny_
     spec = ObjectSpec("ship", "red", "elongated", "small")      # "elongated" is not a tiny-model word
     texts = sorted(tokenizer.decode(list(s)) for s in phrase_sequences(tokenizer, (spec,), plural_noun=False))
     assert texts == ["red ship", "ship", "small red ship", "small ship"]
+    # counted phrases (the demo model's words): the number the adjectives fit, then the noun's number
+    from mgimm_core.describer import DEMO_MODEL_DIR
+
+    demo = MGIMMProcessor.from_pretrained(DEMO_MODEL_DIR)
+    answers = (ObjectSpec("building", "red", "square", "small"), ObjectSpec("building", "red", "square", "large"),
+               ObjectSpec("building", "grey", "L-shaped", "small"))
+    counted = {demo.batch_decode([list(s)])[0] for s in phrase_sequences(demo.tokenizer, answers, False, counted=True)}
+    assert {"three buildings", "two red square buildings", "two small buildings", "one small red square building",
+            "one grey L-shaped building", "one large building"} <= counted
+    assert not {"two buildings", "red building", "one red building", "three red buildings"} & counted
 
 
 def test_phrase_constraint_masks_all_but_the_trie_then_releases():
@@ -156,14 +174,14 @@ def test_demo_descriptions_agree_with_their_attributes(heldout_rows):
             # what the free description said
             switched += 1
             assert found is not None
-            reading = reading_of(found[0], ObjectSpec.from_attributes(attributes(before)))
+            reading = reading_of(found.mention, ObjectSpec.from_attributes(attributes(before)))
             now = ObjectSpec.from_attributes(attributes(after))
             assert now is not None and now.name == reading.name
             assert all(getattr(now, k) in (None, getattr(reading, k)) for k in ("color", "shape", "size"))
         elif found is None:
             assert after["description"] == before["description"]      # agreeing text is left alone
         else:
-            kept = words(before["description"])[:found[0].start]
+            kept = words(before["description"])[:found.start]
             assert words(after["description"])[:len(kept)] == kept     # the words before the phrase are kept
             kept_prefix += 1
     assert switched and kept_prefix          # both ways of agreeing happen on these scenes

@@ -16,24 +16,32 @@ from transformers import LogitsProcessor
 
 from mgimm_core.mentions import ObjectSpec
 from mgimm_core.vocabulary import article as article_for
-from mgimm_core.vocabulary import plural, size_surface
+from mgimm_core.vocabulary import number_word, plural, size_surface
 
 _END = -1   # trie key marking a complete sequence
 
 
-def phrase_sequences(tokenizer, specs: tuple[ObjectSpec, ...], plural_noun: bool,
-                     article: bool = False) -> list[tuple[int, ...]]:
+def phrase_sequences(tokenizer, specs: tuple[ObjectSpec, ...], plural_noun: bool, article: bool = False,
+                     counted: bool = False) -> list[tuple[int, ...]]:
     """Token sequences of every phrase naming one of `specs`: its adjectives in canonical order,
     each optional, then the noun (plural form if `plural_noun`); with `article`, "a"/"an" first
-    (the attribute answer's form). Phrases the tokenizer can only read with unknown tokens are left
-    out (the model cannot say them)."""
+    (the attribute answer's form); with `counted`, the number of `specs` those adjectives fit
+    first ("two red buildings"), the noun's number following it. Phrases the tokenizer can only
+    read with unknown tokens are left out (the model cannot say them)."""
     unk = tokenizer.unk_token_id
     sequences: set[tuple[int, ...]] = set()
     for spec in specs:
-        adjectives = [size_surface(spec.size), spec.color, spec.shape]
-        noun = plural(spec.name) if plural_noun else spec.name
         for keep in product((True, False), repeat=3):
-            words = [w for w, k in zip(adjectives, keep) if k and w] + [noun]
+            kept = {key: getattr(spec, key) if k else None for key, k in zip(("size", "color", "shape"), keep)}
+            adjectives = [size_surface(kept["size"]), kept["color"], kept["shape"]]
+            many = plural_noun
+            words = [w for w in adjectives if w]
+            if counted:
+                fit = sum(all(kept[key] is None or getattr(other, key) in (None, kept[key]) for key in kept)
+                          for other in specs)
+                words.insert(0, number_word(fit))
+                many = fit != 1
+            words.append(plural(spec.name) if many else spec.name)
             if article:
                 words.insert(0, article_for(words[0]))
             ids = tuple(tokenizer(" ".join(words), add_special_tokens=False)["input_ids"])
