@@ -13,7 +13,9 @@ EPSG:4326 (the inputs of `mgimm-geo demo`), with the shipped demo model unless -
 - reads_per_region: raster reads per described region (the summary's `reads`);
 - resume_nothing_left_s: wall time of `--resume` on the finished output;
 - every_core_model_regions_per_s: the batched run with `--threads <every core>` (torch's own
-  default), the baseline for the default thread choice.
+  default), the baseline for the default thread choice;
+- free_decoding_model_regions_per_s, agree_vs_free: the batched run with `--no-agree`, the
+  baseline of what the agreeing decoding (re-scoring and re-decoding disagreeing rows) costs.
 
 "Loaded" repeats everything while a second process spins on every core (the situation of a
 shared 2-core machine), so the ratio loaded/quiet shows what a busy machine costs.
@@ -97,11 +99,14 @@ def measure(inputs, aoi: Path, work: Path, args, label: str) -> dict:
     _resumed, resume_wall = cli("describe", *common, "-o", str(out), "--resume")
     every_core, _ = cli("describe", *common, "-o", str(work / f"{label}_every_core.gpkg"), "--overwrite", *batch,
                         "--threads", str(os.cpu_count() or 1))
+    free, _ = cli("describe", *common, "-o", str(work / f"{label}_free.gpkg"), "--overwrite", *batch, "--no-agree")
     regions = batched["described"] + batched["failed"]
     return {"regions": regions, "end_to_end_s": round(wall, 2),
             "end_to_end_regions_per_s": round(regions / wall, 2),
             "model_regions_per_s": batched["per_second"], "single_model_regions_per_s": single["per_second"],
             "every_core_model_regions_per_s": every_core["per_second"],
+            "free_decoding_model_regions_per_s": free["per_second"],
+            "agree_vs_free": round(batched["per_second"] / free["per_second"], 2),
             "batched_vs_single": round(batched["per_second"] / single["per_second"], 2),
             "reads_per_region": round(batched["reads"] / max(1, batched["described"]), 3),
             "resume_nothing_left_s": round(resume_wall, 2), "split_s": batched["timings_s"]}
