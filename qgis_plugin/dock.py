@@ -14,9 +14,11 @@ from qgis.PyQt.QtWidgets import (QComboBox, QHBoxLayout, QHeaderView, QLabel, QL
                                  QPushButton, QSizePolicy, QTableWidget, QTableWidgetItem, QTextBrowser,
                                  QToolButton, QVBoxLayout, QWidget)
 
+from .fields import ATTRIBUTE_ALIASES
 from .messages import qgis_words
 
 THUMBNAIL_SIDE = 192  # pixels on screen
+RESULT_ROWS = 5       # the regions list shows this many rows at most, then scrolls
 
 
 class DescriptionDock(QgsDockWidget):
@@ -70,10 +72,10 @@ class DescriptionDock(QgsDockWidget):
         layout.addWidget(self.status)
 
         self.results = QListWidget(body)   # the regions of the latest request; the chosen one is shown below
-        self.results.setMaximumHeight(110)
         self.results.currentRowChanged.connect(self._show_row)
         layout.addWidget(self.results)
         self._entries: list = []
+        self._fit_results()
 
         self.thumbnail = QLabel(body)
         self.thumbnail.setAlignment(Qt.AlignCenter)
@@ -132,8 +134,18 @@ class DescriptionDock(QgsDockWidget):
             attributes = entry.get("attributes") or {}
             label = " ".join(str(attributes[k]) for k in ("color", "object", "name") if attributes.get(k))
             self.results.addItem(f"{entry.get('id')}: {label or text[:60]}")
+        self._fit_results()
         if self._entries:
             self.results.setCurrentRow(0)
+
+    def _fit_results(self) -> None:
+        """The list as tall as its rows, up to RESULT_ROWS (a single region leaves the room to its
+        description), scrolling beyond."""
+        count = self.results.count()
+        row = self.results.sizeHintForRow(0) if count else -1
+        if row <= 0:
+            row = self.results.fontMetrics().height() + 4
+        self.results.setMaximumHeight(row * min(max(count, 1), RESULT_ROWS) + 2 * self.results.frameWidth() + 2)
 
     def _show_row(self, row: int) -> None:
         if 0 <= row < len(self._entries):
@@ -145,8 +157,13 @@ class DescriptionDock(QgsDockWidget):
         text = entry.get("description") or ""
         if entry.get("error"):
             text = qgis_words(f"Region {entry.get('id')}: {entry['error']}")
+        objects = [o for o in entry.get("objects") or [] if isinstance(o, dict)]
+        if objects:   # which guide object got which attributes (their labels on the map start with the id)
+            lines = [f"{o.get('region_id')}: {o.get('attribute_text') or o.get('error') or ''}" for o in objects]
+            text += "\n\nGuide objects:\n" + "\n".join(lines)
         self.description.setPlainText(text)
-        rows = [(k, v) for k, v in (entry.get("attributes") or {}).items() if v not in (None, "")]
+        rows = [(ATTRIBUTE_ALIASES.get(k, k), v) for k, v in (entry.get("attributes") or {}).items()
+                if v not in (None, "")]
         for key in ("guide_objects", "guide_objects_left", "valid_fraction", "gsd_m", "scene", "model"):
             if entry.get(key) is not None:
                 value = entry[key]

@@ -52,3 +52,13 @@ OUTLINE_WIDTH_MM = 0.6
 LABEL_DISTANCE_MM = 1.0
 STYLE_NAME = "regions"
 STYLE_DESCRIPTION = "mgimm-geo default: labelled by object and colour"
+
+# The look of the plugin's guide objects layer: outlined only (the object's own pixels stay visible
+# under it, so its colour answer can be checked), in a colour apart from the regions' orange, and
+# labelled "guide id: colour object", so an object on the map can be found in the panel's list.
+OBJECT_LABEL = ("concat(\"region_id\", ': ', coalesce(nullif(trim(concat(\"color\", ' ', \"object\")), ''), "
+                "\"error\"))")
+OBJECT_OUTLINE = (0, 190, 255, 255)
+OBJECT_LABEL_COLOR = (0, 60, 140, 255)
+OBJECT_STYLE_NAME = "objects"
+OBJECT_STYLE_DESCRIPTION = "mgimm-geo plugin: guide objects outlined, labelled by guide id, colour and object"

@@ -15,13 +15,14 @@ from datetime import datetime, timezone
 from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsFeature, QgsField,
                        QgsFields, QgsGeometry, QgsLabelObstacleSettings, QgsPalLayerSettings, QgsProject, QgsTextFormat,
                        QgsVectorFileWriter, QgsVectorLayer, QgsVectorLayerSimpleLabeling, QgsWkbTypes)
-from qgis.PyQt.QtCore import QVariant
+from qgis.PyQt.QtCore import Qt, QVariant
 from qgis.PyQt.QtGui import QColor
 
 from .fields import FIELD_NAMES  # noqa: F401  (re-exported: callers and tests read it here)
 from .fields import (ATTRIBUTE_ALIASES, ATTRIBUTE_FIELDS, FIELD_KINDS, LABEL_DISTANCE_MM,
-                     OBJECT_FIELD_KINDS, OUTLINE_WIDTH_MM, REGION_FILL, REGION_LABEL,
-                     REGION_OUTLINE, STYLE_DESCRIPTION, STYLE_NAME, input_columns)
+                     OBJECT_FIELD_KINDS, OBJECT_LABEL, OBJECT_LABEL_COLOR, OBJECT_OUTLINE, OBJECT_STYLE_DESCRIPTION,
+                     OBJECT_STYLE_NAME, OUTLINE_WIDTH_MM, REGION_FILL, REGION_LABEL, REGION_OUTLINE,
+                     STYLE_DESCRIPTION, STYLE_NAME, input_columns)
 
 LAYER_TITLE = "MGIMM descriptions"
 GPKG_LAYER = "regions"
@@ -62,18 +63,22 @@ def _create_gpkg_layer(path: str, crs: QgsCoordinateReferenceSystem, layer_name:
         raise OSError(f"cannot create {path}: {message}; choose another GeoPackage path in MGIMM settings")
 
 
-def style_layer(layer: QgsVectorLayer) -> None:
+def style_layer(layer: QgsVectorLayer, objects: bool = False) -> None:
     """The CLI's look (fields.py, from mgimm_core/output/styles.py): a light fill with an outline,
     labelled "colour object" (or the description's start) around the centroid, 1 mm off it, so the
     label of a small object does not cover it; only polygon boundaries are obstacles, so an
-    enclosing AOI does not push away the labels inside it."""
+    enclosing AOI does not push away the labels inside it. `objects`: the guide objects' look
+    (fields.py): outlined only, in blue, labelled "guide id: colour object", drawn above the
+    regions' labels where they collide."""
     symbol = layer.renderer().symbol() if layer.renderer() is not None else None
     if symbol is not None:
         symbol.setColor(QColor(*REGION_FILL))
-        symbol.symbolLayer(0).setStrokeColor(QColor(*REGION_OUTLINE))
+        symbol.symbolLayer(0).setStrokeColor(QColor(*(OBJECT_OUTLINE if objects else REGION_OUTLINE)))
         symbol.symbolLayer(0).setStrokeWidth(OUTLINE_WIDTH_MM)
+        if objects:
+            symbol.symbolLayer(0).setBrushStyle(Qt.NoBrush)
     labels = QgsPalLayerSettings()
-    labels.fieldName = LABEL_EXPRESSION
+    labels.fieldName = OBJECT_LABEL if objects else LABEL_EXPRESSION
     labels.isExpression = True
     labels.placement = QgsPalLayerSettings.AroundPoint
     labels.dist = LABEL_DISTANCE_MM
@@ -86,15 +91,19 @@ def style_layer(layer: QgsVectorLayer) -> None:
     text.setSize(9)
     text.buffer().setEnabled(True)
     text.buffer().setSize(0.8)
+    if objects:
+        text.setColor(QColor(*OBJECT_LABEL_COLOR))
+        labels.priority = 8               # of 0..10 (5 by default): an object's label before its region's
     labels.setFormat(text)
     layer.setLabeling(QgsVectorLayerSimpleLabeling(labels))
     layer.setLabelsEnabled(True)
 
 
-def save_default_style(layer: QgsVectorLayer) -> None:
+def save_default_style(layer: QgsVectorLayer, objects: bool = False) -> None:
     """Store the layer's style as the default in its GeoPackage's `layer_styles`, so the file opens
     labelled in any QGIS, without the plugin (as the CLI's files do)."""
-    message = layer.saveStyleToDatabase(STYLE_NAME, STYLE_DESCRIPTION, True, "")
+    message = layer.saveStyleToDatabase(OBJECT_STYLE_NAME if objects else STYLE_NAME,
+                                        OBJECT_STYLE_DESCRIPTION if objects else STYLE_DESCRIPTION, True, "")
     if message:
         raise OSError(f"cannot store the layer style in {layer.source()}: {message}")
 
@@ -144,9 +153,10 @@ def _project_layer(path: str, crs, layer_name: str, title: str, kinds, key: str)
         raise OSError(f"{path} (layer {layer_name}) lacks the fields {', '.join(missing)}: it is not an "
                       f"MGIMM {layer_name} layer; choose another GeoPackage path in MGIMM settings")
     layer.setCustomProperty(key, path)
-    style_layer(layer)
+    objects = layer_name == OBJECTS_LAYER
+    style_layer(layer, objects)
     if created:
-        save_default_style(layer)
+        save_default_style(layer, objects)
     QgsProject.instance().addMapLayer(layer)
     return layer
 

@@ -44,6 +44,22 @@ def plain_value(value):
     return str(value)
 
 
+def guided_summary(entries) -> str:
+    """What a guided request did, for the panel's status line ("" for an unguided one)."""
+    if not any("guide_objects" in entry for entry in entries):
+        return ""
+    from .layer import OBJECTS_TITLE
+
+    used = sum(entry.get("guide_objects") or 0 for entry in entries)
+    left = sum(entry.get("guide_objects_left") or 0 for entry in entries)
+    if not used:
+        return "; no guide object lies in the region(s) (an object counts when its centre is inside)"
+    text = f"; {used} guide object{'s' * (used != 1)} described, in the \"{OBJECTS_TITLE}\" layer"
+    if left:
+        text += f" ({left} more left out: the largest ones per region are used)"
+    return text
+
+
 class MGIMMPlugin:
     def __init__(self, iface):
         self.iface = iface
@@ -279,6 +295,7 @@ class MGIMMPlugin:
         if self.dock is not None:
             self.dock.show_results(entries)
             done = f"{len(entries) - len(failed)} of {asked} region(s) described in {result.get('seconds', 0):.1f} s"
+            done += guided_summary(entries)
             self.dock.task_done(f"Cancelled: {done}; the finished ones are kept." if result.get("cancelled")
                                 else done)
         for entry in failed:

@@ -3,22 +3,31 @@ scripts/qgis_desktop_screenshots.sh: it arranges the window, and at each step wr
 $MGIMM_SHOT_DIR for the shell script, which does the user's part with xdotool (dragging the
 rectangle on the canvas) and takes the pictures with ImageMagick's `import`.
 
-Steps: 1. the demo scene and AOIs are loaded, the MGIMM panel shows the scene, the "Describe a drawn
-rectangle" tool is on: drag.json gives the screen corners of the AOI object nearest the
-scene's centre; 2. the worker
-answered: described.json; 3. after the first picture (shot1.done), the Processing dialog of
-"Describe regions" is open: processing.json; 4. after the second picture (shot2.done), QGIS exits.
+$MGIMM_SHOT_MODE is the scenario:
+
+- plain: 1. the demo scene and AOIs are loaded, the MGIMM panel shows the scene, the "Describe a drawn
+  rectangle" tool is on: drag.json gives the screen corners of the AOI object nearest the scene's
+  centre; 2. the worker answered: described.json; 3. after the first picture (shot1.done), the
+  Processing dialog of "Describe regions" is open: processing.json; 4. after the second picture
+  (shot2.done), QGIS exits.
+- guided: 1. the demo scene and its truth footprints (truth.gpkg) are loaded, "Describe with guide
+  layer" is on with the footprints as the panel's Guide layer, the rectangle tool is on: drag.json
+  gives the corners of a rectangle around the four footprints nearest the scene's centre; 2. the
+  worker answered and the "MGIMM guide objects" layer is drawn: described.json (with the objects);
+  3. after the picture (shot1.done), QGIS exits.
 """
 
 import builtins
 import json
 import os
 
-from qgis.core import QgsCoordinateTransform, QgsProject, QgsRasterLayer, QgsVectorLayer
+from qgis.core import QgsCoordinateTransform, QgsFillSymbol, QgsProject, QgsRasterLayer, QgsVectorLayer
 from qgis.PyQt.QtCore import QPoint, QTimer
 from qgis.utils import iface, plugins
 
 WORK = os.environ["MGIMM_SHOT_DIR"]
+GUIDED = os.environ.get("MGIMM_SHOT_MODE", "plain") == "guided"
+GUIDE_COUNT = 4         # footprints in the guided rectangle
 state = {"step": 0, "ticks": 0, "dialog": None}
 
 
@@ -29,10 +38,30 @@ def write(name, data):
 
 
 def layers():
+    """The scene and the vector layer given on the command line (the AOIs, or the guide footprints)."""
     scene = next(layer for layer in QgsProject.instance().mapLayers().values() if isinstance(layer, QgsRasterLayer))
     aoi = next(layer for layer in QgsProject.instance().mapLayers().values()
-               if isinstance(layer, QgsVectorLayer) and layer.name() != "MGIMM descriptions")
+               if isinstance(layer, QgsVectorLayer) and not layer.customProperty("mgimm_geo/descriptions")
+               and not layer.customProperty("mgimm_geo/objects"))
     return scene, aoi
+
+
+def guided_box(plugin, scene, guide):
+    """Guided mode on with `guide` as the panel's Guide layer; the rectangle (canvas CRS) around the
+    GUIDE_COUNT footprints nearest the scene's centre, a little larger than they are."""
+    guide.renderer().setSymbol(QgsFillSymbol.createSimple(   # footprints as an analyst shows them: outlines
+        {"style": "no", "outline_color": "40,40,40,160", "outline_width": "0.3"}))
+    guide.setName("footprints")
+    plugin.guide_action.setChecked(True)
+    plugin.dock.guide_combo.setLayer(guide)
+    to_canvas = QgsCoordinateTransform(guide.crs(), scene.crs(), QgsProject.instance())
+    centre = scene.extent().center()
+    boxes = sorted((to_canvas.transformBoundingBox(f.geometry().boundingBox()) for f in guide.getFeatures()),
+                   key=lambda b: b.center().distance(centre))[:GUIDE_COUNT]
+    box = boxes[0]
+    for other in boxes[1:]:
+        box.combineExtentWith(other)
+    return box.buffered(max(box.width(), box.height()) * 0.1)
 
 
 def tick():
@@ -45,17 +74,20 @@ def tick():
         window = iface.mainWindow()
         window.setGeometry(0, 0, 1400, 900)
         scene, aoi = layers()
-        aoi.setOpacity(0.0)                     # the AOI outlines would hide the drawn region
         plugin.dock.raster_combo.setLayer(scene)
         plugin.dock.show()
         plugin.dock.raise_()
         QgsProject.instance().setCrs(scene.crs())
-        to_canvas = QgsCoordinateTransform(aoi.crs(), scene.crs(), QgsProject.instance())
-        centre = scene.extent().center()
-        boxes = [to_canvas.transformBoundingBox(f.geometry().boundingBox()) for f in aoi.getFeatures()]
-        box = min(boxes, key=lambda b: b.center().distance(centre))     # the AOI object nearest the centre
-        side = max(box.width(), box.height())
-        view = box.buffered(side * 4)
+        if GUIDED:
+            box = guided_box(plugin, scene, aoi)
+            view = box.buffered(max(box.width(), box.height()) * 0.15)
+        else:
+            aoi.setOpacity(0.0)                 # the AOI outlines would hide the drawn region
+            to_canvas = QgsCoordinateTransform(aoi.crs(), scene.crs(), QgsProject.instance())
+            centre = scene.extent().center()
+            boxes = [to_canvas.transformBoundingBox(f.geometry().boundingBox()) for f in aoi.getFeatures()]
+            box = min(boxes, key=lambda b: b.center().distance(centre))     # the AOI object nearest the centre
+            view = box.buffered(max(box.width(), box.height()) * 4)
         canvas.setExtent(view)
         canvas.refresh()
         state["box"] = box
@@ -63,7 +95,7 @@ def tick():
         state["step"] = 1
         state["ticks"] = 0
     elif state["step"] == 1 and state["ticks"] > 6:
-        box = state["box"].buffered(max(state["box"].width(), state["box"].height()) * 0.25)
+        box = state["box"] if GUIDED else state["box"].buffered(max(state["box"].width(), state["box"].height()) * 0.25)
         transform = canvas.getCoordinateTransform()
         corners = []
         for x, y in ((box.xMinimum(), box.yMaximum()), (box.xMaximum(), box.yMinimum())):
@@ -81,9 +113,12 @@ def tick():
             return
         error = None if plugin.last_error is None else plugin.last_error.message
         entries = (plugin.last_result or {}).get("regions") or []
-        write("described.json", {"error": error, "regions": [{k: e.get(k) for k in ("id", "description", "attributes")}
-                                                             for e in entries]})
-        state["step"] = 3
+        keys = ("id", "description", "attributes", "guide_objects", "guide_objects_left")
+        write("described.json", {"error": error, "regions": [
+            {**{k: e.get(k) for k in keys},
+             "objects": [{k: o.get(k) for k in ("region_id", "object", "color", "shape", "size", "attribute_text")}
+                         for o in e.get("objects") or []]} for e in entries]})
+        state["step"] = 5 if GUIDED else 3
     elif state["step"] == 3 and os.path.exists(os.path.join(WORK, "shot1.done")):
         import processing
 
@@ -98,7 +133,7 @@ def tick():
         frame = state["dialog"].frameGeometry()
         write("processing.json", {"crop": f"{frame.width()}x{frame.height()}+{frame.x()}+{frame.y()}"})
         state["step"] = 5
-    elif state["step"] == 5 and os.path.exists(os.path.join(WORK, "shot2.done")):
+    elif state["step"] == 5 and os.path.exists(os.path.join(WORK, "shot1.done" if GUIDED else "shot2.done")):
         os._exit(0)                             # no "save the project?" question, no teardown
 
 

@@ -1,19 +1,33 @@
 #!/usr/bin/env bash
-# The MGIMM plugin's pictures from the real QGIS desktop -> docs/qgis_dock.png, docs/qgis_processing.png
+# The MGIMM plugin's pictures from the real QGIS desktop -> docs/qgis_dock.png, docs/qgis_processing.png,
+# docs/qgis_guided.png
 #
-#   scripts/qgis_desktop_screenshots.sh [PYTHON]
+#   scripts/qgis_desktop_screenshots.sh [PYTHON] [SCENARIO...]
 #
-# PYTHON: the interpreter where mgimm-geo is installed (default: python3 on PATH). Needs QGIS, Xvfb,
-# xdotool and ImageMagick (scripts/setup_qgis_env.sh installs them). What it does, as a user would:
-# builds the plugin ZIP (qgis_plugin/build_zip.py) and installs it into a fresh QGIS profile the way
-# "Install from ZIP" does (unpacked into the profile's python/plugins, enabled in QGIS3.ini, with the
-# worker set to this mgimm-geo and the embedded demo model); writes the demo scene and its AOIs; starts
-# QGIS under Xvfb with them; drags a rectangle over the first AOI object with the "Describe a drawn
-# rectangle" tool (xdotool) over the AOI object nearest the scene's centre; takes the window after the description arrives; opens the Processing
-# dialog of "Describe regions" and takes that too. scripts/qgis_desktop_driver.py is QGIS's side.
+# PYTHON: the interpreter where mgimm-geo is installed (default: python3 on PATH). SCENARIO: plain
+# (docs/qgis_dock.png and docs/qgis_processing.png) and/or guided (docs/qgis_guided.png); default both,
+# each in a QGIS session of its own. Needs QGIS, Xvfb, xdotool and ImageMagick
+# (scripts/setup_qgis_env.sh installs them). What it does, as a user would: builds the plugin ZIP
+# (qgis_plugin/build_zip.py) and installs it into a fresh QGIS profile the way "Install from ZIP" does
+# (unpacked into the profile's python/plugins, enabled in QGIS3.ini, with the worker set to this
+# mgimm-geo and the embedded demo model); writes the demo scene, its AOIs and its truth footprints;
+# starts QGIS under Xvfb with them; then
+#  - plain: drags a rectangle with the "Describe a drawn rectangle" tool (xdotool) over the AOI object
+#    nearest the scene's centre, takes the window after the description arrives, opens the Processing
+#    dialog of "Describe regions" and takes that too;
+#  - guided: turns "Describe with guide layer" on with the truth footprints as the panel's Guide layer,
+#    drags a rectangle around the four footprints nearest the scene's centre and takes the window
+#    once the description and the "MGIMM guide objects" layer are there.
+# scripts/qgis_desktop_driver.py is QGIS's side.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 PY="${1:-$(command -v python3)}"
+shift || true
+SCENARIOS=("$@")
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(plain guided)
+for name in "${SCENARIOS[@]}"; do
+  case "$name" in plain|guided) ;; *) echo "unknown scenario $name (plain, guided)" >&2; exit 2;; esac
+done
 MGIMM="$(dirname "$PY")/mgimm-geo"
 [ -x "$MGIMM" ] || { echo "no mgimm-geo next to $PY: install mgimm-geo there (pip install -e .)" >&2; exit 2; }
 WORK="$(mktemp -d /tmp/mgimm_shots.XXXXXX)"
@@ -25,14 +39,33 @@ python3 "$REPO/qgis_plugin/build_zip.py" -o "$WORK/mgimm_geo_qgis.zip"
 python3 -m zipfile -e "$WORK/mgimm_geo_qgis.zip" "$PLUGINS"          # what Install from ZIP does
 env -u PYTHONPATH "$PY" -c "import sys; from training.synthetic.demo_inputs import write_demo_inputs; \
 write_demo_inputs(sys.argv[1], seed=2024)" "$WORK/demo"
-cat > "$PROFILES/default/QGIS/QGIS3.ini" <<INI
+
+wait_for() {  # a file the driver writes into $SHOTS; failed.json (the driver's error) ends the run
+  for _ in $(seq 1 600); do
+    [ -e "$SHOTS/$1" ] && return 0
+    [ -e "$SHOTS/failed.json" ] && { cat "$SHOTS/failed.json" >&2; exit 1; }
+    sleep 0.5
+  done
+  echo "timed out waiting for $1 (QGIS log: $SHOTS/qgis.log)" >&2; exit 1
+}
+drag() {  # the user's drag of drag.json's rectangle on the canvas
+  read -r X1 Y1 X2 Y2 < <(python3 -c "import json, sys; d = json.load(open(sys.argv[1])); print(*d['from'], *d['to'])" \
+                                   "$SHOTS/drag.json")
+  xdotool mousemove "$X1" "$Y1" mousedown 1
+  for i in 1 2 3 4 5; do xdotool mousemove $(( X1 + (X2 - X1) * i / 5 )) $(( Y1 + (Y2 - Y1) * i / 5 )); sleep 0.1; done
+  xdotool mouseup 1
+}
+scenario() {  # $1: plain or guided, in a QGIS session of its own under Xvfb
+  SHOTS="$WORK/$1"
+  mkdir -p "$SHOTS"
+  cat > "$PROFILES/default/QGIS/QGIS3.ini" <<INI
 [PythonPlugins]
 mgimm_geo=true
 
 [mgimm_geo]
 mode=worker
 worker_command=$MGIMM worker
-layer_path=$WORK/descriptions.gpkg
+layer_path=$WORK/$1/descriptions.gpkg
 max_new_tokens=80
 
 [qgis]
@@ -45,36 +78,31 @@ newsfeed\\disabled=true
 [UI]
 hidesplash=true
 INI
-
-export MGIMM_SHOT_DIR="$WORK"
-wait_for() {  # a file the driver writes; failed.json (the driver's error) ends the run
-  for _ in $(seq 1 600); do
-    [ -e "$WORK/$1" ] && return 0
-    [ -e "$WORK/failed.json" ] && { cat "$WORK/failed.json" >&2; exit 1; }
-    sleep 0.5
-  done
-  echo "timed out waiting for $1 (QGIS log: $WORK/qgis.log)" >&2; exit 1
+  if [ "$1" = guided ]; then VECTOR="$WORK/demo/truth.gpkg"; else VECTOR="$WORK/demo/aoi.geojson"; fi
+  export MGIMM_SHOT_DIR="$SHOTS" MGIMM_SHOT_MODE="$1" SHOTS REPO
+  # (xvfb-run is a sh script: exported bash functions would not get through it)
+  xvfb-run -a -s "-screen 0 1400x900x24" bash -euo pipefail -c "$(declare -f wait_for drag)"'
+    qgis --profiles-path "$1" --nologo --noversioncheck --code "$REPO/scripts/qgis_desktop_driver.py" \
+         "$2" "$3" > "$SHOTS/qgis.log" 2>&1 &
+    QGIS_PID=$!
+    wait_for drag.json
+    drag
+    wait_for described.json
+    if [ "$MGIMM_SHOT_MODE" = guided ]; then
+      import -window root "$SHOTS/guided.png"
+      convert "$SHOTS/guided.png" -dither None -colors 256 "PNG8:$REPO/docs/qgis_guided.png"   # ~150 KB, not 500
+      touch "$SHOTS/shot1.done"
+    else
+      import -window root "$REPO/docs/qgis_dock.png"
+      touch "$SHOTS/shot1.done"
+      wait_for processing.json
+      CROP=$(python3 -c "import json, sys; print(json.load(open(sys.argv[1]))[\"crop\"])" "$SHOTS/processing.json")
+      import -window root -crop "$CROP" +repage "$REPO/docs/qgis_processing.png"
+      touch "$SHOTS/shot2.done"
+    fi
+    wait "$QGIS_PID" || true
+  ' _ "$WORK" "$WORK/demo/scene.tif" "$VECTOR"
+  cat "$SHOTS/described.json"; echo
 }
-xvfb-run -a -s "-screen 0 1400x900x24" bash -c '
-  set -euo pipefail
-  qgis --profiles-path "'"$WORK"'" --nologo --noversioncheck --code "'"$REPO"'/scripts/qgis_desktop_driver.py" \
-       "'"$WORK"'/demo/scene.tif" "'"$WORK"'/demo/aoi.geojson" > "'"$WORK"'/qgis.log" 2>&1 &
-  QGIS_PID=$!
-  '"$(declare -f wait_for)"'
-  WORK="'"$WORK"'"
-  wait_for drag.json
-  read -r X1 Y1 X2 Y2 < <(python3 -c "import json; d = json.load(open(\"$WORK/drag.json\")); print(*d[\"from\"], *d[\"to\"])")
-  xdotool mousemove "$X1" "$Y1" mousedown 1
-  for i in 1 2 3 4 5; do xdotool mousemove $(( X1 + (X2 - X1) * i / 5 )) $(( Y1 + (Y2 - Y1) * i / 5 )); sleep 0.1; done
-  xdotool mouseup 1
-  wait_for described.json
-  import -window root "'"$REPO"'/docs/qgis_dock.png"
-  touch "$WORK/shot1.done"
-  wait_for processing.json
-  CROP=$(python3 -c "import json; print(json.load(open(\"$WORK/processing.json\"))[\"crop\"])")
-  import -window root -crop "$CROP" +repage "'"$REPO"'/docs/qgis_processing.png"
-  touch "$WORK/shot2.done"
-  wait "$QGIS_PID" || true
-'
-cat "$WORK/described.json"; echo
-echo "docs/qgis_dock.png docs/qgis_processing.png (work files in $WORK)"
+for name in "${SCENARIOS[@]}"; do scenario "$name"; done
+echo "pictures in docs/ (work files in $WORK)"

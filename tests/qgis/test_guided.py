@@ -8,8 +8,10 @@ import json
 
 import pytest
 from osgeo import ogr
-from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsFeature, QgsGeometry,
-                       QgsProcessingContext, QgsProcessingFeedback, QgsProject, QgsRectangle, QgsVectorLayer)
+from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsExpression, QgsExpressionContext,
+                       QgsExpressionContextUtils, QgsFeature, QgsGeometry, QgsProcessingContext,
+                       QgsProcessingFeedback, QgsProject, QgsRectangle, QgsVectorLayer)
+from qgis.PyQt.QtCore import Qt
 
 from plugin_fixtures import WORKER_TIMEOUT, wait_until
 
@@ -36,6 +38,22 @@ def guide_layer():
     layer.dataProvider().addFeatures(features)
     QgsProject.instance().addMapLayer(layer)
     return layer
+
+
+def assert_object_look(layer):
+    """Guide objects: outlined only, in blue (not the regions' orange fill), labelled "id: colour object"."""
+    from mgimm_geo.fields import OBJECT_LABEL, OBJECT_OUTLINE
+
+    symbol = layer.renderer().symbol().symbolLayer(0)
+    assert symbol.brushStyle() == Qt.NoBrush and symbol.strokeColor().getRgb() == OBJECT_OUTLINE
+    settings = layer.labeling().settings()
+    assert layer.labelsEnabled() and settings.isExpression and settings.fieldName == OBJECT_LABEL
+
+
+def _feature_context(layer, feature):
+    context = QgsExpressionContext(QgsExpressionContextUtils.globalProjectLayerScopes(layer))
+    context.setFeature(feature)
+    return context
 
 
 def describe_guided(plugin, scene_layer, guide_layer):
@@ -84,6 +102,15 @@ def test_guide_layer_objects_become_linked_features_in_worker_and_server_mode(
     assert sorted(f["region_id"] for f in relation.getRelatedFeatures(region_feature)) == ["7", "8"]
     worker_texts = [o["attribute_text"] for o in sorted(entry["objects"], key=lambda o: o["region_id"])]
     assert [r["attribute_text"] for r in rows] == worker_texts
+    # the panel says what happened; the objects look apart from their region, and open so without the plugin
+    assert plugin.dock.status.text().endswith('; 2 guide objects described, in the "MGIMM guide objects" layer')
+    assert all(f"\n{o['region_id']}: {o['attribute_text']}" in plugin.dock.description.toPlainText()
+               for o in entry["objects"])
+    for layer in (objects[0], QgsVectorLayer(f"{worker_settings.effective_layer_path()}|layername=objects", "o", "ogr")):
+        assert_object_look(layer)
+    first = next(objects[0].getFeatures())
+    label = QgsExpression(objects[0].labeling().settings().fieldName).evaluate(_feature_context(objects[0], first))
+    assert label.startswith(f"{first['region_id']}: ")            # the guide id, as the panel lists it
 
     # server mode: the region goes as its chip, the buildings in the raster's CRS with it; same answers
     url, token = server

@@ -40,6 +40,30 @@ def test_results_of_a_request_are_listed_and_browsable(plugin):
     assert plugin.dock.description.toPlainText() == "region 9 text"
 
 
+def test_a_guided_result_says_which_guide_object_got_which_attributes(plugin):
+    from mgimm_geo.plugin import guided_summary
+
+    objects = [{"region_id": "13", "object": "building", "attribute_text": "a small red rectangular building"},
+               {"region_id": "4", "object": "vehicle", "attribute_text": "a small red rectangular vehicle"}]
+    entry = {"id": "1", "description": "Two red things.", "attributes": {"name": "vehicle", "color": "red"},
+             "guide_objects": 2, "guide_objects_left": 1, "objects": objects}
+    plugin.dock.show_results([entry])
+    assert plugin.dock.description.toPlainText() == ("Two red things.\n\nGuide objects:\n"
+                                                     "13: a small red rectangular building\n"
+                                                     "4: a small red rectangular vehicle")
+    table = plugin.dock.attributes
+    shown = {table.item(i, 0).text(): table.item(i, 1).text() for i in range(table.rowCount())}
+    assert shown["object"] == "vehicle" and "name" not in shown      # the layer's field name, not the wire's
+    assert shown["guide_objects"] == "2" and shown["guide_objects_left"] == "1"
+    one_row = plugin.dock.results.maximumHeight()                      # a single region: the list is one row tall
+    plugin.dock.show_results([dict(entry, id=str(i)) for i in range(8)])
+    assert one_row < 60 and plugin.dock.results.maximumHeight() > 4 * one_row - 4 * plugin.dock.results.frameWidth()
+    assert guided_summary([entry]) == ('; 2 guide objects described, in the "MGIMM guide objects" layer '
+                                       '(1 more left out: the largest ones per region are used)')
+    assert "no guide object" in guided_summary([{"id": "1", "guide_objects": 0, "guide_objects_left": 0}])
+    assert guided_summary([{"id": "1", "description": "unguided"}]) == ""
+
+
 def test_double_click_closes_the_polygon_and_starts_nothing(plugin_module, qgis_canvas, scene_layer):
     from mgimm_geo.map_tool import RegionMapTool
     from qgis.gui import QgsMapMouseEvent
