@@ -6,8 +6,8 @@ description is more often the right one (docs/ablation.md). For a region whose d
 its object otherwise than the attribute answer, both readings are scored over both questions
 (teacher-forced log-probabilities of the attribute answer and of the description's phrase, each
 with the description question guided by that reading): the likelier reading wins. If it is the
-description's, the attribute answer is decoded again limited to that object's words and the
-description decoded again guided by it; then every description that still names an object
+description's, the attribute answer is decoded again limited to that object's words (the
+description, which already names it so, is kept); then every description that still names an object
 otherwise than its answers is decoded again from that phrase, limited to the answer's words.
 Every token comes from the model's own forward passes (mgimm_core/model/constrained_mgimm.py).
 """
@@ -82,11 +82,11 @@ def _phrase_text(spec: ObjectSpec, like: Mention) -> str:
 
 
 def reconcile(describer, images, regions, sequences, patches, results, base_prompt: str,
-              prompts: list[str], ids: list[list[int]]) -> list[int]:
+              ids: list[list[int]]) -> list[int]:
     """Regions whose description reads their object otherwise than the attribute answer, where the
     description's reading is likelier over both questions: their attribute answer is decoded again
-    limited to that reading and their description again guided by it (prompts and ids updated in
-    place). Returns the indices of the regions changed."""
+    limited to that reading (results updated in place; the description already names it so).
+    Returns the indices of the regions changed."""
     from mgimm_core.model.constrained_mgimm import phrase_sequences
 
     tokenizer = describer.processor.tokenizer
@@ -138,11 +138,6 @@ def reconcile(describer, images, regions, sequences, patches, results, base_prom
                                                for _, reading in switch])
     for i, row in zip(index, answers):
         describer._set_attributes(results[i], describer._decode(row))
-        prompts[i] = guided_description_prompt([results[i].attribute_text], base_prompt)
-    redone = describer._generate_ids([images[i] for i in index], [sequences[i] for i in index],
-                                     [prompts[i] for i in index], "global_region", patches[index])
-    for i, row in zip(index, redone):
-        ids[i] = row
     return index
 
 

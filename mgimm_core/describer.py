@@ -286,7 +286,7 @@ class Describer:
                 from mgimm_core.agreeing import agree, reconcile
 
                 if guided:
-                    reconcile(self, images, regions, sequences, patches, results, base, prompts, ids)
+                    reconcile(self, images, regions, sequences, patches, results, base, ids)
                 left = guides_left if guides_left is not None else [0] * len(images)
                 wanted = [(None if r.objects else ObjectSpec.from_attributes(r.attributes),
                            tuple(s for s in (ObjectSpec.from_attributes(o.attributes) for o in r.objects) if s),
