@@ -54,3 +54,9 @@ def test_plugin_style_is_the_core_style():
     qml = styles.qml("regions", styles.REGION_LABEL)
     assert 'placement="0"' in qml and f'dist="{fields.LABEL_DISTANCE_MM:g}"' in qml   # around the centroid
     assert f'name="outline_width" value="{fields.OUTLINE_WIDTH_MM:g}"' in qml
+    # the guide objects layer: the plugin's look is the core's (a CLI-written objects layer opens alike)
+    assert fields.OBJECT_LABEL == styles.OBJECT_LABEL
+    assert ",".join(map(str, fields.OBJECT_OUTLINE)) == styles._FILL["objects"][1]
+    objects_qml = styles.qml("objects", styles.OBJECT_LABEL)
+    assert 'name="style" value="no"' in objects_qml and 'priority="8"' in objects_qml
+    assert f'textColor="{",".join(map(str, fields.OBJECT_LABEL_COLOR))}"' in objects_qml

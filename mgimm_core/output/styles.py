@@ -28,8 +28,18 @@ STYLE_COLUMNS = {
 # QGIS expressions for the label; NULL parts vanish (concat treats NULL as '').
 REGION_LABEL = "coalesce(nullif(trim(concat(\"color\", ' ', \"object\")), ''), left(\"description\", 40), \"error\")"
 TILE_LABEL = "coalesce(left(\"description\", 60), \"error\")"
+# Guide objects: "guide id: colour object", so an object on the map can be found in its row.
+OBJECT_LABEL = ("concat(\"region_id\", ': ', coalesce(nullif(trim(concat(\"color\", ' ', \"object\")), ''), "
+                "\"error\"))")
 
-_FILL = {"regions": ("255,170,0,80", "255,120,0,255"), "tiles": ("60,140,255,40", "30,90,200,255")}
+# (fill, outline) per kind; guide objects are outlined only, so the object's own pixels (and the
+# colour its answer gives) stay visible, in blue apart from the regions' orange.
+_FILL = {"regions": ("255,170,0,80", "255,120,0,255"), "tiles": ("60,140,255,40", "30,90,200,255"),
+         "objects": ("0,190,255,0", "0,190,255,255")}
+_LABELS = {"regions": (REGION_LABEL, "object"), "tiles": (TILE_LABEL, "description"),
+           "objects": (OBJECT_LABEL, "object")}
+# (text colour, placement priority of 0..10): an object's label wins over its region's where they collide.
+_TEXT = {"regions": ("20,20,20,255", 5), "tiles": ("20,20,20,255", 5), "objects": ("0,60,140,255", 8)}
 
 
 def _option_map(values: dict[str, str]) -> str:
@@ -42,8 +52,10 @@ def _option_map(values: dict[str, str]) -> str:
 def qml(kind: str, label_expression: str) -> str:
     """A QGIS 3 style: single semi-transparent fill symbol and one label per feature."""
     fill, outline = _FILL[kind]
+    text_colour, priority = _TEXT[kind]
     symbol_props = _option_map({
-        "color": fill, "style": "solid", "outline_color": outline, "outline_style": "solid",
+        "color": fill, "style": "no" if kind == "objects" else "solid", "outline_color": outline,
+        "outline_style": "solid",
         "outline_width": "0.6", "outline_width_unit": "MM", "joinstyle": "bevel",
         "offset": "0,0", "offset_unit": "MM",
     })
@@ -62,7 +74,7 @@ def qml(kind: str, label_expression: str) -> str:
     <settings calloutType="simple">
       <text-style fieldName={quoteattr(label_expression)} isExpression="1" fontSize="9" fontSizeUnit="Point"
                   fontFamily="Sans Serif" namedStyle="Regular" fontWeight="50" fontItalic="0"
-                  textColor="20,20,20,255" textOpacity="1" multilineHeight="1" allowHtml="0">
+                  textColor="{text_colour}" textOpacity="1" multilineHeight="1" allowHtml="0">
         <text-buffer bufferDraw="1" bufferSize="0.8" bufferSizeUnits="MM" bufferColor="255,255,255,255"
                      bufferOpacity="0.8" bufferJoinStyle="128" bufferNoFill="1" bufferBlendMode="0"/>
       </text-style>
@@ -70,7 +82,7 @@ def qml(kind: str, label_expression: str) -> str:
                    plussign="0" decimals="3" reverseDirectionSymbol="0" formatNumbers="0" placeDirectionSymbol="0"
                    rightDirectionSymbol=">" leftDirectionSymbol="&lt;" addDirectionSymbol="0"/>
       <placement placement="0" placementFlags="10" centroidInside="1" centroidWhole="0" fitInPolygonOnly="0"
-                 dist="1" distUnits="MM" offsetType="0" priority="5" overrunDistance="0"
+                 dist="1" distUnits="MM" offsetType="0" priority="{priority}" overrunDistance="0"
                  overrunDistanceUnit="MM" xOffset="0" yOffset="0" offsetUnits="MM" quadOffset="4"
                  rotationAngle="0" maxCurvedCharAngleIn="25" maxCurvedCharAngleOut="-25"/>
       <rendering obstacle="1" obstacleType="1" obstacleFactor="1" displayAll="0" upsidedownLabels="0"
@@ -128,11 +140,11 @@ def sld(layer: str, kind: str, label_property: str) -> str:
 
 
 def write_default_style(conn: sqlite3.Connection, layer: str, kind: str) -> None:
-    """Store the default style of `layer` ('regions' or 'tiles' look), creating the table if needed."""
+    """Store the default style of `layer` ('regions', 'tiles' or 'objects' look), creating the table
+    if needed."""
     if STYLE_TABLE not in gpkg.table_names(conn):
         gpkg.create_attributes_table(conn, STYLE_TABLE, STYLE_COLUMNS, description="QGIS layer styles")
-    label_expression, label_property = ((REGION_LABEL, "object") if kind == "regions"
-                                        else (TILE_LABEL, "description"))
+    label_expression, label_property = _LABELS[kind]
     conn.execute(f"DELETE FROM {STYLE_TABLE} WHERE f_table_name = ? AND styleName = ?", (layer, layer))
     conn.execute(
         f"INSERT INTO {STYLE_TABLE} (f_table_catalog, f_table_schema, f_table_name, f_geometry_column, styleName, "

@@ -421,7 +421,7 @@ class GeoPackageWriter(OutputWriter):
         key_column = _KEY_COLUMNS[kind]
         self.conn.execute(f"CREATE INDEX {gpkg.quote(f'{layer.name}_key_idx')} ON {gpkg.quote(layer.name)} "
                           f"(scene, {key_column})")
-        styles.write_default_style(self.conn, layer.name, "tiles" if kind == "tiles" else "regions")
+        styles.write_default_style(self.conn, layer.name, kind)
         layer.exists = True
 
     def _load_layers_after_rollback(self) -> None:

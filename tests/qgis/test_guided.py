@@ -144,3 +144,13 @@ def test_processing_describe_regions_with_a_guide_layer(qgis_new_project, module
     rows = objects_in(out)
     assert [(r["region_id"], r["parent_id"], r["kind"]) for r in rows] == [("7", "block", "house"),
                                                                          ("8", "block", "barn")]
+    # written by the core (the worker's files job, as the CLI writes it): its objects layer opens in
+    # the plugin's objects look from the GeoPackage's default style, with no plugin code involved
+    import sqlite3
+
+    copy = tmp_path / "copy.gpkg"
+    with sqlite3.connect(out) as source, sqlite3.connect(copy) as target:
+        source.backup(target)
+    opened = QgsVectorLayer(f"{copy}|layername=objects", "opened by hand", "ogr")
+    assert opened.isValid() and opened.featureCount() == 2
+    assert_object_look(opened)
