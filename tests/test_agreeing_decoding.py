@@ -144,15 +144,24 @@ def heldout_rows(tmp_path_factory):
     frames = {}
     for seed in (HELDOUT_SEED_BASE + 500, HELDOUT_SEED_BASE + 501):
         scene_inputs(seed, directory / str(seed), size=768, objects=12, empties=0)
-        for agree in (False, True):
+        for agree, attributes in ((False, True), (True, True), (True, False)):
             engine = mgimm_core.load_model(None, device="cpu", max_new_tokens=160, agree=agree)
             try:
                 frame = mgimm_core.describe(str(directory / str(seed) / "scene.tif"),
-                                            str(directory / str(seed) / "aoi.geojson"), model=engine)
+                                            str(directory / str(seed) / "aoi.geojson"), model=engine,
+                                            attributes=attributes)
             finally:
                 engine.close()
-            frames.setdefault(agree, []).extend(frame.to_dict("records"))
+            frames.setdefault(agree if attributes else "hidden", []).extend(frame.to_dict("records"))
     return frames
+
+
+def test_answers_not_shown_are_not_held(heldout_rows):
+    # --no-attributes rows (and tiles) carry no attributes: their descriptions are decoded freely
+    # (the hidden answer still guides the question, as in free decoding)
+    free, hidden = heldout_rows[False], heldout_rows["hidden"]
+    assert [r["description"] for r in hidden] == [r["description"] for r in free]
+    assert all(r["object"] is None for r in hidden)
 
 
 def test_demo_descriptions_agree_with_their_attributes(heldout_rows):
