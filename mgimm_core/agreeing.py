@@ -54,7 +54,7 @@ def agree(describer, images, regions, prompts, patches, ids: list[list[int]], wa
             break
         index = [i for i, _, _ in todo]
         redone = describer._generate_ids([images[i] for i in index], [regions[i] for i in index],
-                                         [prompts[i] for i in index], "global_region", patches[index],
+                                         [prompts[i] for i in index], describer.description_mode, patches[index],
                                          prefixes=[p for _, p, _ in todo], phrases=[s for _, _, s in todo])
         for i, row in zip(index, redone):
             ids[i] = row
@@ -125,7 +125,7 @@ def reconcile(describer, images, regions, sequences, patches, results, base_prom
                                         "region", twice_patches, attribute_answers,
                                         [len(a) for a in attribute_answers])
     description_scores = describer._score(twice, [sequences[i] for i in index for _ in range(2)],
-                                          description_prompts, "global_region", twice_patches,
+                                          description_prompts, describer.description_mode, twice_patches,
                                           description_answers, scored)
     totals = [a + d for a, d in zip(attribute_scores, description_scores)]
     switch = [(i, reading) for k, (i, _, reading, _) in enumerate(cases) if totals[2 * k + 1] > totals[2 * k]]

@@ -116,6 +116,13 @@ class Describer:
                    agree=agree)
 
     @property
+    def description_mode(self) -> str:
+        """The sequence layout of the description question: global + region tokens (stage 2), or
+        global tokens alone for models trained so (config mode "global": the ablation's
+        global-only variant, the path of the reference's shipped fine-tune script)."""
+        return "global" if getattr(self.model.config, "mode", None) == "global" else "global_region"
+
+    @property
     def chip_size(self) -> int:
         """Model input side in pixels: the geo core reads larger regions decimated to this."""
         return int(self.processor.image_size)
@@ -281,7 +288,7 @@ class Describer:
                                                  else [r.attribute_text], base) if guided else base
                        for r in results]
             sequences = [regions[i] + guides[i] for i in range(len(images))]
-            ids = self._generate_ids(images, sequences, prompts, "global_region", patches)
+            ids = self._generate_ids(images, sequences, prompts, self.description_mode, patches)
             if self.agree:
                 from mgimm_core.agreeing import agree, reconcile
 

@@ -214,3 +214,30 @@ def test_processor_files_may_state_chip_settings(tmp_path, tiny_model_dir):
     assert json.loads((tmp_path / "again" / "mgimm_processor.json").read_text())["chip_min_window"] == 24
     chip = ModelDirectory.resolve(directory).chip
     assert (chip.context, chip.min_window) == (0.4, 24)
+
+
+def test_global_only_models_describe_from_global_tokens(tiny_model_dir, tmp_path, monkeypatch):
+    # A model trained with descriptions from global tokens alone (config mode "global": the
+    # ablation's variant, the reference's shipped fine-tune path) is asked its description that way.
+    import shutil
+
+    directory = tmp_path / "global_only"
+    shutil.copytree(tiny_model_dir, directory)
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps(config | {"mode": "global"}))
+    modes = {}
+    for name, path in (("stage 2", tiny_model_dir), ("global only", directory)):
+        describer = Describer.load(path, device="cpu", max_new_tokens=3)
+        seen = []
+        generate = describer.model.generate
+
+        def spy(**inputs):        # records what reaches the model, then runs it unchanged
+            seen.append(inputs)
+            return generate(**inputs)
+
+        monkeypatch.setattr(describer.model, "generate", spy)
+        describer.describe([random_chip(32, 32)], [(2.0, 2.0, 30.0, 30.0)], [None])
+        modes[name] = (seen[0]["mode"], seen[-1]["mode"], seen[-1]["input_ids"].shape[1])
+    assert modes["stage 2"][:2] == ("region", "global_region")
+    assert modes["global only"][:2] == ("region", "global")
+    assert modes["global only"][2] < modes["stage 2"][2]          # no region tokens in the sequence
