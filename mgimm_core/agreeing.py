@@ -5,7 +5,8 @@ A region gets two answers: its attributes (stage 1, region tokens only) and its 
 description is more often the right one (docs/ablation.md). For a region whose description names
 its object otherwise than the attribute answer, both readings are scored over both questions
 (teacher-forced log-probabilities of the attribute answer and of the description's phrase, each
-with the description question guided by that reading): the likelier reading wins. If it is the
+with the description question guided by that reading where the model reads guidance): the
+likelier reading wins. If it is the
 description's, the attribute answer is decoded again limited to that object's words (the
 description, which already names it so, is kept); then every description that still names an object
 otherwise than its answers is decoded again from that phrase, limited to the answer's words.
@@ -82,11 +83,13 @@ def _phrase_text(spec: ObjectSpec, like: Mention) -> str:
 
 
 def reconcile(describer, images, regions, sequences, patches, results, base_prompt: str,
-              ids: list[list[int]]) -> list[int]:
+              ids: list[list[int]], guided: bool = True) -> list[int]:
     """Regions whose description reads their object otherwise than the attribute answer, where the
     description's reading is likelier over both questions: their attribute answer is decoded again
     limited to that reading (results updated in place; the description already names it so).
-    Returns the indices of the regions changed."""
+    guided: the model reads attribute answers in its description question (processor
+    guided_descriptions), so each reading's phrase is scored with the question guided by it;
+    otherwise both with the same question. Returns the indices of the regions changed."""
     from mgimm_core.model.constrained_mgimm import phrase_sequences
 
     tokenizer = describer.processor.tokenizer
@@ -115,7 +118,7 @@ def reconcile(describer, images, regions, sequences, patches, results, base_prom
         for spec in (own, reading):
             attribute_answers.append(encode(_answer_text(spec, results[i].attributes)))
             description_prompts.append(guided_description_prompt([_answer_text(spec, results[i].attributes)],
-                                                                  base_prompt))
+                                                                  base_prompt) if guided else base_prompt)
             phrase = encode(_phrase_text(spec, mention))
             description_answers.append(prefix + phrase)
             scored.append(len(phrase))

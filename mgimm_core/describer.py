@@ -294,8 +294,8 @@ class Describer:
 
                 # the region's own answer is held only where it is shown (not for tiles or
                 # --no-attributes, whose rows carry no attributes); guide objects' always are
-                if guided and attributes:
-                    reconcile(self, images, regions, sequences, patches, results, base, ids)
+                if attributes:
+                    reconcile(self, images, regions, sequences, patches, results, base, ids, guided)
                 left = guides_left if guides_left is not None else [0] * len(images)
                 wanted = [(None if r.objects or not attributes else ObjectSpec.from_attributes(r.attributes),
                            tuple(s for s in (ObjectSpec.from_attributes(o.attributes) for o in r.objects) if s),

@@ -231,9 +231,9 @@ def test_global_only_models_describe_from_global_tokens(tiny_model_dir, tmp_path
         seen = []
         generate = describer.model.generate
 
-        def spy(**inputs):        # records what reaches the model, then runs it unchanged
-            seen.append(inputs)
-            return generate(**inputs)
+        def spy(_seen=seen, _generate=generate, **inputs):   # records what reaches the model, then runs it
+            _seen.append(inputs)
+            return _generate(**inputs)
 
         monkeypatch.setattr(describer.model, "generate", spy)
         describer.describe([random_chip(32, 32)], [(2.0, 2.0, 30.0, 30.0)], [None])
