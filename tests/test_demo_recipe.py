@@ -76,6 +76,11 @@ def test_ablation_trains_variants_on_shared_data_at_equal_steps(tmp_path, capsys
     assert not (out / "two_stage" / "train.pkl").exists() and (out / "data" / "train.pkl").exists()  # ... made once
     assert "| two_stage | 2 + 3 |" in table and "| description_only | 0 + 5 |" in table
     assert (out / "ablation.md").read_text() == table.rstrip("\n") + "\n"
+    # each variant is a model folder afterwards, which describe (and training.agreement) can load
+    from mgimm_core.model_dir import ModelDirectory
+
+    for variant in ("two_stage", "description_only"):
+        assert ModelDirectory.resolve(str(out / variant / "model")).path == out / variant / "model"
 
 
 def test_ablation_scores_a_reused_model_and_flags_unequal_settings(tmp_path, capsys):

@@ -44,8 +44,10 @@ def preset_overrides(preset: DemoPreset) -> list[str]:
 
 
 def variant_command(variant: str, out: Path, preset: DemoPreset) -> list[str]:
+    """The child run of one variant; it exports its model to OUT/V/model, so the variant can be
+    described afterwards like any model (`python -m training.agreement --model OUT/V/model`)."""
     return [sys.executable, "-m", "training", "demo", "--variant", variant, "--out", str(out / variant),
-            "--data", str(out / "data"), *preset_overrides(preset)]
+            "--data", str(out / "data"), "--export", str(out / variant / "model"), *preset_overrides(preset)]
 
 
 def build_shared_data(out: Path, preset: DemoPreset) -> float:
