@@ -67,9 +67,11 @@ def _progress(total, quiet: bool, unit: str):
 @click.option("--no-repeat-ngram", type=click.IntRange(min=0), default=6, show_default=True, metavar="N",
               help="Repetition guard: no N words in a row twice in one answer (0: off).")
 @click.option("--agree/--no-agree", default=True, show_default=True,
-              help="Descriptions name the region's object (or the guide objects) with the attributes the "
-                   "model answered for it: a phrase that says otherwise is decoded again, limited to the "
-                   "answer's words. --no-agree: free decoding.")
+              help="Descriptions and attributes agree: where a description names the region's object "
+                   "otherwise than its attribute answer, the reading the model finds likelier over both "
+                   "questions wins and the other answer is decoded again, limited to its words; with --guide, "
+                   "the description is held to the guide objects' answers (and counts). --no-agree: free "
+                   "decoding.")
 @click.option("--compile", "compile_decode", is_flag=True,
               help="Static KV cache and compiled decode (CUDA: faster after the first batch; same text).")
 @click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
