@@ -9,7 +9,9 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
 import urllib.error
 import urllib.request
 
@@ -42,33 +44,46 @@ def call(base: str, path: str, body=None, *, token: str | None = TOKEN, raw: byt
         return error.code, json.loads(error.read() or b"{}")
 
 
+@contextmanager
+def serving(*args: str, timeout: float = 30, while_starting=lambda: None):
+    """A real `mgimm-geo serve ARGS` on a free port with TOKEN, its output kept for a failure
+    message; yields its base URL once /health answers, and stops it afterwards. while_starting runs
+    between the start and the first /health (the model loads lazily, so it may be saved then)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env["MGIMM_SERVE_TOKEN"] = TOKEN
+    port = free_port()
+    with tempfile.TemporaryFile("w+") as output:
+        proc = subprocess.Popen(SERVE + ["--port", str(port), *args], env=env, stdout=output,
+                                stderr=subprocess.STDOUT, text=True)
+        while_starting()
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if call(base, "/health", timeout=2)[0] == 200:
+                    break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                output.seek(0)
+                pytest.fail(f"server did not start: {output.read()[-3000:]}")
+            time.sleep(0.2)
+        try:
+            yield base
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """(base URL, the --root folder); the model is saved while the server starts (it loads lazily)."""
     root = tmp_path_factory.mktemp("served")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    env["MGIMM_SERVE_TOKEN"] = TOKEN
-    proc = subprocess.Popen(SERVE + ["--port", str(port), "--root", str(root), "--max-request-mb", "0.25",
-                                     "--device", "cpu", "--max-new-tokens", "6",
-                                     "--model", str(tmp_path_factory.getbasetemp() / "tiny_mgimm_model")],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    save_tiny_model(tmp_path_factory)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if call(base, "/health", timeout=2)[0] == 200:
-                break
-        except (urllib.error.URLError, ConnectionError, OSError):
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"server did not start: {proc.stdout.read()}")
-        time.sleep(0.2)
-    yield base, root
-    proc.terminate()
-    proc.wait(timeout=10)
+    with serving("--root", str(root), "--max-request-mb", "0.25", "--device", "cpu", "--max-new-tokens", "6",
+                 "--model", str(tmp_path_factory.getbasetemp() / "tiny_mgimm_model"),
+                 while_starting=lambda: save_tiny_model(tmp_path_factory)) as base:
+        yield base, root
 
 
 def test_health_and_openapi(server):

@@ -15,8 +15,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-import urllib.error
 
 import numpy as np
 import pyogrio
@@ -27,7 +25,7 @@ import shapely.affinity
 import shapely.geometry
 from affine import Affine
 
-from test_cli_serve import SERVE, TOKEN, call, free_port
+from test_cli_serve import call, serving
 from test_cli_worker import WorkerProcess
 from test_service import INSIDE, UTM, save_tiny_model
 from training.synthetic.demo_inputs import write_demo_inputs
@@ -223,27 +221,9 @@ def test_gsd_warning_on_an_interactive_request(worker, make_raster):
 # ================================================================================ the server
 @pytest.fixture(scope="module")
 def server(inputs, carded_model):
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    env["MGIMM_SERVE_TOKEN"] = TOKEN
-    proc = subprocess.Popen(SERVE + ["--port", str(port), "--root", str(inputs["root"]), "--device", "cpu",
-                                     "--threads", "1", "--max-new-tokens", str(MAX_NEW_TOKENS), "--model", carded_model],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if call(base, "/health", timeout=2)[0] == 200:
-                break
-        except (urllib.error.URLError, ConnectionError, OSError):
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("server did not start")
-        time.sleep(0.2)
-    yield base
-    proc.terminate()
-    proc.wait(timeout=10)
+    with serving("--root", str(inputs["root"]), "--device", "cpu", "--threads", "1", "--max-new-tokens",
+                 str(MAX_NEW_TOKENS), "--model", carded_model, timeout=60) as base:
+        yield base
 
 
 def test_guided_server_answer_equals_the_cli_by_path_and_as_raster_b64(server, inputs, cli_rows, tmp_path):
