@@ -135,6 +135,14 @@ class Describer:
         with torch.inference_mode():
             return self.model.patch_features(pixels.to(self.model.dtype))
 
+    def _inputs(self, images, regions, prompts, mode: str) -> dict:
+        """The model inputs of one question per chip, on the device; the chips' pixels are left out
+        (their vision features, `_patches`, are computed once per chip)."""
+        batch = self.processor(images, boxes=[np.asarray([b for b, _ in r], dtype=np.float32).reshape(-1, 4)
+                                              for r in regions],
+                               masks=[[m for _, m in r] for r in regions], prompts=prompts, mode=mode)
+        return {k: v.to(self.device) for k, v in batch.items() if k != "pixel_values"}
+
     def _generate_ids(self, images, regions, prompts, mode: str, patches, prefixes=None,
                       phrases=None) -> list[list[int]]:
         """One answer's token ids per chip. regions: per chip a list of (box, mask) in chip pixels;
@@ -145,10 +153,7 @@ class Describer:
 
         from mgimm_core.model.constrained_mgimm import PhraseConstraint, append_tokens
 
-        batch = self.processor(images, boxes=[np.asarray([b for b, _ in r], dtype=np.float32).reshape(-1, 4)
-                                              for r in regions],
-                               masks=[[m for _, m in r] for r in regions], prompts=prompts, mode=mode)
-        batch = {k: v.to(self.device) for k, v in batch.items() if k != "pixel_values"}
+        batch = self._inputs(images, regions, prompts, mode)
         options = dict(self.generate_options)
         budget = self.max_new_tokens
         if prefixes is not None:
@@ -188,10 +193,7 @@ class Describer:
 
         from mgimm_core.model.constrained_mgimm import append_tokens
 
-        batch = self.processor(images, boxes=[np.asarray([b for b, _ in r], dtype=np.float32).reshape(-1, 4)
-                                              for r in regions],
-                               masks=[[m for _, m in r] for r in regions], prompts=prompts, mode=mode)
-        batch = {k: v.to(self.device) for k, v in batch.items() if k != "pixel_values"}
+        batch = self._inputs(images, regions, prompts, mode)
         ids, attention = append_tokens(batch["input_ids"], batch["attention_mask"], answers, self._pad_id)
         with torch.inference_mode():
             embeds = self.model.embed_inputs(ids, None, batch["region_boxes"], batch.get("region_masks"),

@@ -22,6 +22,8 @@ _WORD = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 _NUMBERS = {number_word(n): n for n in range(0, 21)}
 _SHAPE_WORDS = {s.lower(): s for s in SHAPES}
 _SIZE_WORDS: dict[str, str] = {s: s for s in SIZES} | {str(size_surface(s)): s for s in SIZES}
+_VALUE_WORDS: dict[str, dict[str, str]] = {"color": {c: c for c in COLORS}, "shape": _SHAPE_WORDS,
+                                           "size": _SIZE_WORDS}
 #: Words that may stand between a count and its noun ("one small red rectangular building").
 ADJECTIVE_WORDS = frozenset(COLORS) | frozenset(_SHAPE_WORDS) | frozenset(_SIZE_WORDS)
 #: The attributes a mention can carry, as attribute keys.
@@ -47,9 +49,7 @@ class Mention:
 
     def carried(self, key: str) -> list[str]:
         """The canonical values of attribute `key` (color, shape, size) among the words before it."""
-        tables: dict[str, dict[str, str]] = {"color": {c: c for c in COLORS}, "shape": _SHAPE_WORDS,
-                                             "size": _SIZE_WORDS}
-        table = tables[key]
+        table = _VALUE_WORDS[key]
         return [table[w] for w in self.before if w in table]
 
 
