@@ -6,11 +6,11 @@ description is more often the right one (docs/ablation.md). For a region whose d
 its object otherwise than the attribute answer, both readings are scored over both questions
 (teacher-forced log-probabilities of the attribute answer and of the description's phrase, each
 with the description question guided by that reading where the model reads guidance): the
-likelier reading wins. If it is the
-description's, the attribute answer is decoded again limited to that object's words (the
-description, which already names it so, is kept); then every description that still names an object
-otherwise than its answers is decoded again from that phrase, limited to the answer's words.
-Every token comes from the model's own forward passes (mgimm_core/model/constrained_mgimm.py).
+likelier reading wins. If it is the description's, the attribute answer is decoded again limited
+to that object's words (the description, which already names it so, is kept); then every
+description that still names an object otherwise than its answers is decoded again from that
+phrase, limited to the answer's words. Every token comes from the model's own forward passes
+(mgimm_core/model/constrained_mgimm.py).
 """
 
 from __future__ import annotations
@@ -116,9 +116,9 @@ def reconcile(describer, images, regions, sequences, patches, results, base_prom
     for i, own, reading, mention in cases:
         prefix = ids[i][:word_start(describer, ids[i], mention.start)]
         for spec in (own, reading):
-            attribute_answers.append(encode(_answer_text(spec, results[i].attributes)))
-            description_prompts.append(guided_description_prompt([_answer_text(spec, results[i].attributes)],
-                                                                  base_prompt) if guided else base_prompt)
+            answer = _answer_text(spec, results[i].attributes)
+            attribute_answers.append(encode(answer))
+            description_prompts.append(guided_description_prompt([answer], base_prompt) if guided else base_prompt)
             phrase = encode(_phrase_text(spec, mention))
             description_answers.append(prefix + phrase)
             scored.append(len(phrase))

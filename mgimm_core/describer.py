@@ -86,8 +86,8 @@ class Describer:
         each shape pays the compile time, later ones decode faster); greedy tokens are the same.
         vision: the local vision-tower directory of an original-format LLaVA/GeoChat checkpoint
         (default: its `mm_vision_tower`, as a path or in the Hugging Face cache).
-        agree: descriptions name the region's object (or the guide objects) with the attributes
-        the model answered for them (constrained re-decoding of a disagreeing phrase); False: free.
+        agree: descriptions and attribute answers are made to agree (mgimm_core/agreeing.py: the
+        likelier reading wins, the other answer is decoded again limited to its words); False: free.
         """
         from mgimm_core.model import load_for_inference
 
