@@ -17,8 +17,8 @@ import os
 import tempfile
 
 from osgeo import gdal
-from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsGeometry, QgsProject,
-                       QgsRasterFileWriter, QgsRasterLayer, QgsRasterPipe, QgsRectangle)
+from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsFeatureRequest, QgsGeometry,
+                       QgsProject, QgsRasterFileWriter, QgsRasterLayer, QgsRasterPipe, QgsRectangle)
 from qgis.PyQt.QtGui import QTransform
 
 from .chips import inverse_geotransform
@@ -189,26 +189,52 @@ def guide_items(guide_layer, raster: QgsRasterLayer, regions) -> list:
     {"id", "wkt" in the raster's CRS, "properties"}, ids as the core reads a layer file (its `id`
     attribute, else the feature's 0-based position), so a guided request names the objects the
     CLI's `describe --guide FILE` names. Only features whose box meets a region's box are sent
-    (the server keeps those whose centre lies inside a region)."""
-    from .plugin import plain_value
-
+    (the server keeps those whose centre lies inside a region). With an `id` field, only the
+    features near the regions are read (the layer's spatial index, not a whole footprint layer on
+    the main thread); a feature without an id there needs its position, so the layer is then read
+    whole."""
     crs = check_crs(raster)
     source_crs = guide_layer.sourceCrs()      # a QgsVectorLayer or a Processing feature source
     transform = QgsCoordinateTransform(source_crs, crs, QgsProject.instance())
     near = [g.boundingBox() for g in regions]
+    if "id" in guide_layer.fields().names() and near:
+        box = QgsRectangle(near[0])
+        for other in near[1:]:
+            box.combineExtentWith(other)
+        if source_crs != crs:
+            box = transform.transformBoundingBox(box, QgsCoordinateTransform.ReverseTransform)
+        items = _guide_items(guide_layer, transform, crs, near, QgsFeatureRequest().setFilterRect(box))
+        if items is not None:
+            return items
+    items = _guide_items(guide_layer, transform, crs, near, QgsFeatureRequest())
+    assert items is not None                  # positions are known when the whole layer is read
+    return items
+
+
+def _guide_items(guide_layer, transform, crs, near, request: QgsFeatureRequest) -> list | None:
+    """guide_items over the features of `request`; None when a filtered read meets a feature
+    without an id (its position in the layer is unknown there)."""
+    from .plugin import plain_value
+
+    filtered = not request.filterRect().isNull()
     names = guide_layer.fields().names()
     items = []
-    for index, feature in enumerate(guide_layer.getFeatures()):
+    for index, feature in enumerate(guide_layer.getFeatures(request)):
         geometry = QgsGeometry(feature.geometry())
         if geometry.isEmpty():
             continue
-        if source_crs != crs:
+        if guide_layer.sourceCrs() != crs:
             geometry.transform(transform)
         box = geometry.boundingBox()
         if not any(box.intersects(r) for r in near):
             continue
         value = feature.attribute("id") if "id" in names else None
-        rid = str(index) if value is None or plain_value(value) is None else str(plain_value(value))
+        if value is None or plain_value(value) is None:
+            if filtered:
+                return None
+            rid = str(index)
+        else:
+            rid = str(plain_value(value))
         items.append({"id": rid, "wkt": geometry.asWkt(17),
                       "properties": {name: plain_value(feature.attribute(name)) for name in names}})
     return items

@@ -154,3 +154,23 @@ def test_processing_describe_regions_with_a_guide_layer(qgis_new_project, module
     opened = QgsVectorLayer(f"{copy}|layername=objects", "opened by hand", "ogr")
     assert opened.isValid() and opened.featureCount() == 2
     assert_object_look(opened)
+
+
+def test_guide_items_read_near_features_with_the_cli_ids(plugin_module, qgis_new_project, scene_layer, guide_layer):
+    # The plugin names guide objects as the core reads a layer file: the `id` attribute, else the
+    # feature's position. Only features near the regions are sent; a feature without an id needs
+    # its position, which the filtered read (the layer's spatial index) cannot give: read whole then.
+    from mgimm_geo.request_data import guide_items
+
+    region = QgsGeometry.fromRect(REGION)
+    assert [i["id"] for i in guide_items(guide_layer, scene_layer, [region])] == ["7", "8"]   # 9 is far
+    to_lonlat = QgsCoordinateTransform(UTM, QgsCoordinateReferenceSystem("EPSG:4326"), QgsProject.instance())
+    unnamed = QgsFeature(guide_layer.fields())
+    geometry = QgsGeometry.fromRect(QgsRectangle(500300, 4099620, 500330, 4099650))
+    geometry.transform(to_lonlat)
+    unnamed.setGeometry(geometry)
+    unnamed.setAttributes([None, "kiosk"])
+    guide_layer.dataProvider().addFeatures([unnamed])
+    items = guide_items(guide_layer, scene_layer, [region])
+    assert [(i["id"], i["properties"]["kind"]) for i in items] == [("7", "house"), ("8", "barn"), ("3", "kiosk")]
+    assert "POLYGON" in items[0]["wkt"].upper() and float(items[0]["wkt"].split("((")[1].split()[0]) > 500000  # UTM
