@@ -306,6 +306,7 @@ class MGIMMPlugin:
 
         settings = context["settings"]
         layer = descriptions_layer(settings.effective_layer_path(), context["crs"])
+        self._stop_map_rendering()
         wkt_by_id = {r["id"]: r["wkt"] for r in context["regions"]}
         items = []
         for entry in entries:
@@ -325,6 +326,15 @@ class MGIMMPlugin:
             objects = objects_layer(settings.effective_layer_path(), context["crs"])
             self.last_object_ids = add_object_features(objects, entries, scene=context["scene"]
                                                        if context.get("rendered") else None)
+
+    def _stop_map_rendering(self) -> None:
+        """Finish the map canvases' renders before writing to layers they draw: QGIS 3.22 crashed
+        when a canvas render thread read a GeoPackage layer while addFeatures wrote to it on the
+        main thread (seen in tests/qgis/test_native_panel.py). Writing triggers the repaint after."""
+        canvases = self.iface.mapCanvases() if hasattr(self.iface, "mapCanvases") else [self.iface.mapCanvas()]
+        for canvas in canvases:
+            if canvas is not None:
+                canvas.stopRendering()
 
     # ------------------------------------------------------------------ messages
     def report(self, code: str, message: str):
