@@ -14,14 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from mgimm_core.errors import ModelError, UnknownWordsError
+from mgimm_core.errors import MGIMMError, ModelError, UnknownWordsError
 from mgimm_core.prompts import ATTRIBUTE_PROMPT, DESCRIPTION_PROMPT, TEXT_REGION_PROMPTS, guided_description_prompt
 from mgimm_core.mentions import ObjectSpec
 from mgimm_core.vocabulary import NO_OBJECT_VALUE, parse_attributes, says_no_object
 
 log = logging.getLogger(__name__)
-
-DEMO_MODEL_DIR = Path(__file__).parent / "demo_model"
 
 
 @dataclass
@@ -32,6 +30,7 @@ class RegionText:
     attribute_text: str | None = None
     attributes: dict = field(default_factory=dict)
     objects: list["RegionText"] = field(default_factory=list)   # one per guide object, in order
+    error: MGIMMError | None = None    # an answer that could not be read (its row carries the code)
 
 
 def resolve_device(device: str = "auto"):
@@ -79,41 +78,14 @@ class Describer:
     @classmethod
     def load(cls, model_dir: str | Path | None = None, *, device: str = "auto",
              max_new_tokens: int = 200, compile: bool = False, vision: str | Path | None = None,
-             no_repeat_ngram: int = 0, agree: bool = True) -> "Describer":
-        """Load a saved MGIMM directory (default: the demo model shipped inside the package).
+             no_repeat_ngram: int = 0, agree: bool = True):
+        """Load a saved model directory (default: the demo model shipped inside the package) with
+        its family's describer (`load_describer`): a Describer for MGIMM and the LLaVA-1.5 line."""
+        from mgimm_core.engines import LoadOptions
 
-        compile: decode with a static KV cache and a compiled forward (CUDA; first batch of
-        each shape pays the compile time, later ones decode faster); greedy tokens are the same.
-        vision: the local vision-tower directory of an original-format LLaVA/GeoChat checkpoint
-        (default: its `mm_vision_tower`, as a path or in the Hugging Face cache).
-        agree: descriptions and attribute answers are made to agree (mgimm_core/agreeing.py: the
-        likelier reading wins, the other answer is decoded again limited to its words); False: free.
-        """
-        from mgimm_core.model import load_for_inference
-
-        directory = Path(model_dir) if model_dir is not None else DEMO_MODEL_DIR
-        if not (directory / "config.json").is_file():
-            hint = ("the embedded demo model is missing from this installation; reinstall mgimm-geo"
-                    if model_dir is None else "give a directory written by save_pretrained / "
-                    "`python -m training` (it holds config.json, model.safetensors and the tokenizer)")
-            raise ModelError(f"{directory}: no MGIMM model here ({hint})")
-        torch_device = resolve_device(device)
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()  # stdout/stderr stay for our own progress and JSON
-        try:
-            model, processor = load_for_inference(str(directory), device=str(torch_device), vision=vision)
-        except pickle.UnpicklingError as exc:       # torch.load(weights_only=True) refused a pickled object
-            raise ModelError(f"{directory}: its .bin weights hold pickled Python objects, not only tensors, "
-                             f"and mgimm-geo never unpickles code (torch.load with weights_only=True refused "
-                             f"them). Convert them to safetensors where you trust the file "
-                             f"(safetensors.torch.save_file), or use the model's safetensors release.") from exc
-        except (OSError, ValueError, KeyError) as exc:
-            raise ModelError(f"{directory}: cannot load the model ({exc})") from exc
-        model_id = "demo" if model_dir is None else directory.name
-        return cls(model, processor, model_id, torch_device, max_new_tokens=max_new_tokens,
-                   model_dir=directory, compile=compile, no_repeat_ngram=no_repeat_ngram,
-                   agree=agree)
+        return load_describer(model_dir, vision=vision, options=LoadOptions(
+            device=device, max_new_tokens=max_new_tokens, compile=compile, no_repeat_ngram=no_repeat_ngram,
+            agree=agree))
 
     @property
     def description_mode(self) -> str:
@@ -317,3 +289,39 @@ class Describer:
         # "no distinct objects, mainly farmland": the object column says none (not a guessed class)
         result.attributes = {"name": NO_OBJECT_VALUE} if says_no_object(text) else {
             k: v for k, v in parse_attributes(text).items() if v is not None}
+
+
+def load_describer(model_dir=None, *, vision: str | Path | None = None, options=None):
+    """The describer of a model folder (default: the demo model), as its family loads it
+    (mgimm_core/families): a `Describer` for MGIMM and the LLaVA-1.5 line, the family's own for the
+    others; all answer `describe` the same way.
+
+    options: mgimm_core.engines.LoadOptions (device, max_new_tokens, compile: decode with a static
+    KV cache and a compiled forward on CUDA, same greedy tokens; no_repeat_ngram; agree: descriptions
+    and attribute answers are made to agree, mgimm_core/agreeing.py; region_as). vision: the local
+    vision-tower directory of an original-format LLaVA/GeoChat checkpoint (default: its
+    `mm_vision_tower`, as a path or in the Hugging Face cache).
+    """
+    from mgimm_core.engines import LoadOptions
+    from mgimm_core.model_dir import ModelDirectory
+
+    options = options or LoadOptions()
+    model = ModelDirectory.resolve(model_dir, vision)
+    torch_device = resolve_device(options.device)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # stdout/stderr stay for our own progress and JSON
+    directory = model.path
+    try:
+        describer = model.family.load(model.kind, torch_device, options)
+    except pickle.UnpicklingError as exc:       # torch.load(weights_only=True) refused a pickled object
+        raise ModelError(f"{directory}: its .bin weights hold pickled Python objects, not only tensors, "
+                         f"and mgimm-geo never unpickles code (torch.load with weights_only=True refused "
+                         f"them). Convert them to safetensors where you trust the file "
+                         f"(safetensors.torch.save_file), or use the model's safetensors release.") from exc
+    except (OSError, ValueError, KeyError) as exc:
+        if isinstance(exc, MGIMMError):
+            raise
+        raise ModelError(f"{directory}: cannot load the model ({exc})") from exc
+    describer.model_id = model.model_id
+    return describer

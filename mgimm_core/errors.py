@@ -113,6 +113,13 @@ class ModelError(MGIMMError, RuntimeError):
     code = "model"
 
 
+class InvalidAnswerError(MGIMMError, ValueError):
+    """A model's answer cannot be read as what was asked (an attribute answer that is not the JSON
+    object of the row schema): the region's row keeps what it can and carries this code."""
+
+    code = "invalid_answer"
+
+
 class VisionTowerNotFound(ModelError):
     """An original-format LLaVA/GeoChat directory names a vision tower that is not on this machine
     (the option that fixes it: `option`)."""

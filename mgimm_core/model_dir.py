@@ -6,25 +6,16 @@ chip settings before (or instead of) loading weights; reading two small JSON fil
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 from mgimm_core.errors import ModelError
-from mgimm_core.model_formats import MGIMM, ModelKind, inspect_model, weight_files
+from mgimm_core.model_formats import ModelKind, inspect_model, weight_files
 from mgimm_core.regions import ChipSettings
 
 #: The demo model shipped inside the package (the default of every `--model`).
 DEMO_MODEL_DIR = Path(__file__).parent / "demo_model"
-
-#: Processor settings file (written by MGIMMProcessor.save_pretrained).
-PROCESSOR_FILE = "mgimm_processor.json"
-
-# Placement defaults for models whose processor file does not state them (every model trained by
-# training/ so far was trained on chips placed with these; see training/demo_data.py).
-DEFAULT_CONTEXT = 0.25
-DEFAULT_MIN_WINDOW = 48
 
 #: Models up to this weight size get the large default batch (see ModelDirectory.default_batch_size).
 SMALL_MODEL_BYTES = 512 * 2**20
@@ -33,13 +24,13 @@ SMALL_MODEL_BYTES = 512 * 2**20
 @dataclass(frozen=True)
 class ModelDirectory:
     """A saved model directory: its path, the id rows record, how regions become its chips, what
-    kind of model it is (`mgimm_core.model_formats`) and, for original-format LLaVA/GeoChat, the
-    local vision-tower directory it loads with."""
+    model family it is (`mgimm_core.families`, through `kind`) and, for original-format
+    LLaVA/GeoChat, the local vision-tower directory it loads with."""
 
     path: Path
     model_id: str
     chip: ChipSettings
-    kind: ModelKind | None = None
+    kind: ModelKind
 
     @classmethod
     def resolve(cls, model_dir: "str | Path | ModelDirectory | None" = None,
@@ -52,19 +43,24 @@ class ModelDirectory:
         if not (path / "config.json").is_file():
             hint = ("the embedded demo model is missing from this installation; reinstall mgimm-geo"
                     if model_dir is None else "give a directory written by save_pretrained / "
-                    "`python -m training`, or a LLaVA-1.5 / GeoChat checkpoint (it holds config.json)")
+                    "`python -m training`, or a model folder of a family docs/models.md lists (it holds config.json)")
             raise ModelError(f"{path}: no model here ({hint})")
         kind = inspect_model(path, vision)
-        chip = _chip_settings(path) if kind.format == MGIMM else _foreign_chip_settings(path, kind)
+        chip = kind.family.chip_settings(kind)
         return cls(path, "demo" if model_dir is None else path.name, chip, kind)
 
     @property
+    def family(self):
+        """The model's family (mgimm_core/families): how it loads, takes regions and is prompted."""
+        return self.kind.family
+
+    @property
     def format(self) -> str:
-        return self.kind.format if self.kind is not None else MGIMM
+        return self.kind.family.name
 
     @property
     def vision_dir(self) -> Path | None:
-        return self.kind.vision_dir if self.kind is not None else None
+        return self.kind.vision_dir
 
     @cached_property
     def weight_bytes(self) -> int:
@@ -94,32 +90,3 @@ class ModelDirectory:
         from mgimm_core.output import sha256_path
 
         return sha256_path(self.path)
-
-
-def _foreign_chip_settings(path: Path, kind: ModelKind) -> ChipSettings:
-    """LLaVA-family checkpoints: their input size, chips placed with this project's defaults."""
-    size = kind.input_size()
-    if size is None:
-        raise ModelError(f"{path}: config.json does not state the vision tower's input size (image_size)")
-    return ChipSettings(input_size=size, context=DEFAULT_CONTEXT, min_window=DEFAULT_MIN_WINDOW)
-
-
-def _chip_settings(path: Path) -> ChipSettings:
-    """Input size from the processor file (else the vision config), context and minimum window
-    from the processor file when it states them."""
-    settings: dict = {}
-    for name in (PROCESSOR_FILE, "config.json"):
-        try:
-            settings = json.loads((path / name).read_text())
-        except FileNotFoundError:
-            continue
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"{path / name}: cannot be read as JSON ({exc}); the model folder is damaged, "
-                             f"copy or export it again.") from exc
-        break
-    size = settings.get("image_size") or (settings.get("vision_config") or {}).get("image_size")
-    if not isinstance(size, int) or size < 1:
-        raise ModelError(f"{path}: neither {PROCESSOR_FILE} nor config.json states the model's input size "
-                         f"(image_size); export the model with save_pretrained.")
-    return ChipSettings(input_size=size, context=float(settings.get("chip_context", DEFAULT_CONTEXT)),
-                        min_window=int(settings.get("chip_min_window", DEFAULT_MIN_WINDOW)))

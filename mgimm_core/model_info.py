@@ -1,6 +1,6 @@
 """What a model directory holds, for `mgimm-geo model-info` and the worker/server `hello`.
 
-Read from the directory's files: its kind (mgimm_core/model_formats.py), tensor shapes from the
+Read from the directory's files: its family (mgimm_core/families), tensor shapes from the
 safetensors headers (no weights read; `.bin` shards are memory-mapped with weights_only), and
 its card `model_card.json` when there is one. The card states the imagery a model was trained
 on; `gsd_warning` compares a scene with it, so a user learns before reading the output that a
@@ -15,7 +15,7 @@ import struct
 from pathlib import Path
 
 from mgimm_core.model_dir import ModelDirectory
-from mgimm_core.model_formats import GEOCHAT, LLAVA_HF, LLAVA_ORIGINAL, MGIMM, read_json, weight_files
+from mgimm_core.model_formats import read_json, weight_files
 
 #: Optional card beside the weights: {"imagery": "...", "gsd_m": [min, max], "bands": "RGB", ...}.
 CARD_FILE = "model_card.json"
@@ -62,39 +62,34 @@ def tensor_stats(files: list[Path]) -> tuple[int, dict[str, int]]:
 def model_info(model_dir: str | Path | ModelDirectory | None = None, vision: str | Path | None = None) -> dict:
     """JSON-ready facts about a model directory (default: the demo model)."""
     model = ModelDirectory.resolve(model_dir, vision)
-    config = model.kind.config if model.kind is not None else read_json(model.path / "config.json")
+    kind, family = model.kind, model.family
     files = weight_files(model.path)
     if model.vision_dir is not None:
         files += weight_files(model.vision_dir)
     parameters, dtypes = tensor_stats(files)
-    region = (model.kind.region_prompt if model.kind is not None else "tokens")
-    processor = read_json(model.path / "mgimm_processor.json") if (model.path / "mgimm_processor.json").is_file() \
-        else {}
     card = read_card(model.path)
-    source = config.get("source_format", MGIMM) if model.format == MGIMM else model.format
-    described = {MGIMM: "MGIMM", LLAVA_HF: "LLaVA-1.5 (Hugging Face llava)",
-                 LLAVA_ORIGINAL: "LLaVA-1.5 (original format)", GEOCHAT: "GeoChat"}
-    if model.format == MGIMM and (config.get("region_box_shift") or config.get("region_prompt_size")):
-        source = "reference import"   # its reference-compatibility box numerics (configuration_mgimm.py)
+    licence = family.licence(kind)
+    if card.get("licence") or card.get("license"):
+        licence = type(licence)(str(card.get("licence") or card.get("license")),
+                                bool(card.get("non_commercial", licence.non_commercial)))
+    convention = family.region_convention()
     return {
-        "path": str(model.path), "model": model.model_id, "format": model.format, "kind": described[model.format],
-        "source": source, "vision_dir": str(model.vision_dir) if model.vision_dir else None,
+        "path": str(model.path), "model": model.model_id, "family": family.name, "format": family.name,
+        "kind": family.title, "source": family.source(kind),
+        "vision_dir": str(model.vision_dir) if model.vision_dir else None,
         "parameters": parameters, "stored_dtypes": dtypes,
         "memory_bytes": {"bf16": parameters * 2, "fp32": parameters * 4},
-        "region_method": "region tokens" if region == "tokens" else f"box text in the prompt ({region})",
-        "region_tokens": list(config.get("region_tokens", [])) if region == "tokens" else [],
-        "prompt_template": (processor.get("prompt_template") or config.get("prompt_template")
-                            or _foreign_template(model)),
+        "region_method": family.region_method(kind), "region_as": family.region_as,
+        "region_ways": list(family.region_ways()),
+        "region_convention": convention.name if convention is not None else None,
+        "region_tokens": list(kind.config.get("region_tokens", [])) if family.region_as == "tokens" else [],
+        "prompt_template": family.prompt_template(kind),
         "input_size": model.chip.input_size, "chip_context": model.chip.context,
         "chip_min_window": model.chip.min_window, "default_batch_size": model.default_batch_size,
+        "licence": licence.name, "non_commercial": licence.non_commercial,
+        "licence_warning": licence.warning(model.model_id),
         "trained_on": card or None,
     }
-
-
-def _foreign_template(model: ModelDirectory) -> str:
-    from mgimm_core.prompts import LLAVA_HF_TEMPLATE, LLAVA_V1_TEMPLATE
-
-    return LLAVA_HF_TEMPLATE if model.format == LLAVA_HF else LLAVA_V1_TEMPLATE
 
 
 def gsd_warning(card: dict, scene_gsd_m: float, scene_name: str) -> str | None:

@@ -282,6 +282,7 @@ def build_record(item: WorkItem, *, model: str, prompt: str, chip: RegionChip | 
                                          else (None, None))
     valid_fraction = chip.valid_fraction if chip is not None else None
     gsd = item.placement.gsd_m if item.placement is not None and chip is not None else None
+    error = error if error is not None else getattr(text, "error", None)
     message, code = (str(error), error_code(error)) if error is not None else (None, None)
     if isinstance(item.subject, TileRef):
         scene = item.scene

@@ -37,9 +37,3 @@ TEXT_REGION_PROMPTS = {
                  "Describe the region {region} of this remote sensing image in detail."),
 }
 
-#: LLaVA v1 conversation template (LLaVA-1.5 original format and GeoChat), with its system prompt.
-LLAVA_V1_TEMPLATE = ("A chat between a curious human and an artificial intelligence assistant. The assistant "
-                     "gives helpful, detailed, and polite answers to the human's questions. USER: <image>\n"
-                     "{prompt} ASSISTANT:")
-#: llava-hf's LLaVA-1.5 chat template (no system prompt).
-LLAVA_HF_TEMPLATE = "USER: <image>\n{prompt} ASSISTANT:"

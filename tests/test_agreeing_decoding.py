@@ -80,7 +80,7 @@ def test_phrase_sequences_cover_optional_adjectives_and_drop_unknown_words(tiny_
     texts = sorted(tokenizer.decode(list(s)) for s in phrase_sequences(tokenizer, (spec,), plural_noun=False))
     assert texts == ["red ship", "ship", "small red ship", "small ship"]
     # counted phrases (the demo model's words): the number the adjectives fit, then the noun's number
-    from mgimm_core.describer import DEMO_MODEL_DIR
+    from mgimm_core.model_dir import DEMO_MODEL_DIR
 
     demo = MGIMMProcessor.from_pretrained(DEMO_MODEL_DIR)
     answers = (ObjectSpec("building", "red", "square", "small"), ObjectSpec("building", "red", "square", "large"),

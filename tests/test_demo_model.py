@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from batch.cli import cli
-from mgimm_core.describer import DEMO_MODEL_DIR
+from mgimm_core.model_dir import DEMO_MODEL_DIR
 from training.demo_recipe import HELDOUT_SEED_BASE
 from training.synthetic.demo_inputs import TRUTH_PREFIX, write_demo_inputs
 

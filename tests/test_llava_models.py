@@ -22,7 +22,7 @@ from mgimm_core.model.llava_mgimm import interpolate_positions, load_llava
 from mgimm_core.model.testing_llava import (interpolate_clip_positions, write_llava_hf, write_llava_original)
 from mgimm_core.model.testing_mgimm import random_chip
 from mgimm_core.model_dir import ModelDirectory
-from mgimm_core.model_formats import GEOCHAT, LLAVA_HF, LLAVA_ORIGINAL
+GEOCHAT, LLAVA_HF, LLAVA_ORIGINAL = "geochat", "llava-hf", "llava-original"   # family names (mgimm_core/families/llava.py)
 
 FORMATS = {
     "llava-hf": lambda tmp: write_llava_hf(tmp / "llava_hf"),

@@ -43,19 +43,14 @@ class LocalEngine:
             if self._describer is None:
                 import torch  # loads only now
 
-                from mgimm_core.describer import Describer
+                from mgimm_core.describer import load_describer
 
                 from mgimm_core.threads import default_threads
 
                 started = time.perf_counter()
                 threads = self.load.threads or default_threads()
                 torch.set_num_threads(threads)
-                self._describer = Describer.load(self.model.path, device=self.load.device,
-                                                 max_new_tokens=self.load.max_new_tokens,
-                                                 compile=self.load.compile, vision=self.model.vision_dir,
-                                                 no_repeat_ngram=self.load.no_repeat_ngram,
-                                                 agree=self.load.agree)
-                self._describer.model_id = self.model.model_id
+                self._describer = load_describer(self.model, options=self.load)
                 log.info("model %s loaded on %s (%d torch threads) in %.1f s", self.model.model_id,
                          self._describer.device, threads, time.perf_counter() - started)
         return self._describer

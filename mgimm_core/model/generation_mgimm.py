@@ -7,8 +7,6 @@ import os
 import numpy as np
 import torch
 
-from .lora_mgimm import merge_lora
-from .modeling_mgimm import MGIMMForConditionalGeneration
 from .processing_mgimm import MGIMMProcessor
 
 
@@ -19,23 +17,19 @@ def inference_dtype(device: torch.device | str) -> torch.dtype:
 
 def load_for_inference(directory: str | os.PathLike, device: str | None = None,
                        vision: str | os.PathLike | None = None):
-    """(model, processor) from a directory holding both; LoRA merged, eval mode, bf16 on CUDA.
-    LLaVA-1.5-family directories (mgimm_core/model_formats.py) load as global-only models; `vision`
-    is the local vision tower of an original-format one."""
-    from mgimm_core.model_formats import MGIMM, inspect_model
+    """(model, processor) of a folder whose family runs in MGIMM's model class (MGIMM, the LLaVA-1.5
+    line: mgimm_core/families); LoRA merged, eval mode, bf16 on CUDA. `vision` is the local vision
+    tower of an original-format LLaVA/GeoChat one."""
+    from mgimm_core.errors import ModelError
+    from mgimm_core.model_formats import inspect_model
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = inference_dtype(device)
-    if inspect_model(directory, vision).format != MGIMM:
-        from .llava_mgimm import load_llava
-
-        return load_llava(directory, vision=vision, dtype=dtype, device=device)
-    try:  # fused scaled-dot-product attention in the LM and the vision tower (the default where supported)
-        model = MGIMMForConditionalGeneration.from_pretrained(directory, dtype=dtype, attn_implementation="sdpa")
-    except ValueError:  # an encoder or LM without an SDPA path: its own attention
-        model = MGIMMForConditionalGeneration.from_pretrained(directory, dtype=dtype)
-    merge_lora(model)
-    return model.to(device).eval(), MGIMMProcessor.from_pretrained(directory)
+    kind = inspect_model(directory, vision)
+    load_model = getattr(kind.family, "load_model", None)
+    if load_model is None:
+        raise ModelError(f"{directory}: a {kind.family.title} folder runs in its own model class; load it with "
+                         "mgimm_core.describer.load_describer")
+    return load_model(kind, device, inference_dtype(device))
 
 
 def describe_regions(model, processor: MGIMMProcessor, chip: np.ndarray, boxes, masks=None,

@@ -23,10 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from mgimm_core.errors import ModelError
-from mgimm_core.model_formats import (GEOCHAT, GEOCHAT_INPUT_SIZE, LLAVA_HF, LLAVA_ORIGINAL, MGIMM,
-                                      REGION_AS_BOX_TEXT, REGION_AS_GEOCHAT_TEXT, inspect_model, read_json,
-                                      weight_files)
-from mgimm_core.prompts import DESCRIPTION_PROMPT, LLAVA_HF_TEMPLATE, LLAVA_V1_TEMPLATE
+from mgimm_core.families.llava import LLAVA_HF_TEMPLATE, LLAVA_V1_TEMPLATE, LlavaFamily
+from mgimm_core.model_formats import inspect_model, read_json, weight_files
+from mgimm_core.prompts import DESCRIPTION_PROMPT
 
 from .configuration_mgimm import MGIMMConfig
 from .modeling_mgimm import MGIMMForConditionalGeneration
@@ -81,8 +80,8 @@ def _feature_select(strategy: str, directory: Path) -> str:
 def llava_config(directory: Path, kind, tokenizer, region_settings: dict | None = None) -> MGIMMConfig:
     """The MGIMMConfig of a LLaVA-family directory: global-only with box-text regions, or (with
     `region_settings`, for from_llava) the MGIMM layout with a region module."""
-    config = kind.config
-    if kind.format == LLAVA_HF:
+    config, family = kind.config, kind.family
+    if family.hf_layout:
         layer = config.get("vision_feature_layer", -2)
         if not isinstance(layer, int):
             raise ModelError(f"{directory}: vision_feature_layer {layer!r} (several layers) is not supported")
@@ -103,7 +102,7 @@ def llava_config(directory: Path, kind, tokenizer, region_settings: dict | None 
         if config.get("mm_use_im_start_end"):
             raise ModelError(f"{directory}: mm_use_im_start_end is true (image start/end tokens), which "
                              "LLaVA-1.5 and GeoChat do not use; this checkpoint is not supported")
-        vision = _vision_config(kind.vision_dir, GEOCHAT_INPUT_SIZE if kind.format == GEOCHAT else None)
+        vision = _vision_config(kind.vision_dir, family.vision_input_size)
         if config.get("mm_hidden_size", vision.hidden_size) != vision.hidden_size:
             raise ModelError(f"{directory}: mm_hidden_size {config['mm_hidden_size']} differs from the vision "
                              f"tower's width {vision.hidden_size} in {kind.vision_dir}; give the right --vision")
@@ -117,14 +116,13 @@ def llava_config(directory: Path, kind, tokenizer, region_settings: dict | None 
                         **encoder_normalisation(str(kind.vision_dir)))
     image_token_id = config.get("image_token_index", config.get("image_token_id"))
     found = ensure_image_token(tokenizer)
-    if image_token_id is None or kind.format != LLAVA_HF:
+    if image_token_id is None or not family.hf_layout:
         image_token_id = found   # original format: <image> is not a vocabulary token; its id is never embedded
-    region_prompt = REGION_AS_GEOCHAT_TEXT if kind.format == GEOCHAT else REGION_AS_BOX_TEXT
-    layout = dict(mode="global", region_tokens=(), region_prompt=region_prompt)
+    layout = dict(mode="global", region_tokens=(), region_prompt=family.region_prompt)
     if region_settings is not None:
         layout = dict(mode="global_region", region_prompt="tokens", **region_settings)
     return MGIMMConfig(vision_config=vision, text_config=text, image_size=vision.image_size,
-                       image_token_id=image_token_id, source_format=kind.format,
+                       image_token_id=image_token_id, source_format=family.name,
                        default_prompt=DESCRIPTION_PROMPT, **layout, **settings)
 
 
@@ -291,8 +289,9 @@ def load_llava(directory: str | Path, *, vision: str | Path | None = None, dtype
 
     directory, device = Path(directory), torch.device(device)
     kind = inspect_model(directory, vision)
-    if kind.format == MGIMM:
-        raise ModelError(f"{directory}: an MGIMM directory; load it with load_for_inference")
+    if not isinstance(kind.family, LlavaFamily):
+        raise ModelError(f"{directory}: a {kind.family.title} directory, not LLaVA-1.5; load it with "
+                         "load_for_inference")
     from transformers.utils import logging as hf_logging
 
     verbosity = hf_logging.get_verbosity()
@@ -307,9 +306,9 @@ def load_llava(directory: str | Path, *, vision: str | Path | None = None, dtype
     config = llava_config(directory, kind, tokenizer, region_settings)
     model = _empty_model(config)
     report = LoadReport()
-    if kind.format in (LLAVA_ORIGINAL, GEOCHAT):
+    if kind.vision_dir is not None:
         load_weights(model, weight_files(kind.vision_dir), clip_key, dtype, device, report)
-    mapper = hf_key if kind.format == LLAVA_HF else original_key
+    mapper = hf_key if kind.family.hf_layout else original_key
     load_weights(model, weight_files(directory), mapper, dtype, device, report)
     _finish(model, report, directory, dtype, device, fresh=("region_module.",) if region_settings else ())
     model.eval()
@@ -326,7 +325,7 @@ def from_llava(directory: str | Path, vision: str | Path | None = None, *, regio
 
     model, processor = load_llava(directory, vision=vision, dtype=dtype, device=device,
                                   region_settings=region_settings or demo_region_settings())
-    model.config.source_format = MGIMM
+    model.config.source_format = "mgimm"   # a new MGIMM model now (mgimm_core/families/mgimm.py)
     model.config.default_prompt = DESCRIPTION_PROMPT
     return model, processor
 

@@ -23,6 +23,9 @@ from .detokenize_mgimm import WordDetokenizer
 from .region_mgimm import box_to_mask
 
 PROCESSOR_FILE = "mgimm_processor.json"
+
+#: region_prompt setting -> its region convention (mgimm_core/families/regions.py)
+TEXT_CONVENTIONS = {"geochat": "geochat_0_100", "box_text": "unit_box"}
 SPECIAL_TOKENS = {"pad": "<pad>", "bos": "<s>", "eos": "</s>", "unk": "<unk>", "image": "<image>"}
 
 
@@ -232,15 +235,12 @@ class MGIMMProcessor:
         """The regions as text, for models that take the box in the prompt: LLaVA-1.5's
         `[x1, y1, x2, y2]` in 0..1 of the square input, or GeoChat's `{<x1><y1><x2><y2>|0}` in
         0..100 (θ 0: the boxes are axis-aligned). Several regions are joined with "and"."""
-        parts = []
-        for box in np.asarray(input_boxes, dtype=np.float64).reshape(-1, 4):
-            unit = np.clip(box / self.image_size, 0.0, 1.0)
-            if self.region_prompt == "geochat":
-                x1, y1, x2, y2 = (int(round(v * 100)) for v in unit)
-                parts.append(f"{{<{x1}><{y1}><{x2}><{y2}>|0}}")
-            else:
-                parts.append("[" + ", ".join(f"{v:.2f}" for v in unit) + "]")
-        return " and ".join(parts)
+        from mgimm_core.families.regions import CONVENTIONS
+
+        convention = CONVENTIONS[TEXT_CONVENTIONS[self.region_prompt]]
+        size = self.image_size
+        return " and ".join(convention.write(box, size, size)
+                            for box in np.asarray(input_boxes, dtype=np.float64).reshape(-1, 4))
 
     def image_token_count(self, n_regions: int, mode: str) -> int:
         count = self.num_global_tokens if mode in ("global", "global_region") else 0

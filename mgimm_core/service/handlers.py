@@ -123,8 +123,8 @@ class Service:
         chip = model.chip
         return {"model": self.engine.model_id, "device": self.engine.device, "chip_size": chip.input_size,
                 "chip_context": chip.context, "chip_min_window": chip.min_window,
-                "max_new_tokens": self.max_new_tokens, "format": model.format,
-                "region_method": model.kind.region_prompt if model.kind is not None else "tokens",
+                "max_new_tokens": self.max_new_tokens, "format": model.format, "family": model.family.name,
+                "region_method": model.family.region_method(model.kind),
                 "trained_on": model.card or None}
 
     # ------------------------------------------------------------------ paths

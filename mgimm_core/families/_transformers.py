@@ -1,0 +1,94 @@
+"""Families that transformers runs natively (Qwen-VL, InternVL, Florence-2, SmolVLM, ...): the
+folder loads into transformers' own class (no remote code) and `mgimm_core.model.vlm_describer`
+asks it the two questions, the region written in the family's convention, drawn, or cropped.
+
+A family module subclasses `TransformersFamily` and states its class, its `model_type`s, its
+convention and where it differs (the model space its boxes are measured in, its chat, its answer).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mgimm_core.families.base import Family
+from mgimm_core.families.marks import OUTLINE_NAME
+from mgimm_core.families.regions import ModelSpace
+
+#: The row schema's attribute fields as the JSON answer names them (object -> the `object` column).
+ATTRIBUTE_FIELDS = ("object", "color", "shape", "size", "orientation")
+
+
+class TransformersFamily(Family):
+    """A family whose folders load with a transformers class (`model_class`)."""
+
+    model_class: str = ""
+    model_types: tuple[str, ...] = ()
+    order = 40
+    #: the attribute question asks for the row schema as JSON (decoded under a JSON constraint locally)
+    json_attributes = True
+    #: an encoder-decoder (Florence-2): right padding, answers start at the decoder's first token
+    encoder_decoder = False
+
+    def recognise(self, config: dict, directory: Path) -> bool:
+        return config.get("model_type") in self.model_types
+
+    def prompt_template(self, kind) -> str:
+        return "the folder's own chat template (chat_template.jinja / tokenizer_config.json)"
+
+    # ------------------------------------------------------------------ regions
+    def model_space(self, processor: Any, width: int, height: int) -> ModelSpace:
+        """The image the model sees for a `width` x `height` chip (its processor's resize)."""
+        return ModelSpace(width, height)
+
+    def region_text(self, processor: Any, box, width: int, height: int) -> str:
+        """The region (box in chip pixels) written in the family's convention."""
+        convention = self.region_convention()
+        assert convention is not None, f"{self.name} has no text convention"
+        return convention.write(box, width, height, self.model_space(processor, width, height))
+
+    def region_phrase(self, region_as: str, region_text: str | None) -> str:
+        """How the questions name the region."""
+        if region_as == "outline":
+            return f"the region outlined in {OUTLINE_NAME}"
+        if region_as == "crop":
+            return "this image"
+        return f"the region {region_text}"
+
+    # ------------------------------------------------------------------ questions
+    def attribute_question(self, region: str) -> str:
+        return (f"What is the main object in {region} of this remote sensing image? Answer with a JSON object "
+                f"with the keys {', '.join(ATTRIBUTE_FIELDS)} (each a short phrase; object \"none\" when "
+                f"no object stands out).")
+
+    def description_question(self, region: str, prompt: str | None) -> str:
+        if prompt:
+            return prompt.replace("{region}", region) if "{region}" in prompt else f"{prompt} ({region})"
+        return (f"Describe {region} of this remote sensing image in detail: the land cover and the "
+                f"attributes, counts and positions of the objects.")
+
+    def chat_text(self, processor: Any, question: str) -> str:
+        """The question in the folder's chat template, with one image, ready for generation."""
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+        return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def model_inputs(self, processor: Any, images: list, texts: list[str]) -> Any:
+        """The processor's tensors for a batch of (image, text) pairs, left-padded."""
+        return processor(images=images, text=texts, return_tensors="pt", padding=True)
+
+    def answer_ids(self, generated: Any, inputs: Any) -> Any:
+        """The answer's tokens of `generate`'s output (decoder-only models repeat the prompt)."""
+        return generated[:, inputs["input_ids"].shape[1]:]
+
+    def parse_attributes(self, text: str) -> dict:
+        """Attributes of a non-JSON answer (families with json_attributes False)."""
+        return {"name": text.strip()} if text.strip() else {}
+
+    def answer_text(self, processor: Any, ids: list[int]) -> str:
+        return processor.decode(ids, skip_special_tokens=True).strip()
+
+    # ------------------------------------------------------------------ loading
+    def load(self, kind, device, options) -> Any:
+        from mgimm_core.model.vlm_describer import VLMDescriber
+
+        return VLMDescriber.load(self, kind, device, options)

@@ -1,0 +1,166 @@
+"""The describer of transformers-native families (mgimm_core/families/_transformers.py).
+
+Same surface as MGIMM's `Describer` (`describe` -> one `RegionText` per chip), so the one describe
+loop runs every family. Each region reaches the model the family's way: written as text in its
+convention (Qwen's bbox_2d, InternVL's <box>, Florence-2's <loc_N>...), outlined on the chip, or
+cropped. Attribute answers are decoded under the row schema's JSON form (model/json_constraint.py)
+where the family answers in JSON; an answer that still cannot be read becomes the row's
+`invalid_answer` error, never a crash. Every word comes from `generate`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mgimm_core.describer import RegionText
+from mgimm_core.errors import InvalidAnswerError, ModelError
+from mgimm_core.families import marks
+from mgimm_core.families._transformers import ATTRIBUTE_FIELDS, TransformersFamily
+from mgimm_core.vocabulary import NO_OBJECT_VALUE
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RegionView:
+    """What the model is shown for one region: the image and how the question names the region."""
+
+    image: np.ndarray
+    region: str
+
+
+class VLMDescriber:
+    """A transformers model + processor of one family on one device."""
+
+    def __init__(self, family: TransformersFamily, model, processor, model_id: str, device, *,
+                 max_new_tokens: int = 200, region_as: str | None = None, model_dir=None):
+        self.family = family
+        self.model = model
+        self.processor = processor
+        self.model_id = model_id
+        self.device = device
+        self.max_new_tokens = max_new_tokens
+        self.region_as = family.check_region_as(region_as)
+        self.model_dir = model_dir
+        tokenizer = getattr(processor, "tokenizer", None)
+        if tokenizer is not None and not family.encoder_decoder:
+            tokenizer.padding_side = "left"     # batched generation continues every row from its end
+
+    @classmethod
+    def load(cls, family: TransformersFamily, kind, device, options) -> "VLMDescriber":
+        """The folder's weights in transformers' own class (safetensors, or .bin read with
+        weights_only; never remote code), bf16 on CUDA, fp32 on CPU."""
+        import transformers
+
+        from mgimm_core.model.generation_mgimm import inference_dtype
+
+        model_class = getattr(transformers, family.model_class, None)
+        if model_class is None:
+            raise ModelError(f"{kind.path}: {family.title} needs transformers' {family.model_class}, which this "
+                             f"transformers ({transformers.__version__}) lacks; upgrade transformers")
+        model = model_class.from_pretrained(kind.path, dtype=inference_dtype(device), trust_remote_code=False)
+        processor = transformers.AutoProcessor.from_pretrained(kind.path, trust_remote_code=False)
+        return cls(family, model.to(device).eval(), processor, kind.path.name, device,
+                   max_new_tokens=options.max_new_tokens, region_as=getattr(options, "region_as", None),
+                   model_dir=kind.path)
+
+    # ------------------------------------------------------------------ the Describer surface
+    def check_prompt(self, prompt: str | None, strict: bool = False) -> list[str]:
+        """Subword tokenizers read any text: no unknown words."""
+        return []
+
+    def view(self, chip: np.ndarray, box, mask) -> RegionView:
+        """The image and region phrase for a region (box and mask in chip pixels)."""
+        h, w = chip.shape[:2]
+        if self.region_as == "outline":
+            return RegionView(marks.outline(chip, box, mask), self.family.region_phrase("outline", None))
+        if self.region_as == "crop":
+            return RegionView(marks.crop(chip, box), self.family.region_phrase("crop", None))
+        text = self.family.region_text(self.processor, box, w, h)
+        return RegionView(np.asarray(chip), self.family.region_phrase("text", text))
+
+    def describe(self, images: list[np.ndarray], boxes: list, masks: list, *, attributes: bool = True,
+                 description: bool = True, prompt: str | None = None, guides: list[list] | None = None,
+                 guides_left: list[int] | None = None, strict: bool = False) -> list[RegionText]:
+        """The attribute question and the description question for each region; guides: per chip
+        the (box, mask) of guide objects, each answered with its own attribute question."""
+        results = [RegionText() for _ in images]
+        if not images:
+            return results
+        views = [self.view(chip, box, mask) for chip, box, mask in zip(images, boxes, masks)]
+        if attributes:
+            for result, text in zip(results, self.attribute_answers(views)):
+                self._set_attributes(result, text)
+        flat = [(i, self.view(images[i], box, mask)) for i, chip_guides in enumerate(guides or [])
+                for box, mask in chip_guides]
+        if flat:
+            for (i, _), text in zip(flat, self.attribute_answers([v for _, v in flat])):
+                obj = RegionText()
+                self._set_attributes(obj, text)
+                results[i].objects.append(obj)
+        if description:
+            questions = [self.family.description_question(v.region, prompt) for v in views]
+            for result, text in zip(results, self.generate([v.image for v in views], questions)):
+                result.description = text
+        return results
+
+    # ------------------------------------------------------------------ questions
+    def attribute_answers(self, views: list[RegionView]) -> list[str]:
+        questions = [self.family.attribute_question(v.region) for v in views]
+        return self.generate([v.image for v in views], questions, json_form=self.family.json_attributes)
+
+    def generate(self, images: list[np.ndarray], questions: list[str], json_form: bool = False) -> list[str]:
+        """One greedy answer per (image, question)."""
+        from transformers import LogitsProcessorList
+
+
+        texts = [self.family.chat_text(self.processor, q) for q in questions]
+        inputs = self.family.model_inputs(self.processor, [_pil(i) for i in images], texts)
+        inputs = inputs.to(self.device)
+        floating = {k: v.to(self.model.dtype) for k, v in inputs.items() if torch.is_floating_point(v)}
+        inputs.update(floating)
+        options: dict = dict(max_new_tokens=self.max_new_tokens, do_sample=False)
+        if json_form:
+            start = 1 if self.family.encoder_decoder else inputs["input_ids"].shape[1]
+            options["logits_processor"] = LogitsProcessorList(
+                [self._json_constraint(start)])
+        with torch.inference_mode():
+            generated = self.model.generate(**inputs, **options)
+        answers = self.family.answer_ids(generated, inputs)
+        return [self.family.answer_text(self.processor, row) for row in answers.tolist()]
+
+    def _json_constraint(self, start: int):
+        from mgimm_core.model.json_constraint import JsonAnswerConstraint
+
+        cached = getattr(self, "_constraint", None)
+        if cached is None:
+            cached = self._constraint = JsonAnswerConstraint(self.processor.tokenizer, ATTRIBUTE_FIELDS, start)
+        cached.prompt_length = start
+        return cached
+
+    def _set_attributes(self, result: RegionText, text: str) -> None:
+        result.attribute_text = text
+        if not self.family.json_attributes:
+            result.attributes = self.family.parse_attributes(text)
+            return
+        try:
+            from mgimm_core.model.json_constraint import parse_answer
+
+            values = parse_answer(text, ATTRIBUTE_FIELDS)
+        except InvalidAnswerError as exc:
+            result.error = exc
+            return
+        attributes = {("name" if k == "object" else k): v for k, v in values.items() if v}
+        if attributes.get("name", "").lower() in ("none", "no object", "nothing"):
+            attributes["name"] = NO_OBJECT_VALUE
+        result.attributes = attributes
+
+
+def _pil(chip: np.ndarray):
+    from PIL import Image
+
+    return Image.fromarray(np.ascontiguousarray(chip, dtype=np.uint8))

@@ -1,0 +1,118 @@
+"""The family registry (mgimm_core/families): discovery, detection, region conventions, marks."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mgimm_core.errors import ModelError, OptionsError
+from mgimm_core.families import all_families, detect, family
+from mgimm_core.families import marks
+from mgimm_core.families.regions import CONVENTIONS, ModelSpace
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_registry_finds_every_family_module_once():
+    names = [f.name for f in all_families()]
+    assert len(names) == len(set(names))
+    assert {"mgimm", "llava-hf", "llava-original", "geochat"} <= set(names)
+    for f in all_families():
+        assert f.title and (f.convention is None or f.convention in CONVENTIONS)
+        assert f.region_as in f.region_ways()
+
+
+def test_detect_names_the_known_families_when_it_cannot_tell(tmp_path):
+    with pytest.raises(ModelError) as caught:
+        detect({"model_type": "bert"}, tmp_path)
+    assert "'bert'" in str(caught.value) and "GeoChat" in str(caught.value)
+    with pytest.raises(ModelError):
+        family("no-such-family")
+
+
+def test_demo_model_is_mgimm_with_region_tokens():
+    from mgimm_core.model_dir import ModelDirectory
+
+    model = ModelDirectory.resolve()
+    assert model.family is family("mgimm") and model.family.region_method(model.kind) == "region tokens"
+
+
+def test_region_as_is_checked_against_the_family():
+    mgimm = family("mgimm")
+    assert mgimm.check_region_as(None) == "tokens"
+    with pytest.raises(OptionsError) as caught:
+        mgimm.check_region_as("outline")
+    assert caught.value.option == "region_as"
+
+
+def test_no_module_outside_the_registry_tests_a_family_name():
+    """The family decision lives in mgimm_core/families only (issue: one registry)."""
+    names = "|".join(re.escape(f.name) for f in all_families())
+    pattern = re.compile(rf"""(==|!=|\bin\b)\s*\(?\s*["']({names})["']|\.format\s*(==|!=|in\b)""")
+    offenders = []
+    for folder in ("mgimm_core", "batch", "qgis_plugin"):
+        for path in (ROOT / folder).rglob("*.py"):
+            if "families" in path.parts:
+                continue
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                if pattern.search(line):
+                    offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert offenders == []
+
+
+# ------------------------------------------------------------------ conventions
+@pytest.mark.parametrize("name", sorted(CONVENTIONS))
+@pytest.mark.parametrize("chip", [(336, 336), (500, 375), (97, 131)])
+def test_each_convention_round_trips_within_its_quantum(name, chip):
+    """chip box -> the model's numbers -> chip box again, within half the convention's step."""
+    convention = CONVENTIONS[name]
+    w, h = chip
+    space = ModelSpace(28 * round(w / 28), 28 * round(h / 28))
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        x = np.sort(rng.uniform(0, w, 2))
+        y = np.sort(rng.uniform(0, h, 2))
+        box = (x[0], y[0], x[1], y[1])
+        back = convention.decode(convention.encode(box, w, h, space), w, h, space)
+        if convention.scale is None:
+            step = (w / space.width, h / space.height)
+        elif convention.rounding == "decimals2":
+            step = (w / 100, h / 100)
+        else:
+            step = (w / convention.scale, h / convention.scale)
+        limit = np.array([step[0], step[1], step[0], step[1]]) * (1.0 if convention.bins else 0.5) + 1e-9
+        assert np.all(np.abs(np.subtract(back, box)) <= limit), (name, box, back)
+
+
+def test_convention_texts_are_the_families_own():
+    box, w, h = (50, 100, 150, 300), 500, 400
+    assert CONVENTIONS["geochat_0_100"].write(box, w, h) == "{<10><25><30><75>|0}"
+    assert CONVENTIONS["unit_box"].write(box, w, h) == "[0.10, 0.25, 0.30, 0.75]"
+    assert json.loads(CONVENTIONS["qwen_pixels"].write(box, w, h, ModelSpace(504, 392))) == \
+        {"bbox_2d": [50, 98, 151, 294]}
+    assert json.loads(CONVENTIONS["qwen_1000"].write(box, w, h)) == {"bbox_2d": [100, 250, 300, 750]}
+    assert CONVENTIONS["internvl_1000"].write(box, w, h) == "<box>[[100, 250, 300, 750]]</box>"
+    assert CONVENTIONS["florence_bins"].write(box, w, h) == "<loc_100><loc_250><loc_300><loc_750>"
+
+
+# ------------------------------------------------------------------ marks
+def test_outline_draws_the_polygon_edge_and_leaves_the_inside():
+    chip = np.full((40, 40, 3), 90, dtype=np.uint8)
+    mask = np.zeros((40, 40), dtype=bool)
+    mask[10:30, 5:25] = True
+    drawn = marks.outline(chip, (5, 10, 25, 30), mask, width=2)
+    red = np.all(drawn == marks.OUTLINE_RGB, axis=2)
+    assert red[10, 5:25].all() and red[29, 5:25].all() and red[10:30, 5].all()
+    assert not red[14:26, 9:21].any() and not red[:8].any()
+    assert (chip == 90).all()          # the chip itself is untouched
+
+
+def test_crop_keeps_the_region_with_a_margin():
+    chip = np.arange(100 * 80 * 3, dtype=np.uint32).reshape(100, 80, 3).astype(np.uint8)
+    cropped = marks.crop(chip, (20, 30, 40, 50), margin=0.1)
+    assert cropped.shape[:2] == (24, 24)
+    assert (cropped == chip[28:52, 18:42]).all()
