@@ -319,9 +319,10 @@ def load_describer(model_dir=None, *, vision: str | Path | None = None, options=
                          f"and mgimm-geo never unpickles code (torch.load with weights_only=True refused "
                          f"them). Convert them to safetensors where you trust the file "
                          f"(safetensors.torch.save_file), or use the model's safetensors release.") from exc
-    except (OSError, ValueError, KeyError) as exc:
-        if isinstance(exc, MGIMMError):
-            raise
-        raise ModelError(f"{directory}: cannot load the model ({exc})") from exc
+    except MGIMMError:
+        raise
+    except Exception as exc:   # the folder's files broke a library's loader (crafted or damaged): a model error
+        raise ModelError(f"{directory}: cannot load the model ({type(exc).__name__}: {exc}); the model folder is "
+                         f"damaged or not what its config.json says, copy or export it again") from exc
     describer.model_id = model.model_id
     return describer

@@ -72,8 +72,16 @@ def weight_files(directory: Path) -> list[Path]:
     for pattern in ("*.safetensors", "*.bin"):
         index = sorted(directory.glob(f"*{pattern[1:]}.index.json"))
         if index:
-            shards = sorted(set(read_json(index[0]).get("weight_map", {}).values()))
-            return [directory / shard for shard in shards]
+            weight_map = read_json(index[0]).get("weight_map")
+            if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+                raise ModelError(f"{index[0]}: its weight_map is not a map of tensor names to shard files; the "
+                                 "model folder is damaged, copy or export it again")
+            shards = [directory / shard for shard in sorted(set(weight_map.values()))]
+            missing = [shard.name for shard in shards if not shard.is_file()]
+            if missing:
+                raise ModelError(f"{index[0]}: names shard(s) that are not in the folder ({', '.join(missing[:3])}); "
+                                 "copy the whole model folder again")
+            return shards
         files = [f for f in sorted(directory.glob(pattern))
                  if not f.name.startswith(("adapter_", "training_args", "optimizer", "scheduler", "rng_state"))]
         if files:

@@ -14,6 +14,7 @@ import math
 import struct
 from pathlib import Path
 
+from mgimm_core.errors import ModelError
 from mgimm_core.model_dir import ModelDirectory
 from mgimm_core.model_formats import read_json, weight_files
 
@@ -33,9 +34,26 @@ def read_card(path: Path) -> dict:
 
 
 def _safetensors_header(path: Path) -> dict:
-    with open(path, "rb") as handle:
-        (length,) = struct.unpack("<Q", handle.read(8))
-        header = json.loads(handle.read(length))
+    """The tensor table at the head of a safetensors file (ModelError when it is not one)."""
+    damaged = f"{path}: not a readable safetensors file"
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            prefix = handle.read(8)
+            if len(prefix) < 8:
+                raise ModelError(f"{damaged} (shorter than its header); copy or export the model again")
+            (length,) = struct.unpack("<Q", prefix)
+            if length > size - 8:
+                raise ModelError(f"{damaged} (its header claims {length} bytes of {size}); copy or export the "
+                                 "model again")
+            header = json.loads(handle.read(length))
+    except OSError as exc:
+        raise ModelError(f"{damaged} ({exc})") from exc
+    except ValueError as exc:
+        raise ModelError(f"{damaged} (its header is not JSON: {exc}); copy or export the model again") from exc
+    if not isinstance(header, dict) or not all(isinstance(v, dict) and isinstance(v.get("shape", []), list)
+                                               for k, v in header.items() if k != "__metadata__"):
+        raise ModelError(f"{damaged} (its header is not a tensor table); copy or export the model again")
     header.pop("__metadata__", None)
     return header
 
@@ -48,15 +66,33 @@ def tensor_stats(files: list[Path]) -> tuple[int, dict[str, int]]:
         if path.suffix == ".safetensors":
             shapes = [(entry["dtype"], entry["shape"]) for entry in _safetensors_header(path).values()]
         else:
-            import torch
 
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            state = _torch_state(path)
             shapes = [(str(t.dtype).replace("torch.", ""), list(t.shape)) for t in state.values()]
         for dtype, shape in shapes:
             count = math.prod(shape)
             total += count
             dtypes[dtype] = dtypes.get(dtype, 0) + count
     return total, dtypes
+
+
+def _torch_state(path: Path) -> dict:
+    """A `.bin` checkpoint's tensors, memory-mapped and never unpickling code (ModelError otherwise)."""
+    import pickle
+
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as exc:
+        raise ModelError(f"{path}: holds pickled Python objects, not only tensors, and mgimm-geo never unpickles "
+                         f"code; convert it to safetensors where you trust the file, or use the model's "
+                         f"safetensors release") from exc
+    except (OSError, RuntimeError, ValueError, EOFError) as exc:
+        raise ModelError(f"{path}: not a readable PyTorch checkpoint ({exc}); copy or export the model again") from exc
+    if not isinstance(state, dict):
+        raise ModelError(f"{path}: holds no tensor table; copy or export the model again")
+    return state
 
 
 def model_info(model_dir: str | Path | ModelDirectory | None = None, vision: str | Path | None = None) -> dict:

@@ -26,6 +26,18 @@ DEFAULT_CONTEXT = 0.25
 DEFAULT_MIN_WINDOW = 48
 
 
+def check_loaded(directory: Path, report: dict) -> None:
+    """Refuse a model whose weight files lacked tensors or held ones of the wrong shape (transformers'
+    `output_loading_info`): it would run with random weights there and answer confidently."""
+    missing = list(report.get("missing_keys") or [])
+    mismatched = [str(k[0] if isinstance(k, tuple) else k) for k in report.get("mismatched_keys") or []]
+    if missing or mismatched:
+        names = ", ".join((missing + mismatched)[:5])
+        raise ModelError(f"{directory}: its weight files lack {len(missing)} and mis-shape {len(mismatched)} of the "
+                         f"model's tensors ({names}{' ...' if len(missing) + len(mismatched) > 5 else ''}); the "
+                         f"weights do not belong to this config.json, copy or export the model folder again")
+
+
 @dataclass(frozen=True)
 class Licence:
     """The weights' licence as far as the family (or the folder's card) tells."""

@@ -6,12 +6,12 @@ model-input pixels; the chip settings come from the processor file the folder wa
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from mgimm_core.errors import ModelError
 from mgimm_core.families._runtime import MGIMMRuntimeFamily
-from mgimm_core.families.base import DEFAULT_CONTEXT, DEFAULT_MIN_WINDOW, Licence
+from mgimm_core.families.base import DEFAULT_CONTEXT, DEFAULT_MIN_WINDOW, Licence, check_loaded
+from mgimm_core.model_formats import read_json
 from mgimm_core.regions import ChipSettings
 
 #: Processor settings file (written by MGIMMProcessor.save_pretrained).
@@ -39,15 +39,11 @@ class MGIMMFamily(MGIMMRuntimeFamily):
         from the processor file when it states them."""
         settings: dict = {}
         for name in (PROCESSOR_FILE, "config.json"):
-            try:
-                settings = json.loads((kind.path / name).read_text())
-            except FileNotFoundError:
-                continue
-            except (OSError, ValueError) as exc:
-                raise ModelError(f"{kind.path / name}: cannot be read as JSON ({exc}); the model folder is damaged, "
-                                 f"copy or export it again.") from exc
-            break
-        size = settings.get("image_size") or (settings.get("vision_config") or {}).get("image_size")
+            if (kind.path / name).is_file():
+                settings = read_json(kind.path / name)
+                break
+        vision = settings.get("vision_config")
+        size = settings.get("image_size") or (vision.get("image_size") if isinstance(vision, dict) else None)
         if not isinstance(size, int) or size < 1:
             raise ModelError(f"{kind.path}: neither {PROCESSOR_FILE} nor config.json states the model's input size "
                              f"(image_size); export the model with save_pretrained.")
@@ -56,7 +52,7 @@ class MGIMMFamily(MGIMMRuntimeFamily):
 
     def prompt_template(self, kind) -> str:
         path = kind.path / PROCESSOR_FILE
-        processor = json.loads(path.read_text()) if path.is_file() else {}
+        processor = read_json(path) if path.is_file() else {}
         return str(processor.get("prompt_template") or kind.config.get("prompt_template") or "{prompt}")
 
     def source(self, kind) -> str:
@@ -70,10 +66,18 @@ class MGIMMFamily(MGIMMRuntimeFamily):
         from mgimm_core.model.modeling_mgimm import MGIMMForConditionalGeneration
         from mgimm_core.model.processing_mgimm import MGIMMProcessor
 
+        for part in ("vision_config", "text_config"):
+            # without them transformers would build its default (7B-sized) parts and fill them at random
+            if not isinstance(kind.config.get(part), dict):
+                raise ModelError(f"{kind.path / 'config.json'}: {part} is missing or not an object; the model folder "
+                                 "is damaged, copy or export it again")
         try:  # fused scaled-dot-product attention in the LM and the vision tower (the default where supported)
-            model = MGIMMForConditionalGeneration.from_pretrained(kind.path, dtype=dtype, attn_implementation="sdpa")
+            model, report = MGIMMForConditionalGeneration.from_pretrained(
+                kind.path, dtype=dtype, attn_implementation="sdpa", output_loading_info=True)
         except ValueError:  # an encoder or LM without an SDPA path: its own attention
-            model = MGIMMForConditionalGeneration.from_pretrained(kind.path, dtype=dtype)
+            model, report = MGIMMForConditionalGeneration.from_pretrained(kind.path, dtype=dtype,
+                                                                          output_loading_info=True)
+        check_loaded(kind.path, report)
         merge_lora(model)
         return model.to(device).eval(), MGIMMProcessor.from_pretrained(kind.path)
 

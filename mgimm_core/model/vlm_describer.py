@@ -20,6 +20,7 @@ from mgimm_core.describer import RegionText
 from mgimm_core.errors import InvalidAnswerError, ModelError
 from mgimm_core.families import marks
 from mgimm_core.families._transformers import ATTRIBUTE_FIELDS, TransformersFamily
+from mgimm_core.families.base import check_loaded
 from mgimm_core.vocabulary import NO_OBJECT_VALUE
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,9 @@ class VLMDescriber:
         if model_class is None:
             raise ModelError(f"{kind.path}: {family.title} needs transformers' {family.model_class}, which this "
                              f"transformers ({transformers.__version__}) lacks; upgrade transformers")
-        model = model_class.from_pretrained(kind.path, dtype=inference_dtype(device), trust_remote_code=False)
+        model, report = model_class.from_pretrained(kind.path, dtype=inference_dtype(device), trust_remote_code=False,
+                                                    output_loading_info=True)
+        check_loaded(kind.path, report)
         processor = transformers.AutoProcessor.from_pretrained(kind.path, trust_remote_code=False)
         return cls(family, model.to(device).eval(), processor, kind.path.name, device,
                    max_new_tokens=options.max_new_tokens, region_as=getattr(options, "region_as", None),
