@@ -21,10 +21,10 @@ def _gib(count: int) -> str:
 @click.option("--words", is_flag=True, help="List the words the model's vocabulary knows (word-level "
                                             "tokenizers such as the demo model's; prompts should use them).")
 def command(model_dir, vision_dir, as_json, words):
-    """Say what the model in DIR is (default: the demo model): MGIMM, LLaVA-1.5
-    (Hugging Face or original format), GeoChat or a reference import; its parameters, how it takes
-    a region, its prompt format and input size, what its card says it was trained on, and the
-    memory its weights need. Reads the directory's files; loads no weights."""
+    """Say what the model in DIR is (default: the demo model): its family (docs/models.md lists
+    them), parameters, how it takes a region and in which convention, its prompt format and chip
+    size, its licence (with a warning for non-commercial weights), what its card says it was trained
+    on, and the memory its weights need. Reads the directory's files; loads no weights."""
     from mgimm_core.model_info import known_words, model_info
 
     if words:
@@ -50,17 +50,22 @@ def command(model_dir, vision_dir, as_json, words):
     gsd = "-".join(f"{v:g}" for v in sorted(set(span))) or "?"
     lines = [
         f"{info['path']}",
-        f"  kind            {info['kind']}" + (f" ({info['source']})" if info["source"] != info["format"] else ""),
+        f"  family          {info['kind']} [{info['family']}]"
+        + (f" ({info['source']})" if info["source"] != info["family"] else ""),
         f"  parameters      {info['parameters']:,} (stored as {', '.join(sorted(info['stored_dtypes']))})",
         f"  weights need    {_gib(info['memory_bytes']['bf16'])} in bf16, {_gib(info['memory_bytes']['fp32'])} in fp32",
         f"  region          {info['region_method']}" + (f": {', '.join(info['region_tokens'])}"
                                                        if info["region_tokens"] else ""),
+        f"  region ways     {', '.join(info['region_ways'])} (default {info['region_as']})",
         f"  input           {info['input_size']} px chips (context {info['chip_context']:g}, smallest window "
         f"{info['chip_min_window']} px)",
         f"  prompt format   {info['prompt_template']!r}",
         "  trained on      " + (f"{trained.get('imagery', '?')}, {gsd} m GSD" if trained else
                                  "not stated (no model_card.json)"),
+        f"  licence         {info['licence'] or 'not stated (see the model card)'}",
     ]
     if info["vision_dir"]:
         lines.insert(2, f"  vision tower    {info['vision_dir']}")
     click.echo("\n".join(lines))
+    if info["licence_warning"]:
+        click.echo(f"Warning: {info['licence_warning']}", err=True)
