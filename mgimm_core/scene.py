@@ -95,10 +95,11 @@ def _is_local_path(path: str) -> bool:
 
 def _gdal_reason(exc: BaseException) -> str:
     """The most specific message GDAL gave (rasterio chains it as the cause)."""
-    messages = []
-    while exc is not None and len(messages) < 4:
-        messages.append(str(exc))
-        exc = exc.__cause__ or exc.__context__
+    messages: list[str] = []
+    cause: BaseException | None = exc
+    while cause is not None and len(messages) < 4:
+        messages.append(str(cause))
+        cause = cause.__cause__ or cause.__context__
     return messages[-1] if messages else ""
 
 
@@ -179,9 +180,8 @@ class Scene:
             _check_georeferencing(dataset, path)
             band_indexes = _choose_bands(dataset, path, bands)
             nodata, mask_kind = _nodata_policy(dataset, band_indexes, nodata)
-            scene = cls(dataset, path, band_indexes, nodata, mask_kind,
-                        tuple(float(p) for p in percentiles),
-                        None if value_range is None else tuple(float(v) for v in value_range))
+            scene = cls(dataset, path, band_indexes, nodata, mask_kind, (float(percentiles[0]), float(percentiles[1])),
+                        None if value_range is None else (float(value_range[0]), float(value_range[1])))
             scene._probe()
         except BaseException:
             dataset.close()
@@ -286,12 +286,14 @@ class Scene:
             if sample.size == 0:
                 warnings.warn(f"{self.path}: band {band} has no valid pixels in the stretch "
                               f"sample; using 0..1. Give value_range (--value-range) to set it.", stacklevel=2)
-                lows.append(0.0), highs.append(1.0)
+                lows.append(0.0)
+                highs.append(1.0)
                 continue
             lo, hi = np.percentile(sample, [p_low, p_high])
             if hi <= lo:
                 hi = lo + 1.0
-            lows.append(float(lo)), highs.append(float(hi))
+            lows.append(float(lo))
+            highs.append(float(hi))
         source = (f"percentiles {p_low:g}-{p_high:g} of {shape[0]}x{shape[1]} pixels "
                   f"({'overview' if factor > 1 and self.overviews else 'decimated read'}"
                   f"{'' if factor > 1 else ', full resolution'})")
