@@ -88,6 +88,12 @@ class TransformersFamily(Family):
         return processor.decode(ids, skip_special_tokens=True).strip()
 
     # ------------------------------------------------------------------ loading
+    def load_processor(self, directory: Path) -> Any:
+        """The folder's processor (transformers' AutoProcessor; never remote code)."""
+        import transformers
+
+        return transformers.AutoProcessor.from_pretrained(directory, trust_remote_code=False)
+
     def load(self, kind, device, options) -> Any:
         from mgimm_core.model.vlm_describer import VLMDescriber
 

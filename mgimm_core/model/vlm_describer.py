@@ -63,7 +63,7 @@ class VLMDescriber:
             raise ModelError(f"{kind.path}: {family.title} needs transformers' {family.model_class}, which this "
                              f"transformers ({transformers.__version__}) lacks; upgrade transformers")
         model = model_class.from_pretrained(kind.path, dtype=inference_dtype(device), trust_remote_code=False)
-        processor = transformers.AutoProcessor.from_pretrained(kind.path, trust_remote_code=False)
+        processor = family.load_processor(kind.path)
         return cls(family, model.to(device).eval(), processor, kind.path.name, device,
                    max_new_tokens=options.max_new_tokens, region_as=getattr(options, "region_as", None),
                    model_dir=kind.path)
