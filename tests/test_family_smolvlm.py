@@ -22,14 +22,12 @@ from batch.cli import cli
 from mgimm_core.engines import LoadOptions
 from mgimm_core.errors import OptionsError
 from mgimm_core.families import marks
-from mgimm_core.model.testing_smolvlm import write_smolvlm
+from mgimm_core.model.testing_smolvlm import FORMATS, write_smolvlm
 from mgimm_core.model_dir import ModelDirectory
 from mgimm_core.regions import AOIFeature, place_region, read_region
 from mgimm_core.scene import Scene
 
 TYPES = ("smolvlm", "idefics3")
-CLASSES = {"smolvlm": "SmolVLMForConditionalGeneration", "idefics3": "Idefics3ForConditionalGeneration"}
-BOS = {"smolvlm": "<|im_start|>", "idefics3": "<|begin_of_text|>"}
 #: The real tile sides (max_image_size.longest_edge = the vision tower's image_size): SmolVLM2-256M/500M 512,
 #: Idefics3-8B-Llama3 364; with the patch side of a tiny tower that divides each.
 REAL_TILES = {"smolvlm": (512, 64), "idefics3": (364, 91)}
@@ -107,7 +105,7 @@ def reference_inputs(directory, model_type: str, image: np.ndarray, question: st
     pixels = image_processor(images=[[Image.fromarray(image)]], do_image_splitting=False, return_tensors="pt")
     image_text = get_image_prompt_string(0, 0, seq_len, fake_token_around_image="<fake_token_around_image>",
                                          image_token="<image>", global_image_token="<global-img>")
-    text = f"{BOS[model_type]}User:{image_text}{question}<end_of_utterance>\nAssistant:"
+    text = f"{FORMATS[model_type].bos}User:{image_text}{question}<end_of_utterance>\nAssistant:"
     ids = tokenizer(text, return_tensors="pt")
     return {"input_ids": ids["input_ids"], "attention_mask": ids["attention_mask"],
             "pixel_values": pixels["pixel_values"], "pixel_attention_mask": pixels["pixel_attention_mask"]}
@@ -131,7 +129,7 @@ def test_logits_equal_transformers_own_class(checkpoints, model_type):
     ours_inputs = family.model_inputs(processor, [_pil(view.image)], [family.chat_text(processor, question)])
     theirs_inputs = reference_inputs(directory, model_type, view.image, question)
     assert ours_inputs["input_ids"].tolist() == theirs_inputs["input_ids"].tolist()
-    reference = getattr(transformers, CLASSES[model_type]).from_pretrained(directory).eval()
+    reference = getattr(transformers, FORMATS[model_type].model_class).from_pretrained(directory).eval()
     with torch.no_grad():
         ours = describer.model(**ours_inputs).logits
         theirs = reference(**theirs_inputs).logits

@@ -11,6 +11,7 @@ No downloads: the tokenizer is trained here on a few sentences.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,7 +26,31 @@ _TURNS = ("{% for message in messages %}{{message['role'] | capitalize}}{% if me
           "'image' %}{{':'}}{% else %}{{': '}}{% endif %}{% for line in message['content'] %}{% if line['type'] == "
           "'text' %}{{line['text']}}{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}"
           "<end_of_utterance>\n{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}")
-CHAT_TEMPLATES = {"smolvlm": "<|im_start|>" + _TURNS, "idefics3": "<|begin_of_text|>" + _TURNS}
+
+
+@dataclass(frozen=True)
+class FolderFormat:
+    """What differs between the two folder formats: transformers' class names, BOS, chat template."""
+
+    model_class: str
+    config_class: str
+    image_processor_class: str
+    processor_class: str
+    tokenizer_class: str
+    bos: str
+
+    @property
+    def chat_template(self) -> str:
+        return self.bos + _TURNS
+
+
+#: By config.json model_type.
+FORMATS = {
+    "smolvlm": FolderFormat("SmolVLMForConditionalGeneration", "SmolVLMConfig", "SmolVLMImageProcessorPil",
+                            "SmolVLMProcessor", "GPT2Tokenizer", "<|im_start|>"),
+    "idefics3": FolderFormat("Idefics3ForConditionalGeneration", "Idefics3Config", "Idefics3ImageProcessorPil",
+                             "Idefics3Processor", "PreTrainedTokenizerFast", "<|begin_of_text|>"),
+}
 
 _CORPUS = [
     "What is the main object in the region outlined in red of this remote sensing image?",
@@ -41,10 +66,10 @@ def byte_bpe_tokenizer(model_type: str, vocab_size: int = 400):
     """A byte-level BPE (any text encodes, as SmolLM2's and Llama 3's do) with the family's special
     tokens, in the class its folders name: GPT2Tokenizer (SmolVLM's SmolLM2), PreTrainedTokenizerFast
     with <|begin_of_text|> (Idefics3-8B-Llama3)."""
+    import transformers
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GPT2Tokenizer, PreTrainedTokenizerFast
 
-    bos = "<|begin_of_text|>" if model_type == "idefics3" else "<|im_start|>"
+    bos = FORMATS[model_type].bos
     specials = SPECIAL_TOKENS + ([bos] if bos not in SPECIAL_TOKENS else [])
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -52,7 +77,7 @@ def byte_bpe_tokenizer(model_type: str, vocab_size: int = 400):
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     backend.train_from_iterator(_CORPUS * 4, trainer=trainer)
-    tokenizer_class = GPT2Tokenizer if model_type == "smolvlm" else PreTrainedTokenizerFast
+    tokenizer_class = getattr(transformers, FORMATS[model_type].tokenizer_class)
     return tokenizer_class(tokenizer_object=backend, bos_token=bos, eos_token="<end_of_utterance>",
                            pad_token="<|im_end|>", unk_token="<|endoftext|>")
 
@@ -61,7 +86,8 @@ def tiny_config(model_type: str, tokenizer, image_size: int = 32, patch_size: in
                 width: int = 32, layers: int = 1):
     """The family's config with tiny vision and Llama text towers (`image_size` px, `patch_size` px
     patches, pixel shuffle by `scale_factor`: (image_size / patch_size / scale_factor)^2 tokens per image)."""
-    from transformers import Idefics3Config, LlamaConfig, SmolVLMConfig
+    import transformers
+    from transformers import LlamaConfig
 
     vision = dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers, num_attention_heads=4,
                   image_size=image_size, patch_size=patch_size)
@@ -70,17 +96,16 @@ def tiny_config(model_type: str, tokenizer, image_size: int = 32, patch_size: in
                        num_attention_heads=4, num_key_value_heads=2, vocab_size=len(tokenizer),
                        max_position_embeddings=2048, pad_token_id=ids("<|im_end|>"),
                        bos_token_id=ids(tokenizer.bos_token), eos_token_id=ids("<end_of_utterance>"), rms_norm_eps=1e-5)
-    config_class = SmolVLMConfig if model_type == "smolvlm" else Idefics3Config
+    config_class = getattr(transformers, FORMATS[model_type].config_class)
     return config_class(vision_config=vision, text_config=text.to_dict(), scale_factor=scale_factor,
                         image_token_id=ids("<image>"), pad_token_id=ids("<|im_end|>"), tie_word_embeddings=False)
 
 
 def tiny_model(config, seed: int = 0):
     """A random model of `config` (fp32, eval); every tensor drawn so that each part moves the logits."""
-    from transformers import Idefics3ForConditionalGeneration, SmolVLMForConditionalGeneration
+    import transformers
 
-    smolvlm = config.model_type == "smolvlm"
-    model_class = SmolVLMForConditionalGeneration if smolvlm else Idefics3ForConditionalGeneration
+    model_class = getattr(transformers, FORMATS[config.model_type].model_class)
     torch.manual_seed(seed)
     model = model_class(config).eval()
     with torch.no_grad():
@@ -93,9 +118,11 @@ def write_smolvlm(directory: str | Path, model_type: str = "smolvlm", seed: int 
                   patch_size: int = 8, scale_factor: int = 2, width: int = 32, layers: int = 1):
     """A SmolVLM (model_type "smolvlm") or Idefics3 / SmolVLM v1 ("idefics3") folder. Returns
     (directory, reference model holding the same weights)."""
-    from transformers import GenerationConfig, Idefics3ImageProcessorPil, Idefics3Processor, SmolVLMImageProcessorPil
+    import transformers
+    from transformers import GenerationConfig, Idefics3Processor
 
     directory = Path(directory)
+    folder = FORMATS[model_type]
     tokenizer = byte_bpe_tokenizer(model_type)
     config = tiny_config(model_type, tokenizer, image_size, patch_size, scale_factor, width, layers)
     model = tiny_model(config, seed)
@@ -107,13 +134,12 @@ def write_smolvlm(directory: str | Path, model_type: str = "smolvlm", seed: int 
     image_settings = dict(size={"longest_edge": 4 * image_size}, max_image_size={"longest_edge": image_size},
                           do_image_splitting=True, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
     image_seq_len = (image_size // patch_size) ** 2 // scale_factor ** 2
-    image_processor_class = SmolVLMImageProcessorPil if model_type == "smolvlm" else Idefics3ImageProcessorPil
-    # SmolVLMProcessor would also need a video processor (torchvision): the smolvlm folder's files are
-    # written as its processor writes them, with its class names, from the image-only Idefics3Processor.
-    processor = Idefics3Processor(image_processor_class(**image_settings), tokenizer, image_seq_len=image_seq_len,
-                                  chat_template=CHAT_TEMPLATES[model_type])
+    image_processor = getattr(transformers, folder.image_processor_class)(**image_settings)
+    # SmolVLMProcessor would also need a video processor (torchvision): a smolvlm folder's files are
+    # written as its processor writes them, with its class name, from the image-only Idefics3Processor.
+    processor = Idefics3Processor(image_processor, tokenizer, image_seq_len=image_seq_len,
+                                  chat_template=folder.chat_template)
     processor.save_pretrained(str(directory))
-    if model_type == "smolvlm":
-        path = directory / "processor_config.json"
-        path.write_text(json.dumps(dict(json.loads(path.read_text()), processor_class="SmolVLMProcessor"), indent=2))
+    path = directory / "processor_config.json"
+    path.write_text(json.dumps(dict(json.loads(path.read_text()), processor_class=folder.processor_class), indent=2))
     return directory, model
