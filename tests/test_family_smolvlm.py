@@ -257,9 +257,18 @@ def test_crop_sends_the_cropped_chip(checkpoints, spied):
                                options=LoadOptions(device="cpu", max_new_tokens=2, region_as="crop"))
     chip = grey_chip(32, 32, seed=5)
     describer.describe([chip], [(10.0, 4.0, 20.0, 24.0)], [None])
-    # the box with 10% of its larger side (2 px) on each side
-    assert all(np.array_equal(image, chip[2:26, 8:22]) for image in spied["images"])
+    # a square around the box: its larger side (20 px) and 10% of it (2 px) on each side, so that the
+    # processor's resize to the square tile does not stretch the region
+    assert spied["images"] and all(np.array_equal(image, chip[2:26, 3:27]) for image in spied["images"])
     assert all("outlined" not in text for text in spied["texts"])
+
+
+def test_square_crops_stay_inside_the_chip():
+    chip = grey_chip(40, 60, seed=6)
+    near_edge = marks.crop(chip, (50.0, 10.0, 58.0, 30.0), square=True)     # 20 px tall, 2 px margins
+    assert np.array_equal(near_edge, chip[8:32, 36:60])                    # shifted left to fit
+    wide = marks.crop(chip, (2.0, 5.0, 58.0, 15.0), square=True)           # wider than the chip is tall
+    assert np.array_equal(wide, chip[:, :])
 
 
 def test_a_way_the_family_cannot_take_is_refused():

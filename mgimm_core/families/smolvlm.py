@@ -62,6 +62,7 @@ class SmolVLMFamily(TransformersFamily):
     model_types = ("smolvlm",)
     convention = None
     region_as = "outline"
+    square_crop = True          # do_image_splitting=False resizes any image to the square tile
     default_licence = Licence("Apache-2.0")
     weights_hint = ("a HuggingFaceTB/SmolVLM2-*-Instruct folder (huggingface-cli download on a connected machine, "
                     "then copy); the safetensors, config, tokenizer and processor files are all it needs")

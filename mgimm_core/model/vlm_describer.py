@@ -79,7 +79,8 @@ class VLMDescriber:
         if self.region_as == "outline":
             return RegionView(marks.outline(chip, box, mask), self.family.region_phrase("outline", None))
         if self.region_as == "crop":
-            return RegionView(marks.crop(chip, box), self.family.region_phrase("crop", None))
+            return RegionView(marks.crop(chip, box, square=self.family.square_crop),
+                              self.family.region_phrase("crop", None))
         text = self.family.region_text(self.processor, box, w, h)
         return RegionView(np.asarray(chip), self.family.region_phrase("text", text))
 
