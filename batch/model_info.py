@@ -61,6 +61,8 @@ def command(model_dir, vision_dir, as_json, words):
         "  trained on      " + (f"{trained.get('imagery', '?')}, {gsd} m GSD" if trained else
                                  "not stated (no model_card.json)"),
     ]
+    if len(info["region_ways"]) > 1:
+        lines.insert(5, f"  --region-as     {', '.join(info['region_ways'])} (default {info['region_as']})")
     if info["vision_dir"]:
         lines.insert(2, f"  vision tower    {info['vision_dir']}")
     click.echo("\n".join(lines))

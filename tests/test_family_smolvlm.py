@@ -72,6 +72,8 @@ def test_model_info_recognises_the_folder(checkpoints, model_type):
     assert info["input_size"] == 32               # one tile: max_image_size.longest_edge
     assert info["parameters"] == sum(p.numel() for p in reference.parameters())
     assert info["licence"] == "Apache-2.0" and not info["non_commercial"]
+    text = CliRunner().invoke(cli, ["model-info", str(directory)]).output
+    assert "outline drawn on the chip" in text and "--region-as     outline, crop (default outline)" in text
 
 
 def test_chip_size_is_the_tile_and_licence_comes_from_the_card(real_tile, tmp_path, checkpoints):
@@ -343,3 +345,21 @@ def test_python_api_takes_region_as(checkpoints, demo_inputs):
                             region_as="text", device="cpu")
     engine = mgimm_core.load_model(str(checkpoints["smolvlm"][0]), device="cpu", region_as="crop")
     assert engine.load.region_as == "crop"
+
+
+def test_service_describes_with_the_region_way_and_records_it(checkpoints, make_raster, tmp_path, spied):
+    """The worker's and server's handlers (mgimm_core.service) with --region-as crop: square crops reach
+    the model, the row comes from it, and the runs table says crop."""
+    from mgimm_core.service import Service
+    from test_service import INSIDE, UTM
+
+    service = Service(str(checkpoints["idefics3"][0]),
+                      load=LoadOptions(device="cpu", max_new_tokens=4, region_as="crop"))
+    out = tmp_path / "out.gpkg"
+    result = service.handle("describe", {"raster": make_raster(crs=UTM), "crs": "EPSG:4326", "output": str(out),
+                                         "regions": [{"id": "a", "wkt": INSIDE}], "thumbnail": False})
+    (entry,) = result["regions"]
+    assert entry["description"] is not None
+    assert spied["images"] and all(image.shape[0] == image.shape[1] < 32 for image in spied["images"])
+    runs = pyogrio.read_dataframe(str(out), layer="runs")
+    assert json.loads(runs["parameters"].iloc[-1])["region_as"] == "crop"
