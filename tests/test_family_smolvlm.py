@@ -22,6 +22,7 @@ from batch.cli import cli
 from mgimm_core.engines import LoadOptions
 from mgimm_core.errors import OptionsError
 from mgimm_core.families import marks
+from mgimm_core.families.regions import ModelSpace
 from mgimm_core.model.testing_smolvlm import FORMATS, write_smolvlm
 from mgimm_core.model_dir import ModelDirectory
 from mgimm_core.regions import AOIFeature, place_region, read_region
@@ -91,6 +92,30 @@ def test_chip_size_is_the_tile_and_licence_comes_from_the_card(real_tile, tmp_pa
     info = model_info(copy)
     assert info["licence"] == "apache-2.0" and "Llama 3.1" in ModelDirectory.resolve(copy).family.licence(
         ModelDirectory.resolve(copy).kind).note
+
+
+def test_folders_saved_by_transformers_4_load(checkpoints, tmp_path):
+    """The layout of the SmolVLM2 / Idefics3 downloads (saved before transformers 5): the image processor
+    in preprocessor_config.json, processor_config.json holding image_seq_len, chat_template.json."""
+    from mgimm_core.describer import load_describer
+
+    directory, _ = checkpoints["smolvlm"]
+    legacy = tmp_path / "SmolVLM2-legacy"
+    legacy.mkdir()
+    for f in directory.iterdir():
+        if f.name not in ("processor_config.json", "chat_template.jinja"):
+            (legacy / f.name).write_bytes(f.read_bytes())
+    nested = json.loads((directory / "processor_config.json").read_text())
+    image = dict(nested.pop("image_processor"), processor_class="SmolVLMProcessor", max_image_size={"longest_edge": 16})
+    (legacy / "preprocessor_config.json").write_text(json.dumps(image))
+    (legacy / "processor_config.json").write_text(json.dumps(nested))
+    template = (directory / "chat_template.jinja").read_text()
+    (legacy / "chat_template.json").write_text(json.dumps({"chat_template": template}))
+    assert model_info(legacy)["input_size"] == 16
+    describer = load_describer(legacy, options=LoadOptions(device="cpu"))
+    processor = describer.processor
+    assert processor.image_seq_len == 4 and processor.chat_template == template
+    assert describer.family.model_space(processor, 40, 40) == ModelSpace(16, 16)
 
 
 # ------------------------------------------------------------------ b. logits equal transformers'
