@@ -320,7 +320,6 @@ def describe(out, inputs, directory, *extra):
                                     *extra])
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("model_type,region_as", [("smolvlm", None), ("idefics3", None), ("smolvlm", "crop")])
 def test_describe_writes_rows_from_generate(tmp_path, checkpoints, demo_inputs, monkeypatch, model_type, region_as):
     from mgimm_core.model.vlm_describer import VLMDescriber
