@@ -9,7 +9,7 @@ import sys
 import click
 
 from batch.options import (aoi_options, bands_option, model_option, nodata_option, output_mode, output_mode_options,
-                           threads_option)
+                           region_as_option, threads_option)
 from mgimm_core.engines import ENGINES, LoadOptions, open_engine
 from mgimm_core.errors import MGIMMError, OptionsError
 from mgimm_core.jobs import AOISource, FilesJob, run_files_job
@@ -54,6 +54,7 @@ def _progress(total, quiet: bool, unit: str):
               help="Longest answer, in tokens.")
 @click.option("--prompt", default=None, help="Description instruction (default: the one the model was "
                                              "trained with).")
+@region_as_option
 @click.option("--no-attributes", is_flag=True, help="Skip the attribute question (object, colour, shape...).")
 @click.option("--strict", is_flag=True, help="Refuse a --prompt with words the model does not know (default: a "
                                              "warning that lists them).")
@@ -85,8 +86,8 @@ def _progress(total, quiet: bool, unit: str):
 @click.pass_context
 def command(ctx, scenes, aoi, layer, aoi_crs, buffer, output, overwrite, append, resume, model_dir, bands,
             nodata, tiles, tile_size, tile_overlap, min_valid, batch_size, device, threads, max_new_tokens,
-            prompt, no_attributes, strict, guide, guide_layer, max_guides, no_repeat_ngram, agree, compile_decode,
-            engine, address, workers, quiet):
+            prompt, region_as, no_attributes, strict, guide, guide_layer, max_guides, no_repeat_ngram, agree,
+            compile_decode, engine, address, workers, quiet):
     """Describe the AOI regions of SCENE(s) (files, directories of rasters, or VRTs) with MGIMM and
     write one feature per region (or per tile with --tiles) to OUT.
 
@@ -108,7 +109,7 @@ def command(ctx, scenes, aoi, layer, aoi_crs, buffer, output, overwrite, append,
                                     tiles=TileOptions(tile_size, tile_overlap, min_valid) if tiles else None,
                                     max_guides=max_guides, strict=strict))
         load = LoadOptions(device=device, max_new_tokens=max_new_tokens, compile=compile_decode, threads=threads,
-                           no_repeat_ngram=no_repeat_ngram, agree=agree)
+                           no_repeat_ngram=no_repeat_ngram, agree=agree, region_as=region_as)
     except OptionsError as exc:
         raise usage_error(exc) from None
     quiet = quiet or (ctx.obj or {}).get("verbosity", 0) < 0
@@ -126,7 +127,7 @@ OPTION_FLAGS = {"tile_size": "--tile-size", "tile_overlap": "--tile-overlap", "m
                 "batch_size": "--batch-size", "aoi": "--aoi / --tiles", "tiles": "--aoi / --tiles",
                 "engine": "--engine / --tiles", "max_new_tokens": "--max-new-tokens", "threads": "--threads",
                 "scenes": "SCENE", "mode": "--overwrite / --append / --resume", "max_guides": "--max-guides",
-                "no_repeat_ngram": "--no-repeat-ngram", "prompt": "--prompt"}
+                "no_repeat_ngram": "--no-repeat-ngram", "prompt": "--prompt", "region_as": "--region-as"}
 
 
 def usage_error(exc: OptionsError) -> click.UsageError:

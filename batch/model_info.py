@@ -64,6 +64,8 @@ def command(model_dir, vision_dir, as_json, words):
                                  "not stated (no model_card.json)"),
         f"  licence         {info['licence'] or 'not stated (see the model card)'}",
     ]
+    if len(info["region_ways"]) > 1:
+        lines.insert(5, f"  --region-as     {', '.join(info['region_ways'])} (default {info['region_as']})")
     if info["vision_dir"]:
         lines.insert(2, f"  vision tower    {info['vision_dir']}")
     click.echo("\n".join(lines))

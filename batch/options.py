@@ -9,6 +9,7 @@ Which commands use which option:
 - `output_mode_options` (--overwrite, --append, --resume)   describe
 - `threads_option` (--threads)  describe, worker, serve
 - `model_option` (--model)      regions, describe, worker, serve
+- `region_as_option` (--region-as)   describe, worker, serve
 - `percentiles_option`          info, regions
 - `value_range_option`          info, regions
 
@@ -163,6 +164,34 @@ threads_option = click.option(
     "--threads", type=click.IntRange(min=1), default=None, metavar="N",
     help="Torch threads for the model. Default: the cores free now (cores minus those other "
          "processes keep busy, at least 1): on a busy machine more threads than free cores run several times slower.")
+
+#: The ways a user may choose (mgimm_core/families/regions.py REGION_AS less MGIMM's own region tokens).
+REGION_WAYS = ("text", "outline", "crop")
+
+region_as_option = click.option(
+    "--region-as", type=click.Choice(REGION_WAYS), default=None,
+    help="How a region reaches the model: text (its box written in the model's own convention), outline (the "
+         "polygon's outline drawn on the chip in red) or crop (the chip cropped to the region). Default: the "
+         "model family's way (`mgimm-geo model-info` lists the ways a model takes).")
+
+
+def check_region_as(model_dir, region_as: str | None) -> None:
+    """A usage error (exit 2) now when the model's family cannot take `region_as`; a model folder that
+    does not resolve is left to fail where it is first used (each request of a worker or server)."""
+    if region_as is None:
+        return
+    from mgimm_core.errors import MGIMMError, OptionsError
+    from mgimm_core.model_dir import ModelDirectory
+
+    try:
+        family = ModelDirectory.resolve(model_dir).family
+    except MGIMMError:
+        return
+    try:
+        family.check_region_as(region_as)
+    except OptionsError as exc:
+        raise click.BadParameter(str(exc), param_hint="--region-as") from None
+
 
 def model_option(command):
     """--model DIR and --vision DIR. With --vision the model is resolved now (a ModelDirectory is

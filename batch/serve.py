@@ -16,7 +16,7 @@ import threading
 
 import click
 
-from batch.options import model_option, threads_option
+from batch.options import check_region_as, model_option, region_as_option, threads_option
 
 from mgimm_core import __version__
 
@@ -223,8 +223,9 @@ def create_app(service, *, token: str | None = None, max_request_bytes: int = 64
 @threads_option
 @click.option("--max-new-tokens", type=click.IntRange(1, 1024), default=200, show_default=True,
               help="Default longest answer, in tokens.")
+@region_as_option
 @click.option("--preload", is_flag=True, help="Load the model before accepting requests.")
-def command(host, port, token, roots, max_request_mb, model_dir, device, threads, max_new_tokens, preload):
+def command(host, port, token, roots, max_request_mb, model_dir, device, threads, max_new_tokens, region_as, preload):
     """Serve describe requests over HTTP (POST /v1/describe, ...; OpenAPI at /openapi.json).
 
     Binds 127.0.0.1 by default. Binding any other address requires --token; every request must
@@ -235,6 +236,7 @@ def command(host, port, token, roots, max_request_mb, model_dir, device, threads
             f"--host {host} is reachable from the network, so a token is required: start with "
             f"--token TOKEN (or set {TOKEN_ENV}), e.g. a value from "
             f"`python -c \"import secrets; print(secrets.token_urlsafe(32))\"`; or bind 127.0.0.1.")
+    check_region_as(model_dir, region_as)
     try:
         import uvicorn
     except ImportError:
@@ -243,8 +245,8 @@ def command(host, port, token, roots, max_request_mb, model_dir, device, threads
     from mgimm_core.engines import LoadOptions
     from mgimm_core.service import Service
 
-    service = Service(model_dir, load=LoadOptions(device=device, max_new_tokens=max_new_tokens, threads=threads),
-                      roots=list(roots))
+    service = Service(model_dir, load=LoadOptions(device=device, max_new_tokens=max_new_tokens, threads=threads,
+                                                  region_as=region_as), roots=list(roots))
     if preload:
         service.describer()
     app = create_app(service, token=token, max_request_bytes=int(max_request_mb * 2**20))

@@ -18,7 +18,7 @@ import time
 
 import click
 
-from batch.options import model_option, threads_option
+from batch.options import check_region_as, model_option, region_as_option, threads_option
 
 from mgimm_core import __version__
 
@@ -198,11 +198,12 @@ class Worker:
 @threads_option
 @click.option("--max-new-tokens", type=click.IntRange(1, 1024), default=200, show_default=True,
               help="Default longest answer, in tokens (a request may ask for another).")
+@region_as_option
 @click.option("--heartbeat", type=click.FloatRange(min=0), default=2.0, show_default=True,
               help="Seconds between heartbeat messages (0: none).")
 @click.option("--max-request-mb", type=click.FloatRange(min=0.001), default=MAX_LINE_CHARS / 2**20,
               show_default=True, help="Longest request line accepted (longer ones are skipped: too_large).")
-def command(model_dir, device, threads, max_new_tokens, heartbeat, max_request_mb):
+def command(model_dir, device, threads, max_new_tokens, region_as, heartbeat, max_request_mb):
     """Serve describe requests as JSON lines on stdin/stdout (for the QGIS plugin).
 
     \b
@@ -211,12 +212,14 @@ def command(model_dir, device, threads, max_new_tokens, heartbeat, max_request_m
     The model loads on the first request. EOF on stdin or {"type": "shutdown"} ends the worker
     (exit status 0). See docs/protocol.md.
     """
+    check_region_as(model_dir, region_as)
     for name, value in _QUIET_ENV.items():
         os.environ.setdefault(name, value)
     writer = ProtocolWriter(claim_stdout())
     from mgimm_core.engines import LoadOptions
     from mgimm_core.service import Service
 
-    service = Service(model_dir, load=LoadOptions(device=device, max_new_tokens=max_new_tokens, threads=threads))
+    service = Service(model_dir, load=LoadOptions(device=device, max_new_tokens=max_new_tokens, threads=threads,
+                                                  region_as=region_as))
     stdin = open(sys.stdin.fileno(), "r", encoding="utf-8", errors="replace", closefd=False)
     Worker(service, writer, heartbeat, max_line_chars=int(max_request_mb * 2**20)).serve(stdin)

@@ -1,6 +1,7 @@
 """Peak memory while loading a sharded LLaVA-shaped checkpoint, against its bf16 weight size.
 
     python bench/bench_loading.py [--workdir DIR] [--lm-layers 12] [--shard-mb 500]
+    python bench/bench_loading.py --family smolvlm      # a SmolVLM2-256M-shaped folder instead
 
 Not a test: prints a JSON report. Writes a random ~1B-parameter checkpoint in llava-hf form
 (CLIP ViT-L/14-336 vision tower, LLaMA LM of width 2048, bf16 safetensors shards), then loads it
@@ -10,6 +11,11 @@ in fresh processes, each reporting its peak RSS (ru_maxrss) and its RSS after im
   cast and placed as it is read, parameters created on the meta device);
 - transformers: `LlavaForConditionalGeneration.from_pretrained(dir, dtype=bfloat16)`, the same run's
   baseline.
+
+With `--family smolvlm` (or idefics3) the checkpoint has SmolVLM2-256M's shapes (SigLIP-512/16 tower,
+SmolLM2-135M) and is loaded as mgimm_core/model/vlm_describer.py loads a transformers-native family on
+a GPU: its own class's `from_pretrained(dir, dtype=bfloat16)` (that is the family's loader, so there
+is no separate baseline). Tiny test checkpoints say nothing here: the imports outweigh their weights.
 
 The figure the loader is held to: peak RSS above the import baseline / bf16 weight bytes < 1.3,
 with every weight touched after loading (as a first forward pass does).
@@ -42,6 +48,11 @@ started = time.perf_counter()
 if sys.argv[1] == "mgimm":
     from mgimm_core.model.llava_mgimm import load_llava
     model, _ = load_llava(sys.argv[2], dtype=torch.bfloat16, device="cpu")
+elif sys.argv[1] == "family":
+    import transformers
+    from mgimm_core.model_dir import ModelDirectory
+    family = ModelDirectory.resolve(sys.argv[2]).family
+    model = getattr(transformers, family.model_class).from_pretrained(sys.argv[2], dtype=torch.bfloat16)
 else:
     model = LlavaForConditionalGeneration.from_pretrained(sys.argv[2], dtype=torch.bfloat16)
 seconds = time.perf_counter() - started
@@ -93,15 +104,62 @@ def write_checkpoint(directory: Path, lm_layers: int, shard_mb: int, stored: str
     if current:
         shards.append(current)
         _save(directory, shards, save_file)
+    _index(directory, shards)
+    return total
+
+
+def write_smolvlm_checkpoint(directory: Path, model_type: str, shard_mb: int, stored: str) -> int:
+    """A random folder with SmolVLM2-256M's shapes (bf16 or fp16 safetensors shards, its config and
+    tiny tokenizer/processor files from mgimm_core/model/testing_smolvlm.py); its bf16 weight bytes."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import LlamaConfig
+
+    import transformers
+    from mgimm_core.model.testing_smolvlm import FORMATS, write_smolvlm
+
+    write_smolvlm(directory, model_type)            # tokenizer, processor, chat template (weights replaced)
+    for old in directory.glob("model*.safetensors*"):
+        old.unlink()
+    folder = FORMATS[model_type]
+    tokens = json.loads((directory / "config.json").read_text())
+    text = LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                       num_key_value_heads=3, vocab_size=49280, max_position_embeddings=8192, tie_word_embeddings=True)
+    vision = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                  image_size=512, patch_size=16)
+    config = getattr(transformers, folder.config_class)(vision_config=vision, text_config=text.to_dict(), scale_factor=4,
+                                                        image_token_id=tokens["image_token_id"])
+    model_class = getattr(transformers, folder.model_class)
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in model_class(config).state_dict().items()}
+    config.save_pretrained(str(directory))
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[stored]
+    generator = torch.Generator().manual_seed(0)
+    shards, current, size, total = [], {}, 0, 0
+    for name, shape in shapes.items():
+        current[name] = (torch.randn(shape, generator=generator) * 0.02).to(dtype)
+        size += current[name].numel() * 2
+        total += current[name].numel() * 2
+        if size >= shard_mb * 2**20:
+            shards.append(current)
+            current, size = {}, 0
+            _save(directory, shards, save_file)
+    if current:
+        shards.append(current)
+        _save(directory, shards, save_file)
+    _index(directory, shards)
+    return total
+
+
+def _index(directory: Path, shards: list) -> None:
+    """Name the shards as save_pretrained does and write their index."""
     count = len(shards)
     weight_map = {}
     for i in range(1, count + 1):
-        old = directory / f"part-{i}.safetensors"
         new = directory / f"model-{i:05d}-of-{count:05d}.safetensors"
-        old.rename(new)
+        (directory / f"part-{i}.safetensors").rename(new)
         weight_map.update({name: new.name for name in shards[i - 1]})
     (directory / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
-    return total
 
 
 def _save(directory: Path, shards: list, save_file) -> None:
@@ -125,15 +183,24 @@ def main() -> None:
     parser.add_argument("--shard-mb", type=int, default=500)
     parser.add_argument("--stored", choices=("fp16", "bf16"), default="fp16",
                         help="dtype of the written shards (LLaVA-1.5's are fp16; loading is to bf16)")
+    parser.add_argument("--family", choices=("llava", "smolvlm", "idefics3"), default="llava",
+                        help="the checkpoint's shapes and format: LLaVA-1.5 (~1B) or SmolVLM2-256M")
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_loading_"))
     started = time.perf_counter()
-    weight_bytes = write_checkpoint(work / "llava", args.lm_layers, args.shard_mb, args.stored)
-    report = {"weight_bytes_bf16": weight_bytes, "stored": args.stored, "write_s": round(time.perf_counter() - started, 1),
-              "shards": len(list((work / "llava").glob("model-*.safetensors")))}
+    folder = work / args.family
+    if args.family == "llava":
+        weight_bytes = write_checkpoint(folder, args.lm_layers, args.shard_mb, args.stored)
+        kinds = ("mgimm", "transformers")
+    else:
+        weight_bytes = write_smolvlm_checkpoint(folder, args.family, args.shard_mb, args.stored)
+        kinds = ("family",)
+    report = {"family": args.family, "weight_bytes_bf16": weight_bytes, "stored": args.stored,
+              "write_s": round(time.perf_counter() - started, 1),
+              "shards": len(list(folder.glob("model-*.safetensors")))}
     weight_mb = weight_bytes / 2**20
-    for kind in ("mgimm", "transformers"):
-        result = measure(kind, work / "llava")
+    for kind in kinds:
+        result = measure(kind, folder)
         result["peak_over_baseline_vs_bf16_weights"] = round((result["peak_mb"] - result["baseline_mb"]) / weight_mb, 3)
         result["peak_vs_bf16_weights"] = round(result["peak_mb"] / weight_mb, 3)
         report[kind] = {k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()}

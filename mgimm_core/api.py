@@ -24,12 +24,14 @@ from mgimm_core.pipeline import DescribeOptions, TileOptions
 
 
 def load_model(model_dir: str | os.PathLike | None = None, *, device: str = "auto", max_new_tokens: int = 200,
-               threads: int | None = None, compile: bool = False, agree: bool = True):
+               threads: int | None = None, compile: bool = False, agree: bool = True, region_as: str | None = None):
     """A local engine for `model_dir` (default: the demo model) to pass as `describe(model=...)`;
     its weights load on the first region and stay loaded for later calls. agree=False: descriptions
-    decoded freely, not held to the attribute answers (LoadOptions.agree)."""
+    decoded freely, not held to the attribute answers (LoadOptions.agree). region_as: "text", "outline"
+    or "crop" (default: the model family's way; OptionsError when the family cannot take it)."""
     return open_engine("local", model_dir, LoadOptions(device=device, max_new_tokens=max_new_tokens,
-                                                       compile=compile, threads=threads, agree=agree))
+                                                       compile=compile, threads=threads, agree=agree,
+                                                       region_as=region_as))
 
 
 def _aoi_source(aois, directory: str, *, crs, layer, buffer, name: str = "aois") -> AOISource | None:
@@ -66,7 +68,8 @@ def describe(scenes, aois=None, *, model=None, tiles: bool = False, output: str 
              bands: tuple[int, ...] | None = None, nodata: float | None = None, batch_size: int | None = None,
              prompt: str | None = None, attributes: bool = True, tile_size: int = 512, tile_overlap: int = 0,
              min_valid: float = 0.5, device: str = "auto", max_new_tokens: int = 200,
-             threads: int | None = None, guide=None, guide_layer: str | None = None, max_guides: int = 8):
+             threads: int | None = None, guide=None, guide_layer: str | None = None, max_guides: int = 8,
+             region_as: str | None = None):
     """Describe the AOI regions (or, with tiles=True, every tile) of one or more scenes.
 
     scenes: a raster path (file, folder of rasters, VRT, GDAL /vsi path) or a list of them.
@@ -78,6 +81,8 @@ def describe(scenes, aois=None, *, model=None, tiles: bool = False, output: str 
     guide: guide objects (same forms as `aois`): each object inside a region/tile is a region prompt
         of its description (`mgimm-geo describe --guide`); their attributes come back as a
         GeoDataFrame in `.attrs["objects"]` (parent_id links them to the rows).
+    region_as: how a region reaches the model, "text", "outline" or "crop" (`--region-as`; default the
+        family's way); with an engine from `load_model`, give it there.
     The other options are those of `mgimm-geo describe`. Returns the output layer as a
     GeoDataFrame (geometry in the AOI's CRS; tiles in the scene's), with `summary` in `.attrs`.
     Raises the core's typed errors (mgimm_core.errors), e.g. OptionsError for contradicting options.
@@ -96,7 +101,8 @@ def describe(scenes, aois=None, *, model=None, tiles: bool = False, output: str 
                                                else None, max_guides=max_guides))
         owned = not hasattr(model, "outcomes")
         engine = (open_engine("local", None if model is None else os.fspath(model),
-                              LoadOptions(device=device, max_new_tokens=max_new_tokens, threads=threads))
+                              LoadOptions(device=device, max_new_tokens=max_new_tokens, threads=threads,
+                                          region_as=region_as))
                   if owned else model)
         try:
             summary = run_files_job(job, engine)

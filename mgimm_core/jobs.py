@@ -64,7 +64,8 @@ class FilesJob:
                 "guide": self.guide.source if self.guide else None,
                 "engine": engine.name, "device": engine.device, "max_new_tokens": engine.load.max_new_tokens,
                 "compile": engine.load.compile, "no_repeat_ngram": engine.load.no_repeat_ngram,
-                "agree": engine.load.agree, **self.options.parameters()}
+                "agree": engine.load.agree, "region_as": engine.model.family.check_region_as(engine.load.region_as),
+                **self.options.parameters()}
 
 
 def run_files_job(job: FilesJob, engine, *, check_path: Callable[[str, str], str] = lambda path, what: path,

@@ -72,6 +72,7 @@ def open_engine(name: str, model_dir=None, load: LoadOptions = LoadOptions(), *,
     (bands, nodata) are what each actor opens scenes with.
     """
     model = ModelDirectory.resolve(model_dir)
+    model.family.check_region_as(load.region_as)     # a way the family cannot take: refused before any output
     if name == "local":
         from .local import LocalEngine
 

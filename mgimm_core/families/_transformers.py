@@ -29,6 +29,8 @@ class TransformersFamily(Family):
     json_attributes = True
     #: an encoder-decoder (Florence-2): right padding, answers start at the decoder's first token
     encoder_decoder = False
+    #: the processor resizes every image to a square: `crop` sends a square crop (marks.crop), not a stretched one
+    square_crop = False
 
     def recognise(self, config: dict, directory: Path) -> bool:
         return config.get("model_type") in self.model_types
@@ -88,6 +90,12 @@ class TransformersFamily(Family):
         return processor.decode(ids, skip_special_tokens=True).strip()
 
     # ------------------------------------------------------------------ loading
+    def load_processor(self, directory: Path) -> Any:
+        """The folder's processor (transformers' AutoProcessor; never remote code)."""
+        import transformers
+
+        return transformers.AutoProcessor.from_pretrained(directory, trust_remote_code=False)
+
     def load(self, kind, device, options) -> Any:
         from mgimm_core.model.vlm_describer import VLMDescriber
 

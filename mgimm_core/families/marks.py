@@ -27,11 +27,18 @@ def outline(chip: np.ndarray, box, mask: np.ndarray | None = None, width: int | 
     return image
 
 
-def crop(chip: np.ndarray, box, margin: float = 0.1) -> np.ndarray:
-    """The part of `chip` around `box`, with `margin` of the box's larger side on each side."""
+def crop(chip: np.ndarray, box, margin: float = 0.1, square: bool = False) -> np.ndarray:
+    """The part of `chip` around `box`, with `margin` of the box's larger side on each side. square:
+    a square around the box's centre (shifted to stay inside the chip, as wide as the chip allows), for
+    models whose processor resizes every image to a square (a stretched crop misstates shapes)."""
     h, w = chip.shape[:2]
     x1, y1, x2, y2 = (float(v) for v in box)
     pad = margin * max(x2 - x1, y2 - y1)
+    if square:
+        half = max(x2 - x1, y2 - y1) / 2 + pad
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        cx, cy = min(max(cx, half), w - half), min(max(cy, half), h - half)   # inside the chip where it fits
+        x1, y1, x2, y2 = cx - half + pad, cy - half + pad, cx + half - pad, cy + half - pad
     left, top, right, bottom = _pixel_box((x1 - pad, y1 - pad, x2 + pad, y2 + pad), w, h)
     return np.ascontiguousarray(chip[top:bottom, left:right])
 

@@ -66,7 +66,7 @@ class VLMDescriber:
         model, report = model_class.from_pretrained(kind.path, dtype=inference_dtype(device), trust_remote_code=False,
                                                     output_loading_info=True)
         check_loaded(kind.path, report)
-        processor = transformers.AutoProcessor.from_pretrained(kind.path, trust_remote_code=False)
+        processor = family.load_processor(kind.path)
         return cls(family, model.to(device).eval(), processor, kind.path.name, device,
                    max_new_tokens=options.max_new_tokens, region_as=getattr(options, "region_as", None),
                    model_dir=kind.path)
@@ -82,7 +82,8 @@ class VLMDescriber:
         if self.region_as == "outline":
             return RegionView(marks.outline(chip, box, mask), self.family.region_phrase("outline", None))
         if self.region_as == "crop":
-            return RegionView(marks.crop(chip, box), self.family.region_phrase("crop", None))
+            return RegionView(marks.crop(chip, box, square=self.family.square_crop),
+                              self.family.region_phrase("crop", None))
         text = self.family.region_text(self.processor, box, w, h)
         return RegionView(np.asarray(chip), self.family.region_phrase("text", text))
 

@@ -449,6 +449,7 @@ def handle_describe(service: Service, params: dict, progress: Progress, cancelle
                 run = RunInfo(model_id=engine.model_id, model_sha256=engine.model.sha256,
                               parameters={"request": "describe", "raster": scene_name, "bands": bands,
                                           "max_new_tokens": max_new_tokens, "guided": guides is not None,
+                                          "region_as": engine.model.family.check_region_as(engine.load.region_as),
                                           **({"warnings": warnings} if warnings else {}), **options.parameters()})
                 writer = stack.enter_context(open_output(output, mode=mode, run=run, regions_layer=layer))
             work = region_work([scene], features, engine.model.chip)
