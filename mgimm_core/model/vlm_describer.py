@@ -148,7 +148,10 @@ class VLMDescriber:
     def _set_attributes(self, result: RegionText, text: str) -> None:
         result.attribute_text = text
         if not self.family.json_attributes:
-            result.attributes = self.family.parse_attributes(text)
+            try:
+                result.attributes = self.family.parse_attributes(text)
+            except InvalidAnswerError as exc:
+                result.error = exc
             return
         try:
             from mgimm_core.model.json_constraint import parse_answer
