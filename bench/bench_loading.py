@@ -13,6 +13,12 @@ in fresh processes, each reporting its peak RSS (ru_maxrss) and its RSS after im
 
 The figure the loader is held to: peak RSS above the import baseline / bf16 weight bytes < 1.3,
 with every weight touched after loading (as a first forward pass does).
+
+    python bench/bench_loading.py --family florence2
+
+measures a transformers-native family instead (mgimm_core/families): a random checkpoint of its
+released shapes (Florence-2-base, 0.23B, fp16 as released) loaded to bf16 with the family's own
+transformers class, the call VLMDescriber.load makes on CUDA (its loading is transformers').
 """
 
 from __future__ import annotations
@@ -42,6 +48,11 @@ started = time.perf_counter()
 if sys.argv[1] == "mgimm":
     from mgimm_core.model.llava_mgimm import load_llava
     model, _ = load_llava(sys.argv[2], dtype=torch.bfloat16, device="cpu")
+elif sys.argv[1] == "family":
+    import transformers
+    from mgimm_core.model_formats import inspect_model
+    model_class = getattr(transformers, inspect_model(sys.argv[2]).family.model_class)
+    model = model_class.from_pretrained(sys.argv[2], dtype=torch.bfloat16)
 else:
     model = LlavaForConditionalGeneration.from_pretrained(sys.argv[2], dtype=torch.bfloat16)
 seconds = time.perf_counter() - started
@@ -111,6 +122,39 @@ def _save(directory: Path, shards: list, save_file) -> None:
     shards[-1] = dict.fromkeys(shards[-1])
 
 
+#: Writers of a native family's checkpoint at its released shapes: (directory) -> None.
+FAMILY_CHECKPOINTS = {
+    "florence2": lambda directory: _write_florence2_base(directory),
+}
+
+
+def _write_florence2_base(directory: Path) -> None:
+    import torch
+
+    from mgimm_core.model.testing_florence2 import write_florence2
+
+    write_florence2(directory, base=True, stored=torch.float16)
+
+
+def measure_family(name: str, work: Path) -> dict:
+    """The native family's checkpoint written, then loaded to bf16 in a fresh process."""
+    from mgimm_core.model_formats import weight_files
+    from mgimm_core.model_info import tensor_stats
+
+    started = time.perf_counter()
+    directory = work / name
+    FAMILY_CHECKPOINTS[name](directory)
+    parameters, stored = tensor_stats(weight_files(directory))
+    report: dict = {"family": name, "weight_bytes_bf16": 2 * parameters, "stored": stored,
+                    "write_s": round(time.perf_counter() - started, 1)}
+    result = measure("family", directory)
+    weight_mb = 2 * parameters / 2**20
+    result["peak_over_baseline_vs_bf16_weights"] = round((result["peak_mb"] - result["baseline_mb"]) / weight_mb, 3)
+    result["peak_vs_bf16_weights"] = round(result["peak_mb"] / weight_mb, 3)
+    report["load"] = {k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()}
+    return report
+
+
 def measure(kind: str, directory: Path) -> dict:
     done = subprocess.run([sys.executable, "-c", CHILD, kind, str(directory)], capture_output=True, text=True)
     if done.returncode != 0:
@@ -125,8 +169,13 @@ def main() -> None:
     parser.add_argument("--shard-mb", type=int, default=500)
     parser.add_argument("--stored", choices=("fp16", "bf16"), default="fp16",
                         help="dtype of the written shards (LLaVA-1.5's are fp16; loading is to bf16)")
+    parser.add_argument("--family", choices=sorted(FAMILY_CHECKPOINTS), default=None,
+                        help="a transformers-native family at its released shapes instead of the LLaVA checkpoint")
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_loading_"))
+    if args.family:
+        print(json.dumps(measure_family(args.family, work), indent=2))
+        return
     started = time.perf_counter()
     weight_bytes = write_checkpoint(work / "llava", args.lm_layers, args.shard_mb, args.stored)
     report = {"weight_bytes_bf16": weight_bytes, "stored": args.stored, "write_s": round(time.perf_counter() - started, 1),

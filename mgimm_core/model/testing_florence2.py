@@ -63,21 +63,43 @@ def florence_processor(tokenizer, side: int = 64):
                               post_processor_config={"pure_text": {}, "bboxes": {}, "description_with_bboxes": {}})
 
 
-def tiny_florence2(vocab_size: int, image_token_id: int, width: int = 32, seed: int = 0, words: int | None = None):
-    """A random Florence2ForConditionalGeneration (fp32, eval): a 4-stage DaViT of one block each and a
-    one-layer BART, every tensor drawn from `seed` (none left at an initialiser's zeros or ones). The
-    (tied) embedding rows from `words` on, Florence-2's added tokens, are drawn ten times smaller: as in
-    the released models, greedy answers to the region tasks are then words, not location tokens."""
-    from transformers import BartConfig, Florence2Config, Florence2ForConditionalGeneration, Florence2VisionConfig
+#: Florence-2-base's shapes (microsoft/Florence-2-base, 0.23B parameters), for loading benchmarks.
+BASE_SHAPES = dict(vision=dict(depths=[1, 1, 9, 1], embed_dim=[128, 256, 512, 1024], num_heads=[4, 8, 16, 32],
+                               num_groups=[4, 8, 16, 32], window_size=12, projection_dim=768),
+                   text=dict(d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12,
+                             decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072),
+                   vocab_size=51328)
 
-    vision = Florence2VisionConfig(depths=[1, 1, 1, 1], embed_dim=[8, 16, 16, width], num_heads=[1, 2, 2, 4],
-                                   num_groups=[1, 2, 2, 4], window_size=2, projection_dim=width, drop_path_rate=0.0)
-    text = BartConfig(vocab_size=vocab_size, d_model=width, encoder_layers=1, decoder_layers=1,
-                      encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=2 * width,
-                      decoder_ffn_dim=2 * width, max_position_embeddings=1024)
-    config = Florence2Config(text_config=text.to_dict(), vision_config=vision.to_dict(), image_token_id=image_token_id)
+
+def florence2_config(vocab_size: int, image_token_id: int, width: int = 32, base: bool = False):
+    """Florence2Config of the tiny model (a 4-stage DaViT of one block each, a one-layer BART of `width`), or
+    of Florence-2-base's shapes (base=True; vocab_size then at least the released 51328 rows)."""
+    from transformers import BartConfig, Florence2Config, Florence2VisionConfig
+
+    if base:
+        vision = Florence2VisionConfig(drop_path_rate=0.0, **BASE_SHAPES["vision"])
+        text = BartConfig(vocab_size=max(vocab_size, BASE_SHAPES["vocab_size"]), max_position_embeddings=1024,
+                          **BASE_SHAPES["text"])
+    else:
+        vision = Florence2VisionConfig(depths=[1, 1, 1, 1], embed_dim=[8, 16, 16, width], num_heads=[1, 2, 2, 4],
+                                       num_groups=[1, 2, 2, 4], window_size=2, projection_dim=width,
+                                       drop_path_rate=0.0)
+        text = BartConfig(vocab_size=vocab_size, d_model=width, encoder_layers=1, decoder_layers=1,
+                          encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=2 * width,
+                          decoder_ffn_dim=2 * width, max_position_embeddings=1024)
+    return Florence2Config(text_config=text.to_dict(), vision_config=vision.to_dict(), image_token_id=image_token_id)
+
+
+def tiny_florence2(vocab_size: int, image_token_id: int, width: int = 32, seed: int = 0, words: int | None = None,
+                   base: bool = False):
+    """A random Florence2ForConditionalGeneration (fp32, eval) of `florence2_config`'s shapes, every tensor
+    drawn from `seed` (none left at an initialiser's zeros or ones). The (tied) embedding rows from
+    `words` on, Florence-2's added tokens, are drawn ten times smaller: as in the released models,
+    greedy answers to the region tasks are then words, not location tokens."""
+    from transformers import Florence2ForConditionalGeneration
+
     torch.manual_seed(seed)
-    model = Florence2ForConditionalGeneration(config).eval()
+    model = Florence2ForConditionalGeneration(florence2_config(vocab_size, image_token_id, width, base)).eval()
     with torch.no_grad():
         for param in model.parameters():
             param.normal_(0.0, 0.2) if param.dim() > 1 else param.uniform_(-0.2, 0.2)
@@ -86,17 +108,20 @@ def tiny_florence2(vocab_size: int, image_token_id: int, width: int = 32, seed: 
     return model
 
 
-def write_florence2(directory: str | Path, seed: int = 0, side: int = 64, hub_layout: bool = True):
+def write_florence2(directory: str | Path, seed: int = 0, side: int = 64, hub_layout: bool = True,
+                    base: bool = False, stored: torch.dtype = torch.float32):
     """A Florence-2 folder as florence-community/Florence-2-* holds it: config.json, generation_config.json,
     model.safetensors, the tokenizer files, processor_config.json and (hub_layout) the image processor in
     its own preprocessor_config.json; hub_layout=False keeps transformers 5's save_pretrained layout (the
-    image processor inside processor_config.json). Returns (directory, reference model)."""
+    image processor inside processor_config.json). base: Florence-2-base's shapes (768 px input), weights
+    stored in `stored` (the released folders hold fp16). Returns (directory, reference model)."""
     directory = Path(directory)
+    side = 768 if base else side
     tokenizer = florence_tokenizer()
     processor = florence_processor(tokenizer, side)
     model = tiny_florence2(len(tokenizer), tokenizer.image_token_id, seed=seed,
-                           words=tokenizer.convert_tokens_to_ids(FLORENCE_TOKENS[0]))
-    model.save_pretrained(str(directory))
+                           words=tokenizer.convert_tokens_to_ids(FLORENCE_TOKENS[0]), base=base)
+    model.to(stored).save_pretrained(str(directory))
     processor.save_pretrained(str(directory))
     if hub_layout:
         path = directory / "processor_config.json"
