@@ -63,6 +63,9 @@ def test_model_info_recognises_the_folder(checkpoint, tmp_path):
     # transformers 5's own save_pretrained layout (image processor inside processor_config.json) too
     v5, _ = write_florence2(tmp_path / "v5", hub_layout=False)
     assert not (v5 / "preprocessor_config.json").exists() and info(str(v5))["input_size"] == 64
+    # the released processors squash every image to 768 x 768: chips of that side go in unresized
+    released, _ = write_florence2(tmp_path / "side768", side=768)
+    assert info(str(released))["input_size"] == 768
 
 
 def test_a_remote_code_folder_is_recognised_and_loading_names_the_conversion(tmp_path):
