@@ -270,3 +270,10 @@ def test_a_user_prompt_keeps_florence_task_tokens():
     assert FLORENCE.description_question(region, "<REGION_TO_OCR>") == "<REGION_TO_OCR>" + region
     assert FLORENCE.description_question(region, "What is in {region}?") == f"What is in {region}?"
     assert FLORENCE.description_question(region, "<MORE_DETAILED_CAPTION>") == "<MORE_DETAILED_CAPTION>"
+
+
+def test_a_damaged_preprocessor_file_is_a_model_error_naming_it(tmp_path):
+    directory, _ = write_florence2(tmp_path / "damaged")
+    (directory / "preprocessor_config.json").write_text("[1, 2]")
+    result = CliRunner().invoke(cli, ["model-info", str(directory)])
+    assert result.exit_code == 1 and "preprocessor_config.json" in result.output and "Traceback" not in result.output

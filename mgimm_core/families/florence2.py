@@ -16,7 +16,6 @@ they are recognised so that loading names the conversion instead of failing on a
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from mgimm_core.errors import InvalidAnswerError, ModelError
 from mgimm_core.families._transformers import TransformersFamily
 from mgimm_core.families.base import Licence
 from mgimm_core.families.regions import ModelSpace
+from mgimm_core.model_formats import read_json
 
 #: The processor's input side of every Florence-2 release (its preprocessor's `size`, 768 x 768).
 FLORENCE_INPUT = 768
@@ -54,12 +54,11 @@ def _processor_size(directory: Path) -> tuple[int, int] | None:
         path = directory / name
         if not path.is_file():
             continue
-        try:
-            settings = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"{path}: cannot be read as JSON ({exc}); copy the model folder again.") from exc
-        settings = settings.get(key) or {} if key else settings
-        size = settings.get("size") or {}
+        settings = read_json(path)
+        settings = (settings.get(key) or {}) if key else settings
+        size = settings.get("size") if isinstance(settings, dict) else None
+        if not isinstance(size, dict):
+            continue
         width, height = size.get("width"), size.get("height")
         if isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0:
             return width, height
