@@ -1,7 +1,6 @@
 """Peak memory while loading a sharded LLaVA-shaped checkpoint, against its bf16 weight size.
 
     python bench/bench_loading.py [--workdir DIR] [--lm-layers 12] [--shard-mb 500]
-    python bench/bench_loading.py --family smolvlm      # a SmolVLM2-256M-shaped folder instead
 
 Not a test: prints a JSON report. Writes a random ~1B-parameter checkpoint in llava-hf form
 (CLIP ViT-L/14-336 vision tower, LLaMA LM of width 2048, bf16 safetensors shards), then loads it
@@ -19,6 +18,12 @@ is no separate baseline). Tiny test checkpoints say nothing here: the imports ou
 
 The figure the loader is held to: peak RSS above the import baseline / bf16 weight bytes < 1.3,
 with every weight touched after loading (as a first forward pass does).
+
+    python bench/bench_loading.py --family florence2
+
+measures a transformers-native family instead (mgimm_core/families): a random checkpoint of its
+released shapes (Florence-2-base, 0.23B, fp16 as released) loaded to bf16 with the family's own
+transformers class, the call VLMDescriber.load makes on CUDA (its loading is transformers').
 """
 
 from __future__ import annotations
@@ -49,10 +54,9 @@ if sys.argv[1] == "mgimm":
     from mgimm_core.model.llava_mgimm import load_llava
     model, _ = load_llava(sys.argv[2], dtype=torch.bfloat16, device="cpu")
 elif sys.argv[1] == "family":
-    import transformers
-    from mgimm_core.model_dir import ModelDirectory
-    family = ModelDirectory.resolve(sys.argv[2]).family
-    model = getattr(transformers, family.model_class).from_pretrained(sys.argv[2], dtype=torch.bfloat16)
+    from mgimm_core.model.vlm_describer import load_weights
+    from mgimm_core.model_formats import inspect_model
+    model = load_weights(inspect_model(sys.argv[2]).family, sys.argv[2], torch.bfloat16)
 else:
     model = LlavaForConditionalGeneration.from_pretrained(sys.argv[2], dtype=torch.bfloat16)
 seconds = time.perf_counter() - started
@@ -104,7 +108,14 @@ def write_checkpoint(directory: Path, lm_layers: int, shard_mb: int, stored: str
     if current:
         shards.append(current)
         _save(directory, shards, save_file)
-    _index(directory, shards)
+    count = len(shards)
+    weight_map = {}
+    for i in range(1, count + 1):
+        old = directory / f"part-{i}.safetensors"
+        new = directory / f"model-{i:05d}-of-{count:05d}.safetensors"
+        old.rename(new)
+        weight_map.update({name: new.name for name in shards[i - 1]})
+    (directory / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     return total
 
 
@@ -169,6 +180,41 @@ def _save(directory: Path, shards: list, save_file) -> None:
     shards[-1] = dict.fromkeys(shards[-1])
 
 
+#: Writers of a native family's checkpoint at its released shapes: (directory) -> None.
+FAMILY_CHECKPOINTS = {
+    "florence2": lambda directory: _write_florence2_base(directory),
+    "smolvlm": lambda directory: write_smolvlm_checkpoint(directory, "smolvlm", 500, "bf16"),
+    "idefics3": lambda directory: write_smolvlm_checkpoint(directory, "idefics3", 500, "bf16"),
+}
+
+
+def _write_florence2_base(directory: Path) -> None:
+    import torch
+
+    from mgimm_core.model.testing_florence2 import write_florence2
+
+    write_florence2(directory, base=True, stored=torch.float16)
+
+
+def measure_family(name: str, work: Path) -> dict:
+    """The native family's checkpoint written, then loaded to bf16 in a fresh process."""
+    from mgimm_core.model_formats import weight_files
+    from mgimm_core.model_info import tensor_stats
+
+    started = time.perf_counter()
+    directory = work / name
+    FAMILY_CHECKPOINTS[name](directory)
+    parameters, stored = tensor_stats(weight_files(directory))
+    report: dict = {"family": name, "weight_bytes_bf16": 2 * parameters, "stored": stored,
+                    "write_s": round(time.perf_counter() - started, 1)}
+    result = measure("family", directory)
+    weight_mb = 2 * parameters / 2**20
+    result["peak_over_baseline_vs_bf16_weights"] = round((result["peak_mb"] - result["baseline_mb"]) / weight_mb, 3)
+    result["peak_vs_bf16_weights"] = round(result["peak_mb"] / weight_mb, 3)
+    report["load"] = {k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()}
+    return report
+
+
 def measure(kind: str, directory: Path) -> dict:
     done = subprocess.run([sys.executable, "-c", CHILD, kind, str(directory)], capture_output=True, text=True)
     if done.returncode != 0:
@@ -183,24 +229,20 @@ def main() -> None:
     parser.add_argument("--shard-mb", type=int, default=500)
     parser.add_argument("--stored", choices=("fp16", "bf16"), default="fp16",
                         help="dtype of the written shards (LLaVA-1.5's are fp16; loading is to bf16)")
-    parser.add_argument("--family", choices=("llava", "smolvlm", "idefics3"), default="llava",
-                        help="the checkpoint's shapes and format: LLaVA-1.5 (~1B) or SmolVLM2-256M")
+    parser.add_argument("--family", choices=sorted(FAMILY_CHECKPOINTS), default=None,
+                        help="a transformers-native family at its released shapes instead of the LLaVA checkpoint")
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_loading_"))
+    if args.family:
+        print(json.dumps(measure_family(args.family, work), indent=2))
+        return
     started = time.perf_counter()
-    folder = work / args.family
-    if args.family == "llava":
-        weight_bytes = write_checkpoint(folder, args.lm_layers, args.shard_mb, args.stored)
-        kinds = ("mgimm", "transformers")
-    else:
-        weight_bytes = write_smolvlm_checkpoint(folder, args.family, args.shard_mb, args.stored)
-        kinds = ("family",)
-    report = {"family": args.family, "weight_bytes_bf16": weight_bytes, "stored": args.stored,
-              "write_s": round(time.perf_counter() - started, 1),
-              "shards": len(list(folder.glob("model-*.safetensors")))}
+    weight_bytes = write_checkpoint(work / "llava", args.lm_layers, args.shard_mb, args.stored)
+    report = {"weight_bytes_bf16": weight_bytes, "stored": args.stored, "write_s": round(time.perf_counter() - started, 1),
+              "shards": len(list((work / "llava").glob("model-*.safetensors")))}
     weight_mb = weight_bytes / 2**20
-    for kind in kinds:
-        result = measure(kind, folder)
+    for kind in ("mgimm", "transformers"):
+        result = measure(kind, work / "llava")
         result["peak_over_baseline_vs_bf16_weights"] = round((result["peak_mb"] - result["baseline_mb"]) / weight_mb, 3)
         result["peak_vs_bf16_weights"] = round(result["peak_mb"] / weight_mb, 3)
         report[kind] = {k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()}

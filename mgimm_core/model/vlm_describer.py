@@ -55,17 +55,9 @@ class VLMDescriber:
     def load(cls, family: TransformersFamily, kind, device, options) -> "VLMDescriber":
         """The folder's weights in transformers' own class (safetensors, or .bin read with
         weights_only; never remote code), bf16 on CUDA, fp32 on CPU."""
-        import transformers
-
         from mgimm_core.model.generation_mgimm import inference_dtype
 
-        model_class = getattr(transformers, family.model_class, None)
-        if model_class is None:
-            raise ModelError(f"{kind.path}: {family.title} needs transformers' {family.model_class}, which this "
-                             f"transformers ({transformers.__version__}) lacks; upgrade transformers")
-        model, report = model_class.from_pretrained(kind.path, dtype=inference_dtype(device), trust_remote_code=False,
-                                                    output_loading_info=True)
-        check_loaded(kind.path, report)
+        model = load_weights(family, kind.path, inference_dtype(device))
         processor = family.load_processor(kind.path)
         return cls(family, model.to(device).eval(), processor, kind.path.name, device,
                    max_new_tokens=options.max_new_tokens, region_as=getattr(options, "region_as", None),
@@ -149,7 +141,10 @@ class VLMDescriber:
     def _set_attributes(self, result: RegionText, text: str) -> None:
         result.attribute_text = text
         if not self.family.json_attributes:
-            result.attributes = self.family.parse_attributes(text)
+            try:
+                result.attributes = self.family.parse_attributes(text)
+            except InvalidAnswerError as exc:
+                result.error = exc
             return
         try:
             from mgimm_core.model.json_constraint import parse_answer
@@ -162,6 +157,21 @@ class VLMDescriber:
         if attributes.get("name", "").lower() in ("none", "no object", "nothing"):
             attributes["name"] = NO_OBJECT_VALUE
         result.attributes = attributes
+
+
+def load_weights(family: TransformersFamily, directory, dtype: torch.dtype):
+    """The family's transformers class with the folder's weights in `dtype` (the loader
+    bench/bench_loading.py measures for these families)."""
+    import transformers
+
+    model_class = getattr(transformers, family.model_class, None)
+    if model_class is None:
+        raise ModelError(f"{directory}: {family.title} needs transformers' {family.model_class}, which this "
+                         f"transformers ({transformers.__version__}) lacks; upgrade transformers")
+    model, report = model_class.from_pretrained(directory, dtype=dtype, trust_remote_code=False,
+                                                output_loading_info=True)
+    check_loaded(directory, report)
+    return model
 
 
 def _pil(chip: np.ndarray):
