@@ -135,9 +135,8 @@ def map_round_trip(scene_path, polygons, aoi_crs, chip_sizes, to_model, from_mod
                 placement = place_region(scene, feature, ChipSettings(input_size=size, context=0.25, min_window=16))
                 h, w = placement.out_shape
                 x1, y1, x2, y2 = from_model(to_model(placement.box, w, h), w, h)
-                col = lambda x: placement.window.col_off + x * placement.scale    # noqa: E731
-                row = lambda y: placement.window.row_off + y * placement.scale    # noqa: E731
-                corners = [t @ (col(x1), row(y1)), t @ (col(x2), row(y2))]
+                off_x, off_y, scale = placement.window.col_off, placement.window.row_off, placement.scale
+                corners = [t @ (off_x + x1 * scale, off_y + y1 * scale), t @ (off_x + x2 * scale, off_y + y2 * scale)]
                 back = (min(c[0] for c in corners), min(c[1] for c in corners),
                         max(c[0] for c in corners), max(c[1] for c in corners))
                 truth = placement.geometry.bounds
