@@ -161,6 +161,11 @@ def test_describe_writes_rows_from_llava_onevision(tmp_path, checkpoint):
     for row in rows:
         assert row["description"], row
         assert row["object"] or row["error_code"] == "invalid_answer", row
+    # as in the real folders, the model's vocabulary is padded past the tokenizer's (the JSON constraint's mask
+    # covers the padding)
+    from transformers import AutoTokenizer
+
+    assert checkpoint[1].config.text_config.vocab_size > len(AutoTokenizer.from_pretrained(directory))
 
 
 # ------------------------------------------------------------------ e. the region reaches the model

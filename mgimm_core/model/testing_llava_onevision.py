@@ -38,7 +38,9 @@ def write_llava_onevision(directory: str | Path, seed: int = 0, tile: int = 32, 
     vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                                 image_size=tile, patch_size=patch, vision_use_head=False)
     pinpoints = [[tile * i, tile * j] for i in range(1, 7) for j in range(1, 7)]
-    config = LlavaOnevisionConfig(vision_config=vision, text_config=tiny_qwen2_config(tokenizer),
+    text = tiny_qwen2_config(tokenizer)
+    text.vocab_size = -(-len(tokenizer) // 64) * 64     # padded past the tokenizer, as transformers' converter does
+    config = LlavaOnevisionConfig(vision_config=vision, text_config=text,
                                   image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
                                   video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
                                   image_grid_pinpoints=pinpoints, vision_feature_select_strategy="full",
