@@ -72,7 +72,7 @@ class InternVLChatFamily(Family):
     """InternVL's own chat-code folders: recognised, so the user learns how to convert them."""
 
     name = "internvl-chat"
-    title = "InternVL chat code (InternVL2, EarthDial; not loadable as is)"
+    title = "InternVL chat code (InternVL2, EarthDial: refused, convert to -hf)"
     order = 45
     convention = "internvl_1000"
     weights_hint = ("not loadable as is: InternVLChatModel runs only as the folder's own Python code, which "
