@@ -32,9 +32,10 @@ class InternVLFamily(TransformersFamily):
     default_chip_size = TILE
     default_licence = Licence("MIT (InternVL) over its language model's licence (Qwen2.5: Apache-2.0, "
                               "Qwen2.5-72B: Qwen licence; InternLM: its own terms); see the model card")
-    weights_hint = ("an OpenGVLab/InternVL3-*-hf or InternVL2_5-*-MPO-hf folder (huggingface-cli download on a "
-                    "connected machine, then copy the folder). Chat-code folders (OpenGVLab/InternVL3-1B without "
-                    "-hf, InternVL2, EarthDial) do not load: convert them first (see model_type internvl_chat).")
+    weights_hint = ("an OpenGVLab/InternVL3-*-hf folder (huggingface-cli download on a connected machine, then "
+                    "copy the folder); InternVL 2.5 in the same format where an -hf release exists, else converted "
+                    "with transformers' convert_internvl_weights_to_hf.py. Chat-code folders (OpenGVLab/InternVL3-1B "
+                    "without -hf, InternVL2, EarthDial) do not load as they are (model_type internvl_chat).")
 
     def input_size(self, kind) -> int | None:
         """One tile: the image processor's `size` (else the vision tower's image_size)."""
