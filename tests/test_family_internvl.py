@@ -166,12 +166,9 @@ def polygons_on_scene(make_raster):
 def test_golden_round_trip_map_to_internvl_box_and_back(checkpoint, polygons_on_scene):
     """Chips the processor resizes (smaller than the tile: upsampled; 97 px > 56: two-tile grids are not
     possible for square chips, so the non-square chips are checked on the convention below)."""
-    from mgimm_core.model.vlm_describer import load_processor
-    from transformers import AutoConfig
-
     directory, _ = checkpoint
-    processor = load_processor(directory, AutoConfig.from_pretrained(directory))
     internvl = family("internvl")
+    processor = internvl.load_processor(directory)
     convention = internvl.region_convention()
 
     def to_model(box, w, h):

@@ -119,12 +119,9 @@ def test_golden_round_trip_map_to_box_text_and_back(checkpoint, polygons_on_scen
     """The text option: LLaVA-1.5's two-decimal 0..1 box. Its step is 1/100 of the chip side, so it is within
     half a chip pixel for chips up to 100 px (the tiny tile, chips the processor upsamples) and only within
     half a step (1.92 px at 384) on real 384-px chips: one reason the outline is the default."""
-    from mgimm_core.model.vlm_describer import load_processor
-    from transformers import AutoConfig
-
     directory, _ = checkpoint
-    processor = load_processor(directory, AutoConfig.from_pretrained(directory))
     onevision = family("llava-onevision")
+    processor = onevision.load_processor(directory)
     convention = onevision.region_convention()
 
     def to_model(box, w, h):

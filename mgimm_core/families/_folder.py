@@ -26,12 +26,17 @@ def card_licence(directory: Path) -> str | None:
 
 
 def processor_tile(directory: Path) -> int | None:
-    """The side of the square image the folder's image processor resizes to (preprocessor_config.json
-    `size`), else None."""
-    path = directory / "preprocessor_config.json"
-    size = read_json(path).get("size") if path.is_file() else None
-    if not isinstance(size, dict):
-        return None
-    if isinstance(size.get("height"), int) and size.get("height") == size.get("width"):
-        return int(size["height"])
-    return int(size["shortest_edge"]) if isinstance(size.get("shortest_edge"), int) else None
+    """The side of the square image the folder's image processor resizes to: its `size`, from
+    preprocessor_config.json, or from processor_config.json where transformers 5 nests the image
+    processor (`image_processor`); else None."""
+    for name in ("preprocessor_config.json", "processor_config.json"):
+        path = directory / name
+        settings = read_json(path) if path.is_file() else {}
+        size = settings.get("image_processor", settings).get("size")
+        if not isinstance(size, dict):
+            continue
+        if isinstance(size.get("height"), int) and size.get("height") == size.get("width"):
+            return int(size["height"])
+        if isinstance(size.get("shortest_edge"), int):
+            return int(size["shortest_edge"])
+    return None

@@ -66,7 +66,7 @@ class VLMDescriber:
         model, report = model_class.from_pretrained(kind.path, dtype=inference_dtype(device), trust_remote_code=False,
                                                     output_loading_info=True)
         check_loaded(kind.path, report)
-        processor = load_processor(kind.path, model.config)
+        processor = family.load_processor(kind.path)
         return cls(family, model.to(device).eval(), processor, kind.path.name, device,
                    max_new_tokens=options.max_new_tokens, region_as=getattr(options, "region_as", None),
                    model_dir=kind.path)
@@ -162,24 +162,6 @@ class VLMDescriber:
         if attributes.get("name", "").lower() in ("none", "no object", "nothing"):
             attributes["name"] = NO_OBJECT_VALUE
         result.attributes = attributes
-
-
-def load_processor(path, model_config):
-    """The folder's processor, in transformers' class for its model type. Where torchvision is missing
-    (CPU installs of torch), transformers cannot build the video processor that the InternVL,
-    LLaVA-OneVision, Qwen-VL and SmolVLM processors hold, and refuses the whole processor; chips are
-    images, so the processor is then built from its tokenizer and image processor alone."""
-    import transformers
-    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
-    from transformers.utils import is_torchvision_available
-
-    processor_class = None if is_torchvision_available() else PROCESSOR_MAPPING.get(type(model_config), None)
-    if processor_class is None or "video_processor" not in processor_class.get_attributes():
-        return transformers.AutoProcessor.from_pretrained(path, trust_remote_code=False)
-    images_only = [name for name in processor_class.get_attributes() if name != "video_processor"]
-    without_video = type(processor_class.__name__, (processor_class,),
-                         {"get_attributes": classmethod(lambda cls: list(images_only))})
-    return without_video.from_pretrained(path, trust_remote_code=False)
 
 
 def _pil(chip: np.ndarray):
