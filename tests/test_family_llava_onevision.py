@@ -142,15 +142,16 @@ def test_golden_round_trip_map_to_box_text_and_back(checkpoint, polygons_on_scen
 
 # ------------------------------------------------------------------ d. describe writes rows
 @pytest.mark.slow
-def test_describe_writes_rows_from_llava_onevision(tmp_path, checkpoint):
+@pytest.mark.parametrize("region_as", [[], ["--region-as", "text"]], ids=["outline", "text"])
+def test_describe_writes_rows_from_llava_onevision(tmp_path, checkpoint, region_as):
     from training.synthetic.demo_inputs import write_demo_inputs
 
     inputs = write_demo_inputs(tmp_path / "inputs", seed=5, size=256, objects=2)
     directory, _ = checkpoint
     out = tmp_path / "out.gpkg"
     result = CliRunner().invoke(cli, ["describe", str(inputs.scene), "--aoi", str(inputs.aoi), "-o", str(out),
-                                      "--model", str(directory), "--device", "cpu", "--max-new-tokens", "4", "-q"],
-                                catch_exceptions=False)
+                                      "--model", str(directory), "--device", "cpu", "--max-new-tokens", "4", "-q",
+                                      *region_as], catch_exceptions=False)
     assert result.exit_code in (0, 3), result.output
     meta, _, _, values = pyogrio.raw.read(str(out), layer="regions")
     rows = [dict(zip(meta["fields"], row)) for row in zip(*values)]
