@@ -15,6 +15,9 @@ With `--family smolvlm` (or idefics3) the checkpoint has SmolVLM2-256M's shapes 
 SmolLM2-135M) and is loaded as mgimm_core/model/vlm_describer.py loads a transformers-native family on
 a GPU: its own class's `from_pretrained(dir, dtype=bfloat16)` (that is the family's loader, so there
 is no separate baseline). Tiny test checkpoints say nothing here: the imports outweigh their weights.
+`--family internvl` (InternViT-300M at 448 px, a Qwen2.5-0.5B-wide LM: InternVL3-1B-hf's shapes) and
+`--family llava-onevision` (SigLIP-so400m at 384 px, a Qwen2-0.5B-wide LM, vocabulary padded to 152000:
+llava-onevision-qwen2-0.5b-ov-hf's) are loaded the same way (`--lm-layers` sets their LM depth, 24 there).
 
 The figure the loader is held to: peak RSS above the import baseline / bf16 weight bytes < 1.3,
 with every weight touched after loading (as a first forward pass does).
@@ -162,6 +165,59 @@ def write_smolvlm_checkpoint(directory: Path, model_type: str, shard_mb: int, st
     return total
 
 
+def native_config(family: str, lm_layers: int):
+    """The config of a transformers-native family at its smallest real model's shapes."""
+    from transformers import (InternVLConfig, InternVLVisionConfig, LlavaOnevisionConfig, Qwen2Config,
+                              SiglipVisionConfig)
+
+    if family == "internvl":             # InternVL3-1B-hf: InternViT-300M-448px + Qwen2.5-0.5B
+        vision = InternVLVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                                      num_attention_heads=16, image_size=448, patch_size=14)
+        text = Qwen2Config(hidden_size=896, intermediate_size=4864, num_hidden_layers=lm_layers,
+                           num_attention_heads=14, num_key_value_heads=2, vocab_size=151674, tie_word_embeddings=True)
+        return InternVLConfig(vision_config=vision, text_config=text, image_token_id=151667), \
+            "InternVLForConditionalGeneration"
+    # llava-onevision-qwen2-0.5b-ov-hf: SigLIP-so400m-384 (26 layers) + Qwen2-0.5B, vocabulary padded to 152000
+    vision = SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=26, num_attention_heads=16,
+                                image_size=384, patch_size=14, vision_use_head=False)
+    text = Qwen2Config(hidden_size=896, intermediate_size=4864, num_hidden_layers=lm_layers, num_attention_heads=14,
+                       num_key_value_heads=2, vocab_size=152000, tie_word_embeddings=True)
+    return LlavaOnevisionConfig(vision_config=vision, text_config=text, tie_word_embeddings=True), \
+        "LlavaOnevisionForConditionalGeneration"
+
+
+def write_native_checkpoint(directory: Path, family: str, lm_layers: int, shard_mb: int, stored: str) -> int:
+    """A random InternVL or LLaVA-OneVision folder (config.json and safetensors shards; the family is told
+    from config.json alone); its bf16 weight bytes. Tied output embeddings are stored once, as there."""
+    import torch
+    from safetensors.torch import save_file
+
+    import transformers
+
+    config, class_name = native_config(family, lm_layers)
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in getattr(transformers, class_name)(config).state_dict().items()
+                  if k != "lm_head.weight"}
+    directory.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(str(directory))
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[stored]
+    generator = torch.Generator().manual_seed(0)
+    shards, current, size, total = [], {}, 0, 0
+    for name, shape in shapes.items():
+        current[name] = (torch.randn(shape, generator=generator) * 0.02).to(dtype)
+        size += current[name].numel() * 2
+        total += current[name].numel() * 2
+        if size >= shard_mb * 2**20:
+            shards.append(current)
+            current, size = {}, 0
+            _save(directory, shards, save_file)
+    if current:
+        shards.append(current)
+        _save(directory, shards, save_file)
+    _index(directory, shards)
+    return total
+
+
 def _index(directory: Path, shards: list) -> None:
     """Name the shards as save_pretrained does and write their index."""
     count = len(shards)
@@ -185,6 +241,8 @@ FAMILY_CHECKPOINTS = {
     "florence2": lambda directory: _write_florence2_base(directory),
     "smolvlm": lambda directory: write_smolvlm_checkpoint(directory, "smolvlm", 500, "bf16"),
     "idefics3": lambda directory: write_smolvlm_checkpoint(directory, "idefics3", 500, "bf16"),
+    "internvl": lambda directory: write_native_checkpoint(directory, "internvl", 24, 500, "bf16"),
+    "llava-onevision": lambda directory: write_native_checkpoint(directory, "llava-onevision", 24, 500, "bf16"),
 }
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from mgimm_core.families.base import Family
 from mgimm_core.families.marks import OUTLINE_NAME
 from mgimm_core.families.regions import ModelSpace
+from mgimm_core.model_formats import read_json
 
 #: The row schema's attribute fields as the JSON answer names them (object -> the `object` column).
 ATTRIBUTE_FIELDS = ("object", "color", "shape", "size", "orientation")
@@ -91,9 +92,22 @@ class TransformersFamily(Family):
 
     # ------------------------------------------------------------------ loading
     def load_processor(self, directory: Path) -> Any:
-        """The folder's processor (transformers' AutoProcessor; never remote code)."""
+        """The folder's processor (transformers' AutoProcessor; never remote code). Where torchvision is
+        missing (CPU installs of torch), transformers cannot build the video processor that InternVL's,
+        LLaVA-OneVision's and Qwen-VL's processors hold and refuses the whole processor; chips are images,
+        so the folder's processor class is then built from its tokenizer and image processor alone."""
         import transformers
+        from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
+        from transformers.utils import is_torchvision_available
 
+        if not is_torchvision_available():
+            name = PROCESSOR_MAPPING_NAMES.get(str(read_json(directory / "config.json").get("model_type")))
+            processor_class = getattr(transformers, name, None) if isinstance(name, str) else None
+            if processor_class is not None and "video_processor" in processor_class.get_attributes():
+                images_only = [a for a in processor_class.get_attributes() if a != "video_processor"]
+                without_video: Any = type(processor_class.__name__, (processor_class,),
+                                          {"get_attributes": classmethod(lambda cls: list(images_only))})
+                return without_video.from_pretrained(directory, trust_remote_code=False)
         return transformers.AutoProcessor.from_pretrained(directory, trust_remote_code=False)
 
     def load(self, kind, device, options) -> Any:

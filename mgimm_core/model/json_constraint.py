@@ -99,6 +99,8 @@ class JsonAnswerConstraint:
             if any(t in self.eos for t in new):
                 continue
             mask = self.allowed(self._text(row, new)).to(scores.device)
+            if mask.shape[0] < scores.shape[-1]:   # rows past the tokenizer (vocab padded to a multiple): never
+                mask = torch.cat([mask, mask.new_zeros(scores.shape[-1] - mask.shape[0])])
             scores[row] = scores[row].masked_fill(~mask, float("-inf"))
         return scores
 
