@@ -440,11 +440,9 @@ def describe_to_output(scenes: list[Scene], features: list[AOIFeature], engine, 
             work = attach_guides(work, guides, options.max_guides)
         for outcomes in engine.outcomes(work, options, skip=done, timings=timings, should_cancel=should_cancel):
             t = time.perf_counter()
-            write([o.record for o in outcomes])
             objects = [obj for o in outcomes for obj in o.objects]
-            if objects:
-                out.write_objects(objects)
-                counts["objects"] = counts.get("objects", 0) + len(objects)
+            write([o.record for o in outcomes], objects)      # one transaction: rows with their objects
+            counts["objects"] = counts.get("objects", 0) + len(objects)
             timings.add("write", t)
             for o in outcomes:
                 counts["failed" if o.record.error else "described"] += 1
