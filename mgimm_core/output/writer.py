@@ -153,6 +153,18 @@ def completed_keys(conn: sqlite3.Connection, layer: str, kind: str, objects_laye
     return done
 
 
+def _check_not_a_folder(path: Path, output: Path) -> None:
+    """OutputError now when `path` (the output or a file written beside it) is a folder: it could
+    never be written, and finding out at the end (after every region was described) loses the run."""
+    if not path.is_dir():
+        return
+    if path == output:
+        raise OutputError(f"Output {path} is a folder; -o names the output file. Give a file inside it, "
+                          f"e.g. -o {path / ('descriptions' + path.suffix)}, or another name.")
+    raise OutputError(f"Output {output}: {path}, which is written beside it, is a folder; rename or remove that "
+                      f"folder, or give -o another name.")
+
+
 def _clobber_error(path) -> OutputError:
     return OutputError(f"Output {os.fspath(path)!r} already exists; pass --overwrite to replace it, --append to add "
                        "a new run to it, or --resume to finish an interrupted run (GeoPackage only).")
@@ -324,6 +336,7 @@ class GeoPackageWriter(OutputWriter):
         if self.regions.name == self.tiles.name or RUNS_TABLE in (self.regions.name, self.tiles.name):
             raise OutputError(f"Output {self.path}: layer names must differ from each other and from "
                               f"{RUNS_TABLE!r}; choose another --layer.")
+        _check_not_a_folder(self.path, self.path)
         exists = self.path.exists()
         if exists and mode == "create":
             raise _clobber_error(self.path)
@@ -588,10 +601,10 @@ class ExportWriter(OutputWriter):
         self.tiles_path = self.path.with_name(f"{self.path.stem}_tiles{self.path.suffix}")
         self.objects_path = self.path.with_name(f"{self.path.stem}_objects{self.path.suffix}")
         self.runs_path = self.path.with_name(f"{self.path.stem}_runs.json")
-        if mode == "create":
-            for target in (self.path, self.tiles_path, self.objects_path, self.runs_path):
-                if target.exists():
-                    raise _clobber_error(target)
+        for target in (self.path, self.tiles_path, self.objects_path, self.runs_path):
+            _check_not_a_folder(target, self.path)
+            if mode == "create" and target.exists():
+                raise _clobber_error(target)
         _check_writable_folder(self.path)     # now, not after every region was described
         self._rows: dict[str, list] = {"regions": [], "tiles": [], "objects": []}
         self.written: list[Path] = []
