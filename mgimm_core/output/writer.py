@@ -277,6 +277,8 @@ class OutputWriter:
         return set()
 
     def close(self, status: str = "finished") -> None:
+        """Record the run's status in `runs` and close: finished, interrupted (Ctrl-C, SIGTERM), failed, or
+        cancelled (a client's cancel: close it so before the context manager would say finished)."""
         raise NotImplementedError
 
     def __enter__(self):
@@ -520,7 +522,7 @@ class GeoPackageWriter(OutputWriter):
         return completed_keys(self.conn, self.tiles.name, "tiles", self.objects.name)
 
     def close(self, status: str = "finished") -> None:
-        """Mark the run finished (or interrupted/failed) and close the file."""
+        """Mark the run finished (or interrupted/failed/cancelled) and close the file."""
         if self.closed:
             return
         self.closed = True

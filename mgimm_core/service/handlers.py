@@ -460,6 +460,8 @@ def handle_describe(service: Service, params: dict, progress: Progress, cancelle
                 entries.extend(outcome_entry(o, thumbnail, objects_schema) for o in outcomes)
                 progress(len(entries) / total, f"{len(entries)}/{total} regions")
             if cancelled():
+                if writer is not None:
+                    writer.close("cancelled")
                 raise _cancelled_error(len(entries), total, output)
     finally:
         scene.close()
