@@ -278,7 +278,7 @@ class OutputWriter:
 
     def close(self, status: str = "finished") -> None:
         """Record the run's status in `runs` and close: finished, interrupted (Ctrl-C, SIGTERM), failed, or
-        cancelled (a client's cancel: close it so before the context manager would say finished)."""
+        cancelled (a client's cancel: its caller closes with it, as leaving the `with` block says finished)."""
         raise NotImplementedError
 
     def __enter__(self):
