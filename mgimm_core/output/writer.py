@@ -146,10 +146,10 @@ def completed_keys(conn: sqlite3.Connection, layer: str, kind: str, objects_laye
                                             f"WHERE p.error IS NULL"):
         (done.add if whole else incomplete.append)((str(scene), cast(ident)))
     if incomplete:
-        names = ", ".join(f"{ident} ({scene})" for scene, ident in incomplete[:5])
+        names = ", ".join(str(ident) for _, ident in incomplete[:5])
         more = f" and {len(incomplete) - 5} more" if len(incomplete) > 5 else ""
-        log.warning("layer %s: %d %s marked done lack guide objects that their guide_objects count says were "
-                    "described (%s%s); describing them again.", layer, len(incomplete), kind, names, more)
+        log.warning("layer %s: %d %s marked done lack guide objects (their guide_objects counts more than layer %s "
+                    "holds: %s%s); describing them again.", layer, len(incomplete), kind, objects_layer, names, more)
     return done
 
 
