@@ -118,12 +118,12 @@ def _completed(path, layer: str, kind: str, objects_layer: str) -> set:
     output_format(path)
     conn = _open_existing_gpkg(path, wal=None)
     try:
-        return completed_keys(conn, layer, kind, objects_layer)
+        return _completed_keys(conn, layer, kind, objects_layer)
     finally:
         conn.close()
 
 
-def completed_keys(conn: sqlite3.Connection, layer: str, kind: str, objects_layer: str) -> set:
+def _completed_keys(conn: sqlite3.Connection, layer: str, kind: str, objects_layer: str) -> set:
     """Keys of the rows of `layer` (a regions or tiles layer) that resume may skip: described without
     error and, for rows of a guided run, holding as many rows in `objects_layer` as their
     `guide_objects` says. Rows whose objects are missing (an output written by a version that committed
@@ -516,10 +516,10 @@ class GeoPackageWriter(OutputWriter):
                                   f"AND parent_layer = ?", [(scene, str(ident), kind) for scene, ident in keys])
 
     def completed_region_keys(self) -> set[tuple[str, str]]:
-        return completed_keys(self.conn, self.regions.name, "regions", self.objects.name)
+        return _completed_keys(self.conn, self.regions.name, "regions", self.objects.name)
 
     def completed_tile_keys(self) -> set[tuple[str, int]]:
-        return completed_keys(self.conn, self.tiles.name, "tiles", self.objects.name)
+        return _completed_keys(self.conn, self.tiles.name, "tiles", self.objects.name)
 
     def close(self, status: str = "finished") -> None:
         """Mark the run finished (or interrupted/failed/cancelled) and close the file."""
