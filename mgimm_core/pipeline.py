@@ -441,22 +441,23 @@ def describe_to_output(scenes: list[Scene], features: list[AOIFeature], engine, 
             work = attach_guides(work, guides, options.max_guides)
         for outcomes in engine.outcomes(work, options, skip=done, timings=timings, should_cancel=should_cancel):
             t = time.perf_counter()
-            write([o.record for o in outcomes])
             objects = [obj for o in outcomes for obj in o.objects]
-            if objects:
-                out.write_objects(objects)
-                counts["objects"] = counts.get("objects", 0) + len(objects)
+            write([o.record for o in outcomes], objects)      # one transaction: rows with their objects
+            counts["objects"] = counts.get("objects", 0) + len(objects)
             timings.add("write", t)
             for o in outcomes:
                 counts["failed" if o.record.error else "described"] += 1
             on_batch(counts["described"] + counts["failed"], expected)
+        cancelled = should_cancel()
+        if cancelled:
+            out.close("cancelled")     # `runs` says the client stopped it, not that it finished
     total = counts["described"] + counts["failed"]
     model_s = timings.seconds.get("model", 0.0)
     wall = time.perf_counter() - started
     return {"output": str(output), "mode": mode, "model": engine.model.model_id, "device": engine.device,
             "engine": engine.name, "scenes": [s.path for s in scenes], "unit": options.unit,
             "described": counts["described"], "failed": counts["failed"], "already_done": len(done),
-            "cancelled": bool(should_cancel()), "timings_s": timings.as_dict(),
+            "cancelled": bool(cancelled), "timings_s": timings.as_dict(),
             **({"objects": counts.get("objects", 0)} if guides is not None else {}),
             "reads": timings.counts.get("reads", 0),
             "per_second": round(timings.counts.get("described", 0) / model_s, 3) if model_s else None,
