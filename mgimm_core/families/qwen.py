@@ -118,14 +118,32 @@ class QwenVLFamily(TransformersFamily):
     patch_size = 14
 
     def model_space(self, processor: Any, width: int, height: int) -> ModelSpace:
-        """The chip as the processor resizes it (transformers' own smart_resize, its settings)."""
+        """The image the model sees for a chip: the chip grown to whole merged patches
+        (`whole_patches`), then transformers' own smart_resize with the folder's pixel limits (which
+        leaves it as it is unless the limits say otherwise)."""
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
         images = processor.image_processor
-        resized_height, resized_width = smart_resize(height, width, factor=images.patch_size * images.merge_size,
+        factor = images.patch_size * images.merge_size
+        resized_height, resized_width = smart_resize(factor * math.ceil(height / factor),
+                                                     factor * math.ceil(width / factor), factor=factor,
                                                      min_pixels=images.size["shortest_edge"],
                                                      max_pixels=images.size["longest_edge"])
         return ModelSpace(resized_width, resized_height)
+
+    def whole_patches(self, processor: Any, image: Any) -> Any:
+        """The chip (a PIL image) grown to the next multiple of patch x merge a side, with the
+        processor's own filter. Qwen's processor rounds each side to the nearest multiple, so a
+        61-px chip would reach the model as 56 px: detail lost, and a box in whole pixels of the
+        model's image coarser than a chip pixel. Grown, it loses nothing, and a box written in
+        the model's pixels comes back within half a chip pixel."""
+        images = processor.image_processor
+        factor = images.patch_size * images.merge_size
+        size = (factor * math.ceil(image.width / factor), factor * math.ceil(image.height / factor))
+        return image if size == image.size else image.resize(size, resample=images.resample)
+
+    def model_inputs(self, processor: Any, images: list, texts: list[str]) -> Any:
+        return super().model_inputs(processor, [self.whole_patches(processor, image) for image in images], texts)
 
     # ------------------------------------------------------------------ loading
     def load_processor(self, path: Path) -> Any:
@@ -183,8 +201,9 @@ class Qwen25VLFamily(QwenVLFamily):
         if stated is not None:
             return stated
         hidden = _text_config(kind.config).get("hidden_size")
-        return {2048: QWEN_RESEARCH, 3584: APACHE, 5120: APACHE, 8192: QWEN_LICENCE}.get(
-            hidden, Licence(note="not stated in the folder: see the model card"))
+        by_width = {2048: QWEN_RESEARCH, 3584: APACHE, 5120: APACHE, 8192: QWEN_LICENCE}
+        return by_width.get(hidden if isinstance(hidden, int) else 0,
+                            Licence(note="not stated in the folder: see the model card"))
 
 
 class Qwen3VLFamily(QwenVLFamily):
