@@ -63,7 +63,7 @@ def test_model_info_recognises_the_folder(folders, name):
     result = CliRunner().invoke(cli, ["model-info", str(directory), "--json"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
-    assert info["family"] == name and info["region_as"] == "text"
+    assert info["family"] == name and info["region_as"] == "text" and "bbox_2d" in info["region_method"]
     assert info["region_convention"] == {"qwen2.5-vl": "qwen_pixels", "qwen3-vl": "qwen_1000"}[name]
     # the default chip: 16 x 16 merged patches, a size the processor leaves as it is
     assert info["input_size"] == {"qwen2.5-vl": 448, "qwen3-vl": 512}[name]

@@ -116,6 +116,13 @@ class QwenVLFamily(TransformersFamily):
 
     # ------------------------------------------------------------------ regions
     patch_size = 14
+    #: model-info's words for the box's units
+    units = ""
+
+    def region_method(self, kind) -> str:
+        if self.region_as != "text":
+            return super().region_method(kind)
+        return f'box text in the prompt ({self.convention}: {{"bbox_2d": [x1, y1, x2, y2]}} in {self.units})'
 
     def model_space(self, processor: Any, width: int, height: int) -> ModelSpace:
         """The image the model sees for a chip: the chip grown to whole merged patches
@@ -187,6 +194,7 @@ class Qwen25VLFamily(QwenVLFamily):
     stock_architectures = ("Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLModel")
     convention = "qwen_pixels"
     patch_size = 14
+    units = "pixels of the chip as the model sees it (grown to multiples of 28 px)"
     default_chip_size = TOKENS_PER_SIDE * 28
     weights_hint = ("a Qwen/Qwen2.5-VL-*-Instruct folder: `huggingface-cli download Qwen/Qwen2.5-VL-7B-Instruct "
                     "--local-dir DIR` on a connected machine, then copy DIR (safetensors, config, tokenizer, "
@@ -215,6 +223,7 @@ class Qwen3VLFamily(QwenVLFamily):
     stock_architectures = ("Qwen3VLForConditionalGeneration", "Qwen3VLModel")
     convention = "qwen_1000"
     patch_size = 16
+    units = "0..1000 of the chip's width and height"
     default_chip_size = TOKENS_PER_SIDE * 32
     default_licence = APACHE
     weights_hint = ("a Qwen/Qwen3-VL-*-Instruct folder (dense: 2B, 4B, 8B, 32B): `huggingface-cli download "

@@ -70,7 +70,7 @@ def qwen_tokenizer(vocab_size: int = 400):
                           additional_special_tokens=QWEN_SPECIALS)
 
 
-def _token_ids(tokenizer) -> dict:
+def token_ids(tokenizer) -> dict:
     names = {"image_token_id": "<|image_pad|>", "video_token_id": "<|video_pad|>",
              "vision_start_token_id": "<|vision_start|>", "vision_end_token_id": "<|vision_end|>"}
     return {key: tokenizer.convert_tokens_to_ids(token) for key, token in names.items()}
@@ -103,7 +103,7 @@ def tiny_qwen25_vl(tokenizer, seed: int = 0):
         text_config=text, vision_config=dict(
             depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=32, patch_size=14,
             spatial_merge_size=2, temporal_patch_size=2, window_size=112, fullatt_block_indexes=[1]),
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **_token_ids(tokenizer))
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **token_ids(tokenizer))
     return _randomise(Qwen2_5_VLForConditionalGeneration(config), seed)
 
 
@@ -120,7 +120,7 @@ def tiny_qwen3_vl(tokenizer, seed: int = 0):
         text_config=text, vision_config=dict(
             depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=32, patch_size=16,
             spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=256, deepstack_visual_indexes=[0]),
-        **_token_ids(tokenizer))
+        **token_ids(tokenizer))
     return _randomise(Qwen3VLForConditionalGeneration(config), seed)
 
 
@@ -128,12 +128,30 @@ def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2))
 
 
-def _write(directory: Path, model, tokenizer, preprocessor: dict, template: str) -> None:
+QWEN25_PREPROCESSOR = {"min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2,
+                       "merge_size": 2, "image_mean": CLIP_MEAN, "image_std": CLIP_STD, "resample": 3,
+                       "image_processor_type": "Qwen2_5_VLImageProcessor", "processor_class": "Qwen2_5_VLProcessor"}
+QWEN3_PREPROCESSOR = {"size": {"longest_edge": 16777216, "shortest_edge": 65536}, "patch_size": 16,
+                      "temporal_patch_size": 2, "merge_size": 2, "image_mean": [0.5, 0.5, 0.5],
+                      "image_std": [0.5, 0.5, 0.5], "processor_class": "Qwen3VLProcessor",
+                      "image_processor_type": "Qwen2VLImageProcessorFast"}
+QWEN3_VIDEO_PREPROCESSOR = {"size": {"longest_edge": 25165824, "shortest_edge": 4096}, "patch_size": 16,
+                            "temporal_patch_size": 2, "merge_size": 2, "image_mean": [0.5, 0.5, 0.5],
+                            "image_std": [0.5, 0.5, 0.5], "processor_class": "Qwen3VLProcessor",
+                            "video_processor_type": "Qwen3VLVideoProcessor"}
+
+
+def write_processor_files(directory: str | Path, family: str, tokenizer, **preprocessor) -> None:
+    """The tokenizer and processor files of a `family` ("qwen2.5-vl" or "qwen3-vl") folder, as the Hub's."""
+    directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(directory))
     tokenizer.save_pretrained(str(directory))
-    _write_json(directory / "preprocessor_config.json", preprocessor)
+    settings, template = ((QWEN25_PREPROCESSOR, QWEN25_CHAT_TEMPLATE) if family == "qwen2.5-vl"
+                          else (QWEN3_PREPROCESSOR, QWEN3_CHAT_TEMPLATE))
+    _write_json(directory / "preprocessor_config.json", {**settings, **preprocessor})
     _write_json(directory / "chat_template.json", {"chat_template": template})
+    if family == "qwen3-vl":
+        _write_json(directory / "video_preprocessor_config.json", QWEN3_VIDEO_PREPROCESSOR)
 
 
 def write_qwen25_vl(directory: str | Path, seed: int = 0, **preprocessor):
@@ -142,26 +160,17 @@ def write_qwen25_vl(directory: str | Path, seed: int = 0, **preprocessor):
     directory = Path(directory)
     tokenizer = qwen_tokenizer()
     model = tiny_qwen25_vl(tokenizer, seed)
-    settings = {"min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2,
-                "merge_size": 2, "image_mean": CLIP_MEAN, "image_std": CLIP_STD, "resample": 3,
-                "image_processor_type": "Qwen2_5_VLImageProcessor", "processor_class": "Qwen2_5_VLProcessor"}
-    _write(directory, model, tokenizer, {**settings, **preprocessor}, QWEN25_CHAT_TEMPLATE)
+    model.save_pretrained(str(directory))
+    write_processor_files(directory, "qwen2.5-vl", tokenizer, **preprocessor)
     return directory, model
 
 
 def write_qwen3_vl(directory: str | Path, seed: int = 0, **preprocessor):
-    """A Qwen3-VL folder (and its video_preprocessor_config.json, as the Hub's). Returns (directory,
+    """A Qwen3-VL folder (with its video_preprocessor_config.json, as the Hub's). Returns (directory,
     reference model)."""
     directory = Path(directory)
     tokenizer = qwen_tokenizer()
     model = tiny_qwen3_vl(tokenizer, seed)
-    settings = {"size": {"longest_edge": 16777216, "shortest_edge": 65536}, "patch_size": 16,
-                "temporal_patch_size": 2, "merge_size": 2, "image_mean": [0.5, 0.5, 0.5],
-                "image_std": [0.5, 0.5, 0.5], "processor_class": "Qwen3VLProcessor",
-                "image_processor_type": "Qwen2VLImageProcessorFast"}
-    _write(directory, model, tokenizer, {**settings, **preprocessor}, QWEN3_CHAT_TEMPLATE)
-    _write_json(directory / "video_preprocessor_config.json", {
-        "size": {"longest_edge": 25165824, "shortest_edge": 4096}, "patch_size": 16, "temporal_patch_size": 2,
-        "merge_size": 2, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
-        "processor_class": "Qwen3VLProcessor", "video_processor_type": "Qwen3VLVideoProcessor"})
+    model.save_pretrained(str(directory))
+    write_processor_files(directory, "qwen3-vl", tokenizer, **preprocessor)
     return directory, model
