@@ -83,6 +83,20 @@ def test_chip_size_stays_inside_the_folders_pixel_limits(tmp_path):
     assert ModelDirectory.resolve(directory).chip.input_size == 196          # 7 x 28, 196^2 <= 200^2
 
 
+def test_a_folder_saved_by_transformers_5_loads_with_its_settings(tmp_path):
+    """save_pretrained writes processor_config.json (the image processor nested) and chat_template.jinja."""
+    hub, _ = write_qwen25_vl(tmp_path / "hub", max_pixels=200 * 200)
+    qwen25 = family("qwen2.5-vl")
+    saved = tmp_path / "saved"
+    qwen25.load_processor(hub).save_pretrained(saved)
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(hub / name, saved / name)
+    assert not (saved / "preprocessor_config.json").exists() and (saved / "processor_config.json").exists()
+    assert ModelDirectory.resolve(saved).chip.input_size == 196
+    processor = qwen25.load_processor(saved)
+    assert processor.image_processor.size["longest_edge"] == 200 * 200 and "<|im_start|>" in processor.chat_template
+
+
 def _kind(name, config, path):
     return ModelKind(family(name), config, path)
 

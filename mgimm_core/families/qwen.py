@@ -82,8 +82,14 @@ class QwenVLFamily(TransformersFamily):
 
     # ------------------------------------------------------------------ facts
     def preprocessor(self, directory: Path) -> dict:
-        path = directory / "preprocessor_config.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
+        """The image processor's settings: the Hub's preprocessor_config.json, or the image processor
+        inside processor_config.json (transformers 5's save_pretrained)."""
+        for name, key in (("preprocessor_config.json", None), ("processor_config.json", "image_processor")):
+            path = directory / name
+            if path.is_file():
+                data = json.loads(path.read_text())
+                return (data.get(key) or {}) if key else data
+        return {}
 
     def input_size(self, kind) -> int | None:
         """A square chip the processor passes through unresized: TOKENS_PER_SIDE merged patches a
@@ -160,6 +166,7 @@ class QwenVLFamily(TransformersFamily):
         so the processor is built without one (transformers' own class otherwise, `_images_only`)."""
         import transformers
 
+        path = Path(path)
         settings = self.preprocessor(path)
         stale = settings.get("image_processor_type")
         if stale in STALE_IMAGE_PROCESSORS:
