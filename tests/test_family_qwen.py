@@ -12,6 +12,7 @@ import json
 import math
 import shutil
 
+import numpy as np
 import pyogrio
 import pytest
 import shapely
@@ -273,6 +274,21 @@ def test_the_prompt_holds_the_box_in_the_familys_convention(describers, name, mo
     assert len(seen) == 2 and all(BOX_TEXT[name] in text for text in seen)        # attributes, description
     assert all(text.count("<|image_pad|>") == 1 for text in seen)                  # one image, expanded later
     assert texts[0].description is not None
+
+
+@pytest.mark.parametrize("name", list(WRITERS))
+def test_an_outline_instead_of_the_box(folders, name, monkeypatch):
+    """--region-as outline: the region drawn on the chip, the question naming it, no box text."""
+    describer = load_describer(folders[name][0], options=LoadOptions(device="cpu", max_new_tokens=2,
+                                                                     region_as="outline"))
+    seen = []
+    monkeypatch.setattr(describer.family, "model_inputs", lambda processor, images, texts: seen.append(
+        (images, texts)) or type(describer.family).model_inputs(describer.family, processor, images, texts))
+    describer.describe([random_chip(*CHIP)], [BOX], [None], attributes=False)
+    (images, texts), = seen
+    assert "outlined in red" in texts[0] and "bbox_2d" not in texts[0]
+    red = np.all(np.asarray(images[0]) == (255, 0, 0), axis=2)
+    assert red[6, 5:40].all() and not red[20:40, 15:30].any()
 
 
 # ------------------------------------------------------------------ d. describe
