@@ -141,17 +141,21 @@ QWEN3_VIDEO_PREPROCESSOR = {"size": {"longest_edge": 25165824, "shortest_edge": 
                             "video_processor_type": "Qwen3VLVideoProcessor"}
 
 
+#: Per family (mgimm_core/families/qwen.py): preprocessor_config.json, chat template, video_preprocessor_config.json.
+QWEN_FILES = {"qwen2.5-vl": (QWEN25_PREPROCESSOR, QWEN25_CHAT_TEMPLATE, None),
+              "qwen3-vl": (QWEN3_PREPROCESSOR, QWEN3_CHAT_TEMPLATE, QWEN3_VIDEO_PREPROCESSOR)}
+
+
 def write_processor_files(directory: str | Path, family: str, tokenizer, **preprocessor) -> None:
-    """The tokenizer and processor files of a `family` ("qwen2.5-vl" or "qwen3-vl") folder, as the Hub's."""
+    """The tokenizer and processor files of a `family` (a key of QWEN_FILES) folder, as the Hub's."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(str(directory))
-    settings, template = ((QWEN25_PREPROCESSOR, QWEN25_CHAT_TEMPLATE) if family == "qwen2.5-vl"
-                          else (QWEN3_PREPROCESSOR, QWEN3_CHAT_TEMPLATE))
+    settings, template, video = QWEN_FILES[family]
     _write_json(directory / "preprocessor_config.json", {**settings, **preprocessor})
     _write_json(directory / "chat_template.json", {"chat_template": template})
-    if family == "qwen3-vl":
-        _write_json(directory / "video_preprocessor_config.json", QWEN3_VIDEO_PREPROCESSOR)
+    if video is not None:
+        _write_json(directory / "video_preprocessor_config.json", video)
 
 
 def write_qwen25_vl(directory: str | Path, seed: int = 0, **preprocessor):
