@@ -292,7 +292,6 @@ def test_an_outline_instead_of_the_box(folders, name, monkeypatch):
 
 
 # ------------------------------------------------------------------ d. describe
-@pytest.mark.slow
 @pytest.mark.parametrize("name", list(WRITERS))
 def test_describe_writes_rows_from_the_family(tmp_path, folders, name):
     from training.synthetic.demo_inputs import write_demo_inputs
