@@ -1,14 +1,15 @@
 """Qwen2.5-VL and Qwen3-VL: transformers' own classes, the region as Qwen's grounding JSON.
 
 Both read a region as `{"bbox_2d": [x1, y1, x2, y2]}` (../shared/reference.md section 8), in
-different units: Qwen2.5-VL in absolute pixels of the image its processor hands the model (the
-chip resized by `smart_resize` to multiples of patch x merge = 28 px within min/max pixels), Qwen3-VL
-in 0..1000 of the image (its patches are 16 px, so its sides are multiples of 32). A region written
-in the other version's units points elsewhere with the same confidence.
+different units: Qwen2.5-VL in absolute pixels of the image the model sees (sides multiples of patch
+x merge = 28 px, within the folder's min/max pixels: `model_space`), Qwen3-VL in 0..1000 of the image
+(its patches are 16 px, its sides multiples of 32). A region written in the other version's units
+points elsewhere with the same confidence.
 
 DescribeEarth (a Qwen2.5-VL-3B fine-tune) is a subclass in its own repository, with extra fusion
-modules and a RemoteCLIP tower: its folder says `model_type` qwen2_5_vl but its weights do not run in
-transformers' class, so it is recognised and refused with the reason (`check_architecture`).
+modules and a RemoteCLIP tower: its folder says `model_type` qwen2_5_vl but transformers' class would
+drop those weights (extra tensors load silently), so it is recognised and refused with the reason
+(`check_architecture`).
 """
 
 from __future__ import annotations
