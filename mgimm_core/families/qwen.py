@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -160,37 +159,24 @@ class QwenVLFamily(TransformersFamily):
         return super().model_inputs(processor, [self.whole_patches(processor, image) for image in images], texts)
 
     # ------------------------------------------------------------------ loading
-    def load_processor(self, path: Path) -> Any:
-        """The family's processor for images only, its image processor named as transformers 5 knows it.
-
-        Qwen's processors also hold a video processor, which needs torchvision; regions are images,
-        so the processor is built without one (transformers' own class otherwise, `_images_only`)."""
+    def image_processor(self, directory: Path) -> Any:
+        """The folder's image processor under the name transformers 5 knows, where the folder carries a
+        stale one (STALE_IMAGE_PROCESSORS; transformers refuses the whole processor otherwise)."""
+        settings = self.preprocessor(Path(directory))
+        stale = settings.get("image_processor_type")
+        if stale not in STALE_IMAGE_PROCESSORS:
+            return None
         import transformers
 
-        path = Path(path)
-        settings = self.preprocessor(path)
-        stale = settings.get("image_processor_type")
-        if stale in STALE_IMAGE_PROCESSORS:
-            settings = {**settings, "image_processor_type": STALE_IMAGE_PROCESSORS[stale]}
-        images = transformers.AutoImageProcessor.from_pretrained(path, processor_config=settings or None)
-        return _images_only(self.processor_class).from_pretrained(path, image_processor=images)
+        return transformers.AutoImageProcessor.from_pretrained(
+            directory, processor_config={**settings, "image_processor_type": STALE_IMAGE_PROCESSORS[stale]})
+
+    def load_processor(self, directory: Path) -> Any:
+        return super().load_processor(Path(directory))
 
     def load(self, kind, device, options) -> Any:
         self.check_architecture(kind)
         return super().load(kind, device, options)
-
-
-@lru_cache(maxsize=None)
-def _images_only(class_name: str):
-    """transformers' processor class `class_name` without its video processor (one less argument)."""
-    import transformers
-
-    base = getattr(transformers, class_name)
-
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        base.__init__(self, image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
-
-    return type(f"{class_name}ImagesOnly", (base,), {"__init__": __init__})
 
 
 class Qwen25VLFamily(QwenVLFamily):
