@@ -112,6 +112,8 @@ def test_licence_from_the_folder_then_from_the_size(tmp_path):
     # the folder's own files win over the size (a fine-tune's card or LICENSE)
     (tmp_path / "README.md").write_text("---\nlicense: other\nlicense_name: qwen-research\n---\n# card\n")
     assert qwen25.licence(seven_b).non_commercial
+    (tmp_path / "README.md").write_text("---\nlicense: cc-by-nc-4.0\n---\n# a fine-tune's card\n")
+    assert qwen25.licence(seven_b).name == "cc-by-nc-4.0" and qwen25.licence(seven_b).non_commercial
     (tmp_path / "LICENSE").write_text("                                 Apache License\n Version 2.0, January 2004")
     assert qwen25.licence(three_b).name == "Apache-2.0"
     qwen3 = family("qwen3-vl")

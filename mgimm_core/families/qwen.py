@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 from typing import Any
 
 from mgimm_core.errors import ModelError
+from mgimm_core.families._folder import card_licence
 from mgimm_core.families._transformers import TransformersFamily
 from mgimm_core.families.base import Licence
 from mgimm_core.families.regions import ModelSpace
@@ -55,18 +55,11 @@ def licence_from_files(directory: Path) -> Licence | None:
                 return QWEN_LICENCE
             if "apache license" in head:
                 return APACHE
-    card = directory / "README.md"
-    if card.is_file():
-        front = re.match(r"---\n(.*?)\n---", card.read_text(errors="replace"), re.S)
-        fields = dict(re.findall(r"^(license(?:_name)?):\s*(\S+)", front.group(1), re.M)) if front else {}
-        name = (fields.get("license_name") or fields.get("license") or "").lower()
-        if name == "qwen-research":
-            return QWEN_RESEARCH
-        if name == "qwen":
-            return QWEN_LICENCE
-        if name == "apache-2.0":
-            return APACHE
-    return None
+    card = (card_licence(directory) or "").lower()
+    known = {"qwen-research": QWEN_RESEARCH, "qwen": QWEN_LICENCE, "apache-2.0": APACHE}
+    if card in known or not card:
+        return known.get(card)
+    return Licence(card, non_commercial="-nc" in card or "non-commercial" in card, note="the model card's")
 
 
 class QwenVLFamily(TransformersFamily):
