@@ -86,9 +86,12 @@ def _randomise(model, seed: int):
 
 
 def _text_settings(tokenizer, width: int, head_dim: int) -> dict:
-    return dict(vocab_size=len(tokenizer), hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
-                num_attention_heads=width // head_dim, num_key_value_heads=1, max_position_embeddings=4096,
-                tie_word_embeddings=False, bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
+    """The LM's settings; its vocabulary padded past the tokenizer to a multiple of 64, as the released
+    models' are (151936 rows for 151665 tokens)."""
+    return dict(vocab_size=64 * -(-len(tokenizer) // 64), hidden_size=width, intermediate_size=2 * width,
+                num_hidden_layers=2, num_attention_heads=width // head_dim, num_key_value_heads=1,
+                max_position_embeddings=4096, tie_word_embeddings=False, bos_token_id=None,
+                eos_token_id=tokenizer.eos_token_id,
                 pad_token_id=tokenizer.pad_token_id)
 
 
