@@ -317,3 +317,22 @@ def test_a_guided_run_to_flatgeobuf_writes_its_objects_beside_it(tmp_path, tiny_
     assert set(objects.geometry.geom_type) == {"MultiPolygon"}
     assert objects.crs == pyogrio.read_dataframe(str(inputs.truth)).crs           # the guide layer's own CRS
     assert json.loads((tmp_path / "guided_runs.json").read_text())["status"] == "finished"
+
+
+def test_box_text_families_answer_each_guide_object_so_resume_finds_them_all(tmp_path, inputs):
+    """LLaVA-1.5-line models take guides as box text (one attribute question per guide): every row's
+    guide_objects count is written as objects, so --resume has nothing to redo."""
+    from mgimm_core.model.testing_llava import write_llava_hf
+
+    model_dir, _ = write_llava_hf(tmp_path / "llava_hf")
+    out = tmp_path / "llava_guided.gpkg"
+    result = run(["describe", str(inputs.scene), "--aoi", str(inputs.aoi), "--guide", str(inputs.truth), "-o",
+                  str(out), "--model", str(model_dir), "--max-new-tokens", "3", "-q"])
+    assert result.exit_code == 0, result.output
+    regions = pyogrio.read_dataframe(str(out), layer="regions")
+    objects = pyogrio.read_dataframe(str(out), layer="objects")
+    assert regions["guide_objects"].sum() >= 1
+    assert len(objects) == regions["guide_objects"].sum()
+    resumed = run(["describe", str(inputs.scene), "--aoi", str(inputs.aoi), "--guide", str(inputs.truth), "-o",
+                   str(out), "--model", str(model_dir), "--max-new-tokens", "3", "--resume"])
+    assert resumed.exit_code == 0 and "lack guide objects" not in resumed.output
