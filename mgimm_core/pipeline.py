@@ -31,7 +31,7 @@ from mgimm_core.errors import (MGIMMError, OptionsError, RegionError, RegionNoDa
                                error_code)
 from mgimm_core.guides import DEFAULT_MAX_GUIDES, GuideIndex, GuideRegion, guides_on_chip
 from mgimm_core.output import ObjectRecord, RegionRecord, RunInfo, TileRecord, open_output, region_key, tile_key
-from mgimm_core.prompts import ATTRIBUTE_PROMPT, DESCRIPTION_PROMPT
+from mgimm_core.prompts import ATTRIBUTE_PROMPT
 from mgimm_core.regions import AOIFeature, ChipSettings, RegionChip, RegionPlacement, place_region, read_region
 from mgimm_core.scene import Scene
 from mgimm_core.tiles import tile_grid
@@ -92,10 +92,6 @@ class DescribeOptions:
     @property
     def unit(self) -> str:
         return "tiles" if self.tiles is not None else "regions"
-
-    @property
-    def used_prompt(self) -> str:
-        return self.prompt or DESCRIPTION_PROMPT
 
     def parameters(self) -> dict:
         """Plain values for the `runs` table."""
@@ -340,7 +336,7 @@ def describe_work(work: Iterable[WorkItem], model: RegionModel, options: Describ
     options = options.for_model(model.model)
     batch_size = options.batch_size
     assert batch_size is not None             # for_model filled it in
-    prompt = options.used_prompt
+    prompt = model.model.family.recorded_prompt(options.prompt)
     attributes = options.attributes and options.tiles is None
     pending: list[tuple[WorkItem, RegionChip]] = []
 

@@ -129,3 +129,13 @@ def test_an_original_format_onevision_folder_is_named_and_refused_with_the_relea
     with pytest.raises(ModelError) as caught:
         load_describer(tmp_path)
     assert "llava-onevision-qwen2" in str(caught.value) and caught.value.code == "model"
+
+
+def test_rows_record_the_description_question_each_family_is_asked():
+    from mgimm_core.prompts import DESCRIPTION_PROMPT, TEXT_REGION_PROMPTS
+
+    assert family("mgimm").recorded_prompt(None) == DESCRIPTION_PROMPT
+    assert family("geochat").recorded_prompt(None) == TEXT_REGION_PROMPTS["geochat"][1]
+    qwen = family("qwen2.5-vl").recorded_prompt(None)
+    assert "{region}" in qwen and qwen != DESCRIPTION_PROMPT
+    assert family("qwen2.5-vl").recorded_prompt("What is in {region}?") == "What is in the region {region}?"

@@ -70,6 +70,9 @@ class TransformersFamily(Family):
         return (f"Describe {region} of this remote sensing image in detail: the land cover and the "
                 f"attributes, counts and positions of the objects.")
 
+    def recorded_prompt(self, prompt: str | None) -> str:
+        return self.description_question(self.region_phrase("text", "{region}"), prompt)
+
     def chat_text(self, processor: Any, question: str) -> str:
         """The question in the folder's chat template, with one image, ready for generation."""
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]

@@ -41,6 +41,11 @@ class LlavaFamily(MGIMMRuntimeFamily):
     def prompt_template(self, kind) -> str:
         return LLAVA_HF_TEMPLATE if self.hf_layout else LLAVA_V1_TEMPLATE
 
+    def recorded_prompt(self, prompt: str | None) -> str:
+        from mgimm_core.prompts import TEXT_REGION_PROMPTS
+
+        return prompt or TEXT_REGION_PROMPTS[self.region_prompt][1]
+
     def vision_dir(self, directory: Path, config: dict, vision) -> Path | None:
         return None if self.hf_layout else resolve_vision_dir(directory, config, vision)
 
