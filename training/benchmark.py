@@ -66,7 +66,7 @@ SPLIT_SCENES = 200
 SPLITS = {"test": range(TEST_SEED_BASE, TEST_SEED_BASE + SPLIT_SCENES),
           "dev": range(DEV_SEED_BASE, DEV_SEED_BASE + SPLIT_SCENES)}
 #: AOIs per scene by kind.
-AOI_COUNTS = {"single": 4, "partial": 2, "multi": 2, "empty": 3, "shifted": 2}
+AOI_COUNTS = {"single": 4, "partial": 2, "multi": 3, "empty": 3, "shifted": 2}
 #: A guide object is believed where its guide_status says so.
 CONFIRMED = "confirmed"
 
@@ -379,10 +379,6 @@ def score_case(regions: list[Region], runs: dict, tally: Tally, grammar: Grammar
         if region.kind == "partial":
             n["partial"] += 1
             n["partial_class_right"] += row["object"] == region.target.name
-        if region.kind == "multi":
-            s = tile_scores(text, Counter(o.name for o in region.inside))
-            n["count_given"] += s["counted"]
-            n["count_right"] += s["count_right"]
     for run, (rows, objects) in runs.items():
         for rid, row in rows.items():
             if row.get("error"):
@@ -397,6 +393,10 @@ def score_case(regions: list[Region], runs: dict, tally: Tally, grammar: Grammar
             if doubled:
                 tally.example("doubled word", {"words": doubled[:3], "description": text})
             region = by_id[rid]
+            if region.kind == "multi" and run != "wrong_guides":
+                s = tile_scores(text, Counter(o.name for o in region.inside))
+                n[f"count_given_{run}"] += s["counted"]
+                n[f"count_right_{run}"] += s["count_right"]
             if region.kind != "empty":
                 s = tile_scores(text, Counter(o.name for o in region.inside))
                 tally.tiles[run].update({k: s[k] for k in ("truth", "mentioned", "hit", "hallucinated")})
@@ -426,7 +426,10 @@ def report(tally: Tally) -> dict:
         "description_names_true_object_with_attributes": _rate(n["desc_names_true_attributes"],
                                                                n["attribute_regions"]),
         "invented_objects": _rate(n["invented"], n["described"]),
-        "counts_right": _rate(n["count_right"], n["count_given"]), "counts_given": n["count_given"],
+        "counts_right": _rate(n["count_right_unguided"], n["count_given_unguided"]),
+        "counts_given": n["count_given_unguided"],
+        "counts_right_true_guides": _rate(n["count_right_true_guides"], n["count_given_true_guides"]),
+        "counts_given_true_guides": n["count_given_true_guides"],
         "empty_regions": n["empty"],
         "no_object_answer_precision": _rate(n["none_right"], n["none_said"]),
         "no_object_answer_recall": _rate(n["none_right"], n["empty"]),
@@ -483,7 +486,8 @@ ROWS = (("attribute class / colour / shape / size right (single-object AOIs)",
         ("description names the true object", ("description_names_true_object",), ""),
         ("... with its true colour and shape", ("description_names_true_object_with_attributes",), ""),
         ("invented objects (descriptions naming a class not in the AOI)", ("invented_objects",), ""),
-        ("counts right (multi-object AOIs)", ("counts_right",), ""),
+        ("counts right (multi-object AOIs; count words given)", ("counts_right", "counts_given"), ""),
+        ("... guided by the true footprints", ("counts_right_true_guides", "counts_given_true_guides"), ""),
         ("\"no distinct objects\" answer: precision / recall", ("no_object_answer_precision",
                                                                "no_object_answer_recall"), ""),
         ("description names no object: precision / recall", ("no_object_description_precision",
