@@ -453,7 +453,7 @@ def report(tally: Tally) -> dict:
     return out
 
 
-def run_benchmark(model=None, *, split: str = "test", scenes: int = 6, decodings=("free", "agree"),
+def run_benchmark(model=None, *, split: str = "test", scenes: int = 24, decodings=("free", "agree"),
                   workdir: str | None = None, threads: int | None = None, max_new_tokens: int = 160) -> dict:
     """The benchmark of `model` (a directory; None: the demo model) on the first `scenes` seeds of `split`."""
     import mgimm_core
@@ -517,7 +517,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="model directory (default: the demo model)")
     parser.add_argument("--split", choices=sorted(SPLITS), default="test")
-    parser.add_argument("--scenes", type=int, default=6, help="the first N scenes of the split")
+    parser.add_argument("--scenes", type=int, default=24, help="the first N scenes of the split")
     parser.add_argument("--decoding", choices=("both", "free", "agree"), default="both")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--workdir", default=None)
