@@ -405,7 +405,8 @@ def score_case(regions: list[Region], runs: dict, tally: Tally, grammar: Grammar
             for obj in objects.get(rid, []):
                 kind = ("true" if run == "true_guides" else "empty_land" if region.kind == "empty" else "shifted")
                 n[f"guides_{kind}"] += 1
-                n[f"guides_{kind}_confirmed"] += obj.get("guide_status") == CONFIRMED
+                # no guide_status (a describe path that does not check guides): believed
+                n[f"guides_{kind}_confirmed"] += obj.get("guide_status", CONFIRMED) in (CONFIRMED, None)
             if run == "wrong_guides" and region.kind == "empty":
                 n["empty_guided"] += 1
                 n["empty_guided_described_object"] += bool(_names(text))
