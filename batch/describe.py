@@ -8,8 +8,8 @@ import sys
 
 import click
 
-from batch.options import (aoi_options, bands_option, model_option, nodata_option, output_mode, output_mode_options,
-                           threads_option)
+from batch.options import (aoi_options, bands_option, endpoint_options, model_option, nodata_option, output_mode,
+                           output_mode_options, threads_option)
 from mgimm_core.engines import ENGINES, LoadOptions, open_engine
 from mgimm_core.errors import MGIMMError, OptionsError
 from mgimm_core.jobs import AOISource, FilesJob, run_files_job
@@ -36,6 +36,7 @@ def _progress(total, quiet: bool, unit: str):
                    "OUT's provenance beside it, as <stem>_runs.json).")
 @output_mode_options
 @model_option
+@endpoint_options
 @bands_option
 @nodata_option
 @click.option("--tiles", is_flag=True, help="Describe every tile of each scene's grid (instead of --aoi).")
@@ -86,7 +87,7 @@ def _progress(total, quiet: bool, unit: str):
 def command(ctx, scenes, aoi, layer, aoi_crs, buffer, output, overwrite, append, resume, model_dir, bands,
             nodata, tiles, tile_size, tile_overlap, min_valid, batch_size, device, threads, max_new_tokens,
             prompt, no_attributes, strict, guide, guide_layer, max_guides, no_repeat_ngram, agree, compile_decode,
-            engine, address, workers, quiet):
+            engine, address, workers, quiet, endpoint):
     """Describe the AOI regions of SCENE(s) (files, directories of rasters, or VRTs) with MGIMM and
     write one feature per region (or per tile with --tiles) to OUT.
 
@@ -108,7 +109,7 @@ def command(ctx, scenes, aoi, layer, aoi_crs, buffer, output, overwrite, append,
                                     tiles=TileOptions(tile_size, tile_overlap, min_valid) if tiles else None,
                                     max_guides=max_guides, strict=strict))
         load = LoadOptions(device=device, max_new_tokens=max_new_tokens, compile=compile_decode, threads=threads,
-                           no_repeat_ngram=no_repeat_ngram, agree=agree)
+                           no_repeat_ngram=no_repeat_ngram, agree=agree, endpoint=endpoint)
     except OptionsError as exc:
         raise usage_error(exc) from None
     quiet = quiet or (ctx.obj or {}).get("verbosity", 0) < 0
@@ -126,7 +127,9 @@ OPTION_FLAGS = {"tile_size": "--tile-size", "tile_overlap": "--tile-overlap", "m
                 "batch_size": "--batch-size", "aoi": "--aoi / --tiles", "tiles": "--aoi / --tiles",
                 "engine": "--engine / --tiles", "max_new_tokens": "--max-new-tokens", "threads": "--threads",
                 "scenes": "SCENE", "mode": "--overwrite / --append / --resume", "max_guides": "--max-guides",
-                "no_repeat_ngram": "--no-repeat-ngram", "prompt": "--prompt"}
+                "no_repeat_ngram": "--no-repeat-ngram", "prompt": "--prompt", "model": "--model",
+                "served_model": "--served-model", "family": "--family", "concurrency": "--concurrency",
+                "timeout": "--timeout", "guide": "--guide", "region_as": "--region-as"}
 
 
 def usage_error(exc: OptionsError) -> click.UsageError:

@@ -47,6 +47,19 @@ class TransformersFamily(Family):
         assert convention is not None, f"{self.name} has no text convention"
         return convention.write(box, width, height, self.model_space(processor, width, height))
 
+    def region_view(self, processor: Any, region_as: str, chip, box, mask) -> tuple[Any, str]:
+        """(the image the model is shown, how the questions name the region) for a region (box and
+        mask in chip pixels): outlined, cropped, or written as text in the family's convention.
+        processor None: no local processor (an endpoint), model_space gets None too."""
+        from mgimm_core.families import marks
+
+        if region_as == "outline":
+            return marks.outline(chip, box, mask), self.region_phrase("outline", None)
+        if region_as == "crop":
+            return marks.crop(chip, box), self.region_phrase("crop", None)
+        h, w = chip.shape[:2]
+        return chip, self.region_phrase("text", self.region_text(processor, box, w, h))
+
     def region_phrase(self, region_as: str, region_text: str | None) -> str:
         """How the questions name the region."""
         if region_as == "outline":
