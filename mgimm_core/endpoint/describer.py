@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -23,6 +24,9 @@ from . import chat
 from .http import EndpointClient, api_key_from_env
 from .served import EndpointModel, EndpointOptions, resolve
 
+if TYPE_CHECKING:
+    from mgimm_core.families._transformers import TransformersFamily
+
 log = logging.getLogger(__name__)
 
 
@@ -33,11 +37,12 @@ class EndpointDescriber:
                  max_new_tokens: int = 200, region_as: str | None = None):
         self.client = client
         self.model = model
-        self.family = model.family
+        self.family = cast("TransformersFamily", model.family)   # served.resolve: the question hooks, or mgimm-geo
         self.model_id = model.model_id
         self.device = client.base_url
         self.max_new_tokens = max_new_tokens
-        self.region_as = None if model.mgimm_server else self.family.check_region_as(region_as)
+        # a mgimm-geo server places the region its model's way (the extension field carries box and mask)
+        self.region_as = "tokens" if model.mgimm_server else self.family.check_region_as(region_as)
         self._requests = ThreadPoolExecutor(concurrency, thread_name_prefix="mgimm-endpoint")
         self._encoder = ThreadPoolExecutor(2, thread_name_prefix="mgimm-png")
 
@@ -63,8 +68,9 @@ class EndpointDescriber:
         asks = [self._encoder.submit(self._prepare, image, box, mask) for image, box, mask in zip(images, boxes, masks)]
         answers = [self._requests.submit(self._ask, prepared, attributes, description, prompt) for prepared in asks]
         results = [answer.result() for answer in answers]
-        if results and all(isinstance(r.error, EndpointUnreachableError) for r in results):
-            raise results[0].error           # nothing answers: the run cannot go on (--resume finishes it)
+        errors = [r.error for r in results if isinstance(r.error, EndpointUnreachableError)]
+        if errors and len(errors) == len(results):
+            raise errors[0]                  # nothing answers: the run cannot go on (--resume finishes it)
         return results
 
     # ------------------------------------------------------------------ one region

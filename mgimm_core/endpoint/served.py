@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from mgimm_core.errors import EndpointRefusedError, ModelError, OptionsError
 from mgimm_core.families import all_families, family as family_named, for_served_id
+from mgimm_core.families._transformers import TransformersFamily
 from mgimm_core.families.base import DEFAULT_CONTEXT, DEFAULT_MIN_WINDOW, Family
 from mgimm_core.regions import ChipSettings
 
@@ -59,7 +61,7 @@ class EndpointModel:
     batch: int = 16
     card: dict = field(default_factory=dict)
     sha256: str | None = None                # no weights here to hash: runs record the URL and id
-    kind: None = None
+    kind: Any = None                         # no folder: Family.region_method reads nothing from it
 
     @property
     def path(self) -> str:
@@ -102,7 +104,7 @@ def resolve(client: EndpointClient, options: EndpointOptions) -> EndpointModel:
         raise OptionsError(f"{served!r} is a {chosen.title} model: its region tokens cannot go through a generic "
                            f"endpoint. Serve it with `mgimm-geo serve`, or give the served model's own family "
                            f"with --family.", "family")
-    if extension is None and not hasattr(chosen, "attribute_question"):
+    if extension is None and not isinstance(chosen, TransformersFamily):
         raise OptionsError(f"--family {chosen.name}: {chosen.title} models are asked through `mgimm-geo serve` "
                            f"only; for other endpoints give a family with its own questions (e.g. --family "
                            f"generic).", "family")

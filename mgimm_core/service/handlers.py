@@ -101,7 +101,7 @@ class Service:
         with self._engine_lock:
             if self._engine is None:
                 if is_endpoint_url(self.model_dir):
-                    self._engine = open_endpoint_engine(self.model_dir, self.load)
+                    self._engine = open_endpoint_engine(str(self.model_dir), self.load)
                 else:
                     self._engine = LocalEngine(ModelDirectory.resolve(self.model_dir), self.load)
         return self._engine
