@@ -270,3 +270,13 @@ class _Fake(str):
         self = super().__new__(cls, url)
         self.requests = requests
         return self
+
+
+def test_the_family_is_guessed_from_the_served_id_by_the_registry(monkeypatch):
+    from mgimm_core import families
+
+    generic = families.family("generic")
+    assert families.for_served_id("org/some-vlm-7b") is None          # no family claims it: --family asked
+    monkeypatch.setattr(generic, "served_id_patterns", ("*some-vlm*",))
+    assert families.for_served_id("Org/Some-VLM-7B") is generic
+    assert not any(f.recognise({"model_type": "llava"}, None) for f in [generic])   # never a folder's family
