@@ -112,6 +112,11 @@ def command(ctx, scenes, aoi, layer, aoi_crs, buffer, output, overwrite, append,
                            no_repeat_ngram=no_repeat_ngram, agree=agree, endpoint=endpoint)
     except OptionsError as exc:
         raise usage_error(exc) from None
+    from mgimm_core.endpoint import is_endpoint_url
+
+    if (endpoint.served_model or endpoint.family) and not is_endpoint_url(model_dir):
+        raise click.UsageError("--served-model and --family name a served model: give the endpoint as "
+                               "--model http://HOST:PORT/v1.")
     quiet = quiet or (ctx.obj or {}).get("verbosity", 0) < 0
     summary = run_describe(job, load, model_dir=model_dir, engine=engine, address=address, workers=workers,
                            quiet=quiet)
