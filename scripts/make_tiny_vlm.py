@@ -48,11 +48,12 @@ def main(out: str) -> None:
     tok = tokenizer()
     image_size, patch = 112, 14
     config = LlavaConfig(
-        vision_config={"model_type": "clip_vision_model", "hidden_size": 32, "intermediate_size": 64,
-                       "num_hidden_layers": 2, "num_attention_heads": 2, "image_size": image_size, "patch_size": patch,
-                       "projection_dim": 32},
-        text_config={"model_type": "llama", "vocab_size": len(tok), "hidden_size": 64, "intermediate_size": 128,
-                     "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        # head sizes of 64: vLLM's CPU attention kernels take 32..256 in steps it supports, not 16
+        vision_config={"model_type": "clip_vision_model", "hidden_size": 64, "intermediate_size": 128,
+                       "num_hidden_layers": 2, "num_attention_heads": 1, "image_size": image_size, "patch_size": patch,
+                       "projection_dim": 64},
+        text_config={"model_type": "llama", "vocab_size": len(tok), "hidden_size": 128, "intermediate_size": 256,
+                     "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 2,
                      "max_position_embeddings": 2048, "bos_token_id": tok.bos_token_id,
                      "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id},
         image_token_index=tok.convert_tokens_to_ids("<image>"), vision_feature_layer=-2,
@@ -65,9 +66,22 @@ def main(out: str) -> None:
                                num_additional_image_tokens=1)
     Path(out).mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
+    _hub_layout(Path(out) / "model.safetensors")
     processor.save_pretrained(out)
     tok.save_pretrained(out)
     print(f"tiny random llava-hf ({sum(p.numel() for p in model.parameters())} parameters) in {out}")
+
+
+def _hub_layout(path: Path) -> None:
+    """Tensor names as llava-hf's hub folders have them (`vision_tower.vision_model.*`), which servers
+    such as vLLM load; this transformers writes the CLIP tower without its `vision_model.` level."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(path))
+    renamed = {("vision_tower.vision_model." + k[len("vision_tower."):]
+                if k.startswith("vision_tower.") and not k.startswith("vision_tower.vision_model.") else k): v
+               for k, v in tensors.items()}
+    save_file(renamed, str(path), metadata={"format": "pt"})
 
 
 if __name__ == "__main__":

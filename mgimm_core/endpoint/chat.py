@@ -83,11 +83,25 @@ def answer_text(response: dict) -> str:
     return content if isinstance(content, str) else ""
 
 
-def answer_object(text: str, fields) -> dict[str, str]:
-    """The answer as the schema's object: JSON, an object, every field present as text."""
+def cut_short(response: dict) -> bool:
+    """True when the endpoint stopped the answer at max_tokens (finish_reason "length")."""
+    try:
+        return response["choices"][0].get("finish_reason") == "length"
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return False
+
+
+def answer_object(text: str, fields, *, cut: bool = False) -> dict[str, str]:
+    """The answer as the schema's object: JSON, an object, every field present as text. cut: the
+    endpoint stopped it at max_tokens (the error then says to raise --max-new-tokens)."""
     from mgimm_core.answers import parse_answer
 
-    values = parse_answer(text, fields)
+    try:
+        values = parse_answer(text, fields)
+    except InvalidAnswerError as exc:
+        if cut:
+            raise InvalidAnswerError(f"{exc} (cut at the answer length; raise --max-new-tokens)") from None
+        raise
     missing = [name for name in fields if name not in values]
     if missing:
         raise InvalidAnswerError(f"the answer lacks {', '.join(missing)} of the schema asked for: {text[:120]!r}")

@@ -93,8 +93,10 @@ class EndpointDescriber:
             result.error = exc
         return result
 
-    def _post(self, body: dict) -> str:
-        return chat.answer_text(self.client.post("/chat/completions", body))
+    def _post(self, body: dict) -> tuple[str, bool]:
+        """The answer's text, and whether the endpoint cut it at max_tokens."""
+        response = self.client.post("/chat/completions", body)
+        return chat.answer_text(response), chat.cut_short(response)
 
     def _ask_row(self, result: RegionText, view: dict, attributes: bool, description: bool,
                  prompt: str | None) -> None:
@@ -102,7 +104,8 @@ class EndpointDescriber:
         fields = ((chat.ROW_FIELDS[:-1] if attributes else ()) + (("description",) if description else ()))
         body = chat.chat_request(self.model_id, prompt, view["uri"], self.max_new_tokens,
                                  schema=chat.json_schema(fields), regions=view["regions"])
-        values = chat.answer_object(self._post(body), fields)
+        text, cut = self._post(body)
+        values = chat.answer_object(text, fields, cut=cut)
         if attributes:
             result.attribute_text = values.pop("attribute_text") or None
             result.attributes = row_attributes({k: v for k, v in values.items() if k != "description"})
@@ -116,17 +119,17 @@ class EndpointDescriber:
 
         family, phrase = self.family, view["phrase"]
         if attributes:
-            text = self._post(chat.chat_request(self.model_id, family.attribute_question(phrase), view["uri"],
+            text, cut = self._post(chat.chat_request(self.model_id, family.attribute_question(phrase), view["uri"],
                                                 self.max_new_tokens, schema=chat.json_schema(ATTRIBUTE_FIELDS),
                                                 owned_by=self.model.owned_by))
             result.attribute_text = text
             try:
-                result.attributes = row_attributes(chat.answer_object(text, ATTRIBUTE_FIELDS))
+                result.attributes = row_attributes(chat.answer_object(text, ATTRIBUTE_FIELDS, cut=cut))
             except InvalidAnswerError as exc:
                 result.error = exc                  # the description is still asked (as a local run does)
         if description:
             result.description = self._post(chat.chat_request(
-                self.model_id, family.description_question(phrase, prompt), view["uri"], self.max_new_tokens))
+                self.model_id, family.description_question(phrase, prompt), view["uri"], self.max_new_tokens))[0]
 
 
 class EndpointEngine:
