@@ -39,10 +39,12 @@ def json_schema(fields) -> dict:
             "required": list(fields), "additionalProperties": False}
 
 
-#: Fields some engines need besides response_format, by /v1/models' `owned_by` (vLLM's own form of
-#: a JSON-schema constraint; Ollama's native `format`).
+#: Fields some engines need besides response_format, by /v1/models' `owned_by`: vLLM's own form of a
+#: JSON-schema constraint (older releases read only it); Ollama's native `format` (Ollama lists its
+#: models as owned by their namespace, "library" by default). Unknown fields are ignored elsewhere.
 ENGINE_SCHEMA_FIELDS = {"vllm": lambda schema: {"structured_outputs": {"json": schema}},
-                        "ollama": lambda schema: {"format": schema}}
+                        "ollama": lambda schema: {"format": schema},
+                        "library": lambda schema: {"format": schema}}
 
 
 def chat_request(served: str, question: str | None, image_uri: str, max_tokens: int, *,
