@@ -156,6 +156,35 @@ def test_openai_client_talks_to_serve(served):
         openai.OpenAI(base_url=base, api_key="wrong", max_retries=0).models.list()
 
 
+def test_chat_completions_checks_requests_and_answers_errors_in_openai_shape(served):
+    base, _ = served
+    root = base.removesuffix("/v1")
+    chip = (np.random.default_rng(2).random((32, 48, 3)) * 255).astype(np.uint8)
+    image = {"type": "image_url", "image_url": {"url": png_data_uri(chip)}}
+
+    def chat(**body):
+        return call(root, "/v1/chat/completions", {"messages": [{"role": "user", "content": [image]}],
+                                                   "max_tokens": 3, **body})
+
+    mask = np.zeros((32, 48), dtype=np.uint8)
+    mask[4:20, 6:30] = 1
+    status, answer = chat(mgimm={"regions": [{"box": [6, 4, 30, 20], "mask": png_data_uri(mask * 255)}]})
+    assert status == 200 and answer["choices"][0]["message"]["role"] == "assistant"
+    for body, code in [({"messages": [{"role": "user", "content": "no image"}]}, "bad_request"),
+                       ({"stream": True}, "bad_request"),
+                       ({"mgimm": {"regions": [{"box": [1, 1, 5, 5]}, {"box": [2, 2, 6, 6]}]}}, "bad_request"),
+                       ({"mgimm": {"regions": [{"box": [6, 4, 30, 20], "mask": png_data_uri(mask[:8])}]}},
+                        "bad_request"),
+                       ({"mgimm": {"regions": [{"box": [100, 100, 120, 120]}]}}, "bad_request"),
+                       ({"response_format": {"type": "json_schema", "json_schema": {"schema": {
+                           "properties": {"weather": {"type": "string"}}}}}}, "bad_request")]:
+        status, error = chat(**body)
+        assert status == 400 and error["error"]["code"] == code, (body, error)
+    status, error = call(root, "/v1/chat/completions", raw=b"{not json")
+    assert status == 400 and error["error"]["code"] == "bad_request"
+    assert call(root, "/v1/models", token=None)[0] == 401
+
+
 @pytest.mark.slow
 def test_wrong_key_unreachable_and_unknown_family_exit_with_the_option_to_fix(served, scene_and_aoi, tmp_path,
                                                                              monkeypatch):
