@@ -143,6 +143,13 @@ class EndpointEngine:
     def __init__(self, url: str, load, options: EndpointOptions | None = None):
         options = options or EndpointOptions()
         self.load = load
+        local_only = [flag for flag, changed in (("--no-agree", not load.agree), ("--compile", load.compile),
+                                                 ("--no-repeat-ngram", load.no_repeat_ngram != 6),
+                                                 ("--threads", load.threads is not None),
+                                                 ("--device", load.device != "auto")) if changed]
+        if local_only:
+            log.warning("%s: these set how a local model decodes; the endpoint's server decodes its own way "
+                        "(a mgimm-geo server: its own options)", ", ".join(local_only))
         self.options = options
         self.client = EndpointClient(url, api_key=api_key_from_env(), timeout=options.timeout,
                                      retries=options.retries, pool_size=options.concurrency)
