@@ -82,6 +82,7 @@ def test_models_lists_the_served_model_with_its_chip_settings(served):
     (entry,) = body["data"]
     assert entry["id"] == MODEL and entry["object"] == "model"
     assert entry["mgimm"]["family"] == "mgimm" and entry["mgimm"]["chip_size"] > 0
+    assert "trained_on" in entry["mgimm"]
 
 
 @pytest.mark.slow

@@ -111,9 +111,10 @@ def resolve(client: EndpointClient, options: EndpointOptions) -> EndpointModel:
     chip = _chip(chosen, extension)
     log.info("endpoint %s: served model %s, family %s, chips of %d px", client.base_url, served, chosen.name,
              chip.input_size)
+    card = extension.get("trained_on") if extension is not None else None
     return EndpointModel(client.base_url, served, chip, chosen, extension is not None,
                          owned_by=entry.get("owned_by") if isinstance(entry.get("owned_by"), str) else None,
-                         batch=max(16, 4 * options.concurrency))
+                         batch=max(16, 4 * options.concurrency), card=card if isinstance(card, dict) else {})
 
 
 def _family(served: str, name: str | None, extension: dict | None) -> Family:

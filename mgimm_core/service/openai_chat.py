@@ -35,14 +35,16 @@ EXTENSION = "mgimm"
 
 
 def list_models(service) -> dict:
-    """GET /v1/models: the served model, with how it cuts chips (read without loading it)."""
+    """GET /v1/models: the served model, with how it cuts chips and what it was trained on (its card,
+    for the clients' GSD warnings), read without loading it."""
     engine = service.engine
     model = engine.model
     chip = model.chip
     return {"object": "list", "data": [{
         "id": engine.model_id, "object": "model", "created": 0, "owned_by": "mgimm-geo",
         EXTENSION: {"family": model.family.name, "region_as": model.family.region_as, "chip_size": chip.input_size,
-                    "chip_context": chip.context, "chip_min_window": chip.min_window}}]}
+                    "chip_context": chip.context, "chip_min_window": chip.min_window,
+                    "trained_on": model.card or None}}]}
 
 
 def chat_completion(service, body: dict) -> dict:
