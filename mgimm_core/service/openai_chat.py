@@ -63,7 +63,9 @@ def chat_completion(service, body: dict) -> dict:
     image, text = _user_message(body)
     box, mask = _region(body, image.shape[1], image.shape[0])
     fields = _answer_fields(body)
-    attributes = fields is not None and any(f in fields for f in ROW_FIELDS[:-1])
+    # a text answer is the description of a default row (asked with the attribute question, which MGIMM's
+    # descriptions agree with); a JSON answer asks exactly the fields it names (tiles: the description alone)
+    attributes = fields is None or any(f in fields for f in ROW_FIELDS[:-1])
     description = fields is None or "description" in fields
     describer = service.describer(max_tokens)
     result = describer.describe([image], [box], [mask], attributes=attributes, description=description,
