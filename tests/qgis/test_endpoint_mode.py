@@ -4,7 +4,7 @@ its environment, never on its command line or in QGIS3.ini."""
 
 from qgis.core import QgsSettings
 
-from plugin_fixtures import wait_until
+from plugin_fixtures import wait_until, write_geotiff
 from test_zip_and_settings import _settings_file_text
 
 
@@ -43,5 +43,15 @@ def test_endpoint_mode_describes_through_a_real_server(plugin_module, worker_com
         dialog.test_connection()
         wait_until(lambda: dialog.test_button.isEnabled(), 180, "the connection test")
         assert dialog.test_result.text().startswith("OK: model tiny on " + url + "/v1"), dialog.test_result.text()
+        client = PluginSettings.load().make_client()
+        try:
+            result = client.request("describe", {
+                "raster": write_geotiff(tmp_path / "scene.tif"), "crs": "EPSG:32633", "max_new_tokens": 6,
+                "regions": [{"id": "1", "wkt": "POLYGON ((500100 4099700, 500300 4099700, 500300 4099900, "
+                                               "500100 4099900, 500100 4099700))"}]})
+        finally:
+            client.close()
+        (entry,) = result["regions"]
+        assert entry["error"] is None and entry["description"] and entry["model"] == "tiny"
     finally:
         QgsSettings().remove("mgimm_geo")
