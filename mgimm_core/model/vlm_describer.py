@@ -17,12 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from mgimm_core.answers import parse_answer, row_attributes
 from mgimm_core.describer import RegionText
 from mgimm_core.errors import InvalidAnswerError, ModelError
-from mgimm_core.families import marks
 from mgimm_core.families._transformers import ATTRIBUTE_FIELDS, TransformersFamily
 from mgimm_core.families.base import check_loaded
-from mgimm_core.vocabulary import NO_OBJECT_VALUE
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +70,8 @@ class VLMDescriber:
 
     def view(self, chip: np.ndarray, box, mask) -> RegionView:
         """The image and region phrase for a region (box and mask in chip pixels)."""
-        h, w = chip.shape[:2]
-        if self.region_as == "outline":
-            return RegionView(marks.outline(chip, box, mask), self.family.region_phrase("outline", None))
-        if self.region_as == "crop":
-            return RegionView(marks.crop(chip, box, square=self.family.square_crop),
-                              self.family.region_phrase("crop", None))
-        text = self.family.region_text(self.processor, box, w, h)
-        return RegionView(np.asarray(chip), self.family.region_phrase("text", text))
+        image, region = self.family.region_view(self.processor, self.region_as, np.asarray(chip), box, mask)
+        return RegionView(image, region)
 
     def describe(self, images: list[np.ndarray], boxes: list, masks: list, *, attributes: bool = True,
                  description: bool = True, prompt: str | None = None, guides: list[list] | None = None,
@@ -148,16 +141,11 @@ class VLMDescriber:
                 result.error = exc
             return
         try:
-            from mgimm_core.model.json_constraint import parse_answer
-
             values = parse_answer(text, ATTRIBUTE_FIELDS)
         except InvalidAnswerError as exc:
             result.error = exc
             return
-        attributes = {("name" if k == "object" else k): v for k, v in values.items() if v}
-        if attributes.get("name", "").lower() in ("none", "no object", "nothing"):
-            attributes["name"] = NO_OBJECT_VALUE
-        result.attributes = attributes
+        result.attributes = row_attributes(values)
 
 
 def load_weights(family: TransformersFamily, directory, dtype: torch.dtype):
