@@ -152,7 +152,7 @@ def load_weights(family: TransformersFamily, directory, dtype: torch.dtype):
     """The family's transformers class with the folder's weights in `dtype`. Safetensors files are
     read tensor by tensor (plain reads, no memory map) and cast as read, so peak memory stays near
     the model's own size: transformers' cast on load holds the stored and the cast copies at once
-    (Florence-2-base, fp16 to bf16: 2.04x the bf16 weights; this way 1.02x, bench/bench_loading.py).
+    (Florence-2-base, fp16 to bf16: 2.04x the bf16 weights; this way 1.06x, bench/bench_loading.py).
     `.bin` folders load through transformers (weights_only)."""
     import transformers
 
