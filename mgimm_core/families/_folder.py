@@ -1,11 +1,13 @@
 """Facts read from a transformers-native model folder's own files (no torch): the image processor's tile
-and the model card's licence. For family modules (mgimm_core/families)."""
+and the licence its card or LICENSE names (the one reader of cards every family uses). For family modules
+(mgimm_core/families)."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+from mgimm_core.families.base import Licence
 from mgimm_core.model_formats import read_json
 
 
@@ -23,6 +25,14 @@ def card_licence(directory: Path) -> str | None:
     if found.get("license") == "other" and found.get("license_name"):
         return found["license_name"]
     return found.get("license") or None
+
+
+def named_licence(name: str, note: str) -> Licence:
+    """A licence the folder's files name (its card, its LICENSE), non-commercial where the name says
+    so: an `nc` part (cc-by-nc-4.0, cc-by-nc-sa-4.0), `non-commercial` or `research` in it."""
+    lowered = name.lower()
+    non_commercial = "nc" in lowered.split("-") or "non-commercial" in lowered or "research" in lowered
+    return Licence(name, non_commercial=non_commercial, note=note)
 
 
 def processor_tile(directory: Path) -> int | None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mgimm_core.errors import InvalidAnswerError, ModelError
+from mgimm_core.families._folder import card_licence, named_licence
 from mgimm_core.families._transformers import TransformersFamily
 from mgimm_core.families.base import Licence
 from mgimm_core.families.regions import ModelSpace
@@ -65,23 +66,6 @@ def _processor_size(directory: Path) -> tuple[int, int] | None:
     return None
 
 
-def _card_licence(directory: Path) -> str | None:
-    """The `license:` line of the folder's README.md front matter (the Hub's model card), if any."""
-    path = directory / "README.md"
-    if not path.is_file():
-        return None
-    lines = path.read_text(errors="replace").splitlines()
-    if not lines or lines[0].strip() != "---":
-        return None
-    for line in lines[1:]:
-        if line.strip() == "---":
-            break
-        key, _, value = line.partition(":")
-        if key.strip() == "license" and value.strip():
-            return value.strip()
-    return None
-
-
 class Florence2Family(TransformersFamily):
     name = "florence2"
     title = "Florence-2"
@@ -111,11 +95,10 @@ class Florence2Family(TransformersFamily):
 
     def licence(self, kind) -> Licence:
         """MIT (Florence-2 and Falcon); a fine-tune's card (README.md `license:`) may say otherwise."""
-        card = _card_licence(kind.path)
+        card = card_licence(kind.path)
         if card is None or card.lower() == "mit":
             return self.default_licence
-        return Licence(card, non_commercial="nc" in card.lower().split("-") or "research" in card.lower(),
-                       note="from the folder's README.md")
+        return named_licence(card, note="from the folder's README.md")
 
     def prompt_template(self, kind) -> str:
         return f"task prompts {CATEGORY_TASK}{{region}} and {DESCRIPTION_TASK}{{region}}, expanded by its processor"

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mgimm_core.errors import ModelError
-from mgimm_core.families._folder import card_licence
+from mgimm_core.families._folder import card_licence, named_licence
 from mgimm_core.families._transformers import TransformersFamily
 from mgimm_core.families.base import Licence
 from mgimm_core.families.regions import ModelSpace
@@ -59,7 +59,7 @@ def licence_from_files(directory: Path) -> Licence | None:
     known = {"qwen-research": QWEN_RESEARCH, "qwen": QWEN_LICENCE, "apache-2.0": APACHE}
     if card in known or not card:
         return known.get(card)
-    return Licence(card, non_commercial="-nc" in card or "non-commercial" in card, note="the model card's")
+    return named_licence(card, note="the model card's")
 
 
 class QwenVLFamily(TransformersFamily):

@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mgimm_core.families._folder import card_licence
 from mgimm_core.families._transformers import TransformersFamily
 from mgimm_core.families.base import Licence
 from mgimm_core.families.regions import ModelSpace
@@ -35,23 +36,6 @@ def _tile_side(directory: Path) -> int | None:
         side = (settings.get("max_image_size") or {}).get("longest_edge")
         if isinstance(side, int) and side > 0:
             return side
-    return None
-
-
-def card_licence(directory: Path) -> str | None:
-    """The `license:` of the model card's front matter (README.md as the Hub writes it), else None."""
-    path = directory / "README.md"
-    if not path.is_file():
-        return None
-    lines = path.read_text(errors="replace").splitlines()
-    if not lines or lines[0].strip() != "---":
-        return None
-    for line in lines[1:]:
-        if line.strip() == "---":
-            break
-        key, _, value = line.partition(":")
-        if key.strip() == "license" and value.strip():
-            return value.strip().strip("'\"")
     return None
 
 
