@@ -239,15 +239,7 @@ class Describer:
                                                                 patches)):
                     self._set_attributes(result, text)
             # each guide object: the attribute question with the guide's box as the region
-            flat = [(i, guide) for i, chip_guides in enumerate(guides) for guide in chip_guides]
-            if flat:
-                index = [i for i, _ in flat]
-                texts = self._generate([images[i] for i in index], [[guide] for _, guide in flat], attribute_prompt,
-                                       "global", patches[index])
-                for (i, _), text in zip(flat, texts):
-                    obj = RegionText()
-                    self._set_attributes(obj, text)
-                    results[i].objects.append(obj)
+            self._describe_guides(results, images, guides, patches, attribute_prompt, "global")
             if description:
                 for result, text in zip(results, self._generate(images, regions, prompt or description_prompt,
                                                                 "global", patches)):
@@ -257,15 +249,7 @@ class Describer:
         if attributes or (guided and description):
             for result, text in zip(results, self._generate(images, regions, ATTRIBUTE_PROMPT, "region", patches)):
                 self._set_attributes(result, text)
-        flat = [(i, guide) for i, chip_guides in enumerate(guides) for guide in chip_guides]
-        if flat:
-            index = [i for i, _ in flat]
-            texts = self._generate([images[i] for i in index], [[guide] for _, guide in flat], ATTRIBUTE_PROMPT,
-                                   "region", patches[index])
-            for (i, _), text in zip(flat, texts):
-                obj = RegionText()
-                self._set_attributes(obj, text)
-                results[i].objects.append(obj)
+        self._describe_guides(results, images, guides, patches, ATTRIBUTE_PROMPT, "region")
         if description:
             base = prompt or DESCRIPTION_PROMPT
             prompts = [guided_description_prompt([o.attribute_text for o in r.objects] if r.objects
@@ -292,6 +276,21 @@ class Describer:
             for result in results:
                 result.attribute_text, result.attributes = None, {}
         return results
+
+    def _describe_guides(self, results: list["RegionText"], images: list[np.ndarray], guides: list[list], patches,
+                         attribute_prompt: str, mode: str) -> None:
+        """Each guide object's attributes (`attribute_prompt` asked in `mode` with the guide as the region,
+        all chips' guides in one batch), appended to its chip's `objects`."""
+        flat = [(i, guide) for i, chip_guides in enumerate(guides) for guide in chip_guides]
+        if not flat:
+            return
+        index = [i for i, _ in flat]
+        texts = self._generate([images[i] for i in index], [[guide] for _, guide in flat], attribute_prompt, mode,
+                               patches[index])
+        for (i, _), text in zip(flat, texts):
+            obj = RegionText()
+            self._set_attributes(obj, text)
+            results[i].objects.append(obj)
 
     @staticmethod
     def _set_attributes(result: "RegionText", text: str) -> None:
