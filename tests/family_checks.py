@@ -11,6 +11,7 @@ import numpy as np
 import pyogrio
 import pyproj
 import shapely
+import torch
 from click.testing import CliRunner, Result
 
 from batch.cli import cli
@@ -94,7 +95,37 @@ def transformers_processor(directory, processor_class):
                 ).from_pretrained(directory)
 
 
+def transformers_logits(directory, processor_class, model_class, image: np.ndarray, question: str):
+    """transformers' own path for one chip and question: the processor's chat API builds the inputs
+    (`transformers_processor`), `model_class.from_pretrained` (fp32, eval) gives the logits. Returns
+    (logits, inputs)."""
+    from PIL import Image
+
+    processor = transformers_processor(directory, processor_class)
+    messages = [{"role": "user", "content": [{"type": "image", "image": Image.fromarray(image)},
+                                             {"type": "text", "text": question}]}]
+    inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                           return_tensors="pt")
+    reference = model_class.from_pretrained(directory).eval()
+    with torch.no_grad():
+        return reference(**inputs).logits, inputs
+
+
 # ------------------------------------------------------------------ golden round trip
+def box_codec(fam, processor, parse):
+    """(to_model, from_model) for `map_round_trip`: a chip box written as the family's region text and
+    read back as numbers by `parse`; those numbers decoded, in the model's space, to a chip box."""
+    convention = fam.region_convention()
+
+    def to_model(box, w, h):
+        return parse(fam.region_text(processor, box, w, h))
+
+    def from_model(values, w, h):
+        return convention.decode(values, w, h, fam.model_space(processor, w, h))
+
+    return to_model, from_model
+
+
 def map_round_trip(scene_path, polygons, aoi_crs, chip_sizes, to_model, from_model):
     """Worst error, in chip pixels, of map polygon -> chip box (geo core) -> model's numbers (to_model) ->
     chip box (from_model) -> map coordinates, against the polygon's bounds in the scene CRS."""

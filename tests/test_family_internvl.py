@@ -9,8 +9,8 @@ import re
 import pytest
 import torch
 from click.testing import CliRunner
-from family_checks import (check_model_info, describe_rows, map_round_trip, model_info, polygons_on_scene,
-                           transformers_processor)
+from family_checks import (box_codec, check_model_info, describe_rows, map_round_trip, model_info, polygons_on_scene,
+                           transformers_logits)
 from PIL import Image
 
 from batch.cli import cli
@@ -76,14 +76,8 @@ def test_logits_equal_transformers_internvl(checkpoint, size):
     ours, our_inputs, describer = our_logits(directory, chip, box, lambda region: f"What is {region}?")
     by_hand = [round(v * 1000) for v in (0.2, 0.3, 0.7, 0.9)]
     question = f"What is the <ref>region</ref><box>[[{', '.join(map(str, by_hand))}]]</box>?"
-    processor = transformers_processor(directory, InternVLProcessor)
-    messages = [{"role": "user", "content": [{"type": "image", "image": Image.fromarray(chip)},
-                                             {"type": "text", "text": question}]}]
-    theirs_inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                                  return_dict=True, return_tensors="pt")
-    reference = InternVLForConditionalGeneration.from_pretrained(directory).eval()
-    with torch.no_grad():
-        theirs = reference(**theirs_inputs).logits
+    theirs, theirs_inputs = transformers_logits(directory, InternVLProcessor, InternVLForConditionalGeneration, chip,
+                                               question)
     assert torch.equal(our_inputs["input_ids"], theirs_inputs["input_ids"])
     diff = (ours - theirs).abs().max().item()
     print(f"internvl logits max abs diff {size}: {diff:.3g}")
@@ -106,16 +100,13 @@ def test_golden_round_trip_map_to_internvl_box_and_back(checkpoint, make_raster)
     directory, _ = checkpoint
     internvl = family("internvl")
     processor = internvl.load_processor(directory)
-    convention = internvl.region_convention()
 
-    def to_model(box, w, h):
-        text = internvl.region_text(processor, box, w, h)
+    def numbers(text):
         match = re.fullmatch(r"<box>\[\[(\d+), (\d+), (\d+), (\d+)\]\]</box>", text)
         assert match, text
         return [int(v) for v in match.groups()]
 
-    def from_model(values, w, h):
-        return convention.decode(values, w, h, internvl.model_space(processor, w, h))
+    to_model, from_model = box_codec(internvl, processor, numbers)
 
     scene_path, polygons = polygons_on_scene(make_raster)
     worst = map_round_trip(scene_path, polygons, "EPSG:4326", [TILE, 30, 97, 448], to_model, from_model)

@@ -10,7 +10,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from family_checks import check_model_info, describe_rows, map_round_trip, polygons_on_scene, transformers_processor
+from family_checks import (box_codec, check_model_info, describe_rows, map_round_trip, polygons_on_scene,
+                           transformers_logits)
 from PIL import Image
 
 from mgimm_core.families import family, marks
@@ -67,15 +68,11 @@ def test_logits_equal_transformers_llava_onevision(checkpoint, size):
     assert np.array_equal(view.image, red_box_by_hand(chip, box))
     text = describer.family.chat_text(describer.processor, f"What is {view.region}?")
     ours_inputs = describer.family.model_inputs(describer.processor, [Image.fromarray(view.image)], [text])
-    processor = transformers_processor(directory, LlavaOnevisionProcessor)
-    messages = [{"role": "user", "content": [{"type": "image", "image": Image.fromarray(red_box_by_hand(chip, box))},
-                                             {"type": "text", "text": "What is the region outlined in red?"}]}]
-    theirs_inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                                  return_dict=True, return_tensors="pt")
-    reference = LlavaOnevisionForConditionalGeneration.from_pretrained(directory).eval()
+    theirs, theirs_inputs = transformers_logits(directory, LlavaOnevisionProcessor,
+                                               LlavaOnevisionForConditionalGeneration, red_box_by_hand(chip, box),
+                                               "What is the region outlined in red?")
     with torch.no_grad():
         ours = describer.model(**ours_inputs).logits
-        theirs = reference(**theirs_inputs).logits
     assert torch.equal(ours_inputs["input_ids"], theirs_inputs["input_ids"])
     diff = (ours - theirs).abs().max().item()
     print(f"llava-onevision logits max abs diff {size}: {diff:.3g}")
@@ -113,15 +110,7 @@ def test_golden_round_trip_map_to_box_text_and_back(checkpoint, make_raster):
     half a step (1.92 px at 384) on real 384-px chips: one reason the outline is the default."""
     directory, _ = checkpoint
     onevision = family("llava-onevision")
-    processor = onevision.load_processor(directory)
-    convention = onevision.region_convention()
-
-    def to_model(box, w, h):
-        text = onevision.region_text(processor, box, w, h)
-        return json.loads(text)
-
-    def from_model(values, w, h):
-        return convention.decode(values, w, h, onevision.model_space(processor, w, h))
+    to_model, from_model = box_codec(onevision, onevision.load_processor(directory), json.loads)
 
     scene_path, polygons = polygons_on_scene(make_raster)
     worst = map_round_trip(scene_path, polygons, "EPSG:4326", [TILE, 20, 64, 97], to_model, from_model)
