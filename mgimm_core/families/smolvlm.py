@@ -55,11 +55,6 @@ class SmolVLMFamily(TransformersFamily):
         """One tile: max_image_size.longest_edge (the vision tower's image_size when not stated)."""
         return _tile_side(kind.path) or super().input_size(kind)
 
-    def licence(self, kind) -> Licence:
-        """The card's licence when the folder has its README.md, else the family's."""
-        stated = card_licence(kind.path)
-        return Licence(stated) if stated else self.default_licence
-
     def load_processor(self, directory: Path) -> Any:
         """Idefics3's processor over the folder's own image processor, tokenizer, image_seq_len and chat
         template: for images it writes exactly SmolVLMProcessor's prompt (the same
