@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from mgimm_core.errors import InvalidAnswerError, ModelError
-from mgimm_core.families._folder import card_licence, named_licence
+from mgimm_core.families._folder import card_licence, image_processor_settings, named_licence
 from mgimm_core.families._transformers import TransformersFamily
 from mgimm_core.families.base import Licence
 from mgimm_core.families.regions import ModelSpace
-from mgimm_core.model_formats import read_json
 
 #: The processor's input side of every Florence-2 release (its preprocessor's `size`, 768 x 768).
 FLORENCE_INPUT = 768
@@ -49,20 +48,11 @@ def _remote_code(config: dict) -> bool:
 
 
 def _processor_size(directory: Path) -> tuple[int, int] | None:
-    """(width, height) the image processor resizes to: preprocessor_config.json (the Hub's folders),
-    else processor_config.json's `image_processor` (transformers 5's save_pretrained)."""
-    for name, key in (("preprocessor_config.json", None), ("processor_config.json", "image_processor")):
-        path = directory / name
-        if not path.is_file():
-            continue
-        settings = read_json(path)
-        settings = (settings.get(key) or {}) if key else settings
-        size = settings.get("size") if isinstance(settings, dict) else None
-        if not isinstance(size, dict):
-            continue
-        width, height = size.get("width"), size.get("height")
-        if isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0:
-            return width, height
+    """(width, height) the image processor resizes to (its `size`), else None."""
+    size = image_processor_settings(directory).get("size")
+    width, height = (size.get("width"), size.get("height")) if isinstance(size, dict) else (None, None)
+    if isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0:
+        return width, height
     return None
 
 

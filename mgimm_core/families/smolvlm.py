@@ -17,26 +17,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mgimm_core.families._folder import card_licence
+from mgimm_core.families._folder import card_licence, image_processor_settings
 from mgimm_core.families._transformers import TransformersFamily
 from mgimm_core.families.base import Licence
 from mgimm_core.families.regions import ModelSpace
-from mgimm_core.model_formats import read_json
 
 
 def _tile_side(directory: Path) -> int | None:
-    """`max_image_size.longest_edge` from processor_config.json (transformers 5 nests the image
-    processor there) or preprocessor_config.json (older folders)."""
-    for name in ("processor_config.json", "preprocessor_config.json"):
-        path = directory / name
-        if not path.is_file():
-            continue
-        settings = read_json(path)
-        settings = settings.get("image_processor", settings)
-        side = (settings.get("max_image_size") or {}).get("longest_edge")
-        if isinstance(side, int) and side > 0:
-            return side
-    return None
+    """The image processor's `max_image_size.longest_edge`, else None."""
+    side = (image_processor_settings(directory).get("max_image_size") or {}).get("longest_edge")
+    return side if isinstance(side, int) and side > 0 else None
 
 
 class SmolVLMFamily(TransformersFamily):
