@@ -69,9 +69,6 @@ class QwenVLFamily(TransformersFamily):
     #: architectures transformers' class runs as they are (others are subclasses with more modules)
     stock_architectures: tuple[str, ...] = ()
 
-    def recognise(self, config: dict, directory: Path) -> bool:
-        return config.get("model_type") in self.model_types
-
     # ------------------------------------------------------------------ facts
     def input_size(self, kind) -> int | None:
         """A square chip the processor passes through unresized: TOKENS_PER_SIDE merged patches a
