@@ -72,6 +72,10 @@ def test_a_card_licence_other_than_mit_is_reported(checkpoint, tmp_path):
     (directory / "README.md").write_text("---\nlicense: cc-by-nc-4.0\n---\n# a fine-tune\n")
     found = model_info(directory)
     assert found["licence"] == "cc-by-nc-4.0" and found["non_commercial"] and found["licence_warning"]
+    # `license: other` names the licence in license_name (the one card reader, families/_folder.py)
+    (directory / "README.md").write_text("---\nlicense: other\nlicense_name: falcon-research\n---\n# Falcon\n")
+    found = model_info(directory)
+    assert found["licence"] == "falcon-research" and found["non_commercial"]
 
 
 # ------------------------------------------------------------------ b. logits
