@@ -81,7 +81,6 @@ def write_checkpoint(directory: Path, lm_layers: int, shard_mb: int, stored: str
     """A random llava-hf directory of safetensors shards stored in `stored` (fp16, as LLaVA-1.5's
     shards are, so loading to bf16 casts every tensor; or bf16); returns its bf16 weight bytes."""
     import torch
-    from safetensors.torch import save_file
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
     from mgimm_core.model.testing_llava import CLIP_MEAN, CLIP_STD, word_tokenizer
@@ -99,37 +98,13 @@ def write_checkpoint(directory: Path, lm_layers: int, shard_mb: int, stored: str
     config.save_pretrained(str(directory))
     tokenizer.save_pretrained(str(directory))
     (directory / "preprocessor_config.json").write_text(json.dumps({"image_mean": CLIP_MEAN, "image_std": CLIP_STD}))
-    generator = torch.Generator().manual_seed(0)
-    shards, current, size, total = [], {}, 0, 0
-    for name, shape in shapes.items():
-        tensor = (torch.randn(shape, generator=generator) * 0.02).to(getattr(torch, {"fp16": "float16", "bf16":
-                                                                                  "bfloat16"}[stored]))
-        current[name] = tensor
-        size += tensor.numel() * 2
-        total += tensor.numel() * 2
-        if size >= shard_mb * 2**20:
-            shards.append(current)
-            current, size = {}, 0
-            _save(directory, shards, save_file)
-    if current:
-        shards.append(current)
-        _save(directory, shards, save_file)
-    count = len(shards)
-    weight_map = {}
-    for i in range(1, count + 1):
-        old = directory / f"part-{i}.safetensors"
-        new = directory / f"model-{i:05d}-of-{count:05d}.safetensors"
-        old.rename(new)
-        weight_map.update({name: new.name for name in shards[i - 1]})
-    (directory / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
-    return total
+    return write_shards(directory, shapes, shard_mb, stored)
 
 
 def write_smolvlm_checkpoint(directory: Path, model_type: str, shard_mb: int, stored: str) -> int:
     """A random folder with SmolVLM2-256M's shapes (bf16 or fp16 safetensors shards, its config and
     tiny tokenizer/processor files from mgimm_core/model/testing_smolvlm.py); its bf16 weight bytes."""
     import torch
-    from safetensors.torch import save_file
     from transformers import LlamaConfig
 
     import transformers
@@ -150,22 +125,7 @@ def write_smolvlm_checkpoint(directory: Path, model_type: str, shard_mb: int, st
     with torch.device("meta"):
         shapes = {k: tuple(v.shape) for k, v in model_class(config).state_dict().items()}
     config.save_pretrained(str(directory))
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[stored]
-    generator = torch.Generator().manual_seed(0)
-    shards, current, size, total = [], {}, 0, 0
-    for name, shape in shapes.items():
-        current[name] = (torch.randn(shape, generator=generator) * 0.02).to(dtype)
-        size += current[name].numel() * 2
-        total += current[name].numel() * 2
-        if size >= shard_mb * 2**20:
-            shards.append(current)
-            current, size = {}, 0
-            _save(directory, shards, save_file)
-    if current:
-        shards.append(current)
-        _save(directory, shards, save_file)
-    _index(directory, shards)
-    return total
+    return write_shards(directory, shapes, shard_mb, stored)
 
 
 def native_config(family: str, lm_layers: int):
@@ -211,7 +171,6 @@ def write_native_checkpoint(directory: Path, family: str, lm_layers: int, shard_
     """A random InternVL or LLaVA-OneVision folder (config.json and safetensors shards; the family is told
     from config.json alone); its bf16 weight bytes. Tied output embeddings are stored once, as there."""
     import torch
-    from safetensors.torch import save_file
 
     import transformers
 
@@ -221,40 +180,44 @@ def write_native_checkpoint(directory: Path, family: str, lm_layers: int, shard_
                   if k != "lm_head.weight"}
     directory.mkdir(parents=True, exist_ok=True)
     config.save_pretrained(str(directory))
+    return write_shards(directory, shapes, shard_mb, stored)
+
+
+def write_shards(directory: Path, shapes: dict, shard_mb: int, stored: str) -> int:
+    """Random tensors of `shapes` (name -> shape, drawn N(0, 0.02) from seed 0) as safetensors shards of
+    about `shard_mb` MiB stored in `stored` (fp16 or bf16), named and indexed as save_pretrained does;
+    returns their bf16 weight bytes. Each shard is written as soon as it is full and its tensors dropped
+    (only names are kept), so writing stays lean."""
+    import torch
+    from safetensors.torch import save_file
+
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[stored]
     generator = torch.Generator().manual_seed(0)
-    shards, current, size, total = [], {}, 0, 0
+    names: list[list[str]] = []
+    current: dict = {}
+    size = total = 0
+
+    def save() -> None:
+        save_file(current, str(directory / f"part-{len(names) + 1}.safetensors"))
+        names.append(list(current))
+        current.clear()
+
     for name, shape in shapes.items():
         current[name] = (torch.randn(shape, generator=generator) * 0.02).to(dtype)
         size += current[name].numel() * 2
         total += current[name].numel() * 2
         if size >= shard_mb * 2**20:
-            shards.append(current)
-            current, size = {}, 0
-            _save(directory, shards, save_file)
+            save()
+            size = 0
     if current:
-        shards.append(current)
-        _save(directory, shards, save_file)
-    _index(directory, shards)
-    return total
-
-
-def _index(directory: Path, shards: list) -> None:
-    """Name the shards as save_pretrained does and write their index."""
-    count = len(shards)
+        save()
     weight_map = {}
-    for i in range(1, count + 1):
-        new = directory / f"model-{i:05d}-of-{count:05d}.safetensors"
+    for i, shard in enumerate(names, start=1):
+        new = directory / f"model-{i:05d}-of-{len(names):05d}.safetensors"
         (directory / f"part-{i}.safetensors").rename(new)
-        weight_map.update({name: new.name for name in shards[i - 1]})
+        weight_map.update(dict.fromkeys(shard, new.name))
     (directory / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
-
-
-def _save(directory: Path, shards: list, save_file) -> None:
-    """Write the newest shard and drop its tensors (only names are kept), so writing stays lean."""
-    index = len(shards)
-    save_file(shards[-1], str(directory / f"part-{index}.safetensors"))
-    shards[-1] = dict.fromkeys(shards[-1])
+    return total
 
 
 #: Writers of a native family's checkpoint at its released shapes: (directory) -> None.
@@ -288,12 +251,17 @@ def measure_family(name: str, work: Path) -> dict:
     parameters, stored = tensor_stats(weight_files(directory))
     report: dict = {"family": name, "weight_bytes_bf16": 2 * parameters, "stored": stored,
                     "write_s": round(time.perf_counter() - started, 1)}
-    result = measure("family", directory)
-    weight_mb = 2 * parameters / 2**20
+    report["load"] = against_weights(measure("family", directory), 2 * parameters)
+    return report
+
+
+def against_weights(result: dict, weight_bytes: int) -> dict:
+    """A child's report with its peak RSS (and peak over the import baseline) as multiples of the bf16
+    weight bytes, floats rounded."""
+    weight_mb = weight_bytes / 2**20
     result["peak_over_baseline_vs_bf16_weights"] = round((result["peak_mb"] - result["baseline_mb"]) / weight_mb, 3)
     result["peak_vs_bf16_weights"] = round(result["peak_mb"] / weight_mb, 3)
-    report["load"] = {k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()}
-    return report
+    return {k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()}
 
 
 def measure(kind: str, directory: Path) -> dict:
@@ -321,12 +289,8 @@ def main() -> None:
     weight_bytes = write_checkpoint(work / "llava", args.lm_layers, args.shard_mb, args.stored)
     report = {"weight_bytes_bf16": weight_bytes, "stored": args.stored, "write_s": round(time.perf_counter() - started, 1),
               "shards": len(list((work / "llava").glob("model-*.safetensors")))}
-    weight_mb = weight_bytes / 2**20
     for kind in ("mgimm", "transformers"):
-        result = measure(kind, work / "llava")
-        result["peak_over_baseline_vs_bf16_weights"] = round((result["peak_mb"] - result["baseline_mb"]) / weight_mb, 3)
-        result["peak_vs_bf16_weights"] = round(result["peak_mb"] / weight_mb, 3)
-        report[kind] = {k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()}
+        report[kind] = against_weights(measure(kind, work / "llava"), weight_bytes)
     print(json.dumps(report, indent=2))
 
 

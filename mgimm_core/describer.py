@@ -271,15 +271,7 @@ class Describer:
                                                                 patches)):
                     self._set_attributes(result, text)
             # each guide object: the attribute question with the guide's box as the region
-            flat = [(i, guide) for i, chip_guides in enumerate(guides) for guide in chip_guides]
-            if flat:
-                index = [i for i, _ in flat]
-                texts = self._generate([images[i] for i in index], [[guide] for _, guide in flat], attribute_prompt,
-                                       "global", patches[index])
-                for (i, _), text in zip(flat, texts):
-                    obj = RegionText()
-                    self._set_attributes(obj, text)
-                    results[i].objects.append(obj)
+            self._describe_guides(results, images, guides, patches, attribute_prompt, "global")
             if description:
                 for result, text in zip(results, self._generate(images, regions, prompt or description_prompt,
                                                                 "global", patches)):
@@ -289,18 +281,7 @@ class Describer:
         if attributes or (guided and description):
             for result, text in zip(results, self._generate(images, regions, ATTRIBUTE_PROMPT, "region", patches)):
                 self._set_attributes(result, text)
-        flat = [(i, guide) for i, chip_guides in enumerate(guides) for guide in chip_guides]
-        if flat:
-            index = [i for i, _ in flat]
-            texts = self._generate([images[i] for i in index], [[guide] for _, guide in flat], ATTRIBUTE_PROMPT,
-                                   "region", patches[index])
-            found = self.check_guides([images[i] for i in index], [guide for _, guide in flat], patches[index])
-            for (i, _), text, there in zip(flat, texts, found):
-                obj = RegionText()
-                self._set_attributes(obj, text)
-                there = there and obj.attributes.get("name") != NO_OBJECT_VALUE
-                obj.guide_status = GUIDE_CONFIRMED if there else GUIDE_NOT_FOUND
-                results[i].objects.append(obj)
+        self._describe_guides(results, images, guides, patches, ATTRIBUTE_PROMPT, "region", check=True)
         # only confirmed guide objects are region prompts of the description and held in it
         confirmed = [[k for k, o in enumerate(r.objects) if o.guide_status == GUIDE_CONFIRMED] for r in results]
         if description:
@@ -359,6 +340,27 @@ class Describer:
             if math.exp(score) > GUIDE_NO_OBJECT_PROBABILITY:
                 found[k] = False
         return found
+
+    def _describe_guides(self, results: list["RegionText"], images: list[np.ndarray], guides: list[list], patches,
+                         attribute_prompt: str, mode: str, check: bool = False) -> None:
+        """Each guide object's attributes (`attribute_prompt` asked in `mode` with the guide as the region,
+        all chips' guides in one batch), appended to its chip's `objects`; with `check`, its
+        guide_status from `check_guides` (and its own answer: "none" is not found)."""
+        flat = [(i, guide) for i, chip_guides in enumerate(guides) for guide in chip_guides]
+        if not flat:
+            return
+        index = [i for i, _ in flat]
+        texts = self._generate([images[i] for i in index], [[guide] for _, guide in flat], attribute_prompt, mode,
+                               patches[index])
+        found = (self.check_guides([images[i] for i in index], [guide for _, guide in flat], patches[index])
+                 if check else [None] * len(flat))
+        for (i, _), text, there in zip(flat, texts, found):
+            obj = RegionText()
+            self._set_attributes(obj, text)
+            if there is not None:
+                there = there and obj.attributes.get("name") != NO_OBJECT_VALUE
+                obj.guide_status = GUIDE_CONFIRMED if there else GUIDE_NOT_FOUND
+            results[i].objects.append(obj)
 
     @staticmethod
     def _set_attributes(result: "RegionText", text: str) -> None:

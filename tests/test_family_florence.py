@@ -5,16 +5,15 @@ with transformers' own Florence2ForConditionalGeneration and Florence2Processor.
 
 from __future__ import annotations
 
-import json
 import re
 
 import numpy as np
-import pyogrio
 import pyproj
 import pytest
 import shapely
 import torch
 from click.testing import CliRunner
+from family_checks import check_model_info, describe_rows, model_info
 from PIL import Image
 
 from batch.cli import cli
@@ -42,35 +41,27 @@ def describer(checkpoint):
     return load_describer(checkpoint[0], options=LoadOptions(device="cpu", max_new_tokens=6))
 
 
-def info(*args):
-    result = CliRunner().invoke(cli, ["model-info", *args, "--json"], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
-
-
 # ------------------------------------------------------------------ a. model-info
 def test_model_info_recognises_the_folder(checkpoint, tmp_path):
     directory, reference = checkpoint
-    found = info(str(directory))
-    assert found["family"] == "florence2" and found["kind"] == "Florence-2"
-    assert found["region_convention"] == "florence_bins" and "<loc_" in found["region_method"]
-    assert found["input_size"] == 64            # the processor's square side (768 in the released folders)
-    # the stored tensors: the parameters and the projector's sinusoidal table (a persistent buffer)
+    # the stored tensors: the parameters and the projector's sinusoidal table (a persistent buffer);
+    # the input size is the processor's square side (768 in the released folders)
     table = reference.model.multi_modal_projector.visual_temporal_embed.pos_idx_to_embed
-    assert found["parameters"] == sum(p.numel() for p in reference.parameters()) + table.numel()
-    assert found["licence"] == "MIT" and not found["non_commercial"]
-    assert found["region_ways"] == ["text", "crop"]
+    found = check_model_info(directory, reference, "florence2", extra_tensors=table.numel(), kind="Florence-2",
+                             region_convention="florence_bins", input_size=64, licence="MIT", non_commercial=False,
+                             region_ways=["text", "crop"])
+    assert "<loc_" in found["region_method"]
     # transformers 5's own save_pretrained layout (image processor inside processor_config.json) too
     v5, _ = write_florence2(tmp_path / "v5", hub_layout=False)
-    assert not (v5 / "preprocessor_config.json").exists() and info(str(v5))["input_size"] == 64
+    assert not (v5 / "preprocessor_config.json").exists() and model_info(v5)["input_size"] == 64
     # the released processors squash every image to 768 x 768: chips of that side go in unresized
     released, _ = write_florence2(tmp_path / "side768", side=768)
-    assert info(str(released))["input_size"] == 768
+    assert model_info(released)["input_size"] == 768
 
 
 def test_a_remote_code_folder_is_recognised_and_loading_names_the_conversion(tmp_path):
     directory = write_florence2_remote_code(tmp_path / "Florence-2-base")
-    found = info(str(directory))
+    found = model_info(directory)
     assert found["family"] == "florence2-remote-code" and found["licence"] == "MIT"
     with pytest.raises(ModelError, match="convert_florence2_original_pytorch_to_hf"):
         load_describer(directory, options=LoadOptions(device="cpu"))
@@ -79,8 +70,12 @@ def test_a_remote_code_folder_is_recognised_and_loading_names_the_conversion(tmp
 def test_a_card_licence_other_than_mit_is_reported(checkpoint, tmp_path):
     directory, _ = write_florence2(tmp_path / "finetune")
     (directory / "README.md").write_text("---\nlicense: cc-by-nc-4.0\n---\n# a fine-tune\n")
-    found = info(str(directory))
+    found = model_info(directory)
     assert found["licence"] == "cc-by-nc-4.0" and found["non_commercial"] and found["licence_warning"]
+    # `license: other` names the licence in license_name (the one card reader, families/_folder.py)
+    (directory / "README.md").write_text("---\nlicense: other\nlicense_name: falcon-research\n---\n# Falcon\n")
+    found = model_info(directory)
+    assert found["licence"] == "falcon-research" and found["non_commercial"]
 
 
 # ------------------------------------------------------------------ b. logits
@@ -194,8 +189,6 @@ def test_map_polygon_round_trips_through_the_location_tokens(make_raster, descri
 # ------------------------------------------------------------------ d. describe
 @pytest.mark.slow
 def test_describe_writes_rows_from_florence2(tmp_path, checkpoint, monkeypatch):
-    from training.synthetic.demo_inputs import write_demo_inputs
-
     questions: list[str] = []
     original = Florence2Family.chat_text
 
@@ -204,20 +197,7 @@ def test_describe_writes_rows_from_florence2(tmp_path, checkpoint, monkeypatch):
         return original(self, processor, question)
 
     monkeypatch.setattr(Florence2Family, "chat_text", spy)
-    inputs = write_demo_inputs(tmp_path / "inputs", seed=5, size=256, objects=3)
-    directory, _ = checkpoint
-    out = tmp_path / "out.gpkg"
-    result = CliRunner().invoke(cli, ["describe", str(inputs.scene), "--aoi", str(inputs.aoi), "-o", str(out),
-                                      "--model", str(directory), "--device", "cpu", "--max-new-tokens", "5", "-q"],
-                                catch_exceptions=False)
-    assert result.exit_code in (0, 3), result.output
-    meta, _, _, values = pyogrio.raw.read(str(out), layer="regions")
-    rows = [dict(zip(meta["fields"], row)) for row in zip(*values)]
-    assert len(rows) == 4
-    for row in rows:
-        assert row["description"], row
-        assert row["object"] or row["error_code"] == "invalid_answer", row
-    assert {r["model"] for r in rows} == {directory.name}
+    describe_rows(tmp_path, checkpoint[0], max_new_tokens=5, objects=3)
     # each region went as four location tokens after the two task tokens
     assert sum(q.startswith("<REGION_TO_CATEGORY><loc_") for q in questions) == 4
     assert sum(q.startswith("<REGION_TO_DESCRIPTION><loc_") for q in questions) == 4

@@ -4,16 +4,13 @@ InternVLForConditionalGeneration and InternVLProcessor. InternVL chat-code folde
 
 from __future__ import annotations
 
-import json
 import re
 
-import numpy as np
-import pyogrio
-import pyproj
 import pytest
-import shapely
 import torch
 from click.testing import CliRunner
+from family_checks import (box_codec, check_model_info, describe_rows, map_round_trip, model_info, polygons_on_scene,
+                           transformers_logits)
 from PIL import Image
 
 from batch.cli import cli
@@ -21,8 +18,6 @@ from mgimm_core.errors import ModelError
 from mgimm_core.families import family
 from mgimm_core.model.testing_internvl import write_internvl, write_internvl_chat
 from mgimm_core.model.testing_mgimm import random_chip
-from mgimm_core.regions import AOIFeature, ChipSettings, place_region
-from mgimm_core.scene import Scene
 
 TILE = 56       # the tiny checkpoint's tile (448 in the real ones)
 
@@ -30,19 +25,6 @@ TILE = 56       # the tiny checkpoint's tile (448 in the real ones)
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     return write_internvl(tmp_path_factory.mktemp("internvl") / "InternVL3-tiny-hf")
-
-
-def transformers_processor(directory, processor_class):
-    """transformers' own processor for the folder, as a user would build it: AutoProcessor, or, where
-    torchvision is missing (it builds the video processor), the same class without its video part."""
-    from transformers import AutoProcessor
-    from transformers.utils import is_torchvision_available
-
-    if is_torchvision_available():
-        return AutoProcessor.from_pretrained(directory)
-    names = [n for n in processor_class.get_attributes() if n != "video_processor"]
-    return type("ImagesOnly", (processor_class,), {"get_attributes": classmethod(lambda cls: names)}
-                ).from_pretrained(directory)
 
 
 def our_logits(directory, chip, box, question_for):
@@ -62,13 +44,10 @@ def our_logits(directory, chip, box, question_for):
 # ------------------------------------------------------------------ a. model-info
 def test_model_info_recognises_the_folder(checkpoint):
     directory, reference = checkpoint
-    result = CliRunner().invoke(cli, ["model-info", str(directory), "--json"], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    info = json.loads(result.stdout)
-    assert info["family"] == "internvl" and info["region_convention"] == "internvl_1000"
-    assert info["input_size"] == TILE                       # one tile of the image processor
-    assert info["parameters"] == sum(p.numel() for p in reference.parameters())
-    assert info["region_as"] == "text" and "<box>[[" in info["region_method"]
+    # the input size: one tile of the image processor
+    info = check_model_info(directory, reference, "internvl", region_convention="internvl_1000", input_size=TILE,
+                            region_as="text")
+    assert "<box>[[" in info["region_method"]
     assert "MIT" in info["licence"] and not info["non_commercial"]
 
 
@@ -79,8 +58,7 @@ def test_licence_is_read_from_the_model_card(tmp_path, checkpoint):
     shutil.copytree(checkpoint[0], directory)
     (directory / "README.md").write_text("---\nlicense: other\nlicense_name: qwen\npipeline_tag: image-text-to-text\n"
                                          "---\n# InternVL3-78B\n")
-    info = json.loads(CliRunner().invoke(cli, ["model-info", str(directory), "--json"]).stdout)
-    assert info["licence"] == "qwen"
+    assert model_info(directory)["licence"] == "qwen"
 
 
 # ------------------------------------------------------------------ b. logits equal transformers' own
@@ -98,14 +76,8 @@ def test_logits_equal_transformers_internvl(checkpoint, size):
     ours, our_inputs, describer = our_logits(directory, chip, box, lambda region: f"What is {region}?")
     by_hand = [round(v * 1000) for v in (0.2, 0.3, 0.7, 0.9)]
     question = f"What is the <ref>region</ref><box>[[{', '.join(map(str, by_hand))}]]</box>?"
-    processor = transformers_processor(directory, InternVLProcessor)
-    messages = [{"role": "user", "content": [{"type": "image", "image": Image.fromarray(chip)},
-                                             {"type": "text", "text": question}]}]
-    theirs_inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                                  return_dict=True, return_tensors="pt")
-    reference = InternVLForConditionalGeneration.from_pretrained(directory).eval()
-    with torch.no_grad():
-        theirs = reference(**theirs_inputs).logits
+    theirs, theirs_inputs = transformers_logits(directory, InternVLProcessor, InternVLForConditionalGeneration, chip,
+                                               question)
     assert torch.equal(our_inputs["input_ids"], theirs_inputs["input_ids"])
     diff = (ours - theirs).abs().max().item()
     print(f"internvl logits max abs diff {size}: {diff:.3g}")
@@ -122,65 +94,21 @@ def test_logits_equal_transformers_internvl(checkpoint, size):
 
 
 # ------------------------------------------------------------------ c. golden round trip
-def map_round_trip(scene_path, polygons, aoi_crs, chip_sizes, to_model, from_model):
-    """Worst error, in chip pixels, of map polygon -> chip box (geo core) -> model's numbers (to_model) ->
-    chip box (from_model) -> map coordinates, against the polygon's bounds in the scene CRS."""
-    worst = 0.0
-    with Scene.open(scene_path) as scene:
-        to_scene = pyproj.Transformer.from_crs(aoi_crs, scene.crs, always_xy=True)
-        t = scene.transform
-        for size in chip_sizes:
-            for i, polygon in enumerate(polygons):
-                feature = AOIFeature(str(i), polygon, pyproj.CRS(aoi_crs))
-                placement = place_region(scene, feature, ChipSettings(input_size=size, context=0.25, min_window=16))
-                h, w = placement.out_shape
-                x1, y1, x2, y2 = from_model(to_model(placement.box, w, h), w, h)
-                off_x, off_y, scale = placement.window.col_off, placement.window.row_off, placement.scale
-                corners = [t @ (off_x + x1 * scale, off_y + y1 * scale), t @ (off_x + x2 * scale, off_y + y2 * scale)]
-                back = (min(c[0] for c in corners), min(c[1] for c in corners),
-                        max(c[0] for c in corners), max(c[1] for c in corners))
-                truth = placement.geometry.bounds
-                expected = shapely.transform(polygon, lambda xy: np.column_stack(to_scene.transform(*xy.T))).bounds
-                assert np.allclose(truth, expected, atol=abs(t.a) * 1e-6)
-                chip_pixel = abs(t.a) * placement.scale
-                worst = max(worst, max(abs(a - b) for a, b in zip(back, truth)) / chip_pixel)
-    return worst
-
-
-@pytest.fixture
-def polygons_on_scene(make_raster):
-    """A 300 x 300 UTM scene (10 m pixels) and polygons on it given in lon/lat, of several sizes."""
-    path = make_raster(width=300, height=300, res=10.0)
-    with Scene.open(path) as scene:
-        to_lonlat = pyproj.Transformer.from_crs(scene.crs, "EPSG:4326", always_xy=True)
-        t = scene.transform
-        polygons = []
-        for (c, r, dc, dr) in [(40.3, 50.7, 12.2, 7.9), (100.1, 120.6, 55.5, 80.25), (200.7, 30.2, 3.3, 4.1),
-                               (150.45, 200.15, 90.3, 60.6)]:
-            ring = [(c, r), (c + dc, r + 0.3 * dr), (c + 0.8 * dc, r + dr), (c + 0.1 * dc, r + 0.7 * dr)]
-            world = shapely.Polygon([t @ p for p in ring])
-            polygons.append(shapely.transform(world, lambda xy: np.column_stack(to_lonlat.transform(*xy.T))))
-    return path, polygons
-
-
-def test_golden_round_trip_map_to_internvl_box_and_back(checkpoint, polygons_on_scene):
+def test_golden_round_trip_map_to_internvl_box_and_back(checkpoint, make_raster):
     """Chips the processor resizes (smaller than the tile: upsampled; 97 px > 56: two-tile grids are not
     possible for square chips, so the non-square chips are checked on the convention below)."""
     directory, _ = checkpoint
     internvl = family("internvl")
     processor = internvl.load_processor(directory)
-    convention = internvl.region_convention()
 
-    def to_model(box, w, h):
-        text = internvl.region_text(processor, box, w, h)
+    def numbers(text):
         match = re.fullmatch(r"<box>\[\[(\d+), (\d+), (\d+), (\d+)\]\]</box>", text)
         assert match, text
         return [int(v) for v in match.groups()]
 
-    def from_model(values, w, h):
-        return convention.decode(values, w, h, internvl.model_space(processor, w, h))
+    to_model, from_model = box_codec(internvl, processor, numbers)
 
-    scene_path, polygons = polygons_on_scene
+    scene_path, polygons = polygons_on_scene(make_raster)
     worst = map_round_trip(scene_path, polygons, "EPSG:4326", [TILE, 30, 97, 448], to_model, from_model)
     print(f"internvl worst round-trip error: {worst:.4f} chip px")
     assert worst < 0.5
@@ -196,22 +124,7 @@ def test_golden_round_trip_map_to_internvl_box_and_back(checkpoint, polygons_on_
 # ------------------------------------------------------------------ d. describe writes rows
 @pytest.mark.slow
 def test_describe_writes_rows_from_internvl(tmp_path, checkpoint):
-    from training.synthetic.demo_inputs import write_demo_inputs
-
-    inputs = write_demo_inputs(tmp_path / "inputs", seed=5, size=256, objects=2)
-    directory, _ = checkpoint
-    out = tmp_path / "out.gpkg"
-    result = CliRunner().invoke(cli, ["describe", str(inputs.scene), "--aoi", str(inputs.aoi), "-o", str(out),
-                                      "--model", str(directory), "--device", "cpu", "--max-new-tokens", "4", "-q"],
-                                catch_exceptions=False)
-    assert result.exit_code in (0, 3), result.output
-    meta, _, _, values = pyogrio.raw.read(str(out), layer="regions")
-    rows = [dict(zip(meta["fields"], row)) for row in zip(*values)]
-    assert len(rows) == 3
-    for row in rows:
-        assert row["description"], row                  # generated text (gibberish from random weights)
-        assert row["object"] or row["error_code"] == "invalid_answer", row
-    assert {r["model"] for r in rows} == {directory.name}
+    describe_rows(tmp_path, checkpoint[0], max_new_tokens=4)
 
 
 # ------------------------------------------------------------------ e. the region reaches the model

@@ -8,14 +8,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pyogrio
 import pytest
 import torch
-from click.testing import CliRunner
+from family_checks import (box_codec, check_model_info, describe_rows, map_round_trip, polygons_on_scene,
+                           transformers_logits)
 from PIL import Image
-from test_family_internvl import map_round_trip, polygons_on_scene, transformers_processor  # noqa: F401
 
-from batch.cli import cli
 from mgimm_core.families import family, marks
 from mgimm_core.model.testing_llava_onevision import SIGLIP_MEAN, SIGLIP_STD, write_llava_onevision
 from mgimm_core.model.testing_mgimm import random_chip
@@ -47,15 +45,10 @@ def red_box_by_hand(chip, box):
 # ------------------------------------------------------------------ a. model-info
 def test_model_info_recognises_the_folder(checkpoint):
     directory, reference = checkpoint
-    result = CliRunner().invoke(cli, ["model-info", str(directory), "--json"], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    info = json.loads(result.stdout)
-    assert info["family"] == "llava-onevision" and info["region_convention"] == "unit_box"
-    assert info["region_as"] == "outline" and info["region_ways"] == ["text", "outline", "crop"]
-    assert info["region_method"] == "outline drawn on the chip"
-    assert info["input_size"] == TILE
-    assert info["parameters"] == sum(p.numel() for p in reference.parameters())
-    assert "Apache-2.0" in info["licence"] and not info["non_commercial"]
+    info = check_model_info(directory, reference, "llava-onevision", region_convention="unit_box", region_as="outline",
+                            region_ways=["text", "outline", "crop"], region_method="outline drawn on the chip",
+                            input_size=TILE, non_commercial=False)
+    assert "Apache-2.0" in info["licence"]
 
 
 # ------------------------------------------------------------------ b. logits equal transformers' own
@@ -75,15 +68,11 @@ def test_logits_equal_transformers_llava_onevision(checkpoint, size):
     assert np.array_equal(view.image, red_box_by_hand(chip, box))
     text = describer.family.chat_text(describer.processor, f"What is {view.region}?")
     ours_inputs = describer.family.model_inputs(describer.processor, [Image.fromarray(view.image)], [text])
-    processor = transformers_processor(directory, LlavaOnevisionProcessor)
-    messages = [{"role": "user", "content": [{"type": "image", "image": Image.fromarray(red_box_by_hand(chip, box))},
-                                             {"type": "text", "text": "What is the region outlined in red?"}]}]
-    theirs_inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                                  return_dict=True, return_tensors="pt")
-    reference = LlavaOnevisionForConditionalGeneration.from_pretrained(directory).eval()
+    theirs, theirs_inputs = transformers_logits(directory, LlavaOnevisionProcessor,
+                                               LlavaOnevisionForConditionalGeneration, red_box_by_hand(chip, box),
+                                               "What is the region outlined in red?")
     with torch.no_grad():
         ours = describer.model(**ours_inputs).logits
-        theirs = reference(**theirs_inputs).logits
     assert torch.equal(ours_inputs["input_ids"], theirs_inputs["input_ids"])
     diff = (ours - theirs).abs().max().item()
     print(f"llava-onevision logits max abs diff {size}: {diff:.3g}")
@@ -115,23 +104,15 @@ def test_outline_reaches_the_model_space_at_the_regions_pixels(checkpoint):
     assert (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1) == (7, 5, 26, 20)
 
 
-def test_golden_round_trip_map_to_box_text_and_back(checkpoint, polygons_on_scene):  # noqa: F811
+def test_golden_round_trip_map_to_box_text_and_back(checkpoint, make_raster):
     """The text option: LLaVA-1.5's two-decimal 0..1 box. Its step is 1/100 of the chip side, so it is within
     half a chip pixel for chips up to 100 px (the tiny tile, chips the processor upsamples) and only within
     half a step (1.92 px at 384) on real 384-px chips: one reason the outline is the default."""
     directory, _ = checkpoint
     onevision = family("llava-onevision")
-    processor = onevision.load_processor(directory)
-    convention = onevision.region_convention()
+    to_model, from_model = box_codec(onevision, onevision.load_processor(directory), json.loads)
 
-    def to_model(box, w, h):
-        text = onevision.region_text(processor, box, w, h)
-        return json.loads(text)
-
-    def from_model(values, w, h):
-        return convention.decode(values, w, h, onevision.model_space(processor, w, h))
-
-    scene_path, polygons = polygons_on_scene
+    scene_path, polygons = polygons_on_scene(make_raster)
     worst = map_round_trip(scene_path, polygons, "EPSG:4326", [TILE, 20, 64, 97], to_model, from_model)
     print(f"llava-onevision (box text) worst round-trip error: {worst:.4f} chip px")
     assert worst < 0.5
@@ -144,21 +125,8 @@ def test_golden_round_trip_map_to_box_text_and_back(checkpoint, polygons_on_scen
 @pytest.mark.slow
 @pytest.mark.parametrize("region_as", [[], ["--region-as", "text"]], ids=["outline", "text"])
 def test_describe_writes_rows_from_llava_onevision(tmp_path, checkpoint, region_as):
-    from training.synthetic.demo_inputs import write_demo_inputs
-
-    inputs = write_demo_inputs(tmp_path / "inputs", seed=5, size=256, objects=2)
     directory, _ = checkpoint
-    out = tmp_path / "out.gpkg"
-    result = CliRunner().invoke(cli, ["describe", str(inputs.scene), "--aoi", str(inputs.aoi), "-o", str(out),
-                                      "--model", str(directory), "--device", "cpu", "--max-new-tokens", "4", "-q",
-                                      *region_as], catch_exceptions=False)
-    assert result.exit_code in (0, 3), result.output
-    meta, _, _, values = pyogrio.raw.read(str(out), layer="regions")
-    rows = [dict(zip(meta["fields"], row)) for row in zip(*values)]
-    assert len(rows) == 3
-    for row in rows:
-        assert row["description"], row
-        assert row["object"] or row["error_code"] == "invalid_answer", row
+    describe_rows(tmp_path, directory, *region_as, max_new_tokens=4)
     # as in the real folders, the model's vocabulary is padded past the tokenizer's (the JSON constraint's mask
     # covers the padding)
     from transformers import AutoTokenizer

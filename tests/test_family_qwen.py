@@ -13,14 +13,12 @@ import math
 import shutil
 
 import numpy as np
-import pyogrio
 import pytest
 import shapely
 import torch
-from click.testing import CliRunner
+from family_checks import check_model_info, describe_rows
 from PIL import Image
 
-from batch.cli import cli
 from mgimm_core.describer import load_describer
 from mgimm_core.engines import LoadOptions
 from mgimm_core.errors import ModelError
@@ -61,15 +59,11 @@ def describers(folders):
 @pytest.mark.parametrize("name", list(WRITERS))
 def test_model_info_recognises_the_folder(folders, name):
     directory, reference = folders[name]
-    result = CliRunner().invoke(cli, ["model-info", str(directory), "--json"], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    info = json.loads(result.stdout)
-    assert info["family"] == name and info["region_as"] == "text" and "bbox_2d" in info["region_method"]
-    assert info["region_convention"] == {"qwen2.5-vl": "qwen_pixels", "qwen3-vl": "qwen_1000"}[name]
     # the default chip: 16 x 16 merged patches, a size the processor leaves as it is
-    assert info["input_size"] == {"qwen2.5-vl": 448, "qwen3-vl": 512}[name]
-    assert info["parameters"] == sum(p.numel() for p in reference.parameters())
-    assert info["source"] == CLASSES[name]
+    info = check_model_info(directory, reference, name, region_as="text", source=CLASSES[name],
+                            region_convention={"qwen2.5-vl": "qwen_pixels", "qwen3-vl": "qwen_1000"}[name],
+                            input_size={"qwen2.5-vl": 448, "qwen3-vl": 512}[name])
+    assert "bbox_2d" in info["region_method"]
 
 
 def test_default_chip_is_passed_through_unresized(describers):
@@ -296,18 +290,4 @@ def test_an_outline_instead_of_the_box(folders, name, monkeypatch):
 # ------------------------------------------------------------------ d. describe
 @pytest.mark.parametrize("name", list(WRITERS))
 def test_describe_writes_rows_from_the_family(tmp_path, folders, name):
-    from training.synthetic.demo_inputs import write_demo_inputs
-
-    inputs = write_demo_inputs(tmp_path / "inputs", seed=5, size=256, objects=2)
-    directory, _ = folders[name]
-    out = tmp_path / "out.gpkg"
-    result = CliRunner().invoke(cli, ["describe", str(inputs.scene), "--aoi", str(inputs.aoi), "-o", str(out),
-                                      "--model", str(directory), "--device", "cpu", "--max-new-tokens", "8", "-q"],
-                                catch_exceptions=False)
-    assert result.exit_code in (0, 3), result.output
-    meta, _, _, values = pyogrio.raw.read(str(out), layer="regions")
-    rows = [dict(zip(meta["fields"], row)) for row in zip(*values)]
-    assert len(rows) == 3 and {r["model"] for r in rows} == {directory.name}
-    for row in rows:
-        assert row["description"], row                       # generated, gibberish from random weights
-        assert row["object"] is not None or row["error_code"] == "invalid_answer", row
+    describe_rows(tmp_path, folders[name][0], max_new_tokens=8)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 
+import family_checks
 import numpy as np
 import pyogrio
 import pytest
 import shapely
 import torch
 from click.testing import CliRunner
+from family_checks import check_model_info, check_rows, describe, model_info, region_rows
 from rasterio.transform import from_origin
 
 from batch.cli import cli
@@ -56,23 +58,14 @@ def grey_chip(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.repeat(grey, 3, axis=2)
 
 
-def model_info(directory) -> dict:
-    result = CliRunner().invoke(cli, ["model-info", str(directory), "--json"], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
-
-
 # ------------------------------------------------------------------ a. model-info
 @pytest.mark.parametrize("model_type", TYPES)
 def test_model_info_recognises_the_folder(checkpoints, model_type):
     directory, reference = checkpoints[model_type]
-    info = model_info(directory)
-    assert info["family"] == model_type and info["region_convention"] is None
-    assert info["region_as"] == "outline" and info["region_ways"] == ["outline", "crop"]
-    assert info["region_method"] == "outline drawn on the chip"
-    assert info["input_size"] == 32               # one tile: max_image_size.longest_edge
-    assert info["parameters"] == sum(p.numel() for p in reference.parameters())
-    assert info["licence"] == "Apache-2.0" and not info["non_commercial"]
+    # the input size: one tile, max_image_size.longest_edge
+    check_model_info(directory, reference, model_type, region_convention=None, region_as="outline",
+                     region_ways=["outline", "crop"], region_method="outline drawn on the chip", input_size=32,
+                     licence="Apache-2.0", non_commercial=False)
     text = CliRunner().invoke(cli, ["model-info", str(directory)]).output
     assert "outline drawn on the chip" in text and "--region-as     outline, crop (default outline)" in text
 
@@ -309,15 +302,7 @@ def test_a_way_the_family_cannot_take_is_refused():
 # ------------------------------------------------------------------ d. describe through the one loop
 @pytest.fixture(scope="module")
 def demo_inputs(tmp_path_factory):
-    from training.synthetic.demo_inputs import write_demo_inputs
-
-    return write_demo_inputs(tmp_path_factory.mktemp("inputs"), seed=5, size=256, objects=2)
-
-
-def describe(out, inputs, directory, *extra):
-    return CliRunner().invoke(cli, ["describe", str(inputs.scene), "--aoi", str(inputs.aoi), "-o", str(out),
-                                    "--model", str(directory), "--device", "cpu", "--max-new-tokens", "6", "-q",
-                                    *extra])
+    return family_checks.demo_inputs(tmp_path_factory.mktemp("inputs"))
 
 
 @pytest.mark.parametrize("model_type,region_as", [("smolvlm", None), ("idefics3", None), ("smolvlm", "crop")])
@@ -335,14 +320,12 @@ def test_describe_writes_rows_from_generate(tmp_path, checkpoints, demo_inputs, 
     monkeypatch.setattr(VLMDescriber, "generate", spy)
     directory, _ = checkpoints[model_type]
     out = tmp_path / "out.gpkg"
-    result = describe(out, demo_inputs, directory, *(["--region-as", region_as] if region_as else []))
+    result = describe(out, demo_inputs, directory, *(["--region-as", region_as] if region_as else []),
+                      max_new_tokens=6)
     assert result.exit_code in (0, 3), result.output
-    meta, _, _, values = pyogrio.raw.read(str(out), layer="regions")
-    rows = [dict(zip(meta["fields"], row)) for row in zip(*values)]
-    assert len(rows) == 3
-    for row in rows:
-        assert row["description"] is not None and row["description"] in answers
-        assert row["object"] is not None or row["error_code"] == "invalid_answer"
+    rows = region_rows(out)
+    check_rows(rows, directory, 3)
+    assert all(row["description"] in answers for row in rows)
     assert (result.exit_code == 3) == any(r["error_code"] for r in rows)
     runs = pyogrio.read_dataframe(str(out), layer="runs")
     assert json.loads(runs["parameters"].iloc[-1])["region_as"] == (region_as or "outline")
@@ -350,7 +333,7 @@ def test_describe_writes_rows_from_generate(tmp_path, checkpoints, demo_inputs, 
 
 def test_describe_refuses_a_region_way_the_family_cannot_take(tmp_path, checkpoints, demo_inputs):
     out = tmp_path / "out.gpkg"
-    result = describe(out, demo_inputs, checkpoints["smolvlm"][0], "--region-as", "text")
+    result = describe(out, demo_inputs, checkpoints["smolvlm"][0], "--region-as", "text", max_new_tokens=6)
     assert result.exit_code == 2 and "--region-as" in result.output and "outline, crop" in result.output
     assert not out.exists()
 

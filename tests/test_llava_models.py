@@ -14,6 +14,7 @@ import pyogrio
 import pytest
 import torch
 from click.testing import CliRunner
+from family_checks import demo_inputs, describe, region_rows
 
 from batch.cli import cli
 from mgimm_core.errors import ModelError, VisionTowerNotFound
@@ -133,17 +134,11 @@ def test_a_bin_holding_more_than_tensors_is_refused_with_the_conversion(tmp_path
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["llava-hf", "llava-original-bin", "geochat"])
 def test_describe_writes_rows_from_each_format(tmp_path, checkpoints, name):
-    from training.synthetic.demo_inputs import write_demo_inputs
-
-    inputs = write_demo_inputs(tmp_path / "inputs", seed=5, size=256, objects=2)
     directory, _ = checkpoints[name]
     out = tmp_path / "out.gpkg"
-    result = CliRunner().invoke(cli, ["describe", str(inputs.scene), "--aoi", str(inputs.aoi), "-o", str(out),
-                                      "--model", str(directory), "--device", "cpu", "--max-new-tokens", "3", "-q"],
-                                catch_exceptions=False)
+    result = describe(out, demo_inputs(tmp_path / "inputs"), directory, max_new_tokens=3)
     assert result.exit_code == 0, result.output
-    meta, _, _, values = pyogrio.raw.read(str(out), layer="regions")
-    rows = [dict(zip(meta["fields"], row)) for row in zip(*values)]
+    rows = region_rows(out)
     assert len(rows) == 3 and all(r["error"] is None and r["description"] is not None for r in rows)
     assert {r["model"] for r in rows} == {directory.name}
 

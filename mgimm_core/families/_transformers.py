@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mgimm_core.families.base import Family
+from mgimm_core.families._folder import card_licence
+from mgimm_core.families.base import Family, Licence
 from mgimm_core.families.marks import OUTLINE_NAME
 from mgimm_core.families.regions import ModelSpace
 from mgimm_core.model_formats import read_json
@@ -38,6 +39,11 @@ class TransformersFamily(Family):
 
     def prompt_template(self, kind) -> str:
         return "the folder's own chat template (chat_template.jinja / tokenizer_config.json)"
+
+    def licence(self, kind) -> Licence:
+        """The licence the folder's model card (README.md) states, else the family's."""
+        stated = card_licence(kind.path)
+        return Licence(stated, note="from the folder's model card") if stated else self.default_licence
 
     # ------------------------------------------------------------------ regions
     def model_space(self, processor: Any, width: int, height: int) -> ModelSpace:

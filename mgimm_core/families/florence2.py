@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from mgimm_core.errors import InvalidAnswerError, ModelError
+from mgimm_core.families._folder import card_licence, image_processor_settings, named_licence
 from mgimm_core.families._transformers import TransformersFamily
 from mgimm_core.families.base import Licence
 from mgimm_core.families.regions import ModelSpace
-from mgimm_core.model_formats import read_json
 
 #: The processor's input side of every Florence-2 release (its preprocessor's `size`, 768 x 768).
 FLORENCE_INPUT = 768
@@ -48,37 +48,11 @@ def _remote_code(config: dict) -> bool:
 
 
 def _processor_size(directory: Path) -> tuple[int, int] | None:
-    """(width, height) the image processor resizes to: preprocessor_config.json (the Hub's folders),
-    else processor_config.json's `image_processor` (transformers 5's save_pretrained)."""
-    for name, key in (("preprocessor_config.json", None), ("processor_config.json", "image_processor")):
-        path = directory / name
-        if not path.is_file():
-            continue
-        settings = read_json(path)
-        settings = (settings.get(key) or {}) if key else settings
-        size = settings.get("size") if isinstance(settings, dict) else None
-        if not isinstance(size, dict):
-            continue
-        width, height = size.get("width"), size.get("height")
-        if isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0:
-            return width, height
-    return None
-
-
-def _card_licence(directory: Path) -> str | None:
-    """The `license:` line of the folder's README.md front matter (the Hub's model card), if any."""
-    path = directory / "README.md"
-    if not path.is_file():
-        return None
-    lines = path.read_text(errors="replace").splitlines()
-    if not lines or lines[0].strip() != "---":
-        return None
-    for line in lines[1:]:
-        if line.strip() == "---":
-            break
-        key, _, value = line.partition(":")
-        if key.strip() == "license" and value.strip():
-            return value.strip()
+    """(width, height) the image processor resizes to (its `size`), else None."""
+    size = image_processor_settings(directory).get("size")
+    width, height = (size.get("width"), size.get("height")) if isinstance(size, dict) else (None, None)
+    if isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0:
+        return width, height
     return None
 
 
@@ -112,11 +86,10 @@ class Florence2Family(TransformersFamily):
 
     def licence(self, kind) -> Licence:
         """MIT (Florence-2 and Falcon); a fine-tune's card (README.md `license:`) may say otherwise."""
-        card = _card_licence(kind.path)
+        card = card_licence(kind.path)
         if card is None or card.lower() == "mit":
             return self.default_licence
-        return Licence(card, non_commercial="nc" in card.lower().split("-") or "research" in card.lower(),
-                       note="from the folder's README.md")
+        return named_licence(card, note="from the folder's README.md")
 
     def prompt_template(self, kind) -> str:
         return f"task prompts {CATEGORY_TASK}{{region}} and {DESCRIPTION_TASK}{{region}}, expanded by its processor"

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mgimm_core.errors import ModelError
-from mgimm_core.families._folder import card_licence, processor_tile
+from mgimm_core.families._folder import processor_tile
 from mgimm_core.families._transformers import TransformersFamily
 from mgimm_core.families.base import Family, Licence
 from mgimm_core.families.regions import ModelSpace
@@ -47,10 +47,6 @@ class InternVLFamily(TransformersFamily):
         if isinstance(size, list) and len(size) == 2 and size[0] == size[1]:
             size = size[0]
         return size if isinstance(size, int) and size > 0 else self.default_chip_size
-
-    def licence(self, kind) -> Licence:
-        stated = card_licence(kind.path)
-        return Licence(stated, note="from the folder's model card") if stated else self.default_licence
 
     def model_space(self, processor, width: int, height: int) -> ModelSpace:
         """The tiled canvas the processor resizes a chip to (one tile for a chip of the tile's size)."""

@@ -16,7 +16,7 @@ tiles at the best of its image_grid_pinpoints; a tile-sized chip is the base ima
 
 from __future__ import annotations
 
-from mgimm_core.families._folder import card_licence, processor_tile
+from mgimm_core.families._folder import processor_tile
 from mgimm_core.families._transformers import TransformersFamily
 from mgimm_core.families.base import Licence
 
@@ -43,10 +43,6 @@ class LlavaOnevisionFamily(TransformersFamily):
     def input_size(self, kind) -> int | None:
         """One tile: the image processor's `size` (else the vision tower's image_size)."""
         return processor_tile(kind.path) or super().input_size(kind)
-
-    def licence(self, kind) -> Licence:
-        stated = card_licence(kind.path)
-        return Licence(stated, note="from the folder's model card") if stated else self.default_licence
 
 
 FAMILY = LlavaOnevisionFamily()

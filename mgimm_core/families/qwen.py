@@ -14,13 +14,12 @@ drop those weights (extra tensors load silently), so it is recognised and refuse
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from mgimm_core.errors import ModelError
-from mgimm_core.families._folder import card_licence
+from mgimm_core.families._folder import card_licence, image_processor_settings, named_licence
 from mgimm_core.families._transformers import TransformersFamily
 from mgimm_core.families.base import Licence
 from mgimm_core.families.regions import ModelSpace
@@ -59,7 +58,7 @@ def licence_from_files(directory: Path) -> Licence | None:
     known = {"qwen-research": QWEN_RESEARCH, "qwen": QWEN_LICENCE, "apache-2.0": APACHE}
     if card in known or not card:
         return known.get(card)
-    return Licence(card, non_commercial="-nc" in card or "non-commercial" in card, note="the model card's")
+    return named_licence(card, note="the model card's")
 
 
 #: Qwen2.5-VL's released preprocessor_config.json pixel limits (what a server resizes with).
@@ -74,24 +73,11 @@ class QwenVLFamily(TransformersFamily):
     #: architectures transformers' class runs as they are (others are subclasses with more modules)
     stock_architectures: tuple[str, ...] = ()
 
-    def recognise(self, config: dict, directory: Path) -> bool:
-        return config.get("model_type") in self.model_types
-
     # ------------------------------------------------------------------ facts
-    def preprocessor(self, directory: Path) -> dict:
-        """The image processor's settings: the Hub's preprocessor_config.json, or the image processor
-        inside processor_config.json (transformers 5's save_pretrained)."""
-        for name, key in (("preprocessor_config.json", None), ("processor_config.json", "image_processor")):
-            path = directory / name
-            if path.is_file():
-                data = json.loads(path.read_text())
-                return (data.get(key) or {}) if key else data
-        return {}
-
     def input_size(self, kind) -> int | None:
         """A square chip the processor passes through unresized: TOKENS_PER_SIDE merged patches a
         side, moved inside the folder's min/max pixels when they exclude it."""
-        settings = self.preprocessor(kind.path)
+        settings = image_processor_settings(kind.path)
         factor = int(settings.get("patch_size", self.patch_size)) * int(settings.get("merge_size", 2))
         size = settings.get("size") or {}
         low = settings.get("min_pixels") or size.get("shortest_edge") or factor * factor
@@ -164,7 +150,7 @@ class QwenVLFamily(TransformersFamily):
     def image_processor(self, directory: Path) -> Any:
         """The folder's image processor under the name transformers 5 knows, where the folder carries a
         stale one (STALE_IMAGE_PROCESSORS; transformers refuses the whole processor otherwise)."""
-        settings = self.preprocessor(Path(directory))
+        settings = image_processor_settings(Path(directory))
         stale = settings.get("image_processor_type")
         if stale not in STALE_IMAGE_PROCESSORS:
             return None

@@ -17,42 +17,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mgimm_core.families._folder import card_licence, image_processor_settings
 from mgimm_core.families._transformers import TransformersFamily
 from mgimm_core.families.base import Licence
 from mgimm_core.families.regions import ModelSpace
-from mgimm_core.model_formats import read_json
 
 
 def _tile_side(directory: Path) -> int | None:
-    """`max_image_size.longest_edge` from processor_config.json (transformers 5 nests the image
-    processor there) or preprocessor_config.json (older folders)."""
-    for name in ("processor_config.json", "preprocessor_config.json"):
-        path = directory / name
-        if not path.is_file():
-            continue
-        settings = read_json(path)
-        settings = settings.get("image_processor", settings)
-        side = (settings.get("max_image_size") or {}).get("longest_edge")
-        if isinstance(side, int) and side > 0:
-            return side
-    return None
-
-
-def card_licence(directory: Path) -> str | None:
-    """The `license:` of the model card's front matter (README.md as the Hub writes it), else None."""
-    path = directory / "README.md"
-    if not path.is_file():
-        return None
-    lines = path.read_text(errors="replace").splitlines()
-    if not lines or lines[0].strip() != "---":
-        return None
-    for line in lines[1:]:
-        if line.strip() == "---":
-            break
-        key, _, value = line.partition(":")
-        if key.strip() == "license" and value.strip():
-            return value.strip().strip("'\"")
-    return None
+    """The image processor's `max_image_size.longest_edge`, else None."""
+    side = (image_processor_settings(directory).get("max_image_size") or {}).get("longest_edge")
+    return side if isinstance(side, int) and side > 0 else None
 
 
 class SmolVLMFamily(TransformersFamily):
@@ -71,11 +45,6 @@ class SmolVLMFamily(TransformersFamily):
     def input_size(self, kind) -> int | None:
         """One tile: max_image_size.longest_edge (the vision tower's image_size when not stated)."""
         return _tile_side(kind.path) or super().input_size(kind)
-
-    def licence(self, kind) -> Licence:
-        """The card's licence when the folder has its README.md, else the family's."""
-        stated = card_licence(kind.path)
-        return Licence(stated) if stated else self.default_licence
 
     def load_processor(self, directory: Path) -> Any:
         """Idefics3's processor over the folder's own image processor, tokenizer, image_seq_len and chat

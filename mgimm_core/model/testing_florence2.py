@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from .testing_folders import randomise_, write_json
 from .testing_mgimm import TINY_WORDS
 
 #: Words the tiny BPE is trained on (its merges), besides the 256 byte symbols.
@@ -99,11 +100,10 @@ def tiny_florence2(vocab_size: int, image_token_id: int, width: int = 32, seed: 
     from transformers import Florence2ForConditionalGeneration
 
     torch.manual_seed(seed)
-    model = Florence2ForConditionalGeneration(florence2_config(vocab_size, image_token_id, width, base)).eval()
-    with torch.no_grad():
-        for param in model.parameters():
-            param.normal_(0.0, 0.2) if param.dim() > 1 else param.uniform_(-0.2, 0.2)
-        if words is not None:
+    model = randomise_(Florence2ForConditionalGeneration(florence2_config(vocab_size, image_token_id, width,
+                                                                          base)).eval())
+    if words is not None:
+        with torch.no_grad():
             model.get_input_embeddings().weight[words:] *= 0.1
     return model
 
@@ -128,8 +128,8 @@ def write_florence2(directory: str | Path, seed: int = 0, side: int = 64, hub_la
         settings = json.loads(path.read_text())
         image = settings.pop("image_processor")
         image = json.loads(image) if isinstance(image, str) else image
-        (directory / "preprocessor_config.json").write_text(json.dumps(image, indent=2))
-        path.write_text(json.dumps(settings, indent=2))
+        write_json(directory / "preprocessor_config.json", image)
+        write_json(path, settings)
     return directory, model
 
 
@@ -146,6 +146,6 @@ def write_florence2_remote_code(directory: str | Path) -> Path:
                            "AutoModelForCausalLM": "modeling_florence2.Florence2ForConditionalGeneration"},
               "vision_config": {"model_type": "davit", "dim_embed": [8, 16, 16, 32]},
               "text_config": {"model_type": "florence2_language", "d_model": 32}}
-    (directory / "config.json").write_text(json.dumps(config, indent=2))
+    write_json(directory / "config.json", config)
     save_file({"language_model.lm_head.weight": torch.zeros(4, 4)}, str(directory / "model.safetensors"))
     return directory

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from .testing_folders import write_json
+
 #: Text the tiny BPE is trained on: the questions the describer asks, so prompts stay short.
 BPE_CORPUS = [
     "What is the main object in the region of this remote sensing image? Answer with a JSON object with the keys "
@@ -76,8 +78,22 @@ def informative_(model, seed: int, scale: float = 0.2):
     return model
 
 
-def write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2))
+def save_tiny_folder(directory: Path, model_class, config, tokenizer, seed: int, preprocessor: dict, processor: dict,
+                     chat_template: str):
+    """A random `model_class` of `config` (informative_ weights from `seed`) saved with its tokenizer, its
+    preprocessor_config.json, processor_config.json and chat_template.jinja, as an -hf folder holds them.
+    Returns (directory, reference model)."""
+    from transformers import GenerationConfig
+
+    torch.manual_seed(seed)
+    model = informative_(model_class(config).eval(), seed)
+    model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    model.save_pretrained(str(directory))
+    tokenizer.save_pretrained(str(directory))
+    write_json(directory / "preprocessor_config.json", preprocessor)
+    write_json(directory / "processor_config.json", processor)
+    (directory / "chat_template.jinja").write_text(chat_template)
+    return directory, model
 
 
 def tiny_qwen2_config(tokenizer, width: int = 32, layers: int = 2):
@@ -91,7 +107,7 @@ def tiny_qwen2_config(tokenizer, width: int = 32, layers: int = 2):
 def write_internvl(directory: str | Path, seed: int = 0, tile: int = 56, patch: int = 7):
     """An InternVL -hf folder with a `tile`-px tile (InternViT patch `patch`, pixel shuffle 0.5) and a
     2-layer Qwen2 language model. Returns (directory, reference model)."""
-    from transformers import GenerationConfig, InternVLConfig, InternVLForConditionalGeneration, InternVLVisionConfig
+    from transformers import InternVLConfig, InternVLForConditionalGeneration, InternVLVisionConfig
 
     directory = Path(directory)
     tokenizer = qwen2_tokenizer(INTERNVL_TOKENS, INTERNVL_NAMED)
@@ -100,20 +116,14 @@ def write_internvl(directory: str | Path, seed: int = 0, tile: int = 56, patch: 
     seq = (tile // patch) ** 2 // 4           # image tokens per tile after the 0.5 pixel shuffle
     config = InternVLConfig(vision_config=vision, text_config=tiny_qwen2_config(tokenizer),
                             image_token_id=tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"), image_seq_length=seq)
-    torch.manual_seed(seed)
-    model = informative_(InternVLForConditionalGeneration(config).eval(), seed)
-    model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    model.save_pretrained(str(directory))
-    tokenizer.save_pretrained(str(directory))
-    write_json(directory / "preprocessor_config.json", {
+    preprocessor = {
         "crop_to_patches": False, "do_convert_rgb": True, "do_normalize": True, "do_rescale": True,
         "do_resize": True, "image_mean": IMAGENET_MEAN, "image_std": IMAGENET_STD,
         "image_processor_type": "GotOcr2ImageProcessorFast", "max_patches": 12, "min_patches": 1,
         "processor_class": "InternVLProcessor", "resample": 3, "rescale_factor": 1 / 255,
-        "size": {"height": tile, "width": tile}})
-    write_json(directory / "processor_config.json", {"image_seq_length": seq, "processor_class": "InternVLProcessor"})
-    (directory / "chat_template.jinja").write_text(INTERNVL_CHAT_TEMPLATE)
-    return directory, model
+        "size": {"height": tile, "width": tile}}
+    return save_tiny_folder(directory, InternVLForConditionalGeneration, config, tokenizer, seed, preprocessor,
+                            {"image_seq_length": seq, "processor_class": "InternVLProcessor"}, INTERNVL_CHAT_TEMPLATE)
 
 
 def write_internvl_chat(directory: str | Path) -> Path:

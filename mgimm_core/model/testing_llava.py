@@ -7,12 +7,12 @@ compared against.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from .testing_folders import randomise_, write_json
 from .testing_mgimm import TINY_WORDS
 
 LLAVA_WORDS = TINY_WORDS + ["what", "is", "object", "in", "of", "this", "image", "[", "]", "{", "}", "<", ">", "|",
@@ -65,15 +65,7 @@ def tiny_llava(vision_config, text_config, image_token_index: int, seed: int = 0
                          image_seq_length=grid * grid, vision_feature_layer=-2,
                          vision_feature_select_strategy="default")
     torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config).eval()
-    with torch.no_grad():   # LLaVA initialises some parts to zero: make every tensor informative
-        for param in model.parameters():
-            param.normal_(0.0, 0.2) if param.dim() > 1 else param.uniform_(-0.2, 0.2)
-    return model
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2))
+    return randomise_(LlavaForConditionalGeneration(config).eval())   # LLaVA initialises some parts to zero
 
 
 def write_llava_hf(directory: str | Path, seed: int = 0):
@@ -85,7 +77,7 @@ def write_llava_hf(directory: str | Path, seed: int = 0):
                        tokenizer.convert_tokens_to_ids("<image>"), seed)
     model.save_pretrained(str(directory))
     tokenizer.save_pretrained(str(directory))
-    _write_json(directory / "preprocessor_config.json", {"image_mean": CLIP_MEAN, "image_std": CLIP_STD})
+    write_json(directory / "preprocessor_config.json", {"image_mean": CLIP_MEAN, "image_std": CLIP_STD})
     return directory, model
 
 
@@ -93,7 +85,7 @@ def write_clip_vision(directory: str | Path, vision_model) -> Path:
     """A CLIP vision-tower directory (as openai/clip-vit-large-patch14-336 is used by LLaVA)."""
     directory = Path(directory)
     vision_model.save_pretrained(str(directory))
-    _write_json(directory / "preprocessor_config.json", {"image_mean": CLIP_MEAN, "image_std": CLIP_STD})
+    write_json(directory / "preprocessor_config.json", {"image_mean": CLIP_MEAN, "image_std": CLIP_STD})
     return directory
 
 
@@ -164,7 +156,7 @@ def write_llava_original(directory: str | Path, vision_dir: str | Path, seed: in
 
             save_file(part, str(directory / shard))
         weight_map.update({name: shard for name in group})
-    _write_json(directory / f"{stem}{suffix}.index.json", {"metadata": {}, "weight_map": weight_map})
+    write_json(directory / f"{stem}{suffix}.index.json", {"metadata": {}, "weight_map": weight_map})
     config = text_config.to_dict()
     for key in ("transformers_version", "architectures", "dtype", "torch_dtype"):
         config.pop(key, None)
@@ -173,6 +165,6 @@ def write_llava_original(directory: str | Path, vision_dir: str | Path, seed: in
                   mm_vision_tower=str(vision_dir), mm_hidden_size=vision_config.hidden_size,
                   mm_projector_type="mlp2x_gelu", mm_vision_select_layer=-2, mm_vision_select_feature="patch",
                   mm_use_im_start_end=False, mm_use_im_patch_token=False, image_aspect_ratio="pad")
-    _write_json(directory / "config.json", config)
+    write_json(directory / "config.json", config)
     tokenizer.save_pretrained(str(directory))
     return directory, reference

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 
-from .testing_internvl import informative_, qwen2_tokenizer, tiny_qwen2_config, write_json
+from .testing_internvl import qwen2_tokenizer, save_tiny_folder, tiny_qwen2_config
 
 #: The chat template of the llava-onevision-*-hf folders (images first, then the text).
 ONEVISION_CHAT_TEMPLATE = (
@@ -30,8 +29,7 @@ SIGLIP_STD = [0.5, 0.5, 0.5]
 
 def write_llava_onevision(directory: str | Path, seed: int = 0, tile: int = 32, patch: int = 8):
     """A LLaVA-OneVision folder with a `tile`-px SigLIP tower (patch `patch`). Returns (directory, reference model)."""
-    from transformers import (GenerationConfig, LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration,
-                              SiglipVisionConfig)
+    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, SiglipVisionConfig
 
     directory = Path(directory)
     tokenizer = qwen2_tokenizer(["<image>", "<video>"])
@@ -45,18 +43,12 @@ def write_llava_onevision(directory: str | Path, seed: int = 0, tile: int = 32, 
                                   video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
                                   image_grid_pinpoints=pinpoints, vision_feature_select_strategy="full",
                                   vision_feature_layer=-1, vision_aspect_ratio="anyres_max_9")
-    torch.manual_seed(seed)
-    model = informative_(LlavaOnevisionForConditionalGeneration(config).eval(), seed)
-    model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    model.save_pretrained(str(directory))
-    tokenizer.save_pretrained(str(directory))
-    write_json(directory / "preprocessor_config.json", {
+    preprocessor = {
         "do_convert_rgb": True, "do_normalize": True, "do_pad": True, "do_rescale": True, "do_resize": True,
         "image_grid_pinpoints": pinpoints, "image_mean": SIGLIP_MEAN, "image_std": SIGLIP_STD,
         "image_processor_type": "LlavaOnevisionImageProcessor", "processor_class": "LlavaOnevisionProcessor",
-        "resample": 3, "rescale_factor": 1 / 255, "size": {"height": tile, "width": tile}})
-    write_json(directory / "processor_config.json", {
-        "num_image_tokens": (tile // patch) ** 2, "processor_class": "LlavaOnevisionProcessor",
-        "vision_feature_select_strategy": "full", "vision_aspect_ratio": "anyres_max_9"})
-    (directory / "chat_template.jinja").write_text(ONEVISION_CHAT_TEMPLATE)
-    return directory, model
+        "resample": 3, "rescale_factor": 1 / 255, "size": {"height": tile, "width": tile}}
+    processor = {"num_image_tokens": (tile // patch) ** 2, "processor_class": "LlavaOnevisionProcessor",
+                 "vision_feature_select_strategy": "full", "vision_aspect_ratio": "anyres_max_9"}
+    return save_tiny_folder(directory, LlavaOnevisionForConditionalGeneration, config, tokenizer, seed, preprocessor,
+                            processor, ONEVISION_CHAT_TEMPLATE)

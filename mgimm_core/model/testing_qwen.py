@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from .testing_folders import randomise_, write_json
 from .testing_mgimm import TINY_WORDS
 
 #: Qwen's special tokens, in the Hub tokenizers' order after <|endoftext|>.
@@ -79,10 +80,7 @@ def token_ids(tokenizer) -> dict:
 def _randomise(model, seed: int):
     """Every tensor informative (the default init leaves some at zero or one), fixed by `seed`."""
     torch.manual_seed(seed)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.normal_(0.0, 0.2) if param.dim() > 1 else param.uniform_(-0.2, 0.2)
-    return model.eval()
+    return randomise_(model).eval()
 
 
 def _text_settings(tokenizer, width: int, head_dim: int) -> dict:
@@ -127,10 +125,6 @@ def tiny_qwen3_vl(tokenizer, seed: int = 0):
     return _randomise(Qwen3VLForConditionalGeneration(config), seed)
 
 
-def _write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2))
-
-
 QWEN25_PREPROCESSOR = {"min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2,
                        "merge_size": 2, "image_mean": CLIP_MEAN, "image_std": CLIP_STD, "resample": 3,
                        "image_processor_type": "Qwen2_5_VLImageProcessor", "processor_class": "Qwen2_5_VLProcessor"}
@@ -155,29 +149,32 @@ def write_processor_files(directory: str | Path, family: str, tokenizer, **prepr
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(str(directory))
     settings, template, video = QWEN_FILES[family]
-    _write_json(directory / "preprocessor_config.json", {**settings, **preprocessor})
-    _write_json(directory / "chat_template.json", {"chat_template": template})
+    write_json(directory / "preprocessor_config.json", {**settings, **preprocessor})
+    write_json(directory / "chat_template.json", {"chat_template": template})
     if video is not None:
-        _write_json(directory / "video_preprocessor_config.json", video)
+        write_json(directory / "video_preprocessor_config.json", video)
+
+
+#: Per family: the tiny model of its shapes.
+TINY_MODELS = {"qwen2.5-vl": tiny_qwen25_vl, "qwen3-vl": tiny_qwen3_vl}
+
+
+def write_qwen_vl(directory: str | Path, family: str, seed: int = 0, **preprocessor):
+    """A `family` (a key of QWEN_FILES) folder: the tiny model's weights and the processor files;
+    `preprocessor` overrides preprocessor_config.json's values. Returns (directory, reference model)."""
+    directory = Path(directory)
+    tokenizer = qwen_tokenizer()
+    model = TINY_MODELS[family](tokenizer, seed)
+    model.save_pretrained(str(directory))
+    write_processor_files(directory, family, tokenizer, **preprocessor)
+    return directory, model
 
 
 def write_qwen25_vl(directory: str | Path, seed: int = 0, **preprocessor):
-    """A Qwen2.5-VL folder; `preprocessor` overrides preprocessor_config.json's values. Returns
-    (directory, reference model)."""
-    directory = Path(directory)
-    tokenizer = qwen_tokenizer()
-    model = tiny_qwen25_vl(tokenizer, seed)
-    model.save_pretrained(str(directory))
-    write_processor_files(directory, "qwen2.5-vl", tokenizer, **preprocessor)
-    return directory, model
+    """A Qwen2.5-VL folder (`write_qwen_vl`)."""
+    return write_qwen_vl(directory, "qwen2.5-vl", seed, **preprocessor)
 
 
 def write_qwen3_vl(directory: str | Path, seed: int = 0, **preprocessor):
-    """A Qwen3-VL folder (with its video_preprocessor_config.json, as the Hub's). Returns (directory,
-    reference model)."""
-    directory = Path(directory)
-    tokenizer = qwen_tokenizer()
-    model = tiny_qwen3_vl(tokenizer, seed)
-    model.save_pretrained(str(directory))
-    write_processor_files(directory, "qwen3-vl", tokenizer, **preprocessor)
-    return directory, model
+    """A Qwen3-VL folder, with its video_preprocessor_config.json as the Hub's (`write_qwen_vl`)."""
+    return write_qwen_vl(directory, "qwen3-vl", seed, **preprocessor)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from .testing_folders import randomise_, write_json
+
 #: The families' special tokens (SmolVLM's tokenizer adds <global-img> and the row/col tile tokens).
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<end_of_utterance>", "<fake_token_around_image>",
                   "<image>", "<global-img>"] + [f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)]
@@ -107,11 +109,7 @@ def tiny_model(config, seed: int = 0):
 
     model_class = getattr(transformers, FORMATS[config.model_type].model_class)
     torch.manual_seed(seed)
-    model = model_class(config).eval()
-    with torch.no_grad():
-        for param in model.parameters():
-            param.normal_(0.0, 0.2) if param.dim() > 1 else param.uniform_(-0.2, 0.2)
-    return model
+    return randomise_(model_class(config).eval())
 
 
 def write_smolvlm(directory: str | Path, model_type: str = "smolvlm", seed: int = 0, image_size: int = 32,
@@ -141,5 +139,5 @@ def write_smolvlm(directory: str | Path, model_type: str = "smolvlm", seed: int 
                                   chat_template=folder.chat_template)
     processor.save_pretrained(str(directory))
     path = directory / "processor_config.json"
-    path.write_text(json.dumps(dict(json.loads(path.read_text()), processor_class=folder.processor_class), indent=2))
+    write_json(path, dict(json.loads(path.read_text()), processor_class=folder.processor_class))
     return directory, model
