@@ -8,7 +8,6 @@ region its region tokens (if the mode uses them)].
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -305,11 +304,3 @@ class MGIMMForConditionalGeneration(MGIMMPreTrainedModel):
                 stopping_criteria=criteria, **generate_kwargs,
             )
 
-
-def describe_config(model: MGIMMForConditionalGeneration) -> str:
-    """One-line JSON summary of what a model is (for logs and layer metadata)."""
-    c = model.config
-    return json.dumps({
-        "vision": c.vision_config.model_type, "llm": c.text_config.model_type, "image_size": c.image_size,
-        "region_tokens": list(c.region_tokens), "global_tokens": c.num_global_tokens, "mode": c.mode,
-    })
