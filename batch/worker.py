@@ -57,6 +57,12 @@ def claim_stdout():
     return protocol
 
 
+def request_key(request_id) -> str:
+    """A request's id (any JSON value) as the text the worker tracks it by: its canonical JSON, so
+    {"a": 1} and "{'a': 1}", or 7 and "7", stay different requests. Replies carry the id as sent."""
+    return json.dumps(request_id, sort_keys=True, separators=(",", ":"))
+
+
 class Worker:
     """Request queue, the one thread that runs requests, heartbeats and cancellation."""
 
@@ -66,9 +72,11 @@ class Worker:
         self.heartbeat_s = heartbeat_s
         self.max_line_chars = max_line_chars
         self.requests: queue.Queue = queue.Queue()
-        self.queued: dict[str, int] = {}          # ids waiting in the queue (how many requests each)
-        self.cancelled_ids: set[str] = set()      # only ids queued or running (a cancel of others is ignored)
-        self.busy: str | None = None
+        # Requests are tracked by `request_key` of their id; replies carry the id as sent.
+        self.queued: dict[str, int] = {}          # keys waiting in the queue (how many requests each)
+        self.cancelled_ids: set[str] = set()      # only keys queued or running (a cancel of others is ignored)
+        self.busy: str | None = None              # the running request's key
+        self.busy_id = None                       # and its id as sent (heartbeats)
         self.stopping = threading.Event()
         self._lock = threading.Lock()
 
@@ -128,19 +136,20 @@ class Worker:
             self._error(None, "bad_request", "each line must be a JSON object with a 'type'.")
             return True
         kind, request_id = message["type"], message.get("id")
+        key = request_key(request_id)
         if kind == "shutdown":
             return False
         if kind == "cancel":
             with self._lock:
-                if request_id is not None and (str(request_id) in self.queued or str(request_id) == self.busy):
-                    self.cancelled_ids.add(str(request_id))
+                if request_id is not None and (key in self.queued or key == self.busy):
+                    self.cancelled_ids.add(key)
             return True
         if request_id is None:
             self._error(None, "bad_request", f"a {kind!r} request needs an 'id' to answer to.")
             return True
         with self._lock:
-            self.queued[str(request_id)] = self.queued.get(str(request_id), 0) + 1
-        self.requests.put((str(request_id), kind, message.get("params")))
+            self.queued[key] = self.queued.get(key, 0) + 1
+        self.requests.put((key, request_id, kind, message.get("params")))
         return True
 
     # ------------------------------------------------------------------ request thread
@@ -151,28 +160,28 @@ class Worker:
             item = self.requests.get()
             if item is None:
                 return
-            request_id, kind, params = item
+            key, request_id, kind, params = item
             with self._lock:
-                self.queued[request_id] -= 1
-                if not self.queued[request_id]:
-                    del self.queued[request_id]
-                if request_id in self.cancelled_ids or self.stopping.is_set():
-                    self.cancelled_ids.discard(request_id)
+                self.queued[key] -= 1
+                if not self.queued[key]:
+                    del self.queued[key]
+                if key in self.cancelled_ids or self.stopping.is_set():
+                    self.cancelled_ids.discard(key)
                     self._error(request_id, "cancelled", "cancelled by the client before it started.")
                     continue
-                self.busy = request_id
+                self.busy, self.busy_id = key, request_id
             try:
                 result = self.service.handle(kind, params, self._progress(request_id),
-                                             lambda rid=request_id: rid in self.cancelled_ids)
+                                             lambda k=key: k in self.cancelled_ids)
                 self.writer.send({"id": request_id, "type": "ok", "result": result})
             except Exception as exc:       # every failure becomes a structured message
                 self.writer.send({"id": request_id, "type": "error", **error_payload(exc)})
             finally:
                 with self._lock:
-                    self.busy = None
-                    self.cancelled_ids.discard(request_id)
+                    self.busy, self.busy_id = None, None
+                    self.cancelled_ids.discard(key)
 
-    def _progress(self, request_id: str):
+    def _progress(self, request_id):
         last = [0.0]
 
         def progress(value: float, message: str) -> None:
@@ -186,7 +195,7 @@ class Worker:
 
     def _heartbeats(self) -> None:
         while not self.stopping.wait(self.heartbeat_s):
-            self.writer.send({"type": "heartbeat", "time": round(time.time(), 3), "busy": self.busy})
+            self.writer.send({"type": "heartbeat", "time": round(time.time(), 3), "busy": self.busy_id})
 
     def _error(self, request_id, code: str, message: str) -> None:
         self.writer.send({"id": request_id, "type": "error", "code": code, "message": message})

@@ -18,6 +18,9 @@ is no separate baseline). Tiny test checkpoints say nothing here: the imports ou
 `--family internvl` (InternViT-300M at 448 px, a Qwen2.5-0.5B-wide LM: InternVL3-1B-hf's shapes) and
 `--family llava-onevision` (SigLIP-so400m at 384 px, a Qwen2-0.5B-wide LM, vocabulary padded to 152000:
 llava-onevision-qwen2-0.5b-ov-hf's) are loaded the same way (`--lm-layers` sets their LM depth, 24 there).
+`--family qwen2.5-vl` (Qwen2.5-VL-3B's vision tower, 32 blocks of width 1280, and LM width, vocabulary
+151936, tied) and `--family qwen3-vl` (Qwen3-VL-2B's: 24 blocks of width 1024, deepstack; Qwen3-1.7B's
+LM width) keep 4 LM layers of their 36 / 28, so the folders stay near 1B parameters on small machines.
 
 The figure the loader is held to: peak RSS above the import baseline / bf16 weight bytes < 1.3,
 with every weight touched after loading (as a first forward pass does).
@@ -167,8 +170,26 @@ def write_smolvlm_checkpoint(directory: Path, model_type: str, shard_mb: int, st
 
 def native_config(family: str, lm_layers: int):
     """The config of a transformers-native family at its smallest real model's shapes."""
-    from transformers import (InternVLConfig, InternVLVisionConfig, LlavaOnevisionConfig, Qwen2Config,
-                              SiglipVisionConfig)
+    from transformers import (InternVLConfig, InternVLVisionConfig, LlavaOnevisionConfig, Qwen2_5_VLConfig,
+                              Qwen2Config, Qwen3VLConfig, SiglipVisionConfig)
+
+    qwen_text = dict(hidden_size=2048, num_hidden_layers=lm_layers, num_attention_heads=16, vocab_size=151936,
+                     max_position_embeddings=128000, tie_word_embeddings=True)
+    if family == "qwen2.5-vl":           # Qwen2.5-VL-3B-Instruct
+        return Qwen2_5_VLConfig(
+            text_config={**qwen_text, "intermediate_size": 11008, "num_key_value_heads": 2, "rope_parameters": {
+                "rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]}},
+            vision_config=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=2048,
+                               fullatt_block_indexes=[7, 15, 23, 31]), tie_word_embeddings=True), \
+            "Qwen2_5_VLForConditionalGeneration"
+    if family == "qwen3-vl":             # Qwen3-VL-2B-Instruct
+        return Qwen3VLConfig(
+            text_config={**qwen_text, "intermediate_size": 6144, "num_key_value_heads": 8, "head_dim": 128,
+                         "rope_parameters": {"rope_type": "default", "rope_theta": 5000000.0,
+                                             "mrope_section": [24, 20, 20], "mrope_interleaved": True}},
+            vision_config=dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16, out_hidden_size=2048,
+                               deepstack_visual_indexes=[5, 11, 17]), tie_word_embeddings=True), \
+            "Qwen3VLForConditionalGeneration"
 
     if family == "internvl":             # InternVL3-1B-hf: InternViT-300M-448px + Qwen2.5-0.5B
         vision = InternVLVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
@@ -243,6 +264,8 @@ FAMILY_CHECKPOINTS = {
     "idefics3": lambda directory: write_smolvlm_checkpoint(directory, "idefics3", 500, "bf16"),
     "internvl": lambda directory: write_native_checkpoint(directory, "internvl", 24, 500, "bf16"),
     "llava-onevision": lambda directory: write_native_checkpoint(directory, "llava-onevision", 24, 500, "bf16"),
+    "qwen2.5-vl": lambda directory: write_native_checkpoint(directory, "qwen2.5-vl", 4, 500, "bf16"),
+    "qwen3-vl": lambda directory: write_native_checkpoint(directory, "qwen3-vl", 4, 500, "bf16"),
 }
 
 

@@ -238,6 +238,16 @@ class Describer:
                 for result, text in zip(results, self._generate(images, regions, attribute_prompt, "global",
                                                                 patches)):
                     self._set_attributes(result, text)
+            # each guide object: the attribute question with the guide's box as the region
+            flat = [(i, guide) for i, chip_guides in enumerate(guides) for guide in chip_guides]
+            if flat:
+                index = [i for i, _ in flat]
+                texts = self._generate([images[i] for i in index], [[guide] for _, guide in flat], attribute_prompt,
+                                       "global", patches[index])
+                for (i, _), text in zip(flat, texts):
+                    obj = RegionText()
+                    self._set_attributes(obj, text)
+                    results[i].objects.append(obj)
             if description:
                 for result, text in zip(results, self._generate(images, regions, prompt or description_prompt,
                                                                 "global", patches)):

@@ -31,7 +31,7 @@ from mgimm_core.errors import (MGIMMError, OptionsError, RegionError, RegionNoDa
                                error_code)
 from mgimm_core.guides import DEFAULT_MAX_GUIDES, GuideIndex, GuideRegion, guides_on_chip
 from mgimm_core.output import ObjectRecord, RegionRecord, RunInfo, TileRecord, open_output, region_key, tile_key
-from mgimm_core.prompts import ATTRIBUTE_PROMPT, DESCRIPTION_PROMPT
+from mgimm_core.prompts import ATTRIBUTE_PROMPT
 from mgimm_core.regions import AOIFeature, ChipSettings, RegionChip, RegionPlacement, place_region, read_region
 from mgimm_core.scene import Scene
 from mgimm_core.tiles import tile_grid
@@ -92,10 +92,6 @@ class DescribeOptions:
     @property
     def unit(self) -> str:
         return "tiles" if self.tiles is not None else "regions"
-
-    @property
-    def used_prompt(self) -> str:
-        return self.prompt or DESCRIPTION_PROMPT
 
     def parameters(self) -> dict:
         """Plain values for the `runs` table."""
@@ -340,7 +336,7 @@ def describe_work(work: Iterable[WorkItem], model: RegionModel, options: Describ
     options = options.for_model(model.model)
     batch_size = options.batch_size
     assert batch_size is not None             # for_model filled it in
-    prompt = options.used_prompt
+    prompt = model.model.family.recorded_prompt(options.prompt)
     attributes = options.attributes and options.tiles is None
     pending: list[tuple[WorkItem, RegionChip]] = []
 
@@ -441,22 +437,23 @@ def describe_to_output(scenes: list[Scene], features: list[AOIFeature], engine, 
             work = attach_guides(work, guides, options.max_guides)
         for outcomes in engine.outcomes(work, options, skip=done, timings=timings, should_cancel=should_cancel):
             t = time.perf_counter()
-            write([o.record for o in outcomes])
             objects = [obj for o in outcomes for obj in o.objects]
-            if objects:
-                out.write_objects(objects)
-                counts["objects"] = counts.get("objects", 0) + len(objects)
+            write([o.record for o in outcomes], objects)      # one transaction: rows with their objects
+            counts["objects"] = counts.get("objects", 0) + len(objects)
             timings.add("write", t)
             for o in outcomes:
                 counts["failed" if o.record.error else "described"] += 1
             on_batch(counts["described"] + counts["failed"], expected)
+        cancelled = should_cancel()
+        if cancelled:
+            out.close("cancelled")     # `runs` says the client stopped it, not that it finished
     total = counts["described"] + counts["failed"]
     model_s = timings.seconds.get("model", 0.0)
     wall = time.perf_counter() - started
     return {"output": str(output), "mode": mode, "model": engine.model.model_id, "device": engine.device,
             "engine": engine.name, "scenes": [s.path for s in scenes], "unit": options.unit,
             "described": counts["described"], "failed": counts["failed"], "already_done": len(done),
-            "cancelled": bool(should_cancel()), "timings_s": timings.as_dict(),
+            "cancelled": bool(cancelled), "timings_s": timings.as_dict(),
             **({"objects": counts.get("objects", 0)} if guides is not None else {}),
             "reads": timings.counts.get("reads", 0),
             "per_second": round(timings.counts.get("described", 0) / model_s, 3) if model_s else None,

@@ -174,3 +174,32 @@ def test_oversized_lines_deep_json_and_cancels_of_unseen_ids_leave_the_worker_wo
         assert process.bad_lines == []
     finally:
         process.close()
+
+
+class _WaitsForCancel:
+    """A service whose requests run until the client cancels them (the worker's loop, no model)."""
+
+    def handle(self, kind, params, progress, cancelled):
+        from mgimm_core.service import ServiceError
+
+        deadline = time.monotonic() + 10
+        while not cancelled() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        raise ServiceError("cancelled", "cancelled by the client.")
+
+
+@pytest.mark.parametrize("request_id", [{"a": 1}, [1, "x"], 7, "7", 2.5])
+def test_replies_and_cancels_use_the_id_as_sent(request_id):
+    import io
+
+    from batch.worker import ProtocolWriter, Worker
+
+    stream = io.StringIO()
+    lines = [{"id": request_id, "type": "describe"}, {"id": request_id, "type": "cancel"},
+             {"id": "after", "type": "describe"}, {"id": "after", "type": "cancel"}]
+    worker = Worker(_WaitsForCancel(), ProtocolWriter(stream), heartbeat_s=0)
+    worker.serve(io.StringIO("".join(json.dumps(line) + "\n" for line in lines)))
+    replies = [json.loads(line) for line in stream.getvalue().splitlines()][1:]
+    assert [(r["id"], r["type"], r["code"]) for r in replies] == [(request_id, "error", "cancelled"),
+                                                                    ("after", "error", "cancelled")]
+    assert type(replies[0]["id"]) is type(request_id)

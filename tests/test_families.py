@@ -116,3 +116,26 @@ def test_crop_keeps_the_region_with_a_margin():
     cropped = marks.crop(chip, (20, 30, 40, 50), margin=0.1)
     assert cropped.shape[:2] == (24, 24)
     assert (cropped == chip[28:52, 18:42]).all()
+
+
+def test_an_original_format_onevision_folder_is_named_and_refused_with_the_release_to_use(tmp_path):
+    from mgimm_core.describer import load_describer
+
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "llava", "mm_vision_tower": "google/siglip-so400m-patch14-384", "mm_projector_type": "mlp2x_gelu",
+        "image_aspect_ratio": "anyres_max_9", "mm_patch_merge_type": "spatial_unpad", "hidden_size": 896}))
+    kind = detect(json.loads((tmp_path / "config.json").read_text()), tmp_path)
+    assert kind.name == "llava-next-original"
+    with pytest.raises(ModelError) as caught:
+        load_describer(tmp_path)
+    assert "llava-onevision-qwen2" in str(caught.value) and caught.value.code == "model"
+
+
+def test_rows_record_the_description_question_each_family_is_asked():
+    from mgimm_core.prompts import DESCRIPTION_PROMPT, TEXT_REGION_PROMPTS
+
+    assert family("mgimm").recorded_prompt(None) == DESCRIPTION_PROMPT
+    assert family("geochat").recorded_prompt(None) == TEXT_REGION_PROMPTS["geochat"][1]
+    qwen = family("qwen2.5-vl").recorded_prompt(None)
+    assert "{region}" in qwen and qwen != DESCRIPTION_PROMPT
+    assert family("qwen2.5-vl").recorded_prompt("What is in {region}?") == "What is in the region {region}?"

@@ -241,3 +241,98 @@ def test_global_only_models_describe_from_global_tokens(tiny_model_dir, tmp_path
     assert modes["stage 2"][:2] == ("region", "global_region")
     assert modes["global only"][:2] == ("region", "global")
     assert modes["global only"][2] < modes["stage 2"][2]          # no region tokens in the sequence
+
+
+def guided_args(inputs, out, model, *extra):
+    return ["describe", str(inputs.scene), "--aoi", str(inputs.aoi), "--guide", str(inputs.truth), "-o", str(out),
+            "--model", model, "--max-new-tokens", "3", "-q", *extra]
+
+
+def objects_per_row(out) -> tuple[dict, Counter]:
+    """guide_objects of each region row, and the objects the objects layer holds per parent."""
+    regions = pyogrio.read_dataframe(str(out), layer="regions", read_geometry=False)
+    layers = [name for name, _ in pyogrio.list_layers(str(out))]
+    objects = (pyogrio.read_dataframe(str(out), layer="objects", read_geometry=False) if "objects" in layers
+               else None)
+    held = Counter() if objects is None else Counter(objects["parent_id"])
+    return dict(zip(regions["region_id"], regions["guide_objects"])), held
+
+
+def test_a_batch_commits_its_rows_and_their_guide_objects_together(tmp_path, tiny_model_dir, inputs, monkeypatch):
+    # A process dying while it writes a batch's guide objects (here: an interrupt inside the insert)
+    # must not leave that batch's regions marked done without their objects.
+    from mgimm_core.output import gpkg
+
+    out = tmp_path / "interrupted.gpkg"
+    insert, calls = gpkg.insert_features, Counter()
+
+    def dies_on_the_second_objects_insert(conn, table, *args, **kwargs):
+        calls[table] += 1
+        if table == "objects" and calls[table] == 2:
+            raise KeyboardInterrupt
+        return insert(conn, table, *args, **kwargs)
+
+    monkeypatch.setattr(gpkg, "insert_features", dies_on_the_second_objects_insert)
+    result = CliRunner().invoke(cli, guided_args(inputs, out, tiny_model_dir, "--batch-size", "2"))
+    assert result.exit_code == 130, result.output
+    monkeypatch.setattr(gpkg, "insert_features", insert)
+    counts, held = objects_per_row(out)
+    assert len(counts) == 2                                # the first batch, whole
+    assert all(held[rid] == n for rid, n in counts.items()), (counts, held)
+    result = run(guided_args(inputs, out, tiny_model_dir, "--batch-size", "2", "--resume"))
+    assert result.exit_code == 0, result.output
+    counts, held = objects_per_row(out)
+    assert len(counts) == 7 and all(held[rid] == n > 0 for rid, n in counts.items()), (counts, held)
+
+
+def test_resume_redoes_rows_whose_guide_objects_are_missing(tmp_path, tiny_model_dir, inputs, caplog):
+    # An output left by a run that committed regions and objects apart and died between the two:
+    # rows marked done whose objects were never written are described again, with a warning.
+    from mgimm_core.output import completed_region_keys
+
+    out = tmp_path / "lost.gpkg"
+    assert run(guided_args(inputs, out, tiny_model_dir)).exit_code == 0
+    counts, held = objects_per_row(out)
+    lost = sorted(counts)[:3]
+    with sqlite3.connect(out) as db:
+        db.executemany("DELETE FROM objects WHERE parent_id = ?", [(rid,) for rid in lost])
+    assert {rid for _, rid in completed_region_keys(out)} == set(counts) - set(lost)
+    result = run(guided_args(inputs, out, tiny_model_dir, "--resume"))
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["described"] == len(lost) and summary["already_done"] == len(counts) - len(lost)
+    assert any("guide objects" in r.message and lost[0] in r.message for r in caplog.records)
+    after, held_after = objects_per_row(out)
+    assert after == counts and held_after == held
+
+
+def test_a_guided_run_to_flatgeobuf_writes_its_objects_beside_it(tmp_path, tiny_model_dir, inputs):
+    out = tmp_path / "guided.fgb"
+    result = run(guided_args(inputs, out, tiny_model_dir))
+    assert result.exit_code == 0, result.output
+    regions = pyogrio.read_dataframe(str(out))
+    objects = pyogrio.read_dataframe(str(tmp_path / "guided_objects.fgb"))
+    assert json.loads(result.stdout)["objects"] == len(objects) == regions["guide_objects"].sum() > 0
+    assert set(objects["parent_id"]) <= set(regions["region_id"])
+    assert set(objects.geometry.geom_type) == {"MultiPolygon"}
+    assert objects.crs == pyogrio.read_dataframe(str(inputs.truth)).crs           # the guide layer's own CRS
+    assert json.loads((tmp_path / "guided_runs.json").read_text())["status"] == "finished"
+
+
+def test_box_text_families_answer_each_guide_object_so_resume_finds_them_all(tmp_path, inputs):
+    """LLaVA-1.5-line models take guides as box text (one attribute question per guide): every row's
+    guide_objects count is written as objects, so --resume has nothing to redo."""
+    from mgimm_core.model.testing_llava import write_llava_hf
+
+    model_dir, _ = write_llava_hf(tmp_path / "llava_hf")
+    out = tmp_path / "llava_guided.gpkg"
+    result = run(["describe", str(inputs.scene), "--aoi", str(inputs.aoi), "--guide", str(inputs.truth), "-o",
+                  str(out), "--model", str(model_dir), "--max-new-tokens", "3", "-q"])
+    assert result.exit_code == 0, result.output
+    regions = pyogrio.read_dataframe(str(out), layer="regions")
+    objects = pyogrio.read_dataframe(str(out), layer="objects")
+    assert regions["guide_objects"].sum() >= 1
+    assert len(objects) == regions["guide_objects"].sum()
+    resumed = run(["describe", str(inputs.scene), "--aoi", str(inputs.aoi), "--guide", str(inputs.truth), "-o",
+                   str(out), "--model", str(model_dir), "--max-new-tokens", "3", "--resume"])
+    assert resumed.exit_code == 0 and "lack guide objects" not in resumed.output

@@ -251,3 +251,34 @@ def test_a_reader_holding_the_geopackage_open_at_the_end_does_not_fail_the_run(t
     assert [r["region_id"] for r in rows_of(out)] == ["x"]
     with sqlite3.connect(out) as db:
         assert db.execute("SELECT status FROM runs").fetchall() == [("finished",)]
+
+
+@pytest.mark.parametrize("suffix", [".geojson", ".fgb", ".csv", ".gpkg"])
+@pytest.mark.parametrize("mode", [[], ["--overwrite"]])
+def test_an_output_path_that_is_a_folder_fails_before_anything_is_described(tmp_path, tiny_model_dir, make_raster,
+                                                                            monkeypatch, suffix, mode):
+    from mgimm_core.describer import Describer
+
+    def load(*args, **kwargs):
+        raise AssertionError("the model was loaded: the run described before it failed")
+
+    monkeypatch.setattr(Describer, "load", load)
+    folder = tmp_path / f"out{suffix}"
+    folder.mkdir()
+    aoi = write_aoi(tmp_path / "aoi.geojson", [({"id": "r1"}, polygon(20, 20))])
+    result = describe([make_raster(), "--aoi", aoi, "-o", str(folder), *mode], tiny_model_dir)
+    assert result.exit_code == 1, result.output        # an output that cannot be written (README: 1)
+    assert f"Output {folder} is a folder" in result.output and "-o" in result.output
+    assert "Traceback" not in result.output and "--overwrite" not in result.output
+    assert folder.is_dir() and not any(folder.iterdir())
+
+
+def test_a_folder_where_a_file_beside_the_output_goes_fails_before_anything_is_described(tmp_path, tiny_model_dir,
+                                                                                        make_raster):
+    (tmp_path / "out_runs.json").mkdir()
+    aoi = write_aoi(tmp_path / "aoi.geojson", [({"id": "r1"}, polygon(20, 20))])
+    result = describe([make_raster(), "--aoi", aoi, "-o", str(tmp_path / "out.geojson"), "--overwrite"],
+                      tiny_model_dir)
+    assert result.exit_code == 1 and f"{tmp_path / 'out_runs.json'}, which is written beside it, is a folder" \
+        in result.output, result.output
+    assert not (tmp_path / "out.geojson").exists()

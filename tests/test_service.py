@@ -228,3 +228,29 @@ def test_every_error_code_is_documented_in_the_protocol():
     text = (Path(__file__).parents[1] / "docs" / "protocol.md").read_text()
     missing = [code for code in ERROR_CODES if f"| {code} |" not in text]
     assert not missing, f"docs/protocol.md lacks rows for {missing}"
+
+
+@pytest.mark.parametrize("request_type", ["describe", "describe_file"])
+def test_a_cancelled_request_is_recorded_as_cancelled_in_runs(service, make_raster, tmp_path, request_type):
+    raster, out = make_raster(crs=UTM), tmp_path / "cancelled.gpkg"
+    regions = [{"id": str(i), "wkt": INSIDE} for i in range(6)]
+    params: dict = {"raster": raster, "regions": regions, "output": str(out), "mode": "create"}
+    if request_type == "describe_file":
+        aoi = tmp_path / "aoi.geojson"
+        aoi.write_text(json.dumps({"type": "FeatureCollection", "features": [
+            {"type": "Feature", "properties": {"id": str(i)},
+             "geometry": shapely.geometry.mapping(shapely.from_wkt(INSIDE))} for i in range(6)]}))
+        params = {"scenes": [raster], "aoi": str(aoi), "output": str(out)}
+    calls = []
+
+    def cancelled():
+        calls.append(1)
+        return len(calls) > 6          # let the first batches be written, then cancel
+
+    with pytest.raises(ServiceError) as caught:
+        service.handle(request_type, {**params, "batch_size": 1}, cancelled=cancelled)
+    assert caught.value.code == "cancelled"
+    _, _, _, (status,) = pyogrio.raw.read(out, layer="runs", read_geometry=False, columns=["status"])
+    assert list(status) == ["cancelled"]
+    _, _, _, (ids,) = pyogrio.raw.read(out, layer="regions", read_geometry=False, columns=["region_id"])
+    assert 0 < len(ids) < 6                                    # what was described before the cancel is kept

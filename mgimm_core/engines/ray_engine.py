@@ -248,7 +248,8 @@ class RayEngine:
         timings.add("plan", t)
         self._units = len(plan.units)
         if plan.errors:       # regions no scene covers: recorded here, as the local engine does
-            yield [Outcome(build_record(item, model=self.model_id, prompt=options.used_prompt, error=item.error))
+            prompt = self.model.family.recorded_prompt(options.prompt)
+            yield [Outcome(build_record(item, model=self.model_id, prompt=prompt, error=item.error))
                    for item in plan.errors]
         for records in self.stream(plan.units, options, timings=timings, should_cancel=should_cancel):
             yield [Outcome(record) for record in records]

@@ -70,6 +70,9 @@ class TransformersFamily(Family):
         return (f"Describe {region} of this remote sensing image in detail: the land cover and the "
                 f"attributes, counts and positions of the objects.")
 
+    def recorded_prompt(self, prompt: str | None) -> str:
+        return self.description_question(self.region_phrase("text", "{region}"), prompt)
+
     def chat_text(self, processor: Any, question: str) -> str:
         """The question in the folder's chat template, with one image, ready for generation."""
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
@@ -91,6 +94,10 @@ class TransformersFamily(Family):
         return processor.decode(ids, skip_special_tokens=True).strip()
 
     # ------------------------------------------------------------------ loading
+    def image_processor(self, directory: Path) -> Any:
+        """An image processor the family builds itself for `load_processor`, or None: the folder's own."""
+        return None
+
     def load_processor(self, directory: Path) -> Any:
         """The folder's processor (transformers' AutoProcessor; never remote code). Where torchvision is
         missing (CPU installs of torch), transformers cannot build the video processor that InternVL's,
@@ -100,6 +107,9 @@ class TransformersFamily(Family):
         from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
         from transformers.utils import is_torchvision_available
 
+        images = self.image_processor(directory)
+        loaded = {} if images is None else {"image_processor": images}
+
         if not is_torchvision_available():
             name = PROCESSOR_MAPPING_NAMES.get(str(read_json(directory / "config.json").get("model_type")))
             processor_class = getattr(transformers, name, None) if isinstance(name, str) else None
@@ -107,8 +117,8 @@ class TransformersFamily(Family):
                 images_only = [a for a in processor_class.get_attributes() if a != "video_processor"]
                 without_video: Any = type(processor_class.__name__, (processor_class,),
                                           {"get_attributes": classmethod(lambda cls: list(images_only))})
-                return without_video.from_pretrained(directory, trust_remote_code=False)
-        return transformers.AutoProcessor.from_pretrained(directory, trust_remote_code=False)
+                return without_video.from_pretrained(directory, trust_remote_code=False, **loaded)
+        return transformers.AutoProcessor.from_pretrained(directory, trust_remote_code=False, **loaded)
 
     def load(self, kind, device, options) -> Any:
         from mgimm_core.model.vlm_describer import VLMDescriber

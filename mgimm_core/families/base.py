@@ -124,6 +124,13 @@ class Family:
     def prompt_template(self, kind: "ModelKind") -> str:
         return "{prompt}"
 
+    def recorded_prompt(self, prompt: str | None) -> str:
+        """The description question as rows record it (`prompt`): the user's prompt, else the question
+        this family is asked, with `{region}` where each region's own text goes."""
+        from mgimm_core.prompts import DESCRIPTION_PROMPT
+
+        return prompt or DESCRIPTION_PROMPT
+
     def licence(self, kind: "ModelKind") -> Licence:
         return self.default_licence
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mgimm_core.errors import ModelError
 from mgimm_core.families._runtime import MGIMMRuntimeFamily
 from mgimm_core.families.base import Licence
 from mgimm_core.model_formats import read_json, resolve_vision_dir
@@ -39,6 +40,11 @@ class LlavaFamily(MGIMMRuntimeFamily):
 
     def prompt_template(self, kind) -> str:
         return LLAVA_HF_TEMPLATE if self.hf_layout else LLAVA_V1_TEMPLATE
+
+    def recorded_prompt(self, prompt: str | None) -> str:
+        from mgimm_core.prompts import TEXT_REGION_PROMPTS
+
+        return prompt or TEXT_REGION_PROMPTS[self.region_prompt][1]
 
     def vision_dir(self, directory: Path, config: dict, vision) -> Path | None:
         return None if self.hf_layout else resolve_vision_dir(directory, config, vision)
@@ -92,4 +98,34 @@ class GeoChatFamily(LlavaFamily):
         return config.get("model_type") == "geochat"
 
 
-FAMILIES = (LlavaHFFamily(), LlavaOriginalFamily(), GeoChatFamily())
+class LlavaNextOriginalFamily(LlavaOriginalFamily):
+    """LLaVA-NeXT / LLaVA-OneVision in the LLaVA code's own format (lmms-lab/llava-onevision-*): the
+    same `mm_*` keys as LLaVA-1.5, but tiled ("anyres") inputs that MGIMM's model class does not
+    run; recognised so the user learns which release loads."""
+
+    name = "llava-next-original"
+    title = "LLaVA-NeXT / OneVision (original format: refused, use the -hf release)"
+    order = 25
+    weights_hint = "not loadable as is: use the llava-hf/llava-onevision-qwen2-*-hf (or llava-v1.6-*-hf) release"
+
+    def recognise(self, config: dict, directory: Path) -> bool:
+        tiled = str(config.get("image_aspect_ratio", "")).startswith("anyres") or \
+            "unpad" in str(config.get("mm_patch_merge_type", ""))
+        return super().recognise(config, directory) and tiled
+
+    def vision_dir(self, directory: Path, config: dict, vision) -> Path | None:
+        return None
+
+    def refusal(self, kind) -> ModelError:
+        return ModelError(f"{kind.path}: an original-format LLaVA-NeXT / OneVision folder (image_aspect_ratio "
+                          f"{kind.config.get('image_aspect_ratio')!r}); mgimm-geo runs its Hugging Face release: copy "
+                          f"llava-hf/llava-onevision-qwen2-*-ov-hf (or llava-hf/llava-v1.6-*-hf) instead.")
+
+    def chip_settings(self, kind):
+        raise self.refusal(kind)
+
+    def load(self, kind, device, options):
+        raise self.refusal(kind)
+
+
+FAMILIES = (LlavaHFFamily(), LlavaOriginalFamily(), LlavaNextOriginalFamily(), GeoChatFamily())

@@ -1,12 +1,12 @@
 """Records -> GIS layers: one writer per output, chosen by the output's extension.
 
-GeoPackage (.gpkg, the default) is written incrementally: every `write_regions` / `write_tiles`
-call is one SQLite transaction, so a run killed at any moment (Ctrl-C, kill -9, power loss) leaves
-a valid GeoPackage holding whole batches only, and `mode="resume"` finishes the rest. While a run
-writes, the file is in SQLite's write-ahead-log mode (`out.gpkg-wal`, `-shm` beside it: keep them
-with the file after a crash; GDAL and QGIS read them), so an unfinished batch never touches the
-file and read-only readers need no recovery; closing folds the log back into one self-contained
-file. WAL needs a local filesystem (not a network share).
+GeoPackage (.gpkg, the default) is written incrementally: every `write_regions` / `write_tiles` call
+(a batch's rows with their guide objects) is one SQLite transaction, so a run killed at any moment
+(Ctrl-C, kill -9, power loss) leaves a valid GeoPackage holding whole batches only, and
+`mode="resume"` finishes the rest. While a run writes, the file is in SQLite's write-ahead-log mode
+(`out.gpkg-wal`, `-shm` beside it: keep them with the file after a crash; GDAL and QGIS read them),
+so an unfinished batch never touches the file and read-only readers need no recovery; closing folds
+the log back into one self-contained file. WAL needs a local filesystem (not a network share).
 
 GeoJSON (.geojson, EPSG:4326 lon/lat by RFC 7946), FlatGeobuf (.fgb, the regions layer's CRS) and
 CSV (.csv, a `WKT` geometry column in EPSG:4326) hold one layer per file and are written when the
@@ -23,7 +23,8 @@ Modes (the CLI's flags):
   must carry our columns, else OutputError. Rows of earlier runs stay, duplicates included.
 - "resume": like append, but a record whose key (scene, region_id) or (scene, tile_index) is
   already in the layer replaces the old row: failed regions are retried without duplicates.
-  Callers skip what `completed_region_keys()` / `completed_tile_keys()` return (rows without error).
+  Callers skip what `completed_region_keys()` / `completed_tile_keys()` return (rows without error
+  and, in guided runs, with all their guide objects; a row's objects are replaced with it).
 
 CRS: a layer takes the CRS of the first record written to it (the AOI's CRS for regions); later
 records in another CRS are reprojected to it, vertex by vertex, with pyproj (always_xy).
@@ -56,7 +57,9 @@ log = logging.getLogger(__name__)
 FORMATS = {".gpkg": "GPKG", ".geojson": "GeoJSON", ".fgb": "FlatGeobuf", ".csv": "CSV"}
 MODES = ("create", "overwrite", "append", "resume")
 RUNS_TABLE = "runs"
+#: Each layer's geometry type (GeoPackage's name; `_OGR_TYPES` gives OGR's, for the other formats).
 _GEOMETRY_TYPES = {"regions": "MULTIPOLYGON", "tiles": "POLYGON", "objects": "MULTIPOLYGON"}
+_OGR_TYPES = {"MULTIPOLYGON": "MultiPolygon", "POLYGON": "Polygon"}
 #: Layers whose counts the runs table keeps (guide objects are counted in the summary only).
 _COUNTED = ("regions", "tiles")
 #: The column that, with `scene`, keys a layer's rows (guide objects: their parent's id).
@@ -91,28 +94,75 @@ def open_output(path: str | os.PathLike, *, mode: str = "create", run: RunInfo |
     return ExportWriter(path, driver, mode, run, regions_layer, tiles_layer, attribute_fields)
 
 
+def objects_layer_name(regions_layer: str) -> str:
+    """The guide objects' layer beside a regions layer (`objects`, unless that is the regions layer's name)."""
+    return "objects" if regions_layer != "objects" else "guide_objects"
+
+
 def completed_region_keys(path: str | os.PathLike, layer: str = "regions") -> set[tuple[str, str]]:
-    """(scene, region_id) of the regions already described without error in a GeoPackage."""
-    return _completed(path, layer, "region_id", str)
+    """(scene, region_id) of the regions already described without error (and, in guided runs, with
+    all their guide objects) in a GeoPackage."""
+    return _completed(path, layer, "regions", objects_layer_name(layer))
 
 
-def completed_tile_keys(path: str | os.PathLike, layer: str = "tiles") -> set[tuple[str, int]]:
-    """(scene, tile_index) of the tiles already described without error in a GeoPackage."""
-    return _completed(path, layer, "tile_index", int)
+def completed_tile_keys(path: str | os.PathLike, layer: str = "tiles",
+                        objects_layer: str = "objects") -> set[tuple[str, int]]:
+    """(scene, tile_index) of the tiles already described without error (and with all their guide
+    objects) in a GeoPackage."""
+    return _completed(path, layer, "tiles", objects_layer)
 
 
-def _completed(path, layer: str, id_column: str, cast) -> set:
+def _completed(path, layer: str, kind: str, objects_layer: str) -> set:
     if not os.path.exists(path):
         return set()
     output_format(path)
     conn = _open_existing_gpkg(path, wal=None)
     try:
-        if layer not in gpkg.table_names(conn):
-            return set()
-        rows = conn.execute(f"SELECT scene, {id_column} FROM {gpkg.quote(layer)} WHERE error IS NULL")
-        return {(str(scene), cast(ident)) for scene, ident in rows}
+        return _completed_keys(conn, layer, kind, objects_layer)
     finally:
         conn.close()
+
+
+def _completed_keys(conn: sqlite3.Connection, layer: str, kind: str, objects_layer: str) -> set:
+    """Keys of the rows of `layer` (a regions or tiles layer) that resume may skip: described without
+    error and, for rows of a guided run, holding as many rows in `objects_layer` as their
+    `guide_objects` says. Rows whose objects are missing (an output written by a version that committed
+    them apart, then killed between the two) are logged and left out, so they are described again."""
+    tables = gpkg.table_names(conn)
+    if layer not in tables:
+        return set()
+    id_column = _KEY_COLUMNS[kind]
+    table = gpkg.quote(layer)
+    complete = "1"
+    if "guide_objects" in gpkg.table_columns(conn, layer):
+        held = "0"
+        if objects_layer in tables:
+            held = (f"(SELECT COUNT(*) FROM {gpkg.quote(objects_layer)} AS o WHERE o.scene = p.scene AND "
+                    f"o.parent_id = CAST(p.{id_column} AS TEXT) AND o.parent_layer = '{kind}')")
+        complete = f"(p.guide_objects IS NULL OR p.guide_objects <= {held})"
+    cast = int if kind == "tiles" else str
+    done, incomplete = set(), []
+    for scene, ident, whole in conn.execute(f"SELECT p.scene, p.{id_column}, {complete} FROM {table} AS p "
+                                            f"WHERE p.error IS NULL"):
+        (done.add if whole else incomplete.append)((str(scene), cast(ident)))
+    if incomplete:
+        names = ", ".join(str(ident) for _, ident in incomplete[:5])
+        more = f" and {len(incomplete) - 5} more" if len(incomplete) > 5 else ""
+        log.warning("layer %s: %d %s marked done lack guide objects (their guide_objects counts more than layer %s "
+                    "holds: %s%s); describing them again.", layer, len(incomplete), kind, objects_layer, names, more)
+    return done
+
+
+def _check_not_a_folder(path: Path, output: Path) -> None:
+    """OutputError now when `path` (the output or a file written beside it) is a folder: it could
+    never be written, and finding out at the end (after every region was described) loses the run."""
+    if not path.is_dir():
+        return
+    if path == output:
+        raise OutputError(f"Output {path} is a folder; -o names the output file. Give a file inside it, "
+                          f"e.g. -o {path / ('descriptions' + path.suffix)}, or another name.")
+    raise OutputError(f"Output {output}: {path}, which is written beside it, is a folder; rename or remove that "
+                      f"folder, or give -o another name.")
 
 
 def _clobber_error(path) -> OutputError:
@@ -167,15 +217,14 @@ class _Reprojector:
 
 
 def _shaped(geom: shapely.Geometry | None, kind: str, what: str) -> shapely.Geometry | None:
-    """2-D geometry of the layer's type: polygons promoted to multipolygons for the regions layer."""
+    """2-D geometry of the layer's type: polygons promoted to multipolygons for the regions and objects layers."""
     if geom is None:
         return None
     geom = shapely.force_2d(geom)
-    multi = kind in ("regions", "objects")
-    wanted = "MultiPolygon" if multi else "Polygon"
+    wanted = _OGR_TYPES[_GEOMETRY_TYPES[kind]]
     if geom.geom_type == wanted or geom.is_empty:
         return geom
-    if multi and geom.geom_type == "Polygon":
+    if wanted == "MultiPolygon" and geom.geom_type == "Polygon":
         return shapely.MultiPolygon([geom])
     raise OutputError(f"{what}: geometry is a {geom.geom_type}, the {kind} layer holds {wanted}s; "
                       "pass polygonal AOIs (or buffer points and lines first, e.g. --buffer).")
@@ -204,25 +253,22 @@ class OutputWriter:
         self.run = run
         self.regions = _Layer(regions_layer, RegionSchema(attribute_fields))
         self.tiles = _Layer(tiles_layer, TileSchema())
-        self.objects = _Layer("objects" if regions_layer != "objects" else "guide_objects",
-                              ObjectSchema(attribute_fields))
+        self.objects = _Layer(objects_layer_name(regions_layer), ObjectSchema(attribute_fields))
         self.counts = {"regions_written": 0, "regions_failed": 0, "tiles_written": 0, "tiles_failed": 0,
                        "objects_written": 0, "objects_failed": 0}
         self._reproject = _Reprojector()
         self.closed = False
 
     # -- public API
-    def write_regions(self, records: Iterable[RegionRecord]) -> None:
-        """Write one batch of region records (for GeoPackage: one transaction)."""
-        self._write(self.regions, list(records))
+    def write_regions(self, records: Iterable[RegionRecord], objects: Iterable[ObjectRecord] = ()) -> None:
+        """Write one batch of region records and their guide objects (guided runs). For GeoPackage one
+        transaction holds both, so no row is ever committed without its objects (a kill between two
+        commits would leave rows that resume counts as done)."""
+        self._write_batch([(self.regions, list(records)), (self.objects, list(objects))])
 
-    def write_tiles(self, records: Iterable[TileRecord]) -> None:
-        """Write one batch of tile records (for GeoPackage: one transaction)."""
-        self._write(self.tiles, list(records))
-
-    def write_objects(self, records: Iterable[ObjectRecord]) -> None:
-        """Write the guide objects of one batch (guided runs), after their parents' rows."""
-        self._write(self.objects, list(records))
+    def write_tiles(self, records: Iterable[TileRecord], objects: Iterable[ObjectRecord] = ()) -> None:
+        """Write one batch of tile records and their guide objects (for GeoPackage: one transaction)."""
+        self._write_batch([(self.tiles, list(records)), (self.objects, list(objects))])
 
     def completed_region_keys(self) -> set[tuple[str, str]]:
         return set()
@@ -231,6 +277,8 @@ class OutputWriter:
         return set()
 
     def close(self, status: str = "finished") -> None:
+        """Record the run's status in `runs` and close: finished, interrupted (Ctrl-C, SIGTERM), failed, or
+        cancelled (a client's cancel: its caller closes with it, as leaving the `with` block says finished)."""
         raise NotImplementedError
 
     def __enter__(self):
@@ -267,7 +315,15 @@ class OutputWriter:
     def _layer_crs(self, first_record_crs: pyproj.CRS) -> pyproj.CRS:
         return first_record_crs
 
-    def _write(self, layer: _Layer, records: list) -> None:
+    def _write_batch(self, batch: list[tuple[_Layer, list]]) -> None:
+        if self.closed:
+            raise OutputError(f"Output {self.path}: the writer is closed.")
+        batch = [(layer, records) for layer, records in batch if records]
+        if batch:
+            self._write(batch)
+
+    def _write(self, batch: list[tuple[_Layer, list]]) -> None:
+        """Write non-empty (layer, records) pairs as one batch: parents first, then their guide objects."""
         raise NotImplementedError
 
 
@@ -282,6 +338,7 @@ class GeoPackageWriter(OutputWriter):
         if self.regions.name == self.tiles.name or RUNS_TABLE in (self.regions.name, self.tiles.name):
             raise OutputError(f"Output {self.path}: layer names must differ from each other and from "
                               f"{RUNS_TABLE!r}; choose another --layer.")
+        _check_not_a_folder(self.path, self.path)
         exists = self.path.exists()
         if exists and mode == "create":
             raise _clobber_error(self.path)
@@ -375,43 +432,45 @@ class GeoPackageWriter(OutputWriter):
             layer.schema.add({name: t for name, t in existing.items()
                               if name.lower() not in lower and name not in (gpkg.FID_COLUMN, gpkg.GEOMETRY_COLUMN)})
 
-    def _write(self, layer: _Layer, records: list) -> None:
-        if not records:
-            return
-        if self.closed:
-            raise OutputError(f"Output {self.path}: the writer is closed.")
+    def _write(self, batch: list[tuple[_Layer, list]]) -> None:
         counts_before = dict(self.counts)
         try:
-            rows = self._layer_rows(layer, records)
+            prepared = [(layer, records, self._layer_rows(layer, records)) for layer, records in batch]
             with gpkg.transaction(self.conn):
-                if not layer.exists:
-                    self._create_layer(layer)
-                values = [row for _, row in rows]
-                new = layer.schema.new_columns(values)
-                if new:
-                    gpkg.add_columns(self.conn, layer.name, new)
-                    layer.schema.add(new)
-                names = list(layer.schema.columns)
-                rows = [(geom, {n: row.get(n) for n in names}) for geom, row in rows]
-                if self.mode == "resume":
-                    self._delete_keys(layer, records)
-                gpkg.insert_features(self.conn, layer.name, layer.srs_id, rows)
-                kind = layer.schema.kind
-                if kind in _COUNTED:
-                    self.conn.execute(
-                        f"UPDATE {RUNS_TABLE} SET {kind}_written = ?, {kind}_failed = ? WHERE run_id = ?",
-                        (self.counts[f"{kind}_written"], self.counts[f"{kind}_failed"], self.run.run_id))
+                for layer, records, rows in prepared:
+                    self._insert(layer, records, rows)
         except BaseException as exc:
             self.counts = counts_before
             self._load_layers_after_rollback()
             if isinstance(exc, sqlite3.Error):
-                raise OutputError(f"Output {self.path}: writing layer {layer.name!r} failed ({exc}); the batch "
+                names = " and ".join(repr(layer.name) for layer, _ in batch)
+                raise OutputError(f"Output {self.path}: writing layer {names} failed ({exc}); the batch "
                                   "was rolled back, earlier batches are kept.") from exc
             raise
         try:
             gpkg.checkpoint(self.conn)   # keep the .gpkg itself current; the log stays valid if this fails
         except sqlite3.Error:
             pass
+
+    def _insert(self, layer: _Layer, records: list, rows: list) -> None:
+        """One layer's part of a batch, inside its transaction."""
+        if not layer.exists:
+            self._create_layer(layer)
+        values = [row for _, row in rows]
+        new = layer.schema.new_columns(values)
+        if new:
+            gpkg.add_columns(self.conn, layer.name, new)
+            layer.schema.add(new)
+        names = list(layer.schema.columns)
+        rows = [(geom, {n: row.get(n) for n in names}) for geom, row in rows]
+        if self.mode == "resume":
+            self._delete_keys(layer, records)
+        gpkg.insert_features(self.conn, layer.name, layer.srs_id, rows)
+        kind = layer.schema.kind
+        if kind in _COUNTED:
+            self.conn.execute(
+                f"UPDATE {RUNS_TABLE} SET {kind}_written = ?, {kind}_failed = ? WHERE run_id = ?",
+                (self.counts[f"{kind}_written"], self.counts[f"{kind}_failed"], self.run.run_id))
 
     def _create_layer(self, layer: _Layer) -> None:
         layer.srs_id = gpkg.ensure_srs(self.conn, layer.crs)
@@ -444,25 +503,26 @@ class GeoPackageWriter(OutputWriter):
             self.objects.crs = objects_crs
 
     def _delete_keys(self, layer: _Layer, records: list) -> None:
-        key_column = _KEY_COLUMNS[layer.schema.kind]
-        self.conn.executemany(
-            f"DELETE FROM {gpkg.quote(layer.name)} WHERE scene = ? AND {key_column} = ?",
-            [layer.schema.key_of(r) for r in records])
+        """Resume: the rows these records replace, and the guide objects of those rows (objects are
+        written only with their parents, so they are deleted with them)."""
+        kind = layer.schema.kind
+        if kind == "objects":
+            return
+        keys = [layer.schema.key_of(r) for r in records]
+        self.conn.executemany(f"DELETE FROM {gpkg.quote(layer.name)} WHERE scene = ? AND {_KEY_COLUMNS[kind]} = ?",
+                              keys)
+        if self.objects.exists:
+            self.conn.executemany(f"DELETE FROM {gpkg.quote(self.objects.name)} WHERE scene = ? AND parent_id = ? "
+                                  f"AND parent_layer = ?", [(scene, str(ident), kind) for scene, ident in keys])
 
     def completed_region_keys(self) -> set[tuple[str, str]]:
-        return self._completed(self.regions, "region_id", str)
+        return _completed_keys(self.conn, self.regions.name, "regions", self.objects.name)
 
     def completed_tile_keys(self) -> set[tuple[str, int]]:
-        return self._completed(self.tiles, "tile_index", int)
-
-    def _completed(self, layer: _Layer, id_column: str, cast) -> set:
-        if not layer.exists:
-            return set()
-        rows = self.conn.execute(f"SELECT scene, {id_column} FROM {gpkg.quote(layer.name)} WHERE error IS NULL")
-        return {(str(scene), cast(ident)) for scene, ident in rows}
+        return _completed_keys(self.conn, self.tiles.name, "tiles", self.objects.name)
 
     def close(self, status: str = "finished") -> None:
-        """Mark the run finished (or interrupted/failed) and close the file."""
+        """Mark the run finished (or interrupted/failed/cancelled) and close the file."""
         if self.closed:
             return
         self.closed = True
@@ -543,10 +603,10 @@ class ExportWriter(OutputWriter):
         self.tiles_path = self.path.with_name(f"{self.path.stem}_tiles{self.path.suffix}")
         self.objects_path = self.path.with_name(f"{self.path.stem}_objects{self.path.suffix}")
         self.runs_path = self.path.with_name(f"{self.path.stem}_runs.json")
-        if mode == "create":
-            for target in (self.path, self.tiles_path, self.objects_path, self.runs_path):
-                if target.exists():
-                    raise _clobber_error(target)
+        for target in (self.path, self.tiles_path, self.objects_path, self.runs_path):
+            _check_not_a_folder(target, self.path)
+            if mode == "create" and target.exists():
+                raise _clobber_error(target)
         _check_writable_folder(self.path)     # now, not after every region was described
         self._rows: dict[str, list] = {"regions": [], "tiles": [], "objects": []}
         self.written: list[Path] = []
@@ -555,13 +615,12 @@ class ExportWriter(OutputWriter):
         # RFC 7946 GeoJSON is lon/lat WGS 84; CSV has no place for a CRS, so it is WGS 84 too.
         return first_record_crs if self.driver == "FlatGeobuf" else _WGS84
 
-    def _write(self, layer: _Layer, records: list) -> None:
-        if self.closed:
-            raise OutputError(f"Output {self.path}: the writer is closed.")
-        rows = self._layer_rows(layer, records)
-        new = layer.schema.new_columns([row for _, row in rows])
-        layer.schema.add(new)
-        self._rows[layer.schema.kind].extend(rows)
+    def _write(self, batch: list[tuple[_Layer, list]]) -> None:
+        for layer, records in batch:
+            rows = self._layer_rows(layer, records)
+            new = layer.schema.new_columns([row for _, row in rows])
+            layer.schema.add(new)
+            self._rows[layer.schema.kind].extend(rows)
 
     def close(self, status: str = "finished") -> None:
         """Write the layers (the regions layer, or the tiles layer if only tiles were written)."""
@@ -604,8 +663,8 @@ class ExportWriter(OutputWriter):
         _remove(tmp)
         try:
             pyogrio.raw.write(os.fspath(tmp), geometry, field_data, names, field_mask=field_mask, layer=layer.name,
-                              driver=self.driver, geometry_type="MultiPolygon" if layer.schema.kind == "regions"
-                              else "Polygon", crs=crs.to_wkt() if crs is not None else None,
+                              driver=self.driver, geometry_type=_OGR_TYPES[_GEOMETRY_TYPES[layer.schema.kind]],
+                              crs=crs.to_wkt() if crs is not None else None,
                               layer_options=options)
             os.replace(tmp, target)
         except Exception as exc:

@@ -456,14 +456,13 @@ def handle_describe(service: Service, params: dict, progress: Progress, cancelle
             if guides is not None:
                 work = attach_guides(work, guides, options.max_guides)
             for outcomes in engine.outcomes(work, options, should_cancel=cancelled):
-                if writer is not None:
-                    writer.write_regions([o.record for o in outcomes])
-                    guided_objects = [obj for o in outcomes for obj in o.objects]
-                    if guided_objects:
-                        writer.write_objects(guided_objects)
+                if writer is not None:    # one transaction: the rows with their guide objects
+                    writer.write_regions([o.record for o in outcomes], [obj for o in outcomes for obj in o.objects])
                 entries.extend(outcome_entry(o, thumbnail, objects_schema) for o in outcomes)
                 progress(len(entries) / total, f"{len(entries)}/{total} regions")
             if cancelled():
+                if writer is not None:
+                    writer.close("cancelled")
                 raise _cancelled_error(len(entries), total, output)
     finally:
         scene.close()
