@@ -65,13 +65,15 @@ def _progress(total, quiet: bool, unit: str):
 @click.option("--guide-layer", default=None, metavar="NAME", help="Layer of --guide to read.")
 @click.option("--max-guides", type=click.IntRange(min=1), default=8, show_default=True,
               help="Guide objects per region or tile, largest first; the others are counted in the row.")
-@click.option("--no-repeat-ngram", type=click.IntRange(min=0), default=6, show_default=True, metavar="N",
-              help="Repetition guard: no N words in a row twice in one answer (0: off).")
+@click.option("--no-repeat-ngram", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+              help="Also forbid any N words in a row twice in one answer (0: off). Off by default: it "
+                   "breaks phrases (\"in in\"); the default repetition guard (no word twice in a row, an "
+                   "answer cut before a sentence it already said) is always on.")
 @click.option("--agree/--no-agree", default=True, show_default=True,
               help="Descriptions and attributes agree: where a description names the region's object "
                    "otherwise than its attribute answer, the reading the model finds likelier over both "
                    "questions wins and the other answer is decoded again, limited to its words; with --guide, "
-                   "the description is held to the guide objects' answers (and counts). --no-agree: free "
+                   "the description is held to the confirmed guide objects' answers. --no-agree: free "
                    "decoding.")
 @click.option("--compile", "compile_decode", is_flag=True,
               help="Static KV cache and compiled decode (CUDA: faster after the first batch; same text).")

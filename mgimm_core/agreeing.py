@@ -34,21 +34,22 @@ def word_start(describer, ids: list[int], word: int) -> int:
 def agree(describer, images, regions, prompts, patches, ids: list[list[int]], wanted) -> list[list[int]]:
     """Descriptions that name their objects as the attribute answers do.
 
-    wanted: per chip (own answer or None, guide answers, whether every guide object inside was
-    given). A description that does not carry them (mentions.first_disagreement) is decoded again
-    from the phrase that should: the words before it are kept, the phrase may take only the
-    answer's words (and, all guides given, their count; the model choosing among them), the rest
-    is free. Repeated while later phrases disagree, up to AGREEMENT_ROUNDS."""
+    wanted: per chip (own answer or None, the confirmed guide objects' answers). A description
+    that does not carry them (mentions.first_disagreement) is decoded again from the phrase that
+    should: the words before it are kept, the phrase may take only the answer's words (the model
+    choosing among them), the rest is free. Counts are never held: a count word is the model's,
+    not the number of guide polygons. Repeated while later phrases disagree, up to
+    AGREEMENT_ROUNDS."""
     from mgimm_core.model.constrained_mgimm import phrase_sequences
 
     tokenizer = describer.processor.tokenizer
     for _ in range(AGREEMENT_ROUNDS):
         todo = []
-        for i, (own, guides, complete) in enumerate(wanted):
-            found = first_disagreement(describer._decode(ids[i]), own, guides, complete) if own or guides else None
+        for i, (own, guides) in enumerate(wanted):
+            found = first_disagreement(describer._decode(ids[i]), own, guides) if own or guides else None
             if found is None:
                 continue
-            sequences = phrase_sequences(tokenizer, found.allowed, found.mention.plural, counted=found.counted)
+            sequences = phrase_sequences(tokenizer, found.allowed, found.mention.plural)
             if sequences:
                 todo.append((i, ids[i][:word_start(describer, ids[i], found.start)], sequences))
         if not todo:

@@ -118,27 +118,24 @@ def contradicts(description: str | None, attributes: Mapping, keys=("color", "sh
 
 @dataclass(frozen=True)
 class Disagreement:
-    """A phrase to decode again: from word `start`, naming one of `allowed` (with its count when
-    `counted`: the number of those answers the phrase's adjectives fit)."""
+    """A phrase to decode again: from word `start`, naming one of `allowed`."""
 
     mention: Mention
     allowed: tuple[ObjectSpec, ...]
     start: int
-    counted: bool = False
 
 
 def first_disagreement(description: str | None, own: ObjectSpec | None = None,
-                       guides: tuple[ObjectSpec, ...] = (), counted: bool = False) -> Disagreement | None:
+                       guides: tuple[ObjectSpec, ...] = ()) -> Disagreement | None:
     """The first phrase the description must say differently, and the answers it may take.
 
     own: the region's own attribute answer (a description of one region): some mention must carry
     it; if none does, the first mention of its class is the one to fix, else, when the description
     names one object only, that one (a description of several objects keeps them: the answer's
     object may simply be among those it leaves out). guides: one answer per guide object (the
-    multi-region mode): every mention of a guided class must carry one of that class's answers;
-    with `counted` (every guide object inside was given), a count right before it ("three red
-    buildings") must be the number of those answers its adjectives fit. None when the description
-    agrees (or names no object at all)."""
+    multi-region mode): every mention of a guided class must carry one of that class's answers
+    (counts are not read: a count is the model's to say). None when the description agrees (or
+    names no object at all)."""
     found = mentions(description)
     if own is not None and not any(own.carried_by(m) for m in found):
         candidates = [m for m in found if m.name == own.name] or (found if len(found) == 1 else [])
@@ -148,9 +145,6 @@ def first_disagreement(description: str | None, own: ObjectSpec | None = None,
         allowed = tuple(g for g in guides if g.name == mention.name)
         if not allowed:
             continue
-        fitting = sum(g.carried_by(mention) for g in allowed)
-        if not fitting:
+        if not any(g.carried_by(mention) for g in allowed):
             return Disagreement(mention, allowed, mention.start)
-        if counted and mention.count_at >= 0 and mention.count != fitting:
-            return Disagreement(mention, allowed, mention.count_at, counted=True)
     return None

@@ -266,7 +266,7 @@ def object_records(item: WorkItem, texts, *, model: str) -> list[ObjectRecord]:
     return [ObjectRecord(scene=item.scene_name, region_id=guide.id, geometry=guide.geometry, crs=guide.crs,
                          attributes=text.attributes, properties=guide.properties, model=model,
                          prompt=ATTRIBUTE_PROMPT, parent_layer=parent_layer, parent_id=parent_id,
-                         attribute_text=text.attribute_text)
+                         attribute_text=text.attribute_text, guide_status=getattr(text, "guide_status", None))
             for guide, text in zip(item.guides or [], texts)]
 
 

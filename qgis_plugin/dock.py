@@ -159,7 +159,8 @@ class DescriptionDock(QgsDockWidget):
             text = qgis_words(f"Region {entry.get('id')}: {entry['error']}")
         objects = [o for o in entry.get("objects") or [] if isinstance(o, dict)]
         if objects:   # which guide object got which attributes (their labels on the map start with the id)
-            lines = [f"{o.get('region_id')}: {o.get('attribute_text') or o.get('error') or ''}" for o in objects]
+            lines = [f"{o.get('region_id')}: {o.get('attribute_text') or o.get('error') or ''}"
+                     + (f" ({o['guide_status']})" if o.get("guide_status") else "") for o in objects]
             text += "\n\nGuide objects:\n" + "\n".join(lines)
         self.description.setPlainText(text)
         rows = [(ATTRIBUTE_ALIASES.get(k, k), v) for k, v in (entry.get("attributes") or {}).items()

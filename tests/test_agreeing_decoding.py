@@ -49,7 +49,7 @@ def test_first_disagreement_picks_the_phrase_to_fix():
     assert first_disagreement(TEXT, court) is None
     blue = ObjectSpec("tennis court", "blue", "rectangular")
     found = first_disagreement(TEXT, blue)
-    assert found.mention.name == "tennis court" and found.allowed == (blue,) and not found.counted
+    assert found.mention.name == "tennis court" and found.allowed == (blue,)
     assert words(TEXT)[found.start:found.mention.noun] == ["large", "green", "rectangular"]
     # the answer names a class the description does not: a one-object description names it instead;
     # one of several objects keeps them all
@@ -62,13 +62,8 @@ def test_first_disagreement_picks_the_phrase_to_fix():
     assert first_disagreement(TEXT, None, tanks) is None
     grey_only = (ObjectSpec("storage tank", "grey", "circular"),)
     assert first_disagreement(TEXT, None, grey_only).mention.name == "storage tank"
-    # counts, when every guide object inside was given: "two ... storage tanks" needs two answers
-    # its adjectives fit; with all guides given and three white tanks, the count word is redone
-    three = tanks[:1] * 3
-    assert first_disagreement(TEXT, None, three) is None                      # counts not held
-    found = first_disagreement(TEXT, None, three, counted=True)
-    assert found.counted and words(TEXT)[found.start] == "two"
-    assert first_disagreement(TEXT, None, tanks[:1] * 2, counted=True) is None
+    # counts are the model's: three white tank answers do not make "two ... storage tanks" disagree
+    assert first_disagreement(TEXT, None, tanks[:1] * 3) is None
     assert first_disagreement("No distinct objects stand out.", ship) is None   # nothing to re-decode
 
 
@@ -79,16 +74,14 @@ def test_phrase_sequences_cover_optional_adjectives_and_drop_unknown_words(tiny_
     spec = ObjectSpec("ship", "red", "elongated", "small")      # "elongated" is not a tiny-model word
     texts = sorted(tokenizer.decode(list(s)) for s in phrase_sequences(tokenizer, (spec,), plural_noun=False))
     assert texts == ["red ship", "ship", "small red ship", "small ship"]
-    # counted phrases (the demo model's words): the number the adjectives fit, then the noun's number
+    # no phrase carries a count word: the number of answers never chooses one
     from mgimm_core.model_dir import DEMO_MODEL_DIR
 
     demo = MGIMMProcessor.from_pretrained(DEMO_MODEL_DIR)
-    answers = (ObjectSpec("building", "red", "square", "small"), ObjectSpec("building", "red", "square", "large"),
-               ObjectSpec("building", "grey", "L-shaped", "small"))
-    counted = {demo.batch_decode([list(s)])[0] for s in phrase_sequences(demo.tokenizer, answers, False, counted=True)}
-    assert {"three buildings", "two red square buildings", "two small buildings", "one small red square building",
-            "one grey L-shaped building", "one large building"} <= counted
-    assert not {"two buildings", "red building", "one red building", "three red buildings"} & counted
+    answers = (ObjectSpec("building", "red", "square", "small"), ObjectSpec("building", "grey", "L-shaped", "small"))
+    phrases = {demo.batch_decode([list(s)])[0] for s in phrase_sequences(demo.tokenizer, answers, True)}
+    assert {"buildings", "small red square buildings", "grey L-shaped buildings"} <= phrases
+    assert not any(set(p.split()) & {"one", "two", "three"} for p in phrases)
 
 
 def test_phrase_constraint_masks_all_but_the_trie_then_releases():
@@ -100,8 +93,12 @@ def test_phrase_constraint_masks_all_but_the_trie_then_releases():
     out = constraint(torch.tensor([[3], [1]]), scores.clone())
     assert torch.isfinite(out[0]).nonzero().flatten().tolist() == [4, 5]
     assert torch.isfinite(constraint(torch.tensor([[3, 5], [1, 1]]), scores.clone())).all()   # complete: free
-    banned = torch.full((2, 8), float("-inf"))                # a guard that banned every token
-    assert torch.isfinite(constraint(torch.zeros(2, 0, dtype=torch.long), banned)[0, 3])
+    # a guard that forbade every token the phrase could take: the phrase gives way (the row keeps
+    # the guard's scores, the model choosing among what is left); no token is made allowed for it
+    banned = torch.zeros(2, 8)
+    banned[0, 3] = float("-inf")
+    out = constraint(torch.zeros(2, 0, dtype=torch.long), banned.clone())
+    assert torch.equal(out[0], banned[0])
 
 
 def test_append_tokens_keeps_left_padding():

@@ -15,6 +15,10 @@ user would run `mgimm-geo describe`:
   precision of the classes a description names, hallucinated classes, and whether the count it
   gives ("three buildings") is right.
 
+These scenes are tuning data: the agreeing decoding was developed on their figures, and the
+contradiction rate is read by the same text reader it enforces. Quality against the truth, on a
+frozen test split never tuned on, is training/benchmark.py (docs/benchmark.md).
+
 Reports JSON (and prints a Markdown table). Text is read as mgimm_core/mentions.py reads it (the
 same reading the agreeing decoding uses): a class is "named" when its singular or plural form is in
 the text; a mention "carries" a colour/shape when that word is among the four words before it.

@@ -26,7 +26,7 @@ class LoadOptions:
     max_new_tokens: int = 200
     compile: bool = False
     threads: int | None = None         # None: mgimm_core.threads.default_threads() at load time
-    no_repeat_ngram: int = 6           # repetition guard: no n-gram of new tokens twice; 0: off
+    no_repeat_ngram: int = 0           # opt-in: no n-gram of new tokens twice (breaks phrases); 0: off
     agree: bool = True                 # descriptions name objects with their attribute answers (Describer)
     region_as: str | None = None       # how a region reaches the model (families/regions.py REGION_AS); None: family's
 

@@ -1,10 +1,12 @@
 """Constrained decoding: continue a description from a kept prefix with its next phrase limited to
-given token sequences.
+given token sequences, and the repetition guard.
 
 Used to make a description name an object with the attributes the model itself answered
 (mgimm_core/describer.py): the phrase "<size> <colour> <shape> <noun>" may take only the answer's
 words (each adjective may be left out), the model's own logits choosing among them; everything
-after the phrase is decoded freely again. Every token still comes from a forward pass of the model.
+after the phrase is decoded freely again. Constraints here only forbid tokens: every token still
+comes from a forward pass of the model, chosen by its logits among those left (where a constraint
+would forbid every token, it gives way instead of picking one).
 """
 
 from __future__ import annotations
@@ -16,32 +18,26 @@ from transformers import LogitsProcessor
 
 from mgimm_core.mentions import ObjectSpec
 from mgimm_core.vocabulary import article as article_for
-from mgimm_core.vocabulary import number_word, plural, size_surface
+from mgimm_core.vocabulary import plural, size_surface
 
 _END = -1   # trie key marking a complete sequence
 
 
-def phrase_sequences(tokenizer, specs: tuple[ObjectSpec, ...], plural_noun: bool, article: bool = False,
-                     counted: bool = False) -> list[tuple[int, ...]]:
+def phrase_sequences(tokenizer, specs: tuple[ObjectSpec, ...], plural_noun: bool,
+                     article: bool = False) -> list[tuple[int, ...]]:
     """Token sequences of every phrase naming one of `specs`: its adjectives in canonical order,
     each optional, then the noun (plural form if `plural_noun`); with `article`, "a"/"an" first
-    (the attribute answer's form); with `counted`, the number of `specs` those adjectives fit
-    first ("two red buildings"), the noun's number following it. Phrases the tokenizer can only
-    read with unknown tokens are left out (the model cannot say them)."""
+    (the attribute answer's form). No count word: a count is the model's to say, never set from
+    the number of answers. Phrases the tokenizer can only read with unknown tokens are left out
+    (the model cannot say them)."""
     unk = tokenizer.unk_token_id
     sequences: set[tuple[int, ...]] = set()
     for spec in specs:
         for keep in product((True, False), repeat=3):
             kept = {key: getattr(spec, key) if k else None for key, k in zip(("size", "color", "shape"), keep)}
             adjectives = [size_surface(kept["size"]), kept["color"], kept["shape"]]
-            many = plural_noun
             words = [w for w in adjectives if w]
-            if counted:
-                fit = sum(all(kept[key] is None or getattr(other, key) in (None, kept[key]) for key in kept)
-                          for other in specs)
-                words.insert(0, number_word(fit))
-                many = fit != 1
-            words.append(plural(spec.name) if many else spec.name)
+            words.append(plural(spec.name) if plural_noun else spec.name)
             if article:
                 words.insert(0, article_for(words[0]))
             ids = tuple(tokenizer(" ".join(words), add_special_tokens=False)["input_ids"])
@@ -73,7 +69,10 @@ def _follow(trie: dict, tokens: list[int]) -> dict | None:
 class PhraseConstraint(LogitsProcessor):
     """Per batch row, the next generated tokens must follow one of its sequences; once one is
     complete (or for rows given None) decoding is free. Expects the generated tokens only in
-    `input_ids` (generation from inputs_embeds), so a row's phrase starts at its first new token."""
+    `input_ids` (generation from inputs_embeds), so a row's phrase starts at its first new token.
+    Where an earlier processor (the repetition guard) has forbidden every token the phrase could
+    take next, the row is left free: the model's own choice among the tokens still allowed ends
+    the phrase, no token is picked for it."""
 
     def __init__(self, sequences_per_row: list[list[tuple[int, ...]] | None]):
         self.tries = [_trie(s) if s else None for s in sequences_per_row]
@@ -87,11 +86,86 @@ class PhraseConstraint(LogitsProcessor):
                 continue
             allowed = torch.tensor(list(node), dtype=torch.long, device=scores.device)
             kept = scores[row, allowed]
-            if torch.isinf(kept).all():     # another guard banned them all: the phrase still wins
-                kept = torch.zeros_like(kept)
+            if torch.isneginf(kept).all():   # all forbidden by another guard: the phrase gives way
+                continue
             scores[row] = float("-inf")
             scores[row, allowed] = kept
         return scores
+
+
+def word_tokens(tokenizer) -> torch.Tensor:
+    """A bool mask over the vocabulary: tokens that are whole words (or punctuation) of their own,
+    which never stand twice in a row in good text. A word-level vocabulary (the demo model's): every
+    token but the special ones; a subword vocabulary: tokens that start a word ("Ġin", "▁in") and
+    hold only letters, since two equal subword pieces may well make one word."""
+    size = len(tokenizer)
+    mask = torch.zeros(size, dtype=torch.bool)
+    special = set(tokenizer.all_special_ids)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    word_level = backend is not None and type(backend.model).__name__ == "WordLevel"
+    for token_id, token in enumerate(tokenizer.convert_ids_to_tokens(list(range(size)))):
+        if token is None or token_id in special:
+            continue
+        if word_level or (token[:1] in ("Ġ", "▁") and token[1:].isalpha()):
+            mask[token_id] = True
+    return mask
+
+
+def sentence_end_tokens(tokenizer) -> frozenset[int]:
+    """Ids of the tokens that end a sentence (".", "!", "?", with or without a word-start mark)."""
+    tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    return frozenset(i for i, t in enumerate(tokens) if t is not None and t.lstrip("Ġ▁") in (".", "!", "?"))
+
+
+class RepetitionGuard(LogitsProcessor):
+    """The repetition guard's forbidding part: a word may not follow itself ("building building",
+    "in in"). Only that one token is forbidden; the model's logits choose among the rest. Unlike
+    `no_repeat_ngram_size`, which forbids the word that would complete any n-gram seen before and
+    so pushes the model into its second choice mid-phrase ("in this high-shaped resolution image"),
+    it never forbids a word that good text needs. Longer loops are handled by `trim_repeats`.
+
+    words: `word_tokens` of the tokenizer; tokens outside it (special tokens, ids the tokenizer
+    does not have) write nothing, so the word before them counts as the previous one. prefixes:
+    per row the kept tokens before its first generated one. Expects the generated tokens only in
+    `input_ids` (generation from inputs_embeds)."""
+
+    def __init__(self, words: torch.Tensor, prefixes: list[list[int]], special: frozenset[int] = frozenset()):
+        self.words = words
+        self.prefixes = prefixes
+        self.special = special
+
+    def _previous(self, tokens) -> int | None:
+        for token in reversed(tokens):
+            if 0 <= token < len(self.words) and token not in self.special:
+                return token
+        return None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        for row in range(scores.shape[0]):
+            previous = self._previous(list(self.prefixes[row]) + input_ids[row].tolist())
+            if previous is not None and self.words[previous] and previous < scores.shape[1]:
+                scores[row, previous] = float("-inf")
+        return scores
+
+
+def trim_repeats(ids: list[int], ends: frozenset[int], complete: bool = True) -> list[int]:
+    """An answer cut before its first sentence that repeats an earlier one word for word (a model
+    that loops says the same sentence again; everything from there is the loop); an answer the
+    token budget cut (`complete` False) is cut back to its last full sentence, so it never ends
+    mid-phrase. Only whole sentences of the model's own are dropped; nothing is added. An answer
+    without a full sentence (an attribute answer) is kept whole."""
+    seen: set[tuple[int, ...]] = set()
+    start = 0
+    for k, token in enumerate(ids):
+        if token in ends:
+            sentence = tuple(ids[start:k + 1])
+            if sentence in seen:
+                return ids[:start]
+            seen.add(sentence)
+            start = k + 1
+    if not complete and start > 0:
+        return ids[:start]
+    return ids
 
 
 def append_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, prefixes: list[list[int]],

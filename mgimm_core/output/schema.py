@@ -16,7 +16,9 @@ tiles: scene, tile_index, row, col, description, valid_fraction, gsd_m, model, p
 objects (guided runs, `describe --guide`): one row per guide object of a region or tile: the
     regions layer's columns (region_id is the guide object's id, `description` empty) plus
     parent_layer ("regions" or "tiles"), parent_id (the region_id or tile_index of the row it was
-    described in) and attribute_text (the model's attribute answer as written).
+    described in), attribute_text (the model's attribute answer as written) and guide_status
+    ("confirmed" where the model sees an object at the guide, "not_found" where it does not; only
+    confirmed guides are region prompts of the row's description, mgimm_core/describer.py).
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ class ObjectRecord(RegionRecord):
     parent_layer: str = "regions"
     parent_id: str = ""
     attribute_text: str | None = None
+    guide_status: str | None = None     # "confirmed" / "not_found" (Describer.check_guides)
 
 
 def region_key(scene: str, region_id) -> tuple[str, str]:
@@ -280,8 +283,8 @@ class ObjectSchema(RegionSchema):
 
     def __init__(self, attribute_fields: Sequence[str] = DEFAULT_ATTRIBUTE_FIELDS):
         super().__init__(attribute_fields)
-        self.add({"parent_layer": "TEXT", "parent_id": "TEXT", "attribute_text": "TEXT"})
-        self._reserved |= {"parent_layer", "parent_id", "attribute_text"}
+        self.add({"parent_layer": "TEXT", "parent_id": "TEXT", "attribute_text": "TEXT", "guide_status": "TEXT"})
+        self._reserved |= {"parent_layer", "parent_id", "attribute_text", "guide_status"}
 
     def key_of(self, record: ObjectRecord) -> tuple[str, str]:   # type: ignore[override]
         """Objects are rewritten with their parent: keyed by (scene, parent id)."""
@@ -290,7 +293,7 @@ class ObjectSchema(RegionSchema):
     def row(self, record: ObjectRecord, run_id: str) -> dict[str, Any]:   # type: ignore[override]
         row = super().row(record, run_id)
         row.update(parent_layer=record.parent_layer, parent_id=str(record.parent_id),
-                   attribute_text=record.attribute_text)
+                   attribute_text=record.attribute_text, guide_status=record.guide_status)
         return row
 
 

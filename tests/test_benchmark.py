@@ -1,0 +1,73 @@
+"""The truth benchmark (training/benchmark.py): its splits never meet the seeds training and tuning
+draw, its AOIs carry the truth they are scored against, and its grammar check reads the generator's
+own text as good and broken phrases as broken."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import shapely
+
+from training.benchmark import (AOI_COUNTS, SPLITS, Grammar, doubled_words, draw_regions, kinds, scene_case,
+                                used_seeds)
+
+
+def test_splits_are_disjoint_from_every_seed_training_and_tuning_use():
+    test, dev = set(SPLITS["test"]), set(SPLITS["dev"])
+    assert test and dev and not test & dev
+    for who, seeds in used_seeds().items():
+        assert not set(seeds) & (test | dev), who
+    # the recipe's own split function draws from those ranges
+    from training.demo_recipe import PRESETS, split_seeds
+
+    for preset in PRESETS.values():
+        for split in ("train", "heldout"):
+            assert not set(split_seeds(split, preset)) & (test | dev)
+
+
+def test_regions_carry_their_truth(tmp_path):
+    from training.synthetic.scene import generate_scene
+
+    scene = generate_scene(SPLITS["dev"][1], size=640)
+    regions = draw_regions(scene, np.random.default_rng(0))
+    by_kind = {k: [r for r in regions if r.kind == k] for k in AOI_COUNTS}
+    assert all(by_kind[k] for k in ("single", "partial", "empty"))
+    for r in by_kind["empty"]:
+        assert not r.touching and r.guide is not None and r.box.contains(r.guide.centroid)
+    for r in by_kind["partial"]:
+        share = r.target.footprint.intersection(r.box).area / r.target.footprint.area
+        assert 0.2 < share < 0.8 and r.target in r.touching
+    for r in by_kind["single"]:
+        assert r.target in r.inside
+    for r in by_kind["shifted"]:
+        assert r.target in r.inside and not any(o.footprint.intersects(r.guide) for o in scene.objects)
+    for r in regions:
+        assert all(o not in r.touching for o in r.neighbours)
+    # written as a user's inputs: AOIs in EPSG:4326 around the pixels they were drawn on
+    _, drawn, layers = scene_case(SPLITS["dev"][1], tmp_path)
+    features = json.loads((tmp_path / "aoi.geojson").read_text())["features"]
+    assert [f["properties"]["id"] for f in features] == [r.id for r in drawn]
+    lon, lat = shapely.geometry.shape(features[0]["geometry"]).centroid.coords[0]
+    assert -180 <= lon <= 180 and -90 <= lat <= 90
+
+
+@pytest.fixture(scope="module")
+def grammar():
+    return Grammar.from_generator()       # the benchmark's own (about 30 s)
+
+
+@pytest.mark.slow
+def test_grammar_reads_generator_text_as_good_and_catches_broken_phrases(grammar):
+    from training.synthetic import describe_tile, generate_scene
+
+    scene = generate_scene(SPLITS["dev"][2], size=512)
+    rng = np.random.default_rng(1)
+    texts = [describe_tile(scene, (int(x), int(y), 200, 200), rng) for x, y in rng.integers(0, 312, size=(10, 2))]
+    assert not [grammar.broken(t) for t in texts if grammar.broken(t)]
+    good = texts[0]
+    assert grammar.broken(good.replace(" the ", " the the ", 1))
+    assert grammar.broken("In this high-shaped resolution image we see a mainly rural area.")
+    assert doubled_words("a building in in the centre") == ["in"] and not doubled_words(good)
+    assert kinds("two small red storage tanks") == ["<number>", "<size>", "<colour>", "<class>"]

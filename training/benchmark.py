@@ -1,0 +1,539 @@
+"""The truth benchmark: descriptions measured against the synthetic world's ground truth, on the product path.
+
+    python -m training.benchmark [--split test|dev] [--scenes 6] [--model DIR] [--decoding both|free|agree]
+                                 [--out report.json] [--threads 1]
+
+Scenes come from a frozen split of seeds that training and tuning never use (`SPLITS`; the seeds
+they do use are `used_seeds()`, and tests/test_benchmark.py checks the two never meet): "test" is
+reported once per model and never tuned on; "dev" is for tuning (thresholds, decoding choices), and
+a figure from it is labelled so. Each scene (512-1024 px, drawn by seed) is written as a GeoTIFF
+with its true footprints, and AOIs in EPSG:4326 are drawn over it with random margins:
+
+- single: around one object (margins 0.1-0.8 of its extent per side, drawn per side);
+- partial: cutting one object (35-65% of its box along one side);
+- multi: around two to four neighbouring objects;
+- empty: squares of land no object touches;
+- shifted: around one object and a copy of its footprint moved onto empty land beside it.
+
+Every AOI is described with `mgimm_core.describe`, as `mgimm-geo describe` does: unguided; guided
+by the true footprints (`--guide`, the AOIs holding objects); guided by wrong footprints (the shifted
+copies, and object-shaped footprints put on the empty squares). Each run is made with free decoding
+(`--no-agree`) and with the agreeing decoding (the default). The metrics read the truth, not the
+model's agreement with itself (text is read with mgimm_core/mentions.py; a class is "named" where its
+singular or plural stands in the text):
+
+- attributes: class, colour, shape, size right, and all four, on single and shifted AOIs whose
+  object is the only one mostly inside (50% of its footprint); class right on partial AOIs;
+- description names the true object (its class), and names it with its true attributes (a mention of
+  the true class carrying the true colour and shape and no other size);
+- invented objects: descriptions naming a class no object touching the AOI has (any class on empty land);
+- counts (multi AOIs): the count word before each true class named is the number of those objects inside;
+- "no distinct objects": precision and recall of the attribute answer `none` for empty AOIs, and the
+  same for descriptions that name no object;
+- grammar: descriptions with a word twice in a row, and with a broken phrase: a pair of neighbouring
+  words the world's description generator (training/synthetic/text.py) never writes, read with
+  colours, shapes, sizes, numbers and class names as their kind (`Grammar`);
+- localisation: single AOIs whose description names the class of a neighbour just outside (within one
+  AOI extent) that no object touching the AOI has;
+- guides: the share of guide objects confirmed (`guide_status`), true vs shifted vs on empty land;
+  recall and precision of the classes named against the truth inside, guided by true and by wrong
+  footprints, and how often an empty AOI with a guide on it is described as holding an object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import shapely
+from shapely import affinity
+
+from mgimm_core.mentions import ObjectSpec, mentions, words
+from mgimm_core.vocabulary import CLASS_NAMES, COLORS, NO_OBJECT_VALUE, SHAPES, SIZES, number_word, plural, size_surface
+from training.agreement import _rate, tile_scores
+
+TEST_SEED_BASE = 7_000_000
+DEV_SEED_BASE = 6_000_000
+SPLIT_SCENES = 200
+#: The frozen splits: scene seeds that no training or tuning run draws.
+SPLITS = {"test": range(TEST_SEED_BASE, TEST_SEED_BASE + SPLIT_SCENES),
+          "dev": range(DEV_SEED_BASE, DEV_SEED_BASE + SPLIT_SCENES)}
+#: AOIs per scene by kind.
+AOI_COUNTS = {"single": 4, "partial": 2, "multi": 3, "empty": 3, "shifted": 2}
+#: A guide object is believed where its guide_status says so.
+CONFIRMED = "confirmed"
+
+
+def used_seeds() -> dict[str, range]:
+    """The scene seeds training and tuning draw, by who draws them (training/demo_recipe.py presets,
+    its held-out evaluation, training/agreement.py, the demo scene of `mgimm-geo demo`)."""
+    from training.demo_recipe import HELDOUT_SEED_BASE, PRESETS
+
+    train = max(p.train_scenes for p in PRESETS.values())
+    heldout = max(p.heldout_scenes for p in PRESETS.values())
+    return {"train (demo_recipe split_seeds)": range(1, train + 1),
+            "held-out evaluation (demo_recipe, evaluate)": range(HELDOUT_SEED_BASE, HELDOUT_SEED_BASE + heldout),
+            "agreement (training.agreement, tuned on)": range(HELDOUT_SEED_BASE + 500, HELDOUT_SEED_BASE + 1500),
+            "demo scene (synthetic.demo_inputs)": range(2024, 2025)}
+
+
+# ------------------------------------------------------------------------------------- grammar
+_KINDS = ({c: "<colour>" for c in COLORS} | {s.lower(): "<shape>" for s in SHAPES}
+          | {w: "<size>" for s in SIZES for w in (s, str(size_surface(s)))}
+          | {number_word(n): "<number>" for n in range(0, 21)}
+          | {f"{a}-{b}" if a else b: "<direction>" for a in ("", "north", "south") for b in ("north", "south", "east",
+                                                                                        "west") if a != b})
+_CLASS_FORMS = sorted({tuple(f.lower().split()) for n in CLASS_NAMES for f in (n, plural(n))}, key=lambda f: -len(f))
+
+
+def kinds(text: str | None) -> list[str]:
+    """The words of `text`, colours, shapes, sizes, numbers and class names (one word each) as their kind."""
+    found, out, i = words(text), [], 0
+    while i < len(found):
+        for form in _CLASS_FORMS:
+            if tuple(found[i:i + len(form)]) == form:
+                out.append("<class>")
+                i += len(form)
+                break
+        else:
+            out.append("<number>" if found[i].isdigit() else _KINDS.get(found[i], found[i]))
+            i += 1
+    return out
+
+
+def doubled_words(text: str | None) -> list[str]:
+    """Words standing twice in a row ("in in")."""
+    found = words(text)
+    return [a for a, b in zip(found, found[1:]) if a == b]
+
+
+@dataclass
+class Grammar:
+    """The word pairs the world's description generator writes (training/synthetic/text.py
+    `describe_tile`, the text every description was trained on), read as `kinds`."""
+
+    pairs: set = field(default_factory=set)
+
+    @classmethod
+    def from_generator(cls, seeds=range(1, 31), windows: int = 100) -> "Grammar":
+        """Pairs of the generator's descriptions of random windows of training scenes."""
+        from training.synthetic import describe_tile, generate_scene
+
+        grammar = cls()
+        for seed in seeds:
+            scene = generate_scene(int(seed), size=512)
+            rng = np.random.default_rng([int(seed), 23])
+            for _ in range(windows):
+                side = int(rng.integers(24, 512))
+                x0, y0 = int(rng.integers(0, 512 - side + 1)), int(rng.integers(0, 512 - side + 1))
+                grammar.add(describe_tile(scene, (x0, y0, side, side), rng))
+        return grammar
+
+    def add(self, text: str) -> None:
+        seq = ["<start>"] + kinds(text) + ["<end>"]
+        self.pairs.update(zip(seq, seq[1:]))
+
+    def broken(self, text: str | None) -> list[str]:
+        """The neighbouring word pairs of `text` the generator never writes ("high-shaped resolution")."""
+        seq = ["<start>"] + kinds(text) + ["<end>"]
+        return [f"{a} {b}" for a, b in zip(seq, seq[1:]) if (a, b) not in self.pairs]
+
+
+# ------------------------------------------------------------------------------------- scenes
+@dataclass
+class Region:
+    """One benchmark AOI (scene pixels) and its truth."""
+
+    id: str
+    kind: str
+    box: shapely.Geometry
+    inside: list = field(default_factory=list)      # objects with >= half their footprint inside
+    touching: list = field(default_factory=list)    # objects the AOI touches at all
+    neighbours: list = field(default_factory=list)  # objects outside it within one AOI extent
+    target: object = None                           # the object it was drawn around (single/partial/shifted)
+    guide: shapely.Geometry | None = None           # its wrong guide (shifted/empty), scene pixels
+
+
+def _truth(region: Region, objects, tree) -> Region:
+    box = region.box
+    region.touching = [objects[int(i)] for i in tree.query(box) if objects[int(i)].footprint.intersects(box)]
+    region.inside = [o for o in region.touching
+                     if o.footprint.intersection(box).area >= 0.5 * max(o.footprint.area, 1e-9)]
+    minx, miny, maxx, maxy = box.bounds
+    ring = box.buffer(max(maxx - minx, maxy - miny))
+    region.neighbours = [objects[int(i)] for i in tree.query(ring)
+                         if objects[int(i)] not in region.touching and objects[int(i)].footprint.intersects(ring)]
+    return region
+
+
+def _free(box, tree, objects, pad: float = 2.0) -> bool:
+    """No object touches `box` grown by `pad` pixels."""
+    grown = box.buffer(pad)
+    return not any(objects[int(i)].footprint.intersects(grown) for i in tree.query(grown))
+
+
+def draw_regions(scene, rng: np.random.Generator) -> list[Region]:
+    """The AOIs of one scene (AOI_COUNTS by kind), in scene pixels, with their truth."""
+    objects = scene.objects
+    h, w = scene.size
+    frame = shapely.box(0, 0, w, h)
+    tree = shapely.STRtree([o.footprint for o in objects])
+    regions: list[Region] = []
+
+    def extent(geom) -> float:
+        minx, miny, maxx, maxy = geom.bounds
+        return max(maxx - minx, maxy - miny, 4.0)
+
+    def margin_box(geom, low: float, high: float):
+        minx, miny, maxx, maxy = geom.bounds
+        e = extent(geom)
+        m = rng.uniform(low, high, size=4) * e
+        return shapely.box(minx - m[0], miny - m[1], maxx + m[2], maxy + m[3]).intersection(frame)
+
+    order = [objects[int(i)] for i in rng.permutation(len(objects))]
+    for obj in order[:AOI_COUNTS["single"]]:
+        regions.append(Region(f"single-{obj.id}", "single", margin_box(obj.footprint, 0.1, 0.8), target=obj))
+    big = [o for o in order if extent(o.footprint) >= 12]
+    for obj in big[:AOI_COUNTS["partial"]]:
+        minx, miny, maxx, maxy = obj.footprint.bounds
+        keep = float(rng.uniform(0.35, 0.65))
+        side = int(rng.integers(4))
+        cut = {0: (minx, miny, minx + keep * (maxx - minx), maxy), 1: (maxx - keep * (maxx - minx), miny, maxx, maxy),
+               2: (minx, miny, maxx, miny + keep * (maxy - miny)), 3: (minx, maxy - keep * (maxy - miny), maxx, maxy)}
+        part = shapely.box(*cut[side])
+        m = rng.uniform(0.1, 0.5, size=4) * extent(obj.footprint)
+        grow = [m[0] if side != 1 else 0, m[1] if side != 3 else 0, m[2] if side != 0 else 0, m[3] if side != 2 else 0]
+        px0, py0, px1, py1 = part.bounds
+        box = shapely.box(px0 - grow[0], py0 - grow[1], px1 + grow[2], py1 + grow[3]).intersection(frame)
+        regions.append(Region(f"partial-{obj.id}", "partial", box, target=obj))
+    centres = np.array([o.centroid for o in objects]) if objects else np.zeros((0, 2))
+    for obj in order[AOI_COUNTS["single"]:]:
+        if sum(r.kind == "multi" for r in regions) >= AOI_COUNTS["multi"]:
+            break
+        distance = np.hypot(*(centres - np.array(obj.centroid)).T)
+        near = [objects[int(i)] for i in np.argsort(distance)[1:4] if distance[int(i)] < 120]
+        if not near:
+            continue
+        group = [obj] + near[:int(rng.integers(1, len(near) + 1))]
+        union = shapely.union_all([o.footprint for o in group])
+        regions.append(Region(f"multi-{obj.id}", "multi", margin_box(union, 0.1, 0.4)))
+    for obj in order:
+        if sum(r.kind == "shifted" for r in regions) >= AOI_COUNTS["shifted"]:
+            break
+        e = extent(obj.footprint)
+        angle = float(rng.uniform(0, 2 * math.pi))
+        d = float(rng.uniform(1.3, 2.0)) * e
+        moved = affinity.translate(obj.footprint, d * math.cos(angle), d * math.sin(angle))
+        if not frame.contains(moved) or not _free(moved, tree, objects):
+            continue
+        box = margin_box(shapely.union_all([obj.footprint, moved]), 0.1, 0.4)
+        regions.append(Region(f"shifted-{obj.id}", "shifted", box, target=obj, guide=moved))
+    shapes = [o.footprint for o in order[:8]]
+    for k in range(AOI_COUNTS["empty"] * 20):
+        if sum(r.kind == "empty" for r in regions) >= AOI_COUNTS["empty"] or not shapes:
+            break
+        side = int(rng.integers(48, min(200, w, h)))
+        x0, y0 = int(rng.integers(0, w - side)), int(rng.integers(0, h - side))
+        box = shapely.box(x0, y0, x0 + side, y0 + side)
+        if not _free(box, tree, objects):
+            continue
+        shape = shapes[k % len(shapes)]
+        scale = min(1.0, 0.6 * side / extent(shape))
+        c = shape.centroid
+        guide = affinity.translate(affinity.scale(shape, scale, scale, origin=c), x0 + side / 2 - c.x,
+                                   y0 + side / 2 - c.y)
+        regions.append(Region(f"empty-{k}", "empty", box, guide=guide))
+    return [_truth(r, objects, tree) for r in regions]
+
+
+def _to_lonlat(scene, geom_px):
+    """A scene-pixel geometry in EPSG:4326 (lon, lat)."""
+    import pyproj
+
+    t = scene.transform
+    in_crs = affinity.affine_transform(geom_px, [t.a, t.b, t.d, t.e, t.c, t.f])
+    to_lonlat = pyproj.Transformer.from_crs(scene.crs, "EPSG:4326", always_xy=True)
+    return shapely.transform(in_crs, lambda xy: np.column_stack(to_lonlat.transform(xy[:, 0], xy[:, 1])))
+
+
+def _write_layer(path: Path, features: list[tuple[str, shapely.Geometry]]) -> str:
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"id": fid}, "geometry": shapely.geometry.mapping(geom)}
+        for fid, geom in features]}))
+    return str(path)
+
+
+def scene_case(seed: int, directory: Path):
+    """scene.tif, truth.gpkg (the true footprints) and the AOI / wrong-guide layers of one split seed."""
+    from training.synthetic.export import write_geotiff, write_objects
+    from training.synthetic.scene import generate_scene
+
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng([seed, 22])
+    scene = generate_scene(seed, size=int(rng.integers(8, 17)) * 64)
+    write_geotiff(scene, directory / "scene.tif")
+    write_objects(scene, directory / "truth.gpkg")
+    regions = draw_regions(scene, rng)
+    layers = {
+        "all": _write_layer(directory / "aoi.geojson", [(r.id, _to_lonlat(scene, r.box)) for r in regions]),
+        "objects": _write_layer(directory / "aoi_objects.geojson",
+                                [(r.id, _to_lonlat(scene, r.box)) for r in regions if r.kind != "empty"]),
+        "wrong": _write_layer(directory / "aoi_wrong.geojson",
+                              [(r.id, _to_lonlat(scene, r.box)) for r in regions if r.guide is not None]),
+        "wrong_guides": _write_layer(directory / "wrong_guides.geojson",
+                                     [(f"guide-{r.id}", _to_lonlat(scene, r.guide)) for r in regions
+                                      if r.guide is not None]),
+    }
+    return scene, regions, layers
+
+
+# ------------------------------------------------------------------------------------- running
+def run_case(engine, directory: Path, layers: dict) -> dict:
+    """The three describe runs of one scene: {run: (rows by AOI id, objects rows by parent id)}."""
+    import mgimm_core
+
+    scene = str(directory / "scene.tif")
+    runs = {"unguided": (layers["all"], None), "true_guides": (layers["objects"], str(directory / "truth.gpkg")),
+            "wrong_guides": (layers["wrong"], layers["wrong_guides"])}
+    out = {}
+    for name, (aoi, guide) in runs.items():
+        frame = mgimm_core.describe(scene, aoi, model=engine, guide=guide)
+        rows = {str(r["id"]): r for r in frame.to_dict("records")}
+        objects: dict[str, list] = {}
+        if "objects" in frame.attrs:
+            for r in frame.attrs["objects"].to_dict("records"):
+                objects.setdefault(str(r["parent_id"]), []).append(r)
+        out[name] = (rows, objects)
+    return out
+
+
+@dataclass
+class Tally:
+    """Counts of one decoding over the split; `report` turns them into rates."""
+
+    n: Counter = field(default_factory=Counter)
+    tiles: dict = field(default_factory=lambda: {"unguided": Counter(), "true_guides": Counter(),
+                                                 "wrong_guides": Counter()})
+    examples: dict = field(default_factory=dict)
+
+    def example(self, key: str, value) -> None:
+        self.examples.setdefault(key, [])
+        if len(self.examples[key]) < 3:
+            self.examples[key].append(value)
+
+
+def _names(text) -> set[str]:
+    return {m.name for m in mentions(text)}
+
+
+def score_case(regions: list[Region], runs: dict, tally: Tally, grammar: Grammar) -> None:
+    """Add one scene's rows to the tally, against its truth."""
+    n = tally.n
+    by_id = {r.id: r for r in regions}
+    rows, _ = runs["unguided"]
+    for rid, row in rows.items():
+        region = by_id[rid]
+        if row.get("error"):
+            n["errors"] += 1
+            continue
+        text, said = row["description"], _names(row["description"])
+        touching = {o.name for o in region.touching}
+        empty = not region.touching
+        n["described"] += 1
+        n["invented"] += bool(said - touching)
+        if said - touching:
+            tally.example("invented", {"id": rid, "truth": sorted(touching), "description": text})
+        none_answer = row["object"] == NO_OBJECT_VALUE
+        n["none_said"] += none_answer
+        n["none_right"] += none_answer and empty
+        n["empty"] += empty
+        n["no_objects_described"] += not said
+        n["no_objects_described_right"] += (not said) and empty
+        if region.kind in ("single", "shifted") and [o.id for o in region.inside] == [region.target.id]:
+            t = region.target
+            n["attribute_regions"] += 1
+            right = {"name": row["object"] == t.name, "color": row["color"] == t.color,
+                     "shape": row["shape"] == t.shape, "size": row["size"] == t.size}
+            for key, ok in right.items():
+                n[f"attr_{key}"] += ok
+            n["attr_all"] += all(right.values())
+            n["desc_names_true"] += t.name in said
+            spec = ObjectSpec(t.name, t.color, t.shape, t.size)
+            n["desc_names_true_attributes"] += any(
+                spec.carried_by(m) and t.color in m.carried("color") and t.shape in m.carried("shape")
+                for m in mentions(text))
+            near = {o.name for o in region.neighbours} - touching
+            if near:
+                n["localisation_regions"] += 1
+                n["localisation_errors"] += bool(said & near)
+                if said & near:
+                    tally.example("neighbour described", {"id": rid, "truth": sorted(touching),
+                                                          "neighbours": sorted(near), "description": text})
+        if region.kind == "partial":
+            n["partial"] += 1
+            n["partial_class_right"] += row["object"] == region.target.name
+    for run, (rows, objects) in runs.items():
+        for rid, row in rows.items():
+            if row.get("error"):
+                continue
+            text = row["description"]
+            n["texts"] += 1
+            doubled, broken = doubled_words(text), grammar.broken(text)
+            n["doubled"] += bool(doubled)
+            n["broken"] += bool(broken)
+            if broken:
+                tally.example("broken phrase", {"pairs": broken[:3], "description": text})
+            if doubled:
+                tally.example("doubled word", {"words": doubled[:3], "description": text})
+            region = by_id[rid]
+            if region.kind == "multi" and run != "wrong_guides":
+                s = tile_scores(text, Counter(o.name for o in region.inside))
+                n[f"count_given_{run}"] += s["counted"]
+                n[f"count_right_{run}"] += s["count_right"]
+            if region.kind != "empty":
+                s = tile_scores(text, Counter(o.name for o in region.inside))
+                tally.tiles[run].update({k: s[k] for k in ("truth", "mentioned", "hit", "hallucinated")})
+            if run == "unguided":
+                continue
+            for obj in objects.get(rid, []):
+                kind = ("true" if run == "true_guides" else "empty_land" if region.kind == "empty" else "shifted")
+                n[f"guides_{kind}"] += 1
+                # no guide_status (a describe path that does not check guides): believed
+                n[f"guides_{kind}_confirmed"] += obj.get("guide_status", CONFIRMED) in (CONFIRMED, None)
+            if run == "wrong_guides" and region.kind == "empty":
+                n["empty_guided"] += 1
+                n["empty_guided_described_object"] += bool(_names(text))
+                if _names(text):
+                    tally.example("object described on empty land with a guide", {"id": rid, "description": text})
+
+
+def report(tally: Tally) -> dict:
+    """The rates of one decoding."""
+    n = tally.n
+    out = {
+        "regions_described": n["described"], "region_errors": n["errors"],
+        "attribute_regions": n["attribute_regions"],
+        **{f"attribute_{k}_right": _rate(n[f"attr_{k}"], n["attribute_regions"])
+           for k in ("name", "color", "shape", "size", "all")},
+        "partial_regions": n["partial"], "partial_class_right": _rate(n["partial_class_right"], n["partial"]),
+        "description_names_true_object": _rate(n["desc_names_true"], n["attribute_regions"]),
+        "description_names_true_object_with_attributes": _rate(n["desc_names_true_attributes"],
+                                                               n["attribute_regions"]),
+        "invented_objects": _rate(n["invented"], n["described"]),
+        "counts_right": _rate(n["count_right_unguided"], n["count_given_unguided"]),
+        "counts_given": n["count_given_unguided"],
+        "counts_right_true_guides": _rate(n["count_right_true_guides"], n["count_given_true_guides"]),
+        "counts_given_true_guides": n["count_given_true_guides"],
+        "empty_regions": n["empty"],
+        "no_object_answer_precision": _rate(n["none_right"], n["none_said"]),
+        "no_object_answer_recall": _rate(n["none_right"], n["empty"]),
+        "no_object_description_precision": _rate(n["no_objects_described_right"], n["no_objects_described"]),
+        "no_object_description_recall": _rate(n["no_objects_described_right"], n["empty"]),
+        "texts": n["texts"], "doubled_words": _rate(n["doubled"], n["texts"]),
+        "broken_phrases": _rate(n["broken"], n["texts"]),
+        "localisation_regions": n["localisation_regions"],
+        "neighbour_described": _rate(n["localisation_errors"], n["localisation_regions"]),
+        "guides_true": n["guides_true"], "guides_true_confirmed": _rate(n["guides_true_confirmed"], n["guides_true"]),
+        "guides_shifted": n["guides_shifted"],
+        "guides_shifted_confirmed": _rate(n["guides_shifted_confirmed"], n["guides_shifted"]),
+        "guides_empty_land": n["guides_empty_land"],
+        "guides_empty_land_confirmed": _rate(n["guides_empty_land_confirmed"], n["guides_empty_land"]),
+        "empty_with_guide_described_object": _rate(n["empty_guided_described_object"], n["empty_guided"]),
+    }
+    for run, t in tally.tiles.items():
+        out[f"{run}_recall"] = _rate(t["hit"], t["truth"])
+        out[f"{run}_precision"] = _rate(t["hit"], t["mentioned"])
+    out["examples"] = tally.examples
+    return out
+
+
+def run_benchmark(model=None, *, split: str = "test", scenes: int = 24, decodings=("free", "agree"),
+                  workdir: str | None = None, threads: int | None = None, max_new_tokens: int = 160) -> dict:
+    """The benchmark of `model` (a directory; None: the demo model) on the first `scenes` seeds of `split`."""
+    import mgimm_core
+
+    seeds = list(SPLITS[split])[:scenes]
+    work = Path(workdir or tempfile.mkdtemp(prefix="benchmark_"))
+    started = time.perf_counter()
+    grammar = Grammar.from_generator()
+    cases = [(seed, *scene_case(seed, work / f"scene_{seed}")) for seed in seeds]
+    results = {}
+    for decoding in decodings:
+        engine = mgimm_core.load_model(model, max_new_tokens=max_new_tokens, threads=threads,
+                                       agree=decoding == "agree")
+        tally = Tally()
+        try:
+            for seed, _, regions, layers in cases:
+                score_case(regions, run_case(engine, work / f"scene_{seed}", layers), tally, grammar)
+        finally:
+            engine.close()
+        results[decoding] = report(tally)
+    return {"model": str(model or "demo"), "split": split, "seeds": [seeds[0], seeds[-1]] if seeds else [],
+            "scenes": len(seeds), "aois_per_scene": AOI_COUNTS, "wall_s": round(time.perf_counter() - started, 1),
+            "results": results}
+
+
+ROWS = (("attribute class / colour / shape / size right (single-object AOIs)",
+         ("attribute_name_right", "attribute_color_right", "attribute_shape_right", "attribute_size_right"), ""),
+        ("all four attributes right", ("attribute_all_right",), ""),
+        ("class right on partial AOIs", ("partial_class_right",), ""),
+        ("description names the true object", ("description_names_true_object",), ""),
+        ("... with its true colour and shape", ("description_names_true_object_with_attributes",), ""),
+        ("invented objects (descriptions naming a class not in the AOI)", ("invented_objects",), ""),
+        ("counts right (multi-object AOIs; count words given)", ("counts_right", "counts_given"), ""),
+        ("... guided by the true footprints", ("counts_right_true_guides", "counts_given_true_guides"), ""),
+        ("\"no distinct objects\" answer: precision / recall", ("no_object_answer_precision",
+                                                               "no_object_answer_recall"), ""),
+        ("description names no object: precision / recall", ("no_object_description_precision",
+                                                              "no_object_description_recall"), ""),
+        ("doubled words / broken phrases (all descriptions)", ("doubled_words", "broken_phrases"), "0 / 0"),
+        ("neighbour described (localisation errors)", ("neighbour_described",), ""),
+        ("unguided: class recall / precision", ("unguided_recall", "unguided_precision"), ""),
+        ("true guides: confirmed / recall / precision", ("guides_true_confirmed", "true_guides_recall",
+                                                          "true_guides_precision"), ""),
+        ("wrong guides: recall / precision", ("wrong_guides_recall", "wrong_guides_precision"), ""),
+        ("shifted guides confirmed", ("guides_shifted_confirmed",), ""),
+        ("guides on empty land confirmed", ("guides_empty_land_confirmed",), "<= 0.10"),
+        ("empty AOI with a guide described as holding an object", ("empty_with_guide_described_object",), ""))
+
+
+def markdown(result: dict) -> str:
+    decodings = list(result["results"])
+    lines = [f"| figure ({result['split']} split, {result['scenes']} scenes) | " + " | ".join(decodings)
+             + " | target |", "|---" * (len(decodings) + 2) + "|"]
+    for label, keys, target in ROWS:
+        values = [" / ".join(str(result["results"][d][k]) for k in keys) for d in decodings]
+        lines.append(f"| {label} | " + " | ".join(values) + f" | {target} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="model directory (default: the demo model)")
+    parser.add_argument("--split", choices=sorted(SPLITS), default="test")
+    parser.add_argument("--scenes", type=int, default=24, help="the first N scenes of the split")
+    parser.add_argument("--decoding", choices=("both", "free", "agree"), default="both")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--workdir", default=None)
+    parser.add_argument("--out", default=None, help="write the JSON report here too")
+    args = parser.parse_args(argv)
+    decodings = ("free", "agree") if args.decoding == "both" else (args.decoding,)
+    result = run_benchmark(args.model, split=args.split, scenes=args.scenes, decodings=decodings,
+                           workdir=args.workdir, threads=args.threads)
+    text = json.dumps(result, indent=2, default=str)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    print(text)
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
