@@ -8,8 +8,8 @@ import sys
 
 import click
 
-from batch.options import (aoi_options, bands_option, model_option, nodata_option, output_mode, output_mode_options,
-                           region_as_option, threads_option)
+from batch.options import (aoi_options, bands_option, endpoint_options, model_option, nodata_option, output_mode,
+                           output_mode_options, region_as_option, threads_option)
 from mgimm_core.engines import ENGINES, LoadOptions, open_engine
 from mgimm_core.errors import MGIMMError, OptionsError
 from mgimm_core.jobs import AOISource, FilesJob, run_files_job
@@ -36,6 +36,7 @@ def _progress(total, quiet: bool, unit: str):
                    "OUT's provenance beside it, as <stem>_runs.json).")
 @output_mode_options
 @model_option
+@endpoint_options
 @bands_option
 @nodata_option
 @click.option("--tiles", is_flag=True, help="Describe every tile of each scene's grid (instead of --aoi).")
@@ -89,7 +90,7 @@ def _progress(total, quiet: bool, unit: str):
 def command(ctx, scenes, aoi, layer, aoi_crs, buffer, output, overwrite, append, resume, model_dir, bands,
             nodata, tiles, tile_size, tile_overlap, min_valid, batch_size, device, threads, max_new_tokens,
             prompt, region_as, no_attributes, strict, guide, guide_layer, max_guides, no_repeat_ngram, agree,
-            compile_decode, engine, address, workers, quiet):
+            compile_decode, engine, address, workers, quiet, endpoint):
     """Describe the AOI regions of SCENE(s) (files, directories of rasters, or VRTs) with MGIMM and
     write one feature per region (or per tile with --tiles) to OUT.
 
@@ -111,9 +112,14 @@ def command(ctx, scenes, aoi, layer, aoi_crs, buffer, output, overwrite, append,
                                     tiles=TileOptions(tile_size, tile_overlap, min_valid) if tiles else None,
                                     max_guides=max_guides, strict=strict))
         load = LoadOptions(device=device, max_new_tokens=max_new_tokens, compile=compile_decode, threads=threads,
-                           no_repeat_ngram=no_repeat_ngram, agree=agree, region_as=region_as)
+                           no_repeat_ngram=no_repeat_ngram, agree=agree, region_as=region_as, endpoint=endpoint)
     except OptionsError as exc:
         raise usage_error(exc) from None
+    from mgimm_core.endpoint import is_endpoint_url
+
+    if (endpoint.served_model or endpoint.family) and not is_endpoint_url(model_dir):
+        raise click.UsageError("--served-model and --family name a served model: give the endpoint as "
+                               "--model http://HOST:PORT/v1.")
     quiet = quiet or (ctx.obj or {}).get("verbosity", 0) < 0
     summary = run_describe(job, load, model_dir=model_dir, engine=engine, address=address, workers=workers,
                            quiet=quiet)
@@ -129,7 +135,9 @@ OPTION_FLAGS = {"tile_size": "--tile-size", "tile_overlap": "--tile-overlap", "m
                 "batch_size": "--batch-size", "aoi": "--aoi / --tiles", "tiles": "--aoi / --tiles",
                 "engine": "--engine / --tiles", "max_new_tokens": "--max-new-tokens", "threads": "--threads",
                 "scenes": "SCENE", "mode": "--overwrite / --append / --resume", "max_guides": "--max-guides",
-                "no_repeat_ngram": "--no-repeat-ngram", "prompt": "--prompt", "region_as": "--region-as"}
+                "no_repeat_ngram": "--no-repeat-ngram", "prompt": "--prompt", "model": "--model",
+                "served_model": "--served-model", "family": "--family", "concurrency": "--concurrency",
+                "timeout": "--timeout", "guide": "--guide", "region_as": "--region-as"}
 
 
 def usage_error(exc: OptionsError) -> click.UsageError:

@@ -10,6 +10,7 @@ Which commands use which option:
 - `threads_option` (--threads)  describe, worker, serve
 - `model_option` (--model)      regions, describe, worker, serve
 - `region_as_option` (--region-as)   describe, worker, serve
+- `endpoint_options` (--served-model, --family, --concurrency, --timeout)   describe, worker, serve
 - `percentiles_option`          info, regions
 - `value_range_option`          info, regions
 
@@ -196,9 +197,11 @@ def check_region_as(model_dir, region_as: str | None) -> None:
 def model_option(command):
     """--model DIR and --vision DIR. With --vision the model is resolved now (a ModelDirectory is
     passed on as `model_dir`); without, `model_dir` stays the path, resolved when first needed."""
-    @click.option("--model", "model_dir", default=None, metavar="DIR",
+    @click.option("--model", "model_dir", default=None, metavar="DIR|URL",
                   help="The model: a saved MGIMM directory, a LLaVA-1.5 directory (Hugging Face `llava` or "
-                       "original format) or GeoChat (default: the demo model shipped with mgimm-geo).")
+                       "original format) or GeoChat (default: the demo model shipped with mgimm-geo); or an "
+                       "OpenAI-compatible endpoint's base URL ending in /v1 (vLLM, Ollama, llama.cpp, mgimm-geo "
+                       "serve; key from MGIMM_API_KEY or OPENAI_API_KEY).")
     @click.option("--vision", "vision_dir", default=None, metavar="DIR",
                   help="Local vision-tower folder of an original-format LLaVA/GeoChat model (default: its "
                        "mm_vision_tower, as a folder or in the Hugging Face cache).")
@@ -214,3 +217,25 @@ def model_option(command):
                 raise click.ClickException(str(exc)) from exc
         return command(*args, model_dir=model_dir, **kwargs)
     return with_model
+
+
+def endpoint_options(command):
+    """How a `--model URL` endpoint is asked: --served-model, --family, --concurrency, --timeout,
+    passed on as `endpoint` (a mgimm_core.endpoint.EndpointOptions; exit 2 for values out of range)."""
+    @click.option("--served-model", default=None, metavar="NAME",
+                  help="With --model URL: the served model id (default: the only id GET /v1/models lists).")
+    @click.option("--family", default=None, metavar="NAME",
+                  help="With --model URL: the served model's family, i.e. how a region is written for it "
+                       "(default: guessed from the served id; `generic` outlines the region on the chip).")
+    @click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True, metavar="N",
+                  help="With --model URL: regions asked at a time.")
+    @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.1), default=300.0, show_default=True,
+                  metavar="S", help="With --model URL: seconds to wait for one answer.")
+    @functools.wraps(command)
+    def with_endpoint(*args, served_model=None, family=None, concurrency=4, timeout_s=300.0, **kwargs):
+        from mgimm_core.endpoint import EndpointOptions
+
+        endpoint = EndpointOptions(served_model=served_model, family=family, concurrency=concurrency,
+                                   timeout=timeout_s)
+        return command(*args, endpoint=endpoint, **kwargs)
+    return with_endpoint

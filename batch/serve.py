@@ -16,7 +16,7 @@ import threading
 
 import click
 
-from batch.options import check_region_as, model_option, region_as_option, threads_option
+from batch.options import check_region_as, endpoint_options, model_option, region_as_option, threads_option
 
 from mgimm_core import __version__
 
@@ -106,13 +106,15 @@ class BodyLimit:
 
 
 def create_app(service, *, token: str | None = None, max_request_bytes: int = 64 * 2**20):
-    """The FastAPI app: /health, POST /v1/{type}, POST /v1/cancel, /openapi.json."""
+    """The FastAPI app: /health, POST /v1/{type}, POST /v1/cancel, /openapi.json, and the
+    OpenAI-compatible GET /v1/models and POST /v1/chat/completions (mgimm_core/service/openai_chat.py)."""
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from starlette.concurrency import run_in_threadpool
 
-    from mgimm_core.service import ERROR_CODES, HANDLERS, PROTOCOL_VERSION, error_payload
+    from mgimm_core.service import ERROR_CODES, HANDLERS, PROTOCOL_VERSION, ServiceError, error_payload
+    from mgimm_core.service.openai_chat import chat_completion, list_models
 
     app = FastAPI(title="mgimm-geo", version=__version__, docs_url=None, redoc_url=None,
                   description="Region descriptions of remote-sensing rasters with MGIMM. The request "
@@ -146,6 +148,39 @@ def create_app(service, *, token: str | None = None, max_request_bytes: int = 64
             if found:
                 cancelled_ids.add(request_id)
         return {"cancelled": request_id, "found": found}
+
+    def openai_error(exc: BaseException) -> JSONResponse:
+        """An error in the OpenAI shape ({"error": {message, type, code}}), the protocol's status."""
+        payload = error_payload(exc)
+        return JSONResponse({"error": {"message": payload["message"], "type": payload["code"],
+                                       "code": payload["code"], "param": None}},
+                            status_code=ERROR_CODES.get(payload["code"], 500))
+
+    @app.get("/v1/models", summary="OpenAI-compatible: the served model (with its chip settings)")
+    async def models():
+        try:
+            return await run_in_threadpool(list_models, service)
+        except Exception as exc:
+            return openai_error(exc)
+
+    @app.post("/v1/chat/completions", summary="OpenAI-compatible: describe one image (and region) with the model",
+              description="One user message with the chip as an image_url data URI; the region in the 'mgimm' "
+                          "extension field (docs/protocol.md, OpenAI-compatible endpoints).")
+    async def chat_completions(request: Request):
+        try:
+            body = json.loads(await request.body())
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            body = None
+        if not isinstance(body, dict):
+            return openai_error(ServiceError("bad_request", "the body must be a chat-completions JSON object."))
+        async with model_lock:
+            state["busy"] = "chat"
+            try:
+                return await run_in_threadpool(chat_completion, service, body)
+            except Exception as exc:
+                return openai_error(exc)
+            finally:
+                state["busy"] = None
 
     @app.post("/v1/{request_type}", summary="Run one request (hello, describe, describe_file)",
               description="The body is the request's params object (docs/protocol.md); the answer is its "
@@ -219,13 +254,15 @@ def create_app(service, *, token: str | None = None, max_request_bytes: int = 64
 @click.option("--max-request-mb", type=click.FloatRange(min=0.001), default=64.0, show_default=True,
               help="Largest request body accepted (413 beyond).")
 @model_option
+@endpoint_options
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @threads_option
 @click.option("--max-new-tokens", type=click.IntRange(1, 1024), default=200, show_default=True,
               help="Default longest answer, in tokens.")
 @region_as_option
 @click.option("--preload", is_flag=True, help="Load the model before accepting requests.")
-def command(host, port, token, roots, max_request_mb, model_dir, device, threads, max_new_tokens, region_as, preload):
+def command(host, port, token, roots, max_request_mb, model_dir, device, threads, max_new_tokens, region_as, preload,
+            endpoint):
     """Serve describe requests over HTTP (POST /v1/describe, ...; OpenAPI at /openapi.json).
 
     Binds 127.0.0.1 by default. Binding any other address requires --token; every request must
@@ -246,7 +283,8 @@ def command(host, port, token, roots, max_request_mb, model_dir, device, threads
     from mgimm_core.service import Service
 
     service = Service(model_dir, load=LoadOptions(device=device, max_new_tokens=max_new_tokens, threads=threads,
-                                                  region_as=region_as), roots=list(roots))
+                                                  region_as=region_as, endpoint=endpoint),
+                      roots=list(roots))
     if preload:
         service.describer()
     app = create_app(service, token=token, max_request_bytes=int(max_request_mb * 2**20))

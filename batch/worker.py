@@ -18,7 +18,7 @@ import time
 
 import click
 
-from batch.options import check_region_as, model_option, region_as_option, threads_option
+from batch.options import check_region_as, endpoint_options, model_option, region_as_option, threads_option
 
 from mgimm_core import __version__
 
@@ -203,6 +203,7 @@ class Worker:
 
 @click.command("worker")
 @model_option
+@endpoint_options
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @threads_option
 @click.option("--max-new-tokens", type=click.IntRange(1, 1024), default=200, show_default=True,
@@ -212,7 +213,7 @@ class Worker:
               help="Seconds between heartbeat messages (0: none).")
 @click.option("--max-request-mb", type=click.FloatRange(min=0.001), default=MAX_LINE_CHARS / 2**20,
               show_default=True, help="Longest request line accepted (longer ones are skipped: too_large).")
-def command(model_dir, device, threads, max_new_tokens, region_as, heartbeat, max_request_mb):
+def command(model_dir, device, threads, max_new_tokens, region_as, heartbeat, max_request_mb, endpoint):
     """Serve describe requests as JSON lines on stdin/stdout (for the QGIS plugin).
 
     \b
@@ -229,6 +230,6 @@ def command(model_dir, device, threads, max_new_tokens, region_as, heartbeat, ma
     from mgimm_core.service import Service
 
     service = Service(model_dir, load=LoadOptions(device=device, max_new_tokens=max_new_tokens, threads=threads,
-                                                  region_as=region_as))
+                                                  region_as=region_as, endpoint=endpoint))
     stdin = open(sys.stdin.fileno(), "r", encoding="utf-8", errors="replace", closefd=False)
     Worker(service, writer, heartbeat, max_line_chars=int(max_request_mb * 2**20)).serve(stdin)

@@ -24,14 +24,23 @@ from mgimm_core.pipeline import DescribeOptions, TileOptions
 
 
 def load_model(model_dir: str | os.PathLike | None = None, *, device: str = "auto", max_new_tokens: int = 200,
-               threads: int | None = None, compile: bool = False, agree: bool = True, region_as: str | None = None):
+               threads: int | None = None, compile: bool = False, agree: bool = True, region_as: str | None = None,
+               served_model: str | None = None, family: str | None = None, concurrency: int = 4):
     """A local engine for `model_dir` (default: the demo model) to pass as `describe(model=...)`;
     its weights load on the first region and stay loaded for later calls. agree=False: descriptions
     decoded freely, not held to the attribute answers (LoadOptions.agree). region_as: "text", "outline"
-    or "crop" (default: the model family's way; OptionsError when the family cannot take it)."""
-    return open_engine("local", model_dir, LoadOptions(device=device, max_new_tokens=max_new_tokens,
-                                                       compile=compile, threads=threads, agree=agree,
-                                                       region_as=region_as))
+    or "crop" (default: the model family's way; OptionsError when the family cannot take it).
+
+    model_dir may be an OpenAI-compatible endpoint's base URL ("http://host:8000/v1"): its served
+    model (`served_model`, default the only one listed; `family`, default guessed from the id) is
+    asked `concurrency` regions at a time; the key comes from MGIMM_API_KEY or OPENAI_API_KEY."""
+    from mgimm_core.endpoint import EndpointOptions
+
+    target = model_dir if isinstance(model_dir, str) or model_dir is None else os.fspath(model_dir)
+    return open_engine("local", target, LoadOptions(
+        device=device, max_new_tokens=max_new_tokens, compile=compile, threads=threads, agree=agree,
+        region_as=region_as, endpoint=EndpointOptions(served_model=served_model, family=family,
+                                                      concurrency=concurrency)))
 
 
 def _aoi_source(aois, directory: str, *, crs, layer, buffer, name: str = "aois") -> AOISource | None:
@@ -69,13 +78,16 @@ def describe(scenes, aois=None, *, model=None, tiles: bool = False, output: str 
              prompt: str | None = None, attributes: bool = True, tile_size: int = 512, tile_overlap: int = 0,
              min_valid: float = 0.5, device: str = "auto", max_new_tokens: int = 200,
              threads: int | None = None, guide=None, guide_layer: str | None = None, max_guides: int = 8,
-             region_as: str | None = None):
+             region_as: str | None = None, served_model: str | None = None, family: str | None = None,
+             concurrency: int = 4):
     """Describe the AOI regions (or, with tiles=True, every tile) of one or more scenes.
 
     scenes: a raster path (file, folder of rasters, VRT, GDAL /vsi path) or a list of them.
     aois: a vector file path, WKT or 'bbox:minx,miny,maxx,maxy'; a GeoDataFrame or GeoSeries; or
         shapely geometries with `crs`. Their attributes come back as columns.
-    model: a model directory, an engine from `load_model` (reused, not closed), or None (demo).
+    model: a model directory, an endpoint's base URL ("http://host:8000/v1", with served_model,
+        family and concurrency as in `load_model`), an engine from `load_model` (reused, not
+        closed), or None (demo).
     output: keep the result in this file (.gpkg resumable with mode="resume"); default a
         temporary GeoPackage, removed after reading.
     guide: guide objects (same forms as `aois`): each object inside a region/tile is a region prompt
@@ -100,9 +112,8 @@ def describe(scenes, aois=None, *, model=None, tiles: bool = False, output: str 
                                                tiles=TileOptions(tile_size, tile_overlap, min_valid) if tiles
                                                else None, max_guides=max_guides))
         owned = not hasattr(model, "outcomes")
-        engine = (open_engine("local", None if model is None else os.fspath(model),
-                              LoadOptions(device=device, max_new_tokens=max_new_tokens, threads=threads,
-                                          region_as=region_as))
+        engine = (load_model(model, device=device, max_new_tokens=max_new_tokens, threads=threads, region_as=region_as,
+                             served_model=served_model, family=family, concurrency=concurrency)
                   if owned else model)
         try:
             summary = run_files_job(job, engine)

@@ -120,6 +120,36 @@ class InvalidAnswerError(MGIMMError, ValueError):
     code = "invalid_answer"
 
 
+class EndpointError(MGIMMError):
+    """A model endpoint (an OpenAI-compatible server, `--model URL`) did not answer a region's request;
+    the region's row carries the code of the subclass and the run goes on (a resumed run retries it)."""
+
+    code = "endpoint_unreachable"
+
+
+class EndpointUnreachableError(EndpointError, ConnectionError):
+    """No connection to the endpoint (refused, reset, DNS), or it kept answering 429/5xx after the retries."""
+
+    code = "endpoint_unreachable"
+
+
+class EndpointTimeoutError(EndpointError, TimeoutError):
+    """The endpoint took longer than the timeout to answer (`--timeout`)."""
+
+    code = "endpoint_timeout"
+
+
+class EndpointRefusedError(EndpointError, RuntimeError):
+    """The endpoint answered the request with an error that retrying cannot fix (4xx: a wrong key, an
+    unknown served model, a request it does not take); `status` is the HTTP status."""
+
+    code = "endpoint_refused"
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
 class VisionTowerNotFound(ModelError):
     """An original-format LLaVA/GeoChat directory names a vision tower that is not on this machine
     (the option that fixes it: `option`)."""

@@ -16,12 +16,13 @@ from dataclasses import asdict, dataclass, fields
 
 from qgis.core import Qgis, QgsApplication, QgsAuthMethodConfig, QgsMessageLog, QgsSettings
 
+from . import endpoint_mode
 from .client import HttpClient, WorkerClient, worker_argv
 
 PREFIX = "mgimm_geo/"
-MODES = ("worker", "server")
+MODES = ("worker", "server", "endpoint")
 AUTH_METHOD = "Basic"        # the token is the password of a Basic config (an EsriToken config's token works too)
-NOT_SAVED = ("token",)       # never written to QgsSettings (QGIS3.ini): it goes to the auth database
+NOT_SAVED = ("token", "endpoint_key")   # never written to QgsSettings (QGIS3.ini): they go to the auth database
 
 
 class SecretStoreError(Exception):
@@ -90,6 +91,12 @@ class PluginSettings:
     max_new_tokens: int = 200
     heartbeat_timeout_s: float = 60.0
     request_timeout_s: float = 600.0
+    # endpoint mode (endpoint_mode.py): the worker asks an OpenAI-compatible endpoint's served model
+    endpoint_url: str = ""
+    served_model: str = ""               # "" = the only model the endpoint lists
+    family: str = ""                     # "" = guessed from the served model
+    endpoint_key: str = ""               # in memory only: from / to the auth config `endpoint_authcfg`
+    endpoint_authcfg: str = ""
 
     @classmethod
     def load(cls) -> "PluginSettings":
@@ -116,6 +123,7 @@ class PluginSettings:
             store.setValue(PREFIX + "authcfg", settings.authcfg)
         else:
             settings.token = load_token(settings.authcfg)
+        settings.endpoint_key = load_token(settings.endpoint_authcfg)
         return settings
 
     def save(self) -> None:
@@ -125,6 +133,9 @@ class PluginSettings:
         if self.token:   # the config saved before is updated, not a new one made per save
             previous = self.authcfg or str(store.value(PREFIX + "authcfg", "") or "")
             self.authcfg = store_token(self.token, self.server_url, previous)
+        if self.endpoint_key:
+            previous = self.endpoint_authcfg or str(store.value(PREFIX + "endpoint_authcfg", "") or "")
+            self.endpoint_authcfg = store_token(self.endpoint_key, self.endpoint_url, previous)
         for name, value in asdict(self).items():
             if name not in NOT_SAVED:
                 store.setValue(PREFIX + name, value)
@@ -137,12 +148,16 @@ class PluginSettings:
         """What the client depends on: a change of these restarts the worker / reconnects."""
         if self.mode == "server":
             return (self.mode, self.server_url, self.token, self.request_timeout_s)
+        if self.mode == "endpoint":
+            return endpoint_mode.client_key(self)
         return (self.mode, self.worker_command, self.model, self.vision, self.device, self.heartbeat_timeout_s)
 
     def make_client(self):
         """A new client for these settings (the worker process starts on its first request)."""
         if self.mode == "server":
             return HttpClient(self.server_url, self.token, timeout=self.request_timeout_s)
+        if self.mode == "endpoint":
+            return endpoint_mode.endpoint_client(self)
         return WorkerClient(worker_argv(self.worker_command, self.model, self.device, self.vision),
                             heartbeat_timeout=self.heartbeat_timeout_s)
 

@@ -10,6 +10,7 @@ from qgis.gui import QgsAuthConfigSelect, QgsFileWidget
 from qgis.PyQt.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout,
                                  QLabel, QLineEdit, QPushButton, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
+from .endpoint_mode import EndpointRows
 from .settings import MODES, PluginSettings, SecretStoreError, default_layer_path, load_token
 from .task import RequestTask
 
@@ -65,6 +66,7 @@ class SettingsDialog(QDialog):
         self.token.setToolTip("A new token is stored in QGIS's authentication database (the configuration "
                               "above, or a new one), never in QGIS's settings file")
         form.addRow("Server token", self.token)
+        self.endpoint = EndpointRows(self, form, settings)
         self.layer_path = self._path_widget(settings.layer_path, QgsFileWidget.SaveFile, default_layer_path(),
                                             "GeoPackage (*.gpkg)")
         form.addRow("Descriptions GeoPackage", self.layer_path)
@@ -111,8 +113,11 @@ class SettingsDialog(QDialog):
         self.worker_command.setText(f"{shlex.quote(path)} worker")
 
     def _mode_changed(self, mode: str) -> None:
-        for widget in (self.worker_command, self.model, self.vision, self.device):
+        self.worker_command.setEnabled(mode in ("worker", "endpoint"))    # endpoint mode: the worker asks it
+        for widget in (self.model, self.vision, self.device):
             widget.setEnabled(mode == "worker")
+        for widget in self.endpoint.widgets():
+            widget.setEnabled(mode == "endpoint")
         for widget in (self.server_url, self.authcfg, self.token):
             widget.setEnabled(mode == "server")
 
@@ -126,7 +131,7 @@ class SettingsDialog(QDialog):
             layer_path=self.layer_path.filePath().strip(), prompt=self.prompt.text().strip(),
             max_new_tokens=self.max_new_tokens.value(),
             heartbeat_timeout_s=self.settings.heartbeat_timeout_s,
-            request_timeout_s=self.settings.request_timeout_s)
+            request_timeout_s=self.settings.request_timeout_s, **self.endpoint.values())
 
     def test_connection(self) -> None:
         """Send `hello` with the edited settings (a throwaway client) and show model and device."""

@@ -139,3 +139,23 @@ def test_rows_record_the_description_question_each_family_is_asked():
     qwen = family("qwen2.5-vl").recorded_prompt(None)
     assert "{region}" in qwen and qwen != DESCRIPTION_PROMPT
     assert family("qwen2.5-vl").recorded_prompt("What is in {region}?") == "What is in the region {region}?"
+
+
+@pytest.mark.parametrize("served, expected", [
+    ("Qwen/Qwen2.5-VL-7B-Instruct", "qwen2.5-vl"), ("Qwen/Qwen3-VL-8B-Instruct", "qwen3-vl"),
+    ("OpenGVLab/InternVL3-2B-hf", "internvl"), ("llava-hf/llava-onevision-qwen2-7b-ov-hf", "llava-onevision"),
+    ("florence-community/Florence-2-large", "florence2"), ("HuggingFaceTB/SmolVLM2-2.2B-Instruct", "smolvlm"),
+    ("HuggingFaceTB/SmolVLM-Instruct", "idefics3"), ("llava-hf/llava-1.5-7b-hf", "llava-hf"),
+    ("MBZUAI/geochat-7B", "geochat"), ("gemma3:4b", None)])
+def test_the_family_of_a_served_model_is_guessed_from_its_id_or_left_to_family(served, expected):
+    from mgimm_core.families import for_served_id
+
+    found = for_served_id(served)
+    assert (found.name if found else None) == expected
+
+
+@pytest.mark.parametrize("name", ["qwen2.5-vl", "qwen3-vl", "internvl", "florence2"])
+def test_every_text_convention_writes_a_region_without_a_local_processor(name):
+    """An endpoint has no processor: the family writes the region as the server's model reads it."""
+    text = family(name).region_text(None, (10, 20, 110, 220), 448, 448)
+    assert text and any(ch.isdigit() for ch in text)

@@ -9,7 +9,7 @@ summary fields, and `close()`. Ray is an optional extra, imported only by `open_
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Protocol, cast
+from typing import Any, Callable, Iterable, Iterator, Protocol, cast
 
 from mgimm_core.errors import OptionsError
 from mgimm_core.model_dir import ModelDirectory
@@ -29,6 +29,7 @@ class LoadOptions:
     no_repeat_ngram: int = 0           # opt-in: no n-gram of new tokens twice (breaks phrases); 0: off
     agree: bool = True                 # descriptions name objects with their attribute answers (Describer)
     region_as: str | None = None       # how a region reaches the model (families/regions.py REGION_AS); None: family's
+    endpoint: Any = None               # --model URL: mgimm_core.endpoint.EndpointOptions (None: its defaults)
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
@@ -65,12 +66,20 @@ class Engine(Protocol):
 
 def open_engine(name: str, model_dir=None, load: LoadOptions = LoadOptions(), *, address: str | None = None,
                 workers: int | None = None, scene_options: dict | None = None) -> Engine:
-    """The engine `name` for the model in `model_dir` (default: the demo model).
+    """The engine `name` for the model in `model_dir` (default: the demo model), or for the model
+    an endpoint serves when `model_dir` is an http(s) URL (load.endpoint: mgimm_core.endpoint.EndpointOptions).
 
     local: loads the model in this process on first use (a run with nothing to describe never
     imports torch). ray: starts the actors now, each loading the model once; scene_options
     (bands, nodata) are what each actor opens scenes with.
     """
+    from mgimm_core.endpoint import is_endpoint_url, open_endpoint_engine
+
+    if is_endpoint_url(model_dir):
+        if name != "local":
+            raise OptionsError(f"engine {name!r}: a served model (--model URL) is asked from this process; "
+                               f"drop --engine (the endpoint's server does the work).", "engine")
+        return cast(Engine, open_endpoint_engine(model_dir, load))
     model = ModelDirectory.resolve(model_dir)
     model.family.check_region_as(load.region_as)     # a way the family cannot take: refused before any output
     if name == "local":

@@ -41,6 +41,13 @@ def family(name: str) -> Family:
                      f"{', '.join(f.name for f in all_families())}")
 
 
+def for_served_id(served_id: str) -> Family | None:
+    """The one family whose served-id patterns match an endpoint's model id; None when none or
+    several do (the caller asks for --family)."""
+    matches = [candidate for candidate in all_families() if candidate.serves(served_id)]
+    return matches[0] if len(matches) == 1 else None
+
+
 def detect(config: dict, directory: Path) -> Family:
     """The family of the folder whose config.json is `config`."""
     for candidate in all_families():

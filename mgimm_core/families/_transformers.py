@@ -48,7 +48,22 @@ class TransformersFamily(Family):
         """The region (box in chip pixels) written in the family's convention."""
         convention = self.region_convention()
         assert convention is not None, f"{self.name} has no text convention"
-        return convention.write(box, width, height, self.model_space(processor, width, height))
+        # relative conventions need no model space (and an endpoint has no processor to tell it)
+        space = self.model_space(processor, width, height) if convention.scale is None else None
+        return convention.write(box, width, height, space)
+
+    def region_view(self, processor: Any, region_as: str, chip, box, mask) -> tuple[Any, str]:
+        """(the image the model is shown, how the questions name the region) for a region (box and
+        mask in chip pixels): outlined, cropped, or written as text in the family's convention.
+        processor None: no local processor (an endpoint), model_space gets None too."""
+        from mgimm_core.families import marks
+
+        if region_as == "outline":
+            return marks.outline(chip, box, mask), self.region_phrase("outline", None)
+        if region_as == "crop":
+            return marks.crop(chip, box, square=self.square_crop), self.region_phrase("crop", None)
+        h, w = chip.shape[:2]
+        return chip, self.region_phrase("text", self.region_text(processor, box, w, h))
 
     def region_phrase(self, region_as: str, region_text: str | None) -> str:
         """How the questions name the region."""

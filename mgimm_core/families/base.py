@@ -73,9 +73,18 @@ class Family:
     default_licence: Licence = Licence()
     #: how to get the weights onto an air-gapped machine (docs/models.md, model-info)
     weights_hint: str = ""
+    #: served model ids (case-insensitive shell patterns, e.g. "*qwen2.5-vl*") an OpenAI-compatible
+    #: endpoint lists for this family's models: `--model URL` guesses the family from them
+    served_id_patterns: tuple[str, ...] = ()
 
     def recognise(self, config: dict, directory: Path) -> bool:
         raise NotImplementedError
+
+    def serves(self, served_id: str) -> bool:
+        """True when an endpoint's served model id names a model of this family (served_id_patterns)."""
+        from fnmatch import fnmatchcase
+
+        return any(fnmatchcase(served_id.lower(), pattern.lower()) for pattern in self.served_id_patterns)
 
     def vision_dir(self, directory: Path, config: dict, vision) -> Path | None:
         """A separate vision-tower folder the weights need (original-format LLaVA), else None."""

@@ -87,6 +87,7 @@ class Florence2Family(TransformersFamily):
     title = "Florence-2"
     model_class = "Florence2ForConditionalGeneration"
     model_types = ("florence2",)
+    served_id_patterns: tuple[str, ...] = ("*florence-2*", "*florence2*")
     convention = "florence_bins"
     default_chip_size = FLORENCE_INPUT
     default_licence = MIT
@@ -171,6 +172,7 @@ class Florence2RemoteCodeFamily(Florence2Family):
     """microsoft/Florence-2-* and Falcon folders: recognised, never run (they need their own code)."""
 
     name = "florence2-remote-code"
+    served_id_patterns = ()        # a server has converted it: it is served as florence2
     title = "Florence-2 (original remote-code format, e.g. microsoft/Florence-2-*, Falcon)"
     order = 39
 

@@ -28,6 +28,7 @@ class InternVLFamily(TransformersFamily):
     title = "InternVL 2.5/3 (Hugging Face -hf)"
     model_class = "InternVLForConditionalGeneration"
     model_types = ("internvl",)
+    served_id_patterns = ("*internvl*",)
     convention = "internvl_1000"
     default_chip_size = TILE
     default_licence = Licence("MIT (InternVL) over its language model's licence (Qwen2.5: Apache-2.0, "

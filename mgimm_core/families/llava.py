@@ -67,6 +67,7 @@ class LlavaFamily(MGIMMRuntimeFamily):
 
 class LlavaHFFamily(LlavaFamily):
     name = "llava-hf"
+    served_id_patterns = ("*llava-1.5*", "*llava-v1.5*")
     title = "LLaVA-1.5 (Hugging Face llava)"
     hf_layout = True
     weights_hint = "a llava-hf/llava-1.5-*-hf folder (huggingface-cli download on a connected machine, then copy)"
@@ -77,6 +78,7 @@ class LlavaHFFamily(LlavaFamily):
 
 class LlavaOriginalFamily(LlavaFamily):
     name = "llava-original"
+    served_id_patterns = ()       # served, it is llava-hf
     title = "LLaVA-1.5 (original format)"
     weights_hint = "a liuhaotian/llava-v1.5-* folder plus its CLIP vision tower folder (--vision)"
 
@@ -86,6 +88,7 @@ class LlavaOriginalFamily(LlavaFamily):
 
 class GeoChatFamily(LlavaFamily):
     name = "geochat"
+    served_id_patterns = ("*geochat*",)
     title = "GeoChat"
     order = 20
     region_prompt = "geochat"

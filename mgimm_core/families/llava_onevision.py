@@ -29,6 +29,7 @@ class LlavaOnevisionFamily(TransformersFamily):
     title = "LLaVA-OneVision (Hugging Face -hf)"
     model_class = "LlavaOnevisionForConditionalGeneration"
     model_types = ("llava_onevision",)
+    served_id_patterns = ("*llava-onevision*", "*llava_onevision*")
     convention = "unit_box"
     region_as = "outline"
     default_chip_size = TILE

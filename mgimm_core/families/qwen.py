@@ -62,6 +62,10 @@ def licence_from_files(directory: Path) -> Licence | None:
     return Licence(card, non_commercial="-nc" in card or "non-commercial" in card, note="the model card's")
 
 
+#: Qwen2.5-VL's released preprocessor_config.json pixel limits (what a server resizes with).
+RELEASED_MIN_PIXELS, RELEASED_MAX_PIXELS = 3136, 12845056
+
+
 class QwenVLFamily(TransformersFamily):
     """What the two Qwen versions share: processor, chat (the folder's template), JSON box."""
 
@@ -129,6 +133,11 @@ class QwenVLFamily(TransformersFamily):
         leaves it as it is unless the limits say otherwise)."""
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
+        if processor is None:   # an endpoint's server resizes the chip itself, with the released defaults
+            factor = self.patch_size * 2
+            resized_height, resized_width = smart_resize(height, width, factor=factor, min_pixels=RELEASED_MIN_PIXELS,
+                                                         max_pixels=RELEASED_MAX_PIXELS)
+            return ModelSpace(resized_width, resized_height)
         images = processor.image_processor
         factor = images.patch_size * images.merge_size
         resized_height, resized_width = smart_resize(factor * math.ceil(height / factor),
@@ -178,6 +187,7 @@ class Qwen25VLFamily(QwenVLFamily):
     model_class = "Qwen2_5_VLForConditionalGeneration"
     processor_class = "Qwen2_5_VLProcessor"
     model_types = ("qwen2_5_vl",)
+    served_id_patterns = ("*qwen2.5-vl*", "*qwen2_5_vl*", "*qwen2.5vl*", "*describeearth*")
     stock_architectures = ("Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLModel")
     convention = "qwen_pixels"
     patch_size = 14
@@ -207,6 +217,7 @@ class Qwen3VLFamily(QwenVLFamily):
     model_class = "Qwen3VLForConditionalGeneration"
     processor_class = "Qwen3VLProcessor"
     model_types = ("qwen3_vl",)
+    served_id_patterns = ("*qwen3-vl*", "*qwen3_vl*", "*qwen3vl*")
     stock_architectures = ("Qwen3VLForConditionalGeneration", "Qwen3VLModel")
     convention = "qwen_1000"
     patch_size = 16

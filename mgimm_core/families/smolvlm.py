@@ -60,6 +60,7 @@ class SmolVLMFamily(TransformersFamily):
     title = "SmolVLM2"
     model_class = "SmolVLMForConditionalGeneration"
     model_types = ("smolvlm",)
+    served_id_patterns: tuple[str, ...] = ("*smolvlm2*",)
     convention = None
     region_as = "outline"
     square_crop = True          # do_image_splitting=False resizes any image to the square tile
@@ -101,6 +102,7 @@ class Idefics3Family(SmolVLMFamily):
     title = "Idefics3 / SmolVLM (v1)"
     model_class = "Idefics3ForConditionalGeneration"
     model_types = ("idefics3",)
+    served_id_patterns = ("*idefics3*", "*smolvlm-*")
     weights_hint = ("a HuggingFaceTB/SmolVLM-*-Instruct or HuggingFaceM4/Idefics3-8B-Llama3 folder "
                     "(huggingface-cli download on a connected machine, then copy)")
 

@@ -9,11 +9,9 @@ allowed, so each word of a value is the model's own choice among its logits.
 
 from __future__ import annotations
 
-import json
-
 import torch
 
-from mgimm_core.errors import InvalidAnswerError
+from mgimm_core.answers import parse_answer  # noqa: F401  (read here before mgimm_core/answers.py)
 
 # Characters a value may not hold (they would end or escape the JSON string).
 _FORBIDDEN = frozenset('"\\') | frozenset(chr(c) for c in range(0x20))
@@ -103,17 +101,3 @@ class JsonAnswerConstraint:
                 mask = torch.cat([mask, mask.new_zeros(scores.shape[-1] - mask.shape[0])])
             scores[row] = scores[row].masked_fill(~mask, float("-inf"))
         return scores
-
-
-def parse_answer(text: str, fields) -> dict[str, str]:
-    """The answer's values by field; InvalidAnswerError when it is not the JSON object asked for."""
-    body = text.strip()
-    if body.startswith("```"):
-        body = body.strip("`").removeprefix("json").strip()
-    try:
-        data = json.loads(body)
-    except ValueError:
-        raise InvalidAnswerError(f"the attribute answer is not JSON: {text[:120]!r}") from None
-    if not isinstance(data, dict):
-        raise InvalidAnswerError(f"the attribute answer is JSON but not an object: {text[:120]!r}")
-    return {name: str(data[name]).strip() for name in fields if isinstance(data.get(name), (str, int, float))}

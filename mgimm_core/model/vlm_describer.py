@@ -11,17 +11,17 @@ where the family answers in JSON; an answer that still cannot be read becomes th
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from mgimm_core.answers import parse_answer, row_attributes
 from mgimm_core.describer import RegionText
 from mgimm_core.errors import InvalidAnswerError, ModelError
-from mgimm_core.families import marks
 from mgimm_core.families._transformers import ATTRIBUTE_FIELDS, TransformersFamily
 from mgimm_core.families.base import check_loaded
-from mgimm_core.vocabulary import NO_OBJECT_VALUE
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +70,8 @@ class VLMDescriber:
 
     def view(self, chip: np.ndarray, box, mask) -> RegionView:
         """The image and region phrase for a region (box and mask in chip pixels)."""
-        h, w = chip.shape[:2]
-        if self.region_as == "outline":
-            return RegionView(marks.outline(chip, box, mask), self.family.region_phrase("outline", None))
-        if self.region_as == "crop":
-            return RegionView(marks.crop(chip, box, square=self.family.square_crop),
-                              self.family.region_phrase("crop", None))
-        text = self.family.region_text(self.processor, box, w, h)
-        return RegionView(np.asarray(chip), self.family.region_phrase("text", text))
+        image, region = self.family.region_view(self.processor, self.region_as, np.asarray(chip), box, mask)
+        return RegionView(image, region)
 
     def describe(self, images: list[np.ndarray], boxes: list, masks: list, *, attributes: bool = True,
                  description: bool = True, prompt: str | None = None, guides: list[list] | None = None,
@@ -147,31 +141,66 @@ class VLMDescriber:
                 result.error = exc
             return
         try:
-            from mgimm_core.model.json_constraint import parse_answer
-
             values = parse_answer(text, ATTRIBUTE_FIELDS)
         except InvalidAnswerError as exc:
             result.error = exc
             return
-        attributes = {("name" if k == "object" else k): v for k, v in values.items() if v}
-        if attributes.get("name", "").lower() in ("none", "no object", "nothing"):
-            attributes["name"] = NO_OBJECT_VALUE
-        result.attributes = attributes
+        result.attributes = row_attributes(values)
 
 
 def load_weights(family: TransformersFamily, directory, dtype: torch.dtype):
-    """The family's transformers class with the folder's weights in `dtype` (the loader
-    bench/bench_loading.py measures for these families)."""
+    """The family's transformers class with the folder's weights in `dtype`. Safetensors files are
+    read tensor by tensor (plain reads, no memory map) and cast as read, so peak memory stays near
+    the model's own size: transformers' cast on load holds the stored and the cast copies at once
+    (Florence-2-base, fp16 to bf16: 2.04x the bf16 weights; this way 1.06x, bench/bench_loading.py).
+    `.bin` folders load through transformers (weights_only)."""
     import transformers
+
+    from mgimm_core.model_formats import weight_files
 
     model_class = getattr(transformers, family.model_class, None)
     if model_class is None:
         raise ModelError(f"{directory}: {family.title} needs transformers' {family.model_class}, which this "
                          f"transformers ({transformers.__version__}) lacks; upgrade transformers")
-    model, report = model_class.from_pretrained(directory, dtype=dtype, trust_remote_code=False,
-                                                output_loading_info=True)
+    files = weight_files(Path(directory))
+    if all(f.suffix == ".safetensors" for f in files):
+        config = model_class.config_class.from_pretrained(directory)
+        state = {name: tensor for f in files for name, tensor in _read_safetensors(f, dtype)}
+        model, report = model_class.from_pretrained(None, config=config, state_dict=state, dtype=dtype,
+                                                    output_loading_info=True)
+        if (Path(directory) / "generation_config.json").is_file():   # its end tokens, as from_pretrained(dir) reads
+            model.generation_config = transformers.GenerationConfig.from_pretrained(directory)
+    else:
+        model, report = model_class.from_pretrained(directory, dtype=dtype, trust_remote_code=False,
+                                                    output_loading_info=True)
     check_loaded(directory, report)
     return model
+
+
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                       "U8": torch.uint8, "BOOL": torch.bool}
+
+
+def _read_safetensors(path: Path, dtype: torch.dtype):
+    """(name, tensor) of a safetensors file, floating tensors cast to `dtype` one at a time."""
+    import struct
+
+    from mgimm_core.model_info import _safetensors_header
+
+    header = _safetensors_header(path)
+    with open(path, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        for name, entry in header.items():
+            stored = _SAFETENSORS_DTYPES.get(entry["dtype"])
+            if stored is None:
+                raise ModelError(f"{path}: tensor {name} has dtype {entry['dtype']}, which mgimm-geo does not read")
+            start, stop = entry["data_offsets"]
+            handle.seek(8 + length + start)
+            data = bytearray(handle.read(stop - start))
+            tensor = (torch.frombuffer(data, dtype=stored) if data else torch.empty(0, dtype=stored))
+            tensor = tensor.reshape(entry["shape"])
+            yield name, tensor.to(dtype) if tensor.is_floating_point() else tensor
 
 
 def _pil(chip: np.ndarray):

@@ -19,13 +19,14 @@ import logging
 import os
 import threading
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import shapely
 
 from mgimm_core import __version__
 from mgimm_core.engines import LoadOptions
+from mgimm_core.endpoint import is_endpoint_url, open_endpoint_engine
 from mgimm_core.engines.local import LocalEngine
 from mgimm_core.errors import AOIError, CRSError, OptionsError
 from mgimm_core.guides import DEFAULT_MAX_GUIDES
@@ -40,6 +41,9 @@ from mgimm_core.scene import Scene, normalise_scene_path
 
 from .protocol import PROTOCOL_VERSION, ServiceError, bands_param, int_param, param
 from .thumbnails import thumbnail_png_b64
+
+if TYPE_CHECKING:
+    from mgimm_core.endpoint.describer import EndpointEngine
 
 log = logging.getLogger(__name__)
 
@@ -85,17 +89,21 @@ class Service:
         self.load = load
         self.max_new_tokens = load.max_new_tokens
         self.roots = None if roots is None else [os.path.realpath(r) for r in roots]
-        self._engine: LocalEngine | None = None
+        self._engine: LocalEngine | EndpointEngine | None = None
         self._engine_lock = threading.Lock()
 
     # ------------------------------------------------------------------ model
     @property
-    def engine(self) -> LocalEngine:
-        """The local engine of the service's model, resolved on first use: a bad --model folder is
-        a `model` error of each request (shown by the client), not a worker that will not start."""
+    def engine(self) -> "LocalEngine | EndpointEngine":
+        """The engine of the service's model, resolved on first use: a bad --model folder (or an
+        endpoint that cannot be reached) is an error of each request (shown by the client), not a
+        worker that will not start. A --model URL is an endpoint's served model (mgimm_core/endpoint)."""
         with self._engine_lock:
             if self._engine is None:
-                self._engine = LocalEngine(ModelDirectory.resolve(self.model_dir), self.load)
+                if is_endpoint_url(self.model_dir):
+                    self._engine = open_endpoint_engine(str(self.model_dir), self.load)
+                else:
+                    self._engine = LocalEngine(ModelDirectory.resolve(self.model_dir), self.load)
         return self._engine
 
     @property

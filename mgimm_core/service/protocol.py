@@ -42,6 +42,10 @@ ERROR_CODES = {
     "model": 500,               # ModelError: the model cannot be loaded or run
     "vision_not_found": 500,    # VisionTowerNotFound: a LLaVA/GeoChat vision tower is not on the machine
     "incomplete_import": 422,   # IncompleteImportError: a checkpoint import left trained tensors unprovided
+    "invalid_answer": 422,      # InvalidAnswerError (per region): an attribute answer that is not the row's JSON
+    "endpoint_unreachable": 502,  # EndpointUnreachableError: the model endpoint (--model URL) cannot be reached
+    "endpoint_timeout": 504,    # EndpointTimeoutError: the model endpoint did not answer in time
+    "endpoint_refused": 502,    # EndpointRefusedError: the model endpoint answered with an error (4xx)
 }
 
 

@@ -1,0 +1,110 @@
+"""The chat-completions requests an endpoint gets for a region, and reading its answers.
+
+One user message: the chip as a PNG data URI, then the question. Attribute questions carry the row
+schema as OpenAI's `response_format` json_schema (plus the field an engine needs on top, by what
+/v1/models says serves the model); temperature 0. A mgimm-geo server gets the region itself in the
+`mgimm` extension field (a box, and the polygon's mask as a PNG, in chip pixels) and answers the
+whole row in one JSON object from one `describe` of its model.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+
+from mgimm_core.errors import InvalidAnswerError
+from mgimm_core.output.schema import DEFAULT_ATTRIBUTE_FIELDS
+from mgimm_core.service.thumbnails import encode_png
+
+#: The extension field of a chat request that carries regions to mgimm-geo serve.
+EXTENSION = "mgimm"
+#: What a mgimm-geo server answers for a whole row: the attribute columns, the attribute answer as
+#: the model wrote it, and the description.
+ROW_FIELDS = DEFAULT_ATTRIBUTE_FIELDS + ("attribute_text", "description")
+
+
+def png_data_uri(image: np.ndarray) -> str:
+    """An RGB (or grey) uint8 image as a lossless PNG data URI."""
+    rgb = np.asarray(image, dtype=np.uint8)
+    if rgb.ndim == 2:
+        rgb = np.repeat(rgb[:, :, None], 3, axis=2)
+    return "data:image/png;base64," + base64.b64encode(encode_png(rgb)).decode("ascii")
+
+
+def json_schema(fields) -> dict:
+    """The JSON schema of an answer object with these string fields, all required."""
+    return {"type": "object", "properties": {name: {"type": "string"} for name in fields},
+            "required": list(fields), "additionalProperties": False}
+
+
+#: Fields some engines need besides response_format, by /v1/models' `owned_by`: vLLM's own form of a
+#: JSON-schema constraint (older releases read only it); Ollama's native `format` (Ollama lists its
+#: models as owned by their namespace, "library" by default). Unknown fields are ignored elsewhere.
+ENGINE_SCHEMA_FIELDS = {"vllm": lambda schema: {"structured_outputs": {"json": schema}},
+                        "ollama": lambda schema: {"format": schema},
+                        "library": lambda schema: {"format": schema}}
+
+
+def chat_request(served: str, question: str | None, image_uri: str, max_tokens: int, *,
+                 schema: dict | None = None, owned_by: str | None = None, regions: list | None = None) -> dict:
+    """The request body for one question about one image."""
+    content: list[dict] = [{"type": "image_url", "image_url": {"url": image_uri}}]
+    if question:
+        content.append({"type": "text", "text": question})
+    body: dict = {"model": served, "messages": [{"role": "user", "content": content}], "temperature": 0,
+                  "max_tokens": max_tokens, "stream": False}
+    if schema is not None:
+        body["response_format"] = {"type": "json_schema",
+                                   "json_schema": {"name": "region", "strict": True, "schema": schema}}
+        extra = ENGINE_SCHEMA_FIELDS.get((owned_by or "").lower())
+        if extra is not None:
+            body.update(extra(schema))
+    if regions is not None:
+        body[EXTENSION] = {"regions": regions}
+    return body
+
+
+def mgimm_region(box, mask: np.ndarray | None) -> dict:
+    """A region for the extension field: its box, and its polygon's mask as a PNG (exact pixels)."""
+    region: dict = {"box": [float(v) for v in box]}
+    if mask is not None:
+        region["mask"] = png_data_uri(np.where(np.asarray(mask, dtype=bool), 255, 0).astype(np.uint8))
+    return region
+
+
+def answer_text(response: dict) -> str:
+    """The first choice's message text; InvalidAnswerError when the response has none."""
+    try:
+        content = response["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        raise InvalidAnswerError(f"the endpoint's response holds no answer: {json.dumps(response)[:200]}") from None
+    if isinstance(content, list):       # content parts
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return content if isinstance(content, str) else ""
+
+
+def cut_short(response: dict) -> bool:
+    """True when the endpoint stopped the answer at max_tokens (finish_reason "length")."""
+    try:
+        return response["choices"][0].get("finish_reason") == "length"
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return False
+
+
+def answer_object(text: str, fields, *, cut: bool = False) -> dict[str, str]:
+    """The answer as the schema's object: JSON, an object, every field present as text. cut: the
+    endpoint stopped it at max_tokens (the error then says to raise --max-new-tokens)."""
+    from mgimm_core.answers import parse_answer
+
+    try:
+        values = parse_answer(text, fields)
+    except InvalidAnswerError as exc:
+        if cut:
+            raise InvalidAnswerError(f"{exc} (cut at the answer length; raise --max-new-tokens)") from None
+        raise
+    missing = [name for name in fields if name not in values]
+    if missing:
+        raise InvalidAnswerError(f"the answer lacks {', '.join(missing)} of the schema asked for: {text[:120]!r}")
+    return values
