@@ -1,15 +1,10 @@
 """Work planning for distributed describe: which regions go together, and in what order.
 
-Two goals:
-
-- **Read each raster block once.** Regions are grouped by scene, then ordered along a Hilbert
-  curve over the scene's block grid (the GeoTIFF's internal tiles, or strips), keyed by the centre
-  of each region's chip window. Consecutive regions then share blocks, and a work unit (a run of
-  consecutive regions) goes to one worker, whose GDAL block cache serves the shared blocks. Only
-  blocks straddling two units can be read twice.
-- **Little padding.** `length_sorted` orders sequences by prompt length before they are cut into
-  batches, so a batch holds prompts of similar length. (In `describe` every region of a batch has
-  the same prompt and one region, so prompt lengths are equal and the order is kept as it is.)
+Read each raster block once: regions are grouped by scene, then ordered along a Hilbert curve over
+the scene's block grid (the GeoTIFF's internal tiles, or strips), keyed by the centre of each
+region's chip window. Consecutive regions then share blocks, and a work unit (a run of consecutive
+regions) goes to one worker, whose GDAL block cache serves the shared blocks. Only blocks
+straddling two units can be read twice.
 
 Work units are plain data (hex WKB + CRS WKT + properties + id per feature) so they travel to other
 processes or machines; workers open the scene themselves by path.
@@ -20,7 +15,7 @@ Units: windows and blocks are scene pixels.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import pyproj
 import shapely
@@ -144,18 +139,3 @@ def plan_units(work: Iterable, *, regions_per_unit: int = 32, skip: set | frozen
             units.append(WorkUnit(path, chunk, len(units)))
     return Plan(units, errors)
 
-
-# ============================================================================ padding
-def length_sorted(lengths: Sequence[int]) -> list[int]:
-    """Indexes that order sequences by length (stable: equal lengths keep their order), so that
-    batches cut from the ordered list pad each prompt only up to similar lengths."""
-    return sorted(range(len(lengths)), key=lambda i: lengths[i])
-
-
-def padding_tokens(lengths: Sequence[int], batch_size: int) -> int:
-    """Pad tokens needed when `lengths` are batched in the given order (to measure the sort)."""
-    total = 0
-    for start in range(0, len(lengths), batch_size):
-        chunk = lengths[start:start + batch_size]
-        total += max(chunk) * len(chunk) - sum(chunk)
-    return total

@@ -48,3 +48,16 @@ def test_generate_from_pixels_equals_generate_from_precomputed_patches(describer
     rest = {k: v for k, v in batch.items() if k != "pixel_values"}
     from_patches = model.generate(**rest, patches=patches, mode="global_region", max_new_tokens=5)
     assert torch.equal(from_pixels, from_patches)
+
+
+def test_each_region_answers_the_same_alone_as_in_a_batch_with_a_polygon_mask(describer):
+    import numpy as np
+
+    chip = random_chip(40, 56)
+    boxes = [(0.0, 0.0, 20.0, 20.0), (10.0, 5.0, 50.0, 30.0), (30.0, 20.0, 56.0, 40.0)]
+    polygon = np.zeros((40, 56), dtype=bool)
+    polygon[5:30, 10:30] = True
+    batched = describer.describe([chip] * 3, boxes, [None, polygon, None])
+    alone = describer.describe([chip], boxes[1:2], [polygon])
+    assert all(isinstance(r.description, str) and isinstance(r.attribute_text, str) for r in batched)
+    assert (alone[0].description, alone[0].attribute_text) == (batched[1].description, batched[1].attribute_text)

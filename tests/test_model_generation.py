@@ -65,22 +65,3 @@ def test_region_mode_without_regions_fails_clearly():
     with pytest.raises(ValueError, match="image tokens per sample"):
         model.generate(**batch, mode="region", max_new_tokens=2)
 
-
-def test_describe_regions_gives_one_text_per_region_matching_batches(tmp_path):
-    from mgimm_core.model import describe_regions, load_for_inference
-
-    model = tiny_model(**demo_region_settings(), global_tokens=4)
-    processor = tiny_processor(model.config)
-    model.save_pretrained(tmp_path)
-    processor.save_pretrained(tmp_path)
-    model, processor = load_for_inference(tmp_path, device="cpu")
-    chip = random_chip(40, 56)
-    boxes = np.array([[0, 0, 20, 20], [10, 5, 50, 30], [30, 20, 56, 40]])
-    polygon = np.zeros((40, 56), dtype=bool)
-    polygon[5:30, 10:30] = True
-    texts = describe_regions(model, processor, chip, boxes, masks=[None, polygon, None], max_new_tokens=4,
-                             batch_size=2, eos_token_id=None)
-    assert len(texts) == 3 and all(isinstance(t, str) for t in texts)
-    alone = describe_regions(model, processor, chip, boxes[1:2], masks=[polygon], max_new_tokens=4,
-                             eos_token_id=None)
-    assert alone[0] == texts[1]

@@ -11,7 +11,7 @@ import shapely
 
 from mgimm_core.errors import RegionOutsideError
 from mgimm_core.pipeline import region_work
-from mgimm_core.planning import FeatureSpec, Plan, WorkUnit, hilbert_index, length_sorted, padding_tokens, plan_units
+from mgimm_core.planning import FeatureSpec, Plan, WorkUnit, hilbert_index, plan_units
 from mgimm_core.regions import AOIFeature, ChipSettings, place_region
 from mgimm_core.scene import Scene
 
@@ -90,9 +90,3 @@ def test_plan_groups_by_scene_skips_done_regions_and_reports_uncovered_ones(make
     assert [(item.scene_name, item.subject.id) for item in plan.errors] == [("", "nowhere")]
     assert isinstance(plan.errors[0].error, RegionOutsideError) and plan.errors[0].error.code == "region_outside"
 
-
-def test_length_sort_cuts_padding_and_keeps_equal_lengths_in_order():
-    lengths = [40, 7, 39, 8, 41, 6, 38, 9]
-    order = length_sorted(lengths)
-    assert padding_tokens([lengths[i] for i in order], 4) < padding_tokens(lengths, 4) / 5
-    assert length_sorted([5, 5, 5]) == [0, 1, 2]          # describe's equal prompts: order unchanged

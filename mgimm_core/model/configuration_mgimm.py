@@ -7,6 +7,8 @@ Coordinates everywhere in the model are pixels of the model input (`image_size` 
 
 from __future__ import annotations
 
+from typing import Any
+
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
@@ -154,13 +156,13 @@ class MGIMMConfig(PreTrainedConfig):
             raise ValueError(
                 f"vision_feature_select={self.vision_feature_select!r}: use one of {VISION_FEATURE_SELECTS}"
             )
-        vision_size = getattr(self.vision_config, "image_size", None)
+        vision_size = getattr(self.vision, "image_size", None)
         if vision_size is not None and vision_size != self.image_size:
             raise ValueError(
                 f"image_size={self.image_size} but the vision encoder expects {vision_size} px: "
                 "set both to the same value"
             )
-        patch = getattr(self.vision_config, "patch_size", None)
+        patch = getattr(self.vision, "patch_size", None)
         if patch and self.image_size % patch:
             raise ValueError(f"image_size={self.image_size} is not a multiple of patch_size={patch}")
         if self.global_tokens is not None:
@@ -178,18 +180,30 @@ class MGIMMConfig(PreTrainedConfig):
         if self.region_prompt_size is not None and self.region_prompt_size <= 0:
             raise ValueError(f"region_prompt_size={self.region_prompt_size}: use None (= image_size) or a "
                              "positive number of pixels (the reference's is 800)")
-        vision_width = self.vision_config.hidden_size
+        vision_width = self.vision.hidden_size
         if vision_width % self.region_heads or (vision_width // self.region_attention_downsample) % self.region_heads:
             raise ValueError(
                 f"region_heads={self.region_heads} must divide the vision width {vision_width} and "
                 f"that width / region_attention_downsample={self.region_attention_downsample}"
             )
 
+    # The sub-configs as __post_init__ leaves them. The fields also accept a dict or None (what
+    # config.json and callers pass); these say, checked, that they are built configs by now.
+    @property
+    def vision(self) -> PreTrainedConfig:
+        """The vision encoder's config."""
+        return _built(self.vision_config, "vision_config")
+
+    @property
+    def text(self) -> PreTrainedConfig:
+        """The language model's config."""
+        return _built(self.text_config, "text_config")
+
     # Derived sizes the processor and the model must agree on.
     @property
     def grid_size(self) -> int:
         """Patches per side of the input (image_size / patch_size)."""
-        return self.image_size // self.vision_config.patch_size
+        return self.image_size // self.vision.patch_size
 
     @property
     def num_global_tokens(self) -> int:
@@ -198,6 +212,15 @@ class MGIMMConfig(PreTrainedConfig):
     @property
     def tokens_per_region(self) -> int:
         return sum(2 if kind == "corners" else 1 for kind in self.region_tokens)
+
+
+def _built(sub: dict | PreTrainedConfig | None, field: str) -> PreTrainedConfig:
+    """PreTrainedConfig.__post_init__ builds every sub-config of sub_configs_defaults (none of ours is
+    optional); a dict or None here means the field was replaced after that."""
+    if not isinstance(sub, PreTrainedConfig):
+        raise TypeError(f"MGIMMConfig.{field} is a {type(sub).__name__}, not a built config: pass it to "
+                        "MGIMMConfig(...) instead of assigning it afterwards")
+    return sub
 
 
 def tiny_config(**overrides) -> MGIMMConfig:
@@ -214,7 +237,7 @@ def tiny_config(**overrides) -> MGIMMConfig:
     )
     vision.update(overrides.pop("vision_config", {}))
     text.update(overrides.pop("text_config", {}))
-    settings = dict(
+    settings: dict[str, Any] = dict(
         vision_config=vision, text_config=text, image_size=32,
         region_heads=2, region_mlp_dim=64, prompt_template="<image> {prompt} :", image_token_id=4,
         default_prompt="describe",

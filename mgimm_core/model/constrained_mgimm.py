@@ -56,6 +56,16 @@ def _trie(sequences) -> dict:
     return root
 
 
+def _follow(trie: dict, tokens: list[int]) -> dict | None:
+    """The trie node `tokens` lead to; None once they leave the trie or go on past a complete sequence."""
+    node = trie
+    for token in tokens:
+        if _END in node or token not in node:
+            return None
+        node = node[token]
+    return node
+
+
 class PhraseConstraint(LogitsProcessor):
     """Per batch row, the next generated tokens must follow one of its sequences; once one is
     complete (or for rows given None) decoding is free. Expects the generated tokens only in
@@ -71,12 +81,7 @@ class PhraseConstraint(LogitsProcessor):
         for row, trie in enumerate(self.tries):
             if trie is None:
                 continue
-            node = trie
-            for token in input_ids[row].tolist():
-                if _END in node or token not in node:
-                    node = None
-                    break
-                node = node[token]
+            node = _follow(trie, input_ids[row].tolist())
             if node is None or _END in node:
                 continue
             allowed = torch.tensor(list(node), dtype=torch.long, device=scores.device)

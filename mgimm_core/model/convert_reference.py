@@ -173,7 +173,7 @@ def import_state_dict(model, reference_state: dict[str, torch.Tensor], report: I
         _mark_loaded(report, target)
 
 
-def _pattern_value(patterns: dict, module: str, default):
+def _pattern_value(patterns: dict | None, module: str, default):
     """PEFT's rank_pattern / alpha_pattern rule: the first pattern that matches the end of the
     module name (`(.*\\.)?pattern$`, a regular expression) gives the value."""
     for pattern, value in (patterns or {}).items():

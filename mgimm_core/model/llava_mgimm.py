@@ -255,7 +255,8 @@ def _empty_model(config: MGIMMConfig) -> MGIMMForConditionalGeneration:
         return MGIMMForConditionalGeneration(config)
 
 
-def _finish(model, report: LoadReport, directory: Path, dtype, device, fresh: tuple[str, ...] = ()) -> None:
+def _finish(model: MGIMMForConditionalGeneration, report: LoadReport, directory: Path, dtype, device,
+            fresh: tuple[str, ...] = ()) -> None:
     """Tie or initialise what the checkpoint may lack, then refuse any parameter left unset."""
     from accelerate.utils import set_module_tensor_to_device
 
@@ -264,7 +265,7 @@ def _finish(model, report: LoadReport, directory: Path, dtype, device, fresh: tu
         raise ModelError(f"{directory}: {len(report.unknown)} tensors this loader does not know ({shown}); is it "
                          "a LLaVA-1.5 / GeoChat checkpoint (not LLaVA-NeXT or another variant)?")
     head, embed = "language_model.lm_head.weight", "language_model.model.embed_tokens.weight"
-    if head not in report.loaded and embed in report.loaded and model.config.text_config.tie_word_embeddings:
+    if head not in report.loaded and embed in report.loaded and model.config.text.tie_word_embeddings:
         model.language_model.tie_weights()
         report.loaded.add(head)
     for prefix in fresh:   # from_llava: a fresh region module, initialised as training expects

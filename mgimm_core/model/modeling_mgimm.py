@@ -8,10 +8,10 @@ region its region tokens (if the mode uses them)].
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -50,8 +50,8 @@ class MGIMMProjector(nn.Module):
 
     def __init__(self, config: MGIMMConfig):
         super().__init__()
-        vision_width = config.vision_config.hidden_size
-        text_width = config.text_config.hidden_size
+        vision_width = config.vision.hidden_size
+        text_width = config.text.hidden_size
         self.linear_1 = nn.Linear(vision_width, text_width)
         self.act = ACT2FN[config.projector_hidden_act]
         self.linear_2 = nn.Linear(text_width, text_width)
@@ -64,7 +64,8 @@ class MGIMMPreTrainedModel(PreTrainedModel):
     config: MGIMMConfig
     config_class = MGIMMConfig
     base_model_prefix = "mgimm"
-    input_modalities = ("image", "text")
+    # transformers' own VLMs (LlavaPreTrainedModel) set a tuple; PreTrainedModel annotates str | list[str]
+    input_modalities = ("image", "text")  # type: ignore[assignment]
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _supports_attention_backend = True
@@ -82,7 +83,7 @@ class StopOnStrings(StoppingCriteria):
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
         tails = self.tokenizer.batch_decode(input_ids[:, -self.window :], skip_special_tokens=True)
         done = [any(stop in tail for stop in self.stop_strings) for tail in tails]
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+        return cast(torch.BoolTensor, torch.tensor(done, dtype=torch.bool, device=input_ids.device))
 
 
 class MGIMMForConditionalGeneration(MGIMMPreTrainedModel):
@@ -91,10 +92,10 @@ class MGIMMForConditionalGeneration(MGIMMPreTrainedModel):
 
     def __init__(self, config: MGIMMConfig):
         super().__init__(config)
-        self.vision_tower = AutoModel.from_config(config.vision_config)
+        self.vision_tower = AutoModel.from_config(config.vision)
         self.region_module = RegionInteractiveModule(config)
         self.projector = MGIMMProjector(config)
-        self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        self.language_model = AutoModelForCausalLM.from_config(config.text)
         if config.use_lora:
             self.language_model = wrap_with_lora(self.language_model, config)
         self.post_init()
@@ -123,11 +124,15 @@ class MGIMMForConditionalGeneration(MGIMMPreTrainedModel):
                 raise ModelError(f"{path}: no config.json; give a local Hugging Face model directory")
         vision_cfg = AutoConfig.from_pretrained(vision)
         vision_cfg = getattr(vision_cfg, "vision_config", None) or vision_cfg
-        vision_model = MODEL_MAPPING[type(vision_cfg)].from_pretrained(vision, dtype=dtype)
+        # transformers annotates every lazy auto mapping's value as a tokenizer pair; MODEL_MAPPING's is a model class
+        vision_class = cast(type[PreTrainedModel], MODEL_MAPPING[type(vision_cfg)])
+        vision_model = vision_class.from_pretrained(vision, dtype=dtype)
         language_model = AutoModelForCausalLM.from_pretrained(llm, dtype=dtype)
         if image_token_id is None:
             image_token_id = image_token_id_for(llm, config_overrides.get("image_token", "<image>"))
-        if image_token_id >= language_model.get_input_embeddings().num_embeddings:
+        # an nn.Embedding, as resize_token_embeddings below assumes too
+        embeddings = cast(nn.Embedding, language_model.get_input_embeddings())
+        if image_token_id >= embeddings.num_embeddings:
             language_model.resize_token_embeddings(image_token_id + 1)
         settings = dict(encoder_normalisation(vision))
         settings.update(image_size=vision_model.config.image_size, image_token_id=image_token_id)
@@ -236,8 +241,8 @@ class MGIMMForConditionalGeneration(MGIMMPreTrainedModel):
                 f"{self.config.tokens_per_region} per region): build inputs with an MGIMMProcessor made "
                 "from this model's config and the same mode and regions"
             )
-        features = torch.cat(features).to(embeds.dtype)
-        return embeds.masked_scatter(image_positions[..., None].expand_as(embeds), features)
+        placed = torch.cat(features).to(embeds.dtype)
+        return embeds.masked_scatter(image_positions[..., None].expand_as(embeds), placed)
 
     # ------------------------------------------------------------------ forward
     def forward(self, input_ids=None, attention_mask=None, pixel_values=None, region_boxes=None,
@@ -279,7 +284,7 @@ class MGIMMForConditionalGeneration(MGIMMPreTrainedModel):
         `MGIMMProcessor.batch_decode(ids, stop_strings=...)`. Uses the LM's KV cache.
         """
         embeds = self.embed_inputs(input_ids, pixel_values, region_boxes, region_masks, region_valid, mode, patches)
-        text_config = self.config.text_config
+        text_config = self.config.text
         eos = generate_kwargs.pop("eos_token_id", getattr(text_config, "eos_token_id", None))
         pad = generate_kwargs.pop("pad_token_id", getattr(text_config, "pad_token_id", None))
         pad = pad if pad is not None else (eos[0] if isinstance(eos, list) else eos)
@@ -305,11 +310,3 @@ class MGIMMForConditionalGeneration(MGIMMPreTrainedModel):
                 stopping_criteria=criteria, **generate_kwargs,
             )
 
-
-def describe_config(model: MGIMMForConditionalGeneration) -> str:
-    """One-line JSON summary of what a model is (for logs and layer metadata)."""
-    c = model.config
-    return json.dumps({
-        "vision": c.vision_config.model_type, "llm": c.text_config.model_type, "image_size": c.image_size,
-        "region_tokens": list(c.region_tokens), "global_tokens": c.num_global_tokens, "mode": c.mode,
-    })

@@ -212,8 +212,8 @@ class MGIMMProcessor:
 
     def preprocess_mask(self, mask: np.ndarray, transform: ChipTransform) -> torch.Tensor:
         """bool (H, W) chip mask -> bool (S, S) input mask (area-resampled, >= half covered)."""
-        mask = torch.from_numpy(np.asarray(mask, dtype=np.float32))
-        resized = F.interpolate(mask[None, None], size=transform.resized_shape, mode="area")[0, 0]
+        area = torch.from_numpy(np.asarray(mask, dtype=np.float32))
+        resized = F.interpolate(area[None, None], size=transform.resized_shape, mode="area")[0, 0]
         out = torch.zeros(self.image_size, self.image_size, dtype=torch.bool)
         h, w = transform.resized_shape
         out[:h, :w] = resized >= 0.5

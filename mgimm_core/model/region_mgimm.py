@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .configuration_mgimm import MGIMMConfig
+
 GEOMETRY_FEATURES = 11
 
 
@@ -45,6 +47,8 @@ def mask_to_patch_fraction(masks: torch.Tensor, grid: int) -> torch.Tensor:
 class FourierPositionEncoding(nn.Module):
     """Random-Fourier features of 2-D points in 0..1 (SAM's PositionEmbeddingRandom):
     [sin, cos](2 pi (2p - 1) G), G ~ N(0, scale^2) of shape (2, width/2), fixed after creation."""
+
+    gaussian: torch.Tensor
 
     def __init__(self, width: int, scale: float = 1.0, seed: int = 0):
         super().__init__()
@@ -126,9 +130,9 @@ class RegionInteractiveModule(nn.Module):
     fraction), "geometry" (an MLP of box position, size, aspect and mask fill).
     """
 
-    def __init__(self, config):
+    def __init__(self, config: MGIMMConfig):
         super().__init__()
-        width = config.vision_config.hidden_size
+        width = config.vision.hidden_size
         self.kinds = tuple(config.region_tokens)
         self.image_size = config.image_size
         # Reference-compatibility box numerics (MGIMMConfig docstring): corner c encoded at

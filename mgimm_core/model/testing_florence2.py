@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -58,18 +59,18 @@ def florence_processor(tokenizer, side: int = 64):
 
     square = {"height": side, "width": side}
     image_processor = CLIPImageProcessorPil(size=square, crop_size=square, do_center_crop=False, resample=3,
-                                            image_mean=FLORENCE_MEAN, image_std=FLORENCE_STD)
-    image_processor.image_seq_length = (side // VISION_STRIDE) ** 2 + 1
+                                            image_mean=FLORENCE_MEAN, image_std=FLORENCE_STD,
+                                            image_seq_length=(side // VISION_STRIDE) ** 2 + 1)
     return Florence2Processor(image_processor=image_processor, tokenizer=tokenizer,
                               post_processor_config={"pure_text": {}, "bboxes": {}, "description_with_bboxes": {}})
 
 
 #: Florence-2-base's shapes (microsoft/Florence-2-base, 0.23B parameters), for loading benchmarks.
-BASE_SHAPES = dict(vision=dict(depths=[1, 1, 9, 1], embed_dim=[128, 256, 512, 1024], num_heads=[4, 8, 16, 32],
-                               num_groups=[4, 8, 16, 32], window_size=12, projection_dim=768),
-                   text=dict(d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12,
-                             decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072),
-                   vocab_size=51328)
+BASE_VISION: dict[str, Any] = dict(depths=[1, 1, 9, 1], embed_dim=[128, 256, 512, 1024], num_heads=[4, 8, 16, 32],
+                                   num_groups=[4, 8, 16, 32], window_size=12, projection_dim=768)
+BASE_TEXT: dict[str, Any] = dict(d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12,
+                                 decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072)
+BASE_VOCAB_SIZE = 51328
 
 
 def florence2_config(vocab_size: int, image_token_id: int, width: int = 32, base: bool = False):
@@ -78,9 +79,8 @@ def florence2_config(vocab_size: int, image_token_id: int, width: int = 32, base
     from transformers import BartConfig, Florence2Config, Florence2VisionConfig
 
     if base:
-        vision = Florence2VisionConfig(drop_path_rate=0.0, **BASE_SHAPES["vision"])
-        text = BartConfig(vocab_size=max(vocab_size, BASE_SHAPES["vocab_size"]), max_position_embeddings=1024,
-                          **BASE_SHAPES["text"])
+        vision = Florence2VisionConfig(drop_path_rate=0.0, **BASE_VISION)
+        text = BartConfig(vocab_size=max(vocab_size, BASE_VOCAB_SIZE), max_position_embeddings=1024, **BASE_TEXT)
     else:
         vision = Florence2VisionConfig(depths=[1, 1, 1, 1], embed_dim=[8, 16, 16, width], num_heads=[1, 2, 2, 4],
                                        num_groups=[1, 2, 2, 4], window_size=2, projection_dim=width,

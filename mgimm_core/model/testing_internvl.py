@@ -57,8 +57,11 @@ def qwen2_tokenizer(added: list[str], named: dict[str, str] | None = None, vocab
                                   show_progress=False)
     backend.train_from_iterator(BPE_CORPUS, trainer)
     spec = json.loads(backend.to_str())["model"]
-    tokenizer = Qwen2Tokenizer(vocab=dict(spec["vocab"]), merges=[tuple(m) for m in spec["merges"]],
-                               unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+    # transformers annotates merges as "a b" strings and unk_token as str; tokenizers' BPE takes the pairs,
+    # and Qwen's vocabulary has no unknown token
+    tokenizer = Qwen2Tokenizer(vocab=dict(spec["vocab"]), merges=[tuple(m) for m in spec["merges"]],  # type: ignore[misc]
+                               unk_token=None,  # type: ignore[arg-type]
+                               eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                extra_special_tokens=dict(named or {}))
     tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in QWEN_SPECIALS + added],
                          special_tokens=True)

@@ -8,6 +8,7 @@ compared against.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -49,9 +50,9 @@ def tiny_vision_config(image_size: int = 32, patch_size: int = 8, width: int = 3
 def tiny_text_config(vocab_size: int, width: int = 32, layers: int = 2, **overrides):
     from transformers import LlamaConfig
 
-    settings = dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers, num_attention_heads=4,
-                    num_key_value_heads=4, vocab_size=vocab_size, max_position_embeddings=4096, pad_token_id=0,
-                    bos_token_id=1, eos_token_id=2)
+    settings: dict[str, Any] = dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers,
+                                    num_attention_heads=4, num_key_value_heads=4, vocab_size=vocab_size,
+                                    max_position_embeddings=4096, pad_token_id=0, bos_token_id=1, eos_token_id=2)
     settings.update(overrides)
     return LlamaConfig(**settings)
 

@@ -67,8 +67,9 @@ def qwen_tokenizer(vocab_size: int = 400):
         vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=["<|endoftext|>"]))
     spec = json.loads(trainer_model.to_str())["model"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in spec["merges"]]
-    return Qwen2Tokenizer(vocab=spec["vocab"], merges=merges, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                          additional_special_tokens=QWEN_SPECIALS)
+    # transformers annotates merges as "a b" strings; tokenizers' BPE, which gets them, takes the pairs
+    return Qwen2Tokenizer(vocab=spec["vocab"], merges=merges,  # type: ignore[arg-type]
+                          eos_token="<|im_end|>", pad_token="<|endoftext|>", additional_special_tokens=QWEN_SPECIALS)
 
 
 def token_ids(tokenizer) -> dict:
@@ -104,7 +105,9 @@ def tiny_qwen25_vl(tokenizer, seed: int = 0):
         text_config=text, vision_config=dict(
             depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=32, patch_size=14,
             spatial_merge_size=2, temporal_patch_size=2, window_size=112, fullatt_block_indexes=[1]),
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **token_ids(tokenizer))
+        # the generated signature lists no **kwargs, but PreTrainedConfig keeps extra settings (config.json has them)
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,  # type: ignore[call-arg]
+        **token_ids(tokenizer))
     return _randomise(Qwen2_5_VLForConditionalGeneration(config), seed)
 
 

@@ -62,7 +62,7 @@ class RunInfo:
     started: str = field(default_factory=now_iso)
 
     def row(self) -> dict[str, Any]:
-        row = {"run_id": self.run_id, "status": "running", "started": self.started, "finished": None,
+        row: dict[str, Any] = {"run_id": self.run_id, "status": "running", "started": self.started, "finished": None,
                "model_id": self.model_id, "model_sha256": self.model_sha256}
         row.update(package_versions())
         row.update({"parameters": json.dumps(dict(self.parameters), default=str, sort_keys=True),

@@ -230,7 +230,8 @@ class RegionSchema(LayerSchema):
         return region_key(record.scene, record.region_id)
 
     def row(self, record: RegionRecord, run_id: str) -> dict[str, Any]:
-        attributes, extra = {}, {}
+        attributes: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
         for name, value in (record.attributes or {}).items():
             name = ATTRIBUTE_ALIASES.get(name, name)
             (attributes if name in self.attribute_fields else extra)[name] = plain_value(value)

@@ -39,7 +39,7 @@ import logging
 import os
 import sqlite3
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Generic, Iterable, Sequence, TypeVar
 
 import numpy as np
 import pyproj
@@ -141,7 +141,8 @@ def _completed_keys(conn: sqlite3.Connection, layer: str, kind: str, objects_lay
                     f"o.parent_id = CAST(p.{id_column} AS TEXT) AND o.parent_layer = '{kind}')")
         complete = f"(p.guide_objects IS NULL OR p.guide_objects <= {held})"
     cast = int if kind == "tiles" else str
-    done, incomplete = set(), []
+    done: set[tuple[str, str | int]] = set()
+    incomplete: list[tuple[str, str | int]] = []
     for scene, ident, whole in conn.execute(f"SELECT p.scene, p.{id_column}, {complete} FROM {table} AS p "
                                             f"WHERE p.error IS NULL"):
         (done.add if whole else incomplete.append)((str(scene), cast(ident)))
@@ -187,7 +188,7 @@ def _open_existing_gpkg(path, wal: bool | None) -> sqlite3.Connection:
 class _Reprojector:
     """Geometry from a record's CRS into a layer's CRS, with transformers cached per CRS pair."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._crs: dict[Any, pyproj.CRS] = {}
         self._transformers: dict[tuple[str, str], pyproj.Transformer | None] = {}
 
@@ -230,10 +231,13 @@ def _shaped(geom: shapely.Geometry | None, kind: str, what: str) -> shapely.Geom
                       "pass polygonal AOIs (or buffer points and lines first, e.g. --buffer).")
 
 
-class _Layer:
+_Schema = TypeVar("_Schema", bound=LayerSchema)
+
+
+class _Layer(Generic[_Schema]):
     """A layer's schema plus where it lives and in which CRS."""
 
-    def __init__(self, name: str, schema: LayerSchema):
+    def __init__(self, name: str, schema: _Schema):
         self.name = name
         self.schema = schema
         self.crs: pyproj.CRS | None = None
@@ -333,7 +337,8 @@ class GeoPackageWriter(OutputWriter):
 
     driver = "GPKG"
 
-    def __init__(self, path, mode, run, regions_layer, tiles_layer, attribute_fields):
+    def __init__(self, path, mode: str, run: RunInfo, regions_layer: str, tiles_layer: str,
+                 attribute_fields: Sequence[str]) -> None:
         super().__init__(path, mode, run, regions_layer, tiles_layer, attribute_fields)
         if self.regions.name == self.tiles.name or RUNS_TABLE in (self.regions.name, self.tiles.name):
             raise OutputError(f"Output {self.path}: layer names must differ from each other and from "
@@ -427,6 +432,7 @@ class GeoPackageWriter(OutputWriter):
                     f"Output {self.path}: layer {layer.name!r} is not an mgimm-geo {layer.schema.kind} layer "
                     f"(missing columns: {', '.join(missing) or 'none'}; geometry type {geometry_type}). "
                     "Write to another --layer, another output, or pass --overwrite.")
+            assert layer.srs_id is not None     # read just above (without a geometry column, `missing` raised)
             layer.crs = gpkg.srs_crs(self.conn, layer.srs_id)
             lower = {name.lower() for name in layer.schema.columns}
             layer.schema.add({name: t for name, t in existing.items()
@@ -465,6 +471,7 @@ class GeoPackageWriter(OutputWriter):
         rows = [(geom, {n: row.get(n) for n in names}) for geom, row in rows]
         if self.mode == "resume":
             self._delete_keys(layer, records)
+        assert layer.srs_id is not None         # the layer exists: read by _load_layers or created just above
         gpkg.insert_features(self.conn, layer.name, layer.srs_id, rows)
         kind = layer.schema.kind
         if kind in _COUNTED:
@@ -473,6 +480,7 @@ class GeoPackageWriter(OutputWriter):
                 (self.counts[f"{kind}_written"], self.counts[f"{kind}_failed"], self.run.run_id))
 
     def _create_layer(self, layer: _Layer) -> None:
+        assert layer.crs is not None            # _layer_rows set it from the batch's first record
         layer.srs_id = gpkg.ensure_srs(self.conn, layer.crs)
         kind = layer.schema.kind
         gpkg.create_feature_table(self.conn, layer.name, _GEOMETRY_TYPES[kind], layer.srs_id, layer.schema.columns,
@@ -594,7 +602,8 @@ def _remove_with_journals(path: Path) -> None:
 class ExportWriter(OutputWriter):
     """Single-layer formats: rows are kept in memory and written when the writer closes."""
 
-    def __init__(self, path, driver, mode, run, regions_layer, tiles_layer, attribute_fields):
+    def __init__(self, path, driver: str, mode: str, run: RunInfo, regions_layer: str, tiles_layer: str,
+                 attribute_fields: Sequence[str]) -> None:
         super().__init__(path, mode, run, regions_layer, tiles_layer, attribute_fields)
         self.driver = driver
         if mode in ("append", "resume"):
@@ -628,7 +637,7 @@ class ExportWriter(OutputWriter):
             return
         self.closed = True
         region_rows, tile_rows = self._rows["regions"], self._rows["tiles"]
-        targets = []
+        targets: list[tuple[Path, _Layer, list]] = []
         if region_rows or not tile_rows:
             targets.append((self.path, self.regions, region_rows))
             if tile_rows:
@@ -692,7 +701,7 @@ def _field_array(values: list, sql_type: str) -> tuple[np.ndarray, np.ndarray | 
     if kind in ("INTEGER", "BOOLEAN", "REAL"):
         dtype = {"INTEGER": np.int64, "BOOLEAN": np.bool_, "REAL": np.float64}[kind]
         filler = 0 if kind != "REAL" else np.nan
-        data = np.array([filler if v is None else v for v in values], dtype=dtype)
+        data: np.ndarray = np.array([filler if v is None else v for v in values], dtype=dtype)
         return data, mask if mask.any() else None
     data = np.array([None if v is None else (v.hex() if isinstance(v, (bytes, bytearray)) else str(v))
                      for v in values], dtype=object)

@@ -18,12 +18,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 from training.data import validate as v
 from training.data.records import (REGION_INSTRUCTION, Box, DescriptionSample, ReadResult,
                                    RegionSample)
 
 IMAGE_PLACEHOLDER = "<image>"
+T = TypeVar("T")
 
 
 def _load_json(path: Path):
@@ -33,6 +35,32 @@ def _load_json(path: Path):
     except json.JSONDecodeError as exc:
         raise v.BadRecordError(path, f"line {exc.lineno}", v.MALFORMED,
                                f"the file is not valid JSON ({exc.msg})") from None
+
+
+def _list_file(path, image_root, on_bad: str, what: str) -> tuple[Path, list, v.BadRecords]:
+    """(image root, records, bad-record policy) of a JSON file holding a list of `what`."""
+    path = Path(path)
+    root = Path(image_root) if image_root is not None else path.parent
+    data = _load_json(path)
+    if not isinstance(data, list):
+        raise v.BadRecordError(path, "top level", v.MALFORMED, f"expected a list of {what}")
+    return root, data, v.BadRecords(path, on_bad)
+
+
+def _read_records(policy: v.BadRecords, records: list, kind: str, read: Callable[[int, Any], T]) -> list[T]:
+    """`read(index, record)` of each record; a record whose read raises RecordProblem goes to `policy`
+    as `<kind> <index> (image_id ...)` (raised, or skipped and counted)."""
+    kept: list[T] = []
+    for index, record in enumerate(records):
+        try:
+            item = read(index, record)
+        except v.RecordProblem as p:
+            image_id = record.get("image_id") if isinstance(record, dict) else None
+            policy.bad(f"{kind} {index} (image_id {image_id})", p.reason, p.detail)
+            continue
+        kept.append(item)
+        policy.kept()
+    return kept
 
 
 def _coco_polygon(segmentation, width, height, tolerance_px):
@@ -75,31 +103,26 @@ def read_region_file(path, *, image_root=None, on_bad: str = "raise", check_imag
             key = str(image.get("id", f"#{index}")) if isinstance(image, dict) else f"#{index}"
             images[key] = p
 
-    samples: list[RegionSample] = []
-    for index, ann in enumerate(data["annotations"]):
-        image_id = ann.get("image_id") if isinstance(ann, dict) else None
-        where = f"annotation {index} (image_id {image_id})"
-        try:
-            if not isinstance(ann, dict):
-                raise v.RecordProblem(v.MALFORMED, "annotation is not an object")
-            image = images.get(str(image_id))
-            if image is None:
-                raise v.RecordProblem(v.UNKNOWN_IMAGE_ID,
-                                      f"image_id {image_id!r} is not in 'images'")
-            if isinstance(image, v.RecordProblem):
-                raise image
-            image_path, width, height = image
-            box = v.xywh_to_xyxy(ann.get("bbox"), width, height, box_tolerance_px)
-            caption = v.check_text(ann.get("caption"), "caption")
-            polygon = _coco_polygon(ann.get("segmentation"), width, height, box_tolerance_px)
-        except v.RecordProblem as p:
-            policy.bad(where, p.reason, p.detail)
-            continue
-        samples.append(RegionSample(
+    def region(index: int, ann) -> RegionSample:
+        if not isinstance(ann, dict):
+            raise v.RecordProblem(v.MALFORMED, "annotation is not an object")
+        image_id = ann.get("image_id")
+        image = images.get(str(image_id))
+        if image is None:
+            raise v.RecordProblem(v.UNKNOWN_IMAGE_ID,
+                                  f"image_id {image_id!r} is not in 'images'")
+        if isinstance(image, v.RecordProblem):
+            raise image
+        image_path, width, height = image
+        box = v.xywh_to_xyxy(ann.get("bbox"), width, height, box_tolerance_px)
+        caption = v.check_text(ann.get("caption"), "caption")
+        polygon = _coco_polygon(ann.get("segmentation"), width, height, box_tolerance_px)
+        return RegionSample(
             image_path=image_path, width=width, height=height, boxes_xyxy=[box], prompt=prompt,
             answer=caption, source_id=f"{image_id}:{ann.get('id', index)}",
-            polygons=[polygon] if polygon is not None else None))
-        policy.kept()
+            polygons=[polygon] if polygon is not None else None)
+
+    samples = _read_records(policy, data["annotations"], "annotation", region)
     return ReadResult(regions=samples, descriptions=[], report=policy.finish())
 
 
@@ -141,30 +164,20 @@ def read_description_file(path, *, image_root=None, on_bad: str = "raise",
                           box_tolerance_px: float = 1.0) -> ReadResult:
     """Read a description file: one DescriptionSample per entry. One bad box makes the whole entry
     bad (the description talks about every box)."""
-    path = Path(path)
-    root = Path(image_root) if image_root is not None else path.parent
-    data = _load_json(path)
-    if not isinstance(data, list):
-        raise v.BadRecordError(path, "top level", v.MALFORMED, "expected a list of entries")
-    policy = v.BadRecords(path, on_bad)
-    samples: list[DescriptionSample] = []
-    for index, entry in enumerate(data):
-        image_id = entry.get("image_id") if isinstance(entry, dict) else None
-        where = f"entry {index} (image_id {image_id})"
-        try:
-            if not isinstance(entry, dict):
-                raise v.RecordProblem(v.MALFORMED, "entry is not an object")
-            width, height = v.check_size(entry.get("width"), entry.get("height"))
-            image_path = v.check_image(root, entry.get("file_name"), check_images)
-            boxes = _boxes(entry.get("bbox", []), width, height, box_tolerance_px)
-            turns = _conversation_turns(entry.get("conversations"))
-        except v.RecordProblem as p:
-            policy.bad(where, p.reason, p.detail)
-            continue
-        samples.append(DescriptionSample(
+    root, data, policy = _list_file(path, image_root, on_bad, "entries")
+
+    def description(index: int, entry) -> DescriptionSample:
+        if not isinstance(entry, dict):
+            raise v.RecordProblem(v.MALFORMED, "entry is not an object")
+        width, height = v.check_size(entry.get("width"), entry.get("height"))
+        image_path = v.check_image(root, entry.get("file_name"), check_images)
+        boxes = _boxes(entry.get("bbox", []), width, height, box_tolerance_px)
+        turns = _conversation_turns(entry.get("conversations"))
+        return DescriptionSample(
             image_path=image_path, width=width, height=height, boxes_xyxy=boxes,
-            prompt=turns[0][0], answer=turns[0][1], source_id=str(image_id), turns=turns))
-        policy.kept()
+            prompt=turns[0][0], answer=turns[0][1], source_id=str(entry.get("image_id")), turns=turns)
+
+    samples = _read_records(policy, data, "entry", description)
     return ReadResult(regions=[], descriptions=samples, report=policy.finish())
 
 
@@ -195,34 +208,24 @@ def read_question_file(path, *, image_root=None, on_bad: str = "raise",
                        check_images: bool = True, box_tolerance_px: float = 1.0
                        ) -> tuple[list[Question], v.ReadReport]:
     """Read the evaluation question file. Entries without width/height get them from the image."""
-    path = Path(path)
-    root = Path(image_root) if image_root is not None else path.parent
-    data = _load_json(path)
-    if not isinstance(data, list):
-        raise v.BadRecordError(path, "top level", v.MALFORMED, "expected a list of questions")
-    policy = v.BadRecords(path, on_bad)
-    questions: list[Question] = []
-    for index, entry in enumerate(data):
+    root, data, policy = _list_file(path, image_root, on_bad, "questions")
+
+    def question(index: int, entry) -> Question:
         image_id = entry.get("image_id") if isinstance(entry, dict) else None
-        where = f"question {index} (image_id {image_id})"
-        try:
-            if not isinstance(entry, dict) or image_id is None:
-                raise v.RecordProblem(v.MALFORMED, "question is not an object with 'image_id'")
-            needs_size = entry.get("width") is None or entry.get("height") is None
-            image_path = v.check_image(root, entry.get("file_name"), check_images or needs_size)
-            if needs_size:
-                width, height = _image_size(image_path)
-            else:
-                width, height = v.check_size(entry["width"], entry["height"])
-            boxes = _boxes(entry.get("bbox", []), width, height, box_tolerance_px)
-            prompt = _strip_placeholder(v.check_text(entry.get("text"), "question text"))
-        except v.RecordProblem as p:
-            policy.bad(where, p.reason, p.detail)
-            continue
-        questions.append(Question(image_id=str(image_id), image_path=image_path, width=width,
-                                  height=height, boxes_xyxy=boxes, prompt=prompt))
-        policy.kept()
-    return questions, policy.finish()
+        if not isinstance(entry, dict) or image_id is None:
+            raise v.RecordProblem(v.MALFORMED, "question is not an object with 'image_id'")
+        needs_size = entry.get("width") is None or entry.get("height") is None
+        image_path = v.check_image(root, entry.get("file_name"), check_images or needs_size)
+        if needs_size:
+            width, height = _image_size(image_path)
+        else:
+            width, height = v.check_size(entry["width"], entry["height"])
+        boxes = _boxes(entry.get("bbox", []), width, height, box_tolerance_px)
+        prompt = _strip_placeholder(v.check_text(entry.get("text"), "question text"))
+        return Question(image_id=str(image_id), image_path=image_path, width=width,
+                        height=height, boxes_xyxy=boxes, prompt=prompt)
+
+    return _read_records(policy, data, "question", question), policy.finish()
 
 
 def read_coco_captions(path) -> dict[str, list[str]]:

@@ -17,7 +17,7 @@ from shapely.geometry import Point
 
 from . import landcover as lcm
 from .landcover import BARE, FARMLAND, GRASS, LAKE, PAVED, RIVER, ROAD, SEA, URBAN, LandCover
-from .objects import Built, ObjectRecord, build, paint
+from .objects import CLASS_SPECS, Built, ObjectRecord, build, paint
 from .render import finish, render_background
 
 # Projected CRSs other than UTM, with a lon/lat box inside their area of use.
@@ -78,8 +78,8 @@ def choose_georeference(rng: np.random.Generator, size: int, gsd: float, crs: st
 class _Placer:
     """Places built objects where their land cover allows and nothing else stands."""
 
-    def __init__(self, lc: LandCover, img: np.ndarray, rng: np.random.Generator):
-        self.lc, self.img, self.rng = lc, img, rng
+    def __init__(self, lc: LandCover, img: np.ndarray, rng: np.random.Generator, gsd: float, sun):
+        self.lc, self.img, self.rng, self.gsd, self.sun = lc, img, rng, gsd, sun
         self.occupied = np.zeros(lc.shape, bool)
         self.objects: list[ObjectRecord] = []
         self.h, self.w = lc.shape
@@ -104,7 +104,9 @@ class _Placer:
         self.objects.append(built.record)
         paint(self.img, built, self.rng)
 
-    def try_place(self, built: Built, allowed, margin: float = 1.0) -> bool:
+    def put(self, name: str, x: float, y: float, bearing: float, allowed, margin: float = 1.0, **kw) -> bool:
+        """Build object `name` at (x, y) and place it if it fits (see `fits`)."""
+        built = build(name, self.rng, x, y, bearing, self.gsd, self.sun, **kw)
         if self.fits(built, allowed, margin):
             self.place(built)
             return True
@@ -151,6 +153,35 @@ def _grid_in(rect_center, bearing, n_along, n_across, step_along, step_across):
             yield cx + dx * a + nx * c, cy + dy * a + ny * c
 
 
+@dataclass(frozen=True)
+class _SiteSpec:
+    """A site planned before anything is painted: its land cover is carved, `generate_scene` fills it."""
+
+    kind: str
+    chance: float
+    turn: float | None                       # bearing drawn in 0..turn degrees; None: along or across the streets
+    length_m: float | tuple[float, float]    # a (low, high) range is drawn uniformly
+    width_m: float | tuple[float, float]
+    covers: tuple[int, ...]                  # the carved land cover, one drawn when several
+    disc_m: float | None = None              # carve a disc of this radius instead of the rectangle
+    urban_only: bool = False                 # only where more than 5% of the scene is urban
+
+
+# In this order (each draw comes from the scene's one random generator).
+_SITES = (
+    _SiteSpec("airport", 0.3, 180, (160, 260), (90, 140), (PAVED,)),
+    _SiteSpec("industry", 0.4, None, (90, 180), (60, 110), (PAVED, BARE)),
+    _SiteSpec("track", 0.35, None, 200, 110, (GRASS,)),
+    _SiteSpec("courts", 0.5, None, (45, 120), (40, 60), (PAVED, GRASS)),
+    _SiteSpec("parking", 0.6, None, (40, 80), (25, 45), (PAVED,), urban_only=True),
+    _SiteSpec("baseball", 0.15, 360, 130, 130, (GRASS,), disc_m=60),
+)
+
+
+def _metres(rng: np.random.Generator, value: float | tuple[float, float]) -> float:
+    return rng.uniform(*value) if isinstance(value, tuple) else value
+
+
 def generate_scene(seed: int, size: int = 1024, gsd: float = 0.5, crs: str | None = None) -> SceneSample:
     """Generate one square scene of `size` pixels at `gsd` metres per pixel, deterministic by seed."""
     rng = np.random.default_rng(seed)
@@ -159,56 +190,41 @@ def generate_scene(seed: int, size: int = 1024, gsd: float = 0.5, crs: str | Non
     sun_azimuth = rng.uniform(100, 260)        # the sun is in the southern half of the sky
     sun_elev = rng.uniform(45, 70)
     sun = (lcm.direction_of(sun_azimuth), 1.0 / math.tan(math.radians(sun_elev)))
-    m = 1.0 / gsd                              # pixels per metre
+    plans = _plan_sites(rng, lc, 1.0 / gsd)    # sites change the land cover before anything is painted
+    placer = _Placer(lc, render_background(lc, gsd, rng), rng, gsd, sun)
+    _place_bridges(placer)
+    for kind, c, b, rect in plans:
+        _fill_site(placer, kind, c, b, rect)
+    _scatter_objects(placer, size)
+    image = finish(placer.img, rng)
+    meta = {"sun_azimuth": sun_azimuth, "sun_elevation": sun_elev}
+    return SceneSample(seed, image, transform, crs_name, gsd, placer.objects, lc, meta)
 
-    # Sites change the land cover before anything is painted.
-    sites = []
+
+def _plan_sites(rng: np.random.Generator, lc: LandCover, m: float) -> list[tuple]:
+    """(kind, centre, bearing, rectangle) of each site of _SITES drawn for this scene, its land cover
+    carved. m: pixels per metre."""
+    sites: list = []
     plans = []
     street = lc.street_bearing
-    if rng.random() < 0.3:
-        b = rng.uniform(0, 180)
-        rect, c = _site(rng, lc, sites, rng.uniform(160, 260) * m, rng.uniform(90, 140) * m, b)
-        if rect is not None:
-            lcm.carve(lc, rect, PAVED)
-            plans.append(("airport", c, b, rect))
-    if rng.random() < 0.4:
-        b = rng.choice([street, street + 90])
-        rect, c = _site(rng, lc, sites, rng.uniform(90, 180) * m, rng.uniform(60, 110) * m, b)
-        if rect is not None:
-            lcm.carve(lc, rect, rng.choice([PAVED, BARE]))
-            plans.append(("industry", c, b, rect))
-    if rng.random() < 0.35:
-        b = rng.choice([street, street + 90])
-        rect, c = _site(rng, lc, sites, 200 * m, 110 * m, b)
-        if rect is not None:
-            lcm.carve(lc, rect, GRASS)
-            plans.append(("track", c, b, rect))
-    if rng.random() < 0.5:
-        b = rng.choice([street, street + 90])
-        rect, c = _site(rng, lc, sites, rng.uniform(45, 120) * m, rng.uniform(40, 60) * m, b)
-        if rect is not None:
-            lcm.carve(lc, rect, rng.choice([PAVED, GRASS]))
-            plans.append(("courts", c, b, rect))
-    if (lc.labels == URBAN).mean() > 0.05 and rng.random() < 0.6:
-        b = rng.choice([street, street + 90])
-        rect, c = _site(rng, lc, sites, rng.uniform(40, 80) * m, rng.uniform(25, 45) * m, b)
-        if rect is not None:
-            lcm.carve(lc, rect, PAVED)
-            plans.append(("parking", c, b, rect))
-    if rng.random() < 0.15:
-        b = rng.uniform(0, 360)
-        rect, c = _site(rng, lc, sites, 130 * m, 130 * m, b)
-        if rect is not None:
-            lcm.carve(lc, Point(c).buffer(60 * m), GRASS)
-            plans.append(("baseball", c, b, rect))
+    for spec in _SITES:
+        if spec.urban_only and (lc.labels == URBAN).mean() <= 0.05:
+            continue
+        if not rng.random() < spec.chance:
+            continue
+        b = rng.choice([street, street + 90]) if spec.turn is None else rng.uniform(0, spec.turn)
+        rect, c = _site(rng, lc, sites, _metres(rng, spec.length_m) * m, _metres(rng, spec.width_m) * m, b)
+        if rect is None:
+            continue
+        cover = spec.covers[0] if len(spec.covers) == 1 else rng.choice(list(spec.covers))
+        lcm.carve(lc, Point(c).buffer(spec.disc_m * m) if spec.disc_m else rect, cover)
+        plans.append((spec.kind, c, b, rect))
+    return plans
 
-    img = render_background(lc, gsd, rng)
-    placer = _Placer(lc, img, rng)
 
-    def put(name, x, y, bearing, allowed, margin=1.0, **kw):
-        return placer.try_place(build(name, rng, x, y, bearing, gsd, sun, **kw), allowed, margin)
-
-    # Bridges where main roads cross rivers.
+def _place_bridges(placer: _Placer) -> None:
+    """Bridges where main roads cross rivers."""
+    lc, rng, gsd = placer.lc, placer.rng, placer.gsd
     for road, road_w in zip(lc.roads, lc.road_widths_px):
         for river, river_w in zip(lc.rivers, lc.river_widths_px):
             crossing = road.intersection(river)
@@ -216,45 +232,53 @@ def generate_scene(seed: int, size: int = 1024, gsd: float = 0.5, crs: str | Non
             for p in points:
                 seg_bearing = _bearing_near(road, p)
                 length_m = river_w * gsd * rng.uniform(1.3, 1.8)
-                placer.place(build("bridge", rng, p.x, p.y, seg_bearing, gsd, sun, length_m=length_m,
+                placer.place(build("bridge", rng, p.x, p.y, seg_bearing, gsd, placer.sun, length_m=length_m,
                                    width_m=road_w * gsd * 1.1))
 
-    for kind, c, b, rect in plans:
-        if kind == "airport":
-            length_m = rng.uniform(30, 70)
-            n = int(min(rng.integers(1, 5), rect.length / 2 / (length_m * 1.2 * m)))
-            for x, y in _grid_in(c, b, n, 1, length_m * 1.15 * m, 0):
-                put("airplane", x, y, b + 90, {PAVED}, length_m=length_m * rng.uniform(0.9, 1.1),
-                    color=rng.choice(["white", "white", "grey"]))
-        elif kind == "industry":
-            d = rng.uniform(8, 30)
-            color = rng.choice(["white", "grey"])
-            gap = d * rng.uniform(1.3, 1.8) * m
-            x0, y0, x1, y1 = rect.bounds
-            n_a = max(1, int(rect.length / 4 / gap))
-            for x, y in _grid_in(c, b, n_a, max(1, n_a // 2 + 1), gap, gap):
-                put("storage tank", x, y, 0, {PAVED, BARE}, length_m=d, color=color)
-            if rng.random() < 0.5:
-                p = _random_point(rng, lc, {PAVED, BARE})
-                if p:
-                    put("chimney", *p, 0, {PAVED, BARE})
-        elif kind == "track":
-            put("ground track field", *c, b, {GRASS})
-        elif kind == "courts":
-            name = "tennis court" if rng.random() < 0.6 else "basketball court"
-            n = int(rng.integers(1, 5))
-            color = rng.choice(list(__import__("training.synthetic.objects", fromlist=["x"]).CLASS_SPECS[name]["colors"]))
-            length_m = rng.uniform(31, 37)
-            for x, y in _grid_in(c, b, 1, n, 0, length_m * 0.58 * m):
-                put(name, x, y, b, {PAVED, GRASS}, margin=0.0, color=color, length_m=length_m)
-        elif kind == "parking":
-            rows = _grid_in(c, b, max(1, int(rect.length / 4 / (3 * m)) - 2), 2, 2.7 * m, 8 * m)
-            for x, y in rows:
-                if rng.random() < 0.75:
-                    put("vehicle", x, y, b + 90 + rng.normal(0, 3), {PAVED}, margin=0.0)
-        elif kind == "baseball":
-            put("baseball field", *c, b, {GRASS})
 
+def _fill_site(placer: _Placer, kind: str, c, b, rect) -> None:
+    """The objects of one planned site (_plan_sites)."""
+    rng, lc, put, m = placer.rng, placer.lc, placer.put, 1.0 / placer.gsd
+    if kind == "airport":
+        length_m = rng.uniform(30, 70)
+        n = int(min(rng.integers(1, 5), rect.length / 2 / (length_m * 1.2 * m)))
+        for x, y in _grid_in(c, b, n, 1, length_m * 1.15 * m, 0):
+            put("airplane", x, y, b + 90, {PAVED}, length_m=length_m * rng.uniform(0.9, 1.1),
+                color=rng.choice(["white", "white", "grey"]))
+    elif kind == "industry":
+        d = rng.uniform(8, 30)
+        color = rng.choice(["white", "grey"])
+        gap = d * rng.uniform(1.3, 1.8) * m
+        n_a = max(1, int(rect.length / 4 / gap))
+        for x, y in _grid_in(c, b, n_a, max(1, n_a // 2 + 1), gap, gap):
+            put("storage tank", x, y, 0, {PAVED, BARE}, length_m=d, color=color)
+        if rng.random() < 0.5:
+            p = _random_point(rng, lc, {PAVED, BARE})
+            if p:
+                put("chimney", *p, 0, {PAVED, BARE})
+    elif kind == "track":
+        put("ground track field", *c, b, {GRASS})
+    elif kind == "courts":
+        name = "tennis court" if rng.random() < 0.6 else "basketball court"
+        n = int(rng.integers(1, 5))
+        color = rng.choice(list(CLASS_SPECS[name]["colors"]))
+        length_m = rng.uniform(31, 37)
+        for x, y in _grid_in(c, b, 1, n, 0, length_m * 0.58 * m):
+            put(name, x, y, b, {PAVED, GRASS}, margin=0.0, color=color, length_m=length_m)
+    elif kind == "parking":
+        rows = _grid_in(c, b, max(1, int(rect.length / 4 / (3 * m)) - 2), 2, 2.7 * m, 8 * m)
+        for x, y in rows:
+            if rng.random() < 0.75:
+                put("vehicle", x, y, b + 90 + rng.normal(0, 3), {PAVED}, margin=0.0)
+    elif kind == "baseball":
+        put("baseball field", *c, b, {GRASS})
+
+
+def _scatter_objects(placer: _Placer, size: int) -> None:
+    """Objects outside sites: buildings, vehicles on roads, ships, windmills."""
+    rng, lc, put, gsd = placer.rng, placer.lc, placer.put, placer.gsd
+    m = 1.0 / gsd
+    street = lc.street_bearing
     # Buildings fill urban blocks; a few farmhouses stand in the fields.
     urban_share = (lc.labels == URBAN).mean()
     for _ in range(int(urban_share * size * size * gsd * gsd / 120) + 3):
@@ -297,10 +321,6 @@ def generate_scene(seed: int, size: int = 1024, gsd: float = 0.5, crs: str | Non
             length_m = rng.uniform(50, 100)
             for x, y in _grid_in(p, b, int(rng.integers(2, 6)), 1, rng.uniform(90, 140) * m, 0):
                 put("windmill", x, y, 0, {FARMLAND, GRASS}, margin=2 * m, length_m=length_m)
-
-    image = finish(img, rng)
-    meta = {"sun_azimuth": sun_azimuth, "sun_elevation": sun_elev}
-    return SceneSample(seed, image, transform, crs_name, gsd, placer.objects, lc, meta)
 
 
 def _bearing_near(line, point) -> float:
