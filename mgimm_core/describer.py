@@ -12,13 +12,16 @@ import math
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mgimm_core.errors import MGIMMError, ModelError, UnknownWordsError
 from mgimm_core.prompts import ATTRIBUTE_PROMPT, DESCRIPTION_PROMPT, TEXT_REGION_PROMPTS
 from mgimm_core.vocabulary import NO_OBJECT, NO_OBJECT_VALUE, parse_attributes, says_no_object
+
+if TYPE_CHECKING:
+    from mgimm_core.steps import Questions, Step
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +238,7 @@ class Describer:
         return unknown
 
     @property
-    def questions(self):
+    def questions(self) -> "Questions":
         """How this model is asked (mgimm_core/steps.py `Questions`): MGIMM's two trained questions
         on region tokens, or for the LLaVA-1.5 line the whole chip with the region as box text
         (`TEXT_REGION_PROMPTS`), in global mode."""
@@ -248,7 +251,7 @@ class Describer:
         return Questions(ATTRIBUTE_PROMPT, DESCRIPTION_PROMPT, "region", self.description_mode, region_tokens=True,
                          guided=bool(getattr(self.processor, "guided_descriptions", False)))
 
-    def steps(self, *, attributes: bool = True, description: bool = True, guides: bool = False) -> list:
+    def steps(self, *, attributes: bool = True, description: bool = True, guides: bool = False) -> list["Step"]:
         """The steps (mgimm_core/steps.py) a describe call runs, in order: the region's attribute
         question (also when only a guided description question needs it), each guide object's,
         the guide check and the agreement (region tokens only: they score the attribute question
@@ -257,13 +260,13 @@ class Describer:
         from mgimm_core.agreeing import agreement
 
         questions = self.questions
-        chosen: list = []
+        chosen: list[Step] = []
         if attributes or (questions.guided and description):
             chosen.append(steps.ask_attributes)
         if guides:
             chosen.append(steps.ask_guides)
             if questions.region_tokens:
-                chosen.append(steps.check_guides)
+                chosen.append(steps.judge_guides)
         if description:
             chosen.append(steps.ask_description)
             if self.agree and questions.region_tokens:
@@ -298,7 +301,8 @@ class Describer:
         state = DescribeState(images=images, regions=[[(box, mask)] for box, mask in zip(boxes, masks)],
                               guides=guides if guides is not None else [[] for _ in images],
                               patches=self.patches(images), questions=questions, attributes=attributes,
-                              prompt=prompt or questions.description, results=results)
+                              prompt=prompt or questions.description, results=results,
+                              answers=results if attributes else [RegionText() for _ in images])
         for step in self.steps(attributes=attributes, description=description, guides=guides is not None):
             step(self, state)
         return results

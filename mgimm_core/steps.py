@@ -2,9 +2,10 @@
 
 Each step does one job on a `DescribeState` and uses only the describer's public surface
 (`patches`, `generate_ids`, `score`, `decode`, `set_attributes`, `check_guides`): the region's
-attribute question, each guide object's attribute question, the guide check (its `guide_status`),
-the description question, and the agreement (mgimm_core/agreeing.py `agreement`).
-`Describer.steps` picks them for a call; `Describer.describe` builds the state and runs them.
+attribute question (`ask_attributes`), each guide object's (`ask_guides`), the guide check that
+sets `guide_status` (`judge_guides`), the description question (`ask_description`) and the
+agreement (mgimm_core/agreeing.py `agreement`). `Describer.steps` picks them for a call;
+`Describer.describe` builds the state and runs them.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class DescribeState:
     attributes: bool               # the region's own attribute answer is shown in its result
     prompt: str                    # the description question (the caller's prompt or the model's own)
     results: list[RegionText]
-    answers: list[RegionText] = field(default_factory=list)   # the regions' own attribute answers
+    answers: list[RegionText]      # the regions' own attribute answers: `results` where shown, else apart
     prompts: list[str] = field(default_factory=list)          # per chip, its description question
     sequences: list[list] = field(default_factory=list)       # per chip, its description's region prompts
     ids: list[list[int]] = field(default_factory=list)        # per chip, its description's token ids
@@ -71,9 +72,8 @@ def _ask(describer: "Describer", state: DescribeState, index: list[int], regions
 
 
 def ask_attributes(describer: "Describer", state: DescribeState) -> None:
-    """The region's attribute question. Its answer is the result's where attributes are shown;
+    """The region's attribute question, into `state.answers`: the results where attributes are shown;
     otherwise it only guides the description question (guided models) and is not in the result."""
-    state.answers = state.results if state.attributes else [RegionText() for _ in state.images]
     q = state.questions
     for answer, text in zip(state.answers, _ask(describer, state, list(range(len(state.images))), state.regions,
                                                 q.attribute, q.attribute_mode)):
@@ -95,7 +95,7 @@ def ask_guides(describer: "Describer", state: DescribeState) -> None:
         state.results[i].objects.append(obj)
 
 
-def check_guides(describer: "Describer", state: DescribeState) -> None:
+def judge_guides(describer: "Describer", state: DescribeState) -> None:
     """Each guide object's `guide_status`: confirmed where the model sees an object there
     (`Describer.check_guides`) and its own answer names one, else not found."""
     flat = state.guide_objects()
@@ -113,9 +113,8 @@ def ask_description(describer: "Describer", state: DescribeState) -> None:
     """The description question. It sees the region and every confirmed guide as region prompts in
     one sequence; a guided model's question carries the confirmed guides' attribute answers, else
     the region's own."""
-    answers = state.answers or [RegionText() for _ in state.images]
     state.sequences, state.prompts = [], []
-    for region, chip_guides, result, own in zip(state.regions, state.guides, state.results, answers):
+    for region, chip_guides, result, own in zip(state.regions, state.guides, state.results, state.answers):
         confirmed = [(guide, obj) for guide, obj in zip(chip_guides, result.objects)
                      if obj.guide_status == GUIDE_CONFIRMED]
         state.sequences.append(region + [guide for guide, _ in confirmed])
@@ -128,4 +127,4 @@ def ask_description(describer: "Describer", state: DescribeState) -> None:
         result.description = describer.decode(row)
 
 
-__all__ = ["DescribeState", "Questions", "Step", "ask_attributes", "ask_description", "ask_guides", "check_guides"]
+__all__ = ["DescribeState", "Questions", "Step", "ask_attributes", "ask_description", "ask_guides", "judge_guides"]

@@ -48,3 +48,23 @@ def test_generate_from_pixels_equals_generate_from_precomputed_patches(describer
     rest = {k: v for k, v in batch.items() if k != "pixel_values"}
     from_patches = model.generate(**rest, patches=patches, mode="global_region", max_new_tokens=5)
     assert torch.equal(from_pixels, from_patches)
+
+
+def test_describe_runs_the_steps_its_options_and_family_ask_for(describer, tmp_path):
+    # One sequence of steps for every family that runs in the MGIMM class: the LLaVA line (region as
+    # box text) asks the same questions without the guide check and the agreement, which score
+    # MGIMM's region-token attribute question.
+    from mgimm_core.agreeing import agreement
+    from mgimm_core.model.testing_llava import write_llava_hf
+    from mgimm_core.steps import ask_attributes, ask_description, ask_guides, judge_guides
+
+    assert describer.steps(guides=True) == [ask_attributes, ask_guides, judge_guides, ask_description, agreement]
+    assert describer.steps(description=False) == [ask_attributes]
+    assert describer.steps(attributes=False, guides=False) == (
+        [ask_attributes, ask_description, agreement] if describer.questions.guided else [ask_description, agreement])
+    llava = Describer.load(write_llava_hf(tmp_path / "llava")[0], device="cpu", max_new_tokens=3)
+    assert llava.questions.attribute_mode == llava.questions.description_mode == "global"
+    assert llava.steps(guides=True) == [ask_attributes, ask_guides, ask_description]
+    images, boxes, masks = chips(2)
+    texts = llava.describe(images, boxes, masks, guides=[[(boxes[0], None)], []])
+    assert [len(t.objects) for t in texts] == [1, 0] and texts[0].objects[0].attribute_text is not None
