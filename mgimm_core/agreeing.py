@@ -15,9 +15,14 @@ phrase, limited to the answer's words. Every token comes from the model's own fo
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from mgimm_core.mentions import Mention, ObjectSpec, first_disagreement, words
-from mgimm_core.prompts import ATTRIBUTE_PROMPT, guided_description_prompt
+from mgimm_core.prompts import guided_description_prompt
 from mgimm_core.vocabulary import attribute_phrase, plural, size_surface
+
+if TYPE_CHECKING:
+    from mgimm_core.steps import DescribeState
 
 #: Re-decoding rounds of `agree` (each fixes the first phrase still disagreeing).
 AGREEMENT_ROUNDS = 3
@@ -26,13 +31,32 @@ AGREEMENT_ROUNDS = 3
 def word_start(describer, ids: list[int], word: int) -> int:
     """The index of the token where word number `word` of the decoded text begins."""
     for k in range(1, len(ids) + 1):
-        if len(words(describer._decode(ids[:k]))) > word:
+        if len(words(describer.decode(ids[:k]))) > word:
             return k - 1
     return len(ids)
 
 
-def agree(describer, images, regions, prompts, patches, ids: list[list[int]], wanted) -> list[list[int]]:
-    """Descriptions that name their objects as the attribute answers do.
+def agreement(describer, state: "DescribeState") -> None:
+    """The agreement step (after the description question, mgimm_core/steps.py): `reconcile`
+    where the region's own answer is shown, then `agree` with the answers the row carries."""
+    from mgimm_core.describer import GUIDE_CONFIRMED
+
+    if state.attributes:
+        reconcile(describer, state)
+    wanted = []
+    for result in state.results:
+        held = [o for o in result.objects if o.guide_status == GUIDE_CONFIRMED]
+        # the region's own answer is held only where it is shown (not for tiles or --no-attributes,
+        # whose rows carry no attributes) and no confirmed guide object stands for it
+        own = None if held or not state.attributes else ObjectSpec.from_attributes(result.attributes)
+        wanted.append((own, tuple(s for s in (ObjectSpec.from_attributes(o.attributes) for o in held) if s)))
+    agree(describer, state, wanted)
+    for result, row in zip(state.results, state.ids):
+        result.description = describer.decode(row)
+
+
+def agree(describer, state: "DescribeState", wanted) -> None:
+    """Descriptions (`state.ids`, updated) that name their objects as the attribute answers do.
 
     wanted: per chip (own answer or None, the confirmed guide objects' answers). A description
     that does not carry them (mentions.first_disagreement) is decoded again from the phrase that
@@ -43,10 +67,11 @@ def agree(describer, images, regions, prompts, patches, ids: list[list[int]], wa
     from mgimm_core.model.constrained_mgimm import phrase_sequences
 
     tokenizer = describer.processor.tokenizer
+    ids = state.ids
     for _ in range(AGREEMENT_ROUNDS):
         todo = []
         for i, (own, guides) in enumerate(wanted):
-            found = first_disagreement(describer._decode(ids[i]), own, guides) if own or guides else None
+            found = first_disagreement(describer.decode(ids[i]), own, guides) if own or guides else None
             if found is None:
                 continue
             sequences = phrase_sequences(tokenizer, found.allowed, found.mention.plural)
@@ -55,12 +80,12 @@ def agree(describer, images, regions, prompts, patches, ids: list[list[int]], wa
         if not todo:
             break
         index = [i for i, _, _ in todo]
-        redone = describer._generate_ids([images[i] for i in index], [regions[i] for i in index],
-                                         [prompts[i] for i in index], describer.description_mode, patches[index],
-                                         prefixes=[p for _, p, _ in todo], phrases=[s for _, _, s in todo])
+        redone = describer.generate_ids([state.images[i] for i in index], [state.sequences[i] for i in index],
+                                        [state.prompts[i] for i in index], state.questions.description_mode,
+                                        state.patches[index], prefixes=[p for _, p, _ in todo],
+                                        phrases=[s for _, _, s in todo])
         for i, row in zip(index, redone):
             ids[i] = row
-    return ids
 
 
 def reading_of(mention: Mention, answer: ObjectSpec) -> ObjectSpec:
@@ -83,17 +108,17 @@ def _phrase_text(spec: ObjectSpec, like: Mention) -> str:
     return " ".join([w for w in slots if w] + [plural(spec.name) if like.plural else spec.name])
 
 
-def reconcile(describer, images, regions, sequences, patches, results, base_prompt: str,
-              ids: list[list[int]], guided: bool = True) -> list[int]:
+def reconcile(describer, state: "DescribeState") -> list[int]:
     """Regions whose description reads their object otherwise than the attribute answer, where the
     description's reading is likelier over both questions: their attribute answer is decoded again
-    limited to that reading (results updated in place; the description already names it so).
-    guided: the model reads attribute answers in its description question (processor
-    guided_descriptions), so each reading's phrase is scored with the question guided by it;
-    otherwise both with the same question. Returns the indices of the regions changed."""
+    limited to that reading (`state.results` updated in place; the description already names it
+    so). A model that reads attribute answers in its description question (`Questions.guided`) has
+    each reading's phrase scored with the question guided by it; otherwise both with the same
+    question. Returns the indices of the regions changed."""
     from mgimm_core.model.constrained_mgimm import phrase_sequences
 
     tokenizer = describer.processor.tokenizer
+    q, ids, results = state.questions, state.ids, state.results
 
     def encode(text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -103,7 +128,7 @@ def reconcile(describer, images, regions, sequences, patches, results, base_prom
         own = ObjectSpec.from_attributes(result.attributes)
         if own is None or result.objects:
             continue
-        found = first_disagreement(describer._decode(ids[i]), own)
+        found = first_disagreement(describer.decode(ids[i]), own)
         if found is None:
             continue
         reading = reading_of(found.mention, own)
@@ -112,37 +137,36 @@ def reconcile(describer, images, regions, sequences, patches, results, base_prom
     if not cases:
         return []
     index = [i for i, _, _, _ in cases]
-    pick = [images[i] for i in index]
     attribute_answers, description_prompts, description_answers, scored = [], [], [], []
     for i, own, reading, mention in cases:
         prefix = ids[i][:word_start(describer, ids[i], mention.start)]
         for spec in (own, reading):
             answer = _answer_text(spec, results[i].attributes)
             attribute_answers.append(encode(answer))
-            description_prompts.append(guided_description_prompt([answer], base_prompt) if guided else base_prompt)
+            description_prompts.append(guided_description_prompt([answer], state.prompt) if q.guided
+                                       else state.prompt)
             phrase = encode(_phrase_text(spec, mention))
             description_answers.append(prefix + phrase)
             scored.append(len(phrase))
-    twice = [x for x in pick for _ in range(2)]
-    twice_patches = patches[[i for i in index for _ in range(2)]]
-    attribute_scores = describer._score(twice, [regions[i] for i in index for _ in range(2)], ATTRIBUTE_PROMPT,
-                                        "region", twice_patches, attribute_answers,
-                                        [len(a) for a in attribute_answers])
-    description_scores = describer._score(twice, [sequences[i] for i in index for _ in range(2)],
-                                          description_prompts, describer.description_mode, twice_patches,
-                                          description_answers, scored)
+    twice = [i for i in index for _ in range(2)]
+    twice_images, twice_patches = [state.images[i] for i in twice], state.patches[twice]
+    attribute_scores = describer.score(twice_images, [state.regions[i] for i in twice], q.attribute,
+                                       q.attribute_mode, twice_patches, attribute_answers,
+                                       [len(a) for a in attribute_answers])
+    description_scores = describer.score(twice_images, [state.sequences[i] for i in twice], description_prompts,
+                                         q.description_mode, twice_patches, description_answers, scored)
     totals = [a + d for a, d in zip(attribute_scores, description_scores)]
     switch = [(i, reading) for k, (i, _, reading, _) in enumerate(cases) if totals[2 * k + 1] > totals[2 * k]]
     if not switch:
         return []
     index = [i for i, _ in switch]
-    answers = describer._generate_ids([images[i] for i in index], [regions[i] for i in index], ATTRIBUTE_PROMPT,
-                                      "region", patches[index],
-                                      phrases=[phrase_sequences(tokenizer, (reading,), False, article=True)
-                                               for _, reading in switch])
+    answers = describer.generate_ids([state.images[i] for i in index], [state.regions[i] for i in index],
+                                     q.attribute, q.attribute_mode, state.patches[index],
+                                     phrases=[phrase_sequences(tokenizer, (reading,), False, article=True)
+                                              for _, reading in switch])
     for i, row in zip(index, answers):
-        describer._set_attributes(results[i], describer._decode(row))
+        describer.set_attributes(results[i], describer.decode(row))
     return index
 
 
-__all__ = ["AGREEMENT_ROUNDS", "agree", "reading_of", "reconcile"]
+__all__ = ["AGREEMENT_ROUNDS", "agree", "agreement", "reading_of", "reconcile"]

@@ -12,14 +12,16 @@ import math
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mgimm_core.errors import MGIMMError, ModelError, UnknownWordsError
-from mgimm_core.prompts import ATTRIBUTE_PROMPT, DESCRIPTION_PROMPT, TEXT_REGION_PROMPTS, guided_description_prompt
-from mgimm_core.mentions import ObjectSpec
+from mgimm_core.prompts import ATTRIBUTE_PROMPT, DESCRIPTION_PROMPT, TEXT_REGION_PROMPTS
 from mgimm_core.vocabulary import NO_OBJECT, NO_OBJECT_VALUE, parse_attributes, says_no_object
+
+if TYPE_CHECKING:
+    from mgimm_core.steps import Questions, Step
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +83,7 @@ class Describer:
         if no_repeat_ngram:
             # Opt-in only: no n-gram of new tokens twice. It breaks phrases ("building in in the
             # centre"): the word completing a repeated n-gram is forbidden mid-phrase. The default
-            # guard is `constrained_mgimm.RepetitionGuard` + `trim_repeats` (see `_generate_ids`).
+            # guard is `constrained_mgimm.RepetitionGuard` + `trim_repeats` (see `generate_ids`).
             self.generate_options["no_repeat_ngram_size"] = int(no_repeat_ngram)
         self._word_tokens: Any = None      # constrained_mgimm.word_tokens (a tensor), built on first use
         self._sentence_ends: frozenset[int] = frozenset()
@@ -116,7 +118,7 @@ class Describer:
         """Model input side in pixels: the geo core reads larger regions decimated to this."""
         return int(self.processor.image_size)
 
-    def _patches(self, images):
+    def patches(self, images):
         """The chips' vision features: the vision tower runs once per chip for every question."""
         import torch
 
@@ -124,18 +126,18 @@ class Describer:
         with torch.inference_mode():
             return self.model.patch_features(pixels.to(self.model.dtype))
 
-    def _inputs(self, images, regions, prompts, mode: str) -> dict:
+    def inputs(self, images, regions, prompts, mode: str) -> dict:
         """The model inputs of one question per chip, on the device; the chips' pixels are left out
-        (their vision features, `_patches`, are computed once per chip)."""
+        (their vision features, `patches`, are computed once per chip)."""
         batch = self.processor(images, boxes=[np.asarray([b for b, _ in r], dtype=np.float32).reshape(-1, 4)
                                               for r in regions],
                                masks=[[m for _, m in r] for r in regions], prompts=prompts, mode=mode)
         return {k: v.to(self.device) for k, v in batch.items() if k != "pixel_values"}
 
-    def _generate_ids(self, images, regions, prompts, mode: str, patches, prefixes=None,
+    def generate_ids(self, images, regions, prompts, mode: str, patches, prefixes=None,
                       phrases=None) -> list[list[int]]:
         """One answer's token ids per chip. regions: per chip a list of (box, mask) in chip pixels;
-        prompts: one string or one per chip; patches: the chips' `_patches`. prefixes: per chip the
+        prompts: one string or one per chip; patches: the chips' `patches`. prefixes: per chip the
         answer tokens to continue from (kept in the result); phrases: per chip the token sequences
         its next phrase must follow (constrained_mgimm.PhraseConstraint).
 
@@ -150,7 +152,7 @@ class Describer:
         tokenizer = self.processor.tokenizer
         if self._word_tokens is None:
             self._word_tokens, self._sentence_ends = word_tokens(tokenizer), sentence_end_tokens(tokenizer)
-        batch = self._inputs(images, regions, prompts, mode)
+        batch = self.inputs(images, regions, prompts, mode)
         options = dict(self.generate_options)
         budget = self.max_new_tokens
         if prefixes is not None:
@@ -180,14 +182,10 @@ class Describer:
         tokenizer = self.processor.tokenizer
         return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
 
-    def _decode(self, ids: list[int]) -> str:
+    def decode(self, ids: list[int]) -> str:
         return self.processor.batch_decode([ids])[0] if ids else ""
 
-    def _generate(self, images, regions, prompts, mode: str, patches) -> list[str]:
-        """One answer per chip (see `_generate_ids`)."""
-        return [self._decode(ids) for ids in self._generate_ids(images, regions, prompts, mode, patches)]
-
-    def _score(self, images, regions, prompts, mode: str, patches, answers: list[list[int]],
+    def score(self, images, regions, prompts, mode: str, patches, answers: list[list[int]],
                scored: list[int]) -> list[float]:
         """Per chip, the summed log-probability of the last `scored` tokens of `answers` after
         its question (teacher-forced: one forward pass, no generation)."""
@@ -195,7 +193,7 @@ class Describer:
 
         from mgimm_core.model.constrained_mgimm import append_tokens
 
-        batch = self._inputs(images, regions, prompts, mode)
+        batch = self.inputs(images, regions, prompts, mode)
         ids, attention = append_tokens(batch["input_ids"], batch["attention_mask"], answers, self._pad_id)
         with torch.inference_mode():
             embeds = self.model.embed_inputs(ids, None, batch["region_boxes"], batch.get("region_masks"),
@@ -239,12 +237,49 @@ class Describer:
             log.warning(message)
         return unknown
 
+    @property
+    def questions(self) -> "Questions":
+        """How this model is asked (mgimm_core/steps.py `Questions`): MGIMM's two trained questions
+        on region tokens, or for the LLaVA-1.5 line the whole chip with the region as box text
+        (`TEXT_REGION_PROMPTS`), in global mode."""
+        from mgimm_core.steps import Questions
+
+        region_prompt = getattr(self.model.config, "region_prompt", "tokens")
+        if region_prompt != "tokens":
+            attribute, description = TEXT_REGION_PROMPTS[region_prompt]
+            return Questions(attribute, description, "global", "global", region_tokens=False, guided=False)
+        return Questions(ATTRIBUTE_PROMPT, DESCRIPTION_PROMPT, "region", self.description_mode, region_tokens=True,
+                         guided=bool(getattr(self.processor, "guided_descriptions", False)))
+
+    def steps(self, *, attributes: bool = True, description: bool = True, guides: bool = False) -> list["Step"]:
+        """The steps (mgimm_core/steps.py) a describe call runs, in order: the region's attribute
+        question (also when only a guided description question needs it), each guide object's,
+        the guide check and the agreement (region tokens only: they score the attribute question
+        on squares and phrases), and the description question."""
+        from mgimm_core import steps
+        from mgimm_core.agreeing import agreement
+
+        questions = self.questions
+        chosen: list[Step] = []
+        if attributes or (questions.guided and description):
+            chosen.append(steps.ask_attributes)
+        if guides:
+            chosen.append(steps.ask_guides)
+            if questions.region_tokens:
+                chosen.append(steps.judge_guides)
+        if description:
+            chosen.append(steps.ask_description)
+            if self.agree and questions.region_tokens:
+                chosen.append(agreement)
+        return chosen
+
     def describe(self, images: list[np.ndarray], boxes: list[tuple], masks: list[np.ndarray | None], *,
                  attributes: bool = True, description: bool = True, prompt: str | None = None,
                  guides: list[list] | None = None, guides_left: list[int] | None = None,
                  strict: bool = False) -> list[RegionText]:
         """Answer the attribute question (region tokens only, as trained in stage 1) and the
-        description question (global + region tokens, stage 2) for each chip.
+        description question (global + region tokens, stage 2) for each chip, by running `steps`
+        on one `DescribeState`.
 
         guides: per chip a list of (box, mask) of guide objects (the paper's multi-region mode):
         each gets its own attribute answer and a `guide_status` (`check_guides`: confirmed where
@@ -256,58 +291,20 @@ class Describer:
         holds it to them). guides_left (guide objects inside beyond those given) is accepted for
         the callers' protocol; counts are the model's own, so it is not used. The vision tower
         runs once per chip for every question."""
+        from mgimm_core.steps import DescribeState
+
         results = [RegionText() for _ in images]
         if not images:
             return results
         self.check_prompt(prompt, strict)
-        guides = guides if guides is not None else [[] for _ in images]
-        regions = [[(box, mask)] for box, mask in zip(boxes, masks)]
-        patches = self._patches(images)
-        region_prompt = getattr(self.model.config, "region_prompt", "tokens")
-        if region_prompt != "tokens":   # LLaVA family: the whole chip, the region as box text
-            attribute_prompt, description_prompt = TEXT_REGION_PROMPTS[region_prompt]
-            if attributes:
-                for result, text in zip(results, self._generate(images, regions, attribute_prompt, "global",
-                                                                patches)):
-                    self._set_attributes(result, text)
-            # each guide object: the attribute question with the guide's box as the region
-            self._describe_guides(results, images, guides, patches, attribute_prompt, "global")
-            if description:
-                for result, text in zip(results, self._generate(images, regions, prompt or description_prompt,
-                                                                "global", patches)):
-                    result.description = text
-            return results
-        guided = bool(getattr(self.processor, "guided_descriptions", False))
-        if attributes or (guided and description):
-            for result, text in zip(results, self._generate(images, regions, ATTRIBUTE_PROMPT, "region", patches)):
-                self._set_attributes(result, text)
-        self._describe_guides(results, images, guides, patches, ATTRIBUTE_PROMPT, "region", check=True)
-        # only confirmed guide objects are region prompts of the description and held in it
-        confirmed = [[k for k, o in enumerate(r.objects) if o.guide_status == GUIDE_CONFIRMED] for r in results]
-        if description:
-            base = prompt or DESCRIPTION_PROMPT
-            prompts = [guided_description_prompt([r.objects[k].attribute_text for k in keep] if keep
-                                                 else [r.attribute_text], base) if guided else base
-                       for r, keep in zip(results, confirmed)]
-            sequences = [regions[i] + [guides[i][k] for k in confirmed[i]] for i in range(len(images))]
-            ids = self._generate_ids(images, sequences, prompts, self.description_mode, patches)
-            if self.agree:
-                from mgimm_core.agreeing import agree, reconcile
-
-                # the region's own answer is held only where it is shown (not for tiles or
-                # --no-attributes, whose rows carry no attributes); guide objects' always are
-                if attributes:
-                    reconcile(self, images, regions, sequences, patches, results, base, ids, guided)
-                held = [[r.objects[k] for k in keep] for r, keep in zip(results, confirmed)]
-                wanted = [(None if objects or not attributes else ObjectSpec.from_attributes(r.attributes),
-                           tuple(s for s in (ObjectSpec.from_attributes(o.attributes) for o in objects) if s))
-                          for r, objects in zip(results, held)]
-                ids = agree(self, images, sequences, prompts, patches, ids, wanted)
-            for result, row in zip(results, ids):
-                result.description = self._decode(row)
-        if not attributes:
-            for result in results:
-                result.attribute_text, result.attributes = None, {}
+        questions = self.questions
+        state = DescribeState(images=images, regions=[[(box, mask)] for box, mask in zip(boxes, masks)],
+                              guides=guides if guides is not None else [[] for _ in images],
+                              patches=self.patches(images), questions=questions, attributes=attributes,
+                              prompt=prompt or questions.description, results=results,
+                              answers=results if attributes else [RegionText() for _ in images])
+        for step in self.steps(attributes=attributes, description=description, guides=guides is not None):
+            step(self, state)
         return results
 
     def check_guides(self, images, guides, patches) -> list[bool]:
@@ -333,7 +330,7 @@ class Describer:
                 squares.append([((max(0.0, cx - half), max(0.0, cy - half), min(float(w), cx + half),
                                   min(float(h), cy + half)), None)])
                 owners.append(k)
-        scores = self._score([images[k] for k in owners], squares, ATTRIBUTE_PROMPT, "region", patches[owners],
+        scores = self.score([images[k] for k in owners], squares, ATTRIBUTE_PROMPT, "region", patches[owners],
                              [answer] * len(squares), [len(answer)] * len(squares))
         found = [True] * len(guides)
         for k, score in zip(owners, scores):
@@ -341,29 +338,8 @@ class Describer:
                 found[k] = False
         return found
 
-    def _describe_guides(self, results: list["RegionText"], images: list[np.ndarray], guides: list[list], patches,
-                         attribute_prompt: str, mode: str, check: bool = False) -> None:
-        """Each guide object's attributes (`attribute_prompt` asked in `mode` with the guide as the region,
-        all chips' guides in one batch), appended to its chip's `objects`; with `check`, its
-        guide_status from `check_guides` (and its own answer: "none" is not found)."""
-        flat = [(i, guide) for i, chip_guides in enumerate(guides) for guide in chip_guides]
-        if not flat:
-            return
-        index = [i for i, _ in flat]
-        texts = self._generate([images[i] for i in index], [[guide] for _, guide in flat], attribute_prompt, mode,
-                               patches[index])
-        found = (self.check_guides([images[i] for i in index], [guide for _, guide in flat], patches[index])
-                 if check else [None] * len(flat))
-        for (i, _), text, there in zip(flat, texts, found):
-            obj = RegionText()
-            self._set_attributes(obj, text)
-            if there is not None:
-                there = there and obj.attributes.get("name") != NO_OBJECT_VALUE
-                obj.guide_status = GUIDE_CONFIRMED if there else GUIDE_NOT_FOUND
-            results[i].objects.append(obj)
-
     @staticmethod
-    def _set_attributes(result: "RegionText", text: str) -> None:
+    def set_attributes(result: "RegionText", text: str) -> None:
         result.attribute_text = text
         # "no distinct objects, mainly farmland": the object column says none (not a guessed class)
         result.attributes = {"name": NO_OBJECT_VALUE} if says_no_object(text) else {

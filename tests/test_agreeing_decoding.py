@@ -116,12 +116,12 @@ def test_constrained_generation_continues_the_prefix_with_an_allowed_phrase(tiny
     tokenizer = describer.processor.tokenizer
     chips = [random_chip(32, 32, seed=s) for s in range(3)]
     regions = [[((2.0, 2.0, 30.0, 30.0), None)]] * 3
-    patches = describer._patches(chips)
-    free = describer._generate_ids(chips, regions, "describe", "global_region", patches)
+    patches = describer.patches(chips)
+    free = describer.generate_ids(chips, regions, "describe", "global_region", patches)
     prefix = tokenizer("the region near", add_special_tokens=False)["input_ids"]
     spec = ObjectSpec("ship", "grey", None, "small")
     sequences = phrase_sequences(tokenizer, (spec,), plural_noun=False)
-    rows = describer._generate_ids(chips, regions, "describe", "global_region", patches,
+    rows = describer.generate_ids(chips, regions, "describe", "global_region", patches,
                                    prefixes=[prefix] * 3, phrases=[sequences] * 3)
     for row in rows:
         assert row[:len(prefix)] == prefix
@@ -194,20 +194,20 @@ def test_demo_descriptions_agree_with_their_attributes(heldout_rows):
 
 
 def test_score_is_the_log_probability_greedy_decoding_maximises(tiny_model_dir):
-    # _score reads the same positions generation predicts: a greedy answer scores at least as high
+    # score reads the same positions generation predicts: a greedy answer scores at least as high
     # as the same answer with any other last token (an off-by-one in the positions breaks this).
     describer = Describer.load(tiny_model_dir, device="cpu", max_new_tokens=5)
     chips = [random_chip(32, 32, seed=s) for s in range(3)]
     regions = [[((2.0, 2.0, 30.0, 30.0), None)], [((4.0, 4.0, 20.0, 28.0), None)], [((0.0, 0.0, 32.0, 32.0), None)]]
     prompts = ["describe", "describe the region near the road", "the car"]       # different prompt lengths
-    patches = describer._patches(chips)
-    greedy = describer._generate_ids(chips, regions, prompts, "global_region", patches)
+    patches = describer.patches(chips)
+    greedy = describer.generate_ids(chips, regions, prompts, "global_region", patches)
     assert all(len(g) >= 1 for g in greedy)
-    best = describer._score(chips, regions, prompts, "global_region", patches, greedy, [len(g) for g in greedy])
+    best = describer.score(chips, regions, prompts, "global_region", patches, greedy, [len(g) for g in greedy])
     vocabulary = len(describer.processor.tokenizer)
     for other in range(5, min(vocabulary, 15)):
         changed = [g[:-1] + [other] for g in greedy]
-        scores = describer._score(chips, regions, prompts, "global_region", patches, changed, [1] * 3)
-        last = describer._score(chips, regions, prompts, "global_region", patches, greedy, [1] * 3)
+        scores = describer.score(chips, regions, prompts, "global_region", patches, changed, [1] * 3)
+        last = describer.score(chips, regions, prompts, "global_region", patches, greedy, [1] * 3)
         assert all(s <= b + 1e-5 for s, b in zip(scores, last))
     assert all(b < 0 for b in best)

@@ -128,9 +128,9 @@ def test_no_distinct_object_answer_is_object_none():
     from mgimm_core.describer import RegionText
 
     text = RegionText()
-    Describer._set_attributes(text, "no distinct objects, mainly farmland")
+    Describer.set_attributes(text, "no distinct objects, mainly farmland")
     assert text.attributes == {"name": "none"}
-    Describer._set_attributes(text, "a small white circular storage tank")
+    Describer.set_attributes(text, "a small white circular storage tank")
     assert text.attributes["name"] == "storage tank" and text.attributes["color"] == "white"
 
 

@@ -26,18 +26,18 @@ def test_guard_never_emits_a_doubled_word(tiny_model_dir):
     mask = word_tokens(describer.processor.tokenizer)
     chips = [random_chip(32, 32, seed=s) for s in range(8)]
     regions = [[((2.0, 2.0, 30.0, 30.0), None)]] * 8
-    patches = describer._patches(chips)
+    patches = describer.patches(chips)
     # the random model does double words when nothing forbids it (so this test can fail) ...
-    batch = describer._inputs(chips, regions, "describe", "global_region")
+    batch = describer.inputs(chips, regions, "describe", "global_region")
     with torch.no_grad():
         raw = describer.model.generate(**batch, patches=patches, mode="global_region", max_new_tokens=24)
     assert any(_doubled(row, mask) for row in raw.tolist())
     # ... and never through the describer, nor after a kept prefix ending in the word it would repeat
-    for row in describer._generate_ids(chips, regions, "describe", "global_region", patches):
-        assert not _doubled(row, mask), describer._decode(row)
+    for row in describer.generate_ids(chips, regions, "describe", "global_region", patches):
+        assert not _doubled(row, mask), describer.decode(row)
     prefixes = [row[:1] for row in raw.tolist()]
-    for row in describer._generate_ids(chips, regions, "describe", "global_region", patches, prefixes=prefixes):
-        assert not _doubled(row, mask), describer._decode(row)
+    for row in describer.generate_ids(chips, regions, "describe", "global_region", patches, prefixes=prefixes):
+        assert not _doubled(row, mask), describer.decode(row)
     for text in describer.describe(chips, [(2.0, 2.0, 30.0, 30.0)] * 8, [None] * 8):
         found = words(text.description)
         assert not [a for a, b in zip(found, found[1:]) if a == b], text.description

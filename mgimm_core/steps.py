@@ -1,0 +1,130 @@
+"""The questions of one `Describer.describe` call, as a list of steps on one shared batch state.
+
+Each step does one job on a `DescribeState` and uses only the describer's public surface
+(`patches`, `generate_ids`, `score`, `decode`, `set_attributes`, `check_guides`): the region's
+attribute question (`ask_attributes`), each guide object's (`ask_guides`), the guide check that
+sets `guide_status` (`judge_guides`), the description question (`ask_description`) and the
+agreement (mgimm_core/agreeing.py `agreement`). `Describer.steps` picks them for a call;
+`Describer.describe` builds the state and runs them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from mgimm_core.describer import GUIDE_CONFIRMED, GUIDE_NOT_FOUND, RegionText
+from mgimm_core.prompts import guided_description_prompt
+from mgimm_core.vocabulary import NO_OBJECT_VALUE
+
+if TYPE_CHECKING:
+    from mgimm_core.describer import Describer
+
+
+@dataclass(frozen=True)
+class Questions:
+    """How a model is asked: its two questions and the sequence layout ("mode") of each.
+
+    region_tokens: regions reach the model as learned region tokens (MGIMM), so the guide check
+    and the agreement apply; otherwise as box text in the question (the LLaVA-1.5 line,
+    `TEXT_REGION_PROMPTS`). guided: the description question carries attribute answers
+    (processor.guided_descriptions)."""
+
+    attribute: str
+    description: str
+    attribute_mode: str
+    description_mode: str
+    region_tokens: bool
+    guided: bool
+
+
+@dataclass
+class DescribeState:
+    """One batch of chips as the steps share it: the inputs, then what each step adds."""
+
+    images: list
+    regions: list[list]            # per chip [(box, mask)] of the region, in chip pixels
+    guides: list[list]             # per chip the (box, mask) of its guide objects
+    patches: Any                   # the chips' vision features (Describer.patches): computed once
+    questions: Questions
+    attributes: bool               # the region's own attribute answer is shown in its result
+    prompt: str                    # the description question (the caller's prompt or the model's own)
+    results: list[RegionText]
+    answers: list[RegionText]      # the regions' own attribute answers: `results` where shown, else apart
+    prompts: list[str] = field(default_factory=list)          # per chip, its description question
+    sequences: list[list] = field(default_factory=list)       # per chip, its description's region prompts
+    ids: list[list[int]] = field(default_factory=list)        # per chip, its description's token ids
+
+    def guide_objects(self) -> list[tuple[int, tuple, RegionText]]:
+        """(chip index, guide (box, mask), its answer) of every guide object answered, in order."""
+        return [(i, guide, obj) for i, (chip_guides, result) in enumerate(zip(self.guides, self.results))
+                for guide, obj in zip(chip_guides, result.objects)]
+
+
+Step = Callable[["Describer", DescribeState], None]
+
+
+def _ask(describer: "Describer", state: DescribeState, index: list[int], regions: list[list], prompts,
+         mode: str) -> list[str]:
+    """One greedy answer per chip of `index` with its regions."""
+    ids = describer.generate_ids([state.images[i] for i in index], regions, prompts, mode, state.patches[index])
+    return [describer.decode(row) for row in ids]
+
+
+def ask_attributes(describer: "Describer", state: DescribeState) -> None:
+    """The region's attribute question, into `state.answers`: the results where attributes are shown;
+    otherwise it only guides the description question (guided models) and is not in the result."""
+    q = state.questions
+    for answer, text in zip(state.answers, _ask(describer, state, list(range(len(state.images))), state.regions,
+                                                q.attribute, q.attribute_mode)):
+        describer.set_attributes(answer, text)
+
+
+def ask_guides(describer: "Describer", state: DescribeState) -> None:
+    """Each guide object's attribute question, the guide's (box, mask) as the region: one
+    `RegionText` per guide in its chip's `objects`, in order."""
+    flat = [(i, guide) for i, chip_guides in enumerate(state.guides) for guide in chip_guides]
+    if not flat:
+        return
+    q = state.questions
+    texts = _ask(describer, state, [i for i, _ in flat], [[guide] for _, guide in flat], q.attribute,
+                 q.attribute_mode)
+    for (i, _), text in zip(flat, texts):
+        obj = RegionText()
+        describer.set_attributes(obj, text)
+        state.results[i].objects.append(obj)
+
+
+def judge_guides(describer: "Describer", state: DescribeState) -> None:
+    """Each guide object's `guide_status`: confirmed where the model sees an object there
+    (`Describer.check_guides`) and its own answer names one, else not found."""
+    flat = state.guide_objects()
+    if not flat:
+        return
+    index = [i for i, _, _ in flat]
+    found = describer.check_guides([state.images[i] for i in index], [guide for _, guide, _ in flat],
+                                   state.patches[index])
+    for (_, _, obj), there in zip(flat, found):
+        there = there and obj.attributes.get("name") != NO_OBJECT_VALUE
+        obj.guide_status = GUIDE_CONFIRMED if there else GUIDE_NOT_FOUND
+
+
+def ask_description(describer: "Describer", state: DescribeState) -> None:
+    """The description question. It sees the region and every confirmed guide as region prompts in
+    one sequence; a guided model's question carries the confirmed guides' attribute answers, else
+    the region's own."""
+    state.sequences, state.prompts = [], []
+    for region, chip_guides, result, own in zip(state.regions, state.guides, state.results, state.answers):
+        confirmed = [(guide, obj) for guide, obj in zip(chip_guides, result.objects)
+                     if obj.guide_status == GUIDE_CONFIRMED]
+        state.sequences.append(region + [guide for guide, _ in confirmed])
+        shown = [obj.attribute_text for _, obj in confirmed] or [own.attribute_text]
+        state.prompts.append(guided_description_prompt(shown, state.prompt) if state.questions.guided
+                             else state.prompt)
+    state.ids = describer.generate_ids(state.images, state.sequences, state.prompts,
+                                       state.questions.description_mode, state.patches)
+    for result, row in zip(state.results, state.ids):
+        result.description = describer.decode(row)
+
+
+__all__ = ["DescribeState", "Questions", "Step", "ask_attributes", "ask_description", "ask_guides", "judge_guides"]
