@@ -228,3 +228,29 @@ def test_every_error_code_is_documented_in_the_protocol():
     text = (Path(__file__).parents[1] / "docs" / "protocol.md").read_text()
     missing = [code for code in ERROR_CODES if f"| {code} |" not in text]
     assert not missing, f"docs/protocol.md lacks rows for {missing}"
+
+
+def test_per_region_chips_in_one_request_answer_as_one_request_each(service, make_raster):
+    """Regions carrying their own raster_b64 (the QGIS plugin's server chips, several per request)
+    are described in one request, each on its own chip, as when each chip is its own request."""
+    rng = np.random.default_rng(5)
+    chips = []
+    for index in range(3):
+        path = make_raster(f"chip{index}.tif", crs=UTM, data=rng.integers(0, 255, (3, 48, 64), dtype=np.uint8))
+        with open(path, "rb") as handle:
+            chips.append(base64.b64encode(handle.read()).decode())
+    regions = [{"id": str(i), "wkt": INSIDE, "raster_b64": chip, "chip_scale": 2.0} for i, chip in enumerate(chips)]
+    together = service.handle("describe", {"raster_name": "big.tif", "regions": regions, "thumbnail": False})
+    alone = [service.handle("describe", {"raster_b64": chip, "raster_name": "big.tif", "chip_scale": 2.0,
+                                         "regions": [{"id": str(i), "wkt": INSIDE}], "thumbnail": False})["regions"][0]
+             for i, chip in enumerate(chips)]
+    assert [e["id"] for e in together["regions"]] == ["0", "1", "2"]
+    assert [(e["description"], e["attributes"], e["scene"]) for e in together["regions"]] == \
+        [(e["description"], e["attributes"], e["scene"]) for e in alone]
+    assert together["regions"][0]["scene"] == "big.tif"
+    with pytest.raises(ServiceError) as caught:      # chips for some regions only, or with a raster too
+        service.handle("describe", {"raster_b64": chips[0], "regions": regions})
+    assert caught.value.code == "bad_request" and "every region" in caught.value.message
+    with pytest.raises(ServiceError) as caught:
+        service.handle("describe", {"regions": regions[:1] + [{"id": "9", "wkt": INSIDE}]})
+    assert caught.value.code == "bad_request"

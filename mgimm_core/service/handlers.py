@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import itertools
 import logging
 import os
 import threading
@@ -252,17 +253,26 @@ def _open_request_scene(service: Service, params: dict, bands, nodata):
     raster_b64 = param(params, "raster_b64", str, None)
     if (raster is None) == (raster_b64 is None):
         raise ServiceError("bad_request", "give exactly one of 'raster' (a path the worker/server can read) "
-                                          "and 'raster_b64' (base64 GeoTIFF bytes).")
+                                          "and 'raster_b64' (base64 GeoTIFF bytes), or a 'raster_b64' in every "
+                                          "region (per-region chips).")
     if raster is not None:
         return service.open_scene(raster, bands=bands, nodata=nodata), raster, None
+    name = param(params, "raster_name", str, None) or "raster_b64"
+    scene, memfile = _open_b64_scene(raster_b64, "'raster_b64'", name, bands, nodata)
+    return scene, name, memfile
+
+
+def _open_b64_scene(raster_b64: str, what: str, name: str, bands, nodata):
+    """(scene, memfile) of base64 GeoTIFF bytes, opened in memory with the GeoTIFF driver only;
+    the scene is named `name` (what the client sent, not /vsimem) in records and messages."""
     try:
         data = base64.b64decode(raster_b64, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise ServiceError("bad_request", f"'raster_b64' is not valid base64 ({exc}); send "
+        raise ServiceError("bad_request", f"{what} is not valid base64 ({exc}); send "
                                           f"base64.b64encode(geotiff_bytes).") from None
     if not data.startswith(_TIFF_MAGIC):
-        raise ServiceError("bad_input", "'raster_b64' is not a GeoTIFF (wrong file signature); render the "
-                                        "layer to a GeoTIFF with its georeference and send those bytes.")
+        raise ServiceError("bad_input", f"{what} is not a GeoTIFF (wrong file signature); render the "
+                                        f"layer to a GeoTIFF with its georeference and send those bytes.")
     from rasterio.io import MemoryFile
 
     memfile = MemoryFile(data, ext=".tif")
@@ -271,9 +281,46 @@ def _open_request_scene(service: Service, params: dict, bands, nodata):
     except BaseException:
         memfile.close()
         raise
+    scene.path = name
+    return scene, memfile
+
+
+def _chip_scale(value, what: str) -> float:
+    """A raster_b64 chip's raster pixels per chip pixel (for the GSD warning), checked."""
+    if value is None:
+        return 1.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e6:
+        raise ServiceError("bad_request", f"{what} = {value!r}: give the raster's pixels per chip pixel (1 for "
+                                          f"a chip at the raster's resolution).")
+    return float(value)
+
+
+def _region_chips(params: dict, features: list[AOIFeature], stack: contextlib.ExitStack, bands, nodata
+                  ) -> dict[str, tuple[Scene, float]] | None:
+    """Per-region chips: when the regions carry their own `raster_b64` (a client that cuts each
+    region's chip, e.g. the QGIS plugin in server mode), {region id: (its chip scene, chip_scale)},
+    each closed with `stack`; None when the request has one raster for all regions. Every region
+    must then carry one, and the request no `raster`/`raster_b64` of its own."""
+    regions = [r for r in params["regions"] if isinstance(r, dict)]
+    carrying = [r for r in regions if "raster_b64" in r]
+    if not carrying:
+        return None
+    if len(carrying) != len(regions) or params.get("raster") is not None or params.get("raster_b64") is not None:
+        raise ServiceError("bad_request", "per-region chips: give a 'raster_b64' in every region and no "
+                                          "'raster' or 'raster_b64' of the request, or one raster for all.")
+    by_id = {str(r.get("id", i)): r for i, r in enumerate(params["regions"]) if isinstance(r, dict)}
     name = param(params, "raster_name", str, None) or "raster_b64"
-    scene.path = name         # messages and records name what the client sent, not /vsimem
-    return scene, name, memfile
+    chips = {}
+    for feature in features:
+        region = by_id[str(feature.id)]
+        if not isinstance(region["raster_b64"], str):
+            raise ServiceError("bad_request", f"region {feature.id!r}: 'raster_b64' must be a base64 string.")
+        scene, memfile = _open_b64_scene(region["raster_b64"], f"region {feature.id!r}: 'raster_b64'", name,
+                                         bands, nodata)
+        stack.callback(memfile.close)
+        stack.callback(scene.close)
+        chips[str(feature.id)] = (scene, _chip_scale(region.get("chip_scale"), f"region {feature.id!r}: 'chip_scale'"))
+    return chips
 
 
 def _features(params: dict) -> tuple[list[AOIFeature], list[dict]]:
@@ -434,44 +481,55 @@ def handle_describe(service: Service, params: dict, progress: Progress, cancelle
     if guides is not None:
         entries = [dict(e, guide_objects=None, guide_objects_left=None, objects=[]) for e in entries]
 
-    scene, scene_name, memfile = _open_request_scene(service, params, bands, nodata)
-    engine = service.engine
-    try:
+    with contextlib.ExitStack() as stack:
+        chips = _region_chips(params, features, stack, bands, nodata)
+        if chips is None:
+            scene, scene_name, memfile = _open_request_scene(service, params, bands, nodata)
+            stack.callback(scene.close)
+            if memfile is not None:
+                stack.callback(memfile.close)
+            scales = [(scene, source_scale)]
+            work = region_work([scene], features, service.engine.model.chip)
+        else:
+            scene_name = param(params, "raster_name", str, None) or "raster_b64"
+            scales = list(chips.values())
+            work = itertools.chain.from_iterable(region_work([chips[str(f.id)][0]], [f], service.engine.model.chip)
+                                                 for f in features)
+        engine = service.engine
         progress(0.0, "loading the model")
         describer = service.describer(max_new_tokens)
         # the files job's warning: a raster whose pixels are far from what the model was trained on
         # (a chip decimated from a raster is judged by the raster's pixels: chip_scale)
-        warnings = scene_warnings([scene], engine.model.card, source_pixels_per_pixel=source_scale)
+        warnings: list[str] = []
+        for chip_scene, scale in scales:
+            warnings += [w for w in scene_warnings([chip_scene], engine.model.card, source_pixels_per_pixel=scale)
+                         if w not in warnings]
         total = len(features) + len(entries)
-        with contextlib.ExitStack() as stack:
-            writer = None
-            if output is not None:
-                run = RunInfo(model_id=engine.model_id, model_sha256=engine.model.sha256,
-                              parameters={"request": "describe", "raster": scene_name, "bands": bands,
-                                          "max_new_tokens": max_new_tokens, "guided": guides is not None,
-                                          **({"warnings": warnings} if warnings else {}), **options.parameters()})
-                writer = stack.enter_context(open_output(output, mode=mode, run=run, regions_layer=layer))
-            work = region_work([scene], features, engine.model.chip)
-            if guides is not None:
-                work = attach_guides(work, guides, options.max_guides)
-            for outcomes in engine.outcomes(work, options, should_cancel=cancelled):
-                if writer is not None:
-                    writer.write_regions([o.record for o in outcomes])
-                    guided_objects = [obj for o in outcomes for obj in o.objects]
-                    if guided_objects:
-                        writer.write_objects(guided_objects)
-                entries.extend(outcome_entry(o, thumbnail, objects_schema) for o in outcomes)
-                progress(len(entries) / total, f"{len(entries)}/{total} regions")
-            if cancelled():
-                raise _cancelled_error(len(entries), total, output)
-    finally:
-        scene.close()
-        if memfile is not None:
-            memfile.close()
+        writer = None
+        if output is not None:
+            run = RunInfo(model_id=engine.model_id, model_sha256=engine.model.sha256,
+                          parameters={"request": "describe", "raster": scene_name, "bands": bands,
+                                      "max_new_tokens": max_new_tokens, "guided": guides is not None,
+                                      **({"warnings": warnings} if warnings else {}), **options.parameters()})
+            writer = stack.enter_context(open_output(output, mode=mode, run=run, regions_layer=layer))
+        if guides is not None:
+            work = attach_guides(work, guides, options.max_guides)
+        for outcomes in engine.outcomes(work, options, should_cancel=cancelled):
+            if writer is not None:
+                writer.write_regions([o.record for o in outcomes])
+                guided_objects = [obj for o in outcomes for obj in o.objects]
+                if guided_objects:
+                    writer.write_objects(guided_objects)
+            entries.extend(outcome_entry(o, thumbnail, objects_schema) for o in outcomes)
+            progress(len(entries) / total, f"{len(entries)}/{total} regions")
+        if cancelled():
+            raise _cancelled_error(len(entries), total, output)
+        bounds = scales[0][0].bounds
     if entries and all(e["error_code"] == "region_outside" for e in entries):
-        raise ServiceError("region_outside", f"every region lies outside the raster {scene_name} (raster "
-                                             f"bounds {tuple(round(v, 6) for v in scene.bounds)} in its CRS); "
-                                             f"draw the regions over the raster, in the CRS given as 'crs'.")
+        where = (f"raster {scene_name} (raster bounds {tuple(round(v, 6) for v in bounds)} in its CRS)"
+                 if chips is None else f"chip of each region of {scene_name}")
+        raise ServiceError("region_outside", f"every region lies outside the {where}; draw the regions over "
+                                             f"the raster, in the CRS given as 'crs'.")
     order = {str(r.get("id", i)): i for i, r in enumerate(params["regions"]) if isinstance(r, dict)}
     entries.sort(key=lambda e: order.get(e["id"], 0))
     return {"regions": entries, "model": engine.model_id, "device": str(describer.device),
