@@ -122,7 +122,8 @@ class SettingsDialog(QDialog):
             model=self.model.filePath().strip(), vision=self.vision.filePath().strip(),
             device=self.device.text().strip(),
             server_url=self.server_url.text().strip(), authcfg=self.authcfg.configId(),
-            token=self.token.text() or load_token(self.authcfg.configId()),
+            token=(self.token.text() or load_token(self.authcfg.configId())) if self.mode.currentText() == "server"
+            else "",
             layer_path=self.layer_path.filePath().strip(), prompt=self.prompt.text().strip(),
             max_new_tokens=self.max_new_tokens.value(),
             heartbeat_timeout_s=self.settings.heartbeat_timeout_s,

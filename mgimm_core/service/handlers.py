@@ -575,7 +575,7 @@ def handle_describe_file(service: Service, params: dict, progress: Progress, can
     unit = job.options.unit
 
     def on_batch(done: int, total: int | None):
-        progress(min(done / total, 1.0) if total else 0.0, f"{done} {unit} done")
+        progress(min(done / total, 1.0) if total else 0.0, f"{done}/{total} {unit}" if total else f"{done} {unit} done")
 
     summary = run_files_job(job, service.engine, check_path=service._existing, open_scene=service.open_scene,
                             on_batch=on_batch,
