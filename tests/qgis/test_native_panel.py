@@ -94,7 +94,7 @@ def test_messages_name_qgis_settings_not_cli_flags(plugin, iface):
     plugin.warn("MGIMM", "out.gpkg exists; use --overwrite or --append, and choose bands with -b/--bands.")
     text = messages(iface, Qgis.Warning)[-1]
     assert "--" not in text and "-b/" not in text
-    assert '"If the output exists: overwrite"' in text and "the bands setting" in text
+    assert '"If the output exists: overwrite"' in text and "the Bands row of the MGIMM panel" in text
 
 
 def test_settings_have_browse_buttons(plugin_module):
