@@ -74,6 +74,8 @@ class MGIMMPlugin:
         self.last_result = None
         self.last_error = None
         self.guide_action = None
+        self.diagnostics_task = None
+        self.diagnostics_dialog = None
 
     # ------------------------------------------------------------------ lifecycle
     def initProcessing(self):
@@ -106,6 +108,7 @@ class MGIMMPlugin:
         self.dock.add_tool(self.guide_action)
         self._action("Show the MGIMM panel", callback=self.dock.show, toolbar=False, icon="panel.svg")
         self._action("MGIMM settings…", callback=self.open_settings, toolbar=False, icon="settings.svg")
+        self._action("MGIMM diagnostics…", callback=self.show_diagnostics, toolbar=False, icon="settings.svg")
         self.dock.show_bands()
         QgsProject.instance().layersAdded.connect(self._layers_added)
 
@@ -192,6 +195,28 @@ class MGIMMPlugin:
         from .settings_dialog import SettingsDialog
 
         SettingsDialog(PluginSettings.load(), self.iface.mainWindow()).exec_()
+
+    def show_diagnostics(self):
+        """Ask the worker/server for its diagnostics (a task: it may have to start) and show them."""
+        settings = PluginSettings.load()
+        try:
+            client = shared_client(settings)
+        except ClientError as exc:
+            self._diagnostics_done(None, settings, exc)
+            return None
+        task = RequestTask("MGIMM: diagnostics", client, "diagnostics", {},
+                           on_done=lambda t: self._diagnostics_done(t.result, settings, t.error))
+        self.diagnostics_task = task          # kept alive while it runs
+        QgsApplication.taskManager().addTask(task)
+        return task
+
+    def _diagnostics_done(self, reply, settings, error):
+        from .diagnostics import DiagnosticsDialog, report_text
+
+        self.diagnostics_task = None
+        self.diagnostics_dialog = DiagnosticsDialog(report_text(settings, reply, error, self.last_error),
+                                                    self.iface.mainWindow())
+        self.diagnostics_dialog.show()
 
     def raster_layer(self):
         """The raster chosen in the panel, else the active layer when it is a raster."""

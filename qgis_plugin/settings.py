@@ -83,6 +83,7 @@ class PluginSettings:
     worker_command: str = "mgimm-geo worker"
     model: str = ""                      # model folder for the worker; "" = the embedded demo model
     vision: str = ""                     # vision-tower folder of an original-format LLaVA/GeoChat model
+    models_folder: str = ""              # a folder of model folders (offline use): the dialog lists them
     device: str = ""                     # "", "auto", "cpu", "cuda", "cuda:N"
     server_url: str = "http://127.0.0.1:8765"
     token: str = ""                      # in memory only: from / to the auth config `authcfg`

@@ -9,7 +9,7 @@
 # (docs/qgis_bands.png, docs/qgis_cancelled_tiles.png); default all three, each in a QGIS session of its own. Needs QGIS, Xvfb, xdotool and ImageMagick
 # (scripts/setup_qgis_env.sh installs them). What it does, as a user would: builds the plugin ZIP
 # (qgis_plugin/build_zip.py) and installs it into a fresh QGIS profile the way "Install from ZIP" does
-# (unpacked into the profile's python/plugins, enabled in QGIS3.ini, with the worker set to this
+# (unpacked into the profile's python/plugins, enabled in QGIS3.ini, with the worker set to this checkout's
 # mgimm-geo and the embedded demo model); writes the demo scene, its AOIs and its truth footprints;
 # starts QGIS under Xvfb with them; then
 #  - plain: drags a rectangle with the "Describe a drawn rectangle" tool (xdotool) over the AOI object
@@ -32,8 +32,11 @@ SCENARIOS=("$@")
 for name in "${SCENARIOS[@]}"; do
   case "$name" in plain|guided|bands) ;; *) echo "unknown scenario $name (plain, guided, bands)" >&2; exit 2;; esac
 done
-MGIMM="$(dirname "$PY")/mgimm-geo"
-[ -x "$MGIMM" ] || { echo "no mgimm-geo next to $PY: install mgimm-geo there (pip install -e .)" >&2; exit 2; }
+"$PY" -c "import torch, rasterio" 2>/dev/null || { echo "$PY cannot import torch and rasterio: give the Python where \
+mgimm-geo's requirements are installed" >&2; exit 2; }
+# The worker runs this checkout's code (`python -m batch.cli` from $REPO), so the pictures show this tree.
+MGIMM="$PY -m batch.cli"
+cd "$REPO"
 WORK="$(mktemp -d /tmp/mgimm_shots.XXXXXX)"
 PROFILES="$WORK/profiles"
 PLUGINS="$PROFILES/default/python/plugins"

@@ -254,3 +254,27 @@ def test_per_region_chips_in_one_request_answer_as_one_request_each(service, mak
     with pytest.raises(ServiceError) as caught:
         service.handle("describe", {"regions": regions[:1] + [{"id": "9", "wkt": INSIDE}]})
     assert caught.value.code == "bad_request"
+
+
+def test_models_lists_model_folders_with_family_size_and_licence(service, tmp_path):
+    """Offline model management: the model folders in a folder, with model-info's facts, no weights loaded."""
+    import shutil
+
+    from mgimm_core.model_dir import DEMO_MODEL_DIR
+
+    shutil.copytree(DEMO_MODEL_DIR, tmp_path / "demo-copy")
+    (tmp_path / "notes").mkdir()                                     # not a model: left out
+    result = service.handle("models", {"folder": str(tmp_path)})
+    (row,) = result["models"]
+    assert row["path"].endswith("demo-copy") and row["model"] == "demo-copy" and row["family"]
+    assert row["size_bytes"] > 1000 and "licence" in row
+    with pytest.raises(ServiceError) as caught:
+        service.handle("models", {"folder": str(tmp_path / "missing")})
+    assert caught.value.code == "not_found"
+
+
+def test_diagnostics_reports_versions_device_and_model(service):
+    report = service.handle("diagnostics", {})
+    assert report["mgimm_geo"] and report["torch"] and report["python"]
+    assert report["cuda_available"] in (True, False) and report["device_asked"]
+    assert report["model"]["kind"] and "memory_total_bytes" in report

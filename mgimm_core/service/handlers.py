@@ -28,7 +28,7 @@ import shapely
 from mgimm_core import __version__
 from mgimm_core.engines import LoadOptions
 from mgimm_core.engines.local import LocalEngine
-from mgimm_core.errors import AOIError, CRSError, OptionsError
+from mgimm_core.errors import AOIError, CRSError, MGIMMError, OptionsError
 from mgimm_core.guides import DEFAULT_MAX_GUIDES
 from mgimm_core.jobs import AOISource, FilesJob, run_files_job, scene_warnings
 from mgimm_core.model_dir import ModelDirectory
@@ -587,13 +587,46 @@ def handle_describe_file(service: Service, params: dict, progress: Progress, can
     return summary
 
 
+# ================================================================================ models, diagnostics
+def handle_models(service: Service, params: dict, progress: Progress, cancelled: Cancelled) -> dict:
+    """The model folders in `folder` (itself and its sub-folders) with their family, size and licence
+    (model-info's facts; no weights load), so a client picks one from a list (offline model management)."""
+    from .catalogue import list_models
+
+    folder = service.check_path(param(params, "folder", str, allow_none=False), "models folder")
+    if not os.path.isdir(folder):
+        raise ServiceError("not_found", f"models folder {folder}: no such folder on the machine running the "
+                                        f"worker/server; choose the folder that holds the model folders.")
+    return {"folder": folder, "models": list_models(folder)}
+
+
+def handle_diagnostics(service: Service, params: dict, progress: Progress, cancelled: Cancelled) -> dict:
+    """Versions, devices and memory of this worker/server, the device asked for and in use, and the
+    model's facts (model-info: family, card); never loads the model."""
+    from mgimm_core.model_info import model_info
+
+    from .catalogue import machine_report
+
+    try:
+        model = model_info(service.model_dir)
+    except MGIMMError as exc:
+        model = {"error": str(exc), "error_code": exc.code}
+    loaded = service.loaded_model_info()
+    return {"protocol": PROTOCOL_VERSION, **machine_report(), "device_asked": service.load.device,
+            "device_in_use": loaded["device"] if loaded else None, "model_loaded": loaded is not None,
+            "model": model}
+
+
 HANDLERS: dict[str, Callable[[Service, dict, Progress, Cancelled], dict]] = {
     "hello": handle_hello,
     "chip_settings": handle_chip_settings,
+    "models": handle_models,
+    "diagnostics": handle_diagnostics,
     "describe": handle_describe,
     "describe_file": handle_describe_file,
 }
 
 
 __all__ = ["Service", "HANDLERS", "handle_hello", "handle_chip_settings", "handle_describe", "handle_describe_file",
+           "handle_models", "handle_diagnostics",
            "object_row", "outcome_entry"]
