@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 
 from qgis.core import QgsMapLayerProxyModel
-from qgis.gui import QgsDockWidget, QgsMapLayerComboBox, QgsRasterBandComboBox
+from qgis.gui import QgsDockWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QPixmap
 from qgis.PyQt.QtWidgets import (QComboBox, QHBoxLayout, QHeaderView, QLabel, QListWidget, QProgressBar,
@@ -23,6 +23,28 @@ from .messages import qgis_words
 
 THUMBNAIL_SIDE = 192  # pixels on screen
 RESULT_ROWS = 5       # the regions list shows this many rows at most, then scrolls
+
+
+class BandComboBox(QComboBox):
+    """A raster's bands by name, as QGIS's layer tree names them ("Band 3: SR_B3"); QGIS 3.22's own
+    band combo box shows only "Band 3"."""
+
+    def setLayer(self, layer) -> None:  # noqa: N802 (Qt's style)
+        self.blockSignals(True)
+        self.clear()
+        provider = layer.dataProvider() if layer is not None else None
+        for band in range(1, (layer.bandCount() if layer is not None else 0) + 1):
+            self.addItem(provider.displayBandName(band), band)
+        self.blockSignals(False)
+
+    def setBand(self, band: int) -> None:  # noqa: N802
+        index = self.findData(band)
+        if index >= 0:
+            self.setCurrentIndex(index)
+
+    def currentBand(self) -> int:  # noqa: N802
+        band = self.currentData()
+        return int(band) if band is not None else -1
 
 
 class DescriptionDock(QgsDockWidget):
@@ -48,10 +70,10 @@ class DescriptionDock(QgsDockWidget):
         bands.addWidget(QLabel("Bands"))
         self.band_combos = []
         for colour in ("red", "green", "blue"):
-            combo = QgsRasterBandComboBox(self.bands_row)
+            combo = BandComboBox(self.bands_row)
             combo.setToolTip(f"The band the model sees as {colour}")
             combo.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Fixed)
-            combo.bandChanged.connect(self._bands_edited)
+            combo.currentIndexChanged.connect(self._bands_edited)
             bands.addWidget(combo, 1)
             self.band_combos.append(combo)
         self.bands_row.setVisible(False)

@@ -66,6 +66,9 @@ def landsat_stack(scene):
         band.SetColorInterpretation(gdal.GCI_Undefined)
     stack = source = None
     layer = QgsRasterLayer(path, "LT05_demo_stack", "gdal")
+    renderer = layer.renderer()                 # shown in true colour, as the model sees it (3,2,1)
+    renderer.setRedBand(3)
+    renderer.setBlueBand(1)
     QgsProject.instance().addMapLayer(layer)
     return layer
 
@@ -183,6 +186,8 @@ def tick():
         if not loaded:
             return
         if state.get("settle", 0) < 16:
+            if state.get("settle", 0) == 0:
+                canvas.setExtent(layers()[0].extent())   # the whole stack: the tiles kept and the rest
             state["settle"] = state.get("settle", 0) + 1
             canvas.refresh()
             return

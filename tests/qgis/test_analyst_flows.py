@@ -63,7 +63,8 @@ def test_six_band_landsat_gets_a_band_choice_remembered_per_layer(plugin, plugin
     from mgimm_geo.bands import PROPERTY
     from mgimm_geo.request_data import request_bands
 
-    landsat = QgsRasterLayer(write_landsat(tmp_path / "stack.tif", metadata={"SPACECRAFT_ID": "LANDSAT_5"}),
+    landsat = QgsRasterLayer(write_landsat(tmp_path / "stack.tif", metadata={"SPACECRAFT_ID": "LANDSAT_5"},
+                                           descriptions=["SR_B1", "SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B7"]),
                              "landsat", "gdal")
     other = QgsRasterLayer(write_landsat(tmp_path / "other.tif"), "other", "gdal")
     QgsProject.instance().addMapLayers([landsat, other])
@@ -73,6 +74,7 @@ def test_six_band_landsat_gets_a_band_choice_remembered_per_layer(plugin, plugin
     names = [dock.band_combos[0].itemText(i) for i in range(dock.band_combos[0].count())]
     assert len(names) == 6
     assert [c.currentBand() for c in dock.band_combos] == [3, 2, 1]                # Landsat 5 true colour
+    assert "SR_B3" in dock.band_combos[0].currentText() and "SR_B7" in names[5]  # the bands by name
     assert "Landsat 4-7" in dock.bands_row.toolTip()
     dock.band_combos[0].setBand(4)                                                   # the user's choice
     assert landsat.customProperty(PROPERTY) == "4,2,1"
