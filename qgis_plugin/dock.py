@@ -26,15 +26,18 @@ RESULT_ROWS = 5       # the regions list shows this many rows at most, then scro
 
 
 class BandComboBox(QComboBox):
-    """A raster's bands by name, as QGIS's layer tree names them ("Band 3: SR_B3"); QGIS 3.22's own
-    band combo box shows only "Band 3"."""
+    """A raster's bands by name, as QGIS's layer tree names them without its "Band " prefix
+    ("3: SR_B3", "1 (Red)"), so three fit side by side in the panel (QGIS 3.22's own band combo box
+    shows only "Band 3"); the full name is the item's tooltip."""
 
     def setLayer(self, layer) -> None:  # noqa: N802 (Qt's style)
         self.blockSignals(True)
         self.clear()
         provider = layer.dataProvider() if layer is not None else None
         for band in range(1, (layer.bandCount() if layer is not None else 0) + 1):
-            self.addItem(provider.displayBandName(band), band)
+            name = provider.displayBandName(band)
+            self.addItem(name[5:] if name.startswith("Band ") else name, band)
+            self.setItemData(self.count() - 1, name, Qt.ToolTipRole)
         self.blockSignals(False)
 
     def setBand(self, band: int) -> None:  # noqa: N802
