@@ -142,9 +142,8 @@ class _DescribeAlgorithm(QgsProcessingAlgorithm):
 
     def _add_common(self):
         self.addParameter(QgsProcessingParameterEnum("MODE", "If the output exists", MODES, defaultValue=0))
-        self.addParameter(QgsProcessingParameterString("BANDS", "Bands as red, green, blue (1-based, e.g. 4,3,2; "
-                                                       "empty: the MGIMM panel's choice for the raster, or "
-                                                       "its default)", defaultValue="", optional=True))
+        self.addParameter(QgsProcessingParameterString("BANDS", "Bands as red, green, blue (e.g. 4,3,2; empty: the "
+                                                       "panel's choice)", defaultValue="", optional=True))
         self.addParameter(QgsProcessingParameterString("PROMPT", "Prompt (empty: the model's)", defaultValue="",
                                                        optional=True))
         self.addParameter(QgsProcessingParameterFileDestination("OUTPUT", "Output GeoPackage",

@@ -26,9 +26,9 @@ RESULT_ROWS = 5       # the regions list shows this many rows at most, then scro
 
 
 class BandComboBox(QComboBox):
-    """A raster's bands by name, as QGIS's layer tree names them without its "Band " prefix
-    ("3: SR_B3", "1 (Red)"), so three fit side by side in the panel (QGIS 3.22's own band combo box
-    shows only "Band 3"); the full name is the item's tooltip."""
+    """A raster's bands by name: a band's description when it has one ("SR_B3"), else QGIS's name
+    without its "Band " prefix ("1 (Red)", "4"), so three fit side by side in the panel (QGIS 3.22's
+    own band combo box shows only "Band 3"); QGIS's full name ("Band 3: SR_B3") is the tooltip."""
 
     def setLayer(self, layer) -> None:  # noqa: N802 (Qt's style)
         self.blockSignals(True)
@@ -36,7 +36,8 @@ class BandComboBox(QComboBox):
         provider = layer.dataProvider() if layer is not None else None
         for band in range(1, (layer.bandCount() if layer is not None else 0) + 1):
             name = provider.displayBandName(band)
-            self.addItem(name[5:] if name.startswith("Band ") else name, band)
+            short = name.split(": ", 1)[1] if ": " in name else name[5:] if name.startswith("Band ") else name
+            self.addItem(short, band)
             self.setItemData(self.count() - 1, name, Qt.ToolTipRole)
         self.blockSignals(False)
 
