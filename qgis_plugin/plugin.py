@@ -108,7 +108,7 @@ class MGIMMPlugin:
         self.dock.add_tool(self.guide_action)
         self._action("Show the MGIMM panel", callback=self.dock.show, toolbar=False, icon="panel.svg")
         self._action("MGIMM settings…", callback=self.open_settings, toolbar=False, icon="settings.svg")
-        self._action("MGIMM diagnostics…", callback=self.show_diagnostics, toolbar=False, icon="settings.svg")
+        self._action("MGIMM diagnostics…", callback=self.show_diagnostics, toolbar=False, icon="diagnostics.svg")
         self.dock.show_bands()
         QgsProject.instance().layersAdded.connect(self._layers_added)
 

@@ -24,7 +24,7 @@ def test_every_action_has_its_own_icon_and_they_ship_in_the_zip(plugin):
     from build_zip import plugin_files
 
     icons = [action.property("mgimm_icon") for action in plugin.actions]
-    assert len(icons) == len(set(icons)) == 6 and all(os.path.isfile(path) and "/icons/" in path for path in icons)
+    assert len(icons) == len(set(icons)) == 7 and all(os.path.isfile(path) and "/icons/" in path for path in icons)
     shipped = {str(path) for path in plugin_files()}
     assert {f"icons/{os.path.basename(path)}" for path in icons if "icons" in path} <= shipped
     assert all(not action.icon().isNull() for action in plugin.actions)
