@@ -20,7 +20,8 @@ $MGIMM_SHOT_MODE is the scenario:
   whose Bands row shows its default (true colour 3,2,1); the rectangle tool is on: drag.json as in
   plain; 2. described.json (with the bands used); 3. after the picture (shot1.done), the "Describe
   scene tiles" dialog runs on the stack and is cancelled once its progress bar shows a percentage; the
-  tiles it kept are loaded: processing.json; 4. after the second picture (shot2.done), QGIS exits.
+  tiles it kept are loaded: processing.json; 4. after the second picture (shot2.done), the
+  diagnostics dialog is open: diagnostics.json; 5. after the third picture (shot3.done), QGIS exits.
 """
 
 import builtins
@@ -194,6 +195,22 @@ def tick():
         order = [node.layer().name() for node in QgsProject.instance().layerTreeRoot().findLayers()]
         write("processing.json", {"tiles_kept": loaded[0].featureCount(), "layer_order": order,
                                   "percentages_seen": [p for p in state["percentages"] if p]})
+        state["step"] = 12
+    elif state["step"] == 12 and os.path.exists(os.path.join(WORK, "shot2.done")):
+        state["dialog"].close()
+        plugin.show_diagnostics()               # Plugins > MGIMM > MGIMM diagnostics…
+        state["step"] = 13
+        state["ticks"] = 0
+    elif state["step"] == 13 and plugin.diagnostics_dialog is not None and state["ticks"] > 4:
+        dialog = plugin.diagnostics_dialog
+        dialog.setGeometry(300, 150, 760, 440)
+        dialog.raise_()
+        state["step"] = 14
+        state["ticks"] = 0
+    elif state["step"] == 14 and state["ticks"] > 4:
+        frame = plugin.diagnostics_dialog.frameGeometry()
+        write("diagnostics.json", {"crop": f"{frame.width()}x{frame.height()}+{frame.x()}+{frame.y()}",
+                                   "text": plugin.diagnostics_dialog.text.toPlainText()})
         state["step"] = 5
     elif state["step"] == 3 and os.path.exists(os.path.join(WORK, "shot1.done")):
         import processing
@@ -209,7 +226,8 @@ def tick():
         frame = state["dialog"].frameGeometry()
         write("processing.json", {"crop": f"{frame.width()}x{frame.height()}+{frame.x()}+{frame.y()}"})
         state["step"] = 5
-    elif state["step"] == 5 and os.path.exists(os.path.join(WORK, "shot1.done" if GUIDED else "shot2.done")):
+    elif state["step"] == 5 and os.path.exists(os.path.join(WORK, "shot1.done" if GUIDED else
+                                                            "shot3.done" if BANDS else "shot2.done")):
         os._exit(0)                             # no "save the project?" question, no teardown
 
 

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The MGIMM plugin's pictures from the real QGIS desktop -> docs/qgis_dock.png, docs/qgis_processing.png,
-# docs/qgis_guided.png, docs/qgis_bands.png, docs/qgis_cancelled_tiles.png
+# docs/qgis_guided.png, docs/qgis_bands.png, docs/qgis_cancelled_tiles.png, docs/qgis_diagnostics.png
 #
 #   scripts/qgis_desktop_screenshots.sh [PYTHON] [SCENARIO...]
 #
 # PYTHON: the interpreter where mgimm-geo is installed (default: python3 on PATH). SCENARIO: plain
 # (docs/qgis_dock.png and docs/qgis_processing.png), guided (docs/qgis_guided.png) and/or bands
-# (docs/qgis_bands.png, docs/qgis_cancelled_tiles.png); default all three, each in a QGIS session of its own. Needs QGIS, Xvfb, xdotool and ImageMagick
+# (docs/qgis_bands.png, docs/qgis_cancelled_tiles.png, docs/qgis_diagnostics.png); default all three, each in a QGIS session of its own. Needs QGIS, Xvfb, xdotool and ImageMagick
 # (scripts/setup_qgis_env.sh installs them). What it does, as a user would: builds the plugin ZIP
 # (qgis_plugin/build_zip.py) and installs it into a fresh QGIS profile the way "Install from ZIP" does
 # (unpacked into the profile's python/plugins, enabled in QGIS3.ini, with the worker set to this checkout's
@@ -21,7 +21,8 @@
 #  - bands: makes a 6-band Landsat-5-like stack of the scene (no colour interpretation), chooses it in
 #    the panel (whose Bands row shows the default true colour), drags a rectangle as in plain and takes
 #    the window; then runs "Describe scene tiles" on the stack from its dialog, cancels it once the
-#    progress bar shows a percentage and takes the window with the tiles it kept loaded.
+#    progress bar shows a percentage and takes the window with the tiles it kept loaded; then opens
+#    "MGIMM diagnostics…" and takes that dialog.
 # scripts/qgis_desktop_driver.py is QGIS's side.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
@@ -108,6 +109,10 @@ INI
       convert "$SHOTS/cancelled.png" -dither None -colors 256 "PNG8:$REPO/docs/qgis_cancelled_tiles.png"
       cat "$SHOTS/processing.json"; echo
       touch "$SHOTS/shot2.done"
+      wait_for diagnostics.json
+      CROP=$(python3 -c "import json, sys; print(json.load(open(sys.argv[1]))[\"crop\"])" "$SHOTS/diagnostics.json")
+      import -window root -crop "$CROP" +repage "$REPO/docs/qgis_diagnostics.png"
+      touch "$SHOTS/shot3.done"
     else
       import -window root "$REPO/docs/qgis_dock.png"
       touch "$SHOTS/shot1.done"
