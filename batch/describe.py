@@ -11,7 +11,7 @@ import click
 from batch.options import (aoi_options, bands_option, endpoint_options, model_option, nodata_option, output_mode,
                            output_mode_options, region_as_option, threads_option)
 from mgimm_core.engines import ENGINES, LoadOptions, open_engine
-from mgimm_core.errors import MGIMMError, OptionsError
+from mgimm_core.errors import BandError, MGIMMError, OptionsError
 from mgimm_core.jobs import AOISource, FilesJob, run_files_job
 from mgimm_core.pipeline import DescribeOptions, TileOptions
 
@@ -145,10 +145,17 @@ def usage_error(exc: OptionsError) -> click.UsageError:
     return click.BadParameter(str(exc), param_hint=OPTION_FLAGS.get(exc.option or "", None))
 
 
+def band_usage_error(exc: BandError) -> click.UsageError:
+    """A band choice that is needed (4+ bands without RGB colour interpretation) or out of range:
+    the -b/--bands option's usage error (exit 2), like any other option the user must fix."""
+    return click.BadParameter(str(exc), param_hint="-b/--bands")
+
+
 def run_describe(job: FilesJob, load: LoadOptions = LoadOptions(), *, model_dir=None, engine: str = "local",
                  address=None, workers=None, quiet: bool = False) -> dict:
     """Open the engine (the model loads on first use), run the files job with a progress bar; core
-    errors become click errors (exit 1)."""
+    errors become click errors (exit 1), except a band choice that is missing or wrong: that is the
+    -b/--bands option's usage error (exit 2), as with any other option the user must fix."""
     runner = None
     try:
         runner = open_engine(engine, model_dir, load, address=address, workers=workers,
@@ -162,6 +169,8 @@ def run_describe(job: FilesJob, load: LoadOptions = LoadOptions(), *, model_dir=
             return run_files_job(job, runner, on_batch=on_batch)
     except OptionsError as exc:
         raise usage_error(exc) from exc
+    except BandError as exc:
+        raise band_usage_error(exc) from exc
     except MGIMMError as exc:
         raise click.ClickException(str(exc)) from exc
     except KeyboardInterrupt:

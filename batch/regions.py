@@ -8,7 +8,7 @@ import json
 import click
 
 from batch.options import aoi_options, model_option, scene_argument, scene_kwargs, scene_options
-from mgimm_core.errors import MGIMMError, RegionError
+from mgimm_core.errors import BandError, MGIMMError, RegionError
 from mgimm_core.model_dir import ModelDirectory
 from mgimm_core.regions import prepare_regions, read_aoi
 from mgimm_core.scene import Scene
@@ -82,8 +82,8 @@ def command(scene, aoi, layer, aoi_crs, buffer, model_dir, as_json, bands, nodat
       0  at least one region is usable; the others are listed with their error.
       1  every region failed (each error is printed to stderr, nothing to stdout), or the
          input as a whole is bad: scene or AOI missing or unreadable, unknown or
-         incompatible CRS, bad bands.
-      2  usage error.
+         incompatible CRS.
+      2  usage error, a missing or wrong band choice (-b/--bands) included.
     """
     if aoi is None:
         raise click.UsageError("Missing option '--aoi'.")
@@ -94,6 +94,10 @@ def command(scene, aoi, layer, aoi_crs, buffer, model_dir, as_json, bands, nodat
             results = prepare_regions(opened, features, model.chip)
             report = _report(opened, aoi, results)
             report.update(model=model.model_id, chip=dataclasses.asdict(model.chip))
+    except BandError as exc:
+        from .describe import band_usage_error
+
+        raise band_usage_error(exc) from exc
     except MGIMMError as exc:
         raise click.ClickException(str(exc)) from exc
     label = "Error" if report["ok"] == 0 else "Warning"

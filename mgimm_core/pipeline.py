@@ -404,6 +404,17 @@ def describe_work(work: Iterable[WorkItem], model: RegionModel, options: Describ
 
 
 # ================================================================================ files job body
+def expected_rows(scenes: list[Scene], features: list[AOIFeature], options: DescribeOptions, done: int
+                  ) -> int | None:
+    """Rows a run is expected to write, for progress bars: the regions of one scene, or every tile of
+    the scenes' grids (an upper bound: tiles under the valid minimum write no row); None when unknown
+    (regions over several scenes, each written where it lies)."""
+    if options.tiles is not None:
+        grids = [tile_grid(s, size=options.tiles.size, overlap=options.tiles.overlap) for s in scenes]
+        return max(0, sum(len(grid) for grid in grids) - done)
+    return max(0, len(features) - done) if len(scenes) == 1 else None
+
+
 def describe_to_output(scenes: list[Scene], features: list[AOIFeature], engine, output: str, mode: str,
                        run: RunInfo, options: DescribeOptions, *, guides: list[AOIFeature] | None = None,
                        on_batch: Callable[[int, int | None], None] = lambda done, total: None,
@@ -411,7 +422,7 @@ def describe_to_output(scenes: list[Scene], features: list[AOIFeature], engine, 
     """An engine's outcomes for opened scenes, committed batch by batch to `output`.
 
     `on_batch(rows_done, rows_expected or None)` after each committed batch (a progress bar; the
-    total is known for the regions of one scene), `should_cancel()` checked
+    total is known for tiles and for the regions of one scene: expected_rows), `should_cancel()` checked
     between batches. Returns the JSON summary; "cancelled": true when should_cancel stopped it
     (what was written is kept). The model is loaded only if something is left to describe.
     """
@@ -431,7 +442,7 @@ def describe_to_output(scenes: list[Scene], features: list[AOIFeature], engine, 
                  "batches of %d", output, mode, len(done), options.unit, chip.input_size, chip.context,
                  chip.min_window, options.batch_size)
         write = out.write_tiles if tiles else out.write_regions
-        expected = max(0, len(features) - len(done)) if not tiles and len(scenes) == 1 else None
+        expected = expected_rows(scenes, features, options, len(done))
         work = work_items(scenes, features, options, chip)
         if guides is not None:
             work = attach_guides(work, guides, options.max_guides)

@@ -23,9 +23,11 @@ from qgis.core import (NULL, QgsCoordinateTransform, QgsGeometry, QgsProcessing,
                        QgsProcessingLayerPostProcessorInterface, QgsProcessingOutputString,
                        QgsVectorFileWriter, QgsVectorLayer)
 
+from qgis.PyQt.QtCore import QObject, pyqtSignal
+
 from .client import ClientError
 from .messages import qgis_words
-from .request_data import local_raster_path
+from .request_data import local_raster_path, request_bands
 from .settings import PluginSettings, shared_client
 
 MODES = ["create", "overwrite", "append", "resume"]
@@ -79,17 +81,51 @@ class _DefaultStyle(QgsProcessingLayerPostProcessorInterface):
 
     def postProcessLayer(self, layer, context, feedback):
         if isinstance(layer, QgsVectorLayer):
+            from .layer import keep_results_on_top, style_layer
+
             _, ok = layer.loadDefaultStyle()
             if not ok:
-                from .layer import style_layer
-
                 style_layer(layer)
+            layer.setCustomProperty("mgimm_geo/result", True)   # kept above rasters added later
             layer.triggerRepaint()
+            keep_results_on_top(context.project())
 
     @staticmethod
     def create():
         _DefaultStyle.instance = _DefaultStyle()
         return _DefaultStyle.instance
+
+
+class _CancelledRunLoader(QObject):
+    """Loads the output of a cancelled run into the project, on the main thread (a signal emitted from
+    the algorithm's thread is queued there): Processing loads no result layer once its feedback is
+    cancelled (processing/gui/Postprocessing.py), but the output keeps every batch that finished."""
+
+    load = pyqtSignal(str, str)
+
+    def __init__(self):
+        super().__init__()
+        self.load.connect(self._load)
+
+    @staticmethod
+    def _load(uri: str, name: str) -> None:
+        from qgis.core import QgsProject
+
+        from .layer import keep_results_on_top, style_layer
+
+        layer = QgsVectorLayer(uri, name, "ogr")
+        if not layer.isValid():
+            return
+        _, ok = layer.loadDefaultStyle()
+        if not ok:
+            style_layer(layer)
+        layer.setCustomProperty("mgimm_geo/result", True)
+        QgsProject.instance().addMapLayer(layer)
+        keep_results_on_top()
+
+
+#: made when the provider imports this module, on QGIS's main thread
+CANCELLED_RUN_LOADER = _CancelledRunLoader()
 
 
 class _DescribeAlgorithm(QgsProcessingAlgorithm):
@@ -106,8 +142,8 @@ class _DescribeAlgorithm(QgsProcessingAlgorithm):
 
     def _add_common(self):
         self.addParameter(QgsProcessingParameterEnum("MODE", "If the output exists", MODES, defaultValue=0))
-        self.addParameter(QgsProcessingParameterString("BANDS", "Bands (1-based, comma separated; empty: "
-                                                       "the scene's RGB)", defaultValue="", optional=True))
+        self.addParameter(QgsProcessingParameterString("BANDS", "Bands as red, green, blue (e.g. 4,3,2; empty: the "
+                                                       "panel's choice)", defaultValue="", optional=True))
         self.addParameter(QgsProcessingParameterString("PROMPT", "Prompt (empty: the model's)", defaultValue="",
                                                        optional=True))
         self.addParameter(QgsProcessingParameterFileDestination("OUTPUT", "Output GeoPackage",
@@ -123,7 +159,8 @@ class _DescribeAlgorithm(QgsProcessingAlgorithm):
             output += ".gpkg"
         bands_text = self.parameterAsString(parameters, "BANDS", context).strip()
         try:
-            bands = [int(b) for b in bands_text.replace(" ", "").split(",")] if bands_text else None
+            bands = ([int(b) for b in bands_text.replace(" ", "").split(",")] if bands_text
+                     else request_bands(raster))      # the panel's choice for this layer, or its default
         except ValueError:
             raise QgsProcessingException(
                 f"BANDS: {bands_text!r} is not a list of band numbers; give e.g. 3,2,1.") from None
@@ -149,19 +186,25 @@ class _DescribeAlgorithm(QgsProcessingAlgorithm):
             if message:
                 feedback.setProgressText(message)
 
+        summary = {}
         try:
             summary = self._run(params, parameters, context, feedback, client, progress)
         except ClientError as exc:
-            if exc.code == "cancelled":
-                feedback.reportError(qgis_words(exc.message))
-                return {"OUTPUT": params["output"], "SUMMARY": ""}
-            raise QgsProcessingException(qgis_words(exc.message)) from None
+            if exc.code != "cancelled":
+                raise QgsProcessingException(qgis_words(exc.message)) from None
+            feedback.reportError(qgis_words(exc.message))   # what finished is in the output: loaded below
+        for line in summary.get("warnings") or []:
+            feedback.pushWarning(qgis_words(line))
         layer_name = "tiles" if self.tiles else "regions"
+        uri = f"{params['output']}|layername={layer_name}"
         if context.project() is not None and os.path.exists(params["output"]):
-            details = QgsProcessingContext.LayerDetails(f"MGIMM {layer_name}", context.project(), "OUTPUT")
-            details.setPostProcessor(_DefaultStyle.create())
-            context.addLayerToLoadOnCompletion(f"{params['output']}|layername={layer_name}", details)
-        return {"OUTPUT": params["output"], "SUMMARY": json.dumps(summary)}
+            if feedback.isCanceled():        # Processing would load nothing: the rows kept are loaded here
+                CANCELLED_RUN_LOADER.load.emit(uri, f"MGIMM {layer_name}")
+            else:
+                details = QgsProcessingContext.LayerDetails(f"MGIMM {layer_name}", context.project(), "OUTPUT")
+                details.setPostProcessor(_DefaultStyle.create())
+                context.addLayerToLoadOnCompletion(uri, details)
+        return {"OUTPUT": params["output"], "SUMMARY": json.dumps(summary) if summary else ""}
 
 
 def _server_regions(algorithm, parameters, context, feedback, params: dict, client) -> dict:
@@ -225,7 +268,7 @@ def _server_regions(algorithm, parameters, context, feedback, params: dict, clie
     failed = sum(1 for e in result["regions"] if e.get("error"))
     for entry in result["regions"]:
         if entry.get("error"):
-            feedback.reportError(f"Region {entry['id']}: {entry['error']}")
+            feedback.reportError(qgis_words(f"Region {entry['id']}: {entry['error']}"))
     if result["cancelled"]:
         feedback.reportError(f"Cancelled: the {len(items)} region(s) finished are written to {params['output']}; "
                              f"run again with \"resume\" to finish.")
@@ -233,7 +276,7 @@ def _server_regions(algorithm, parameters, context, feedback, params: dict, clie
             "device": result["device"], "engine": "server, region chips", "scenes": 1, "unit": "regions",
             "described": len(items) - failed, "failed": failed, "written": written,
             "cancelled": result["cancelled"], "seconds": result["seconds"],
-            "largest_request_bytes": result["largest_request_bytes"]}
+            "largest_request_bytes": result["largest_request_bytes"], "warnings": result["warnings"]}
 
 
 def _plain(value):

@@ -311,14 +311,15 @@ class HttpClient:
             payload = payload["detail"]
         code = payload.get("code") if isinstance(payload, dict) else None
         message = payload.get("message") if isinstance(payload, dict) else None
-        if exc.code == 401:
-            return ClientError("unauthorized", message or f"The MGIMM server at {self.url} refused the "
-                                                          f"token (HTTP 401). Set the server's token in "
-                                                          f"MGIMM settings.")
+        if exc.code == 401:   # the server's own text speaks of HTTP headers: QGIS users get their settings
+            return ClientError("unauthorized", f"The MGIMM server at {self.url} refused the token. Enter the "
+                                               f"token the server was started with as the Server token (or "
+                                               f"choose its Authentication configuration) in MGIMM settings.")
         if exc.code == 404 and not code:
-            return ClientError("unreachable", f"{self.url} has no MGIMM API (HTTP 404 for {exc.url}). "
-                                              f"Fix the server URL in MGIMM settings.")
-        return ClientError(code or "internal", message or f"The MGIMM server answered HTTP {exc.code}.")
+            return ClientError("unreachable", f"{self.url} answers, but is not an MGIMM server. Fix the server "
+                                              f"URL in MGIMM settings.")
+        return ClientError(code or "internal", message or f"The MGIMM server at {self.url} failed (status "
+                                                          f"{exc.code}); see the server's log.")
 
     def request(self, type: str, params: Optional[dict] = None, progress: Progress = None,
                 cancelled: Cancelled = None) -> dict:

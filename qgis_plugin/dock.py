@@ -1,6 +1,8 @@
-"""The MGIMM panel: which raster to describe, the draw/select actions (icons, so the panel narrows
-like QGIS's own), progress with cancel, and the results of the latest request: a list of its regions,
-and for the chosen one its description, attributes and a thumbnail of the chip the model saw."""
+"""The MGIMM panel: which raster to describe and which of its bands the model sees as red, green,
+blue (remembered per layer), the draw/select actions (icons, so the panel narrows like QGIS's own),
+progress with cancel, and the results of the latest request: a list of its regions, and for the
+chosen one its description, attributes and a thumbnail of the chip the model saw. A new request
+or an error clears the previous results, so nothing old reads as the new answer."""
 
 from __future__ import annotations
 
@@ -14,11 +16,39 @@ from qgis.PyQt.QtWidgets import (QComboBox, QHBoxLayout, QHeaderView, QLabel, QL
                                  QPushButton, QSizePolicy, QTableWidget, QTableWidgetItem, QTextBrowser,
                                  QToolButton, QVBoxLayout, QWidget)
 
+from .bands import PROPERTY as BANDS_PROPERTY
+from .bands import parse_bands
 from .fields import ATTRIBUTE_ALIASES
 from .messages import qgis_words
 
 THUMBNAIL_SIDE = 192  # pixels on screen
 RESULT_ROWS = 5       # the regions list shows this many rows at most, then scrolls
+
+
+class BandComboBox(QComboBox):
+    """A raster's bands by name: a band's description when it has one ("SR_B3"), else QGIS's name
+    without its "Band " prefix ("1 (Red)", "4"), so three fit side by side in the panel (QGIS 3.22's
+    own band combo box shows only "Band 3"); QGIS's full name ("Band 3: SR_B3") is the tooltip."""
+
+    def setLayer(self, layer) -> None:  # noqa: N802 (Qt's style)
+        self.blockSignals(True)
+        self.clear()
+        provider = layer.dataProvider() if layer is not None else None
+        for band in range(1, (layer.bandCount() if layer is not None else 0) + 1):
+            name = provider.displayBandName(band)
+            short = name.split(": ", 1)[1] if ": " in name else name[5:] if name.startswith("Band ") else name
+            self.addItem(short, band)
+            self.setItemData(self.count() - 1, name, Qt.ToolTipRole)
+        self.blockSignals(False)
+
+    def setBand(self, band: int) -> None:  # noqa: N802
+        index = self.findData(band)
+        if index >= 0:
+            self.setCurrentIndex(index)
+
+    def currentBand(self) -> int:  # noqa: N802
+        band = self.currentData()
+        return int(band) if band is not None else -1
 
 
 class DescriptionDock(QgsDockWidget):
@@ -37,6 +67,23 @@ class DescriptionDock(QgsDockWidget):
         self.raster_combo.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Fixed)
         row.addWidget(self.raster_combo, 1)
         layout.addLayout(row)
+
+        self.bands_row = QWidget(body)   # shown for rasters of several bands
+        bands = QHBoxLayout(self.bands_row)
+        bands.setContentsMargins(0, 0, 0, 0)
+        bands.addWidget(QLabel("Bands"))
+        self.band_combos = []
+        for colour in ("red", "green", "blue"):
+            combo = BandComboBox(self.bands_row)
+            combo.setToolTip(f"The band the model sees as {colour}")
+            combo.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Fixed)
+            combo.currentIndexChanged.connect(self._bands_edited)
+            bands.addWidget(combo, 1)
+            self.band_combos.append(combo)
+        self.bands_row.setVisible(False)
+        layout.addWidget(self.bands_row)
+        self._setting_bands = False
+        self.raster_combo.layerChanged.connect(self.show_bands)
 
         self.guide_row = QWidget(body)  # shown while "Describe with guide layer" is on
         guide = QHBoxLayout(self.guide_row)
@@ -93,6 +140,53 @@ class DescriptionDock(QgsDockWidget):
         self._task = None
         self.cancel_button.clicked.connect(self.cancel)
 
+    # ------------------------------------------------------------------ bands
+    def show_bands(self, layer=None) -> None:
+        """The Bands row for `layer` (default: the chosen raster): its bands by name, set to the
+        choice remembered on the layer, else the default (request_data.band_default)."""
+        from .request_data import band_default
+
+        layer = layer if layer is not None else self.raster_combo.currentLayer()
+        count = layer.bandCount() if layer is not None and hasattr(layer, "bandCount") else 0
+        self.bands_row.setVisible(count > 1)
+        if count <= 1:
+            return
+        choice = band_default(layer)
+        chosen = parse_bands(layer.customProperty(BANDS_PROPERTY, ""), count)
+        if chosen is None:
+            chosen = choice.bands if choice is not None else self._rgb_bands(layer)
+        self._setting_bands = True
+        try:
+            for combo, band in zip(self.band_combos, chosen):
+                combo.setLayer(layer)
+                combo.setBand(band)
+        finally:
+            self._setting_bands = False
+        why = "" if choice is None else f" (default: {choice.reason})"
+        self.bands_row.setToolTip(f"The bands the model sees as red, green, blue{why}; your choice is kept "
+                                  f"with the layer")
+        if choice is not None and not choice.certain and layer.customProperty(BANDS_PROPERTY, "") == "":
+            self.status.setText(f"{layer.name()}: {count} bands, none marked red, green or blue; the first three "
+                                f"are used. Choose the red, green and blue bands in the Bands row.")
+
+    @staticmethod
+    def _rgb_bands(layer) -> tuple:
+        """The red, green, blue bands by colour interpretation (or 1, 2, 3)."""
+        provider = layer.dataProvider()
+        names = [provider.colorInterpretationName(b).lower() for b in range(1, layer.bandCount() + 1)]
+        if all(colour in names for colour in ("red", "green", "blue")):
+            return tuple(names.index(colour) + 1 for colour in ("red", "green", "blue"))
+        return (1, 2, 3)
+
+    def _bands_edited(self, _band: int = 0) -> None:
+        """Remember the user's choice on the layer (saved with the project)."""
+        layer = self.raster_combo.currentLayer()
+        if self._setting_bands or layer is None:
+            return
+        bands = [combo.currentBand() for combo in self.band_combos]
+        if all(b >= 1 for b in bands):
+            layer.setCustomProperty(BANDS_PROPERTY, ",".join(str(b) for b in bands))
+
     def add_tool(self, action) -> None:
         button = QToolButton(self.widget())
         button.setDefaultAction(action)
@@ -104,6 +198,7 @@ class DescriptionDock(QgsDockWidget):
     def follow(self, task) -> None:
         """Show `task`'s progress; Cancel cancels it."""
         self._task = task
+        self.clear_results()
         self.progress.setValue(0)
         self.cancel_button.setEnabled(True)
         self.status.setText(task.description())
@@ -123,6 +218,20 @@ class DescriptionDock(QgsDockWidget):
         self._task = None
         self.cancel_button.setEnabled(False)
         self.status.setText(message)
+
+    def task_failed(self, message: str) -> None:
+        """An error: its message, and no results of an earlier request left to read as the answer."""
+        self.clear_results()
+        self.progress.setValue(0)
+        self.task_done(message)
+
+    def clear_results(self) -> None:
+        self._entries = []
+        self.results.clear()
+        self._fit_results()
+        self.description.clear()
+        self.attributes.setRowCount(0)
+        self.thumbnail.clear()
 
     # ------------------------------------------------------------------ result
     def show_results(self, entries: list) -> None:

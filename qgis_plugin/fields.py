@@ -47,8 +47,9 @@ def input_columns(names) -> dict:
 # The look of a regions layer, as the core's default style (mgimm_core/output/styles.py: REGION_LABEL,
 # _FILL["regions"], the placement around the centroid 1 mm off it); tests/test_plugin_fields.py
 # checks they agree, so a layer the plugin writes looks like one the CLI writes.
-REGION_LABEL = "coalesce(nullif(trim(concat(\"color\", ' ', \"object\")), ''), left(\"description\", 40), \"error\")"
-REGION_FILL = (255, 170, 0, 80)
+REGION_LABEL = ("CASE WHEN \"object\" = 'none' THEN NULL ELSE coalesce(nullif(trim(concat(\"color\", ' ', "
+                "\"object\")), ''), left(\"description\", 40), \"error\") END")   # no "none" labels
+REGION_FILL = (255, 170, 0, 20)     # barely tinted: the object under it keeps its colour
 REGION_OUTLINE = (255, 120, 0, 255)
 OUTLINE_WIDTH_MM = 0.6
 LABEL_DISTANCE_MM = 1.0

@@ -161,6 +161,39 @@ def _project_layer(path: str, crs, layer_name: str, title: str, kinds, key: str)
     return layer
 
 
+#: custom properties of MGIMM's result layers, top first: guide objects, descriptions, Processing outputs
+RESULT_PROPERTIES = ("mgimm_geo/objects", "mgimm_geo/descriptions", "mgimm_geo/result")
+
+
+def _result_rank(layer) -> int | None:
+    for rank, key in enumerate(RESULT_PROPERTIES):
+        if layer is not None and layer.customProperty(key):
+            return rank
+    return None
+
+
+def keep_results_on_top(project: QgsProject = None) -> bool:
+    """Move MGIMM's result layers to the top of the layer tree when another layer lies above one of
+    them (a raster added later would cover the descriptions); guide objects over descriptions over
+    Processing outputs. Returns whether anything moved."""
+    project = project or QgsProject.instance()
+    root = project.layerTreeRoot()
+    nodes = root.findLayers()
+    results = [(rank, index, node) for index, node in enumerate(nodes)
+               for rank in [_result_rank(node.layer())] if rank is not None]
+    if not results:
+        return False
+    on_top = [index for _, index, _ in results] == list(range(len(results)))     # results is in tree order
+    if on_top and [rank for rank, _, _ in results] == sorted(rank for rank, _, _ in results):
+        return False
+    for _, _, node in sorted(results, key=lambda r: (r[0], r[1]), reverse=True):
+        parent = node.parent()
+        clone = node.clone()
+        root.insertChildNode(0, clone)
+        parent.removeChildNode(node)
+    return True
+
+
 def add_object_features(layer: QgsVectorLayer, entries, *, scene: str = None) -> list:
     """Append the guide objects of `describe` result entries (each entry's `objects`: rows of the
     core's objects layer with `wkt` in `crs`) to the objects layer; attributes of the guide layer

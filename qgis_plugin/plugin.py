@@ -1,7 +1,8 @@
 """The plugin: toolbar and menu actions, the map tools, the MGIMM panel, the Processing provider,
 and the flow draw -> plain request -> QgsTask -> dock + "MGIMM descriptions" layer.
 
-Errors reach the user in the message bar with what to do, never as a traceback dialog.
+Errors reach the user in the message bar with what to do (and a Details button with all of it),
+never as a traceback dialog. MGIMM's result layers are kept above rasters added later.
 """
 
 from __future__ import annotations
@@ -10,15 +11,16 @@ import os
 
 from qgis.core import (Qgis, QgsApplication, QgsCoordinateReferenceSystem, QgsMapLayerType, QgsMessageLog,
                        QgsProject, QgsWkbTypes)
-from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
 
 from .client import ClientError
 from .map_tool import POLYGON, RECTANGLE, RegionMapTool
+from .message_bar import push_message
 from .messages import qgis_words
 from .provider import MGIMMProvider
-from .request_data import RequestError, describe_params
+from .request_data import RequestError, describe_params, request_bands
 from .settings import PluginSettings, reset_shared_client, shared_client
 from .task import RequestTask
 
@@ -72,6 +74,8 @@ class MGIMMPlugin:
         self.last_result = None
         self.last_error = None
         self.guide_action = None
+        self.diagnostics_task = None
+        self.diagnostics_dialog = None
 
     # ------------------------------------------------------------------ lifecycle
     def initProcessing(self):
@@ -104,6 +108,21 @@ class MGIMMPlugin:
         self.dock.add_tool(self.guide_action)
         self._action("Show the MGIMM panel", callback=self.dock.show, toolbar=False, icon="panel.svg")
         self._action("MGIMM settings…", callback=self.open_settings, toolbar=False, icon="settings.svg")
+        self._action("MGIMM diagnostics…", callback=self.show_diagnostics, toolbar=False, icon="diagnostics.svg")
+        self.dock.show_bands()
+        QgsProject.instance().layersAdded.connect(self._layers_added)
+
+    def _layers_added(self, layers) -> None:
+        """After QGIS has placed new layers in the layer tree (and the panel's raster choice took the
+        first raster): results back on top of them, the Bands row for the chosen raster."""
+        QTimer.singleShot(0, self._after_layers_added)
+
+    def _after_layers_added(self) -> None:
+        from .layer import keep_results_on_top
+
+        keep_results_on_top()
+        if self.dock is not None:
+            self.dock.show_bands()
 
     def _action(self, text, callback=None, checkable=False, toolbar=True, icon=None) -> QAction:
         path = os.path.join(ICONS, icon) if icon else ICON
@@ -141,6 +160,10 @@ class MGIMMPlugin:
         return self.dock.guide_combo.currentLayer()
 
     def unload(self):
+        try:
+            QgsProject.instance().layersAdded.disconnect(self._layers_added)
+        except TypeError:   # initGui did not run
+            pass
         for task in list(self.tasks):
             task.on_done = None
             task.cancel()
@@ -172,6 +195,28 @@ class MGIMMPlugin:
         from .settings_dialog import SettingsDialog
 
         SettingsDialog(PluginSettings.load(), self.iface.mainWindow()).exec_()
+
+    def show_diagnostics(self):
+        """Ask the worker/server for its diagnostics (a task: it may have to start) and show them."""
+        settings = PluginSettings.load()
+        try:
+            client = shared_client(settings)
+        except ClientError as exc:
+            self._diagnostics_done(None, settings, exc)
+            return None
+        task = RequestTask("MGIMM: diagnostics", client, "diagnostics", {},
+                           on_done=lambda t: self._diagnostics_done(t.result, settings, t.error))
+        self.diagnostics_task = task          # kept alive while it runs
+        QgsApplication.taskManager().addTask(task)
+        return task
+
+    def _diagnostics_done(self, reply, settings, error):
+        from .diagnostics import DiagnosticsDialog, report_text
+
+        self.diagnostics_task = None
+        self.diagnostics_dialog = DiagnosticsDialog(report_text(settings, reply, error, self.last_error),
+                                                    self.iface.mainWindow())
+        self.diagnostics_dialog.show()
 
     def raster_layer(self):
         """The raster chosen in the panel, else the active layer when it is a raster."""
@@ -218,7 +263,7 @@ class MGIMMPlugin:
                                      properties=properties, prompt=settings.prompt,
                                      max_new_tokens=settings.max_new_tokens,
                                      canvas_units_per_pixel=self._canvas_units_in(raster, canvas),
-                                     first_id=first_id, guide_layer=guide)
+                                     first_id=first_id, guide_layer=guide, bands=request_bands(raster))
             if settings.mode != "server":
                 params["_chunk"] = WORKER_CHUNK
             client = shared_client(settings)
@@ -278,7 +323,7 @@ class MGIMMPlugin:
         if task.error is not None:
             self.last_error = task.error
             if self.dock is not None:
-                self.dock.task_done(qgis_words(task.error.message))
+                self.dock.task_failed(qgis_words(task.error.message))
             self.report(task.error.code, task.error.message)
             return
         result = task.result or {}
@@ -294,7 +339,7 @@ class MGIMMPlugin:
         asked = len(context["regions"])
         if self.dock is not None:
             self.dock.show_results(entries)
-            done = f"{len(entries) - len(failed)} of {asked} region(s) described in {result.get('seconds', 0):.1f} s"
+            done = f"{len(entries) - len(failed)} of {asked} region(s) described in {task.elapsed:.1f} s"
             done += guided_summary(entries)
             self.dock.task_done(f"Cancelled: {done}; the finished ones are kept." if result.get("cancelled")
                                 else done)
@@ -345,4 +390,4 @@ class MGIMMPlugin:
         message = qgis_words(message)
         QgsMessageLog.logMessage(f"{title}: {message}", "MGIMM", level)
         if self.iface is not None:
-            self.iface.messageBar().pushMessage(title, message, level, 10)
+            push_message(self.iface.messageBar(), title, message, level, 10)

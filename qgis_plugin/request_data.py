@@ -21,6 +21,8 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, Qgs
                        QgsProject, QgsRasterFileWriter, QgsRasterLayer, QgsRasterPipe, QgsRectangle)
 from qgis.PyQt.QtGui import QTransform
 
+from .bands import PROPERTY as BANDS_PROPERTY
+from .bands import BandChoice, default_bands, parse_bands
 from .chips import inverse_geotransform
 from .server_chips import ChipJob, RasterInfo
 
@@ -41,6 +43,34 @@ def local_raster_path(layer: QgsRasterLayer):
         return None
     path = layer.source().split("|")[0]
     return path if os.path.isfile(path) else None
+
+
+def band_default(layer: QgsRasterLayer) -> BandChoice | None:
+    """bands.py default_bands for `layer`: its colour interpretations, band descriptions and, for a
+    local file, its name and metadata (where a sensor such as Landsat shows itself)."""
+    provider = layer.dataProvider()
+    count = layer.bandCount()
+    interpretations = [provider.colorInterpretationName(b).lower() for b in range(1, count + 1)]
+    descriptions, hint = [""] * count, layer.name()
+    path = local_raster_path(layer)
+    if path is not None:
+        dataset = gdal.OpenEx(path, gdal.OF_RASTER | gdal.OF_READONLY)
+        if dataset is not None:
+            descriptions = [dataset.GetRasterBand(b).GetDescription() for b in range(1, count + 1)]
+            metadata = " ".join(f"{k}={v}" for k, v in (dataset.GetMetadata() or {}).items())
+            hint = f"{os.path.basename(path)} {layer.name()} {metadata}"
+            dataset = None
+    return default_bands(interpretations, descriptions, hint)
+
+
+def request_bands(layer: QgsRasterLayer) -> list | None:
+    """The bands a request for `layer` names: the user's choice remembered on the layer, else the
+    default (band_default); None when the raster's own colour interpretation or bands hold."""
+    remembered = parse_bands(layer.customProperty(BANDS_PROPERTY, ""), layer.bandCount())
+    if remembered is not None:
+        return list(remembered)
+    choice = band_default(layer)
+    return None if choice is None else list(choice.bands)
 
 
 def check_crs(layer: QgsRasterLayer) -> QgsCoordinateReferenceSystem:
@@ -243,10 +273,11 @@ def _guide_items(guide_layer, transform, crs, near, request: QgsFeatureRequest) 
 def describe_params(layer: QgsRasterLayer, geometries, source_crs: QgsCoordinateReferenceSystem, *,
                     embed: bool = False, properties=None, prompt: str = "", max_new_tokens: int = 200,
                     canvas_units_per_pixel: float = None, first_id: int = 1, ids=None, guide_layer=None,
-                    max_guides: int = None) -> dict:
+                    max_guides: int = None, bands=None) -> dict:
     """Plain `describe` params for regions drawn in `source_crs` over `layer` (main thread only).
     guide_layer: a polygon layer (any CRS) whose objects guide the descriptions (inline `guides`
-    in the raster's CRS; in server mode each region's chip request gets those near it)."""
+    in the raster's CRS; in server mode each region's chip request gets those near it); bands: the
+    1-based red, green, blue bands (request_bands), None for the raster's own."""
     in_layer_crs = to_layer_crs(geometries, source_crs, layer)
     params = raster_source(layer, in_layer_crs, embed=embed, canvas_units_per_pixel=canvas_units_per_pixel)
     properties = properties or [{} for _ in in_layer_crs]
@@ -262,6 +293,7 @@ def describe_params(layer: QgsRasterLayer, geometries, source_crs: QgsCoordinate
         "regions": [{"id": rid, "wkt": g.asWkt(), "properties": dict(p)}
                     for rid, g, p in zip(ids, in_layer_crs, properties)],
         "crs": crs_text(layer.crs()),
+        "bands": list(bands) if bands else None,
         "prompt": prompt or None,
         "max_new_tokens": int(max_new_tokens),
         "thumbnail": True,

@@ -2,10 +2,11 @@
 
 The chip is the window the geo core would read for the region (chips.py), cut here with QGIS's GDAL
 (osgeo.gdal; never rasterio or mgimm_core), with the raster's CRS, nodata, mask or alpha, colour
-interpretation and palette, so a request's size depends on the region, not the raster. Each region
-is one `describe` request with `raster_b64` (docs/protocol.md); the server places the region on the
-chip and finds the chip itself to be its window, so it reads the same pixels a worker reads from
-the whole file.
+interpretation and palette, so a request's size depends on the regions, not the raster. Up to
+CHIPS_PER_REQUEST regions go in one `describe` request, each with its chip as its own `raster_b64`
+(per-region chips, docs/protocol.md), so the server describes them in one model batch, not one
+request and one batch per region; the server places each region on its chip and finds the chip
+itself to be its window, so it reads the same pixels a worker reads from the whole file.
 
 No Qt here: `describe_chips` runs in a background thread (a QgsTask or a Processing algorithm).
 The regions are prepared on the main thread by request_data.py `chip_jobs`.
@@ -26,6 +27,13 @@ from .client import ClientError
 
 #: the chip's encoding: lossless and small (a chip is at most the model's input size square)
 CHIP_OPTIONS = ["COMPRESS=DEFLATE", "TILED=NO", "INTERLEAVE=BAND"]
+#: regions per server request (as the worker's chunks): one round trip and one model batch for
+#: many chips, and a cancel still keeps the requests that finished
+CHIPS_PER_REQUEST = 16
+#: a request stops taking chips past this many base64 bytes, well inside the server's default
+#: 64 MB request limit (full-resolution chips can be up to ~16 MB each)
+MAX_REQUEST_CHARS = 24_000_000
+_REGION_ERRORS = ("region_outside", "region_nodata", "region_too_small", "region_geometry")
 
 
 @dataclass
@@ -151,9 +159,9 @@ def outside_entry(job: ChipJob, name: str) -> dict:
 
 def describe_chips(client, raster: RasterInfo, jobs, params: dict, progress: Callable = None,
                    cancelled: Callable = None) -> dict:
-    """One `describe` request per region, each with its chip; the answer has the shape of a
-    `describe` result, plus `cancelled` (True when the user stopped it: the finished regions are
-    kept) and `largest_request_bytes`."""
+    """The regions' chips in `describe` requests of up to CHIPS_PER_REQUEST regions each (per-region
+    `raster_b64`); the answer has the shape of a `describe` result, plus `cancelled` (True when the
+    user stopped it: the requests that finished are kept) and `largest_request_bytes`."""
     started = time.perf_counter()
     progress = progress or (lambda value, message: None)
     cancelled = cancelled or (lambda: False)
@@ -162,48 +170,69 @@ def describe_chips(client, raster: RasterInfo, jobs, params: dict, progress: Cal
     dataset = gdal.OpenEx(raster.path, gdal.OF_RASTER | gdal.OF_READONLY)
     if dataset is None:
         raise ClientError("scene_unreadable", f"GDAL cannot open {raster.path} ({gdal.GetLastErrorMsg()}).")
-    entries, largest, result, warnings = [], 0, {}, []
+    entries: list = []
+    largest, result, warnings = 0, {}, []
     total = len(jobs)
+    pending = list(jobs)
     try:
-        for done, job in enumerate(jobs):
-            if cancelled():
-                break
-            if job.bounds is None:
-                entries.append(outside_entry(job, raster.path))
+        while pending and not cancelled():
+            group, chars = [], 0
+            while pending and len(group) < CHIPS_PER_REQUEST and (not group or chars < MAX_REQUEST_CHARS):
+                job = pending.pop(0)
+                if job.bounds is None:
+                    entries.append(outside_entry(job, raster.path))
+                    continue
+                plan, exact = server_chip(job.bounds, scene_width=raster.width, scene_height=raster.height,
+                                          settings=settings)
+                data = base64.b64encode(cut_chip(dataset, plan)).decode("ascii")
+                chars += len(data)
+                group.append((job, plan, exact, data))
+            if not group:
                 continue
-            plan, exact = server_chip(job.bounds, scene_width=raster.width, scene_height=raster.height,
-                                      settings=settings)
-            clipped = not plan.inside_scene(raster.width, raster.height) and job.share < 1.0
-            data = base64.b64encode(cut_chip(dataset, plan)).decode("ascii")
-            request = dict(params, raster_b64=data, raster_name=raster.path, chip_scale=plan.scale,
-                           regions=[{"id": job.id, "wkt": job.clipped_wkt if clipped else job.wkt,
-                                     "properties": job.properties}])
-            if job.guides is not None:
-                request["guides"] = job.guides
-            largest = max(largest, len(data))
+            largest = max(largest, chars)
             try:
-                result = client.request("describe", request, cancelled=cancelled)
+                result = client.request("describe", _chips_request(params, raster, group), cancelled=cancelled)
             except ClientError as exc:
                 if exc.code == "cancelled":
                     break
-                if exc.code in ("region_outside", "region_nodata", "region_too_small", "region_geometry"):
-                    entry = outside_entry(job, raster.path)
-                    entry.update(error=exc.message, error_code=exc.code)
-                    entries.append(entry)
-                    continue
-                raise
+                if exc.code not in _REGION_ERRORS:
+                    raise
+                for job, *_ in group:       # every region of the request failed so: each gets the error
+                    entries.append(dict(outside_entry(job, raster.path), error=exc.message, error_code=exc.code))
+                continue
             for line in result.get("warnings") or []:
                 if line not in warnings:
                     warnings.append(line)
-            entry = result["regions"][0]
-            entry["chip"] = {"window": [plan.col_off, plan.row_off, plan.side, plan.side], "pixels": plan.read,
-                             "exact": exact, "bytes": len(data)}
-            if clipped and entry.get("valid_fraction") is not None:
-                entry["valid_fraction"] = entry["valid_fraction"] * job.share   # the part off the raster
-            entries.append(entry)
-            progress((done + 1) / total, f"{done + 1}/{total} regions")
+            answered = {str(e.get("id")): e for e in result.get("regions") or []}
+            for job, plan, exact, data in group:
+                entry = answered[job.id]
+                entry["chip"] = {"window": [plan.col_off, plan.row_off, plan.side, plan.side], "pixels": plan.read,
+                                 "exact": exact, "bytes": len(data)}
+                clipped = not plan.inside_scene(raster.width, raster.height) and job.share < 1.0
+                if clipped and entry.get("valid_fraction") is not None:
+                    entry["valid_fraction"] = entry["valid_fraction"] * job.share   # the part off the raster
+                entries.append(entry)
+            progress(len(entries) / total, f"{len(entries)}/{total} regions")
     finally:
         dataset = None
     return {"regions": entries, "model": result.get("model"), "device": result.get("device"), "output": None,
             "seconds": round(time.perf_counter() - started, 3), "cancelled": len(entries) < total,
             "largest_request_bytes": largest, "warnings": warnings}
+
+
+def _chips_request(params: dict, raster: RasterInfo, group) -> dict:
+    """One `describe` request for (job, plan, exact, base64 chip) tuples: each region with its chip;
+    guided jobs' guide objects (those near any of the regions) go once, in the raster's CRS."""
+    regions = []
+    for job, plan, _, data in group:
+        clipped = not plan.inside_scene(raster.width, raster.height) and job.share < 1.0
+        regions.append({"id": job.id, "wkt": job.clipped_wkt if clipped else job.wkt, "properties": job.properties,
+                        "raster_b64": data, "chip_scale": plan.scale})
+    request = dict(params, raster_name=raster.path, regions=regions)
+    if any(job.guides is not None for job, *_ in group):
+        guides: dict = {}
+        for job, *_ in group:
+            for guide in job.guides or []:
+                guides.setdefault(str(guide["id"]), guide)
+        request["guides"] = list(guides.values())
+    return request

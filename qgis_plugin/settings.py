@@ -4,8 +4,10 @@ The worker command runs in the user's own Python environment, where mgimm-geo (a
 installed; QGIS's Python only starts it. The server token is a secret: it lives in QGIS's
 authentication database (QgsAuthManager, encrypted with the user's master password) and the
 settings keep only its config id (`authcfg`); a plain token left in QGIS3.ini by an older version
-is moved there on load. `shared_client()` keeps one client per session so the model
-stays loaded between requests; it is rebuilt when the settings change.
+is moved there on load. The database is touched in server mode only: a local worker needs no
+token, and reading it would make QGIS ask for the master password. `shared_client()` keeps one
+client per session so the model stays loaded between requests; it is rebuilt when the settings
+change.
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ class PluginSettings:
     worker_command: str = "mgimm-geo worker"
     model: str = ""                      # model folder for the worker; "" = the embedded demo model
     vision: str = ""                     # vision-tower folder of an original-format LLaVA/GeoChat model
+    models_folder: str = ""              # a folder of model folders (offline use): the dialog lists them
     device: str = ""                     # "", "auto", "cpu", "cuda", "cuda:N"
     server_url: str = "http://127.0.0.1:8765"
     token: str = ""                      # in memory only: from / to the auth config `authcfg`
@@ -112,6 +115,8 @@ class PluginSettings:
         settings = cls(**values)
         if settings.mode not in MODES:
             settings.mode = "worker"
+        if settings.mode != "server":   # no token needed: the auth database (and its master password) untouched
+            return settings
         if settings.token:            # a plain token in QGIS3.ini (older versions): move it to the auth database
             try:
                 settings.authcfg = store_token(settings.token, settings.server_url, settings.authcfg)
@@ -130,7 +135,7 @@ class PluginSettings:
         """Write the settings; a token goes to QGIS's authentication database (SecretStoreError when
         it cannot), never to QGIS3.ini."""
         store = QgsSettings()
-        if self.token:   # the config saved before is updated, not a new one made per save
+        if self.token and self.mode == "server":   # the config saved before is updated, not a new one per save
             previous = self.authcfg or str(store.value(PREFIX + "authcfg", "") or "")
             self.authcfg = store_token(self.token, self.server_url, previous)
         if self.endpoint_key:
@@ -139,7 +144,8 @@ class PluginSettings:
         for name, value in asdict(self).items():
             if name not in NOT_SAVED:
                 store.setValue(PREFIX + name, value)
-        store.remove(PREFIX + "token")
+        if self.mode == "server":      # a worker-mode save leaves a plain token of an older version for later
+            store.remove(PREFIX + "token")
 
     def effective_layer_path(self) -> str:
         return self.layer_path or default_layer_path()

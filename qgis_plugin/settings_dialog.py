@@ -1,5 +1,7 @@
-"""Settings dialog: worker or server mode, their parameters, the layer path, and a connection test
-that shows the model and device in use (run as a QgsTask so QGIS stays responsive)."""
+"""Settings dialog: worker or server mode, their parameters, the layer path, a connection test that
+shows the model and device in use, and a models folder whose model folders (found by the worker or
+server, with family, size and licence) are picked from a list (requests run as QgsTasks, so QGIS
+stays responsive)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,14 @@ from qgis.PyQt.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDial
 from .endpoint_mode import EndpointRows
 from .settings import MODES, PluginSettings, SecretStoreError, default_layer_path, load_token
 from .task import RequestTask
+
+
+def model_label(row: dict) -> str:
+    """One found model as the list shows it: name, family, size on disk, licence."""
+    size = row.get("size_bytes") or 0
+    size_text = f"{size / 2**30:.1f} GiB" if size >= 2**28 else f"{size / 2**20:.1f} MiB"
+    return (f"{row.get('model')}: {row.get('family') or row.get('kind')}, {size_text}, "
+            f"licence {row.get('licence') or 'not stated'}")
 
 
 class SettingsDialog(QDialog):
@@ -44,6 +54,22 @@ class SettingsDialog(QDialog):
         self.model.setToolTip("An MGIMM model folder, a LLaVA-1.5 folder (Hugging Face or original format) or "
                               "GeoChat")
         form.addRow("Model folder", self.model)
+        self.models_folder = self._path_widget(settings.models_folder, QgsFileWidget.GetDirectory,
+                                               "a folder of model folders, for offline use")
+        self.models_folder.setToolTip("The folder where your model folders are; \"Find models\" lists them")
+        self.find_models_button = QPushButton("Find models", self)
+        self.find_models_button.clicked.connect(self.find_models)
+        row = QWidget(self)
+        row_layout = QHBoxLayout(row)
+        row_layout.setContentsMargins(0, 0, 0, 0)
+        row_layout.addWidget(self.models_folder, 1)
+        row_layout.addWidget(self.find_models_button)
+        form.addRow("Models folder", row)
+        self.model_list = QComboBox(self)
+        self.model_list.setToolTip("The models found in the models folder: choosing one sets the model folder")
+        self.model_list.addItem("(Find models to list them)", "")
+        self.model_list.activated.connect(self._model_chosen)
+        form.addRow("Models found", self.model_list)
         self.vision = self._path_widget(settings.vision, QgsFileWidget.GetDirectory,
                                         "only for original-format LLaVA / GeoChat")
         self.vision.setToolTip("The CLIP vision-tower folder the model names (mm_vision_tower), when it is "
@@ -114,7 +140,8 @@ class SettingsDialog(QDialog):
 
     def _mode_changed(self, mode: str) -> None:
         self.worker_command.setEnabled(mode in ("worker", "endpoint"))    # endpoint mode: the worker asks it
-        for widget in (self.model, self.vision, self.device):
+        for widget in (self.model, self.vision, self.device, self.models_folder, self.find_models_button,
+                       self.model_list):
             widget.setEnabled(mode == "worker")
         for widget in self.endpoint.widgets():
             widget.setEnabled(mode == "endpoint")
@@ -125,9 +152,11 @@ class SettingsDialog(QDialog):
         return PluginSettings(
             mode=self.mode.currentText(), worker_command=self.worker_command.text().strip(),
             model=self.model.filePath().strip(), vision=self.vision.filePath().strip(),
+            models_folder=self.models_folder.filePath().strip(),
             device=self.device.text().strip(),
             server_url=self.server_url.text().strip(), authcfg=self.authcfg.configId(),
-            token=self.token.text() or load_token(self.authcfg.configId()),
+            token=(self.token.text() or load_token(self.authcfg.configId())) if self.mode.currentText() == "server"
+            else "",
             layer_path=self.layer_path.filePath().strip(), prompt=self.prompt.text().strip(),
             max_new_tokens=self.max_new_tokens.value(),
             heartbeat_timeout_s=self.settings.heartbeat_timeout_s,
@@ -140,6 +169,40 @@ class SettingsDialog(QDialog):
         client = self.edited_settings().make_client()
         self._task = RequestTask("MGIMM: test connection", client, "hello", {}, on_done=self._tested)
         QgsApplication.taskManager().addTask(self._task)
+
+    def find_models(self) -> None:
+        """Ask the worker (or server) for the model folders in the models folder, with their facts."""
+        folder = self.models_folder.filePath().strip()
+        if not folder:
+            self.test_result.setText("Choose the models folder first.")
+            return
+        self.find_models_button.setEnabled(False)
+        self.test_result.setText("Looking for models (the worker starts on first use)...")
+        client = self.edited_settings().make_client()
+        self._models_task = RequestTask("MGIMM: find models", client, "models", {"folder": folder},
+                                        on_done=self._models_found)
+        QgsApplication.taskManager().addTask(self._models_task)
+
+    def _models_found(self, task) -> None:
+        task.client.close()
+        self.find_models_button.setEnabled(True)
+        self._models_task = None
+        if task.error is not None:
+            self.test_result.setText(f"Failed: {task.error.message}")
+            return
+        models = (task.result or {}).get("models") or []
+        self.model_list.clear()
+        for row in models:
+            self.model_list.addItem(model_label(row), row["path"])
+        self.test_result.setText(f"{len(models)} model folder(s) found." if models else
+                                 "No model folder found there (a model folder holds config.json).")
+        if models:
+            self.model_list.setCurrentIndex(0)
+
+    def _model_chosen(self, index: int) -> None:
+        path = self.model_list.itemData(index)
+        if path:
+            self.model.setFilePath(path)
 
     def _tested(self, task) -> None:
         task.client.close()

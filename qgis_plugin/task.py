@@ -8,6 +8,7 @@ It receives plain data only (params built on the main thread by request_data.py)
 from __future__ import annotations
 
 import os
+import time
 
 from qgis.core import QgsTask
 
@@ -24,12 +25,20 @@ class RequestTask(QgsTask):
         self.result = None
         self.error = None
         self.progress_message = ""
+        self.elapsed = 0.0        # seconds the request took, as the user waited (cancelled ones too)
 
     def _progress(self, fraction: float, message: str) -> None:
         self.progress_message = message
         self.setProgress(max(0.0, min(100.0, 100.0 * fraction)))
 
     def run(self) -> bool:
+        started = time.perf_counter()
+        try:
+            return self._run()
+        finally:
+            self.elapsed = time.perf_counter() - started
+
+    def _run(self) -> bool:
         params = {k: v for k, v in self.params.items() if not k.startswith("_")}
         try:
             if "_chip_jobs" in self.params:   # a local raster for a server: region by region, as chips

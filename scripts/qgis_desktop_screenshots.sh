@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # The MGIMM plugin's pictures from the real QGIS desktop -> docs/qgis_dock.png, docs/qgis_processing.png,
-# docs/qgis_guided.png
+# docs/qgis_guided.png, docs/qgis_bands.png, docs/qgis_cancelled_tiles.png, docs/qgis_diagnostics.png
 #
 #   scripts/qgis_desktop_screenshots.sh [PYTHON] [SCENARIO...]
 #
 # PYTHON: the interpreter where mgimm-geo is installed (default: python3 on PATH). SCENARIO: plain
-# (docs/qgis_dock.png and docs/qgis_processing.png) and/or guided (docs/qgis_guided.png); default both,
-# each in a QGIS session of its own. Needs QGIS, Xvfb, xdotool and ImageMagick
+# (docs/qgis_dock.png and docs/qgis_processing.png), guided (docs/qgis_guided.png) and/or bands
+# (docs/qgis_bands.png, docs/qgis_cancelled_tiles.png, docs/qgis_diagnostics.png); default all three, each in a QGIS session of its own. Needs QGIS, Xvfb, xdotool and ImageMagick
 # (scripts/setup_qgis_env.sh installs them). What it does, as a user would: builds the plugin ZIP
 # (qgis_plugin/build_zip.py) and installs it into a fresh QGIS profile the way "Install from ZIP" does
-# (unpacked into the profile's python/plugins, enabled in QGIS3.ini, with the worker set to this
+# (unpacked into the profile's python/plugins, enabled in QGIS3.ini, with the worker set to this checkout's
 # mgimm-geo and the embedded demo model); writes the demo scene, its AOIs and its truth footprints;
 # starts QGIS under Xvfb with them; then
 #  - plain: drags a rectangle with the "Describe a drawn rectangle" tool (xdotool) over the AOI object
@@ -17,19 +17,27 @@
 #    dialog of "Describe regions" and takes that too;
 #  - guided: turns "Describe with guide layer" on with the truth footprints as the panel's Guide layer,
 #    drags a rectangle around the four footprints nearest the scene's centre and takes the window
-#    once the description and the "MGIMM guide objects" layer are there.
+#    once the description and the "MGIMM guide objects" layer are there;
+#  - bands: makes a 6-band Landsat-5-like stack of the scene (no colour interpretation), chooses it in
+#    the panel (whose Bands row shows the default true colour), drags a rectangle as in plain and takes
+#    the window; then runs "Describe scene tiles" on the stack from its dialog, cancels it once the
+#    progress bar shows a percentage and takes the window with the tiles it kept loaded; then opens
+#    "MGIMM diagnostics…" and takes that dialog.
 # scripts/qgis_desktop_driver.py is QGIS's side.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 PY="${1:-$(command -v python3)}"
 shift || true
 SCENARIOS=("$@")
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(plain guided)
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(plain guided bands)
 for name in "${SCENARIOS[@]}"; do
-  case "$name" in plain|guided) ;; *) echo "unknown scenario $name (plain, guided)" >&2; exit 2;; esac
+  case "$name" in plain|guided|bands) ;; *) echo "unknown scenario $name (plain, guided, bands)" >&2; exit 2;; esac
 done
-MGIMM="$(dirname "$PY")/mgimm-geo"
-[ -x "$MGIMM" ] || { echo "no mgimm-geo next to $PY: install mgimm-geo there (pip install -e .)" >&2; exit 2; }
+"$PY" -c "import torch, rasterio" 2>/dev/null || { echo "$PY cannot import torch and rasterio: give the Python where \
+mgimm-geo's requirements are installed" >&2; exit 2; }
+# The worker runs this checkout's code (`python -m batch.cli` from $REPO), so the pictures show this tree.
+MGIMM="$PY -m batch.cli"
+cd "$REPO"
 WORK="$(mktemp -d /tmp/mgimm_shots.XXXXXX)"
 PROFILES="$WORK/profiles"
 PLUGINS="$PROFILES/default/python/plugins"
@@ -92,6 +100,19 @@ INI
       import -window root "$SHOTS/guided.png"
       convert "$SHOTS/guided.png" -dither None -colors 256 "PNG8:$REPO/docs/qgis_guided.png"   # ~150 KB, not 500
       touch "$SHOTS/shot1.done"
+    elif [ "$MGIMM_SHOT_MODE" = bands ]; then
+      import -window root "$SHOTS/bands.png"
+      convert "$SHOTS/bands.png" -dither None -colors 256 "PNG8:$REPO/docs/qgis_bands.png"
+      touch "$SHOTS/shot1.done"
+      wait_for processing.json
+      import -window root "$SHOTS/cancelled.png"
+      convert "$SHOTS/cancelled.png" -dither None -colors 256 "PNG8:$REPO/docs/qgis_cancelled_tiles.png"
+      cat "$SHOTS/processing.json"; echo
+      touch "$SHOTS/shot2.done"
+      wait_for diagnostics.json
+      CROP=$(python3 -c "import json, sys; print(json.load(open(sys.argv[1]))[\"crop\"])" "$SHOTS/diagnostics.json")
+      import -window root -crop "$CROP" +repage "$REPO/docs/qgis_diagnostics.png"
+      touch "$SHOTS/shot3.done"
     else
       import -window root "$REPO/docs/qgis_dock.png"
       touch "$SHOTS/shot1.done"

@@ -232,6 +232,20 @@ def test_bad_input_fails_cleanly_without_output(tmp_path, tiny_model_dir, demo_i
     assert named in result.output
 
 
+@pytest.mark.parametrize("command", ["describe", "regions"])
+def test_six_bands_without_a_band_choice_is_a_usage_error(tmp_path, tiny_model_dir, demo_inputs, make_raster,
+                                                          command):
+    """A 6-band raster without RGB colour interpretation needs -b: the option's usage error (exit 2),
+    naming -b/--bands, before anything is written."""
+    scene = make_raster("landsat6.tif", count=6, colorinterp="gray,undefined,undefined,undefined,undefined,undefined")
+    out = tmp_path / "out.gpkg"
+    args = [command, scene, "--aoi", str(demo_inputs.aoi), "--model", tiny_model_dir]
+    result = CliRunner().invoke(cli, args + (["-o", str(out)] if command == "describe" else []))
+    assert result.exit_code == 2, result.output
+    assert "-b/--bands" in result.output and "6 bands" in result.output and "Traceback" not in result.output
+    assert not out.exists()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
 def test_killed_run_leaves_a_valid_file_and_resume_finishes_without_duplicates(tmp_path, tiny_model_dir, signum):

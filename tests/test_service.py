@@ -254,3 +254,53 @@ def test_a_cancelled_request_is_recorded_as_cancelled_in_runs(service, make_rast
     assert list(status) == ["cancelled"]
     _, _, _, (ids,) = pyogrio.raw.read(out, layer="regions", read_geometry=False, columns=["region_id"])
     assert 0 < len(ids) < 6                                    # what was described before the cancel is kept
+
+
+def test_per_region_chips_in_one_request_answer_as_one_request_each(service, make_raster):
+    """Regions carrying their own raster_b64 (the QGIS plugin's server chips, several per request)
+    are described in one request, each on its own chip, as when each chip is its own request."""
+    rng = np.random.default_rng(5)
+    chips = []
+    for index in range(3):
+        path = make_raster(f"chip{index}.tif", crs=UTM, data=rng.integers(0, 255, (3, 48, 64), dtype=np.uint8))
+        with open(path, "rb") as handle:
+            chips.append(base64.b64encode(handle.read()).decode())
+    regions = [{"id": str(i), "wkt": INSIDE, "raster_b64": chip, "chip_scale": 2.0} for i, chip in enumerate(chips)]
+    together = service.handle("describe", {"raster_name": "big.tif", "regions": regions, "thumbnail": False})
+    alone = [service.handle("describe", {"raster_b64": chip, "raster_name": "big.tif", "chip_scale": 2.0,
+                                         "regions": [{"id": str(i), "wkt": INSIDE}], "thumbnail": False})["regions"][0]
+             for i, chip in enumerate(chips)]
+    assert [e["id"] for e in together["regions"]] == ["0", "1", "2"]
+    assert [(e["description"], e["attributes"], e["scene"]) for e in together["regions"]] == \
+        [(e["description"], e["attributes"], e["scene"]) for e in alone]
+    assert together["regions"][0]["scene"] == "big.tif"
+    with pytest.raises(ServiceError) as caught:      # chips for some regions only, or with a raster too
+        service.handle("describe", {"raster_b64": chips[0], "regions": regions})
+    assert caught.value.code == "bad_request" and "every region" in caught.value.message
+    with pytest.raises(ServiceError) as caught:
+        service.handle("describe", {"regions": regions[:1] + [{"id": "9", "wkt": INSIDE}]})
+    assert caught.value.code == "bad_request"
+
+
+def test_models_lists_model_folders_with_family_size_and_licence(service, tmp_path):
+    """Offline model management: the model folders in a folder, with model-info's facts, no weights loaded."""
+    import shutil
+
+    from mgimm_core.model_dir import DEMO_MODEL_DIR
+
+    shutil.copytree(DEMO_MODEL_DIR, tmp_path / "demo-copy")
+    (tmp_path / "notes").mkdir()                                     # not a model: left out
+    result = service.handle("models", {"folder": str(tmp_path)})
+    (row,) = result["models"]
+    assert row["path"].endswith("demo-copy") and row["model"] == "demo-copy" and row["family"]
+    assert row["size_bytes"] > 1000 and "licence" in row
+    with pytest.raises(ServiceError) as caught:
+        service.handle("models", {"folder": str(tmp_path / "missing")})
+    assert caught.value.code == "not_found"
+
+
+def test_diagnostics_reports_versions_device_and_model(service):
+    report = service.handle("diagnostics", {})
+    assert report["mgimm_geo"] and report["torch"] and report["python"]
+    assert report["cuda_available"] in (True, False) and report["device_asked"]
+    assert report["model"]["kind"] and "memory_total_bytes" in report

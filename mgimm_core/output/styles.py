@@ -3,7 +3,7 @@
 QGIS looks for a `layer_styles` table (its own convention, also used by its PostGIS and SpatiaLite
 providers) and applies the row with `useAsDefault` for the layer when it is loaded. We write one
 QML (QGIS's own format: symbology + labels) and an equivalent SLD (for other clients) per layer:
-a semi-transparent fill with a solid outline, labelled with a short label ("white storage tank")
+a barely tinted fill with a solid outline, labelled with a short label ("white storage tank")
 placed around the centroid, 1 mm off it (so a small object's label does not cover the object), with
 only polygon boundaries as obstacles (so an enclosing AOI does not push the labels inside it away).
 The QGIS plugin styles the layers it writes the same way (qgis_plugin/fields.py, checked by
@@ -25,16 +25,21 @@ STYLE_COLUMNS = {
     "update_time": "DATETIME DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))",
 }
 
-# QGIS expressions for the label; NULL parts vanish (concat treats NULL as '').
-REGION_LABEL = "coalesce(nullif(trim(concat(\"color\", ' ', \"object\")), ''), left(\"description\", 40), \"error\")"
-TILE_LABEL = "coalesce(left(\"description\", 60), \"error\")"
+# QGIS expressions for the label; NULL parts vanish (concat treats NULL as ''). A region or tile
+# with no distinct object (object "none", a description starting "No distinct objects") has no
+# label: a map of mostly empty tiles is not covered with "none"; its row still says so.
+REGION_LABEL = ("CASE WHEN \"object\" = 'none' THEN NULL ELSE coalesce(nullif(trim(concat(\"color\", ' ', "
+                "\"object\")), ''), left(\"description\", 40), \"error\") END")
+TILE_LABEL = ("CASE WHEN \"description\" ILIKE 'no distinct object%' THEN NULL ELSE "
+              "coalesce(left(\"description\", 40), \"error\") END")
 # Guide objects: "guide id: colour object", so an object on the map can be found in its row.
 OBJECT_LABEL = ("concat(\"region_id\", ': ', coalesce(nullif(trim(concat(\"color\", ' ', \"object\")), ''), "
                 "\"error\"))")
 
-# (fill, outline) per kind; guide objects are outlined only, so the object's own pixels (and the
-# colour its answer gives) stay visible, in blue apart from the regions' orange.
-_FILL = {"regions": ("255,170,0,80", "255,120,0,255"), "tiles": ("60,140,255,40", "30,90,200,255"),
+# (fill, outline) per kind: fills barely tinted (alpha 20 of 255), so the object whose colour the
+# answer judges keeps its own colour under the region; guide objects are outlined only, in blue
+# apart from the regions' orange.
+_FILL = {"regions": ("255,170,0,20", "255,120,0,255"), "tiles": ("60,140,255,20", "30,90,200,255"),
          "objects": ("0,190,255,0", "0,190,255,255")}
 _LABELS = {"regions": (REGION_LABEL, "object"), "tiles": (TILE_LABEL, "description"),
            "objects": (OBJECT_LABEL, "object")}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import itertools
 import logging
 import os
 import threading
@@ -28,7 +29,7 @@ from mgimm_core import __version__
 from mgimm_core.engines import LoadOptions
 from mgimm_core.endpoint import is_endpoint_url, open_endpoint_engine
 from mgimm_core.engines.local import LocalEngine
-from mgimm_core.errors import AOIError, CRSError, OptionsError
+from mgimm_core.errors import AOIError, CRSError, MGIMMError, OptionsError
 from mgimm_core.guides import DEFAULT_MAX_GUIDES
 from mgimm_core.jobs import AOISource, FilesJob, run_files_job, scene_warnings
 from mgimm_core.model_dir import ModelDirectory
@@ -260,17 +261,26 @@ def _open_request_scene(service: Service, params: dict, bands, nodata):
     raster_b64 = param(params, "raster_b64", str, None)
     if (raster is None) == (raster_b64 is None):
         raise ServiceError("bad_request", "give exactly one of 'raster' (a path the worker/server can read) "
-                                          "and 'raster_b64' (base64 GeoTIFF bytes).")
+                                          "and 'raster_b64' (base64 GeoTIFF bytes), or a 'raster_b64' in every "
+                                          "region (per-region chips).")
     if raster is not None:
         return service.open_scene(raster, bands=bands, nodata=nodata), raster, None
+    name = param(params, "raster_name", str, None) or "raster_b64"
+    scene, memfile = _open_b64_scene(raster_b64, "'raster_b64'", name, bands, nodata)
+    return scene, name, memfile
+
+
+def _open_b64_scene(raster_b64: str, what: str, name: str, bands, nodata):
+    """(scene, memfile) of base64 GeoTIFF bytes, opened in memory with the GeoTIFF driver only;
+    the scene is named `name` (what the client sent, not /vsimem) in records and messages."""
     try:
         data = base64.b64decode(raster_b64, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise ServiceError("bad_request", f"'raster_b64' is not valid base64 ({exc}); send "
+        raise ServiceError("bad_request", f"{what} is not valid base64 ({exc}); send "
                                           f"base64.b64encode(geotiff_bytes).") from None
     if not data.startswith(_TIFF_MAGIC):
-        raise ServiceError("bad_input", "'raster_b64' is not a GeoTIFF (wrong file signature); render the "
-                                        "layer to a GeoTIFF with its georeference and send those bytes.")
+        raise ServiceError("bad_input", f"{what} is not a GeoTIFF (wrong file signature); render the "
+                                        f"layer to a GeoTIFF with its georeference and send those bytes.")
     from rasterio.io import MemoryFile
 
     memfile = MemoryFile(data, ext=".tif")
@@ -279,9 +289,46 @@ def _open_request_scene(service: Service, params: dict, bands, nodata):
     except BaseException:
         memfile.close()
         raise
+    scene.path = name
+    return scene, memfile
+
+
+def _chip_scale(value, what: str) -> float:
+    """A raster_b64 chip's raster pixels per chip pixel (for the GSD warning), checked."""
+    if value is None:
+        return 1.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e6:
+        raise ServiceError("bad_request", f"{what} = {value!r}: give the raster's pixels per chip pixel (1 for "
+                                          f"a chip at the raster's resolution).")
+    return float(value)
+
+
+def _region_chips(params: dict, features: list[AOIFeature], stack: contextlib.ExitStack, bands, nodata
+                  ) -> dict[str, tuple[Scene, float]] | None:
+    """Per-region chips: when the regions carry their own `raster_b64` (a client that cuts each
+    region's chip, e.g. the QGIS plugin in server mode), {region id: (its chip scene, chip_scale)},
+    each closed with `stack`; None when the request has one raster for all regions. Every region
+    must then carry one, and the request no `raster`/`raster_b64` of its own."""
+    regions = [r for r in params["regions"] if isinstance(r, dict)]
+    carrying = [r for r in regions if "raster_b64" in r]
+    if not carrying:
+        return None
+    if len(carrying) != len(regions) or params.get("raster") is not None or params.get("raster_b64") is not None:
+        raise ServiceError("bad_request", "per-region chips: give a 'raster_b64' in every region and no "
+                                          "'raster' or 'raster_b64' of the request, or one raster for all.")
+    by_id = {str(r.get("id", i)): r for i, r in enumerate(params["regions"]) if isinstance(r, dict)}
     name = param(params, "raster_name", str, None) or "raster_b64"
-    scene.path = name         # messages and records name what the client sent, not /vsimem
-    return scene, name, memfile
+    chips = {}
+    for feature in features:
+        region = by_id[str(feature.id)]
+        if not isinstance(region["raster_b64"], str):
+            raise ServiceError("bad_request", f"region {feature.id!r}: 'raster_b64' must be a base64 string.")
+        scene, memfile = _open_b64_scene(region["raster_b64"], f"region {feature.id!r}: 'raster_b64'", name,
+                                         bands, nodata)
+        stack.callback(memfile.close)
+        stack.callback(scene.close)
+        chips[str(feature.id)] = (scene, _chip_scale(region.get("chip_scale"), f"region {feature.id!r}: 'chip_scale'"))
+    return chips
 
 
 def _features(params: dict) -> tuple[list[AOIFeature], list[dict]]:
@@ -442,44 +489,55 @@ def handle_describe(service: Service, params: dict, progress: Progress, cancelle
     if guides is not None:
         entries = [dict(e, guide_objects=None, guide_objects_left=None, objects=[]) for e in entries]
 
-    scene, scene_name, memfile = _open_request_scene(service, params, bands, nodata)
-    engine = service.engine
-    try:
+    with contextlib.ExitStack() as stack:
+        chips = _region_chips(params, features, stack, bands, nodata)
+        if chips is None:
+            scene, scene_name, memfile = _open_request_scene(service, params, bands, nodata)
+            stack.callback(scene.close)
+            if memfile is not None:
+                stack.callback(memfile.close)
+            scales = [(scene, source_scale)]
+            work = region_work([scene], features, service.engine.model.chip)
+        else:
+            scene_name = param(params, "raster_name", str, None) or "raster_b64"
+            scales = list(chips.values())
+            work = itertools.chain.from_iterable(region_work([chips[str(f.id)][0]], [f], service.engine.model.chip)
+                                                 for f in features)
+        engine = service.engine
         progress(0.0, "loading the model")
         describer = service.describer(max_new_tokens)
         # the files job's warning: a raster whose pixels are far from what the model was trained on
         # (a chip decimated from a raster is judged by the raster's pixels: chip_scale)
-        warnings = scene_warnings([scene], engine.model.card, source_pixels_per_pixel=source_scale)
+        warnings: list[str] = []
+        for chip_scene, scale in scales:
+            warnings += [w for w in scene_warnings([chip_scene], engine.model.card, source_pixels_per_pixel=scale)
+                         if w not in warnings]
         total = len(features) + len(entries)
-        with contextlib.ExitStack() as stack:
-            writer = None
-            if output is not None:
-                run = RunInfo(model_id=engine.model_id, model_sha256=engine.model.sha256,
-                              parameters={"request": "describe", "raster": scene_name, "bands": bands,
-                                          "max_new_tokens": max_new_tokens, "guided": guides is not None,
-                                          "region_as": engine.model.family.check_region_as(engine.load.region_as),
-                                          **({"warnings": warnings} if warnings else {}), **options.parameters()})
-                writer = stack.enter_context(open_output(output, mode=mode, run=run, regions_layer=layer))
-            work = region_work([scene], features, engine.model.chip)
-            if guides is not None:
-                work = attach_guides(work, guides, options.max_guides)
-            for outcomes in engine.outcomes(work, options, should_cancel=cancelled):
-                if writer is not None:    # one transaction: the rows with their guide objects
-                    writer.write_regions([o.record for o in outcomes], [obj for o in outcomes for obj in o.objects])
-                entries.extend(outcome_entry(o, thumbnail, objects_schema) for o in outcomes)
-                progress(len(entries) / total, f"{len(entries)}/{total} regions")
-            if cancelled():
-                if writer is not None:
-                    writer.close("cancelled")
-                raise _cancelled_error(len(entries), total, output)
-    finally:
-        scene.close()
-        if memfile is not None:
-            memfile.close()
+        writer = None
+        if output is not None:
+            run = RunInfo(model_id=engine.model_id, model_sha256=engine.model.sha256,
+                          parameters={"request": "describe", "raster": scene_name, "bands": bands,
+                                      "max_new_tokens": max_new_tokens, "guided": guides is not None,
+                                      "region_as": engine.model.family.check_region_as(engine.load.region_as),
+                                      **({"warnings": warnings} if warnings else {}), **options.parameters()})
+            writer = stack.enter_context(open_output(output, mode=mode, run=run, regions_layer=layer))
+        if guides is not None:
+            work = attach_guides(work, guides, options.max_guides)
+        for outcomes in engine.outcomes(work, options, should_cancel=cancelled):
+            if writer is not None:    # one transaction: the rows with their guide objects
+                writer.write_regions([o.record for o in outcomes], [obj for o in outcomes for obj in o.objects])
+            entries.extend(outcome_entry(o, thumbnail, objects_schema) for o in outcomes)
+            progress(len(entries) / total, f"{len(entries)}/{total} regions")
+        if cancelled():
+            if writer is not None:
+                writer.close("cancelled")
+            raise _cancelled_error(len(entries), total, output)
+        bounds = scales[0][0].bounds
     if entries and all(e["error_code"] == "region_outside" for e in entries):
-        raise ServiceError("region_outside", f"every region lies outside the raster {scene_name} (raster "
-                                             f"bounds {tuple(round(v, 6) for v in scene.bounds)} in its CRS); "
-                                             f"draw the regions over the raster, in the CRS given as 'crs'.")
+        where = (f"raster {scene_name} (raster bounds {tuple(round(v, 6) for v in bounds)} in its CRS)"
+                 if chips is None else f"chip of each region of {scene_name}")
+        raise ServiceError("region_outside", f"every region lies outside the {where}; draw the regions over "
+                                             f"the raster, in the CRS given as 'crs'.")
     order = {str(r.get("id", i)): i for i, r in enumerate(params["regions"]) if isinstance(r, dict)}
     entries.sort(key=lambda e: order.get(e["id"], 0))
     return {"regions": entries, "model": engine.model_id, "device": str(describer.device),
@@ -525,7 +583,7 @@ def handle_describe_file(service: Service, params: dict, progress: Progress, can
     unit = job.options.unit
 
     def on_batch(done: int, total: int | None):
-        progress(min(done / total, 1.0) if total else 0.0, f"{done} {unit} done")
+        progress(min(done / total, 1.0) if total else 0.0, f"{done}/{total} {unit}" if total else f"{done} {unit} done")
 
     summary = run_files_job(job, service.engine, check_path=service._existing, open_scene=service.open_scene,
                             on_batch=on_batch,
@@ -537,13 +595,46 @@ def handle_describe_file(service: Service, params: dict, progress: Progress, can
     return summary
 
 
+# ================================================================================ models, diagnostics
+def handle_models(service: Service, params: dict, progress: Progress, cancelled: Cancelled) -> dict:
+    """The model folders in `folder` (itself and its sub-folders) with their family, size and licence
+    (model-info's facts; no weights load), so a client picks one from a list (offline model management)."""
+    from .catalogue import list_models
+
+    folder = service.check_path(param(params, "folder", str, allow_none=False), "models folder")
+    if not os.path.isdir(folder):
+        raise ServiceError("not_found", f"models folder {folder}: no such folder on the machine running the "
+                                        f"worker/server; choose the folder that holds the model folders.")
+    return {"folder": folder, "models": list_models(folder)}
+
+
+def handle_diagnostics(service: Service, params: dict, progress: Progress, cancelled: Cancelled) -> dict:
+    """Versions, devices and memory of this worker/server, the device asked for and in use, and the
+    model's facts (model-info: family, card); never loads the model."""
+    from mgimm_core.model_info import model_info
+
+    from .catalogue import machine_report
+
+    try:
+        model = model_info(service.model_dir)
+    except MGIMMError as exc:
+        model = {"error": str(exc), "error_code": exc.code}
+    loaded = service.loaded_model_info()
+    return {"protocol": PROTOCOL_VERSION, **machine_report(), "device_asked": service.load.device,
+            "device_in_use": loaded["device"] if loaded else None, "model_loaded": loaded is not None,
+            "model": model}
+
+
 HANDLERS: dict[str, Callable[[Service, dict, Progress, Cancelled], dict]] = {
     "hello": handle_hello,
     "chip_settings": handle_chip_settings,
+    "models": handle_models,
+    "diagnostics": handle_diagnostics,
     "describe": handle_describe,
     "describe_file": handle_describe_file,
 }
 
 
 __all__ = ["Service", "HANDLERS", "handle_hello", "handle_chip_settings", "handle_describe", "handle_describe_file",
+           "handle_models", "handle_diagnostics",
            "object_row", "outcome_entry"]

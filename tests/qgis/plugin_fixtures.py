@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 from osgeo import gdal, osr
-from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsSettings
+from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer, QgsSettings
+from qgis.gui import QgsMessageBar
 from qgis.PyQt.QtWidgets import QToolBar
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,14 +38,35 @@ def plugin_module(tmp_path_factory):
     return mgimm_geo
 
 
+class RecordingMessageBar(QgsMessageBar):
+    """A real QgsMessageBar (items with their buttons, as in QGIS) that also records each message as
+    "title:text" per level, as pytest-qgis's mock bar does."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.messages: dict = {Qgis.Info: [], Qgis.Warning: [], Qgis.Critical: [], Qgis.Success: []}
+        self.items: list = []
+
+    def get_messages(self, level) -> list:
+        return self.messages[level]
+
+    def pushItem(self, item):  # noqa: N802 (Qt's name)
+        self.messages[item.level()].append(f"{item.title()}:{item.text()}")
+        self.items.append(item)
+        super().pushItem(item)
+
+
 class RecordingIface:
-    """The QgisInterface calls the plugin makes, on pytest-qgis's window, canvas and message bar."""
+    """The QgisInterface calls the plugin makes, on pytest-qgis's window and canvas, with one real
+    recording message bar per window (shared by every RecordingIface of the session)."""
 
     def __init__(self, base):
         self.base = base
         self.menus: dict = {}
         self.docks: list = []
         self.toolbars: list = []
+        if getattr(base, "_mgimm_message_bar", None) is None:
+            base._mgimm_message_bar = RecordingMessageBar(base.mainWindow())
 
     def mapCanvas(self):
         return self.base.mapCanvas()
@@ -53,7 +75,7 @@ class RecordingIface:
         return self.base.mainWindow()
 
     def messageBar(self):
-        return self.base.messageBar()
+        return self.base._mgimm_message_bar
 
     def activeLayer(self):
         return self.base.activeLayer()
@@ -95,8 +117,9 @@ def clear_messages(iface) -> None:
 
 @pytest.fixture
 def iface(qgis_iface):
-    clear_messages(qgis_iface)
-    return RecordingIface(qgis_iface)
+    recording = RecordingIface(qgis_iface)
+    clear_messages(recording)
+    return recording
 
 
 @pytest.fixture

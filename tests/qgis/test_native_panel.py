@@ -24,7 +24,7 @@ def test_every_action_has_its_own_icon_and_they_ship_in_the_zip(plugin):
     from build_zip import plugin_files
 
     icons = [action.property("mgimm_icon") for action in plugin.actions]
-    assert len(icons) == len(set(icons)) == 6 and all(os.path.isfile(path) and "/icons/" in path for path in icons)
+    assert len(icons) == len(set(icons)) == 7 and all(os.path.isfile(path) and "/icons/" in path for path in icons)
     shipped = {str(path) for path in plugin_files()}
     assert {f"icons/{os.path.basename(path)}" for path in icons if "icons" in path} <= shipped
     assert all(not action.icon().isNull() for action in plugin.actions)
@@ -94,7 +94,7 @@ def test_messages_name_qgis_settings_not_cli_flags(plugin, iface):
     plugin.warn("MGIMM", "out.gpkg exists; use --overwrite or --append, and choose bands with -b/--bands.")
     text = messages(iface, Qgis.Warning)[-1]
     assert "--" not in text and "-b/" not in text
-    assert '"If the output exists: overwrite"' in text and "the bands setting" in text
+    assert '"If the output exists: overwrite"' in text and "the Bands row of the MGIMM panel" in text
 
 
 def test_settings_have_browse_buttons(plugin_module):

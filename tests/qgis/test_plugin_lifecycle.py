@@ -26,7 +26,7 @@ def test_load_and_unload_leave_nothing_behind(plugin_module, iface, qgis_new_pro
     instance.initGui()
     assert registry.providerById("mgimm") is not None
     assert {a.name() for a in registry.providerById("mgimm").algorithms()} == {"describe_regions", "describe_tiles"}
-    assert len(iface.menus["&MGIMM"]) == 6
+    assert len(iface.menus["&MGIMM"]) == 7    # 4 tools, panel, settings, diagnostics
     assert iface.docks == [instance.dock] and instance.dock.parent() is window
     assert len(window.findChildren(QToolBar)) == toolbars_before + 1
     assert len(instance.toolbar.actions()) == 4  # polygon, rectangle, selected features, with guide layer

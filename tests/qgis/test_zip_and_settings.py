@@ -85,9 +85,14 @@ def test_qgis_process_lists_the_algorithms_of_the_installed_zip(tmp_path):
     # PATH without pyenv's shims: QGIS's embedded Python finds its home through `python3` on PATH.
     path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if ".pyenv" not in p)
     env = dict(os.environ, QGIS_CUSTOM_CONFIG_PATH=str(tmp_path), QT_QPA_PLATFORM="offscreen", PATH=path)
-    subprocess.run(["qgis_process.bin", "plugins", "enable", "mgimm_geo"], env=env, check=True,
-                   capture_output=True, timeout=120)
+    # Enabled as `qgis_process.bin plugins enable mgimm_geo` records it (the profile's [PythonPlugins]
+    # setting), written here: that sub-command starts a whole QGIS application only to store it, and
+    # crashed (SIGSEGV) inside this suite once; `list` below loads the plugin from the same setting.
+    settings = tmp_path / "profiles" / "default" / "QGIS" / "QGIS3.ini"
+    settings.parent.mkdir(parents=True)
+    settings.write_text("[PythonPlugins]\nmgimm_geo=true\n", encoding="utf-8")
     listing = subprocess.run(["qgis_process.bin", "list"], env=env, capture_output=True, text=True, timeout=120)
+    assert listing.returncode == 0, f"qgis_process.bin list exited {listing.returncode}: {listing.stderr[-2000:]}"
     assert "mgimm:describe_regions\tDescribe regions" in listing.stdout, listing.stdout[-2000:] + listing.stderr
     assert "mgimm:describe_tiles\tDescribe scene tiles" in listing.stdout
 
