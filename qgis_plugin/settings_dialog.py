@@ -21,8 +21,9 @@ def model_label(row: dict) -> str:
     """One found model as the list shows it: name, family, size on disk, licence."""
     size = row.get("size_bytes") or 0
     size_text = f"{size / 2**30:.1f} GiB" if size >= 2**28 else f"{size / 2**20:.1f} MiB"
-    return (f"{row.get('model')}: {row.get('family') or row.get('kind')}, {size_text}, "
-            f"licence {row.get('licence') or 'not stated'}")
+    warning = " (non-commercial)" if row.get("licence_warning") else ""
+    return (f"{row.get('model')}: {row.get('kind') or row.get('family')}, {size_text}, "
+            f"licence {row.get('licence') or 'not stated'}{warning}")
 
 
 class SettingsDialog(QDialog):
@@ -51,8 +52,8 @@ class SettingsDialog(QDialog):
         row_layout.addWidget(browse)
         form.addRow("Worker command", row)
         self.model = self._path_widget(settings.model, QgsFileWidget.GetDirectory, "embedded demo model")
-        self.model.setToolTip("An MGIMM model folder, a LLaVA-1.5 folder (Hugging Face or original format) or "
-                              "GeoChat")
+        self.model.setToolTip("A model folder of any family mgimm-geo runs (MGIMM, LLaVA-1.5, GeoChat, Qwen2.5-VL, "
+                              "Qwen3-VL, InternVL, LLaVA-OneVision, Florence-2, SmolVLM: docs/models.md)")
         form.addRow("Model folder", self.model)
         self.models_folder = self._path_widget(settings.models_folder, QgsFileWidget.GetDirectory,
                                                "a folder of model folders, for offline use")

@@ -37,9 +37,8 @@ def model_entry(path: Path) -> dict | None:
         info = model_info(str(path))
     except (MGIMMError, OSError, ValueError, KeyError):
         return None
-    card = info.get("trained_on") or {}
-    return {"path": info["path"], "model": info["model"], "family": info.get("family") or info["kind"],
-            "kind": info["kind"], "licence": info.get("licence") or card.get("licence") or card.get("license"),
+    return {"path": info["path"], "model": info["model"], "family": info["family"], "kind": info["kind"],
+            "licence": info["licence"], "licence_warning": info["licence_warning"], "region_as": info["region_as"],
             "size_bytes": folder_size(path), "parameters": info["parameters"], "input_size": info["input_size"],
             "trained_on": info.get("trained_on")}
 
