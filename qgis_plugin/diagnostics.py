@@ -33,8 +33,9 @@ def report_text(settings, reply: dict | None, error=None, last_error=None) -> st
                   f"CPU cores: {reply.get('cpu_cores')}; memory {_size(reply.get('memory_free_bytes'))} free of "
                   f"{_size(reply.get('memory_total_bytes'))}",
                   "", f"Model: {model.get('model') or model.get('error')} ({model.get('path', '')})",
-                  f"Family: {model.get('family') or model.get('kind')}; "
-                  f"licence: {model.get('licence') or 'not stated'}",
+                  f"Family: {model.get('kind')} [{model.get('family')}]; "
+                  f"licence: {model.get('licence') or 'not stated'}"
+                  + (f" ({model['licence_warning']})" if model.get("licence_warning") else ""),
                   f"Model card (trained on): {json.dumps(model.get('trained_on'))}",
                   "", f"Versions: mgimm-geo {reply.get('mgimm_geo')}, Python {reply.get('python')}, torch "
                       f"{reply.get('torch')}, rasterio {reply.get('rasterio')}, GDAL {reply.get('gdal')} "

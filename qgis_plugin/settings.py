@@ -115,7 +115,10 @@ class PluginSettings:
         settings = cls(**values)
         if settings.mode not in MODES:
             settings.mode = "worker"
-        if settings.mode != "server":   # no token needed: the auth database (and its master password) untouched
+        if settings.mode == "endpoint":   # the endpoint's key only
+            settings.endpoint_key = load_token(settings.endpoint_authcfg)
+            return settings
+        if settings.mode != "server":   # no secret needed: the auth database (and its master password) untouched
             return settings
         if settings.token:            # a plain token in QGIS3.ini (older versions): move it to the auth database
             try:
@@ -128,7 +131,6 @@ class PluginSettings:
             store.setValue(PREFIX + "authcfg", settings.authcfg)
         else:
             settings.token = load_token(settings.authcfg)
-        settings.endpoint_key = load_token(settings.endpoint_authcfg)
         return settings
 
     def save(self) -> None:
@@ -138,7 +140,7 @@ class PluginSettings:
         if self.token and self.mode == "server":   # the config saved before is updated, not a new one per save
             previous = self.authcfg or str(store.value(PREFIX + "authcfg", "") or "")
             self.authcfg = store_token(self.token, self.server_url, previous)
-        if self.endpoint_key:
+        if self.endpoint_key and self.mode == "endpoint":
             previous = self.endpoint_authcfg or str(store.value(PREFIX + "endpoint_authcfg", "") or "")
             self.endpoint_authcfg = store_token(self.endpoint_key, self.endpoint_url, previous)
         for name, value in asdict(self).items():
