@@ -200,6 +200,8 @@ def describe_chips(client, raster: RasterInfo, jobs, params: dict, progress: Cal
                              "exact": exact, "bytes": len(data)}
             if clipped and entry.get("valid_fraction") is not None:
                 entry["valid_fraction"] = entry["valid_fraction"] * job.share   # the part off the raster
+                if entry.get("row"):
+                    entry["row"]["valid_fraction"] = entry["valid_fraction"]
             entries.append(entry)
             progress((done + 1) / total, f"{done + 1}/{total} regions")
     finally:
