@@ -43,7 +43,8 @@ class FilesJob:
     nodata: float | None = None
     options: DescribeOptions = field(default_factory=DescribeOptions)
     guide: AOISource | None = None      # guided runs: a polygon layer of objects (mgimm_core/guides.py)
-    regions: tuple[AOIFeature, ...] | None = None   # regions read already (a request's WKT), instead of aoi
+    # regions read already (a request's WKT), instead of aoi; all described (resume replaces their rows)
+    regions: tuple[AOIFeature, ...] | None = None
     guides: tuple[AOIFeature, ...] | None = None    # guide objects read already (a request's WKT), with guide
     regions_layer: str = "regions"      # the output's regions layer
 
@@ -127,7 +128,9 @@ def run_files_job(job: FilesJob, engine, *, check_path: Callable[[str, str], str
             parameters["request"] = request
         run = RunInfo(model_id=engine.model.model_id, model_sha256=engine.model.sha256, parameters=parameters)
         summary = describe_to_output(opened, features, engine, job.output, job.mode, run, job.options,
-                                     guides=guides, regions_layer=job.regions_layer, on_batch=on_batch,
+                                     guides=guides, regions_layer=job.regions_layer,
+                                     skip_done=job.regions is None,      # a request's regions are all answered
+                                     on_batch=on_batch,
                                      on_outcomes=on_outcomes, should_cancel=should_cancel)
     finally:
         for scene in opened if scenes is None else []:

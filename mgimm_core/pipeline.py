@@ -407,7 +407,7 @@ def describe_work(work: Iterable[WorkItem], model: RegionModel, options: Describ
 # ================================================================================ files job body
 def describe_to_output(scenes: list[Scene], features: list[AOIFeature], engine, output: str | None, mode: str,
                        run: RunInfo, options: DescribeOptions, *, guides: list[AOIFeature] | None = None,
-                       regions_layer: str = "regions",
+                       regions_layer: str = "regions", skip_done: bool = True,
                        on_batch: Callable[[int, int | None], None] = lambda done, total: None,
                        on_outcomes: Callable[[list[Outcome]], None] = lambda outcomes: None,
                        should_cancel: Callable[[], bool] = lambda: False) -> dict:
@@ -417,7 +417,8 @@ def describe_to_output(scenes: list[Scene], features: list[AOIFeature], engine, 
 
     `on_batch(rows_done, rows_expected or None)` after each committed batch (a progress bar; the
     total is known for the regions of one scene), `on_outcomes(outcomes)` with each batch's outcomes
-    once committed (the service's answer entries), `should_cancel()` checked
+    once committed (the service's answer entries), skip_done: in mode "resume", leave out what the
+    output holds already (False: describe everything again, replacing those rows), `should_cancel()` checked
     between batches. Returns the JSON summary; "cancelled": true when should_cancel stopped it
     (what was written is kept). The model is loaded only if something is left to describe.
     """
@@ -435,7 +436,7 @@ def describe_to_output(scenes: list[Scene], features: list[AOIFeature], engine, 
     with opened as out:
         tiles = options.tiles is not None
         done = ((out.completed_tile_keys() if tiles else out.completed_region_keys())
-                if out is not None and mode == "resume" else set())
+                if out is not None and mode == "resume" and skip_done else set())
         log.info("output %s (%s): %d %s already done; chips of %d px, context %.2f, min window %d px, "
                  "batches of %d", output, mode, len(done), options.unit, chip.input_size, chip.context,
                  chip.min_window, options.batch_size)

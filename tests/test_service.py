@@ -118,6 +118,17 @@ def test_describe_answers_each_region_as_the_row_its_output_gets(service, make_r
     assert a["row"]["in_description"] == "mine" and a["row"]["n"] == 2 and a["properties"]["description"] == "mine"
 
 
+def test_describe_resume_answers_every_region_and_replaces_its_row(service, make_raster, tmp_path):
+    """A describe request's regions are all described and answered; resume replaces their rows."""
+    raster, out = make_raster(crs=UTM), tmp_path / "again.gpkg"
+    params = {"raster": raster, "output": str(out), "mode": "resume", "thumbnail": False,
+              "regions": [{"id": "a", "wkt": INSIDE}]}
+    for _ in range(2):
+        (entry,) = service.handle("describe", params)["regions"]
+        assert entry["id"] == "a" and entry["row"]["region_id"] == "a"
+    assert len(pyogrio.read_dataframe(out, layer="regions", read_geometry=False)) == 1
+
+
 def test_describe_raster_b64_chip(service, make_raster):
     raster = make_raster(crs=UTM)
     with open(raster, "rb") as handle:
