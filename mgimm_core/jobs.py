@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 from mgimm_core.errors import CRSError, OptionsError
 from mgimm_core.output import MODES, RunInfo
-from mgimm_core.pipeline import DescribeOptions, describe_to_output
-from mgimm_core.regions import read_aoi
+from mgimm_core.pipeline import DescribeOptions, Outcome, WorkItem, describe_to_output
+from mgimm_core.regions import AOIFeature, check_unique_ids, read_aoi
 from mgimm_core.scene import Scene, expand_scene_paths, normalise_scene_path
 
 log = logging.getLogger(__name__)
@@ -36,13 +36,17 @@ class FilesJob:
     """Everything one describe run over files needs, checked once when built."""
 
     scenes: tuple[str, ...]
-    output: str
+    output: str | None                  # None: nothing written (a worker/server `describe` without output)
     mode: str = "create"                # create | overwrite | append | resume
     aoi: AOISource | None = None
     bands: tuple[int, ...] | None = None
     nodata: float | None = None
     options: DescribeOptions = field(default_factory=DescribeOptions)
     guide: AOISource | None = None      # guided runs: a polygon layer of objects (mgimm_core/guides.py)
+    # regions read already (a request's WKT), instead of aoi; all described (resume replaces their rows)
+    regions: tuple[AOIFeature, ...] | None = None
+    guides: tuple[AOIFeature, ...] | None = None    # guide objects read already (a request's WKT), with guide
+    regions_layer: str = "regions"      # the output's regions layer
 
     def __post_init__(self):
         if not self.scenes:
@@ -50,7 +54,9 @@ class FilesJob:
                                "scenes")
         if self.mode not in MODES:
             raise OptionsError(f"output mode {self.mode!r}: use one of {', '.join(MODES)}.", "mode")
-        if self.options.tiles is None and self.aoi is None:
+        if self.aoi is not None and self.regions is not None:
+            raise OptionsError("an AOI file and regions given inline exclude each other.", "aoi")
+        if self.options.tiles is None and self.aoi is None and self.regions is None:
             raise OptionsError("nothing to describe: give an AOI (the regions to describe) or ask for tiles "
                                "(every tile of each scene).", "aoi")
         if self.options.tiles is not None and self.aoi is not None:
@@ -62,6 +68,8 @@ class FilesJob:
         return {"scenes": scene_paths, "aoi": self.aoi.source if self.aoi else None,
                 "layer": self.aoi.layer if self.aoi else None, "bands": self.bands, "nodata": self.nodata,
                 "guide": self.guide.source if self.guide else None,
+                **({"regions": len(self.regions)} if self.regions is not None else {}),
+                **({"guides": len(self.guides)} if self.guides is not None else {}),
                 "engine": engine.name, "device": engine.device, "max_new_tokens": engine.load.max_new_tokens,
                 "compile": engine.load.compile, "no_repeat_ngram": engine.load.no_repeat_ngram,
                 "agree": engine.load.agree, "region_as": engine.model.family.check_region_as(engine.load.region_as),
@@ -71,50 +79,69 @@ class FilesJob:
 def run_files_job(job: FilesJob, engine, *, check_path: Callable[[str, str], str] = lambda path, what: path,
                   open_scene: Callable[..., Scene] = Scene.open,
                   on_batch: Callable[[int, int | None], None] = lambda done, total: None,
-                  should_cancel: Callable[[], bool] = lambda: False, request: str | None = None) -> dict:
+                  on_outcomes: Callable[[list[Outcome]], None] = lambda outcomes: None,
+                  should_cancel: Callable[[], bool] = lambda: False, request: str | None = None,
+                  scenes: list[Scene] | None = None, source_pixels_per_pixel: float | list[float] = 1.0,
+                  work: Iterable[WorkItem] | None = None) -> dict:
     """Open the job's inputs, describe them with `engine` into the job's output; the JSON summary.
 
     check_path(path, what): the server's path policy, applied to every raster a folder expands to
     (and to the AOI), returning the path to use; the local default accepts every path.
     open_scene(path, bands=, nodata=): how each raster is opened (the server's opens it under its
     file boundary, mgimm_core/service/handlers.py); default `Scene.open`.
+    on_outcomes(outcomes): each committed batch's outcomes (the worker/server's answer entries).
     request: the protocol request that ran the job (recorded in `runs`).
+    scenes: the job's scenes opened already (a request's raster_b64: the caller closes them);
+    source_pixels_per_pixel: for a chip decimated from a larger raster, as `scene_warnings` takes it
+    (a list: one per opened scene, each chip its own); work: the regions paired with their scenes by the
+    caller (a request's per-region chips; describe_to_output places each region on every scene otherwise).
     """
     started = time.perf_counter()
     if job.options.tiles is not None and not engine.supports_tiles:
         raise OptionsError(f"tiles are not supported by the {engine.name} engine yet; describe tiles with the "
                            f"local engine (tiles of one scene are read in block order on one machine).", "engine")
     # Each file checked as given (a link named as such), then recorded under its resolved name.
-    paths = [normalise_scene_path(check_path(p, "raster")) for p in expand_scene_paths(list(job.scenes))]
-    features = []
+    paths = ([str(s.path) for s in scenes] if scenes is not None else
+             [normalise_scene_path(check_path(p, "raster")) for p in expand_scene_paths(list(job.scenes))])
+    features = list(job.regions or [])
     if job.aoi is not None:
         aoi = job.aoi
         features = read_aoi(check_path(aoi.source, "AOI"), layer=aoi.layer, buffer=aoi.buffer, crs=aoi.crs)
         log.info("read %d region(s) from %s", len(features), aoi.source)
-    guides = None
+    guides = None if job.guides is None else list(job.guides)
     if job.guide is not None:
         guide = job.guide
         guides = read_aoi(check_path(guide.source, "guide layer"), layer=guide.layer, buffer=guide.buffer,
-                          crs=guide.crs)
+                          crs=guide.crs) + (guides or [])
         log.info("read %d guide object(s) from %s", len(guides), guide.source)
-    opened: list[Scene] = []
+        if job.guides:
+            check_unique_ids(guides, f"{guide.source} and the guide objects given inline")
+    opened: list[Scene] = list(scenes or [])
     try:
-        for path in paths:
+        for path in paths if scenes is None else []:
             scene = open_scene(path, bands=job.bands, nodata=job.nodata)
             opened.append(scene)
             log.info("scene %s: %d x %d pixels, bands %s shown, CRS %s", path, scene.width, scene.height,
                      ",".join(map(str, scene.band_indexes)), scene.crs.to_string() if scene.crs else "none")
         parameters = job.parameters(paths, engine)
-        gsd_notes = scene_warnings(opened, engine.model.card)
+        scales = (source_pixels_per_pixel if isinstance(source_pixels_per_pixel, list)
+                  else [source_pixels_per_pixel] * len(opened))
+        gsd_notes: list[str] = []
+        for scene, scale in zip(opened, scales):
+            gsd_notes += [w for w in scene_warnings([scene], engine.model.card, source_pixels_per_pixel=scale)
+                          if w not in gsd_notes]
         if gsd_notes:
             parameters["warnings"] = gsd_notes
         if request:
             parameters["request"] = request
         run = RunInfo(model_id=engine.model.model_id, model_sha256=engine.model.sha256, parameters=parameters)
         summary = describe_to_output(opened, features, engine, job.output, job.mode, run, job.options,
-                                     guides=guides, on_batch=on_batch, should_cancel=should_cancel)
+                                     guides=guides, regions_layer=job.regions_layer,
+                                     skip_done=job.regions is None,      # a request's regions are all answered
+                                     on_batch=on_batch,
+                                     on_outcomes=on_outcomes, work=work, should_cancel=should_cancel)
     finally:
-        for scene in opened:
+        for scene in opened if scenes is None else []:
             scene.close()
     summary["seconds"] = round(time.perf_counter() - started, 2)
     if gsd_notes:

@@ -13,6 +13,7 @@ Regions are streamed: only a few batches of chips are in memory at a time.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -415,14 +416,23 @@ def expected_rows(scenes: list[Scene], features: list[AOIFeature], options: Desc
     return max(0, len(features) - done) if len(scenes) == 1 else None
 
 
-def describe_to_output(scenes: list[Scene], features: list[AOIFeature], engine, output: str, mode: str,
+def describe_to_output(scenes: list[Scene], features: list[AOIFeature], engine, output: str | None, mode: str,
                        run: RunInfo, options: DescribeOptions, *, guides: list[AOIFeature] | None = None,
+                       regions_layer: str = "regions", skip_done: bool = True,
                        on_batch: Callable[[int, int | None], None] = lambda done, total: None,
+                       on_outcomes: Callable[[list[Outcome]], None] = lambda outcomes: None,
+                       work: Iterable[WorkItem] | None = None,
                        should_cancel: Callable[[], bool] = lambda: False) -> dict:
-    """An engine's outcomes for opened scenes, committed batch by batch to `output`.
+    """An engine's outcomes for opened scenes, committed batch by batch to `output` (the one loop
+    that writes rows: the CLI's, the Python API's and the worker/server's; output None: nothing is
+    written, the outcomes only go to `on_outcomes`).
 
     `on_batch(rows_done, rows_expected or None)` after each committed batch (a progress bar; the
-    total is known for tiles and for the regions of one scene: expected_rows), `should_cancel()` checked
+    total is known for tiles and for the regions of one scene: expected_rows), `on_outcomes(outcomes)`
+    with each batch's outcomes once committed (the service's answer entries), skip_done: in mode
+    "resume", leave out what the output holds already (False: describe everything again, replacing
+    those rows), `work`: the work items when the caller pairs regions with scenes itself (a request's
+    per-region chips; default: every region on each scene that covers it), `should_cancel()` checked
     between batches. Returns the JSON summary; "cancelled": true when should_cancel stopped it
     (what was written is kept). The model is loaded only if something is left to describe.
     """
@@ -435,15 +445,18 @@ def describe_to_output(scenes: list[Scene], features: list[AOIFeature], engine, 
     timings = Timings()
     counts = {"described": 0, "failed": 0}
     started = time.perf_counter()
-    with open_output(output, mode=mode, run=run) as out:
+    opened = (open_output(output, mode=mode, run=run, regions_layer=regions_layer) if output is not None
+              else contextlib.nullcontext(None))
+    with opened as out:
         tiles = options.tiles is not None
-        done = (out.completed_tile_keys() if tiles else out.completed_region_keys()) if mode == "resume" else set()
+        done = ((out.completed_tile_keys() if tiles else out.completed_region_keys())
+                if out is not None and mode == "resume" and skip_done else set())
         log.info("output %s (%s): %d %s already done; chips of %d px, context %.2f, min window %d px, "
                  "batches of %d", output, mode, len(done), options.unit, chip.input_size, chip.context,
                  chip.min_window, options.batch_size)
-        write = out.write_tiles if tiles else out.write_regions
+        write = (out.write_tiles if tiles else out.write_regions) if out is not None else lambda rows, objects: None
         expected = expected_rows(scenes, features, options, len(done))
-        work = work_items(scenes, features, options, chip)
+        work = work_items(scenes, features, options, chip) if work is None else work
         if guides is not None:
             work = attach_guides(work, guides, options.max_guides)
         for outcomes in engine.outcomes(work, options, skip=done, timings=timings, should_cancel=should_cancel):
@@ -454,14 +467,16 @@ def describe_to_output(scenes: list[Scene], features: list[AOIFeature], engine, 
             timings.add("write", t)
             for o in outcomes:
                 counts["failed" if o.record.error else "described"] += 1
+            on_outcomes(outcomes)
             on_batch(counts["described"] + counts["failed"], expected)
         cancelled = should_cancel()
-        if cancelled:
+        if cancelled and out is not None:
             out.close("cancelled")     # `runs` says the client stopped it, not that it finished
     total = counts["described"] + counts["failed"]
     model_s = timings.seconds.get("model", 0.0)
     wall = time.perf_counter() - started
-    return {"output": str(output), "mode": mode, "model": engine.model.model_id, "device": engine.device,
+    return {"output": None if output is None else str(output), "mode": mode, "model": engine.model.model_id,
+            "device": engine.device,
             "engine": engine.name, "scenes": [s.path for s in scenes], "unit": options.unit,
             "described": counts["described"], "failed": counts["failed"], "already_done": len(done),
             "cancelled": bool(cancelled), "timings_s": timings.as_dict(),

@@ -44,6 +44,27 @@ def input_columns(names) -> dict:
         taken.add(column.lower())
     return {n: mapping[n] for n in names}
 
+def feature_values(entry: dict, *, scene: str, model: str = None, prompt: str = None, run_id: str = None) -> dict:
+    """A result entry of a `describe` request -> {field: value} of the regions layer: the entry's
+    `row`, the core's own row of the region (mgimm_core/service/handlers.py `wire_row`: the
+    RegionSchema columns but run_id, its guide counts and input columns), as it comes, with this
+    client's `run_id`; `scene`, `model` and `prompt` fill in only what the row leaves empty. An
+    entry without a row is one the plugin made itself (a region off the raster, server_chips.py):
+    its id, scene and error."""
+    row = entry.get("row")
+    if row is None:
+        row = {"region_id": str(entry.get("id", "")), "scene": entry.get("scene"), "error": entry.get("error"),
+               "error_code": entry.get("error_code")}
+    values = dict(row)
+    values.update(scene=values.get("scene") or scene, model=values.get("model") or model,
+                  prompt=values.get("prompt") or prompt, run_id=run_id)
+    if not values.get("created"):
+        from datetime import datetime, timezone
+
+        values["created"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return values
+
+
 # The look of a regions layer, as the core's default style (mgimm_core/output/styles.py: REGION_LABEL,
 # _FILL["regions"], the placement around the centroid 1 mm off it); tests/test_plugin_fields.py
 # checks they agree, so a layer the plugin writes looks like one the CLI writes.

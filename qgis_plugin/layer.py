@@ -8,9 +8,7 @@ plugin must not import mgimm_core.
 
 from __future__ import annotations
 
-import json
 import os
-from datetime import datetime, timezone
 
 from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsFeature, QgsField,
                        QgsFields, QgsGeometry, QgsLabelObstacleSettings, QgsPalLayerSettings, QgsProject, QgsTextFormat,
@@ -18,8 +16,8 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsCoordinateTransform, Qgs
 from qgis.PyQt.QtCore import Qt, QVariant
 from qgis.PyQt.QtGui import QColor
 
-from .fields import FIELD_NAMES  # noqa: F401  (re-exported: callers and tests read it here)
-from .fields import (ATTRIBUTE_ALIASES, ATTRIBUTE_FIELDS, FIELD_KINDS, LABEL_DISTANCE_MM,
+from .fields import FIELD_NAMES, feature_values  # noqa: F401  (re-exported: callers and tests read them here)
+from .fields import (FIELD_KINDS, LABEL_DISTANCE_MM,
                      OBJECT_FIELD_KINDS, OBJECT_LABEL, OBJECT_LABEL_COLOR, OBJECT_OUTLINE, OBJECT_STYLE_DESCRIPTION,
                      OBJECT_STYLE_NAME, OUTLINE_WIDTH_MM, REGION_FILL, REGION_LABEL, REGION_OUTLINE,
                      STYLE_DESCRIPTION, STYLE_NAME, input_columns)
@@ -223,24 +221,6 @@ def add_object_features(layer: QgsVectorLayer, entries, *, scene: str = None) ->
     layer.updateExtents()
     layer.triggerRepaint()
     return [feature.id() for feature in added]
-
-
-def feature_values(entry: dict, *, scene: str, model: str = None, prompt: str = None,
-                   run_id: str = None) -> dict:
-    """A result entry of a `describe` request -> {field: value} of the regions layer."""
-    attributes, extra = {}, {}
-    for name, value in (entry.get("attributes") or {}).items():
-        name = ATTRIBUTE_ALIASES.get(name, name)
-        (attributes if name in ATTRIBUTE_FIELDS else extra)[name] = value
-    values = {"region_id": str(entry.get("id", "")), "scene": entry.get("scene") or scene,
-              "description": entry.get("description")}
-    values.update({name: attributes.get(name) for name in ATTRIBUTE_FIELDS})
-    values.update({"extra_attributes": json.dumps(extra) if extra else None,
-                   "valid_fraction": entry.get("valid_fraction"), "gsd_m": entry.get("gsd_m"),
-                   "model": entry.get("model") or model, "prompt": prompt,
-                   "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
-                   "error": entry.get("error"), "error_code": entry.get("error_code"), "run_id": run_id})
-    return values
 
 
 def add_region_features(layer: QgsVectorLayer, items, crs: QgsCoordinateReferenceSystem) -> list:

@@ -211,6 +211,8 @@ def describe_chips(client, raster: RasterInfo, jobs, params: dict, progress: Cal
                 clipped = not plan.inside_scene(raster.width, raster.height) and job.share < 1.0
                 if clipped and entry.get("valid_fraction") is not None:
                     entry["valid_fraction"] = entry["valid_fraction"] * job.share   # the part off the raster
+                    if entry.get("row"):
+                        entry["row"]["valid_fraction"] = entry["valid_fraction"]
                 entries.append(entry)
             progress(len(entries) / total, f"{len(entries)}/{total} regions")
     finally:

@@ -60,3 +60,26 @@ def test_plugin_style_is_the_core_style():
     objects_qml = styles.qml("objects", styles.OBJECT_LABEL)
     assert 'name="style" value="no"' in objects_qml and 'priority="8"' in objects_qml
     assert f'textColor="{",".join(map(str, fields.OBJECT_LABEL_COLOR))}"' in objects_qml
+
+
+def test_plugin_writes_the_row_the_service_answers():
+    """A `describe` answer carries each region as the core's own row (RegionSchema, one builder,
+    serialised by wire_row), and the plugin writes that row as it comes: its feature values are the
+    row the CLI writes for the same record (the client's run_id and the write time aside)."""
+    import json
+
+    from mgimm_core.output.schema import RegionRecord
+    from mgimm_core.service.handlers import region_entry
+
+    record = RegionRecord(scene="/data/s.tif", region_id="7", geometry=None, crs=None, description="a red car",
+                          attributes={"name": "car", "color": "red", "speed": "fast"},
+                          properties={"description": "mine", "area": 3.5, "Name": "x"}, valid_fraction=0.5,
+                          gsd_m=float("inf"), model="tiny", prompt="Describe.", guide_objects=2, guide_objects_left=1)
+    entry = json.loads(json.dumps(region_entry(record, RegionSchema()), allow_nan=False))
+    assert entry["id"] == "7" and entry["description"] == "a red car" and entry["gsd_m"] is None   # protocol 1 fields
+    values = plugin_fields().feature_values(entry, scene="elsewhere", run_id="qgis")
+    expected = RegionSchema().row(record, run_id="qgis")
+    expected["gsd_m"] = None                                     # JSON holds no infinity
+    assert set(plugin_fields().FIELD_NAMES) <= set(values)
+    assert values.pop("created") and expected.pop("created")
+    assert values == expected

@@ -90,6 +90,45 @@ def test_describe_lonlat_polygon_on_utm_raster(service, make_raster, tmp_path):
     assert written["a"] is None and "outside" in written["b"]
 
 
+def test_describe_answers_each_region_as_the_row_its_output_gets(service, make_raster, tmp_path):
+    """One row across the process boundary: each entry's `row` is the region's row of the regions
+    layer, as the files job writes it to `output` (one builder, one schema; run_id and the write
+    time are the writer's), input attributes under their column names; the protocol 1 fields repeat it."""
+    raster = make_raster(crs=UTM)
+    out = tmp_path / "rows.gpkg"
+    result = service.handle("describe", {
+        "raster": raster, "crs": "EPSG:4326", "output": str(out), "thumbnail": False,
+        "regions": [{"id": "a", "wkt": INSIDE, "properties": {"description": "mine", "n": 2}},
+                    {"id": "b", "wkt": OUTSIDE}, {"id": "c", "wkt": "POLYGON ((1 2"}]})
+    written = pyogrio.read_dataframe(out, layer="regions", read_geometry=False)
+    assert len(written) == 2                                      # the unreadable region is answered only
+    for entry in result["regions"]:
+        row = entry["row"]
+        assert row["region_id"] == entry["id"] and "run_id" not in row
+        assert all(row[name] == entry[name] for name in ("description", "scene", "model", "error", "error_code"))
+        if entry["id"] == "c":
+            assert row["error_code"] == "aoi_error" and row["scene"] == raster
+            continue
+        (mine,) = written[written["region_id"] == entry["id"]].to_dict("records")
+        for name, value in row.items():
+            if name != "created":
+                assert mine[name] == pytest.approx(value) if isinstance(value, float) else (
+                    mine[name] == value or value is None and mine[name] != mine[name]), name   # NaN: a null there
+    a = next(e for e in result["regions"] if e["id"] == "a")
+    assert a["row"]["in_description"] == "mine" and a["row"]["n"] == 2 and a["properties"]["description"] == "mine"
+
+
+def test_describe_resume_answers_every_region_and_replaces_its_row(service, make_raster, tmp_path):
+    """A describe request's regions are all described and answered; resume replaces their rows."""
+    raster, out = make_raster(crs=UTM), tmp_path / "again.gpkg"
+    params = {"raster": raster, "output": str(out), "mode": "resume", "thumbnail": False,
+              "regions": [{"id": "a", "wkt": INSIDE}]}
+    for _ in range(2):
+        (entry,) = service.handle("describe", params)["regions"]
+        assert entry["id"] == "a" and entry["row"]["region_id"] == "a"
+    assert len(pyogrio.read_dataframe(out, layer="regions", read_geometry=False)) == 1
+
+
 def test_describe_raster_b64_chip(service, make_raster):
     raster = make_raster(crs=UTM)
     with open(raster, "rb") as handle:

@@ -17,12 +17,12 @@ import binascii
 import contextlib
 import itertools
 import logging
+import math
 import os
 import threading
 import time
 from typing import TYPE_CHECKING, Callable
 
-import numpy as np
 import shapely
 
 from mgimm_core import __version__
@@ -31,12 +31,12 @@ from mgimm_core.endpoint import is_endpoint_url, open_endpoint_engine
 from mgimm_core.engines.local import LocalEngine
 from mgimm_core.errors import AOIError, CRSError, MGIMMError, OptionsError
 from mgimm_core.guides import DEFAULT_MAX_GUIDES
-from mgimm_core.jobs import AOISource, FilesJob, run_files_job, scene_warnings
+from mgimm_core.jobs import AOISource, FilesJob, run_files_job
 from mgimm_core.model_dir import ModelDirectory
-from mgimm_core.output import ObjectRecord, RegionRecord, RunInfo, open_output
-from mgimm_core.output.schema import ObjectSchema
+from mgimm_core.output import RegionRecord
+from mgimm_core.output.schema import ObjectSchema, RegionSchema
 from mgimm_core.output.writer import FORMATS
-from mgimm_core.pipeline import DescribeOptions, Outcome, TileOptions, attach_guides, region_work
+from mgimm_core.pipeline import DescribeOptions, Outcome, TileOptions, region_work
 from mgimm_core.regions import AOIFeature, check_unique_ids, read_aoi
 from mgimm_core.scene import Scene, normalise_scene_path
 
@@ -331,8 +331,8 @@ def _region_chips(params: dict, features: list[AOIFeature], stack: contextlib.Ex
     return chips
 
 
-def _features(params: dict) -> tuple[list[AOIFeature], list[dict]]:
-    """AOI features from `regions` (WKT in `crs`), and error entries for regions that cannot be read."""
+def _features(params: dict) -> tuple[list[AOIFeature], list[tuple[str, dict, str]]]:
+    """AOI features from `regions` (WKT in `crs`), and (id, properties, why) of the regions that cannot be read."""
     regions = param(params, "regions", list, allow_none=False)
     if not regions:
         raise ServiceError("bad_request", "'regions' is empty; give at least one "
@@ -340,17 +340,17 @@ def _features(params: dict) -> tuple[list[AOIFeature], list[dict]]:
     if len(regions) > MAX_REGIONS_PER_REQUEST:
         raise ServiceError("bad_request", f"{len(regions)} regions in one request; split them into requests "
                                           f"of at most {MAX_REGIONS_PER_REQUEST} (or use describe_file).")
-    features, errors = [], []
+    features, unread = [], []
     for rid, props, feature, problem in _wkt_features(params, "regions", regions):
         if feature is None:
-            errors.append(_entry(rid, props, error=problem, error_code=AOIError.code))
+            unread.append((rid, props, problem or f"region {rid!r} cannot be read."))
         else:
             features.append(feature)
     try:
         check_unique_ids(features, "the request's regions")
     except AOIError as exc:
         raise ServiceError("bad_request", str(exc)) from None
-    return features, errors
+    return features, unread
 
 
 def _wkt_features(params: dict, key: str, items: list):
@@ -379,21 +379,16 @@ def _wkt_features(params: dict, key: str, items: list):
         yield rid, props, feature, None
 
 
-def _guide_features(service: Service, params: dict) -> list[AOIFeature] | None:
-    """The request's guide objects: the polygon layer file `guide` (+ `guide_layer`, the same file
-    checks as describe_file's) and/or inline `guides` (WKT in `crs`, like regions); None: unguided."""
-    path = param(params, "guide", str, None)
+def _inline_guides(params: dict) -> list[AOIFeature] | None:
+    """The request's inline `guides` (WKT in `crs`, like regions); None when it sends none."""
     inline = param(params, "guides", list, None)
-    if path is None and inline is None:
+    if inline is None:
         return None
     features: list[AOIFeature] = []
-    if path is not None:
-        features = read_aoi(service.existing_aoi(path), layer=param(params, "guide_layer", str, None))
-    if inline is not None:
-        for rid, _, feature, problem in _wkt_features(params, "guides", inline):
-            if feature is None:
-                raise ServiceError("bad_request", problem or f"guide object {rid!r} cannot be read.")
-            features.append(feature)
+    for rid, _, feature, problem in _wkt_features(params, "guides", inline):
+        if feature is None:
+            raise ServiceError("bad_request", problem or f"guide object {rid!r} cannot be read.")
+        features.append(feature)
     if len(features) > MAX_GUIDES_PER_REQUEST:
         raise ServiceError("bad_request", f"{len(features)} guide objects in one request; send only those near "
                                           f"the regions (at most {MAX_GUIDES_PER_REQUEST}).")
@@ -404,40 +399,53 @@ def _guide_features(service: Service, params: dict) -> list[AOIFeature] | None:
     return features
 
 
-def _entry(rid: str, properties: dict, *, error: str | None = None, **fields) -> dict:
-    entry = {"id": rid, "description": None, "attributes": {}, "attribute_text": None,
-             "valid_fraction": None, "gsd_m": None, "scene": None, "model": None, "error": error,
-             "error_code": None, "thumbnail_png_b64": None, "properties": properties}
-    entry.update(fields)
-    return entry
+#: The entry fields of protocol 1 that repeat the row's (kept for clients reading them; `row` is the row).
+_ROW_FIELDS = ("description", "valid_fraction", "gsd_m", "scene", "model", "error", "error_code")
 
 
-def outcome_entry(outcome: Outcome, thumbnail: bool, objects: ObjectSchema | None = None) -> dict:
+def region_entry(record: RegionRecord, schema: RegionSchema, *, attribute_text: str | None = None,
+                 thumbnail_png_b64: str | None = None, **extra) -> dict:
+    """A region's result entry: `row`, the region's row of the `regions` layer as the core writes it
+    (`wire_row`), plus what an interactive client also shows (`attributes` as the model answered
+    them, `attribute_text`, the chip as `thumbnail_png_b64`, the request's `properties`) and the
+    protocol 1 fields, each the row's value."""
+    row = wire_row(record, schema)
+    return {"id": row["region_id"], **{name: row.get(name) for name in _ROW_FIELDS},
+            "attributes": dict(record.attributes), "attribute_text": attribute_text,
+            "thumbnail_png_b64": thumbnail_png_b64, "properties": dict(record.properties), "row": row, **extra}
+
+
+def outcome_entry(outcome: Outcome, thumbnail: bool, objects: ObjectSchema | None = None,
+                  schema: RegionSchema | None = None) -> dict:
     """A region's outcome as the protocol's result entry (with the chip as a thumbnail if asked).
     objects: a guided request's objects schema; the entry then holds its guide objects as rows of
-    the `objects` layer (`object_row`) and the guide_objects / guide_objects_left counts."""
+    the `objects` layer (`wire_row` with their geometry) and the guide_objects / guide_objects_left counts.
+    schema: the request's regions schema (its input columns fixed across the request's rows)."""
     rec = outcome.record
     assert isinstance(rec, RegionRecord)      # a describe request has regions, never tiles
-    gsd = rec.gsd_m if rec.gsd_m is None or np.isfinite(rec.gsd_m) else None
     chip = outcome.chip
     png = (thumbnail_png_b64(chip.image, chip.mask) if thumbnail and chip is not None else None)
     guided = {} if objects is None else {
         "guide_objects": rec.guide_objects, "guide_objects_left": rec.guide_objects_left,
-        "objects": [object_row(o, objects) for o in outcome.objects]}
-    return _entry(rec.region_id, dict(rec.properties), error=rec.error, error_code=rec.error_code,
-                  description=rec.description, attributes=dict(rec.attributes),
-                  attribute_text=outcome.attribute_text, valid_fraction=rec.valid_fraction, gsd_m=gsd,
-                  scene=rec.scene, model=rec.model, thumbnail_png_b64=png, **guided)
+        "objects": [wire_row(o, objects, geometry=True) for o in outcome.objects]}
+    return region_entry(rec, schema or RegionSchema(), attribute_text=outcome.attribute_text,
+                        thumbnail_png_b64=png, **guided)
 
 
-def object_row(record: ObjectRecord, schema: ObjectSchema) -> dict:
-    """A guide object as the row the `objects` layer gets (ObjectSchema: attributes, attribute_text,
-    parent_layer/parent_id, the guide's own attributes under their column names), plus its geometry
-    as `wkt` in `crs` (the guide's own CRS: the request's `crs` for inline guides)."""
+def wire_row(record: RegionRecord, schema: RegionSchema, *, geometry: bool = False) -> dict:
+    """The one serialisation of a core row for the protocol: the row `schema` writes for `record`
+    (ObjectSchema: a guide object's row of the `objects` layer, RegionSchema: a region's of the
+    `regions` layer), without `run_id` (the client's own run), numbers that JSON cannot hold as
+    null; with geometry, the record's geometry as `wkt` in `crs` (its own CRS)."""
     row = schema.row(record, run_id="")
     row.pop("run_id")
-    row["wkt"] = shapely.to_wkt(record.geometry, rounding_precision=-1) if record.geometry is not None else None
-    row["crs"] = _crs_text(record.crs)
+    for name, value in row.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            row[name] = None
+    if geometry:
+        row["wkt"] = (shapely.to_wkt(record.geometry, rounding_precision=-1) if record.geometry is not None
+                      else None)
+        row["crs"] = _crs_text(record.crs)
     return row
 
 
@@ -452,87 +460,86 @@ def _crs_text(crs) -> str | None:
     return f"{authority[0]}:{authority[1]}" if authority else crs.to_wkt()
 
 
-def _describe_options(params: dict, **extra) -> DescribeOptions:
+def request_job(service: Service, params: dict, *, scenes: tuple[str, ...], output_required: bool,
+                mode: str, **fields) -> FilesJob:
+    """A request's params -> the files job (the worker/server's counterpart of the CLI's options ->
+    FilesJob in batch/describe.py): output, mode, bands, nodata, the guide layer file and the
+    describe options, parsed and checked once for `describe` and `describe_file`; `fields` are the
+    job's other fields as the request type gives them (its AOI or inline regions, tiles...)."""
+    guide = param(params, "guide", str, None)
+    output = param(params, "output", str, allow_none=False) if output_required else param(params, "output", str, None)
     try:
         batch_size = param(params, "batch_size", int, None)
         if batch_size is not None:
             batch_size = int_param(params, "batch_size", None, 1, 256)
-        return DescribeOptions(batch_size=batch_size,
-                               prompt=param(params, "prompt", str, None),
-                               attributes=param(params, "attributes", bool, True, allow_none=False),
-                               max_guides=int_param(params, "max_guides", DEFAULT_MAX_GUIDES, 1,
-                                                    MAX_GUIDES_PER_REGION), **extra)
+        options = DescribeOptions(batch_size=batch_size, prompt=param(params, "prompt", str, None),
+                                  attributes=param(params, "attributes", bool, True, allow_none=False),
+                                  max_guides=int_param(params, "max_guides", DEFAULT_MAX_GUIDES, 1,
+                                                       MAX_GUIDES_PER_REGION),
+                                  tiles=fields.pop("tiles", None))
+        job = FilesJob(scenes=scenes, output=None if output is None else service.check_path(output, "output"),
+                       mode=param(params, "mode", str, mode, allow_none=False),
+                       bands=bands_param(params), nodata=param(params, "nodata", float, None),
+                       guide=None if guide is None else AOISource(service.existing_aoi(guide),
+                                                                  layer=param(params, "guide_layer", str, None)),
+                       options=options, **fields)
     except OptionsError as exc:
         raise ServiceError("bad_request", str(exc)) from None
+    return job
 
 
 def handle_describe(service: Service, params: dict, progress: Progress, cancelled: Cancelled) -> dict:
-    """Describe the drawn regions of one raster; per-region failures are entries with `error` set."""
+    """Describe the drawn regions of one raster; per-region failures are entries with `error` set.
+    The files job describes them (and writes them to `output` when asked); each outcome becomes
+    its entry with the region's row (`outcome_entry`)."""
     started = time.perf_counter()
-    bands = bands_param(params)
-    nodata = param(params, "nodata", float, None)
     max_new_tokens = int_param(params, "max_new_tokens", service.max_new_tokens, 1, MAX_NEW_TOKENS_LIMIT)
-    options = _describe_options(params)
     thumbnail = param(params, "thumbnail", bool, True, allow_none=False)
-    output = param(params, "output", str, None)
-    layer = param(params, "layer", str, "regions", allow_none=False)
-    mode = param(params, "mode", str, "append", allow_none=False)
     source_scale = param(params, "chip_scale", float, 1.0, allow_none=False)
     if not 0 < source_scale < 1e6:
         raise ServiceError("bad_request", f"parameter 'chip_scale' = {source_scale}: give the raster's pixels "
                                           f"per chip pixel (1 for a chip at the raster's resolution).")
-    if output is not None:
-        output = service.check_path(output, "output")
-    features, entries = _features(params)
-    guides = _guide_features(service, params)
-    objects_schema = None if guides is None else ObjectSchema()
-    if guides is not None:
-        entries = [dict(e, guide_objects=None, guide_objects_left=None, objects=[]) for e in entries]
-
+    features, unread = _features(params)
+    inline_guides = _inline_guides(params)
+    bands, nodata = bands_param(params), param(params, "nodata", float, None)
+    engine = service.engine
     with contextlib.ExitStack() as stack:
         chips = _region_chips(params, features, stack, bands, nodata)
-        if chips is None:
+        if chips is None:      # one raster for every region
             scene, scene_name, memfile = _open_request_scene(service, params, bands, nodata)
             stack.callback(scene.close)
             if memfile is not None:
                 stack.callback(memfile.close)
-            scales = [(scene, source_scale)]
-            work = region_work([scene], features, service.engine.model.chip)
-        else:
+            scenes, scales, work = [scene], [source_scale], None
+            bounds = scene.bounds
+        else:                  # each region on its own chip (the plugin's server mode), in one batch
             scene_name = param(params, "raster_name", str, None) or "raster_b64"
-            scales = list(chips.values())
-            work = itertools.chain.from_iterable(region_work([chips[str(f.id)][0]], [f], service.engine.model.chip)
+            scenes, scales = [c for c, _ in chips.values()], [scale for _, scale in chips.values()]
+            work = itertools.chain.from_iterable(region_work([chips[str(f.id)][0]], [f], engine.model.chip)
                                                  for f in features)
-        engine = service.engine
+        job = request_job(service, params, scenes=(scene_name,), output_required=False, mode="append",
+                          regions=tuple(features), regions_layer=param(params, "layer", str, "regions",
+                                                                       allow_none=False),
+                          guides=None if inline_guides is None else tuple(inline_guides))
+        guided = job.guide is not None or job.guides is not None
+        objects_schema = ObjectSchema() if guided else None
+        schema = RegionSchema()
+        no_guides: dict = {"guide_objects": None, "guide_objects_left": None, "objects": []} if guided else {}
+        entries = [{**region_entry(RegionRecord(scene=scene_name, region_id=rid, geometry=None, crs=None,
+                                                properties=props, error=problem, error_code=AOIError.code), schema),
+                    **no_guides} for rid, props, problem in unread]
+        total = len(features) + len(entries)
         progress(0.0, "loading the model")
         describer = service.describer(max_new_tokens)
-        # the files job's warning: a raster whose pixels are far from what the model was trained on
-        # (a chip decimated from a raster is judged by the raster's pixels: chip_scale)
-        warnings: list[str] = []
-        for chip_scene, scale in scales:
-            warnings += [w for w in scene_warnings([chip_scene], engine.model.card, source_pixels_per_pixel=scale)
-                         if w not in warnings]
-        total = len(features) + len(entries)
-        writer = None
-        if output is not None:
-            run = RunInfo(model_id=engine.model_id, model_sha256=engine.model.sha256,
-                          parameters={"request": "describe", "raster": scene_name, "bands": bands,
-                                      "max_new_tokens": max_new_tokens, "guided": guides is not None,
-                                      "region_as": engine.model.family.check_region_as(engine.load.region_as),
-                                      **({"warnings": warnings} if warnings else {}), **options.parameters()})
-            writer = stack.enter_context(open_output(output, mode=mode, run=run, regions_layer=layer))
-        if guides is not None:
-            work = attach_guides(work, guides, options.max_guides)
-        for outcomes in engine.outcomes(work, options, should_cancel=cancelled):
-            if writer is not None:    # one transaction: the rows with their guide objects
-                writer.write_regions([o.record for o in outcomes], [obj for o in outcomes for obj in o.objects])
-            entries.extend(outcome_entry(o, thumbnail, objects_schema) for o in outcomes)
+
+        def on_outcomes(outcomes: list[Outcome]) -> None:
+            entries.extend(outcome_entry(o, thumbnail, objects_schema, schema) for o in outcomes)
             progress(len(entries) / total, f"{len(entries)}/{total} regions")
-        if cancelled():
-            if writer is not None:
-                writer.close("cancelled")
-            raise _cancelled_error(len(entries), total, output)
-        bounds = scales[0][0].bounds
+
+        summary = run_files_job(job, engine, on_outcomes=on_outcomes, should_cancel=cancelled, request="describe",
+                                scenes=scenes, source_pixels_per_pixel=scales, work=work)
+    if summary["cancelled"]:
+        raise _cancelled_error(len(entries), total, job.output)
     if entries and all(e["error_code"] == "region_outside" for e in entries):
         where = (f"raster {scene_name} (raster bounds {tuple(round(v, 6) for v in bounds)} in its CRS)"
                  if chips is None else f"chip of each region of {scene_name}")
@@ -541,7 +548,8 @@ def handle_describe(service: Service, params: dict, progress: Progress, cancelle
     order = {str(r.get("id", i)): i for i, r in enumerate(params["regions"]) if isinstance(r, dict)}
     entries.sort(key=lambda e: order.get(e["id"], 0))
     return {"regions": entries, "model": engine.model_id, "device": str(describer.device),
-            "output": output, "warnings": warnings, "seconds": round(time.perf_counter() - started, 3)}
+            "output": job.output, "warnings": summary.get("warnings", []),
+            "seconds": round(time.perf_counter() - started, 3)}
 
 
 # ================================================================================ describe_file
@@ -564,20 +572,11 @@ def handle_describe_file(service: Service, params: dict, progress: Progress, can
         except OptionsError as exc:
             raise ServiceError("bad_request", str(exc)) from None
     aoi = param(params, "aoi", str, None)
-    guide = param(params, "guide", str, None)
-    try:
-        job = FilesJob(scenes=tuple(service._existing(s, "raster") for s in scenes),
-                       output=service.check_path(param(params, "output", str, allow_none=False), "output"),
-                       mode=param(params, "mode", str, "create", allow_none=False),
-                       aoi=None if aoi is None else AOISource(
-                           service.existing_aoi(aoi), layer=param(params, "layer", str, None),
-                           crs=param(params, "aoi_crs", str, None), buffer=param(params, "buffer", float, None)),
-                       bands=bands_param(params), nodata=param(params, "nodata", float, None),
-                       guide=None if guide is None else AOISource(service.existing_aoi(guide),
-                                                                  layer=param(params, "guide_layer", str, None)),
-                       options=_describe_options(params, tiles=tiles))
-    except OptionsError as exc:
-        raise ServiceError("bad_request", str(exc)) from None
+    job = request_job(service, params, scenes=tuple(service._existing(s, "raster") for s in scenes),
+                      output_required=True, mode="create", tiles=tiles,
+                      aoi=None if aoi is None else AOISource(
+                          service.existing_aoi(aoi), layer=param(params, "layer", str, None),
+                          crs=param(params, "aoi_crs", str, None), buffer=param(params, "buffer", float, None)))
     progress(0.0, "loading the model")
     service.describer(int_param(params, "max_new_tokens", service.max_new_tokens, 1, MAX_NEW_TOKENS_LIMIT))
     unit = job.options.unit
@@ -637,4 +636,4 @@ HANDLERS: dict[str, Callable[[Service, dict, Progress, Cancelled], dict]] = {
 
 __all__ = ["Service", "HANDLERS", "handle_hello", "handle_chip_settings", "handle_describe", "handle_describe_file",
            "handle_models", "handle_diagnostics",
-           "object_row", "outcome_entry"]
+           "outcome_entry", "region_entry", "request_job", "wire_row"]
