@@ -74,13 +74,16 @@ def _chip(geo_scene: Scene, geom_px, crs, transform, *, model_input, context, mi
 
 
 #: Land-cover names as the answers say them (the words the descriptions use).
-COVER_ANSWER_WORDS = {"grass": "grassland", "urban": "urban blocks", "paved": "paved ground", "road": "roads"}
+COVER_ANSWER_WORDS = {"grass": "grassland", "urban": "urban blocks", "paved": "paved ground", "road": "roads",
+                      "mountain": "mountains"}
 
 
 def dominant_cover(scene: SceneSample, window) -> str:
     """The land cover covering most of a window (roads only when nothing else is there), in the
-    descriptions' words."""
+    descriptions' words; "clouds" when thick cloud (world v3) covers most of it."""
     x0, y0, w, h = [int(v) for v in window]
+    if scene.cloud is not None and (scene.cloud[y0:y0 + h, x0:x0 + w] > 0.5).mean() > 0.5:
+        return "clouds"
     counts = np.bincount(scene.landcover.labels[y0:y0 + h, x0:x0 + w].ravel(), minlength=len(LANDCOVER_NAMES))
     if counts.sum() > counts[ROAD]:
         counts[ROAD] = 0

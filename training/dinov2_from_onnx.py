@@ -111,7 +111,7 @@ def dinov2_from_onnx(path: str | Path | None = None, num_heads: int | None = Non
         config.num_attention_heads = num_heads
     model = Dinov2Model(config)
     state = _to_model_names(state, set(model.state_dict()))
-    state.setdefault("embeddings.mask_token", torch.zeros_like(model.embeddings.mask_token))
+    state.setdefault("embeddings.mask_token", torch.zeros(1, config.hidden_size))
     model.load_state_dict(state, strict=True)
     return model.eval()
 
