@@ -101,7 +101,11 @@ def config_from_state(state: dict[str, torch.Tensor]):
 
 
 def dinov2_from_onnx(path: str | Path | None = None, num_heads: int | None = None):
-    """A Dinov2Model (eval mode, float32) with the weights of an ONNX export of one."""
+    """A Dinov2Model (eval mode, float32) with the weights of an ONNX export of one.
+
+    The head count is not in the weights: every DINOv2 size uses 64-wide heads (S 6, B 12, L 16), the
+    default here; give num_heads for other exports. Equal tensors merged by the exporter into one
+    initialiser (untrained zeros and ones) are not split back: loading then names the missing keys."""
     import onnx
     from transformers import Dinov2Model
 
