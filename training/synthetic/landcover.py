@@ -115,7 +115,9 @@ def terrain_elevation(size: int, gsd: float, rng: np.random.Generator, terrain: 
     cells = max(1.0, extent_m / 2500.0)
     relief = TERRAIN_RELIEF_M[terrain] * min(1.0, extent_m / 10000.0) ** 0.7
     ridged = 1.0 - np.abs(fbm((size, size), rng, cells, 6))   # sharp crests, rounded valleys
-    return (relief * (ridged - ridged.mean())).astype(np.float32)
+    massifs = fbm((size, size), rng, cells, 6)                # broad highs, so crests are not lone lines
+    elevation = 0.35 * (ridged - ridged.mean()) / (ridged.std() + 1e-6) + 0.65 * massifs
+    return (relief * elevation).astype(np.float32)
 
 
 def build_landcover(size: int, gsd: float, rng: np.random.Generator, terrain: str | None = None) -> LandCover:
@@ -235,7 +237,8 @@ def _mountains(lc: LandCover, gsd: float, rng: np.random.Generator) -> None:
     gy, gx = np.gradient(elev)
     slope = np.hypot(gx, gy) / gsd                       # rise per metre
     high = elev > np.quantile(elev, rng.uniform(0.45, 0.7))
-    rock = high & ((slope > 0.7) | (elev > np.quantile(elev, rng.uniform(0.9, 0.97))))
+    # rock on the crests and on cliffs: a slope-only band would ring every massif in bright lines
+    rock = high & ((slope > 1.5) | (elev > np.quantile(elev, rng.uniform(0.88, 0.96))))
     land = ~np.isin(lc.labels, (SEA, LAKE, RIVER, ROAD))
     lc.labels[land & high & ~rock & (lc.labels != URBAN)] = FOREST
     lc.labels[land & rock] = MOUNTAIN

@@ -122,7 +122,7 @@ def finish(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 _FOREST_V3 = (np.array((24, 40, 26), np.float32), np.array((66, 94, 50), np.float32))
 _URBAN_COARSE = np.array((128, 116, 120), np.float32)   # roofs, streets and gardens mixed in one pixel
-_ROCK = np.array((138, 130, 118), np.float32)
+_ROCK = np.array((118, 112, 102), np.float32)
 _SNOW = np.array((236, 238, 242), np.float32)
 
 
