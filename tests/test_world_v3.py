@@ -131,3 +131,38 @@ def test_gsd_prompt_is_saved_only_when_set_so_old_processors_load_without_it(tin
     processor.gsd_prompt = True
     processor.save_pretrained(tmp_path / "new")
     assert MGIMMProcessor.from_pretrained(tmp_path / "new").gsd_prompt is True
+
+
+def test_describe_puts_each_regions_gsd_in_the_questions_of_a_gsd_trained_model(tiny_model_dir, tmp_path):
+    """End to end through `mgimm_core.describe`: the geo core's chip GSD reaches the question."""
+    import shutil
+
+    import mgimm_core
+    from mgimm_core.model.processing_mgimm import MGIMMProcessor
+    from training.synthetic.demo_inputs import write_demo_inputs
+
+    model_dir = tmp_path / "gsd_model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    processor = MGIMMProcessor.from_pretrained(model_dir)
+    processor.gsd_prompt = True
+    processor.save_pretrained(model_dir)
+    inputs = write_demo_inputs(tmp_path / "inputs", seed=11, size=256, gsd=2.0, objects=2)
+    seen: list[str] = []
+    original = MGIMMProcessor.__call__
+
+    def spy(self, *args, **kwargs):
+        prompts = kwargs["prompts"]
+        seen.extend([prompts] if isinstance(prompts, str) else prompts)
+        return original(self, *args, **kwargs)
+
+    engine = mgimm_core.load_model(str(model_dir), max_new_tokens=3, threads=1)
+    MGIMMProcessor.__call__ = spy          # type: ignore[method-assign]
+    try:
+        frame = mgimm_core.describe(inputs.scene, inputs.aoi, model=engine)
+    finally:
+        MGIMMProcessor.__call__ = original  # type: ignore[method-assign]
+        engine.close()
+    assert seen and all(p.startswith("Pixel size ") for p in seen)
+    # the phrases are those of the rows' own gsd_m (the chip as read: small chips are decimated)
+    assert {p.split(". ")[0] + "." for p in seen} == {gsd_phrase(g) for g in frame["gsd_m"]}
+    assert all(g >= 2.0 for g in frame["gsd_m"])
