@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mgimm_core.errors import MGIMMError, ModelError, UnknownWordsError
-from mgimm_core.prompts import ATTRIBUTE_PROMPT, DESCRIPTION_PROMPT, TEXT_REGION_PROMPTS
+from mgimm_core.prompts import ATTRIBUTE_PROMPT, DESCRIPTION_PROMPT, TEXT_REGION_PROMPTS, with_gsd
 from mgimm_core.vocabulary import NO_OBJECT, NO_OBJECT_VALUE, parse_attributes, says_no_object
 
 if TYPE_CHECKING:
@@ -88,6 +88,7 @@ class Describer:
         self._word_tokens: Any = None      # constrained_mgimm.word_tokens (a tensor), built on first use
         self._sentence_ends: frozenset[int] = frozenset()
         self._checked_prompts: set[str] = set()
+        self._chip_gsd: dict[int, float | None] = {}   # id(chip) -> GSD during a gsd_prompt describe call
         self.model_dir = model_dir
         self.processor = processor
         self.model_id = model_id
@@ -128,7 +129,11 @@ class Describer:
 
     def inputs(self, images, regions, prompts, mode: str) -> dict:
         """The model inputs of one question per chip, on the device; the chips' pixels are left out
-        (their vision features, `patches`, are computed once per chip)."""
+        (their vision features, `patches`, are computed once per chip). For a model trained with the
+        GSD in its questions (processor.gsd_prompt), each chip's question gets its GSD phrase."""
+        if self._chip_gsd:
+            each = [prompts] * len(images) if isinstance(prompts, str) else list(prompts)
+            prompts = [with_gsd(p, self._chip_gsd.get(id(image))) for p, image in zip(each, images)]
         batch = self.processor(images, boxes=[np.asarray([b for b, _ in r], dtype=np.float32).reshape(-1, 4)
                                               for r in regions],
                                masks=[[m for _, m in r] for r in regions], prompts=prompts, mode=mode)
@@ -276,7 +281,7 @@ class Describer:
     def describe(self, images: list[np.ndarray], boxes: list[tuple], masks: list[np.ndarray | None], *,
                  attributes: bool = True, description: bool = True, prompt: str | None = None,
                  guides: list[list] | None = None, guides_left: list[int] | None = None,
-                 strict: bool = False) -> list[RegionText]:
+                 strict: bool = False, gsds: list[float | None] | None = None) -> list[RegionText]:
         """Answer the attribute question (region tokens only, as trained in stage 1) and the
         description question (global + region tokens, stage 2) for each chip, by running `steps`
         on one `DescribeState`.
@@ -290,12 +295,25 @@ class Describer:
         question, so the description agrees with them (and, with `agree`, mgimm_core/agreeing.py
         holds it to them). guides_left (guide objects inside beyond those given) is accepted for
         the callers' protocol; counts are the model's own, so it is not used. The vision tower
-        runs once per chip for every question."""
+        runs once per chip for every question. gsds: per chip its GSD in metres (`RegionChip.gsd_m`),
+        put before every question about the chip for a model trained so (processor.gsd_prompt),
+        ignored otherwise."""
+        if not images:
+            return []
+        if gsds is not None and getattr(self.processor, "gsd_prompt", False):
+            # every question about a chip (steps, guide checks, agreement) is asked with the chip's array
+            self._chip_gsd = {id(image): gsd for image, gsd in zip(images, gsds)}
+            try:
+                return self._describe(images, boxes, masks, attributes, description, prompt, guides, strict)
+            finally:
+                self._chip_gsd = {}
+        return self._describe(images, boxes, masks, attributes, description, prompt, guides, strict)
+
+    def _describe(self, images, boxes, masks, attributes: bool, description: bool, prompt: str | None,
+                  guides: list[list] | None, strict: bool) -> list[RegionText]:
         from mgimm_core.steps import DescribeState
 
         results = [RegionText() for _ in images]
-        if not images:
-            return results
         self.check_prompt(prompt, strict)
         questions = self.questions
         state = DescribeState(images=images, regions=[[(box, mask)] for box, mask in zip(boxes, masks)],

@@ -317,7 +317,7 @@ class RegionModel(Protocol):
 
     def describe(self, images: list, boxes: list, masks: list, *, attributes: bool, description: bool,
                  prompt: str | None, guides: list | None = None, guides_left: list | None = None,
-                 strict: bool = False) -> list: ...
+                 strict: bool = False, gsds: list | None = None) -> list: ...
 
 
 def expected_length(chip: RegionChip) -> float:
@@ -352,7 +352,7 @@ def describe_work(work: Iterable[WorkItem], model: RegionModel, options: Describ
                                guides=[[(g.box, g.mask) for g in item.guides or []] for item, _ in batch]
                                if guided else None,
                                guides_left=[item.guides_left for item, _ in batch] if guided else None,
-                               strict=options.strict)
+                               strict=options.strict, gsds=[chip.gsd_m for _, chip in batch])
         timings.add("model", t)
         timings.counts["described"] += len(batch)
         return [Outcome(build_record(item, model=model.model_id, prompt=prompt, chip=chip, text=text),

@@ -26,6 +26,30 @@ def guided_description_prompt(attribute_answers, prompt: str = DESCRIPTION_PROMP
     return f"{prompt} {GUIDANCE_LEAD} {'; '.join(answers)}." if answers else prompt
 
 
+# The scene's ground sample distance in the question (world-v3 demo models): "Pixel size 0.5 m." before
+# every question, the chip's GSD (`RegionChip.gsd_m`, metres per chip pixel as read) snapped to the
+# nearest of GSD_STEPS_M on a log scale, so a word-level vocabulary knows every value. Models trained
+# with it say so in their processor settings (`gsd_prompt`); others get their questions unchanged.
+GSD_LEAD = "Pixel size"
+GSD_STEPS_M = (0.3, 0.5, 1, 2, 3, 5, 10, 15, 30, 60, 100)
+
+
+def gsd_phrase(gsd_m: float | None) -> str:
+    """"Pixel size 0.5 m." for a GSD in metres (snapped to GSD_STEPS_M); "" when unknown."""
+    import math
+
+    if gsd_m is None or not math.isfinite(gsd_m) or gsd_m <= 0:
+        return ""
+    step = min(GSD_STEPS_M, key=lambda s: abs(math.log(s / gsd_m)))
+    return f"{GSD_LEAD} {step:g} m."
+
+
+def with_gsd(prompt: str, gsd_m: float | None) -> str:
+    """The question preceded by the GSD phrase (unchanged when the GSD is unknown)."""
+    phrase = gsd_phrase(gsd_m)
+    return f"{phrase} {prompt}" if phrase else prompt
+
+
 # LLaVA-family checkpoints (no region module) get the region as box text in `{region}`, the way
 # each was trained (mgimm_core/model/processing_mgimm.py `region_text` writes the box).
 # GeoChat's region-captioning task word and phrasing; LLaVA-1.5's box-in-question form.

@@ -16,7 +16,8 @@ from dataclasses import replace
 
 
 def _preset_arguments(parser) -> None:
-    parser.add_argument("--preset", default="full", help="full (about an hour on 2 CPU cores) or smoke")
+    parser.add_argument("--preset", default="full", help="full (about an hour on 2 CPU cores), v3, v3-dinov2 (world v3: docs/demo_v3.md), "
+                        "finetune or smoke")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a preset field, e.g. --set stage2_steps=500")
 
@@ -32,7 +33,11 @@ def _preset(parser, args):
         if not hasattr(preset, key):
             parser.error(f"--set {item!r}: unknown field {key!r}")
         try:
-            preset = replace(preset, **{key: type(getattr(preset, key))(value)})
+            kind = type(getattr(preset, key))
+            if kind is bool and value.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(value)
+            parsed = value.lower() in ("true", "1") if kind is bool else kind(value)
+            preset = replace(preset, **{key: parsed})
         except ValueError:
             parser.error(f"--set {item!r}: {key} must be a {type(getattr(preset, key)).__name__}")
     return preset

@@ -17,11 +17,12 @@ from rasterio.io import MemoryFile
 from shapely.geometry import box as shapely_box
 
 from mgimm_core.guides import DEFAULT_MAX_GUIDES, GuideIndex, guides_on_chip
-from mgimm_core.prompts import ATTRIBUTE_PROMPT, guided_description_prompt
+from mgimm_core.prompts import ATTRIBUTE_PROMPT, guided_description_prompt, with_gsd
 from mgimm_core.regions import AOIFeature, ChipSettings, prepare_region
 from mgimm_core.scene import Scene
 from mgimm_core.vocabulary import attribute_phrase, no_object_answer
 from training.synthetic import SceneSample, describe_tile, generate_scene
+from training.synthetic.scene import generate_scene_v3
 from training.synthetic.landcover import LANDCOVER_NAMES, ROAD
 
 REGION_ATTRIBUTES = ("name", "color", "shape", "size", "orientation")
@@ -55,32 +56,37 @@ def _pixels_to_crs(geom: shapely.Geometry, transform) -> shapely.Geometry:
 
 def _open_in_memory(scene: SceneSample, memfile: MemoryFile) -> Scene:
     h, w = scene.size
-    with memfile.open(driver="GTiff", width=w, height=h, count=3, dtype="uint8", crs=scene.crs,
+    gray = scene.bands == "gray"     # one band, read by the geo core as a user's grayscale file is
+    with memfile.open(driver="GTiff", width=w, height=h, count=1 if gray else 3, dtype="uint8", crs=scene.crs,
                       transform=scene.transform, tiled=True, blockxsize=256, blockysize=256) as dst:
-        dst.write(np.moveaxis(scene.image, -1, 0))
-        dst.colorinterp = [rasterio.enums.ColorInterp.red, rasterio.enums.ColorInterp.green,
-                           rasterio.enums.ColorInterp.blue]
+        dst.write(np.moveaxis(scene.image[..., :1] if gray else scene.image, -1, 0))
+        dst.colorinterp = [rasterio.enums.ColorInterp.gray] if gray else [
+            rasterio.enums.ColorInterp.red, rasterio.enums.ColorInterp.green, rasterio.enums.ColorInterp.blue]
     return Scene.open(memfile.name)
 
 
 def _chip(geo_scene: Scene, geom_px, crs, transform, *, model_input, context, min_window, guides=None):
-    """(image, box, mask[, guides on the chip]) of a region given in scene pixels, cut by the geo
-    core as `describe` cuts an AOI; with a GuideIndex, the guide objects inside it (largest first)."""
+    """(image, box, mask, guides on the chip, chip GSD in metres) of a region given in scene pixels, cut
+    by the geo core as `describe` cuts an AOI; with a GuideIndex, the guide objects inside it (largest
+    first), else []."""
     feature = AOIFeature(id="0", geometry=_pixels_to_crs(geom_px, transform), crs=crs)
     chip = prepare_region(geo_scene, feature, ChipSettings(input_size=model_input, context=context,
                                                            min_window=min_window))
     found = guides_on_chip(guides, chip.placement, geom_px, DEFAULT_MAX_GUIDES)[0] if guides else []
-    return chip.image, tuple(float(v) for v in chip.box), chip.mask, found
+    return chip.image, tuple(float(v) for v in chip.box), chip.mask, found, chip.gsd_m
 
 
 #: Land-cover names as the answers say them (the words the descriptions use).
-COVER_ANSWER_WORDS = {"grass": "grassland", "urban": "urban blocks", "paved": "paved ground", "road": "roads"}
+COVER_ANSWER_WORDS = {"grass": "grassland", "urban": "urban blocks", "paved": "paved ground", "road": "roads",
+                      "mountain": "mountains"}
 
 
 def dominant_cover(scene: SceneSample, window) -> str:
     """The land cover covering most of a window (roads only when nothing else is there), in the
-    descriptions' words."""
+    descriptions' words; "clouds" when thick cloud (world v3) covers most of it."""
     x0, y0, w, h = [int(v) for v in window]
+    if scene.cloud is not None and (scene.cloud[y0:y0 + h, x0:x0 + w] > 0.5).mean() > 0.5:
+        return "clouds"
     counts = np.bincount(scene.landcover.labels[y0:y0 + h, x0:x0 + w].ravel(), minlength=len(LANDCOVER_NAMES))
     if counts.sum() > counts[ROAD]:
         counts[ROAD] = 0
@@ -108,7 +114,7 @@ def window_answer(scene: SceneSample, window) -> tuple[str, dict | None]:
 def scene_samples(scene: SceneSample, rng: np.random.Generator, *, model_input: int,
                   descriptions: int, object_descriptions: int = 0, max_per_class: int = 6,
                   min_window: int = 48, region_side: tuple[int, int] = (96, 320),
-                  no_object_regions: int = 0) -> list[ChipSample]:
+                  no_object_regions: int = 0, gsd_prompt: bool = False) -> list[ChipSample]:
     """Region samples (one per object, classes capped per scene) and description samples.
 
     descriptions: how many random square regions (side drawn from `region_side`, scene pixels) to
@@ -123,7 +129,13 @@ def scene_samples(scene: SceneSample, rng: np.random.Generator, *, model_input: 
     every description question carries the attribute answers it must agree with
     (`guided_description_prompt`): the region's own, or, for half of the squares (the paper's
     multi-region mode), those of the square's objects, which are then region prompts too.
+    gsd_prompt: every question begins with the chip's GSD (`with_gsd`), as `describe` asks a model
+    whose processor has gsd_prompt.
     """
+
+    def ask(question: str, gsd: float) -> str:
+        return with_gsd(question, gsd) if gsd_prompt else question
+
     crs = pyproj.CRS.from_user_input(scene.crs)
     samples: list[ChipSample] = []
     with MemoryFile() as memfile, _open_in_memory(scene, memfile) as geo_scene:
@@ -133,11 +145,11 @@ def scene_samples(scene: SceneSample, rng: np.random.Generator, *, model_input: 
             if per_class.get(obj.name, 0) >= max_per_class:
                 continue
             per_class[obj.name] = per_class.get(obj.name, 0) + 1
-            image, box, mask, _ = _chip(geo_scene, obj.footprint, crs, scene.transform,
+            image, box, mask, _, gsd = _chip(geo_scene, obj.footprint, crs, scene.transform,
                                         model_input=model_input, context=float(rng.uniform(0.1, 0.8)),
                                         min_window=min_window)
             answer, attrs = region_answer(obj)
-            samples.append(ChipSample(image, box, mask, ATTRIBUTE_PROMPT, answer, "region", attrs))
+            samples.append(ChipSample(image, box, mask, ask(ATTRIBUTE_PROMPT, gsd), answer, "region", attrs))
         h, w = scene.size
         guides = GuideIndex.build(geo_scene, [
             AOIFeature(id=str(i), geometry=_pixels_to_crs(o.footprint, scene.transform), crs=crs)
@@ -149,31 +161,31 @@ def scene_samples(scene: SceneSample, rng: np.random.Generator, *, model_input: 
             window = (x0, y0, side, side)
             text = describe_tile(scene, window, rng)
             guided = bool(guides) and rng.random() < 0.5
-            image, box, mask, found = _chip(geo_scene, shapely_box(x0, y0, x0 + side, y0 + side), crs,
+            image, box, mask, found, gsd = _chip(geo_scene, shapely_box(x0, y0, x0 + side, y0 + side), crs,
                                             scene.transform, model_input=model_input,
                                             context=float(rng.uniform(0.05, 0.3)), min_window=min_window,
                                             guides=guides if guided else None)
             answer, attrs = window_answer(scene, window)
-            samples.append(ChipSample(image, box, mask, ATTRIBUTE_PROMPT, answer, "region", attrs))
+            samples.append(ChipSample(image, box, mask, ask(ATTRIBUTE_PROMPT, gsd), answer, "region", attrs))
             if guided and found:
                 # the paper's multi-region mode: the square's objects as region prompts, each
                 # with its attributes in the question
                 guide_attrs = [region_answer(by_id[g.id])[1] for g in found]
                 prompt = guided_description_prompt([attribute_phrase(a) for a in guide_attrs])
-                samples.append(ChipSample(image, box, mask, prompt, text, "description", None,
+                samples.append(ChipSample(image, box, mask, ask(prompt, gsd), text, "description", None,
                                           [(g.box, g.mask) for g in found], guide_attrs))
             else:
-                samples.append(ChipSample(image, box, mask, guided_description_prompt([answer]), text,
+                samples.append(ChipSample(image, box, mask, ask(guided_description_prompt([answer]), gsd), text,
                                           "description", None))
         for _ in range(no_object_regions):
             window = _empty_window(scene, rng, region_side)
             if window is None:
                 break
             x0, y0, side, _ = window
-            image, box, mask, _ = _chip(geo_scene, shapely_box(x0, y0, x0 + side, y0 + side), crs,
+            image, box, mask, _, gsd = _chip(geo_scene, shapely_box(x0, y0, x0 + side, y0 + side), crs,
                                         scene.transform, model_input=model_input,
                                         context=float(rng.uniform(0.05, 0.3)), min_window=min_window)
-            samples.append(ChipSample(image, box, mask, ATTRIBUTE_PROMPT,
+            samples.append(ChipSample(image, box, mask, ask(ATTRIBUTE_PROMPT, gsd),
                                       no_object_answer(dominant_cover(scene, window)), "region", None))
         count = min(object_descriptions, len(scene.objects))
         for index in rng.choice(len(scene.objects), size=count, replace=False) if count else []:
@@ -182,10 +194,10 @@ def scene_samples(scene: SceneSample, rng: np.random.Generator, *, model_input: 
             text = describe_tile(scene, window, rng)
             x0, y0, side, _ = window
             region = obj.footprint if rng.random() < 0.5 else shapely_box(x0, y0, x0 + side, y0 + side)
-            image, box, mask, _ = _chip(geo_scene, region, crs, scene.transform, model_input=model_input,
+            image, box, mask, _, gsd = _chip(geo_scene, region, crs, scene.transform, model_input=model_input,
                                         context=float(rng.uniform(0.1, 0.8)), min_window=min_window)
             answer, attrs = region_answer(obj)
-            samples.append(ChipSample(image, box, mask, guided_description_prompt([answer]), text,
+            samples.append(ChipSample(image, box, mask, ask(guided_description_prompt([answer]), gsd), text,
                                       "description", attrs))
     return samples
 
@@ -219,13 +231,17 @@ def _window_around(bounds, scene_hw, rng: np.random.Generator, min_side: int = 2
 
 def generate_samples(seeds, *, scene_size: int, model_input: int, descriptions_per_scene: int,
                      object_descriptions_per_scene: int = 0, no_object_regions_per_scene: int = 0,
-                     gsd: float = 0.5) -> list[ChipSample]:
-    """Samples from the scenes of `seeds` (deterministic: sample draws are seeded per scene)."""
+                     gsd: float = 0.5, world: int = 2, gsd_prompt: bool = False) -> list[ChipSample]:
+    """Samples from the scenes of `seeds` (deterministic: sample draws are seeded per scene).
+
+    world: 2, scenes at `gsd` (the shipped demo model's world); 3, world-v3 scenes, each at the GSD
+    and look its seed draws (`generate_scene_v3`). gsd_prompt: questions carry the chip's GSD."""
     out: list[ChipSample] = []
     for seed in seeds:
-        scene = generate_scene(int(seed), size=scene_size, gsd=gsd)
+        scene = generate_scene_v3(int(seed), scene_size) if world == 3 else generate_scene(int(seed), size=scene_size,
+                                                                                           gsd=gsd)
         rng = np.random.default_rng([int(seed), 7])
         out.extend(scene_samples(scene, rng, model_input=model_input, descriptions=descriptions_per_scene,
                                  object_descriptions=object_descriptions_per_scene,
-                                 no_object_regions=no_object_regions_per_scene))
+                                 no_object_regions=no_object_regions_per_scene, gsd_prompt=gsd_prompt))
     return out

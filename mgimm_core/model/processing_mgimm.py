@@ -115,13 +115,17 @@ class MGIMMProcessor:
                  image_token: str = "<image>", image_token_id: int | None = None,
                  mode: str = "global_region", add_bos: bool = True, word_detokenize: bool = False,
                  cased_words=(), region_prompt: str = "tokens", guided_descriptions: bool = False,
-                 chip_context: float | None = None, chip_min_window: int | None = None):
+                 chip_context: float | None = None, chip_min_window: int | None = None,
+                 gsd_prompt: bool = False):
         """word_detokenize: decoded text comes from a word-level tokenizer (spaces around every
         punctuation mark, lower case) and is rejoined into prose, restoring `cased_words`.
         chip_context, chip_min_window: how the geo core places regions for this model (read by
         mgimm_core/model_dir.py without loading the processor); None: the project's defaults.
         guided_descriptions: the model was trained with the attribute answers in its description
-        question (mgimm_core/prompts.py guided_description_prompt), so the describer passes them."""
+        question (mgimm_core/prompts.py guided_description_prompt), so the describer passes them.
+        gsd_prompt: the model was trained with the chip's GSD in every question (prompts.with_gsd,
+        "Pixel size 0.5 m. ..."), so the describer puts it there; models without the setting get
+        their questions as trained."""
         self.tokenizer = tokenizer
         self.image_size = image_size
         self.image_mean = tuple(image_mean)
@@ -139,6 +143,7 @@ class MGIMMProcessor:
         self.guided_descriptions = bool(guided_descriptions)
         self.chip_context = chip_context
         self.chip_min_window = chip_min_window
+        self.gsd_prompt = bool(gsd_prompt)
         self._detokenize = WordDetokenizer(self.cased_words) if word_detokenize else None
         found = ensure_image_token(tokenizer, image_token)
         if image_token_id is not None and found != image_token_id:
@@ -171,6 +176,8 @@ class MGIMMProcessor:
         )
         settings.update({k: v for k, v in (("chip_context", self.chip_context),
                                           ("chip_min_window", self.chip_min_window)) if v is not None})
+        if self.gsd_prompt:
+            settings["gsd_prompt"] = True
         return settings
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:

@@ -75,9 +75,11 @@ class VLMDescriber:
 
     def describe(self, images: list[np.ndarray], boxes: list, masks: list, *, attributes: bool = True,
                  description: bool = True, prompt: str | None = None, guides: list[list] | None = None,
-                 guides_left: list[int] | None = None, strict: bool = False) -> list[RegionText]:
+                 guides_left: list[int] | None = None, strict: bool = False,
+                 gsds: list | None = None) -> list[RegionText]:
         """The attribute question and the description question for each region; guides: per chip
-        the (box, mask) of guide objects, each answered with its own attribute question."""
+        the (box, mask) of guide objects, each answered with its own attribute question. gsds (the
+        chips' GSDs, for MGIMM models trained with them in the question) is not used by these families."""
         results = [RegionText() for _ in images]
         if not images:
             return results

@@ -29,14 +29,16 @@ OBJECT_FIELDS = ("id", "name", "color", "shape", "size", "orientation", "positio
 
 
 def write_geotiff(scene: SceneSample, path) -> None:
-    """Tiled, deflate-compressed RGB GeoTIFF with the scene's CRS, transform and overviews."""
+    """Tiled, deflate-compressed GeoTIFF with the scene's CRS, transform and overviews: RGB, or one
+    gray band for a grayscale (world-v3 bands="gray") scene, as a panchromatic file is."""
     h, w = scene.size
-    profile = dict(driver="GTiff", width=w, height=h, count=3, dtype="uint8", crs=scene.crs,
+    gray = getattr(scene, "bands", "rgb") == "gray"
+    profile = dict(driver="GTiff", width=w, height=h, count=1 if gray else 3, dtype="uint8", crs=scene.crs,
                    transform=scene.transform, tiled=True, blockxsize=256, blockysize=256,
-                   compress="deflate", photometric="RGB", interleave="pixel")
+                   compress="deflate", interleave="pixel", **({} if gray else {"photometric": "RGB"}))
     with rasterio.open(path, "w", **profile) as dst:
-        dst.write(scene.image.transpose(2, 0, 1))
-        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
+        dst.write(scene.image[..., :1].transpose(2, 0, 1) if gray else scene.image.transpose(2, 0, 1))
+        dst.colorinterp = [ColorInterp.gray] if gray else [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
         dst.update_tags(generator="training.synthetic", seed=str(scene.seed), gsd_m=str(scene.gsd))
         factors = [f for f in (2, 4, 8) if min(h, w) // f >= 64]
         if factors:

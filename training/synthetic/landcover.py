@@ -16,10 +16,12 @@ from shapely.geometry import LineString, Polygon, box
 
 from .noise import box_blur, fbm, jittered_voronoi
 
-SEA, LAKE, RIVER, FOREST, FARMLAND, GRASS, BARE, URBAN, ROAD, PAVED = range(10)
+SEA, LAKE, RIVER, FOREST, FARMLAND, GRASS, BARE, URBAN, ROAD, PAVED, MOUNTAIN = range(11)
 LANDCOVER_NAMES: tuple[str, ...] = (
-    "sea", "lake", "river", "forest", "farmland", "grass", "bare soil", "urban", "road", "paved",
+    "sea", "lake", "river", "forest", "farmland", "grass", "bare soil", "urban", "road", "paved", "mountain",
 )
+#: Relief of the world-v3 terrains: standard deviation of the elevation in metres over a 10 km scene.
+TERRAIN_RELIEF_M = {"plain": 8.0, "hills": 120.0, "mountains": 700.0}
 WATER = (SEA, LAKE, RIVER)
 
 
@@ -30,7 +32,7 @@ class LandCover:
     labels: np.ndarray            # (H, W) uint8, one of the codes above
     parcels: np.ndarray           # (H, W) int32 parcel id
     parcel_border: np.ndarray     # (H, W) float32, distance in pixels to the nearest parcel border
-    elevation: np.ndarray         # (H, W) float32 unit-variance relief used for shading
+    elevation: np.ndarray         # (H, W) float32 relief for shading: unit variance (world v2), metres (v3)
     road_bearing: np.ndarray      # (H, W) float32 compass bearing of the road at road pixels, NaN elsewhere
     rivers: list[LineString] = field(default_factory=list)
     river_widths_px: list[float] = field(default_factory=list)
@@ -38,6 +40,7 @@ class LandCover:
     road_widths_px: list[float] = field(default_factory=list)
     sea_side: str | None = None   # "north", "east", "south" or "west" when the scene has a coast
     street_bearing: float = 0.0   # bearing of the urban street grid
+    terrain: str | None = None    # world v3: "plain", "hills" or "mountains" (None: the v2 world)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -105,9 +108,26 @@ def _burn(shape, geoms_values, dtype="float32", fill=0):
     return rasterize(geoms_values, out_shape=shape, fill=fill, dtype=dtype)
 
 
-def build_landcover(size: int, gsd: float, rng: np.random.Generator) -> LandCover:
-    """Lay out one square scene of `size` pixels at `gsd` metres per pixel."""
+def terrain_elevation(size: int, gsd: float, rng: np.random.Generator, terrain: str) -> np.ndarray:
+    """Elevation in metres: fractal relief with about 2 km features, its spread growing with the scene's
+    extent (a 150 m scene on a mountain is one slope, a 15 km one a range of peaks and valleys)."""
+    extent_m = size * gsd
+    cells = max(1.0, extent_m / 2500.0)
+    relief = TERRAIN_RELIEF_M[terrain] * min(1.0, extent_m / 10000.0) ** 0.7
+    ridged = 1.0 - np.abs(fbm((size, size), rng, cells, 6))   # sharp crests, rounded valleys
+    massifs = fbm((size, size), rng, cells, 6)                # broad highs, so crests are not lone lines
+    elevation = 0.35 * (ridged - ridged.mean()) / (ridged.std() + 1e-6) + 0.65 * massifs
+    return (relief * elevation).astype(np.float32)
+
+
+def build_landcover(size: int, gsd: float, rng: np.random.Generator, terrain: str | None = None) -> LandCover:
+    """Lay out one square scene of `size` pixels at `gsd` metres per pixel.
+
+    terrain: None lays out the world-v2 scene (its pixels unchanged); "plain", "hills" or "mountains"
+    the world-v3 one: relief in metres, mountains (rock, forest, meadows) where the land is high and
+    steep, lakes sized to the scene, and no street grid where streets are narrower than a pixel."""
     shape = (size, size)
+    v3 = terrain is not None
     # Parcels: jittered Voronoi cells computed at reduced resolution, borders bent by noise.
     parcel_px = max(16.0, rng.uniform(70, 160) / gsd)
     factor = 4 if size >= 512 else 2
@@ -140,9 +160,11 @@ def build_landcover(size: int, gsd: float, rng: np.random.Generator) -> LandCove
 
     # Urban street grid, aligned with one scene-wide bearing.
     street_bearing = float(rng.uniform(0, 90))
+    spacing = width = 0.0
     if (labels == URBAN).any():
         spacing = rng.uniform(50, 90) / gsd
         width = rng.uniform(6, 10) / gsd
+    if width >= (1.0 if v3 else 0.0) and (labels == URBAN).any():
         yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
         dx, dy = direction_of(street_bearing)
         along = xx * dx + yy * dy          # constant on streets running across the bearing
@@ -155,15 +177,19 @@ def build_landcover(size: int, gsd: float, rng: np.random.Generator) -> LandCove
         road_bearing[urban & on_b] = street_bearing
         road_bearing[urban & on_a & ~on_b] = (street_bearing + 90.0) % 360.0
 
-    lc = LandCover(labels=labels, parcels=parcels, parcel_border=border,
-                   elevation=fbm(shape, rng, 3, 5), road_bearing=road_bearing,
-                   street_bearing=street_bearing)
+    elevation = terrain_elevation(size, gsd, rng, terrain) if v3 else fbm(shape, rng, 3, 5)
+    lc = LandCover(labels=labels, parcels=parcels, parcel_border=border, elevation=elevation,
+                   road_bearing=road_bearing, street_bearing=street_bearing, terrain=terrain)
+    if terrain == "mountains":
+        _mountains(lc, gsd, rng)
 
     # Main roads crossing the scene.
     n_roads = int(rng.choice([0, 1, 1, 2, 2, 3])) + (1 if urban_frac > 0.3 else 0)
     for _ in range(n_roads):
         line = _road_line(rng, size)
         width = rng.uniform(8, 14) / gsd
+        if v3 and width < 0.7:       # a road much narrower than a pixel leaves no road pixels
+            continue
         segments = [LineString(line.coords[i:i + 2]) for i in range(len(line.coords) - 1)]
         shapes = []
         for seg in segments:
@@ -188,6 +214,8 @@ def build_landcover(size: int, gsd: float, rng: np.random.Generator) -> LandCove
     if rng.random() < 0.25:
         cx, cy = rng.uniform(0.2, 0.8, 2) * size
         radius = rng.uniform(60, 200) / gsd
+        if v3:
+            radius = max(radius, size * rng.uniform(0.06, 0.2))
         yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
         lake = np.hypot(xx - cx, yy - cy) / radius + 0.3 * fbm(shape, rng, 4, 4) < 1.0
         lc.labels[lake] = LAKE
@@ -201,6 +229,21 @@ def build_landcover(size: int, gsd: float, rng: np.random.Generator) -> LandCove
         lc.road_bearing[sea] = np.nan
         lc.sea_side = side
     return lc
+
+
+def _mountains(lc: LandCover, gsd: float, rng: np.random.Generator) -> None:
+    """High, steep land becomes mountain (rock and scree); the slopes below it forest, with meadows."""
+    elev = lc.elevation
+    gy, gx = np.gradient(elev)
+    slope = np.hypot(gx, gy) / gsd                       # rise per metre
+    high = elev > np.quantile(elev, rng.uniform(0.45, 0.7))
+    # rock on the crests and on cliffs: a slope-only band would ring every massif in bright lines
+    rock = high & ((slope > 1.5) | (elev > np.quantile(elev, rng.uniform(0.88, 0.96))))
+    land = ~np.isin(lc.labels, (SEA, LAKE, RIVER, ROAD))
+    lc.labels[land & high & ~rock & (lc.labels != URBAN)] = FOREST
+    lc.labels[land & rock] = MOUNTAIN
+    meadows = land & high & ~rock & (fbm(lc.shape, rng, 8, 3) > 0.8)
+    lc.labels[meadows] = GRASS
 
 
 def carve(lc: LandCover, polygon: Polygon, label: int) -> None:

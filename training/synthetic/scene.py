@@ -18,7 +18,7 @@ from shapely.geometry import Point
 from . import landcover as lcm
 from .landcover import BARE, FARMLAND, GRASS, LAKE, PAVED, RIVER, ROAD, SEA, URBAN, LandCover
 from .objects import CLASS_SPECS, Built, ObjectRecord, build, paint
-from .render import finish, render_background
+from .render import clouds, finish, finish_v3, render_background, render_background_v3
 
 # Projected CRSs other than UTM, with a lon/lat box inside their area of use.
 _OTHER_CRS = (("EPSG:2154", (0.0, 6.0, 44.0, 49.5)),      # RGF93 / Lambert-93 (France)
@@ -30,7 +30,8 @@ _OTHER_CRS = (("EPSG:2154", (0.0, 6.0, 44.0, 49.5)),      # RGF93 / Lambert-93 (
 
 @dataclass
 class SceneSample:
-    """A generated scene. `image` is (H, W, 3) uint8 RGB; objects' geometry is in pixels."""
+    """A generated scene. `image` is (H, W, 3) uint8 RGB (R = G = B when bands is "gray"); objects'
+    geometry is in pixels. `cloud`: world-v3 cloud opacity (H, W) in 0..1, None when clear."""
 
     seed: int
     image: np.ndarray
@@ -40,6 +41,8 @@ class SceneSample:
     objects: list[ObjectRecord]
     landcover: LandCover
     meta: dict = field(default_factory=dict)
+    bands: str = "rgb"
+    cloud: np.ndarray | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -75,14 +78,60 @@ def choose_georeference(rng: np.random.Generator, size: int, gsd: float, crs: st
     return crs, Affine(gsd, 0.0, x, 0.0, -gsd, y)
 
 
+#: World v3: the GSD range scenes are drawn from (log-uniform), metres per pixel.
+GSD_RANGE_M = (0.3, 30.0)
+#: World v3: an object is in the ground truth only if its long axis spans at least this many pixels
+#: (smaller ones are still painted, as the sub-pixel mix a sensor records, but nobody could name them).
+MIN_OBJECT_PX = 2.0
+#: World v3: an object under cloud thicker than this (opacity at its centre) is not in the truth.
+MAX_CLOUD_OPACITY = 0.6
+
+
+@dataclass(frozen=True)
+class Look:
+    """How a world-v3 scene is drawn and rendered; `generate_scene(..., look=None)` is world v2.
+
+    bands: "rgb", or "gray" (one luminance band; `SceneSample.image` then holds it in R = G = B and
+        the GeoTIFF writers write a single band, as a panchromatic file is).
+    terrain: "plain", "hills" or "mountains" (None: drawn from the seed).
+    cloud_cover: share of the scene under cloud (0: clear; None: drawn from the seed, satellite GSDs
+        only, since aerial surveys fly on clear days).
+    """
+
+    bands: str = "rgb"
+    terrain: str | None = None
+    cloud_cover: float | None = None
+
+
+def draw_look(seed: int) -> tuple[float, Look]:
+    """The GSD (log-uniform over GSD_RANGE_M) and Look of world-v3 scene `seed`: one in four gray."""
+    rng = np.random.default_rng([int(seed), 3])
+    gsd = float(np.exp(rng.uniform(np.log(GSD_RANGE_M[0]), np.log(GSD_RANGE_M[1]))))
+    gsd = round(gsd, 2 if gsd < 1 else 1)
+    bands = "gray" if rng.random() < 0.25 else "rgb"
+    return gsd, Look(bands=bands)
+
+
+def generate_scene_v3(seed: int, size: int = 512) -> SceneSample:
+    """World-v3 scene `seed` at its drawn GSD and look (`draw_look`)."""
+    gsd, look = draw_look(seed)
+    return generate_scene(seed, size, gsd, look=look)
+
+
 class _Placer:
     """Places built objects where their land cover allows and nothing else stands."""
 
-    def __init__(self, lc: LandCover, img: np.ndarray, rng: np.random.Generator, gsd: float, sun):
+    def __init__(self, lc: LandCover, img: np.ndarray, rng: np.random.Generator, gsd: float, sun,
+                 min_px: float = 0.0):
         self.lc, self.img, self.rng, self.gsd, self.sun = lc, img, rng, gsd, sun
         self.occupied = np.zeros(lc.shape, bool)
         self.objects: list[ObjectRecord] = []
         self.h, self.w = lc.shape
+        self.min_px = min_px          # world v3: objects with a shorter long side (pixels) are painted, not recorded
+
+    @property
+    def v3(self) -> bool:
+        return self.min_px > 0
 
     def fits(self, built: Built, allowed, margin: float = 1.0) -> bool:
         fp = built.record.footprint
@@ -100,8 +149,9 @@ class _Placer:
     def place(self, built: Built) -> None:
         x0, y0, x1, y1 = built.record.footprint.bounds
         self.occupied[int(y0):int(math.ceil(y1)) + 1, int(x0):int(math.ceil(x1)) + 1] = True
-        built.record.id = len(self.objects)
-        self.objects.append(built.record)
+        if not self.min_px or _long_axis_px(built.record, self.gsd) >= self.min_px:
+            built.record.id = len(self.objects)
+            self.objects.append(built.record)
         paint(self.img, built, self.rng)
 
     def put(self, name: str, x: float, y: float, bearing: float, allowed, margin: float = 1.0, **kw) -> bool:
@@ -182,38 +232,71 @@ def _metres(rng: np.random.Generator, value: float | tuple[float, float]) -> flo
     return rng.uniform(*value) if isinstance(value, tuple) else value
 
 
-def generate_scene(seed: int, size: int = 1024, gsd: float = 0.5, crs: str | None = None) -> SceneSample:
-    """Generate one square scene of `size` pixels at `gsd` metres per pixel, deterministic by seed."""
+def _long_axis_px(record: ObjectRecord, gsd: float) -> float:
+    """The object's longest side (length or width) in pixels."""
+    return max(record.length_m, record.width_m) / gsd
+
+
+def generate_scene(seed: int, size: int = 1024, gsd: float = 0.5, crs: str | None = None, *,
+                   look: Look | None = None) -> SceneSample:
+    """Generate one square scene of `size` pixels at `gsd` metres per pixel, deterministic by seed.
+
+    look=None: world v2 (the shipped demo model's world; its pixels are unchanged). A Look: world v3
+    (`Look`): terrain with relief and mountains, textures scaled to the GSD, satellite rendering at
+    coarse GSDs, clouds, grayscale, crowds of vehicles and ships, and only objects of at least
+    MIN_OBJECT_PX pixels (and not under thick cloud) in the truth."""
     rng = np.random.default_rng(seed)
+    v3 = look is not None
     crs_name, transform = choose_georeference(rng, size, gsd, crs)
-    lc = lcm.build_landcover(size, gsd, rng)
+    terrain = None
+    if look is not None:
+        terrain = look.terrain or str(rng.choice(["plain", "hills", "mountains"], p=[0.5, 0.3, 0.2]))
+    lc = lcm.build_landcover(size, gsd, rng, terrain)
     sun_azimuth = rng.uniform(100, 260)        # the sun is in the southern half of the sky
     sun_elev = rng.uniform(45, 70)
     sun = (lcm.direction_of(sun_azimuth), 1.0 / math.tan(math.radians(sun_elev)))
-    plans = _plan_sites(rng, lc, 1.0 / gsd)    # sites change the land cover before anything is painted
-    placer = _Placer(lc, render_background(lc, gsd, rng), rng, gsd, sun)
+    plans = _plan_sites(rng, lc, 1.0 / gsd, v3)    # sites change the land cover before anything is painted
+    background = render_background_v3(lc, gsd, rng, sun_azimuth, sun_elev) if v3 else render_background(lc, gsd, rng)
+    placer = _Placer(lc, background, rng, gsd, sun, MIN_OBJECT_PX if v3 else 0.0)
     _place_bridges(placer)
     for kind, c, b, rect in plans:
         _fill_site(placer, kind, c, b, rect)
     _scatter_objects(placer, size)
-    image = finish(placer.img, rng)
     meta = {"sun_azimuth": sun_azimuth, "sun_elevation": sun_elev}
-    return SceneSample(seed, image, transform, crs_name, gsd, placer.objects, lc, meta)
+    if look is None:
+        return SceneSample(seed, finish(placer.img, rng), transform, crs_name, gsd, placer.objects, lc, meta)
+    cover = look.cloud_cover
+    if cover is None:
+        cover = float(rng.uniform(0.05, 0.4)) if gsd >= 2.0 and rng.random() < 0.2 else 0.0
+    cloud = clouds(lc.shape, gsd, rng, cover) if cover > 0 else None
+    image = finish_v3(placer.img, gsd, rng, cloud, sun_azimuth, sun_elev, look.bands)
+    objects = placer.objects
+    if cloud is not None:
+        objects = [o for o in objects if cloud[min(size - 1, int(o.centroid[1])), min(size - 1, int(o.centroid[0]))]
+                   <= MAX_CLOUD_OPACITY]
+        for i, o in enumerate(objects):
+            o.id = i
+    meta.update(terrain=terrain, cloud_cover=cover, world=3)
+    return SceneSample(seed, image, transform, crs_name, gsd, objects, lc, meta, look.bands, cloud)
 
 
-def _plan_sites(rng: np.random.Generator, lc: LandCover, m: float) -> list[tuple]:
+def _plan_sites(rng: np.random.Generator, lc: LandCover, m: float, v3: bool = False) -> list[tuple]:
     """(kind, centre, bearing, rectangle) of each site of _SITES drawn for this scene, its land cover
-    carved. m: pixels per metre."""
+    carved. m: pixels per metre. v3: car parks are more frequent (0.85) and half of them twice as
+    large (crowds of vehicles)."""
     sites: list = []
     plans = []
     street = lc.street_bearing
     for spec in _SITES:
         if spec.urban_only and (lc.labels == URBAN).mean() <= 0.05:
             continue
-        if not rng.random() < spec.chance:
+        parking_v3 = v3 and spec.kind == "parking"
+        if not rng.random() < (0.85 if parking_v3 else spec.chance):
             continue
         b = rng.choice([street, street + 90]) if spec.turn is None else rng.uniform(0, spec.turn)
-        rect, c = _site(rng, lc, sites, _metres(rng, spec.length_m) * m, _metres(rng, spec.width_m) * m, b)
+        big = 2.0 if parking_v3 and rng.random() < 0.5 else 1.0
+        rect, c = _site(rng, lc, sites, _metres(rng, spec.length_m) * m * big, _metres(rng, spec.width_m) * m * big,
+                        b)
         if rect is None:
             continue
         cover = spec.covers[0] if len(spec.covers) == 1 else rng.choice(list(spec.covers))
@@ -266,7 +349,8 @@ def _fill_site(placer: _Placer, kind: str, c, b, rect) -> None:
         for x, y in _grid_in(c, b, 1, n, 0, length_m * 0.58 * m):
             put(name, x, y, b, {PAVED, GRASS}, margin=0.0, color=color, length_m=length_m)
     elif kind == "parking":
-        rows = _grid_in(c, b, max(1, int(rect.length / 4 / (3 * m)) - 2), 2, 2.7 * m, 8 * m)
+        n_rows = max(2, int(rect.length / 4 / 8 / m * 0.6)) if placer.v3 else 2
+        rows = _grid_in(c, b, max(1, int(rect.length / 4 / (3 * m)) - 2), n_rows, 2.7 * m, 8 * m)
         for x, y in rows:
             if rng.random() < 0.75:
                 put("vehicle", x, y, b + 90 + rng.normal(0, 3), {PAVED}, margin=0.0)
@@ -281,7 +365,8 @@ def _scatter_objects(placer: _Placer, size: int) -> None:
     street = lc.street_bearing
     # Buildings fill urban blocks; a few farmhouses stand in the fields.
     urban_share = (lc.labels == URBAN).mean()
-    for _ in range(int(urban_share * size * size * gsd * gsd / 120) + 3):
+    n_buildings = int(urban_share * size * size * gsd * gsd / 120) + 3
+    for _ in range(min(n_buildings, 1500) if placer.v3 else n_buildings):
         p = _random_point(rng, lc, {URBAN})
         if p is None:
             break
@@ -300,13 +385,23 @@ def _scatter_objects(placer: _Placer, size: int) -> None:
             bearing = lc.road_bearing[y, x]
             if np.isnan(bearing):
                 continue
-            put("vehicle", x + 0.5, y + 0.5, float(bearing) + rng.choice([0, 180]), {ROAD}, margin=1.5 * m)
+            length = rng.uniform(8, 14) if placer.v3 and rng.random() < 0.15 else None   # v3: buses and lorries
+            put("vehicle", x + 0.5, y + 0.5, float(bearing) + rng.choice([0, 180]), {ROAD}, margin=1.5 * m,
+                length_m=length)
     # Ships on open water.
     water_share = np.isin(lc.labels, (SEA, LAKE)).mean()
     for _ in range(int(water_share * 12 * rng.random()) + (1 if water_share > 0.05 else 0)):
         p = _random_point(rng, lc, {SEA, LAKE})
         if p:
             put("ship", *p, rng.uniform(0, 360), {SEA, LAKE}, margin=6 * m)
+    if placer.v3 and lc.sea_side and rng.random() < 0.5:       # an anchorage: a crowd of ships in rows
+        p = _random_point(rng, lc, {SEA})
+        if p:
+            b = rng.uniform(0, 180)
+            length_m = rng.uniform(15, 90)
+            for x, y in _grid_in(p, b, int(rng.integers(2, 6)), int(rng.integers(1, 4)),
+                                 length_m * 1.4 * m, length_m * 0.6 * m):
+                put("ship", x, y, b, {SEA}, margin=1 * m, length_m=length_m * rng.uniform(0.85, 1.15))
     for river, width in zip(lc.rivers, lc.river_widths_px):
         for _ in range(int(rng.integers(0, 3))):
             p = river.interpolate(rng.uniform(0.1, 0.9), normalized=True)

@@ -28,7 +28,8 @@ DESCRIPTION_INSTRUCTIONS = (
 
 _COVER_WORDS = {"sea": "the sea", "lake": "a lake", "river": "a river", "forest": "forest",
                 "farmland": "farmland parcels", "grass": "grassland", "bare soil": "bare soil",
-                "urban": "built-up urban blocks", "road": "roads", "paved": "paved ground"}
+                "urban": "built-up urban blocks", "road": "roads", "paved": "paved ground",
+                "mountain": "mountains"}
 _REGION_NAMES = {"upper left": "the north-west", "upper centre": "the north", "upper right": "the north-east",
                  "centre left": "the west", "centre": "the centre", "centre right": "the east",
                  "lower left": "the south-west", "lower centre": "the south", "lower right": "the south-east"}
@@ -103,6 +104,21 @@ def _landcover_sentence(labels: np.ndarray, rng: np.random.Generator) -> str:
     return _cap("; ".join(parts)) + "."
 
 
+def cloud_sentence(cloud: np.ndarray | None) -> str:
+    """World v3: where clouds (opacity above 0.5) cover a window, or "" when under 8% of it."""
+    if cloud is None:
+        return ""
+    thick = cloud > 0.5
+    share = thick.mean()
+    if share < 0.08:
+        return ""
+    if share > 0.6:
+        return "Clouds cover most of the image."
+    h, w = thick.shape
+    ys, xs = _sampled_pixels(thick)
+    return f"Clouds cover {_REGION_NAMES[position_of(xs.mean(), ys.mean(), w, h)]}."
+
+
 def describe_objects(objects: list[ObjectRecord], window, rng: np.random.Generator) -> list[str]:
     """Sentences naming each class with its total count, then its attribute groups and positions."""
     by_class: dict[str, list[ObjectRecord]] = defaultdict(list)
@@ -148,9 +164,11 @@ def describe_tile(scene, window, rng: np.random.Generator) -> str:
     labels = scene.landcover.labels[y0:y0 + h, x0:x0 + w]
     objs = objects_in(scene.objects, (x0, y0, w, h))
     cover = _landcover_sentence(labels, rng)
+    cloud = getattr(scene, "cloud", None)
+    clouded = cloud_sentence(None if cloud is None else cloud[y0:y0 + h, x0:x0 + w])
     opener = _OPENERS[rng.integers(len(_OPENERS))]
     first = f"{opener} a {'mainly ' + rng.choice(['rural', 'agricultural']) if (labels == 7).mean() < 0.2 else 'built-up'} area."
     body = describe_objects(objs, (x0, y0, w, h), rng)
     if not objs:
         body = [rng.choice(["No distinct objects stand out.", "There are no notable objects."])]
-    return " ".join([first] + ([cover] if cover else []) + body)
+    return " ".join([first] + ([cover] if cover else []) + ([clouded] if clouded else []) + body)
