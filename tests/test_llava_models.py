@@ -195,7 +195,7 @@ def test_model_info_says_what_each_directory_is(checkpoints, tiny_model_dir):
 
 
 def test_describe_warns_when_the_scene_gsd_is_far_from_the_models(tmp_path, make_raster, tiny_model_dir):
-    from mgimm_core.model_info import gsd_warning
+    from mgimm_core.model_card import gsd_warning
 
     card = {"imagery": "synthetic", "gsd_m": [0.5, 0.5]}
     assert gsd_warning(card, 0.6, "a.tif") is None and gsd_warning(card, 1.9, "a.tif") is None
