@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 from click.testing import CliRunner
-from family_checks import (box_codec, check_model_info, describe_rows, map_round_trip, model_info, polygons_on_scene,
+from tests.families.family_checks import (box_codec, check_model_info, describe_rows, map_round_trip, model_info, polygons_on_scene,
                            transformers_logits)
 from PIL import Image
 

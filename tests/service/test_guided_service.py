@@ -25,9 +25,9 @@ import shapely.affinity
 import shapely.geometry
 from affine import Affine
 
-from test_cli_serve import call, serving
-from test_cli_worker import WorkerProcess
-from test_service import INSIDE, UTM, save_tiny_model
+from tests.service.test_cli_serve import call, serving
+from tests.service.test_cli_worker import WorkerProcess
+from tests.service.test_service import INSIDE, UTM, save_tiny_model
 from training.synthetic.demo_inputs import write_demo_inputs
 
 MAX_NEW_TOKENS = 12
@@ -175,7 +175,7 @@ def test_moving_a_guide_polygon_changes_the_answer(worker, inputs):
     unguided = by_id(ask(worker, params))
     assert all("objects" not in e and "guide_objects" not in e for e in unguided.values())
     # (that the guides' region tokens reach the description's sequence, and that moving one changes
-    # it, is tests/test_guided.py's first test; the tiny random model's 12 words may not show it)
+    # it, is tests/core/test_guided.py's first test; the tiny random model's 12 words may not show it)
 
     region, guide = "object-9", guided["object-9"]["objects"][0]
     small = {guide["region_id"]: (1.5, -1.0)}              # moved 1.8 m: still inside its region

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
-from reference_checkpoint import ReferenceRegionPath, add_lora, save_adapter
+from tests.model.reference_checkpoint import ReferenceRegionPath, add_lora, save_adapter
 from transformers import AutoModelForCausalLM, CLIPVisionConfig, CLIPVisionModel, LlamaConfig
 
 from batch.cli import cli

@@ -14,7 +14,7 @@ from training.synthetic.export import export_scenes
 from training.synthetic.scene import generate_scene
 from training.train import ConfigError, STAGE_PRESETS, load_config
 
-CONFIGS = Path(__file__).parents[1] / "training" / "configs"
+CONFIGS = Path(__file__).parents[2] / "training" / "configs"
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,12 @@
 """Import of reference checkpoints: the reference's real names and files, LoRA merged into the LM and
-the region transformer, and region tokens equal to the reference modules' own (tests/reference_checkpoint.py,
+the region transformer, and region tokens equal to the reference modules' own (tests/model/reference_checkpoint.py,
 an independent implementation written from the formulas)."""
 
 import json
 
 import pytest
 import torch
-from reference_checkpoint import (ReferenceRegionPath, add_lora, save_adapter, stage1_key_shapes)
+from tests.model.reference_checkpoint import (ReferenceRegionPath, add_lora, save_adapter, stage1_key_shapes)
 
 from mgimm_core.errors import IncompleteImportError, ModelError
 from mgimm_core.model import MGIMMForConditionalGeneration

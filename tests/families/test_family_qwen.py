@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import shapely
 import torch
-from family_checks import check_model_info, describe_rows
+from tests.families.family_checks import check_model_info, describe_rows
 from PIL import Image
 
 from mgimm_core.describer import load_describer

@@ -19,8 +19,8 @@ from mgimm_core.endpoint import EndpointClient
 from mgimm_core.endpoint.chat import answer_object, png_data_uri
 from mgimm_core.endpoint.http import check_base_url
 from mgimm_core.errors import InvalidAnswerError, OptionsError
-from test_cli_serve import TOKEN, call, free_port, serving
-from test_service import INSIDE, UTM, lonlat_polygon, save_tiny_model
+from tests.service.test_cli_serve import TOKEN, call, free_port, serving
+from tests.service.test_service import INSIDE, UTM, lonlat_polygon, save_tiny_model
 
 MODEL = "tiny_mgimm_model"        # save_tiny_model's folder name: the served id
 

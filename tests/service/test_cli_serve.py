@@ -17,7 +17,7 @@ import urllib.request
 
 import pytest
 
-from test_service import INSIDE, UTM, save_tiny_model
+from tests.service.test_service import INSIDE, UTM, save_tiny_model
 
 TOKEN = "test-token-0123456789"
 SERVE = [sys.executable, "-m", "batch.cli", "serve"]

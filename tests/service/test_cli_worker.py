@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from test_service import INSIDE, OUTSIDE, UTM, save_tiny_model
+from tests.service.test_service import INSIDE, OUTSIDE, UTM, save_tiny_model
 
 WORKER = [sys.executable, "-m", "batch.cli", "worker"]
 

@@ -14,7 +14,7 @@ from mgimm_core.families import all_families, detect, family
 from mgimm_core.families import marks
 from mgimm_core.families.regions import CONVENTIONS, ModelSpace
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_registry_finds_every_family_module_once():

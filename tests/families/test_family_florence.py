@@ -13,7 +13,7 @@ import pytest
 import shapely
 import torch
 from click.testing import CliRunner
-from family_checks import check_model_info, describe_rows, model_info
+from tests.families.family_checks import check_model_info, describe_rows, model_info
 from PIL import Image
 
 from batch.cli import cli

@@ -431,7 +431,7 @@ def test_an_antimeridian_ring_on_a_projected_scene_is_placed_where_it_is(make_ra
 
 
 def test_a_sliver_along_the_scene_edge_that_gdal_misses_still_gets_its_pixel(make_raster):
-    # found by tests/test_regions_properties.py: GDAL's all_touched rasterisation returns no pixel for
+    # found by tests/core/test_regions_properties.py: GDAL's all_touched rasterisation returns no pixel for
     # this sliver, and an empty mask made read_region divide by zero
     path = make_raster(width=8, height=8, res=1.0, origin=(500000.0, 4_500_000.0))
     sliver = shapely.box(500000 + 1e-9, 4_500_000 - 0.25, 500001 - 1e-9, 4_500_000)
@@ -442,7 +442,7 @@ def test_a_sliver_along_the_scene_edge_that_gdal_misses_still_gets_its_pixel(mak
 
 
 def test_found_by_fuzzing_bytes_that_are_not_utf8_and_unbufferable_coordinates_are_aoi_errors(tmp_path):
-    # tests/test_fuzz.py found both escaping as UnicodeDecodeError and pyproj's CRSError
+    # tests/core/test_fuzz.py found both escaping as UnicodeDecodeError and pyproj's CRSError
     bad = tmp_path / "aoi.csv"
     bad.write_bytes(b"\x80")
     with pytest.raises(AOIError, match="cannot be read"):

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 
-import family_checks
+from tests.families import family_checks
 import numpy as np
 import pyogrio
 import pytest
 import shapely
 import torch
 from click.testing import CliRunner
-from family_checks import check_model_info, check_rows, describe, model_info, region_rows
+from tests.families.family_checks import check_model_info, check_rows, describe, model_info, region_rows
 from rasterio.transform import from_origin
 
 from batch.cli import cli
@@ -358,7 +358,7 @@ def test_service_describes_with_the_region_way_and_records_it(checkpoints, make_
     """The worker's and server's handlers (mgimm_core.service) with --region-as crop: square crops reach
     the model, the row comes from it, and the runs table says crop."""
     from mgimm_core.service import Service
-    from test_service import INSIDE, UTM
+    from tests.service.test_service import INSIDE, UTM
 
     service = Service(str(checkpoints["idefics3"][0]),
                       load=LoadOptions(device="cpu", max_new_tokens=4, region_as="crop"))

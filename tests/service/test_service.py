@@ -225,7 +225,7 @@ def test_thumbnail_is_downsized_png_with_region_highlighted():
 def test_every_error_code_is_documented_in_the_protocol():
     from pathlib import Path
 
-    text = (Path(__file__).parents[1] / "docs" / "protocol.md").read_text()
+    text = (Path(__file__).parents[2] / "docs" / "protocol.md").read_text()
     missing = [code for code in ERROR_CODES if f"| {code} |" not in text]
     assert not missing, f"docs/protocol.md lacks rows for {missing}"
 

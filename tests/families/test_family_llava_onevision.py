@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from family_checks import (box_codec, check_model_info, describe_rows, map_round_trip, polygons_on_scene,
+from tests.families.family_checks import (box_codec, check_model_info, describe_rows, map_round_trip, polygons_on_scene,
                            transformers_logits)
 from PIL import Image
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 QGIS_PYTHON = Path(os.environ.get("MGIMM_QGIS_PYTHON", REPO / ".venv-qgis" / "bin" / "python"))
 # Variables that would point QGIS's Python at this interpreter's packages or change its Qt platform.
 DROPPED = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "QGIS_PREFIX_PATH", "QT_PLUGIN_PATH")

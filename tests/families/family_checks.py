@@ -1,4 +1,4 @@
-"""Checks every model family's tests make (tests/test_family_*.py, tests/test_llava_models.py): model-info
+"""Checks every model family's tests make (tests/families/test_family_*.py, tests/families/test_llava_models.py): model-info
 on a folder, `describe` on the demo inputs and the rows it writes, transformers' own processor, and the
 map -> model box -> map round trip. Not a test module: the family tests import it."""
 

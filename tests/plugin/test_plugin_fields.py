@@ -11,7 +11,7 @@ from pathlib import Path
 
 from mgimm_core.output.schema import ObjectSchema, RegionSchema
 
-FIELDS_FILE = Path(__file__).resolve().parents[1] / "qgis_plugin" / "fields.py"
+FIELDS_FILE = Path(__file__).resolve().parents[2] / "qgis_plugin" / "fields.py"
 
 
 def plugin_fields():

@@ -3,7 +3,7 @@ every suffix with random or almost-right contents), the request service's parame
 and the server hand over) and the worker's JSON-lines loop. Nothing may escape but the documented
 errors: `MGIMMError`s whose `code` is in the protocol's table; the worker answers every line in JSON.
 
-Brief in CI (MGIMM_FUZZ_EXAMPLES, default 60 per test); longer: MGIMM_FUZZ_EXAMPLES=5000 pytest tests/test_fuzz.py.
+Brief in CI (MGIMM_FUZZ_EXAMPLES, default 60 per test); longer: MGIMM_FUZZ_EXAMPLES=5000 pytest tests/core/test_fuzz.py.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import pyogrio
 import pytest
 import torch
 from click.testing import CliRunner
-from family_checks import demo_inputs, describe, region_rows
+from tests.families.family_checks import demo_inputs, describe, region_rows
 
 from batch.cli import cli
 from mgimm_core.errors import ModelError, VisionTowerNotFound
@@ -145,8 +145,8 @@ def test_describe_writes_rows_from_each_format(tmp_path, checkpoints, name):
 
 @pytest.mark.slow
 def test_worker_describes_with_an_original_format_model_given_vision(tmp_path, checkpoints, make_raster):
-    from test_cli_worker import WorkerProcess
-    from test_service import INSIDE, UTM
+    from tests.service.test_cli_worker import WorkerProcess
+    from tests.service.test_service import INSIDE, UTM
 
     directory, _ = checkpoints["llava-original-bin"]
     vision = json.loads((directory / "config.json").read_text())["mm_vision_tower"]
@@ -203,7 +203,7 @@ def test_describe_warns_when_the_scene_gsd_is_far_from_the_models(tmp_path, make
     assert "a.tif" in line and "10 m" in line and "0.5 m" in line
     assert gsd_warning({}, 10.0, "a.tif") is None          # no card: nothing claimed
     # the demo model's card makes a 10 m scene warn, in the summary and in `runs`
-    from test_service import INSIDE, UTM
+    from tests.service.test_service import INSIDE, UTM
 
     raster = make_raster(crs=UTM)                            # 10 m pixels
     aoi = tmp_path / "aoi.geojson"

@@ -28,7 +28,7 @@ from rasterio.windows import Window
 from mgimm_core.regions import AOIFeature, ChipSettings, place_region, read_region
 from mgimm_core.scene import Scene
 
-CHIPS_FILE = Path(__file__).resolve().parents[1] / "qgis_plugin" / "chips.py"
+CHIPS_FILE = Path(__file__).resolve().parents[2] / "qgis_plugin" / "chips.py"
 SETTINGS = [ChipSettings(32, 0.25, 48), ChipSettings(128, 0.25, 48), ChipSettings(336, 0.25, 48),
             ChipSettings(224, 0.5, 16), ChipSettings(64, 0.0, 8)]
 
@@ -198,7 +198,7 @@ def test_chip_settings_request_loads_no_model(tmp_path_factory):
     from mgimm_core.model_dir import ModelDirectory
     from mgimm_core.service import Service
 
-    from test_service import save_tiny_model
+    from tests.service.test_service import save_tiny_model
 
     directory = save_tiny_model(tmp_path_factory)
     service = Service(directory, load=LoadOptions(device="cpu"))
