@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 PROMPT_SIZE = 800
-KEYS_FILE = Path(__file__).parent / "data" / "reference_stage1_keys.json"
+KEYS_FILE = Path(__file__).parents[1] / "data" / "reference_stage1_keys.json"
 
 
 class LoRALinear(nn.Module):
