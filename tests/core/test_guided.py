@@ -125,7 +125,7 @@ def test_guided_aois_link_objects_to_region_rows(tmp_path, tiny_model_dir, input
 
 
 def test_no_distinct_object_answer_is_object_none():
-    from mgimm_core.describer import RegionText
+    from mgimm_core.answers import RegionText
 
     text = RegionText()
     Describer.set_attributes(text, "no distinct objects, mainly farmland")

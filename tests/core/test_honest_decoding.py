@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from mgimm_core.describer import GUIDE_CONFIRMED, GUIDE_NOT_FOUND, Describer
+from mgimm_core.answers import GUIDE_CONFIRMED, GUIDE_NOT_FOUND
+from mgimm_core.describer import Describer
 from mgimm_core.mentions import words
 from mgimm_core.model.constrained_mgimm import RepetitionGuard, trim_repeats, word_tokens
 from mgimm_core.model.testing_mgimm import random_chip
