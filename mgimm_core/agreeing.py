@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from mgimm_core.answers import GUIDE_CONFIRMED
 from mgimm_core.mentions import Mention, ObjectSpec, first_disagreement, words
 from mgimm_core.prompts import guided_description_prompt
 from mgimm_core.vocabulary import attribute_phrase, plural, size_surface
@@ -39,8 +40,6 @@ def word_start(describer, ids: list[int], word: int) -> int:
 def agreement(describer, state: "DescribeState") -> None:
     """The agreement step (after the description question, mgimm_core/steps.py): `reconcile`
     where the region's own answer is shown, then `agree` with the answers the row carries."""
-    from mgimm_core.describer import GUIDE_CONFIRMED
-
     if state.attributes:
         reconcile(describer, state)
     wanted = []

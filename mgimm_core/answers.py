@@ -1,15 +1,35 @@
-"""Reading a general VLM's JSON attribute answer into a row's attributes (no torch: the local
-describer of transformers-native families and the endpoint describer both read answers here)."""
+"""What a model answered about a region (`RegionText`, a guide object's judgement) and reading a
+general VLM's JSON attribute answer into a row's attributes (no torch: every describer, the steps of
+a describe and the endpoint describer share these)."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 
-from mgimm_core.errors import InvalidAnswerError
+from mgimm_core.errors import InvalidAnswerError, MGIMMError
 from mgimm_core.vocabulary import NO_OBJECT_VALUE
+
+#: A guide object's judgement (`RegionText.guide_status`, the objects layer's `guide_status`).
+GUIDE_CONFIRMED, GUIDE_NOT_FOUND = "confirmed", "not_found"
+
+#: The row schema's attribute fields as a JSON answer names them (object -> the `object` column).
+ATTRIBUTE_FIELDS = ("object", "color", "shape", "size", "orientation")
 
 #: Answers a model gives for "no object stands out", read as the row's `none`.
 NO_OBJECT_ANSWERS = ("none", "no object", "nothing")
+
+
+@dataclass
+class RegionText:
+    """What the model said about one region."""
+
+    description: str | None = None
+    attribute_text: str | None = None
+    attributes: dict = field(default_factory=dict)
+    objects: list["RegionText"] = field(default_factory=list)   # one per guide object, in order
+    error: MGIMMError | None = None    # an answer that could not be read (its row carries the code)
+    guide_status: str | None = None        # a guide object's: GUIDE_CONFIRMED or GUIDE_NOT_FOUND
 
 
 def parse_answer(text: str, fields) -> dict[str, str]:

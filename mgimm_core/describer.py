@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import math
 import pickle
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mgimm_core.answers import RegionText
 from mgimm_core.errors import MGIMMError, ModelError, UnknownWordsError
+from mgimm_core.load_options import LoadOptions
 from mgimm_core.prompts import ATTRIBUTE_PROMPT, DESCRIPTION_PROMPT, TEXT_REGION_PROMPTS, with_gsd
 from mgimm_core.vocabulary import NO_OBJECT, NO_OBJECT_VALUE, parse_attributes, says_no_object
 
@@ -25,8 +26,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: A guide object's judgement (`RegionText.guide_status`, the objects layer's `guide_status`).
-GUIDE_CONFIRMED, GUIDE_NOT_FOUND = "confirmed", "not_found"
 #: A guide is not found where the model gives "no distinct objects" more than this probability as
 #: the attribute answer of a square around it (`Describer.check_guides`). Chosen on the dev split of
 #: training/benchmark.py (16 scenes, never the test split): guides on empty land confirmed 0.04 (48),
@@ -35,18 +34,6 @@ GUIDE_CONFIRMED, GUIDE_NOT_FOUND = "confirmed", "not_found"
 GUIDE_NO_OBJECT_PROBABILITY = 0.1
 #: The squares a guide is checked in: its box's longer side times these, on the same centre.
 GUIDE_CHECK_SCALES = (1.0, 1.5, 2.0)
-
-
-@dataclass
-class RegionText:
-    """What the model said about one region."""
-
-    description: str | None = None
-    attribute_text: str | None = None
-    attributes: dict = field(default_factory=dict)
-    objects: list["RegionText"] = field(default_factory=list)   # one per guide object, in order
-    error: MGIMMError | None = None    # an answer that could not be read (its row carries the code)
-    guide_status: str | None = None        # a guide object's: GUIDE_CONFIRMED or GUIDE_NOT_FOUND
 
 
 def resolve_device(device: str = "auto"):
@@ -101,8 +88,6 @@ class Describer:
              no_repeat_ngram: int = 0, agree: bool = True):
         """Load a saved model directory (default: the demo model shipped inside the package) with
         its family's describer (`load_describer`): a Describer for MGIMM and the LLaVA-1.5 line."""
-        from mgimm_core.engines import LoadOptions
-
         return load_describer(model_dir, vision=vision, options=LoadOptions(
             device=device, max_new_tokens=max_new_tokens, compile=compile, no_repeat_ngram=no_repeat_ngram,
             agree=agree))
@@ -369,13 +354,12 @@ def load_describer(model_dir=None, *, vision: str | Path | None = None, options=
     (mgimm_core/families): a `Describer` for MGIMM and the LLaVA-1.5 line, the family's own for the
     others; all answer `describe` the same way.
 
-    options: mgimm_core.engines.LoadOptions (device, max_new_tokens, compile: decode with a static
+    options: mgimm_core.load_options.LoadOptions (device, max_new_tokens, compile: decode with a static
     KV cache and a compiled forward on CUDA, same greedy tokens; no_repeat_ngram; agree: descriptions
     and attribute answers are made to agree, mgimm_core/agreeing.py; region_as). vision: the local
     vision-tower directory of an original-format LLaVA/GeoChat checkpoint (default: its
     `mm_vision_tower`, as a path or in the Hugging Face cache).
     """
-    from mgimm_core.engines import LoadOptions
     from mgimm_core.model_dir import ModelDirectory
 
     options = options or LoadOptions()

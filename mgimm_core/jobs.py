@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from mgimm_core.errors import CRSError, OptionsError
+from mgimm_core.model_card import gsd_warning
 from mgimm_core.output import MODES, RunInfo
 from mgimm_core.pipeline import DescribeOptions, Outcome, WorkItem, describe_to_output
 from mgimm_core.regions import AOIFeature, check_unique_ids, read_aoi
@@ -151,12 +152,10 @@ def run_files_job(job: FilesJob, engine, *, check_path: Callable[[str, str], str
 
 def scene_warnings(scenes: list[Scene], card: dict, *, source_pixels_per_pixel: float = 1.0) -> list[str]:
     """One line per scene whose pixel size is far from what the model's card says it was trained
-    on, logged as a warning now and recorded in `runs` (mgimm_core/model_info.py).
+    on, logged as a warning now and recorded in `runs` (mgimm_core/model_card.py).
 
     source_pixels_per_pixel: for a chip decimated from a larger raster (the QGIS plugin's server
     chips), how many of the raster's pixels one chip pixel spans: the raster's pixels are judged."""
-    from mgimm_core.model_info import gsd_warning
-
     out = []
     for scene in scenes:
         try:

@@ -11,6 +11,7 @@ from functools import cached_property
 from pathlib import Path
 
 from mgimm_core.errors import ModelError
+from mgimm_core.model_card import read_card
 from mgimm_core.model_formats import ModelKind, inspect_model, weight_files
 from mgimm_core.regions import ChipSettings
 
@@ -81,8 +82,6 @@ class ModelDirectory:
     @cached_property
     def card(self) -> dict:
         """The model card's facts (model_card.json: imagery, GSD range...), {} when there is none."""
-        from mgimm_core.model_info import read_card
-
         return read_card(self.path)
 
     @cached_property

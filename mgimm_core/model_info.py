@@ -2,9 +2,8 @@
 
 Read from the directory's files: its family (mgimm_core/families), tensor shapes from the
 safetensors headers (no weights read; `.bin` shards are memory-mapped with weights_only), and
-its card `model_card.json` when there is one. The card states the imagery a model was trained
-on; `gsd_warning` compares a scene with it, so a user learns before reading the output that a
-0.5 m model is describing 30 m pixels.
+its card `model_card.json` when there is one (mgimm_core/model_card.py: the imagery a model was
+trained on).
 """
 
 from __future__ import annotations
@@ -15,22 +14,12 @@ import struct
 from pathlib import Path
 
 from mgimm_core.errors import ModelError
+from mgimm_core.model_card import read_card
 from mgimm_core.model_dir import ModelDirectory
 from mgimm_core.model_formats import read_json, weight_files
 
-#: Optional card beside the weights: {"imagery": "...", "gsd_m": [min, max], "bands": "RGB", ...}.
-CARD_FILE = "model_card.json"
-
-#: A scene this many times finer or coarser than the card's range gets a warning.
-GSD_TOLERANCE = 4.0
-
 _BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
           "F8_E4M3": 1, "F8_E5M2": 1}
-
-
-def read_card(path: Path) -> dict:
-    """The model card's facts ({} when the directory has none)."""
-    return read_json(path / CARD_FILE) if (path / CARD_FILE).is_file() else {}
 
 
 def _safetensors_header(path: Path) -> dict:
@@ -126,20 +115,6 @@ def model_info(model_dir: str | Path | ModelDirectory | None = None, vision: str
         "licence_warning": licence.warning(model.model_id),
         "trained_on": card or None,
     }
-
-
-def gsd_warning(card: dict, scene_gsd_m: float, scene_name: str) -> str | None:
-    """One line when a scene's pixels are far from the card's GSD range; None when close or unknown."""
-    span = card.get("gsd_m")
-    if not span or not math.isfinite(scene_gsd_m) or scene_gsd_m <= 0:
-        return None
-    low, high = (float(span[0]), float(span[-1])) if isinstance(span, list) else (float(span), float(span))
-    if low / GSD_TOLERANCE <= scene_gsd_m <= high * GSD_TOLERANCE:
-        return None
-    trained = f"{low:g} m" if low == high else f"{low:g}-{high:g} m"
-    imagery = f" ({card['imagery']})" if card.get("imagery") else ""
-    return (f"{scene_name}: {scene_gsd_m:.3g} m pixels, but the model was trained on {trained} imagery{imagery}; "
-            f"its descriptions of this scene are likely wrong.")
 
 
 def known_words(model_dir: str | Path | ModelDirectory | None = None) -> list[str] | None:

@@ -598,7 +598,7 @@ def place_region(scene, feature: AOIFeature, chip: ChipSettings = DEFAULT_CHIP) 
                              all_touched=True, invert=True)
     if not mask.any():
         # GDAL's all_touched misses some slivers along the raster's edge (found by
-        # tests/test_regions_properties.py): take the pixel holding a point of the polygon.
+        # tests/core/test_regions_properties.py): take the pixel holding a point of the polygon.
         point = inside.point_on_surface()
         row = min(max(int((point.y - window.row_off) // scale), 0), out_shape[0] - 1)
         col = min(max(int((point.x - window.col_off) // scale), 0), out_shape[1] - 1)

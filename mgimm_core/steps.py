@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from mgimm_core.describer import GUIDE_CONFIRMED, GUIDE_NOT_FOUND, RegionText
+from mgimm_core.answers import GUIDE_CONFIRMED, GUIDE_NOT_FOUND, RegionText
 from mgimm_core.prompts import guided_description_prompt
 from mgimm_core.vocabulary import NO_OBJECT_VALUE
 

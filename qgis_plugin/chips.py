@@ -7,7 +7,7 @@ mgimm_core/regions.py `chip_window` and `place_region` (region bounds in scene p
 the context margin, at least `min_window`, read decimated to the model's input size when larger) and
 mgimm_core/scene.py `Scene.read` (a window passing the raster's edges: the part inside read on its
 own rounded sub-grid, the rest invalid). The plugin must not import mgimm_core, so this module
-repeats that arithmetic; tests/test_plugin_chips.py checks it against the core for many regions and
+repeats that arithmetic; tests/plugin/test_plugin_chips.py checks it against the core for many regions and
 scenes, and that the server, placing the region on the chip, takes the whole chip as its window.
 
 Pure Python (no Qt, no GDAL), so the project's own tests load it by file path.

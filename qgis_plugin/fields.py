@@ -2,7 +2,7 @@
 
 They mirror the core's `regions` row schema (mgimm_core/output/schema.py, RegionSchema), so a layer
 written by the plugin and one written by `mgimm-geo describe` have the same columns;
-tests/test_plugin_fields.py checks the two lists against each other without QGIS.
+tests/plugin/test_plugin_fields.py checks the two lists against each other without QGIS.
 """
 
 ATTRIBUTE_FIELDS = ("object", "color", "shape", "size", "orientation", "position")
@@ -30,7 +30,7 @@ def input_columns(names) -> dict:
     """The column of each input attribute, by the core's rule (mgimm_core/output/schema.py
     RegionSchema.input_columns): its own name unless that clashes, case-insensitively, with one of
     ours or an earlier one, then prefixed `in_` until free; names that need no prefix go first.
-    tests/test_plugin_fields.py checks it against the core."""
+    tests/plugin/test_plugin_fields.py checks it against the core."""
     mapping: dict = {}
     taken = set(_RESERVED)
     names = [str(n) for n in names]
@@ -66,7 +66,7 @@ def feature_values(entry: dict, *, scene: str, model: str = None, prompt: str = 
 
 
 # The look of a regions layer, as the core's default style (mgimm_core/output/styles.py: REGION_LABEL,
-# _FILL["regions"], the placement around the centroid 1 mm off it); tests/test_plugin_fields.py
+# _FILL["regions"], the placement around the centroid 1 mm off it); tests/plugin/test_plugin_fields.py
 # checks they agree, so a layer the plugin writes looks like one the CLI writes.
 REGION_LABEL = ("CASE WHEN \"object\" = 'none' THEN NULL ELSE coalesce(nullif(trim(concat(\"color\", ' ', "
                 "\"object\")), ''), left(\"description\", 40), \"error\") END")   # no "none" labels

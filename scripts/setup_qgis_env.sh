@@ -8,7 +8,7 @@
 # pytest-qgis<=2.1.0 should work with QGIS >= 3.16"); 3.x and later require QGIS >= 3.34.
 #
 # Usage: scripts/setup_qgis_env.sh            (from the repository root or anywhere)
-# Afterwards: .venv-qgis/bin/python -m pytest -q tests/qgis   (tests/test_qgis_plugin.py does this)
+# Afterwards: .venv-qgis/bin/python -m pytest -q tests/qgis   (tests/plugin/test_qgis_plugin.py does this)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

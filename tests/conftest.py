@@ -1,4 +1,7 @@
-"""Shared fixtures: GeoTIFFs generated at test time with real rasterio/GDAL I/O.
+"""Shared fixtures: GeoTIFFs generated at test time with real rasterio/GDAL I/O; `slow` tests skipped locally.
+
+Tests marked `slow` run with `--run-slow` or when the environment variable CI is set (.ci/run sets it);
+otherwise they are skipped with a reason that says so.
 
 `make_raster(...)` writes a small raster into the test's tmp_path and returns its path. Every
 property the geo core cares about is a keyword: CRS, transform, dtype, band count, nodata, tiled or
@@ -11,6 +14,7 @@ read: band b (1-based) at (row, col) holds ``(row * 7 + col * 3 + 50 * (b - 1)) 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +24,25 @@ from rasterio.enums import ColorInterp, Resampling
 from affine import Affine
 
 DATA_DIR = Path(__file__).parent / "data"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", default=False,
+                     help="also run the tests marked slow (always run when the environment variable CI is set)")
+
+
+def run_slow(config) -> bool:
+    """Whether `slow` tests run: asked for with --run-slow, or in CI (CI set and not false/0)."""
+    return config.getoption("--run-slow") or os.environ.get("CI", "").lower() not in ("", "0", "false")
+
+
+def pytest_collection_modifyitems(config, items):
+    if run_slow(config):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --run-slow (or CI=true)")
+    for item in items:
+        if item.get_closest_marker("slow") is not None:
+            item.add_marker(skip)
 
 
 def default_pixels(count: int, height: int, width: int, dtype: str) -> np.ndarray:

@@ -4,7 +4,7 @@
                                  [--out report.json] [--threads 1]
 
 Scenes come from a frozen split of seeds that training and tuning never use (`SPLITS`; the seeds
-they do use are `used_seeds()`, and tests/test_benchmark.py checks the two never meet): "test" is
+they do use are `used_seeds()`, and tests/training/test_benchmark.py checks the two never meet): "test" is
 reported once per model and never tuned on; "dev" is for tuning (thresholds, decoding choices), and
 a figure from it is labelled so. Each scene (512-1024 px, drawn by seed) is written as a GeoTIFF
 with its true footprints, and AOIs in EPSG:4326 are drawn over it with random margins:

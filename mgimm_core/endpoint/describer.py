@@ -16,8 +16,7 @@ from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
-from mgimm_core.answers import row_attributes
-from mgimm_core.describer import RegionText
+from mgimm_core.answers import ATTRIBUTE_FIELDS, RegionText, row_attributes
 from mgimm_core.errors import EndpointError, EndpointUnreachableError, InvalidAnswerError, OptionsError
 
 from . import chat
@@ -117,8 +116,6 @@ class EndpointDescriber:
     def _ask_family(self, result: RegionText, view: dict, attributes: bool, description: bool,
                     prompt: str | None) -> None:
         """Any endpoint: the family's two questions, the region written its way (or marked)."""
-        from mgimm_core.families._transformers import ATTRIBUTE_FIELDS
-
         family, phrase = self.family, view["phrase"]
         if attributes:
             text, cut = self._post(chat.chat_request(self.model_id, family.attribute_question(phrase), view["uri"],

@@ -11,14 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mgimm_core.answers import ATTRIBUTE_FIELDS
 from mgimm_core.families._folder import card_licence
 from mgimm_core.families.base import Family, Licence
 from mgimm_core.families.marks import OUTLINE_NAME
 from mgimm_core.families.regions import ModelSpace
 from mgimm_core.model_formats import read_json
-
-#: The row schema's attribute fields as the JSON answer names them (object -> the `object` column).
-ATTRIBUTE_FIELDS = ("object", "color", "shape", "size", "orientation")
 
 
 class TransformersFamily(Family):

@@ -18,18 +18,30 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 
 from mgimm_core.errors import ModelError
-from mgimm_core.families.llava import LLAVA_HF_TEMPLATE, LLAVA_V1_TEMPLATE, LlavaFamily
 from mgimm_core.model_formats import inspect_model, read_json, weight_files
 from mgimm_core.prompts import DESCRIPTION_PROMPT
 
 from .configuration_mgimm import MGIMMConfig
 from .modeling_mgimm import MGIMMForConditionalGeneration
 from .processing_mgimm import MGIMMProcessor, encoder_normalisation, ensure_image_token
+
+
+@runtime_checkable
+class LlavaLayout(Protocol):
+    """What this loader reads from a family (mgimm_core/families/llava.py's LlavaFamily has it): the
+    tensor layout, the vision input size forced on the tower, and the chat template."""
+
+    hf_layout: bool
+    vision_input_size: int | None
+
+    def prompt_template(self, kind) -> str: ...
+
 
 # Original-format config keys that are LLaVA's, not the LM's.
 _LLAVA_ONLY_KEYS = ("image_aspect_ratio", "image_grid_pinpoints", "tune_mm_mlp_adapter", "freeze_mm_mlp_adapter",
@@ -93,7 +105,7 @@ def llava_config(directory: Path, kind, tokenizer, region_settings: dict | None 
                         vision_feature_select=_feature_select(config.get("vision_feature_select_strategy",
                                                                          "default"), directory),
                         projector_hidden_act=config.get("projector_hidden_act", "gelu"),
-                        prompt_template=LLAVA_HF_TEMPLATE, **encoder_normalisation(str(directory)))
+                        prompt_template=family.prompt_template(kind), **encoder_normalisation(str(directory)))
     else:
         projector = config.get("mm_projector_type", "linear")
         if projector != "mlp2x_gelu":
@@ -112,7 +124,7 @@ def llava_config(directory: Path, kind, tokenizer, region_settings: dict | None 
         settings = dict(vision_feature_layer=config.get("mm_vision_select_layer", -2),
                         vision_feature_select=_feature_select(config.get("mm_vision_select_feature", "patch"),
                                                               directory),
-                        projector_hidden_act="gelu", prompt_template=LLAVA_V1_TEMPLATE,
+                        projector_hidden_act="gelu", prompt_template=family.prompt_template(kind),
                         **encoder_normalisation(str(kind.vision_dir)))
     image_token_id = config.get("image_token_index", config.get("image_token_id"))
     found = ensure_image_token(tokenizer)
@@ -290,7 +302,7 @@ def load_llava(directory: str | Path, *, vision: str | Path | None = None, dtype
 
     directory, device = Path(directory), torch.device(device)
     kind = inspect_model(directory, vision)
-    if not isinstance(kind.family, LlavaFamily):
+    if not isinstance(kind.family, LlavaLayout):
         raise ModelError(f"{directory}: a {kind.family.title} directory, not LLaVA-1.5; load it with "
                          "load_for_inference")
     from transformers.utils import logging as hf_logging

@@ -80,7 +80,7 @@ class RegionAttention(nn.Module):
     def forward(self, q, k, v, key_mask: torch.Tensor | None = None) -> torch.Tensor:
         # Computed in SAM's order (q k^T, divided by sqrt(d_head), softmax, times v) rather than with
         # a fused kernel: imported reference weights then give the reference's region tokens to the
-        # last bit, even where the weights make the softmax sharp (tests/test_model_convert.py). The
+        # last bit, even where the weights make the softmax sharp (tests/model/test_model_convert.py). The
         # score matrices are small (2 queries x P patches, or P x 2).
         q, k, v = self._split(self.q_proj(q)), self._split(self.k_proj(k)), self._split(self.v_proj(v))
         scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])

@@ -13,15 +13,17 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from mgimm_core.answers import parse_answer, row_attributes
-from mgimm_core.describer import RegionText
+from mgimm_core.answers import ATTRIBUTE_FIELDS, RegionText, parse_answer, row_attributes
 from mgimm_core.errors import InvalidAnswerError, ModelError
-from mgimm_core.families._transformers import ATTRIBUTE_FIELDS, TransformersFamily
 from mgimm_core.families.base import check_loaded
+
+if TYPE_CHECKING:   # the family calls this module (TransformersFamily.load), never the reverse
+    from mgimm_core.families._transformers import TransformersFamily
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ a barely tinted fill with a solid outline, labelled with a short label ("white s
 placed around the centroid, 1 mm off it (so a small object's label does not cover the object), with
 only polygon boundaries as obstacles (so an enclosing AOI does not push the labels inside it away).
 The QGIS plugin styles the layers it writes the same way (qgis_plugin/fields.py, checked by
-tests/test_plugin_fields.py).
+tests/plugin/test_plugin_fields.py).
 """
 
 from __future__ import annotations

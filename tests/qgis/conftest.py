@@ -1,4 +1,4 @@
-"""Fixtures for the QGIS suite (QGIS's own Python, headless; see tests/test_qgis_plugin.py).
+"""Fixtures for the QGIS suite (QGIS's own Python, headless; see tests/plugin/test_qgis_plugin.py).
 
 The project's Python also walks tests/ and finds this folder: without QGIS it collects nothing here.
 (Checked by importing qgis.core: this folder itself looks like a namespace package `qgis` there.)

@@ -1,5 +1,5 @@
 """Fixtures of the QGIS suite: the plugin under its installed name, a recording iface, tiny rasters,
-and a real worker built from the project's Python (MGIMM_TEST_PYTHON, set by tests/test_qgis_plugin.py).
+and a real worker built from the project's Python (MGIMM_TEST_PYTHON, set by tests/plugin/test_qgis_plugin.py).
 
 Real parts everywhere except the QGIS main window: QGIS cannot open its full application window
 headless, so `RecordingIface` stands in for QgisInterface (a real QMainWindow, canvas, toolbars and
@@ -182,7 +182,7 @@ def worker_python() -> str:
     python = os.environ.get("MGIMM_TEST_PYTHON")
     if not python:
         pytest.skip("MGIMM_TEST_PYTHON (the project's Python, with mgimm-geo and torch) is not set; "
-                    "run these through tests/test_qgis_plugin.py")
+                    "run these through tests/plugin/test_qgis_plugin.py")
     return python
 
 

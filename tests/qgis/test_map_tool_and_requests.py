@@ -155,7 +155,7 @@ def test_descriptions_layer_has_the_cli_fields_and_takes_features(plugin_module,
     assert layer.isValid() and layer.name() == "MGIMM descriptions" and layer.crs() == crs
     assert tuple(layer.fields().names())[1:] == FIELD_NAMES  # after the GeoPackage's fid
     assert layer.labelsEnabled() and "object" in layer.labeling().settings().fieldName
-    # an entry carries its row as the core's RegionSchema makes it (tests/test_plugin_fields.py checks that)
+    # an entry carries its row as the core's RegionSchema makes it (tests/plugin/test_plugin_fields.py checks that)
     entry = {"id": "1", "description": "a red car", "attributes": {"name": "car", "color": "red", "speed": "fast"},
              "row": {"region_id": "1", "scene": "/data/s.tif", "description": "a red car", "object": "car",
                      "color": "red", "extra_attributes": '{"speed": "fast"}', "valid_fraction": 1.0, "gsd_m": 10.0,

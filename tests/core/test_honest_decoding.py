@@ -1,0 +1,115 @@
+"""Every word from the model: the repetition guard only forbids (never a doubled word, never a token
+picked by code), repeated sentences are cut whole; guide objects are checked by the model's own
+answer (a guide on empty land of a fixed scene is not confirmed, and only confirmed guides are
+region prompts of the description)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mgimm_core.answers import GUIDE_CONFIRMED, GUIDE_NOT_FOUND
+from mgimm_core.describer import Describer
+from mgimm_core.mentions import words
+from mgimm_core.model.constrained_mgimm import RepetitionGuard, trim_repeats, word_tokens
+from mgimm_core.model.testing_mgimm import random_chip
+
+
+def _doubled(ids: list[int], mask: torch.Tensor) -> list[int]:
+    """Word tokens twice in a row, tokens that write nothing (ids past the tokenizer) skipped."""
+    written = [t for t in ids if t < len(mask) and mask[t]]
+    return [a for a, b in zip(written, written[1:]) if a == b]
+
+
+def test_guard_never_emits_a_doubled_word(tiny_model_dir):
+    describer = Describer.load(tiny_model_dir, device="cpu", max_new_tokens=24)
+    mask = word_tokens(describer.processor.tokenizer)
+    chips = [random_chip(32, 32, seed=s) for s in range(8)]
+    regions = [[((2.0, 2.0, 30.0, 30.0), None)]] * 8
+    patches = describer.patches(chips)
+    # the random model does double words when nothing forbids it (so this test can fail) ...
+    batch = describer.inputs(chips, regions, "describe", "global_region")
+    with torch.no_grad():
+        raw = describer.model.generate(**batch, patches=patches, mode="global_region", max_new_tokens=24)
+    assert any(_doubled(row, mask) for row in raw.tolist())
+    # ... and never through the describer, nor after a kept prefix ending in the word it would repeat
+    for row in describer.generate_ids(chips, regions, "describe", "global_region", patches):
+        assert not _doubled(row, mask), describer.decode(row)
+    prefixes = [row[:1] for row in raw.tolist()]
+    for row in describer.generate_ids(chips, regions, "describe", "global_region", patches, prefixes=prefixes):
+        assert not _doubled(row, mask), describer.decode(row)
+    for text in describer.describe(chips, [(2.0, 2.0, 30.0, 30.0)] * 8, [None] * 8):
+        found = words(text.description)
+        assert not [a for a, b in zip(found, found[1:]) if a == b], text.description
+
+
+def test_guard_only_forbids_the_repeated_word():
+    guard = RepetitionGuard(torch.tensor([False, True, True, True]), prefixes=[[2], []], special=frozenset({0}))
+    scores = torch.zeros(2, 6)
+    out = guard(torch.zeros(2, 0, dtype=torch.long), scores.clone())   # first step: the prefix's last token
+    assert torch.isneginf(out[0]).tolist() == [False, False, True, False, False, False]
+    assert torch.isfinite(out[1]).all()
+    out = guard(torch.tensor([[1, 0], [0, 0]]), scores.clone())        # a special token writes nothing ...
+    assert torch.isneginf(out[0]).tolist() == [False, True, False, False, False, False]
+    assert torch.isfinite(out[1]).all()                                 # ... and may itself repeat
+    out = guard(torch.tensor([[3, 5]]), scores[:1].clone())            # nor does an id past the tokenizer
+    assert torch.isneginf(out[0]).tolist() == [False, False, False, True, False, False]
+
+
+def test_repeated_sentences_and_budget_cuts_are_trimmed_whole():
+    dot = frozenset({9})
+    s1, s2 = [1, 2, 9], [3, 4, 9]
+    assert trim_repeats(s1 + s2 + s1 + [5, 6], dot) == s1 + s2           # the loop from its first repeat
+    assert trim_repeats(s1 + s2, dot) == s1 + s2                          # nothing repeated: untouched
+    assert trim_repeats(s1 + [3, 4], dot, complete=False) == s1           # cut by the budget mid-phrase
+    assert trim_repeats([3, 4, 5], dot, complete=False) == [3, 4, 5]      # no full sentence: kept whole
+
+
+@pytest.fixture(scope="module")
+def guided_scene(tmp_path_factory):
+    """The demo model on a fixed dev-split scene of the benchmark, guided by object-shaped
+    footprints put on empty land and by the true footprints."""
+    import mgimm_core
+    from training.benchmark import SPLITS, scene_case
+
+    directory = tmp_path_factory.mktemp("guides")
+    _, regions, layers = scene_case(SPLITS["dev"][4], directory)   # its empty-land guides: p(none) >= 0.4
+    engine = mgimm_core.load_model(None, device="cpu", max_new_tokens=80, threads=1)
+    try:
+        wrong = mgimm_core.describe(str(directory / "scene.tif"), layers["wrong"], model=engine,
+                                    guide=layers["wrong_guides"])
+        true = mgimm_core.describe(str(directory / "scene.tif"), layers["objects"], model=engine,
+                                   guide=str(directory / "truth.gpkg"))
+    finally:
+        engine.close()
+    return regions, wrong, true
+
+
+@pytest.mark.slow
+def test_guide_on_empty_land_is_not_confirmed(guided_scene):
+    regions, wrong, true = guided_scene
+    empty = {r.id for r in regions if r.kind == "empty"}
+    objects = wrong.attrs["objects"]
+    on_land = objects[objects["parent_id"].isin(empty)]
+    assert len(on_land) == len(empty) >= 2
+    assert set(on_land["guide_status"]) == {GUIDE_NOT_FOUND}, on_land[["attribute_text", "guide_status"]]
+    # the model still answers attributes for them (the judgement is beside the answer, not instead)
+    assert on_land["attribute_text"].notna().all()
+    # descriptions see only confirmed guides: a row whose guides were all not found is described
+    # as an unguided one would be, not from the guides' answers
+    statuses = set(true.attrs["objects"]["guide_status"])
+    assert statuses <= {GUIDE_CONFIRMED, GUIDE_NOT_FOUND} and GUIDE_CONFIRMED in statuses
+
+
+def test_not_found_guides_are_left_out_of_the_description(tiny_model_dir):
+    # with every guide judged not found, the description is the unguided one, word for word
+    describer = Describer.load(tiny_model_dir, device="cpu", max_new_tokens=12, agree=False)
+    describer.check_guides = lambda images, guides, patches: [False] * len(guides)
+    chips = [random_chip(32, 32, seed=s) for s in range(3)]
+    boxes = [(2.0, 2.0, 30.0, 30.0)] * 3
+    guide = ((8.0, 8.0, 16.0, 16.0), np.ones((32, 32), dtype=bool))
+    guided = describer.describe(chips, boxes, [None] * 3, guides=[[guide]] * 3)
+    plain = describer.describe(chips, boxes, [None] * 3)
+    assert [o.guide_status for r in guided for o in r.objects] == [GUIDE_NOT_FOUND] * 3
+    assert [r.description for r in guided] == [r.description for r in plain]
