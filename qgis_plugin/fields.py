@@ -86,3 +86,14 @@ OBJECT_OUTLINE = (0, 190, 255, 255)
 OBJECT_LABEL_COLOR = (0, 60, 140, 255)
 OBJECT_STYLE_NAME = "objects"
 OBJECT_STYLE_DESCRIPTION = "mgimm-geo plugin: guide objects outlined, labelled by guide id, colour and object"
+
+
+def plain_value(value):
+    """A feature attribute as JSON-ready data (QVariant NULL -> None, dates -> text)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if hasattr(value, "isNull") and value.isNull():
+        return None
+    if hasattr(value, "toString"):
+        return value.toString()
+    return str(value)

@@ -16,6 +16,7 @@ from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
 
 from .client import ClientError
+from .fields import plain_value
 from .map_tool import POLYGON, RECTANGLE, RegionMapTool
 from .message_bar import push_message
 from .messages import qgis_words
@@ -33,17 +34,6 @@ WORKER_CHUNK = 16
 TITLES = {"worker_missing": "MGIMM worker not available", "unreachable": "MGIMM server unreachable",
           "region_outside": "Region outside the raster", "no_crs": "Raster without CRS",
           "unauthorized": "MGIMM server refused the token", "cancelled": "MGIMM"}
-
-
-def plain_value(value):
-    """A feature attribute as JSON-ready data (QVariant NULL -> None, dates -> text)."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if hasattr(value, "isNull") and value.isNull():
-        return None
-    if hasattr(value, "toString"):
-        return value.toString()
-    return str(value)
 
 
 def guided_summary(entries) -> str:

@@ -23,6 +23,7 @@ from qgis.PyQt.QtGui import QTransform
 
 from .bands import PROPERTY as BANDS_PROPERTY
 from .bands import BandChoice, default_bands, parse_bands
+from .fields import plain_value
 from .chips import inverse_geotransform
 from .server_chips import ChipJob, RasterInfo
 
@@ -244,7 +245,6 @@ def guide_items(guide_layer, raster: QgsRasterLayer, regions) -> list:
 def _guide_items(guide_layer, transform, crs, near, request: QgsFeatureRequest) -> list | None:
     """guide_items over the features of `request`; None when a filtered read meets a feature
     without an id (its position in the layer is unknown there)."""
-    from .plugin import plain_value
 
     filtered = not request.filterRect().isNull()
     names = guide_layer.fields().names()

@@ -12,7 +12,7 @@ from qgis.gui import QgsAuthConfigSelect, QgsFileWidget
 from qgis.PyQt.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout,
                                  QLabel, QLineEdit, QPushButton, QSpinBox, QToolButton, QVBoxLayout, QWidget)
 
-from .endpoint_mode import EndpointRows
+from .endpoint_rows import EndpointRows
 from .settings import MODES, PluginSettings, SecretStoreError, default_layer_path, load_token
 from .task import RequestTask
 
