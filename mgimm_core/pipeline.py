@@ -38,6 +38,7 @@ from mgimm_core.scene import Scene
 from mgimm_core.tiles import tile_grid
 
 if TYPE_CHECKING:
+    from mgimm_core.endpoint.served import EndpointModel
     from mgimm_core.model_dir import ModelDirectory
 
 log = logging.getLogger(__name__)
@@ -309,8 +310,11 @@ def polygonal_and_finite(geom) -> bool:
 class RegionModel(Protocol):
     """What the loop needs of a model: its id, its directory and a batched answer for region chips."""
 
-    model_id: str
-    model: "ModelDirectory"
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def model(self) -> "ModelDirectory | EndpointModel": ...
 
     def prepare(self) -> None:
         """Load what `describe` needs (timed apart from the model's work)."""

@@ -249,6 +249,9 @@ class Scene:
             raise CRSError(f"{self.path}: its CRS cannot be used ({exc}). Assign a known one "
                            f"(e.g. gdal_edit.py -a_srs EPSG:xxxx).") from exc
         geod = geodetic.get_geod()
+        if geod is None:
+            raise CRSError(f"{self.path}: its CRS's geodetic datum has no ellipsoid, so ground distances cannot be "
+                           f"measured. Assign a known CRS (e.g. gdal_edit.py -a_srs EPSG:xxxx).")
         t = self.transform
 
         def ground(c0, r0, c1, r1):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
 
 from mgimm_core.model_dir import ModelDirectory
 from mgimm_core.pipeline import describe_work
@@ -25,7 +26,7 @@ class LocalEngine:
     def __init__(self, model: ModelDirectory, load):
         self.model = model
         self.load = load
-        self._describer = None
+        self._describer: Any = None     # a family's describer (mgimm_core/families), once loaded
         self._lock = threading.Lock()
 
     @property

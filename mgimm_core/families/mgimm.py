@@ -7,6 +7,7 @@ model-input pixels; the chip settings come from the processor file the folder wa
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from mgimm_core.errors import ModelError
 from mgimm_core.families._runtime import MGIMMRuntimeFamily
@@ -71,12 +72,13 @@ class MGIMMFamily(MGIMMRuntimeFamily):
             if not isinstance(kind.config.get(part), dict):
                 raise ModelError(f"{kind.path / 'config.json'}: {part} is missing or not an object; the model folder "
                                  "is damaged, copy or export it again")
+        loaded: Any     # (model, loading report): output_loading_info=True, which transformers' stubs do not type
         try:  # fused scaled-dot-product attention in the LM and the vision tower (the default where supported)
-            model, report = MGIMMForConditionalGeneration.from_pretrained(
+            loaded = MGIMMForConditionalGeneration.from_pretrained(
                 kind.path, dtype=dtype, attn_implementation="sdpa", output_loading_info=True)
         except ValueError:  # an encoder or LM without an SDPA path: its own attention
-            model, report = MGIMMForConditionalGeneration.from_pretrained(kind.path, dtype=dtype,
-                                                                          output_loading_info=True)
+            loaded = MGIMMForConditionalGeneration.from_pretrained(kind.path, dtype=dtype, output_loading_info=True)
+        model, report = loaded
         check_loaded(kind.path, report)
         merge_lora(model)
         return model.to(device).eval(), MGIMMProcessor.from_pretrained(kind.path)

@@ -46,7 +46,7 @@ def florence_tokenizer():
     backend.train_from_iterator([" ".join(FLORENCE_WORDS)] * 4, trainer=trainer)
     trained = json.loads(backend.to_str())["model"]
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in trained["merges"]]
-    tokenizer = RobertaTokenizer(vocab=trained["vocab"], merges=merges,
+    tokenizer = RobertaTokenizer(vocab=trained["vocab"], merges=merges,  # type: ignore[arg-type]  # stubs: str only
                                  extra_special_tokens={"image_token": "<image>"})
     tokenizer.add_special_tokens({"mask_token": "<mask>", "additional_special_tokens": FLORENCE_TOKENS})
     tokenizer.add_tokens(AddedToken("<image>", special=True, normalized=False), special_tokens=True)
