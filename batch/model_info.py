@@ -56,7 +56,6 @@ def command(model_dir, vision_dir, as_json, words):
         f"  weights need    {_gib(info['memory_bytes']['bf16'])} in bf16, {_gib(info['memory_bytes']['fp32'])} in fp32",
         f"  region          {info['region_method']}" + (f": {', '.join(info['region_tokens'])}"
                                                        if info["region_tokens"] else ""),
-        f"  region ways     {', '.join(info['region_ways'])} (default {info['region_as']})",
         f"  input           {info['input_size']} px chips (context {info['chip_context']:g}, smallest window "
         f"{info['chip_min_window']} px)",
         f"  prompt format   {info['prompt_template']!r}",
