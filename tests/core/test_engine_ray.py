@@ -25,7 +25,7 @@ from mgimm_core.regions import read_aoi
 from mgimm_core.scene import Scene
 from training.synthetic.demo_inputs import write_demo_inputs
 
-ray = pytest.importorskip("ray")
+import ray  # noqa: E402  (the dev extra installs it, pyproject.toml)
 pytestmark = pytest.mark.slow      # over a few seconds each; runs in CI (`-m "not slow"` skips)
 
 COMPARED = ("description", "object", "color", "shape", "size", "orientation", "valid_fraction", "gsd_m",
