@@ -98,6 +98,9 @@ def run_files_job(job: FilesJob, engine, *, check_path: Callable[[str, str], str
     caller (a request's per-region chips; describe_to_output places each region on every scene otherwise).
     """
     started = time.perf_counter()
+    if (job.guide is not None or job.guides) and not engine.supports_guides:
+        raise OptionsError(f"guide objects cannot be sent to the {engine.name} engine's model yet; describe the "
+                           f"guided run with a local model.", "guide")
     if job.options.tiles is not None and not engine.supports_tiles:
         raise OptionsError(f"tiles are not supported by the {engine.name} engine yet; describe tiles with the "
                            f"local engine (tiles of one scene are read in block order on one machine).", "engine")

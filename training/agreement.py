@@ -1,8 +1,8 @@
-"""Do descriptions agree with their own attributes? Measured on held-out scenes, on the product path.
+"""Do descriptions agree with their own attributes? Measured on tuning scenes (seeds 1,000,500+: never trained on, but the agreeing decoding was tuned on them), on the product path.
 
     python -m training.agreement [--model DIR] [--scenes 8] [--out agreement.json]
 
-Each held-out scene (seeds never used in training, training/demo_recipe.py) is written as a
+Each tuning scene (seeds never used in training, training/demo_recipe.py; tuned on, so not held out: training/benchmark.py has the test split) is written as a
 GeoTIFF with its ground-truth footprints, and described with `mgimm_core.describe` exactly as a
 user would run `mgimm-geo describe`:
 
@@ -58,7 +58,7 @@ def _rate(numerator: float, denominator: float) -> float | None:
 
 
 def scene_inputs(seed: int, directory: Path, *, size: int, objects: int, empties: int):
-    """scene.tif, truth.gpkg and aoi.geojson (object AOIs + empty squares) of one held-out scene."""
+    """scene.tif, truth.gpkg and aoi.geojson (object AOIs + empty squares) of one tuning scene."""
     import pyproj
 
     from training.synthetic.export import write_geotiff, write_objects
@@ -101,7 +101,7 @@ def scene_inputs(seed: int, directory: Path, *, size: int, objects: int, empties
 def evaluate_agreement(model=None, *, scenes: int = 8, size: int = 1024, objects: int = 12, empties: int = 6,
                        tile_size: int = 256, workdir: str | None = None, max_new_tokens: int = 160,
                        agree: bool = True) -> dict:
-    """The agreement figures of `model` (a directory; None: the demo model) on held-out scenes."""
+    """The agreement figures of `model` (a directory; None: the demo model) on the tuning scenes (not held out)."""
     import mgimm_core
     from training.demo_recipe import HELDOUT_SEED_BASE
     from training.synthetic.text import objects_in

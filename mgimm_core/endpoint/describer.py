@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 
 from mgimm_core.answers import ATTRIBUTE_FIELDS, RegionText, row_attributes
-from mgimm_core.errors import EndpointError, EndpointUnreachableError, InvalidAnswerError, OptionsError
+from mgimm_core.errors import EndpointError, EndpointRefusedError, EndpointUnreachableError, InvalidAnswerError
+from mgimm_core.load_options import LoadOptions
 
 from . import chat
 from .http import EndpointClient, api_key_from_env
@@ -63,15 +64,12 @@ class EndpointDescriber:
                  guides_left: list[int] | None = None, strict: bool = False,
                  gsds: list | None = None) -> list[RegionText]:
         # gsds (the chips' GSDs, for MGIMM models trained with them in the question) are not sent
-        if guides and any(guides):
-            raise OptionsError("guide objects (--guide) cannot be sent to an endpoint model yet; describe the "
-                               "guided run with a local model.", "guide")
         asks = [self._encoder.submit(self._prepare, image, box, mask) for image, box, mask in zip(images, boxes, masks)]
         answers = [self._requests.submit(self._ask, prepared, attributes, description, prompt) for prepared in asks]
         results = [answer.result() for answer in answers]
-        errors = [r.error for r in results if isinstance(r.error, EndpointUnreachableError)]
+        errors = [r.error for r in results if r.error is not None and _run_stopping(r.error)]
         if errors and len(errors) == len(results):
-            raise errors[0]                  # nothing answers: the run cannot go on (--resume finishes it)
+            raise errors[0]                  # nothing answered: the run cannot go on (--resume finishes it)
         return results
 
     # ------------------------------------------------------------------ one region
@@ -137,13 +135,15 @@ class EndpointEngine:
 
     name = "endpoint"
     supports_tiles = True
+    supports_guides = False     # guide objects cannot be sent to an endpoint model yet
     loaded = True
 
     def __init__(self, url: str, load, options: EndpointOptions | None = None):
         options = options or EndpointOptions()
         self.load = load
         local_only = [flag for flag, changed in (("--no-agree", not load.agree), ("--compile", load.compile),
-                                                 ("--no-repeat-ngram", load.no_repeat_ngram != 6),
+                                                 ("--no-repeat-ngram",
+                                                  load.no_repeat_ngram != LoadOptions().no_repeat_ngram),
                                                  ("--threads", load.threads is not None),
                                                  ("--device", load.device != "auto")) if changed]
         if local_only:
@@ -185,3 +185,11 @@ class EndpointEngine:
     def close(self) -> None:
         self.describer.close()
         self.client.close()
+
+
+def _run_stopping(error: Exception) -> bool:
+    """An error no later region can escape: no connection, or the key refused (401/403; before, with
+    --served-model and --family given, a wrong key only showed as rows). A 400 or a timeout stays the
+    region's row and the run goes on."""
+    return isinstance(error, EndpointUnreachableError) or (
+        isinstance(error, EndpointRefusedError) and getattr(error, "status", None) in (401, 403))

@@ -73,6 +73,11 @@ class Response:
     retry_after: str | None = None
 
 
+def _loopback(host: str) -> bool:
+    """True for this machine's own addresses (a key sent there in clear stays on the machine)."""
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
 class EndpointClient:
     """GET/POST JSON to one base URL over a pool of kept-alive connections (thread-safe)."""
 
@@ -87,6 +92,10 @@ class EndpointClient:
         self._headers = {"Content-Type": "application/json", "Accept": "application/json",
                          "User-Agent": "mgimm-geo"}
         if api_key:
+            if not self._https and not _loopback(self._host):
+                raise OptionsError(f"{self.base_url}: the API key (MGIMM_API_KEY or OPENAI_API_KEY) would travel in "
+                                   f"clear over http to another machine; give the endpoint's https URL with "
+                                   f"--model, or unset the key variable for a server that needs none.", "model")
             self._headers["Authorization"] = f"Bearer {api_key}"
         self.timeout = timeout
         self.retries = retries

@@ -20,6 +20,7 @@ ENGINES = ("local", "ray")
 class Engine(Protocol):
     name: str
     supports_tiles: bool
+    supports_guides: bool
     model: ModelDirectory
     load: LoadOptions
     device: str

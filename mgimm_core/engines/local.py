@@ -22,6 +22,7 @@ class LocalEngine:
 
     name = "local"
     supports_tiles = True
+    supports_guides = True
 
     def __init__(self, model: ModelDirectory, load):
         self.model = model

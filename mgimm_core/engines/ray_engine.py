@@ -116,6 +116,7 @@ class RayEngine:
 
     name = "ray"
     supports_tiles = False
+    supports_guides = True
 
     def __init__(self, ray, model: ModelDirectory, actors: list, info: dict, *, owns_ray: bool):
         self.ray = ray

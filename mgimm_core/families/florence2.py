@@ -125,10 +125,6 @@ class Florence2Family(TransformersFamily):
         """The task prompt as is: the processor expands it and adds the image tokens, <s> and </s>."""
         return question
 
-    def model_inputs(self, processor: Any, images: list, texts: list[str]) -> Any:
-        """Right-padded (an encoder's padding is masked; the decoder starts afresh)."""
-        return processor(images=images, text=texts, return_tensors="pt", padding=True)
-
     def answer_ids(self, generated: Any, inputs: Any) -> Any:
         """generate returns the decoder's tokens only, from its start token on."""
         return generated[:, 1:]

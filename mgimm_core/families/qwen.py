@@ -68,8 +68,6 @@ RELEASED_MIN_PIXELS, RELEASED_MAX_PIXELS = 3136, 12845056
 class QwenVLFamily(TransformersFamily):
     """What the two Qwen versions share: processor, chat (the folder's template), JSON box."""
 
-    #: transformers' processor class of the family
-    processor_class = ""
     #: architectures transformers' class runs as they are (others are subclasses with more modules)
     stock_architectures: tuple[str, ...] = ()
 
@@ -159,9 +157,6 @@ class QwenVLFamily(TransformersFamily):
         return transformers.AutoImageProcessor.from_pretrained(
             directory, processor_config={**settings, "image_processor_type": STALE_IMAGE_PROCESSORS[stale]})
 
-    def load_processor(self, directory: Path) -> Any:
-        return super().load_processor(Path(directory))
-
     def load(self, kind, device, options) -> Any:
         self.check_architecture(kind)
         return super().load(kind, device, options)
@@ -171,7 +166,6 @@ class Qwen25VLFamily(QwenVLFamily):
     name = "qwen2.5-vl"
     title = "Qwen2.5-VL"
     model_class = "Qwen2_5_VLForConditionalGeneration"
-    processor_class = "Qwen2_5_VLProcessor"
     model_types = ("qwen2_5_vl",)
     served_id_patterns = ("*qwen2.5-vl*", "*qwen2_5_vl*", "*qwen2.5vl*", "*describeearth*")
     stock_architectures = ("Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLModel")
@@ -201,7 +195,6 @@ class Qwen3VLFamily(QwenVLFamily):
     name = "qwen3-vl"
     title = "Qwen3-VL"
     model_class = "Qwen3VLForConditionalGeneration"
-    processor_class = "Qwen3VLProcessor"
     model_types = ("qwen3_vl",)
     served_id_patterns = ("*qwen3-vl*", "*qwen3_vl*", "*qwen3vl*")
     stock_architectures = ("Qwen3VLForConditionalGeneration", "Qwen3VLModel")

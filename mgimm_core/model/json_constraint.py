@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 
-from mgimm_core.answers import parse_answer  # noqa: F401  (read here before mgimm_core/answers.py)
 
 # Characters a value may not hold (they would end or escape the JSON string).
 _FORBIDDEN = frozenset('"\\') | frozenset(chr(c) for c in range(0x20))
@@ -69,14 +68,13 @@ class JsonAnswerConstraint:
         self.by_first: dict[str, list[int]] = {}
         for t in usable:
             self.by_first.setdefault(self.pieces[t][0], []).append(t)
-        self.texts: dict[int, str] = {}
-
-    def _text(self, row: int, ids) -> str:
-        return "".join(self.pieces[t] for t in ids if t < len(self.pieces))
+        # each row's answer text so far, grown by one piece a step (not rebuilt from all its tokens)
+        self._texts: list[str] = []
+        self._seen = 0
 
     def allowed(self, text: str) -> torch.Tensor:
-        """Tokens that may follow `text` (a prefix of the form)."""
-        mask = torch.zeros(len(self.pieces), dtype=torch.bool)
+        """Tokens that may follow `text` (a prefix of the form), on the device of `self.plain`."""
+        mask = torch.zeros(len(self.pieces), dtype=torch.bool, device=self.plain.device)
         prefix, whole, following = _state(text, self.segments)
         if whole or not prefix:
             mask[list(self.eos)] = True
@@ -92,11 +90,21 @@ class JsonAnswerConstraint:
         return mask
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.plain.device != scores.device:
+            self.plain = self.plain.to(scores.device)      # moved once, not per step
+        generated = input_ids.shape[1] - self.prompt_length
+        if generated == 0 or len(self._texts) != input_ids.shape[0] or generated != self._seen + 1:
+            # a new generate call (the constraint is reused): the texts from the tokens themselves
+            self._texts = ["".join(self.pieces[t] for t in row if t < len(self.pieces))
+                           for row in input_ids[:, self.prompt_length:].tolist()]
+        else:
+            for row, token in enumerate(input_ids[:, -1].tolist()):
+                self._texts[row] += self.pieces[token] if token < len(self.pieces) else ""
+        self._seen = generated
         for row in range(input_ids.shape[0]):
-            new = input_ids[row, self.prompt_length:].tolist()
-            if any(t in self.eos for t in new):
+            if any(t in self.eos for t in input_ids[row, self.prompt_length:].tolist()):
                 continue
-            mask = self.allowed(self._text(row, new)).to(scores.device)
+            mask = self.allowed(self._texts[row])
             if mask.shape[0] < scores.shape[-1]:   # rows past the tokenizer (vocab padded to a multiple): never
                 mask = torch.cat([mask, mask.new_zeros(scores.shape[-1] - mask.shape[0])])
             scores[row] = scores[row].masked_fill(~mask, float("-inf"))

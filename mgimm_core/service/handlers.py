@@ -21,18 +21,16 @@ import math
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, cast
 
 import shapely
 
 from mgimm_core import __version__
-from mgimm_core.engines import LoadOptions
-from mgimm_core.endpoint import is_endpoint_url, open_endpoint_engine
+from mgimm_core.engines import LoadOptions, open_engine
 from mgimm_core.engines.local import LocalEngine
 from mgimm_core.errors import AOIError, CRSError, MGIMMError, OptionsError
 from mgimm_core.guides import DEFAULT_MAX_GUIDES
 from mgimm_core.jobs import AOISource, FilesJob, run_files_job
-from mgimm_core.model_dir import ModelDirectory
 from mgimm_core.output import RegionRecord
 from mgimm_core.output.schema import ObjectSchema, RegionSchema
 from mgimm_core.output.writer import FORMATS
@@ -101,10 +99,7 @@ class Service:
         worker that will not start. A --model URL is an endpoint's served model (mgimm_core/endpoint)."""
         with self._engine_lock:
             if self._engine is None:
-                if is_endpoint_url(self.model_dir):
-                    self._engine = open_endpoint_engine(str(self.model_dir), self.load)
-                else:
-                    self._engine = LocalEngine(ModelDirectory.resolve(self.model_dir), self.load)
+                self._engine = cast("LocalEngine | EndpointEngine", open_engine("local", self.model_dir, self.load))
         return self._engine
 
     @property
@@ -495,10 +490,7 @@ def handle_describe(service: Service, params: dict, progress: Progress, cancelle
     started = time.perf_counter()
     max_new_tokens = int_param(params, "max_new_tokens", service.max_new_tokens, 1, MAX_NEW_TOKENS_LIMIT)
     thumbnail = param(params, "thumbnail", bool, True, allow_none=False)
-    source_scale = param(params, "chip_scale", float, 1.0, allow_none=False)
-    if not 0 < source_scale < 1e6:
-        raise ServiceError("bad_request", f"parameter 'chip_scale' = {source_scale}: give the raster's pixels "
-                                          f"per chip pixel (1 for a chip at the raster's resolution).")
+    source_scale = _chip_scale(params.get("chip_scale"), "parameter 'chip_scale'")
     features, unread = _features(params)
     inline_guides = _inline_guides(params)
     bands, nodata = bands_param(params), param(params, "nodata", float, None)

@@ -310,3 +310,25 @@ def test_the_family_is_guessed_from_the_served_id_by_the_registry(monkeypatch):
     monkeypatch.setattr(generic, "served_id_patterns", ("*some-vlm*",))
     assert families.for_served_id("Org/Some-VLM-7B") is generic
     assert not any(f.recognise({"model_type": "llava"}, None) for f in [generic])   # never a folder's family
+
+
+def test_a_guided_run_through_an_endpoint_is_refused_before_its_output_exists(scene_and_aoi, tmp_path):
+    """(A fake endpoint, not a model: the refusal comes before any request.)"""
+    scene, aoi = scene_and_aoi
+    out = tmp_path / "guided.gpkg"
+    with fake_endpoint(models=["some-vlm"]) as fake:
+        result = CliRunner().invoke(cli, ["describe", scene, "--aoi", aoi, "--guide", aoi, "-o", str(out), "-q",
+                                          "--model", fake, "--family", "generic"])
+    assert result.exit_code == 2 and "guide" in result.output
+    assert not out.exists()
+
+
+def test_a_key_is_never_sent_in_clear_to_another_machine(monkeypatch):
+    from mgimm_core.endpoint.http import EndpointClient
+    from mgimm_core.errors import OptionsError
+
+    with pytest.raises(OptionsError) as caught:
+        EndpointClient("http://gpu-box.example:8000/v1", api_key="k-123")
+    assert caught.value.option == "model" and "https" in str(caught.value) and "k-123" not in str(caught.value)
+    EndpointClient("http://127.0.0.1:8000/v1", api_key="k-123")          # this machine: allowed
+    EndpointClient("https://gpu-box.example/v1", api_key="k-123")         # encrypted: allowed
