@@ -8,7 +8,15 @@ import json
 from dataclasses import dataclass, field
 
 from mgimm_core.errors import InvalidAnswerError, MGIMMError
+from mgimm_core.output.schema import DEFAULT_ATTRIBUTE_FIELDS
 from mgimm_core.vocabulary import NO_OBJECT_VALUE
+
+#: The OpenAI-compatible API's extension field (docs/protocol.md): regions in a chat request to
+#: mgimm-geo serve, and its model's facts in /v1/models.
+OPENAI_EXTENSION = "mgimm"
+#: What mgimm-geo serve answers for a whole row: the attribute columns, the attribute answer as the
+#: model wrote it, and the description.
+OPENAI_ROW_FIELDS = DEFAULT_ATTRIBUTE_FIELDS + ("attribute_text", "description")
 
 #: A guide object's judgement (`RegionText.guide_status`, the objects layer's `guide_status`).
 GUIDE_CONFIRMED, GUIDE_NOT_FOUND = "confirmed", "not_found"

@@ -205,7 +205,11 @@ def describe_chips(client, raster: RasterInfo, jobs, params: dict, progress: Cal
                     warnings.append(line)
             answered = {str(e.get("id")): e for e in result.get("regions") or []}
             for job, plan, exact, data in group:
-                entry = answered[job.id]
+                entry = answered.get(job.id)
+                if entry is None:     # a server that left a region out: its row says so, the others stay
+                    entries.append(dict(outside_entry(job, raster.path), error=f"the server did not answer region "
+                                        f"{job.id!r}; describe it again.", error_code="internal"))
+                    continue
                 entry["chip"] = {"window": [plan.col_off, plan.row_off, plan.side, plan.side], "pixels": plan.read,
                                  "exact": exact, "bytes": len(data)}
                 clipped = not plan.inside_scene(raster.width, raster.height) and job.share < 1.0

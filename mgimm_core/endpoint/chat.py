@@ -15,14 +15,9 @@ import json
 import numpy as np
 
 from mgimm_core.errors import InvalidAnswerError
-from mgimm_core.output.schema import DEFAULT_ATTRIBUTE_FIELDS
+from mgimm_core.answers import OPENAI_EXTENSION as EXTENSION
 from mgimm_core.service.thumbnails import encode_png
 
-#: The extension field of a chat request that carries regions to mgimm-geo serve.
-EXTENSION = "mgimm"
-#: What a mgimm-geo server answers for a whole row: the attribute columns, the attribute answer as
-#: the model wrote it, and the description.
-ROW_FIELDS = DEFAULT_ATTRIBUTE_FIELDS + ("attribute_text", "description")
 
 
 def png_data_uri(image: np.ndarray) -> str:

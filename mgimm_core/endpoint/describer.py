@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
-from mgimm_core.answers import ATTRIBUTE_FIELDS, RegionText, row_attributes
+from mgimm_core.answers import ATTRIBUTE_FIELDS, OPENAI_ROW_FIELDS, RegionText, row_attributes
 from mgimm_core.errors import EndpointError, EndpointRefusedError, EndpointUnreachableError, InvalidAnswerError
 from mgimm_core.load_options import LoadOptions
 
@@ -100,7 +100,7 @@ class EndpointDescriber:
     def _ask_row(self, result: RegionText, view: dict, attributes: bool, description: bool,
                  prompt: str | None) -> None:
         """mgimm-geo serve: the region in the extension field, the whole row in one answer."""
-        fields = ((chat.ROW_FIELDS[:-1] if attributes else ()) + (("description",) if description else ()))
+        fields = ((OPENAI_ROW_FIELDS[:-1] if attributes else ()) + (("description",) if description else ()))
         body = chat.chat_request(self.model_id, prompt, view["uri"], self.max_new_tokens,
                                  schema=chat.json_schema(fields), regions=view["regions"])
         text, cut = self._post(body)

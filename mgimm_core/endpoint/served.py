@@ -19,14 +19,14 @@ from mgimm_core.families._transformers import TransformersFamily
 from mgimm_core.families.base import DEFAULT_CONTEXT, DEFAULT_MIN_WINDOW, Family
 from mgimm_core.regions import ChipSettings
 
+from mgimm_core.answers import OPENAI_EXTENSION as EXTENSION
+
 from .http import EndpointClient
 
 log = logging.getLogger(__name__)
 
 #: Chip side for endpoint families that state none.
 ENDPOINT_CHIP_SIZE = 448
-#: The /v1/models extension field in which mgimm-geo serve describes its model.
-EXTENSION = "mgimm"
 
 
 @dataclass(frozen=True)

@@ -23,15 +23,13 @@ import uuid
 
 import numpy as np
 
-from mgimm_core.output.schema import DEFAULT_ATTRIBUTE_FIELDS
+from mgimm_core.answers import OPENAI_EXTENSION as EXTENSION
+from mgimm_core.answers import OPENAI_ROW_FIELDS as ROW_FIELDS
 
 from .protocol import ServiceError, param
 
-#: Row fields an answer object may hold (json_schema properties), and where each comes from.
-ROW_FIELDS = DEFAULT_ATTRIBUTE_FIELDS + ("attribute_text", "description")
 #: Largest image side accepted (a chip is a few hundred pixels).
 MAX_IMAGE_SIDE = 4096
-EXTENSION = "mgimm"
 
 
 def list_models(service) -> dict:
