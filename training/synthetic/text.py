@@ -26,7 +26,8 @@ DESCRIPTION_INSTRUCTIONS = (
     "Provide a detailed description of this aerial image, including the attributes of the objects.",
 )
 
-_COVER_WORDS = {"sea": "the sea", "lake": "a lake", "river": "a river", "forest": "forest",
+#: How descriptions name each land cover (the benchmark reads them back: training/benchmark.py).
+COVER_WORDS = {"sea": "the sea", "lake": "a lake", "river": "a river", "forest": "forest",
                 "farmland": "farmland parcels", "grass": "grassland", "bare soil": "bare soil",
                 "urban": "built-up urban blocks", "road": "roads", "paved": "paved ground",
                 "mountain": "mountains"}
@@ -87,7 +88,7 @@ def _landcover_sentence(labels: np.ndarray, rng: np.random.Generator) -> str:
         else:
             ys, xs = _sampled_pixels(mask)
             where = _REGION_NAMES[position_of(xs.mean(), ys.mean(), w, h)]
-        name = _COVER_WORDS[LANDCOVER_NAMES[code]]
+        name = COVER_WORDS[LANDCOVER_NAMES[code]]
         if code == RIVER:
             ys, xs = _sampled_pixels(mask)
             span_x, span_y = np.ptp(xs) if xs.size else 0, np.ptp(ys) if ys.size else 0
