@@ -3,9 +3,10 @@
 Each sends one `describe_file` request (the CLI's `describe` on files) to the configured worker or
 server and adds the written layer to the project. With a worker, inputs that are not files (a memory
 or database polygon layer, selected features only) are saved to a temporary GeoPackage first. With a
-server, which cannot see our files, "Describe regions" sends each feature as its own chip of the
-raster (server_chips.py) and writes the regions layer here. The raster must be a local file (save a
-web layer with Raster > Conversion first).
+server, which cannot see our files, and in endpoint mode (the worker asks an OpenAI-compatible
+endpoint), "Describe regions" sends each feature as its own chip of the raster (server_chips.py,
+the panel's path) and writes the regions layer here. The raster must be a local file (save a web
+layer with Raster > Conversion first).
 """
 
 from __future__ import annotations
@@ -207,10 +208,11 @@ class _DescribeAlgorithm(QgsProcessingAlgorithm):
         return {"OUTPUT": params["output"], "SUMMARY": json.dumps(summary) if summary else ""}
 
 
-def _server_regions(algorithm, parameters, context, feedback, params: dict, client) -> dict:
-    """Server mode: every feature of AOI (selected ones only when asked) as its own chip of the
-    raster (server_chips.py), so the server never needs our files; the regions layer is written
-    here with the CLI's fields and the input attributes. Returns the summary."""
+def _chip_regions(algorithm, parameters, context, feedback, params: dict, client) -> dict:
+    """Server and endpoint modes (PluginSettings.cuts_chips): every feature of AOI (selected ones
+    only when asked) as its own chip of the raster (server_chips.py), so neither the server nor the
+    endpoint mode's worker reads our file; the regions layer is written here with the CLI's fields
+    and the input attributes. Returns the summary."""
     from .layer import feature_values, write_regions_file
     from .request_data import RequestError, chip_jobs, crs_text, raster_info
     from .server_chips import describe_chips
@@ -273,7 +275,7 @@ def _server_regions(algorithm, parameters, context, feedback, params: dict, clie
         feedback.reportError(f"Cancelled: the {len(items)} region(s) finished are written to {params['output']}; "
                              f"run again with \"resume\" to finish.")
     return {"output": params["output"], "mode": params["mode"], "model": result["model"],
-            "device": result["device"], "engine": "server, region chips", "scenes": 1, "unit": "regions",
+            "device": result["device"], "engine": f"{settings.mode}, region chips", "scenes": 1, "unit": "regions",
             "described": len(items) - failed, "failed": failed, "written": written,
             "cancelled": result["cancelled"], "seconds": result["seconds"],
             "largest_request_bytes": result["largest_request_bytes"], "warnings": result["warnings"]}
@@ -316,7 +318,12 @@ class DescribeRegionsAlgorithm(_DescribeAlgorithm):
     def _params(self, parameters, context, feedback):
         params = super()._params(parameters, context, feedback)
         guided = parameters.get("GUIDE") not in (None, "")
-        if PluginSettings.load().mode == "server":
+        settings = PluginSettings.load()
+        if settings.cuts_chips:
+            if guided and settings.mode == "endpoint":
+                raise QgsProcessingException(
+                    "GUIDE: guide objects cannot be sent to an endpoint's model yet; describe the guided run "
+                    "with a local model (MGIMM settings > mode: worker).")
             if guided:
                 raise QgsProcessingException(
                     "GUIDE: guide objects in Processing need the local worker (MGIMM settings > mode: worker); "
@@ -332,8 +339,8 @@ class DescribeRegionsAlgorithm(_DescribeAlgorithm):
         return params
 
     def _run(self, params, parameters, context, feedback, client, progress):
-        if PluginSettings.load().mode == "server":
-            return _server_regions(self, parameters, context, feedback, params, client)
+        if PluginSettings.load().cuts_chips:
+            return _chip_regions(self, parameters, context, feedback, params, client)
         return super()._run(params, parameters, context, feedback, client, progress)
 
 

@@ -29,7 +29,8 @@ MENU = "&MGIMM"
 ICON = os.path.join(os.path.dirname(__file__), "icon.svg")
 ICONS = os.path.join(os.path.dirname(__file__), "icons")
 #: regions per worker request: a cancel keeps the chunks that finished (the worker answers a
-#: cancelled request with an error only); server mode already goes region by region
+#: cancelled request with an error only); server and endpoint modes send chips, in requests of
+#: server_chips.CHIPS_PER_REQUEST regions
 WORKER_CHUNK = 16
 TITLES = {"worker_missing": "MGIMM worker not available", "unreachable": "MGIMM server unreachable",
           "region_outside": "Region outside the raster", "no_crs": "Raster without CRS",
@@ -249,12 +250,12 @@ class MGIMMPlugin:
             return None
         first_id = self._next_region_id(settings)
         try:
-            params = describe_params(raster, geometries, crs, embed=settings.mode == "server",
+            params = describe_params(raster, geometries, crs, embed=settings.cuts_chips,
                                      properties=properties, prompt=settings.prompt,
                                      max_new_tokens=settings.max_new_tokens,
                                      canvas_units_per_pixel=self._canvas_units_in(raster, canvas),
                                      first_id=first_id, guide_layer=guide, bands=request_bands(raster))
-            if settings.mode != "server":
+            if not settings.cuts_chips:
                 params["_chunk"] = WORKER_CHUNK
             client = shared_client(settings)
         except (RequestError, ClientError) as exc:

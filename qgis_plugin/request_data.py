@@ -1,12 +1,12 @@
 """QGIS objects -> plain request data, on the main thread, before any task starts.
 
-A request names the raster by its local path when GDAL reads it from a file; any other raster
-(WMS, XYZ, WCS, ...) is rendered to a georeferenced GeoTIFF chip at the layer's resolution (or the
-canvas's, for layers without one) covering the regions. A local file for a server goes region by
-region, each as the chip the geo core would read (chip_jobs here, server_chips.py, chips.py), so a
-request's size depends on the region, not the raster. Geometries go out as WKT in the raster's CRS.
-Problems the user can fix (no CRS, region outside the raster) raise RequestError here, before the
-worker is bothered.
+In worker mode a request names the raster by its local path when GDAL reads it from a file; any
+other raster (WMS, XYZ, WCS, ...) is rendered to a georeferenced GeoTIFF chip at the layer's
+resolution (or the canvas's, for layers without one) covering the regions. A local file for a server (or for the
+endpoint mode's worker) goes region by region, each as the chip the geo core would read (chip_jobs
+here, server_chips.py, chips.py), so a request's size depends on the region, not the raster.
+Geometries go out as WKT in the raster's CRS. Problems the user can fix (no CRS, region outside the
+raster) raise RequestError here, before the worker is bothered.
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def raster_info(path: str) -> RasterInfo:
 
 
 def chip_jobs(info: RasterInfo, geometries, ids, properties, guides=None) -> list:
-    """Server mode: each region (layer CRS) with its pixel bounds on the raster, clipped to it (as
+    """Server and endpoint modes: each region (layer CRS) with its pixel bounds on the raster, clipped to it (as
     mgimm_core/regions.py place_region clips it), for server_chips.describe_chips; with `guides`
     (guide_items, raster CRS) each region's job carries those whose box meets the region's: the chip
     has the raster's CRS and a geotransform placing it on the raster, so the server maps them onto
@@ -188,10 +188,11 @@ def chip_jobs(info: RasterInfo, geometries, ids, properties, guides=None) -> lis
 
 def raster_source(layer: QgsRasterLayer, geometries, *, embed: bool, canvas_units_per_pixel: float = None) -> dict:
     """The request's raster part: {"raster": path} for local files, else a rendered chip covering
-    `geometries` (layer CRS) as {"raster": temp path} (embed=False, a local worker) or
-    {"raster_b64": ...} (embed=True, a server), plus "raster_name" and, for chips, "_temp" (path to
-    delete when done). A local file for a server (embed=True) goes region by region instead: its
-    {"_raster": RasterInfo} here, and the caller adds "_chip_jobs" (server_chips.py)."""
+    `geometries` (layer CRS) as {"raster": temp path} (embed=False, worker mode) or
+    {"raster_b64": ...} (embed=True: server and endpoint modes, PluginSettings.cuts_chips), plus
+    "raster_name" and, for chips, "_temp" (path to delete when done). A local file with embed=True
+    goes region by region instead: its {"_raster": RasterInfo} here, and the caller adds
+    "_chip_jobs" (server_chips.py)."""
     path = local_raster_path(layer)
     if path is not None:
         if embed:
@@ -276,7 +277,7 @@ def describe_params(layer: QgsRasterLayer, geometries, source_crs: QgsCoordinate
                     max_guides: int = None, bands=None) -> dict:
     """Plain `describe` params for regions drawn in `source_crs` over `layer` (main thread only).
     guide_layer: a polygon layer (any CRS) whose objects guide the descriptions (inline `guides`
-    in the raster's CRS; in server mode each region's chip request gets those near it); bands: the
+    in the raster's CRS; with embed each region's chip request gets those near it); bands: the
     1-based red, green, blue bands (request_bands), None for the raster's own."""
     in_layer_crs = to_layer_crs(geometries, source_crs, layer)
     params = raster_source(layer, in_layer_crs, embed=embed, canvas_units_per_pixel=canvas_units_per_pixel)

@@ -1,4 +1,4 @@
-"""Server mode for local rasters: each region goes to the server as its own small GeoTIFF chip.
+"""Server and endpoint modes for local rasters: each region goes as its own small GeoTIFF chip.
 
 The chip is the window the geo core would read for the region (chips.py), cut here with QGIS's GDAL
 (osgeo.gdal; never rasterio or mgimm_core), with the raster's CRS, nodata, mask or alpha, colour
@@ -7,6 +7,11 @@ CHIPS_PER_REQUEST regions go in one `describe` request, each with its chip as it
 (per-region chips, docs/protocol.md), so the server describes them in one model batch, not one
 request and one batch per region; the server places each region on its chip and finds the chip
 itself to be its window, so it reads the same pixels a worker reads from the whole file.
+
+One loop for both modes, parametrised by the client only: an HttpClient to `mgimm-geo serve`
+(server mode) or the local worker that asks an OpenAI-compatible endpoint (endpoint mode,
+endpoint_mode.py). The worker and the server answer with the same request handlers, so both modes
+give the same entries, error rows and results layer.
 
 No Qt here: `describe_chips` runs in a background thread (a QgsTask or a Processing algorithm).
 The regions are prepared on the main thread by request_data.py `chip_jobs`.
@@ -58,8 +63,9 @@ class RasterInfo:
 
 
 def chip_settings(client) -> ChipSettings:
-    """The server's chip settings (cached on the client): `chip_settings`, which loads no model;
-    servers older than that request answer `hello` with the same fields."""
+    """The model's chip settings as the server or worker reports them (cached on the client):
+    `chip_settings`, which loads no model; servers older than that request answer `hello` with the
+    same fields."""
     cached = getattr(client, "_mgimm_chip_settings", None)
     if cached is not None:
         return cached
@@ -160,12 +166,13 @@ def outside_entry(job: ChipJob, name: str) -> dict:
 def describe_chips(client, raster: RasterInfo, jobs, params: dict, progress: Callable = None,
                    cancelled: Callable = None) -> dict:
     """The regions' chips in `describe` requests of up to CHIPS_PER_REQUEST regions each (per-region
-    `raster_b64`); the answer has the shape of a `describe` result, plus `cancelled` (True when the
-    user stopped it: the requests that finished are kept) and `largest_request_bytes`."""
+    `raster_b64`) to `client` (the server's, or the endpoint mode's worker); the answer has the shape
+    of a `describe` result, plus `cancelled` (True when the user stopped it: the requests that
+    finished are kept) and `largest_request_bytes`."""
     started = time.perf_counter()
     progress = progress or (lambda value, message: None)
     cancelled = cancelled or (lambda: False)
-    progress(0.0, "asking the server for its chip settings")
+    progress(0.0, "asking for the model's chip settings")
     settings = chip_settings(client)
     dataset = gdal.OpenEx(raster.path, gdal.OF_RASTER | gdal.OF_READONLY)
     if dataset is None:
@@ -206,9 +213,9 @@ def describe_chips(client, raster: RasterInfo, jobs, params: dict, progress: Cal
             answered = {str(e.get("id")): e for e in result.get("regions") or []}
             for job, plan, exact, data in group:
                 entry = answered.get(job.id)
-                if entry is None:     # a server that left a region out: its row says so, the others stay
-                    entries.append(dict(outside_entry(job, raster.path), error=f"the server did not answer region "
-                                        f"{job.id!r}; describe it again.", error_code="internal"))
+                if entry is None:     # a server/worker that left a region out: its row says so, the others stay
+                    entries.append(dict(outside_entry(job, raster.path), error=f"the worker/server did not answer "
+                                        f"region {job.id!r}; describe it again.", error_code="internal"))
                     continue
                 entry["chip"] = {"window": [plan.col_off, plan.row_off, plan.side, plan.side], "pixels": plan.read,
                                  "exact": exact, "bytes": len(data)}

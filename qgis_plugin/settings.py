@@ -80,7 +80,7 @@ def default_layer_path() -> str:
 
 @dataclass
 class PluginSettings:
-    mode: str = "worker"                 # "worker" (local process) or "server" (HTTP)
+    mode: str = "worker"                 # "worker" (local process), "server" (HTTP) or "endpoint"
     worker_command: str = "mgimm-geo worker"
     model: str = ""                      # model folder for the worker; "" = the embedded demo model
     vision: str = ""                     # vision-tower folder of an original-format LLaVA/GeoChat model
@@ -148,6 +148,13 @@ class PluginSettings:
                 store.setValue(PREFIX + name, value)
         if self.mode == "server":      # a worker-mode save leaves a plain token of an older version for later
             store.remove(PREFIX + "token")
+
+    @property
+    def cuts_chips(self) -> bool:
+        """Whether the plugin cuts each region's chip itself and sends it (server_chips.py): server
+        mode (the server cannot see our files) and endpoint mode (the local worker describes the
+        chips the plugin cut, as a server does); only a worker on a local model reads the raster file."""
+        return self.mode in ("server", "endpoint")
 
     def effective_layer_path(self) -> str:
         return self.layer_path or default_layer_path()

@@ -41,7 +41,7 @@ class RequestTask(QgsTask):
     def _run(self) -> bool:
         params = {k: v for k, v in self.params.items() if not k.startswith("_")}
         try:
-            if "_chip_jobs" in self.params:   # a local raster for a server: region by region, as chips
+            if "_chip_jobs" in self.params:   # a local raster, server or endpoint mode: region by region, as chips
                 from .server_chips import describe_chips
 
                 params.pop("regions", None)
