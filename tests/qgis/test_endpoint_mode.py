@@ -140,6 +140,7 @@ def test_endpoint_mode_panel_sends_chips_and_writes_server_modes_results_layer(
 
     sent, entries, rows = runs["endpoint"]
     assert_chips_only(sent, scene_layer.source(), 2)          # the region off the raster is not sent
+    assert token not in json.dumps(sent)                       # the key reaches the worker in its environment only
     server_sent, server_entries, server_rows = runs["server"]
     assert [t for t, _ in server_sent] == [t for t, _ in sent]
     assert len(entries) == len(server_entries) == 3 and len(rows) == len(server_rows) == 3
