@@ -322,7 +322,11 @@ def _to_lonlat(scene, geom_px):
     return shapely.transform(in_crs, lambda xy: np.column_stack(to_lonlat.transform(xy[:, 0], xy[:, 1])))
 
 
-def _write_layer(path: Path, features: list[tuple[str, shapely.Geometry]]) -> str:
+def _write_layer(path: Path, features: list[tuple[str, shapely.Geometry]]) -> str | None:
+    """A GeoJSON of the features, or None when there are none (a world-v3 scene without objects has
+    no AOIs to guide)."""
+    if not features:
+        return None
     path.write_text(json.dumps({"type": "FeatureCollection", "features": [
         {"type": "Feature", "properties": {"id": fid}, "geometry": shapely.geometry.mapping(geom)}
         for fid, geom in features]}))
@@ -362,6 +366,9 @@ def run_case(engine, directory: Path, layers: dict) -> dict:
             "wrong_guides": (layers["wrong"], layers["wrong_guides"])}
     out = {}
     for name, (aoi, guide) in runs.items():
+        if aoi is None:
+            out[name] = ({}, {})
+            continue
         frame = mgimm_core.describe(scene, aoi, model=engine, guide=guide)
         rows = {str(r["id"]): r for r in frame.to_dict("records")}
         objects: dict[str, list] = {}

@@ -97,3 +97,11 @@ def test_grammar_reads_generator_text_as_good_and_catches_broken_phrases(grammar
     assert grammar.broken("In this high-shaped resolution image we see a mainly rural area.")
     assert doubled_words("a building in in the centre") == ["in"] and not doubled_words(good)
     assert kinds("two small red storage tanks") == ["<number>", "<size>", "<colour>", "<class>"]
+
+
+def test_a_scene_without_objects_has_no_layers_to_guide(tmp_path):
+    """World-v3 scenes at coarse GSDs can hold no object: their guided runs are skipped, not refused."""
+    from training.benchmark import _write_layer
+
+    assert _write_layer(tmp_path / "none.geojson", []) is None and not (tmp_path / "none.geojson").exists()
+    assert _write_layer(tmp_path / "one.geojson", [("a", shapely.box(0, 0, 1, 1))]) == str(tmp_path / "one.geojson")
