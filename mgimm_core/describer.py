@@ -317,7 +317,8 @@ class Describer:
         judged by the answer the model was trained to give for squares with nothing in them: the
         teacher-forced probability that the attribute answer of a square around the guide (its box
         times each of GUIDE_CHECK_SCALES) begins "no distinct objects". Where it exceeds
-        GUIDE_NO_OBJECT_PROBABILITY for any of them, the guide is not found. One forward pass per
+        the model's threshold (its processor's guide_no_object_probability, else
+        GUIDE_NO_OBJECT_PROBABILITY) for any of them, the guide is not found. One forward pass per
         square, no generation."""
         if not guides:
             return []
@@ -335,9 +336,10 @@ class Describer:
                 owners.append(k)
         scores = self.score([images[k] for k in owners], squares, ATTRIBUTE_PROMPT, "region", patches[owners],
                              [answer] * len(squares), [len(answer)] * len(squares))
+        threshold = getattr(self.processor, "guide_no_object_probability", None) or GUIDE_NO_OBJECT_PROBABILITY
         found = [True] * len(guides)
         for k, score in zip(owners, scores):
-            if math.exp(score) > GUIDE_NO_OBJECT_PROBABILITY:
+            if math.exp(score) > threshold:
                 found[k] = False
         return found
 

@@ -116,7 +116,7 @@ class MGIMMProcessor:
                  mode: str = "global_region", add_bos: bool = True, word_detokenize: bool = False,
                  cased_words=(), region_prompt: str = "tokens", guided_descriptions: bool = False,
                  chip_context: float | None = None, chip_min_window: int | None = None,
-                 gsd_prompt: bool = False):
+                 gsd_prompt: bool = False, guide_no_object_probability: float | None = None):
         """word_detokenize: decoded text comes from a word-level tokenizer (spaces around every
         punctuation mark, lower case) and is rejoined into prose, restoring `cased_words`.
         chip_context, chip_min_window: how the geo core places regions for this model (read by
@@ -125,7 +125,10 @@ class MGIMMProcessor:
         question (mgimm_core/prompts.py guided_description_prompt), so the describer passes them.
         gsd_prompt: the model was trained with the chip's GSD in every question (prompts.with_gsd,
         "Pixel size 0.5 m. ..."), so the describer puts it there; models without the setting get
-        their questions as trained."""
+        their questions as trained.
+        guide_no_object_probability: the probability of the "no distinct objects" answer above which
+        a guide is not found (describer.py `check_guides`), tuned for this model on the benchmark's
+        dev split; None: the project's default (describer.GUIDE_NO_OBJECT_PROBABILITY)."""
         self.tokenizer = tokenizer
         self.image_size = image_size
         self.image_mean = tuple(image_mean)
@@ -144,6 +147,7 @@ class MGIMMProcessor:
         self.chip_context = chip_context
         self.chip_min_window = chip_min_window
         self.gsd_prompt = bool(gsd_prompt)
+        self.guide_no_object_probability = guide_no_object_probability
         self._detokenize = WordDetokenizer(self.cased_words) if word_detokenize else None
         found = ensure_image_token(tokenizer, image_token)
         if image_token_id is not None and found != image_token_id:
@@ -175,7 +179,9 @@ class MGIMMProcessor:
             region_prompt=self.region_prompt, guided_descriptions=self.guided_descriptions,
         )
         settings.update({k: v for k, v in (("chip_context", self.chip_context),
-                                          ("chip_min_window", self.chip_min_window)) if v is not None})
+                                          ("chip_min_window", self.chip_min_window),
+                                          ("guide_no_object_probability", self.guide_no_object_probability))
+                         if v is not None})
         if self.gsd_prompt:
             settings["gsd_prompt"] = True
         return settings
