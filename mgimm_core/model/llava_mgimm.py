@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -295,7 +295,8 @@ def _finish(model: MGIMMForConditionalGeneration, report: LoadReport, directory:
 
 
 def load_llava(directory: str | Path, *, vision: str | Path | None = None, dtype: torch.dtype = torch.float32,
-               device: str | torch.device = "cpu", region_settings: dict | None = None):
+               device: str | torch.device = "cpu", region_settings: dict[str, Any] | None = None
+               ) -> tuple[MGIMMForConditionalGeneration, MGIMMProcessor]:
     """(model, processor) of a LLaVA-family directory. region_settings None: global-only with the
     region as box text (inference); a dict: MGIMM's layout with a fresh region module (from_llava)."""
     from transformers import AutoTokenizer
