@@ -8,7 +8,8 @@ summary fields, and `close()`. Ray is an optional extra, imported only by `open_
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator, Protocol, cast
+from typing import Any, Callable, Iterable, Iterator, Protocol, cast
+
 
 from mgimm_core.errors import OptionsError
 from mgimm_core.load_options import LoadOptions
@@ -28,7 +29,7 @@ class Engine(Protocol):
     def outcomes(self, work: Iterable, options, *, skip: set | frozenset, timings,
                  should_cancel: Callable[[], bool]) -> Iterator[list]: ...
 
-    def summary_extras(self) -> dict: ...
+    def summary_extras(self) -> dict[str, Any]: ...
 
     def check_prompt(self, prompt: str | None, strict: bool) -> None:
         """Warn about (strict: refuse) prompt words the model does not know, before any output is
@@ -38,7 +39,7 @@ class Engine(Protocol):
 
 
 def open_engine(name: str, model_dir=None, load: LoadOptions = LoadOptions(), *, address: str | None = None,
-                workers: int | None = None, scene_options: dict | None = None) -> Engine:
+                workers: int | None = None, scene_options: dict[str, Any] | None = None) -> Engine:
     """The engine `name` for the model in `model_dir` (default: the demo model), or for the model
     an endpoint serves when `model_dir` is an http(s) URL (load.endpoint: mgimm_core.endpoint.EndpointOptions).
 
