@@ -9,7 +9,7 @@ convention and where it differs (the model space its boxes are measured in, its 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mgimm_core.answers import ATTRIBUTE_FIELDS
 from mgimm_core.families._folder import card_licence
@@ -21,6 +21,7 @@ from mgimm_core.model_formats import read_json
 if TYPE_CHECKING:
     import numpy as np
     import torch
+
     from mgimm_core.load_options import LoadOptions
     from mgimm_core.model_formats import ModelKind
 

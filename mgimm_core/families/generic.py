@@ -8,12 +8,13 @@ chip cut to it). No folder is ever recognised as this family: it names a served 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, NoReturn, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from mgimm_core.families._transformers import TransformersFamily
 
 if TYPE_CHECKING:
     import torch
+
     from mgimm_core.load_options import LoadOptions
     from mgimm_core.model_formats import ModelKind
 

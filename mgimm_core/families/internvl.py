@@ -12,7 +12,7 @@ relative to the whole image, so tiling and resizing leave it as it is.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, NoReturn, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from mgimm_core.errors import ModelError
 from mgimm_core.families._folder import processor_tile
@@ -22,6 +22,7 @@ from mgimm_core.families.regions import ModelSpace
 
 if TYPE_CHECKING:
     import torch
+
     from mgimm_core.load_options import LoadOptions
     from mgimm_core.model_formats import ModelKind
 

@@ -8,7 +8,7 @@ LLaVA-1.5's `[x1, y1, x2, y2]` in 0..1, GeoChat's `{<x1><y1><x2><y2>|θ}` in 0..
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, NoReturn, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from mgimm_core.errors import ModelError
 from mgimm_core.families._runtime import MGIMMRuntimeFamily
@@ -16,11 +16,12 @@ from mgimm_core.families.base import Licence
 from mgimm_core.model_formats import read_json, resolve_vision_dir
 
 if TYPE_CHECKING:
-    from mgimm_core.model.modeling_mgimm import MGIMMForConditionalGeneration
-    from mgimm_core.model.processing_mgimm import MGIMMProcessor
     import os
     import torch
+
     from mgimm_core.load_options import LoadOptions
+    from mgimm_core.model.modeling_mgimm import MGIMMForConditionalGeneration
+    from mgimm_core.model.processing_mgimm import MGIMMProcessor
     from mgimm_core.model_formats import ModelKind
 
 #: LLaVA v1 conversation template (LLaVA-1.5 original format and GeoChat), with its system prompt.

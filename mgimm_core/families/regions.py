@@ -30,6 +30,8 @@ class ModelSpace:
 Box = tuple[float, float, float, float]
 #: a box as callers hand it in: a Box, any four numbers, or a numpy array of four
 BoxLike = Sequence[float] | np.ndarray
+#: a region or a guide object on a chip: its box and its polygon mask (None: the box alone), in chip pixels
+BoxMask = tuple[BoxLike, np.ndarray | None]
 
 
 def _clip_unit(box: BoxLike, width: float, height: float) -> np.ndarray:
