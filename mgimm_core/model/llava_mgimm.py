@@ -302,7 +302,8 @@ def _finish(model: MGIMMForConditionalGeneration, report: LoadReport, directory:
         shown = ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else "")
         raise ModelError(f"{directory}: the checkpoint lacks {len(missing)} tensors ({shown}); for an original-"
                          "format checkpoint check that --vision is the vision tower it was trained with")
-    model.to(device)  # type: ignore[arg-type]  # transformers' wrapped `to` reads as unbound; buffers (position ids, rotary frequencies) were built on the CPU
+    # buffers (position ids, rotary frequencies) were built on the CPU; transformers' wrapped `to` reads as unbound
+    model.to(device)  # type: ignore[arg-type]
 
 
 def load_llava(directory: str | Path, *, vision: str | Path | None = None, dtype: torch.dtype = torch.float32,

@@ -18,7 +18,8 @@ TINY_WORDS = ["describe", "the", "a", "red", "grey", "white", "car", "house", "t
 def tiny_model(seed: int = 0, **overrides: Any) -> MGIMMForConditionalGeneration:
     """A tiny_config() model in eval mode, its weights fixed by `seed`."""
     torch.manual_seed(seed)
-    model: MGIMMForConditionalGeneration = MGIMMForConditionalGeneration(tiny_config(**overrides)).eval()  # type: ignore[no-untyped-call]
+    model: MGIMMForConditionalGeneration = MGIMMForConditionalGeneration(tiny_config(**overrides))
+    model.eval()  # type: ignore[no-untyped-call]  # transformers' (untyped)
     return model
 
 
