@@ -15,7 +15,9 @@ phrase, limited to the answer's words. Every token comes from the model's own fo
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
 
 from mgimm_core.answers import GUIDE_CONFIRMED
 from mgimm_core.mentions import Mention, ObjectSpec, first_disagreement, words
@@ -23,13 +25,14 @@ from mgimm_core.prompts import guided_description_prompt
 from mgimm_core.vocabulary import attribute_phrase, plural, size_surface
 
 if TYPE_CHECKING:
+    from mgimm_core.describer import Describer
     from mgimm_core.steps import DescribeState
 
 #: Re-decoding rounds of `agree` (each fixes the first phrase still disagreeing).
 AGREEMENT_ROUNDS = 3
 
 
-def word_start(describer, ids: list[int], word: int) -> int:
+def word_start(describer: Describer, ids: list[int], word: int) -> int:
     """The index of the token where word number `word` of the decoded text begins."""
     for k in range(1, len(ids) + 1):
         if len(words(describer.decode(ids[:k]))) > word:
@@ -37,12 +40,12 @@ def word_start(describer, ids: list[int], word: int) -> int:
     return len(ids)
 
 
-def agreement(describer, state: "DescribeState") -> None:
+def agreement(describer: Describer, state: "DescribeState") -> None:
     """The agreement step (after the description question, mgimm_core/steps.py): `reconcile`
     where the region's own answer is shown, then `agree` with the answers the row carries."""
     if state.attributes:
         reconcile(describer, state)
-    wanted = []
+    wanted: list[tuple[ObjectSpec | None, tuple[ObjectSpec, ...]]] = []
     for result in state.results:
         held = [o for o in result.objects if o.guide_status == GUIDE_CONFIRMED]
         # the region's own answer is held only where it is shown (not for tiles or --no-attributes,
@@ -54,7 +57,8 @@ def agreement(describer, state: "DescribeState") -> None:
         result.description = describer.decode(row)
 
 
-def agree(describer, state: "DescribeState", wanted) -> None:
+def agree(describer: Describer, state: "DescribeState",
+          wanted: Sequence[tuple[ObjectSpec | None, tuple[ObjectSpec, ...]]]) -> None:
     """Descriptions (`state.ids`, updated) that name their objects as the attribute answers do.
 
     wanted: per chip (own answer or None, the confirmed guide objects' answers). A description
@@ -94,7 +98,7 @@ def reading_of(mention: Mention, answer: ObjectSpec) -> ObjectSpec:
     return ObjectSpec(mention.name, **{k: v[0] if len(v) == 1 else getattr(answer, k) for k, v in values.items()})
 
 
-def _answer_text(spec: ObjectSpec, attributes: dict) -> str:
+def _answer_text(spec: ObjectSpec, attributes: dict[str, Any]) -> str:
     """The canonical attribute answer for `spec`, with the position and orientation of `attributes`."""
     return attribute_phrase({"name": spec.name, "color": spec.color, "shape": spec.shape, "size": spec.size,
                              "orientation": attributes.get("orientation"), "position": attributes.get("position")})
@@ -107,7 +111,7 @@ def _phrase_text(spec: ObjectSpec, like: Mention) -> str:
     return " ".join([w for w in slots if w] + [plural(spec.name) if like.plural else spec.name])
 
 
-def reconcile(describer, state: "DescribeState") -> list[int]:
+def reconcile(describer: Describer, state: "DescribeState") -> list[int]:
     """Regions whose description reads their object otherwise than the attribute answer, where the
     description's reading is likelier over both questions: their attribute answer is decoded again
     limited to that reading (`state.results` updated in place; the description already names it
@@ -120,7 +124,8 @@ def reconcile(describer, state: "DescribeState") -> list[int]:
     q, ids, results = state.questions, state.ids, state.results
 
     def encode(text: str) -> list[int]:
-        return tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids: list[int] = tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids
 
     cases: list[tuple[int, ObjectSpec, ObjectSpec, Mention]] = []
     for i, result in enumerate(results):

@@ -5,7 +5,9 @@ a describe and the endpoint describer share these)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from mgimm_core.errors import InvalidAnswerError, MGIMMError
 from mgimm_core.output.schema import DEFAULT_ATTRIBUTE_FIELDS
@@ -34,13 +36,13 @@ class RegionText:
 
     description: str | None = None
     attribute_text: str | None = None
-    attributes: dict = field(default_factory=dict)
+    attributes: dict[str, Any] = field(default_factory=dict)
     objects: list["RegionText"] = field(default_factory=list)   # one per guide object, in order
     error: MGIMMError | None = None    # an answer that could not be read (its row carries the code)
     guide_status: str | None = None        # a guide object's: GUIDE_CONFIRMED or GUIDE_NOT_FOUND
 
 
-def parse_answer(text: str, fields) -> dict[str, str]:
+def parse_answer(text: str, fields: Iterable[str]) -> dict[str, str]:
     """The answer's values by field; InvalidAnswerError when it is not the JSON object asked for."""
     body = text.strip()
     if body.startswith("```"):

@@ -15,17 +15,23 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, cast
 
 from mgimm_core.engines import LoadOptions, open_engine
 from mgimm_core.errors import OptionsError
 from mgimm_core.jobs import AOISource, FilesJob, run_files_job
 from mgimm_core.pipeline import DescribeOptions, TileOptions
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from geopandas import GeoDataFrame
 
-def load_model(model_dir: str | os.PathLike | None = None, *, device: str = "auto", max_new_tokens: int = 200,
+    from mgimm_core.engines import Engine
+
+
+def load_model(model_dir: str | os.PathLike[str] | None = None, *, device: str = "auto", max_new_tokens: int = 200,
                threads: int | None = None, compile: bool = False, agree: bool = True, region_as: str | None = None,
-               served_model: str | None = None, family: str | None = None, concurrency: int = 4):
+               served_model: str | None = None, family: str | None = None, concurrency: int = 4) -> Engine:
     """A local engine for `model_dir` (default: the demo model) to pass as `describe(model=...)`;
     its weights load on the first region and stay loaded for later calls. agree=False: descriptions
     decoded freely, not held to the attribute answers (LoadOptions.agree). region_as: "text", "outline"
@@ -43,7 +49,8 @@ def load_model(model_dir: str | os.PathLike | None = None, *, device: str = "aut
                                                       concurrency=concurrency)))
 
 
-def _aoi_source(aois, directory: str, *, crs, layer, buffer, name: str = "aois") -> AOISource | None:
+def _aoi_source(aois: Any, directory: str, *, crs: Any, layer: str | None, buffer: float | None,
+                name: str = "aois") -> AOISource | None:
     """An AOISource for a path/WKT/bbox string, a GeoDataFrame/GeoSeries or shapely geometries."""
     if aois is None:
         return None
@@ -72,14 +79,16 @@ def _aoi_source(aois, directory: str, *, crs, layer, buffer, name: str = "aois")
     return AOISource(path, layer=name, buffer=buffer)
 
 
-def describe(scenes, aois=None, *, model=None, tiles: bool = False, output: str | os.PathLike | None = None,
+def describe(scenes: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], aois: Any = None, *,
+             model: str | os.PathLike[str] | Engine | None = None, tiles: bool = False,
+             output: str | os.PathLike[str] | None = None,
              mode: str = "create", crs: Any = None, layer: str | None = None, buffer: float | None = None,
              bands: tuple[int, ...] | None = None, nodata: float | None = None, batch_size: int | None = None,
              prompt: str | None = None, attributes: bool = True, tile_size: int = 512, tile_overlap: int = 0,
              min_valid: float = 0.5, device: str = "auto", max_new_tokens: int = 200,
-             threads: int | None = None, guide=None, guide_layer: str | None = None, max_guides: int = 8,
+             threads: int | None = None, guide: Any = None, guide_layer: str | None = None, max_guides: int = 8,
              region_as: str | None = None, served_model: str | None = None, family: str | None = None,
-             concurrency: int = 4):
+             concurrency: int = 4) -> GeoDataFrame:
     """Describe the AOI regions (or, with tiles=True, every tile) of one or more scenes.
 
     scenes: a raster path (file, folder of rasters, VRT, GDAL /vsi path) or a list of them.
@@ -112,9 +121,10 @@ def describe(scenes, aois=None, *, model=None, tiles: bool = False, output: str 
                                                tiles=TileOptions(tile_size, tile_overlap, min_valid) if tiles
                                                else None, max_guides=max_guides))
         owned = not hasattr(model, "outcomes")
-        engine = (load_model(model, device=device, max_new_tokens=max_new_tokens, threads=threads, region_as=region_as,
+        engine = (load_model(cast("str | os.PathLike[str] | None", model), device=device,
+                             max_new_tokens=max_new_tokens, threads=threads, region_as=region_as,
                              served_model=served_model, family=family, concurrency=concurrency)
-                  if owned else model)
+                  if owned else cast("Engine", model))
         try:
             summary = run_files_job(job, engine)
         finally:

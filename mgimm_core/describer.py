@@ -11,6 +11,7 @@ import logging
 import math
 import pickle
 from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,6 +23,12 @@ from mgimm_core.prompts import ATTRIBUTE_PROMPT, DESCRIPTION_PROMPT, TEXT_REGION
 from mgimm_core.vocabulary import NO_OBJECT, NO_OBJECT_VALUE, parse_attributes, says_no_object
 
 if TYPE_CHECKING:
+    import torch
+
+    from mgimm_core.families.regions import BoxLike, BoxMask
+    from mgimm_core.model.modeling_mgimm import MGIMMForConditionalGeneration
+    from mgimm_core.model.processing_mgimm import MGIMMProcessor
+    from mgimm_core.model_dir import ModelDirectory
     from mgimm_core.steps import Questions, Step
 
 log = logging.getLogger(__name__)
@@ -36,7 +43,7 @@ GUIDE_NO_OBJECT_PROBABILITY = 0.1
 GUIDE_CHECK_SCALES = (1.0, 1.5, 2.0)
 
 
-def resolve_device(device: str = "auto"):
+def resolve_device(device: str = "auto") -> torch.device:
     """"auto" -> CUDA when available, else CPU; "cpu", "cuda", "cuda:N" as given (checked)."""
     import torch
 
@@ -58,15 +65,16 @@ def resolve_device(device: str = "auto"):
 class Describer:
     """Model + processor on one device; `describe` answers a batch of region chips."""
 
-    def __init__(self, model, processor, model_id: str, device, *, max_new_tokens: int = 200,
+    def __init__(self, model: MGIMMForConditionalGeneration, processor: MGIMMProcessor, model_id: str,
+                 device: torch.device, *, max_new_tokens: int = 200,
                  model_dir: Path | None = None, compile: bool = False, no_repeat_ngram: int = 0,
-                 agree: bool = True):
+                 agree: bool = True) -> None:
         self.model = model
         # Descriptions and attribute answers agree (mgimm_core/agreeing.py).
         self.agree = agree
         # Static KV cache: fixed-shape decode steps, which transformers compiles (torch.compile of
         # the forward) on CUDA; on CPU it only preallocates the cache (same tokens, no compile).
-        self.generate_options: dict = {"cache_implementation": "static"} if compile else {}
+        self.generate_options: dict[str, Any] = {"cache_implementation": "static"} if compile else {}
         if no_repeat_ngram:
             # Opt-in only: no n-gram of new tokens twice. It breaks phrases ("building in in the
             # centre"): the word completing a repeated n-gram is forbidden mid-phrase. The default
@@ -85,7 +93,7 @@ class Describer:
     @classmethod
     def load(cls, model_dir: str | Path | None = None, *, device: str = "auto",
              max_new_tokens: int = 200, compile: bool = False, vision: str | Path | None = None,
-             no_repeat_ngram: int = 0, agree: bool = True):
+             no_repeat_ngram: int = 0, agree: bool = True) -> Any:     # the family's describer
         """Load a saved model directory (default: the demo model shipped inside the package) with
         its family's describer (`load_describer`): a Describer for MGIMM and the LLaVA-1.5 line."""
         return load_describer(model_dir, vision=vision, options=LoadOptions(
@@ -104,7 +112,7 @@ class Describer:
         """Model input side in pixels: the geo core reads larger regions decimated to this."""
         return int(self.processor.image_size)
 
-    def patches(self, images):
+    def patches(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """The chips' vision features: the vision tower runs once per chip for every question."""
         import torch
 
@@ -112,7 +120,8 @@ class Describer:
         with torch.inference_mode():
             return self.model.patch_features(pixels.to(self.model.dtype))
 
-    def inputs(self, images, regions, prompts, mode: str) -> dict:
+    def inputs(self, images: Sequence[np.ndarray], regions: Sequence[Sequence[BoxMask]], prompts: str | Sequence[str],
+               mode: str) -> dict[str, Any]:
         """The model inputs of one question per chip, on the device; the chips' pixels are left out
         (their vision features, `patches`, are computed once per chip). For a model trained with the
         GSD in its questions (processor.gsd_prompt), each chip's question gets its GSD phrase."""
@@ -124,8 +133,10 @@ class Describer:
                                masks=[[m for _, m in r] for r in regions], prompts=prompts, mode=mode)
         return {k: v.to(self.device) for k, v in batch.items() if k != "pixel_values"}
 
-    def generate_ids(self, images, regions, prompts, mode: str, patches, prefixes=None,
-                      phrases=None) -> list[list[int]]:
+    def generate_ids(self, images: Sequence[np.ndarray], regions: Sequence[Sequence[BoxMask]],
+                     prompts: str | Sequence[str], mode: str, patches: torch.Tensor,
+                     prefixes: list[list[int]] | None = None,
+                     phrases: list[list[tuple[int, ...]] | None] | None = None) -> list[list[int]]:
         """One answer's token ids per chip. regions: per chip a list of (box, mask) in chip pixels;
         prompts: one string or one per chip; patches: the chips' `patches`. prefixes: per chip the
         answer tokens to continue from (kept in the result); phrases: per chip the token sequences
@@ -134,7 +145,7 @@ class Describer:
         The repetition guard is always on: no word right after itself (RepetitionGuard, a forbidden
         token), and an answer cut before a sentence it already said, or, cut by the token budget,
         back to its last full sentence (trim_repeats: whole sentences of its own dropped)."""
-        from transformers import LogitsProcessorList
+        from transformers import LogitsProcessor, LogitsProcessorList
 
         from mgimm_core.model.constrained_mgimm import (PhraseConstraint, RepetitionGuard, append_tokens,
                                                         sentence_end_tokens, trim_repeats, word_tokens)
@@ -150,7 +161,8 @@ class Describer:
                 batch["input_ids"], batch["attention_mask"], prefixes, self._pad_id)
             budget = max(1, self.max_new_tokens - min(len(p) for p in prefixes))
         kept = prefixes if prefixes is not None else [[] for _ in images]
-        processors: list = [RepetitionGuard(self._word_tokens, kept, frozenset(tokenizer.all_special_ids))]
+        processors: list[LogitsProcessor] = [RepetitionGuard(self._word_tokens, kept,
+                                                             frozenset(tokenizer.all_special_ids))]
         if phrases is not None:       # after the guard: a phrase it leaves no token for gives way
             processors.append(PhraseConstraint(phrases))
         options["logits_processor"] = LogitsProcessorList(processors)
@@ -175,7 +187,8 @@ class Describer:
     def decode(self, ids: list[int]) -> str:
         return self.processor.batch_decode([ids])[0] if ids else ""
 
-    def score(self, images, regions, prompts, mode: str, patches, answers: list[list[int]],
+    def score(self, images: Sequence[np.ndarray], regions: Sequence[Sequence[BoxMask]], prompts: str | Sequence[str],
+              mode: str, patches: torch.Tensor, answers: list[list[int]],
                scored: list[int]) -> list[float]:
         """Per chip, the summed log-probability of the last `scored` tokens of `answers` after
         its question (teacher-forced: one forward pass, no generation)."""
@@ -263,10 +276,10 @@ class Describer:
                 chosen.append(agreement)
         return chosen
 
-    def describe(self, images: list[np.ndarray], boxes: list[tuple], masks: list[np.ndarray | None], *,
-                 attributes: bool = True, description: bool = True, prompt: str | None = None,
-                 guides: list[list] | None = None, guides_left: list[int] | None = None,
-                 strict: bool = False, gsds: list[float | None] | None = None) -> list[RegionText]:
+    def describe(self, images: Sequence[np.ndarray], boxes: Sequence[BoxLike], masks: Sequence[np.ndarray | None],
+                 *, attributes: bool = True, description: bool = True, prompt: str | None = None,
+                 guides: Sequence[Sequence[BoxMask]] | None = None, guides_left: Sequence[int] | None = None,
+                 strict: bool = False, gsds: Sequence[float | None] | None = None) -> list[RegionText]:
         """Answer the attribute question (region tokens only, as trained in stage 1) and the
         description question (global + region tokens, stage 2) for each chip, by running `steps`
         on one `DescribeState`.
@@ -294,8 +307,9 @@ class Describer:
                 self._chip_gsd = {}
         return self._describe(images, boxes, masks, attributes, description, prompt, guides, strict)
 
-    def _describe(self, images, boxes, masks, attributes: bool, description: bool, prompt: str | None,
-                  guides: list[list] | None, strict: bool) -> list[RegionText]:
+    def _describe(self, images: Sequence[np.ndarray], boxes: Sequence[BoxLike], masks: Sequence[np.ndarray | None],
+                  attributes: bool, description: bool, prompt: str | None,
+                  guides: Sequence[Sequence[BoxMask]] | None, strict: bool) -> list[RegionText]:
         from mgimm_core.steps import DescribeState
 
         results = [RegionText() for _ in images]
@@ -310,7 +324,8 @@ class Describer:
             step(self, state)
         return results
 
-    def check_guides(self, images, guides, patches) -> list[bool]:
+    def check_guides(self, images: Sequence[np.ndarray], guides: Sequence[BoxMask],
+                     patches: torch.Tensor) -> list[bool]:
         """Per guide object (one chip each, its (box, mask) in chip pixels), whether the model sees an
         object there. Its answer for the guide polygon cannot tell: asked about a region shaped like
         an object, the demo model names one on empty land too (98-100% of guides). So the guide is
@@ -351,7 +366,8 @@ class Describer:
             k: v for k, v in parse_attributes(text).items() if v is not None}
 
 
-def load_describer(model_dir=None, *, vision: str | Path | None = None, options=None):
+def load_describer(model_dir: str | Path | ModelDirectory | None = None, *, vision: str | Path | None = None,
+                   options: LoadOptions | None = None) -> Any:     # the family's describer
     """The describer of a model folder (default: the demo model), as its family loads it
     (mgimm_core/families): a `Describer` for MGIMM and the LLaVA-1.5 line, the family's own for the
     others; all answer `describe` the same way.

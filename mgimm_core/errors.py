@@ -61,7 +61,7 @@ class OptionsError(MGIMMError, ValueError):
 
     code = "bad_option"
 
-    def __init__(self, message: str, option: str | None = None):
+    def __init__(self, message: str, option: str | None = None) -> None:
         super().__init__(message)
         self.option = option
 
@@ -71,7 +71,7 @@ class UnknownWordsError(OptionsError):
 
     code = "unknown_words"
 
-    def __init__(self, message: str, option: str | None = None, words: list[str] | None = None):
+    def __init__(self, message: str, option: str | None = None, words: list[str] | None = None) -> None:
         super().__init__(message, option)
         self.words = list(words or [])
 
@@ -145,7 +145,7 @@ class EndpointRefusedError(EndpointError, RuntimeError):
 
     code = "endpoint_refused"
 
-    def __init__(self, message: str, status: int | None = None):
+    def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
 
@@ -166,7 +166,7 @@ class IncompleteImportError(ModelError):
 
     code = "incomplete_import"
 
-    def __init__(self, message: str, missing: list[str] | None = None):
+    def __init__(self, message: str, missing: list[str] | None = None) -> None:
         super().__init__(message)
         self.missing = list(missing or [])
 

@@ -11,6 +11,7 @@ its multi-region samples with this same function.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import shapely
@@ -19,6 +20,9 @@ from rasterio.features import geometry_mask
 
 from mgimm_core.errors import RegionError
 from mgimm_core.regions import AOIFeature, RegionPlacement, aoi_to_scene_pixels
+
+if TYPE_CHECKING:
+    from mgimm_core.scene import Scene
 
 #: Guide regions per tile/AOI sequence unless asked otherwise (largest first).
 DEFAULT_MAX_GUIDES = 8
@@ -34,7 +38,7 @@ class GuideRegion:
     area: float
     geometry: shapely.Geometry              # in the guide layer's CRS, as given
     crs: object
-    properties: dict = field(default_factory=dict)
+    properties: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -46,7 +50,7 @@ class GuideIndex:
     tree: shapely.STRtree
 
     @classmethod
-    def build(cls, scene, features: list[AOIFeature]) -> "GuideIndex":
+    def build(cls, scene: Scene, features: list[AOIFeature]) -> "GuideIndex":
         kept, pixels = [], []
         for feature in features:
             try:

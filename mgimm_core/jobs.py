@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from mgimm_core.errors import CRSError, OptionsError
 from mgimm_core.model_card import gsd_warning
@@ -18,6 +18,9 @@ from mgimm_core.output import MODES, RunInfo
 from mgimm_core.pipeline import DescribeOptions, Outcome, WorkItem, describe_to_output
 from mgimm_core.regions import AOIFeature, check_unique_ids, read_aoi
 from mgimm_core.scene import Scene, expand_scene_paths, normalise_scene_path
+
+if TYPE_CHECKING:
+    from mgimm_core.engines import Engine
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +52,7 @@ class FilesJob:
     guides: tuple[AOIFeature, ...] | None = None    # guide objects read already (a request's WKT), with guide
     regions_layer: str = "regions"      # the output's regions layer
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not self.scenes:
             raise OptionsError("no scene given: name at least one raster (file, folder of rasters or VRT).",
                                "scenes")
@@ -64,7 +67,7 @@ class FilesJob:
             raise OptionsError("an AOI and tiles mode exclude each other: describe the AOI's regions, or every "
                                "tile of each scene, in separate runs.", "tiles")
 
-    def parameters(self, scene_paths: list[str], engine) -> dict:
+    def parameters(self, scene_paths: list[str], engine: Engine) -> dict[str, Any]:
         """What the `runs` table records about this job."""
         return {"scenes": scene_paths, "aoi": self.aoi.source if self.aoi else None,
                 "layer": self.aoi.layer if self.aoi else None, "bands": self.bands, "nodata": self.nodata,
@@ -77,13 +80,13 @@ class FilesJob:
                 **self.options.parameters()}
 
 
-def run_files_job(job: FilesJob, engine, *, check_path: Callable[[str, str], str] = lambda path, what: path,
+def run_files_job(job: FilesJob, engine: Engine, *, check_path: Callable[[str, str], str] = lambda path, what: path,
                   open_scene: Callable[..., Scene] = Scene.open,
                   on_batch: Callable[[int, int | None], None] = lambda done, total: None,
                   on_outcomes: Callable[[list[Outcome]], None] = lambda outcomes: None,
                   should_cancel: Callable[[], bool] = lambda: False, request: str | None = None,
                   scenes: list[Scene] | None = None, source_pixels_per_pixel: float | list[float] = 1.0,
-                  work: Iterable[WorkItem] | None = None) -> dict:
+                  work: Iterable[WorkItem] | None = None) -> dict[str, Any]:
     """Open the job's inputs, describe them with `engine` into the job's output; the JSON summary.
 
     check_path(path, what): the server's path policy, applied to every raster a folder expands to
@@ -153,7 +156,7 @@ def run_files_job(job: FilesJob, engine, *, check_path: Callable[[str, str], str
     return summary
 
 
-def scene_warnings(scenes: list[Scene], card: dict, *, source_pixels_per_pixel: float = 1.0) -> list[str]:
+def scene_warnings(scenes: list[Scene], card: dict[str, Any], *, source_pixels_per_pixel: float = 1.0) -> list[str]:
     """One line per scene whose pixel size is far from what the model's card says it was trained
     on, logged as a warning now and recorded in `runs` (mgimm_core/model_card.py).
 

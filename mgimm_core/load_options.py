@@ -25,7 +25,7 @@ class LoadOptions:
     region_as: str | None = None       # how a region reaches the model (families/regions.py REGION_AS); None: family's
     endpoint: Any = None               # --model URL: mgimm_core.endpoint.EndpointOptions (None: its defaults)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
             raise OptionsError(f"max new tokens {self.max_new_tokens}: give at least 1.", "max_new_tokens")
         if self.threads is not None and self.threads < 1:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Iterable, Mapping
 
 from mgimm_core.vocabulary import (CLASS_NAMES, COLORS, NO_OBJECT_VALUE, SHAPES, SIZES, number_word, plural,
                                    size_surface)
@@ -85,7 +85,7 @@ class ObjectSpec:
     size: str | None = None
 
     @classmethod
-    def from_attributes(cls, attributes: Mapping) -> "ObjectSpec | None":
+    def from_attributes(cls, attributes: Mapping[str, Any]) -> "ObjectSpec | None":
         """From a row's or a RegionText's attributes (`object` or `name` key); None when they
         name no object (including the "no distinct objects" answer)."""
         name = attributes.get("object") or attributes.get("name")
@@ -94,7 +94,7 @@ class ObjectSpec:
         values = {k: attributes.get(k) for k in CARRIED_KEYS}
         return cls(name, **{k: v if isinstance(v, str) and v else None for k, v in values.items()})
 
-    def carried_by(self, mention: Mention, keys=CARRIED_KEYS) -> bool:
+    def carried_by(self, mention: Mention, keys: Iterable[str] = CARRIED_KEYS) -> bool:
         """Whether `mention` names this object without another value of any of `keys` (a mention
         that leaves an attribute out does not contradict it)."""
         if mention.name != self.name:
@@ -106,7 +106,8 @@ class ObjectSpec:
         return True
 
 
-def contradicts(description: str | None, attributes: Mapping, keys=("color", "shape")) -> bool:
+def contradicts(description: str | None, attributes: Mapping[str, Any],
+                keys: Iterable[str] = ("color", "shape")) -> bool:
     """The description does not name the attribute object with its class and `keys`: no mention of
     its class at all, or every mention carries another value (the issue's contradiction: class,
     colour or shape). False when the attributes name no object."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 from mgimm_core.model_formats import read_json
 
@@ -18,12 +19,12 @@ CARD_FILE = "model_card.json"
 GSD_TOLERANCE = 4.0
 
 
-def read_card(path: Path) -> dict:
+def read_card(path: Path) -> dict[str, Any]:
     """The model card's facts ({} when the directory has none)."""
     return read_json(path / CARD_FILE) if (path / CARD_FILE).is_file() else {}
 
 
-def gsd_warning(card: dict, scene_gsd_m: float, scene_name: str) -> str | None:
+def gsd_warning(card: dict[str, Any], scene_gsd_m: float, scene_name: str) -> str | None:
     """One line when a scene's pixels are far from the card's GSD range; None when close or unknown."""
     span = card.get("gsd_m")
     if not span or not math.isfinite(scene_gsd_m) or scene_gsd_m <= 0:

@@ -9,11 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from mgimm_core.errors import ModelError
 from mgimm_core.model_card import read_card
 from mgimm_core.model_formats import ModelKind, inspect_model, weight_files
 from mgimm_core.regions import ChipSettings
+
+if TYPE_CHECKING:
+    from mgimm_core.families.base import Family
 
 #: The demo model shipped inside the package (the default of every `--model`).
 DEMO_MODEL_DIR = Path(__file__).parent / "demo_model"
@@ -51,7 +55,7 @@ class ModelDirectory:
         return cls(path, "demo" if model_dir is None else path.name, chip, kind)
 
     @property
-    def family(self):
+    def family(self) -> Family:
         """The model's family (mgimm_core/families): how it loads, takes regions and is prompted."""
         return self.kind.family
 
@@ -80,7 +84,7 @@ class ModelDirectory:
         return 64 if self.weight_bytes <= SMALL_MODEL_BYTES else 16
 
     @cached_property
-    def card(self) -> dict:
+    def card(self) -> dict[str, Any]:
         """The model card's facts (model_card.json: imagery, GSD range...), {} when there is none."""
         return read_card(self.path)
 

@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mgimm_core.errors import ModelError, VisionTowerNotFound
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from mgimm_core.families.base import Family
 
 
-def read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -44,7 +44,7 @@ def _hub_snapshot(repo_id: str) -> Path | None:
     return candidates[-1].parent if candidates else None
 
 
-def resolve_vision_dir(directory: Path, config: dict, vision: str | os.PathLike | None) -> Path:
+def resolve_vision_dir(directory: Path, config: dict[str, Any], vision: str | os.PathLike[str] | None) -> Path:
     """The local vision-tower directory of an original-format checkpoint: `vision` when given, else
     `mm_vision_tower` as a path (absolute, or relative to the model directory), else its Hugging
     Face cache snapshot. Needed even when the checkpoint holds the tower's weights: its config
@@ -95,7 +95,7 @@ class ModelKind:
     for original-format LLaVA/GeoChat, the local vision-tower directory."""
 
     family: "Family"
-    config: dict
+    config: dict[str, Any]
     path: Path
     vision_dir: Path | None = None
 
@@ -105,7 +105,7 @@ class ModelKind:
         return self.family.name
 
 
-def inspect_model(directory: str | os.PathLike, vision: str | os.PathLike | None = None) -> ModelKind:
+def inspect_model(directory: str | os.PathLike[str], vision: str | os.PathLike[str] | None = None) -> ModelKind:
     """Read a model directory's config.json and say what it is (resolving an original-format
     checkpoint's vision tower)."""
     from mgimm_core.families import detect

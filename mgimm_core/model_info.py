@@ -12,6 +12,7 @@ import json
 import math
 import struct
 from pathlib import Path
+from typing import Any
 
 from mgimm_core.errors import ModelError
 from mgimm_core.model_card import read_card
@@ -22,7 +23,7 @@ _BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2,
           "F8_E4M3": 1, "F8_E5M2": 1}
 
 
-def _safetensors_header(path: Path) -> dict:
+def _safetensors_header(path: Path) -> dict[str, Any]:
     """The tensor table at the head of a safetensors file (ModelError when it is not one)."""
     damaged = f"{path}: not a readable safetensors file"
     try:
@@ -65,7 +66,7 @@ def tensor_stats(files: list[Path]) -> tuple[int, dict[str, int]]:
     return total, dtypes
 
 
-def _torch_state(path: Path) -> dict:
+def _torch_state(path: Path) -> dict[str, Any]:
     """A `.bin` checkpoint's tensors, memory-mapped and never unpickling code (ModelError otherwise)."""
     import pickle
 
@@ -84,7 +85,8 @@ def _torch_state(path: Path) -> dict:
     return state
 
 
-def model_info(model_dir: str | Path | ModelDirectory | None = None, vision: str | Path | None = None) -> dict:
+def model_info(model_dir: str | Path | ModelDirectory | None = None,
+               vision: str | Path | None = None) -> dict[str, Any]:
     """JSON-ready facts about a model directory (default: the demo model)."""
     model = ModelDirectory.resolve(model_dir, vision)
     kind, family = model.kind, model.family

@@ -17,10 +17,12 @@ import contextlib
 import logging
 import math
 import time
-from collections import defaultdict
 import dataclasses
+from collections import defaultdict
+from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 import shapely
@@ -38,8 +40,12 @@ from mgimm_core.scene import Scene
 from mgimm_core.tiles import tile_grid
 
 if TYPE_CHECKING:
+    from mgimm_core.answers import RegionText
     from mgimm_core.endpoint.served import EndpointModel
+    from mgimm_core.engines import Engine
+    from mgimm_core.families.regions import BoxLike, BoxMask
     from mgimm_core.model_dir import ModelDirectory
+    from mgimm_core.output.schema import ResumeKey
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +63,7 @@ class TileOptions:
     overlap: int = 0
     min_valid: float = 0.5
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.size < 16:
             raise OptionsError(f"tile size {self.size}: give at least 16 pixels.", "tile_size")
         if not 0 <= self.overlap < self.size:
@@ -79,13 +85,13 @@ class DescribeOptions:
     max_guides: int = DEFAULT_MAX_GUIDES   # guided runs: guide objects per sequence, largest first
     strict: bool = False               # refuse a prompt with words the model does not know
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.batch_size is not None and self.batch_size < 1:
             raise OptionsError(f"batch size {self.batch_size}: give at least 1.", "batch_size")
         if self.max_guides < 1:
             raise OptionsError(f"guide objects per region {self.max_guides}: give at least 1.", "max_guides")
 
-    def for_model(self, model) -> "DescribeOptions":
+    def for_model(self, model: ModelDirectory | EndpointModel) -> "DescribeOptions":
         """These options with the model's defaults filled in (a `ModelDirectory`)."""
         if self.batch_size is not None:
             return self
@@ -95,7 +101,7 @@ class DescribeOptions:
     def unit(self) -> str:
         return "tiles" if self.tiles is not None else "regions"
 
-    def parameters(self) -> dict:
+    def parameters(self) -> dict[str, Any]:
         """Plain values for the `runs` table."""
         values = asdict(self)
         values["tiles"] = values["tiles"] is not None
@@ -111,21 +117,21 @@ class Timings:
     """Seconds per stage (place: region placement; read: pixel I/O; load: loading the model, once;
     model: preprocessing and generation; write: added by the caller) and counts (reads, regions)."""
 
-    seconds: dict = field(default_factory=lambda: defaultdict(float))
-    counts: dict = field(default_factory=lambda: defaultdict(int))
+    seconds: dict[str, Any] = field(default_factory=lambda: defaultdict(float))
+    counts: dict[str, Any] = field(default_factory=lambda: defaultdict(int))
 
     def add(self, stage: str, since: float) -> float:
         now = time.perf_counter()
         self.seconds[stage] += now - since
         return now
 
-    def merge(self, other: dict) -> None:
+    def merge(self, other: dict[str, Any]) -> None:
         for stage, value in other.get("seconds", {}).items():
             self.seconds[stage] += value
         for name, value in other.get("counts", {}).items():
             self.counts[name] += value
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {k: round(v, 3) for k, v in self.seconds.items()}
 
 
@@ -155,7 +161,7 @@ class WorkItem:
         return self.scene.path if self.scene is not None else ""
 
     @property
-    def key(self) -> tuple:
+    def key(self) -> ResumeKey:
         if isinstance(self.subject, TileRef):
             return tile_key(self.scene_name, self.subject.index)
         return region_key(self.scene_name, self.subject.id)
@@ -261,7 +267,7 @@ class Outcome:
     objects: list[ObjectRecord] = field(default_factory=list)   # guided runs: its guide objects
 
 
-def object_records(item: WorkItem, texts, *, model: str) -> list[ObjectRecord]:
+def object_records(item: WorkItem, texts: Iterable[RegionText], *, model: str) -> list[ObjectRecord]:
     """The guide objects of a described item as rows of the objects layer, linked to its row."""
     parent_layer, parent_id = (("tiles", str(item.subject.index)) if isinstance(item.subject, TileRef)
                                else ("regions", str(item.subject.id)))
@@ -273,7 +279,7 @@ def object_records(item: WorkItem, texts, *, model: str) -> list[ObjectRecord]:
 
 
 def build_record(item: WorkItem, *, model: str, prompt: str, chip: RegionChip | None = None,
-                 text=None, error: BaseException | None = None) -> RegionRecord | TileRecord:
+                 text: RegionText | None = None, error: BaseException | None = None) -> RegionRecord | TileRecord:
     """The one row builder: a work item and what the model said (or its error) -> its record."""
     description = getattr(text, "description", None)
     guide_objects, guide_objects_left = ((len(item.guides), item.guides_left) if item.guides is not None
@@ -301,7 +307,7 @@ def build_record(item: WorkItem, *, model: str, prompt: str, chip: RegionChip | 
                           guide_objects_left=guide_objects_left)
 
 
-def polygonal_and_finite(geom) -> bool:
+def polygonal_and_finite(geom: shapely.Geometry | None) -> bool:
     """True for a (multi)polygon with finite coordinates: a geometry the regions layer holds."""
     return (geom is not None and geom.geom_type in ("Polygon", "MultiPolygon")
             and bool(np.isfinite(shapely.get_coordinates(geom)).all()))
@@ -319,9 +325,10 @@ class RegionModel(Protocol):
     def prepare(self) -> None:
         """Load what `describe` needs (timed apart from the model's work)."""
 
-    def describe(self, images: list, boxes: list, masks: list, *, attributes: bool, description: bool,
-                 prompt: str | None, guides: list | None = None, guides_left: list | None = None,
-                 strict: bool = False, gsds: list | None = None) -> list: ...
+    def describe(self, images: Sequence[np.ndarray], boxes: Sequence[BoxLike], masks: Sequence[np.ndarray | None],
+                 *, attributes: bool, description: bool, prompt: str | None,
+                 guides: Sequence[Sequence[BoxMask]] | None = None, guides_left: Sequence[int] | None = None,
+                 strict: bool = False, gsds: Sequence[float | None] | None = None) -> list[RegionText]: ...
 
 
 def expected_length(chip: RegionChip) -> float:
@@ -330,7 +337,7 @@ def expected_length(chip: RegionChip) -> float:
 
 
 def describe_work(work: Iterable[WorkItem], model: RegionModel, options: DescribeOptions, *,
-                  skip: set | frozenset = frozenset(), timings: Timings | None = None,
+                  skip: AbstractSet[ResumeKey] = frozenset(), timings: Timings | None = None,
                   should_cancel: Callable[[], bool] = lambda: False) -> Iterator[list[Outcome]]:
     """The describe loop: read each item once, describe in batches, yield outcomes per batch.
 
@@ -345,7 +352,7 @@ def describe_work(work: Iterable[WorkItem], model: RegionModel, options: Describ
     attributes = options.attributes and options.tiles is None
     pending: list[tuple[WorkItem, RegionChip]] = []
 
-    def flush(batch):
+    def flush(batch: list[tuple[WorkItem, RegionChip]]) -> list[Outcome]:
         t = time.perf_counter()
         model.prepare()
         t = timings.add("load", t)
@@ -364,7 +371,7 @@ def describe_work(work: Iterable[WorkItem], model: RegionModel, options: Describ
                         object_records(item, getattr(text, "objects", []), model=model.model_id))
                 for (item, chip), text in zip(batch, texts)]
 
-    def flush_all():
+    def flush_all() -> Iterator[list[Outcome]]:
         pending.sort(key=lambda pair: expected_length(pair[1]))
         while pending:
             batch = pending[:batch_size]
@@ -420,13 +427,13 @@ def expected_rows(scenes: list[Scene], features: list[AOIFeature], options: Desc
     return max(0, len(features) - done) if len(scenes) == 1 else None
 
 
-def describe_to_output(scenes: list[Scene], features: list[AOIFeature], engine, output: str | None, mode: str,
+def describe_to_output(scenes: list[Scene], features: list[AOIFeature], engine: Engine, output: str | None, mode: str,
                        run: RunInfo, options: DescribeOptions, *, guides: list[AOIFeature] | None = None,
                        regions_layer: str = "regions", skip_done: bool = True,
                        on_batch: Callable[[int, int | None], None] = lambda done, total: None,
                        on_outcomes: Callable[[list[Outcome]], None] = lambda outcomes: None,
                        work: Iterable[WorkItem] | None = None,
-                       should_cancel: Callable[[], bool] = lambda: False) -> dict:
+                       should_cancel: Callable[[], bool] = lambda: False) -> dict[str, Any]:
     """An engine's outcomes for opened scenes, committed batch by batch to `output` (the one loop
     that writes rows: the CLI's, the Python API's and the worker/server's; output None: nothing is
     written, the outcomes only go to `on_outcomes`).
@@ -458,7 +465,9 @@ def describe_to_output(scenes: list[Scene], features: list[AOIFeature], engine, 
         log.info("output %s (%s): %d %s already done; chips of %d px, context %.2f, min window %d px, "
                  "batches of %d", output, mode, len(done), options.unit, chip.input_size, chip.context,
                  chip.min_window, options.batch_size)
-        write = (out.write_tiles if tiles else out.write_regions) if out is not None else lambda rows, objects: None
+        # tile or region records, as `tiles` says
+        write: Callable[[list[Any], list[ObjectRecord]], None] = (
+            (out.write_tiles if tiles else out.write_regions) if out is not None else lambda rows, objects: None)
         expected = expected_rows(scenes, features, options, len(done))
         work = work_items(scenes, features, options, chip) if work is None else work
         if guides is not None:

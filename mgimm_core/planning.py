@@ -14,13 +14,22 @@ Units: windows and blocks are scene pixels.
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import TYPE_CHECKING, Any, Iterable, cast
 
 import pyproj
 import shapely
 
 from mgimm_core.regions import AOIFeature
+
+if TYPE_CHECKING:
+    from rasterio.windows import Window
+
+    from mgimm_core.output.schema import ResumeKey
+    from mgimm_core.pipeline import WorkItem
+    from mgimm_core.regions import RegionPlacement
+    from mgimm_core.scene import Scene
 
 
 # ============================================================================ serialisable features
@@ -32,7 +41,7 @@ class FeatureSpec:
     id: str
     wkb_hex: str
     crs_wkt: str
-    properties: dict = field(default_factory=dict)
+    properties: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_feature(cls, feature: AOIFeature) -> "FeatureSpec":
@@ -62,7 +71,7 @@ class Plan:
     """Work units plus the regions that no scene covers (recorded as errors by the driver)."""
 
     units: list[WorkUnit]
-    errors: list                   # work items carrying the error of a region no scene covers
+    errors: list[WorkItem]         # work items carrying the error of a region no scene covers
 
     @property
     def regions(self) -> int:
@@ -93,7 +102,7 @@ def hilbert_index(x: int, y: int, order: int) -> int:
     return index
 
 
-def block_cell(window, block_shape: tuple[int, int], scene_width: int, scene_height: int) -> tuple[int, int]:
+def block_cell(window: Window, block_shape: tuple[int, int], scene_width: int, scene_height: int) -> tuple[int, int]:
     """(column, row) of the raster block holding the window's centre, clamped to the scene."""
     rows, cols = block_shape
     cx = min(max(window.col_off + window.width / 2, 0), scene_width - 1)
@@ -101,7 +110,7 @@ def block_cell(window, block_shape: tuple[int, int], scene_width: int, scene_hei
     return int(cx // cols), int(cy // rows)
 
 
-def locality_key(window, scene) -> tuple[int, int, int]:
+def locality_key(window: Window, scene: Scene) -> tuple[int, int, int]:
     """Sort key: Hilbert position of the window's block, then the window's offsets (ties)."""
     rows, cols = scene.block_shape
     grid = max(-(-scene.width // cols), -(-scene.height // rows), 1)
@@ -110,7 +119,8 @@ def locality_key(window, scene) -> tuple[int, int, int]:
     return hilbert_index(cx, cy, order), int(window.row_off), int(window.col_off)
 
 
-def plan_units(work: Iterable, *, regions_per_unit: int = 32, skip: set | frozenset = frozenset()) -> Plan:
+def plan_units(work: Iterable[WorkItem], *, regions_per_unit: int = 32,
+               skip: AbstractSet[ResumeKey] = frozenset()) -> Plan:
     """Group placed work items (`mgimm_core.pipeline.region_work`) by scene and block locality
     into work units of at most `regions_per_unit`.
 
@@ -119,18 +129,20 @@ def plan_units(work: Iterable, *, regions_per_unit: int = 32, skip: set | frozen
     """
     if regions_per_unit < 1:
         raise ValueError(f"regions_per_unit={regions_per_unit}: need at least 1")
-    per_scene: dict[str, list] = {}
+    per_scene: dict[str, list[tuple[tuple[int, int, int], AOIFeature]]] = {}
     scenes: dict[str, object] = {}
-    errors = []
+    errors: list[WorkItem] = []
     for item in work:
         if item.key in skip:
             continue
         if item.error is not None:
             errors.append(item)
             continue
-        scenes.setdefault(item.scene.path, item.scene)
-        per_scene.setdefault(item.scene.path, []).append(
-            (locality_key(item.placement.window, item.scene), item.subject))
+        # placed without error: a scene, a placement and (regions only: tiles never reach here) a feature
+        scene, placement = cast("Scene", item.scene), cast("RegionPlacement", item.placement)
+        scenes.setdefault(scene.path, scene)
+        per_scene.setdefault(scene.path, []).append(
+            (locality_key(placement.window, scene), cast(AOIFeature, item.subject)))
     units: list[WorkUnit] = []
     for path, keyed in per_scene.items():
         ordered = [f for _key, f in sorted(keyed, key=lambda pair: pair[0])]

@@ -4,6 +4,8 @@ Training and the `describe` command import the same strings: a model answers bes
 was trained on (the demo model's word-level vocabulary knows exactly these words).
 """
 
+from collections.abc import Iterable
+
 # Stage 1, region-attribute alignment: the reference code's instruction, word for word.
 ATTRIBUTE_PROMPT = ("Based on the provided region of the remote sensing image, describe the basic "
                     "attributes of the main objects in that region.")
@@ -20,7 +22,7 @@ DESCRIPTION_PROMPT = ("Describe the provided region of the remote sensing image 
 GUIDANCE_LEAD = "Attributes:"
 
 
-def guided_description_prompt(attribute_answers, prompt: str = DESCRIPTION_PROMPT) -> str:
+def guided_description_prompt(attribute_answers: Iterable[str | None], prompt: str = DESCRIPTION_PROMPT) -> str:
     """The description question followed by the attribute answers it must agree with."""
     answers = [a.strip().rstrip(".") for a in attribute_answers if a and a.strip()]
     return f"{prompt} {GUIDANCE_LEAD} {'; '.join(answers)}." if answers else prompt

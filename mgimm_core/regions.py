@@ -22,8 +22,10 @@ import logging
 import math
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyproj
@@ -32,6 +34,9 @@ from affine import Affine
 from shapely import affinity
 from rasterio.features import geometry_mask
 from rasterio.windows import Window
+
+if TYPE_CHECKING:
+    from mgimm_core.scene import Scene
 
 from mgimm_core.errors import (AOIError, CRSError, NoCRSError, RegionError, RegionGeometryError,
                                RegionOutsideError, RegionTooSmallError)
@@ -60,7 +65,7 @@ class AOIFeature:
     id: str                         # the 'id' attribute if present, else the 0-based feature index
     geometry: shapely.Geometry      # in `crs`
     crs: pyproj.CRS
-    properties: dict = field(default_factory=dict)   # every input attribute (JSON-friendly values)
+    properties: dict[str, Any] = field(default_factory=dict)   # every input attribute (JSON-friendly values)
 
 
 @dataclass(frozen=True)
@@ -77,7 +82,7 @@ class ChipSettings:
     context: float = 0.25
     min_window: int = 48
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.input_size < 1 or self.min_window < 1 or not self.context >= 0:
             raise ValueError(f"chip settings need input_size >= 1, min_window >= 1, context >= 0 "
                              f"(got {self.input_size}, {self.min_window}, {self.context}).")
@@ -98,13 +103,14 @@ class RegionPlacement:
     inside_share: float                 # share of the polygon's area inside the scene
     gsd_m: float                        # metres per chip pixel as read (after any decimation)
     geometry: shapely.Geometry          # in the scene CRS, clipped to the scene
-    properties: dict = field(default_factory=dict)   # the AOI feature's attributes
+    properties: dict[str, Any] = field(default_factory=dict)   # the AOI feature's attributes
     use_mask: bool = True               # False: the model gets the box only (a tile: the whole chip)
 
     @property
     def scale(self) -> float:
         """Scene pixels per chip pixel (1.0 unless the region was read at a lower resolution)."""
-        return self.window.width / self.out_shape[1]
+        scale: float = self.window.width / self.out_shape[1]    # rasterio's Window is untyped
+        return scale
 
 
 @dataclass
@@ -126,7 +132,7 @@ class RegionChip:
     geometry = property(lambda self: self.placement.geometry)
     scale = property(lambda self: self.placement.scale)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable summary (what `mgimm-geo regions --json` prints per region)."""
         p = self.placement
         w = p.window
@@ -142,7 +148,7 @@ class RegionChip:
 
 # =============================================================================== reading AOIs
 def read_aoi(source: str, *, layer: str | None = None, buffer: float | None = None,
-             crs=None) -> list[AOIFeature]:
+             crs: Any = None) -> list[AOIFeature]:
     """Read an AOI source into features (polygons in the source's CRS).
 
     source, one of:
@@ -208,7 +214,7 @@ def check_unique_ids(features: list[AOIFeature], source: str) -> None:
                            f"unique 'id' value, or rename the 'id' field (features are then numbered 0, 1, 2, ...).")
 
 
-def _finite(geom) -> bool:
+def _finite(geom: shapely.Geometry | None) -> bool:
     return geom is None or bool(np.isfinite(shapely.get_coordinates(geom)).all())
 
 
@@ -216,7 +222,7 @@ def _short(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def _parse_crs(value, what: str) -> pyproj.CRS:
+def _parse_crs(value: Any, what: str) -> pyproj.CRS:
     try:
         return pyproj.CRS.from_user_input(value)
     except pyproj.exceptions.CRSError as exc:
@@ -321,7 +327,7 @@ def _read_vector_file(path: str, layer: str | None, user_crs: pyproj.CRS | None
     return features
 
 
-def _plain(value):
+def _plain(value: object) -> str | int | float | bool | None:
     """A numpy scalar / datetime as a plain JSON-friendly Python value."""
     if value is None:
         return None
@@ -370,7 +376,7 @@ def _transformer(src: pyproj.CRS, dst: pyproj.CRS) -> pyproj.Transformer:
     return pyproj.Transformer.from_crs(src, dst, always_xy=True)
 
 
-def reproject_geometry(geom: shapely.Geometry, src, dst, *, max_segment: float | None = None
+def reproject_geometry(geom: shapely.Geometry, src: Any, dst: Any, *, max_segment: float | None = None
                        ) -> shapely.Geometry:
     """Reproject a geometry (x/y order: lon/lat, easting/northing) with pyproj, always_xy.
 
@@ -415,7 +421,7 @@ def buffer_metres(geom: shapely.Geometry, crs: pyproj.CRS, metres: float) -> sha
 
 
 # =============================================================================== regions
-def _scene_proj_crs(scene) -> pyproj.CRS | None:
+def _scene_proj_crs(scene: Scene) -> pyproj.CRS | None:
     if scene.crs is None:
         return None
     try:
@@ -431,7 +437,7 @@ def _fail(feature: AOIFeature, message: str, kind: type[RegionError] = RegionErr
     return err
 
 
-def _check_area_geometry(feature: AOIFeature):
+def _check_area_geometry(feature: AOIFeature) -> None:
     geom = feature.geometry
     if geom is None or geom.is_empty:
         raise _fail(feature, "empty geometry. Remove the feature or draw a polygon.", RegionGeometryError)
@@ -444,7 +450,7 @@ def _check_area_geometry(feature: AOIFeature):
                              f"points and lines into polygons.", RegionGeometryError)
 
 
-def aoi_to_scene_pixels(scene, feature: AOIFeature) -> shapely.Geometry:
+def aoi_to_scene_pixels(scene: Scene, feature: AOIFeature) -> shapely.Geometry:
     """The feature's polygon in scene pixel coordinates (x = column, y = row, edges at integers).
 
     Edges are densified to about DENSIFY_PIXELS scene pixels before reprojection. Raises CRSError
@@ -502,7 +508,7 @@ def _short_way_round(geom: shapely.Geometry, feature: AOIFeature) -> shapely.Geo
     return out[0] if geom.geom_type == "Polygon" else shapely.MultiPolygon(out)
 
 
-def _wrap_to_scene(geom: shapely.Geometry, scene) -> shapely.Geometry:
+def _wrap_to_scene(geom: shapely.Geometry, scene: Scene) -> shapely.Geometry:
     """On a scene in a geographic CRS, the geometry's longitudes moved by multiples of 360 into the
     360 degrees centred on the scene, so parts given at -180..-175 land on a scene spanning 175..185.
     Each point of the region is kept once (its area, and so its inside share, are unchanged)."""
@@ -517,7 +523,7 @@ def _wrap_to_scene(geom: shapely.Geometry, scene) -> shapely.Geometry:
     return shapely.union_all(pieces) if pieces else geom
 
 
-def _densify_length(src_geom, scene_geom, scene) -> float | None:
+def _densify_length(src_geom: shapely.Geometry, scene_geom: shapely.Geometry, scene: Scene) -> float | None:
     """Source-CRS length of about DENSIFY_PIXELS scene pixels (from the bounding boxes' ratio)."""
     sx0, sy0, sx1, sy1 = src_geom.bounds
     tx0, ty0, tx1, ty1 = scene_geom.bounds
@@ -527,7 +533,8 @@ def _densify_length(src_geom, scene_geom, scene) -> float | None:
     if src_diag == 0 or pix_diag == 0:
         return None
     length = DENSIFY_PIXELS * src_diag / pix_diag
-    return max(length, src_geom.length / MAX_DENSIFIED_VERTICES)
+    per_vertex: float = src_geom.length / MAX_DENSIFIED_VERTICES     # shapely's length is untyped
+    return max(length, per_vertex)
 
 
 def chip_window(bounds: tuple[float, float, float, float], *, scene_width: int, scene_height: int,
@@ -545,7 +552,7 @@ def chip_window(bounds: tuple[float, float, float, float], *, scene_width: int, 
     side = max(math.ceil(extent * (1 + 2 * context) - 1e-9), int(min_window),
                math.ceil(maxx) - math.floor(minx), math.ceil(maxy) - math.floor(miny), 1)
 
-    def offset(lo, hi, size):
+    def offset(lo: float, hi: float, size: int) -> int:
         off = math.floor((lo + hi) / 2 - side / 2)
         off = min(off, math.floor(lo))
         off = max(off, math.ceil(hi) - side)
@@ -558,7 +565,7 @@ def chip_window(bounds: tuple[float, float, float, float], *, scene_width: int, 
     return window, (read, read)
 
 
-def place_region(scene, feature: AOIFeature, chip: ChipSettings = DEFAULT_CHIP) -> RegionPlacement:
+def place_region(scene: Scene, feature: AOIFeature, chip: ChipSettings = DEFAULT_CHIP) -> RegionPlacement:
     """Place one AOI feature on a scene: window, read shape, mask, box, GSD. Reads no pixel.
 
     Larger windows than `chip.input_size` are read decimated to it; the mask and box are then in
@@ -614,7 +621,7 @@ def place_region(scene, feature: AOIFeature, chip: ChipSettings = DEFAULT_CHIP) 
                            geometry, dict(feature.properties))
 
 
-def read_region(scene, placement: RegionPlacement) -> RegionChip:
+def read_region(scene: Scene, placement: RegionPlacement) -> RegionChip:
     """The placement's pixels as the model sees them, in one read, with the valid fraction."""
     image, valid = scene.read(placement.window, placement.out_shape)
     mask = placement.mask
@@ -622,19 +629,20 @@ def read_region(scene, placement: RegionPlacement) -> RegionChip:
     return RegionChip(placement, image, valid, min(1.0, valid_fraction))
 
 
-def prepare_region(scene, feature: AOIFeature, chip: ChipSettings = DEFAULT_CHIP) -> RegionChip:
+def prepare_region(scene: Scene, feature: AOIFeature, chip: ChipSettings = DEFAULT_CHIP) -> RegionChip:
     """`place_region` then `read_region`: what `mgimm-geo regions` previews and `describe` reads."""
     return read_region(scene, place_region(scene, feature, chip))
 
 
-def _gsd_m(scene, row: float, col: float) -> float:
+def _gsd_m(scene: Scene, row: float, col: float) -> float:
     """Scene GSD in metres at a pixel; NaN when the scene has no CRS (no metric scale known)."""
     if scene.crs is None:
         return float("nan")
     return float(scene.gsd_m(row=row, col=col))
 
 
-def prepare_regions(scene, features, chip: ChipSettings = DEFAULT_CHIP) -> list[RegionChip | RegionError]:
+def prepare_regions(scene: Scene, features: Iterable[AOIFeature],
+                    chip: ChipSettings = DEFAULT_CHIP) -> list[RegionChip | RegionError]:
     """`prepare_region` for every feature; a RegionError is kept in place of its chip so the
     other regions go on. Errors about the whole input (CRSError, SceneError) still raise."""
     out: list[RegionChip | RegionError] = []

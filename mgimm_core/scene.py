@@ -19,9 +19,10 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, SupportsInt
 
 import numpy as np
 import rasterio
@@ -30,6 +31,9 @@ from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
 from mgimm_core.errors import BandError, CRSError, GeotransformError, SceneError
+
+if TYPE_CHECKING:
+    from rasterio.io import DatasetReader
 
 #: Most pixels (per band) the stretch estimate reads; the scene is decimated to fit.
 STRETCH_SAMPLE_PIXELS = 1_000_000
@@ -109,9 +113,9 @@ class Scene:
     Use `Scene.open(path, ...)`, as a context manager or followed by `close()`.
     """
 
-    def __init__(self, dataset, path: str, band_indexes: tuple[int, ...], nodata: float | None,
+    def __init__(self, dataset: DatasetReader, path: str, band_indexes: tuple[int, ...], nodata: float | None,
                  mask_kind: str, percentiles: tuple[float, float],
-                 value_range: tuple[float, float] | None):
+                 value_range: tuple[float, float] | None) -> None:
         self._ds = dataset
         self.path = path
         self.band_indexes = band_indexes
@@ -134,7 +138,7 @@ class Scene:
 
     # ----------------------------------------------------------------- opening
     @classmethod
-    def open(cls, path, *, bands: tuple[int, ...] | None = None, nodata: float | None = None,
+    def open(cls, path: str | os.PathLike[str], *, bands: tuple[int, ...] | None = None, nodata: float | None = None,
              percentiles: tuple[float, float] = (2, 98),
              value_range: tuple[float, float] | None = None, driver: str | None = None) -> "Scene":
         """Open any GDAL raster (GeoTIFF, COG, BigTIFF, VRT, ...) for reading.
@@ -188,7 +192,7 @@ class Scene:
             raise
         return scene
 
-    def _probe(self):
+    def _probe(self) -> None:
         """Read the last block of the first chosen band, so a truncated file fails at open."""
         rows, cols = self.block_shape
         row_off = (self.height - 1) // rows * rows
@@ -197,7 +201,7 @@ class Scene:
                         min(rows, self.height - row_off))
         self._read_source([self.band_indexes[0]], window, None)
 
-    def close(self):
+    def close(self) -> None:
         self._ds.close()
 
     @property
@@ -207,15 +211,16 @@ class Scene:
 
     @property
     def closed(self) -> bool:
-        return self._ds.closed
+        closed: bool = self._ds.closed
+        return closed
 
-    def __enter__(self):
+    def __enter__(self) -> Scene:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"Scene({self.path!r}, {self.width}x{self.height}, bands={self.band_indexes}, "
                 f"dtype={self.dtype})")
 
@@ -254,11 +259,12 @@ class Scene:
                            f"measured. Assign a known CRS (e.g. gdal_edit.py -a_srs EPSG:xxxx).")
         t = self.transform
 
-        def ground(c0, r0, c1, r1):
+        def ground(c0: float, r0: float, c1: float, r1: float) -> float:
             x0, y0 = t @ (c0, r0)
             x1, y1 = t @ (c1, r1)
             (lon0, lon1), (lat0, lat1) = to_geo.transform([x0, x1], [y0, y1])
-            return geod.inv(lon0, lat0, lon1, lat1)[2]
+            distance: float = geod.inv(lon0, lat0, lon1, lat1)[2]
+            return distance
 
         gx = ground(col - 0.5, row, col + 0.5, row)
         gy = ground(col, row - 0.5, col, row + 0.5)
@@ -303,7 +309,8 @@ class Scene:
         return Stretch(tuple(lows), tuple(highs), source)
 
     # ----------------------------------------------------------------- reading
-    def _read_source(self, indexes, window: Window, out_shape):
+    def _read_source(self, indexes: Sequence[int], window: Window,
+                     out_shape: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
         """Source values and validity of a window inside the scene.
 
         out_shape (h, w) lets GDAL read through overviews or decimate. Returns (data (b, h, w),
@@ -381,7 +388,7 @@ class Scene:
         return image, valid
 
     # ----------------------------------------------------------------- report
-    def info(self) -> dict:
+    def info(self) -> dict[str, Any]:
         """A JSON-serialisable summary: what `mgimm-geo info` prints."""
         crs = None
         if self.crs is not None:
@@ -421,7 +428,7 @@ class Scene:
 
 
 # --------------------------------------------------------------------- policies
-def _check_georeferencing(dataset, path: str):
+def _check_georeferencing(dataset: DatasetReader, path: str) -> None:
     t = dataset.transform
     if t.b != 0 or t.d != 0:
         raise GeotransformError(
@@ -434,11 +441,11 @@ def _check_georeferencing(dataset, path: str):
             f"interpolate. Warp it first: gdalwarp {path} warped.tif")
 
 
-def _data_band_indexes(dataset) -> list[int]:
+def _data_band_indexes(dataset: DatasetReader) -> list[int]:
     return [i for i, ci in enumerate(dataset.colorinterp, start=1) if ci != ColorInterp.alpha]
 
 
-def _choose_bands(dataset, path: str, bands) -> tuple[int, ...]:
+def _choose_bands(dataset: DatasetReader, path: str, bands: Iterable[SupportsInt] | None) -> tuple[int, ...]:
     if bands is not None:
         bands = tuple(int(b) for b in bands)
         if len(bands) not in (1, 3):
@@ -463,7 +470,7 @@ def _choose_bands(dataset, path: str, bands) -> tuple[int, ...]:
                     f"for grey (-b 1).")
 
 
-def _palette_lut(dataset, band_indexes) -> np.ndarray | None:
+def _palette_lut(dataset: DatasetReader, band_indexes: Sequence[int]) -> np.ndarray | None:
     """The colour table of a single chosen uint8 palette band as a (256, 3) lookup, else None."""
     if len(band_indexes) != 1:
         return None
@@ -482,7 +489,8 @@ def _palette_lut(dataset, band_indexes) -> np.ndarray | None:
     return lut
 
 
-def _nodata_policy(dataset, band_indexes, nodata) -> tuple[float | None, str]:
+def _nodata_policy(dataset: DatasetReader, band_indexes: Sequence[int], nodata: float | None) -> tuple[float | None,
+                   str]:
     """(effective nodata value or None, mask kind): user > file nodata > alpha > mask > none."""
     if nodata is not None:
         return float(nodata), "nodata"
@@ -500,14 +508,14 @@ def _nodata_policy(dataset, band_indexes, nodata) -> tuple[float | None, str]:
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
 
 
-def normalise_scene_path(path) -> str:
+def normalise_scene_path(path: str | os.PathLike[str]) -> str:
     """The name a scene is recorded and resumed under: a local path resolved (absolute, links and
     `..` followed), so `./rgb.tif` and `rgb.tif` are one scene; GDAL paths (/vsis3/...) as given."""
     text = os.fspath(path)
     return os.path.realpath(text) if _is_local_path(text) else text
 
 
-def expand_scene_paths(paths) -> list[str]:
+def expand_scene_paths(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
     """Files (and GDAL paths such as /vsis3/...) as given; a directory gives its rasters, sorted,
     not recursively. Raises SceneError for a directory without rasters."""
     out: list[str] = []

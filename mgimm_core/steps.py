@@ -10,6 +10,7 @@ agreement (mgimm_core/agreeing.py `agreement`). `Describer.steps` picks them for
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -18,7 +19,10 @@ from mgimm_core.prompts import guided_description_prompt
 from mgimm_core.vocabulary import NO_OBJECT_VALUE
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from mgimm_core.describer import Describer
+    from mgimm_core.families.regions import BoxMask
 
 
 @dataclass(frozen=True)
@@ -42,9 +46,9 @@ class Questions:
 class DescribeState:
     """One batch of chips as the steps share it: the inputs, then what each step adds."""
 
-    images: list
-    regions: list[list]            # per chip [(box, mask)] of the region, in chip pixels
-    guides: list[list]             # per chip the (box, mask) of its guide objects
+    images: Sequence[np.ndarray]
+    regions: list[list[BoxMask]]   # per chip [(box, mask)] of the region, in chip pixels
+    guides: Sequence[Sequence[BoxMask]]   # per chip the (box, mask) of its guide objects
     patches: Any                   # the chips' vision features (Describer.patches): computed once
     questions: Questions
     attributes: bool               # the region's own attribute answer is shown in its result
@@ -52,10 +56,10 @@ class DescribeState:
     results: list[RegionText]
     answers: list[RegionText]      # the regions' own attribute answers: `results` where shown, else apart
     prompts: list[str] = field(default_factory=list)          # per chip, its description question
-    sequences: list[list] = field(default_factory=list)       # per chip, its description's region prompts
+    sequences: list[list[BoxMask]] = field(default_factory=list)       # per chip, its description's region prompts
     ids: list[list[int]] = field(default_factory=list)        # per chip, its description's token ids
 
-    def guide_objects(self) -> list[tuple[int, tuple, RegionText]]:
+    def guide_objects(self) -> list[tuple[int, BoxMask, RegionText]]:
         """(chip index, guide (box, mask), its answer) of every guide object answered, in order."""
         return [(i, guide, obj) for i, (chip_guides, result) in enumerate(zip(self.guides, self.results))
                 for guide, obj in zip(chip_guides, result.objects)]
@@ -64,8 +68,8 @@ class DescribeState:
 Step = Callable[["Describer", DescribeState], None]
 
 
-def _ask(describer: "Describer", state: DescribeState, index: list[int], regions: list[list], prompts,
-         mode: str) -> list[str]:
+def _ask(describer: "Describer", state: DescribeState, index: list[int], regions: Sequence[Sequence[BoxMask]],
+         prompts: str | Sequence[str], mode: str) -> list[str]:
     """One greedy answer per chip of `index` with its regions."""
     ids = describer.generate_ids([state.images[i] for i in index], regions, prompts, mode, state.patches[index])
     return [describer.decode(row) for row in ids]

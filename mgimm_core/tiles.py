@@ -44,7 +44,7 @@ class TileGrid:
     size: int
     overlap: int = 0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.size < 1:
             raise ValueError(f"tile size {self.size}: must be at least 1 pixel.")
         if not 0 <= self.overlap < self.size:

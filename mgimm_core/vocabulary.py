@@ -146,7 +146,7 @@ def attribute_phrase(attrs: Mapping[str, str | None]) -> str:
     return phrase
 
 
-def _term_pattern(terms: Iterable[str], plural_nouns: bool) -> re.Pattern:
+def _term_pattern(terms: Iterable[str], plural_nouns: bool) -> re.Pattern[str]:
     parts = []
     for term in terms:  # already longest first, so alternation prefers the longest term
         body = re.escape(term.lower()).replace(r"\ ", r"[\s_]+").replace(r"\-", r"[-\s]?")
@@ -154,7 +154,7 @@ def _term_pattern(terms: Iterable[str], plural_nouns: bool) -> re.Pattern:
     return re.compile(r"(?<![\w-])(?:" + "|".join(f"({p})" for p in parts) + r")(?![\w-])")
 
 
-def _build_matchers() -> dict[str, tuple[re.Pattern, list[str]]]:
+def _build_matchers() -> dict[str, tuple[re.Pattern[str], list[str]]]:
     matchers = {}
     for key, canon in _CANONICAL.items():
         table = {t.lower(): t for t in canon}

@@ -6,11 +6,17 @@ served: which model is served, its family and chip settings; chat: the requests 
 describer: the Describer surface and the engine the describe loop runs. No torch here.
 """
 
+from typing import TYPE_CHECKING
+
 from .http import API_KEY_VARIABLES, EndpointClient, api_key_from_env, is_endpoint_url
 from .served import EndpointModel, EndpointOptions
 
+if TYPE_CHECKING:
+    from .describer import EndpointEngine
+    from mgimm_core.load_options import LoadOptions
 
-def open_endpoint_engine(url: str, load):
+
+def open_endpoint_engine(url: str, load: "LoadOptions") -> "EndpointEngine":
     """The engine of the served model at `url` (load.endpoint: its EndpointOptions)."""
     from .describer import EndpointEngine
 

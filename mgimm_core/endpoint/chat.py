@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mgimm_core.errors import InvalidAnswerError
 from mgimm_core.answers import OPENAI_EXTENSION as EXTENSION
 from mgimm_core.service.thumbnails import encode_png
+
+if TYPE_CHECKING:
+    from mgimm_core.families.regions import BoxLike
 
 
 
@@ -28,7 +33,7 @@ def png_data_uri(image: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(encode_png(rgb)).decode("ascii")
 
 
-def json_schema(fields) -> dict:
+def json_schema(fields: Sequence[str]) -> dict[str, Any]:
     """The JSON schema of an answer object with these string fields, all required."""
     return {"type": "object", "properties": {name: {"type": "string"} for name in fields},
             "required": list(fields), "additionalProperties": False}
@@ -37,18 +42,20 @@ def json_schema(fields) -> dict:
 #: Fields some engines need besides response_format, by /v1/models' `owned_by`: vLLM's own form of a
 #: JSON-schema constraint (older releases read only it); Ollama's native `format` (Ollama lists its
 #: models as owned by their namespace, "library" by default). Unknown fields are ignored elsewhere.
-ENGINE_SCHEMA_FIELDS = {"vllm": lambda schema: {"structured_outputs": {"json": schema}},
-                        "ollama": lambda schema: {"format": schema},
-                        "library": lambda schema: {"format": schema}}
+ENGINE_SCHEMA_FIELDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "vllm": lambda schema: {"structured_outputs": {"json": schema}},
+    "ollama": lambda schema: {"format": schema},
+    "library": lambda schema: {"format": schema}}
 
 
 def chat_request(served: str, question: str | None, image_uri: str, max_tokens: int, *,
-                 schema: dict | None = None, owned_by: str | None = None, regions: list | None = None) -> dict:
+                 schema: dict[str, Any] | None = None, owned_by: str | None = None,
+                 regions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The request body for one question about one image."""
-    content: list[dict] = [{"type": "image_url", "image_url": {"url": image_uri}}]
+    content: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": image_uri}}]
     if question:
         content.append({"type": "text", "text": question})
-    body: dict = {"model": served, "messages": [{"role": "user", "content": content}], "temperature": 0,
+    body: dict[str, Any] = {"model": served, "messages": [{"role": "user", "content": content}], "temperature": 0,
                   "max_tokens": max_tokens, "stream": False}
     if schema is not None:
         body["response_format"] = {"type": "json_schema",
@@ -61,15 +68,15 @@ def chat_request(served: str, question: str | None, image_uri: str, max_tokens: 
     return body
 
 
-def mgimm_region(box, mask: np.ndarray | None) -> dict:
+def mgimm_region(box: BoxLike, mask: np.ndarray | None) -> dict[str, Any]:
     """A region for the extension field: its box, and its polygon's mask as a PNG (exact pixels)."""
-    region: dict = {"box": [float(v) for v in box]}
+    region: dict[str, Any] = {"box": [float(v) for v in box]}
     if mask is not None:
         region["mask"] = png_data_uri(np.where(np.asarray(mask, dtype=bool), 255, 0).astype(np.uint8))
     return region
 
 
-def answer_text(response: dict) -> str:
+def answer_text(response: dict[str, Any]) -> str:
     """The first choice's message text; InvalidAnswerError when the response has none."""
     try:
         content = response["choices"][0]["message"]["content"]
@@ -80,15 +87,16 @@ def answer_text(response: dict) -> str:
     return content if isinstance(content, str) else ""
 
 
-def cut_short(response: dict) -> bool:
+def cut_short(response: dict[str, Any]) -> bool:
     """True when the endpoint stopped the answer at max_tokens (finish_reason "length")."""
     try:
-        return response["choices"][0].get("finish_reason") == "length"
+        stopped: bool = response["choices"][0].get("finish_reason") == "length"
+        return stopped
     except (KeyError, IndexError, TypeError, AttributeError):
         return False
 
 
-def answer_object(text: str, fields, *, cut: bool = False) -> dict[str, str]:
+def answer_object(text: str, fields: Sequence[str], *, cut: bool = False) -> dict[str, str]:
     """The answer as the schema's object: JSON, an object, every field present as text. cut: the
     endpoint stopped it at max_tokens (the error then says to raise --max-new-tokens)."""
     from mgimm_core.answers import parse_answer

@@ -11,8 +11,10 @@ a batch in which every region found the endpoint unreachable stops the run (noth
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -26,6 +28,9 @@ from .served import EndpointModel, EndpointOptions, resolve
 
 if TYPE_CHECKING:
     from mgimm_core.families._transformers import TransformersFamily
+    from mgimm_core.families.regions import BoxLike, BoxMask
+    from mgimm_core.output.schema import ResumeKey
+    from mgimm_core.pipeline import DescribeOptions, Outcome, Timings, WorkItem
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +39,7 @@ class EndpointDescriber:
     """Asks the served model of one endpoint the attribute and description questions of regions."""
 
     def __init__(self, client: EndpointClient, model: EndpointModel, *, concurrency: int = 4,
-                 max_new_tokens: int = 200, region_as: str | None = None):
+                 max_new_tokens: int = 200, region_as: str | None = None) -> None:
         self.client = client
         self.model = model
         self.family = cast("TransformersFamily", model.family)   # served.resolve: the question hooks, or mgimm-geo
@@ -59,10 +64,10 @@ class EndpointDescriber:
         self._encoder.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------ the Describer surface
-    def describe(self, images: list[np.ndarray], boxes: list, masks: list, *, attributes: bool = True,
-                 description: bool = True, prompt: str | None = None, guides: list[list] | None = None,
-                 guides_left: list[int] | None = None, strict: bool = False,
-                 gsds: list | None = None) -> list[RegionText]:
+    def describe(self, images: Sequence[np.ndarray], boxes: Sequence[BoxLike], masks: Sequence[np.ndarray | None],
+                 *, attributes: bool = True, description: bool = True, prompt: str | None = None,
+                 guides: Sequence[Sequence[BoxMask]] | None = None, guides_left: Sequence[int] | None = None,
+                 strict: bool = False, gsds: Sequence[float | None] | None = None) -> list[RegionText]:
         # gsds (the chips' GSDs, for MGIMM models trained with them in the question) are not sent
         asks = [self._encoder.submit(self._prepare, image, box, mask) for image, box, mask in zip(images, boxes, masks)]
         answers = [self._requests.submit(self._ask, prepared, attributes, description, prompt) for prepared in asks]
@@ -73,14 +78,15 @@ class EndpointDescriber:
         return results
 
     # ------------------------------------------------------------------ one region
-    def _prepare(self, image: np.ndarray, box, mask) -> dict:
+    def _prepare(self, image: np.ndarray, box: BoxLike, mask: np.ndarray | None) -> dict[str, Any]:
         """The region's data URI and how the questions name it (encoded off the request threads)."""
         if self.model.mgimm_server:
             return {"uri": chat.png_data_uri(image), "regions": [chat.mgimm_region(box, mask)]}
         shown, phrase = self.family.region_view(None, self.region_as, np.asarray(image), box, mask)
         return {"uri": chat.png_data_uri(shown), "phrase": phrase}
 
-    def _ask(self, prepared: Future, attributes: bool, description: bool, prompt: str | None) -> RegionText:
+    def _ask(self, prepared: Future[dict[str, Any]], attributes: bool, description: bool,
+             prompt: str | None) -> RegionText:
         result = RegionText()
         try:
             view = prepared.result()
@@ -92,12 +98,12 @@ class EndpointDescriber:
             result.error = exc
         return result
 
-    def _post(self, body: dict) -> tuple[str, bool]:
+    def _post(self, body: dict[str, Any]) -> tuple[str, bool]:
         """The answer's text, and whether the endpoint cut it at max_tokens."""
         response = self.client.post("/chat/completions", body)
         return chat.answer_text(response), chat.cut_short(response)
 
-    def _ask_row(self, result: RegionText, view: dict, attributes: bool, description: bool,
+    def _ask_row(self, result: RegionText, view: dict[str, Any], attributes: bool, description: bool,
                  prompt: str | None) -> None:
         """mgimm-geo serve: the region in the extension field, the whole row in one answer."""
         fields = ((OPENAI_ROW_FIELDS[:-1] if attributes else ()) + (("description",) if description else ()))
@@ -111,7 +117,7 @@ class EndpointDescriber:
         if description:
             result.description = values["description"]
 
-    def _ask_family(self, result: RegionText, view: dict, attributes: bool, description: bool,
+    def _ask_family(self, result: RegionText, view: dict[str, Any], attributes: bool, description: bool,
                     prompt: str | None) -> None:
         """Any endpoint: the family's two questions, the region written its way (or marked)."""
         family, phrase = self.family, view["phrase"]
@@ -138,7 +144,7 @@ class EndpointEngine:
     supports_guides = False     # guide objects cannot be sent to an endpoint model yet
     loaded = True
 
-    def __init__(self, url: str, load, options: EndpointOptions | None = None):
+    def __init__(self, url: str, load: LoadOptions, options: EndpointOptions | None = None) -> None:
         options = options or EndpointOptions()
         self.load = load
         local_only = [flag for flag, changed in (("--no-agree", not load.agree), ("--compile", load.compile),
@@ -167,10 +173,13 @@ class EndpointEngine:
     def prepare(self) -> None:
         pass
 
-    def describe(self, images, boxes, masks, **questions):
+    def describe(self, images: Sequence[np.ndarray], boxes: Sequence[BoxLike], masks: Sequence[np.ndarray | None],
+                 **questions: Any) -> list[RegionText]:
         return self.describer.describe(images, boxes, masks, **questions)
 
-    def outcomes(self, work, options, *, skip=frozenset(), timings=None, should_cancel=lambda: False):
+    def outcomes(self, work: Iterable[WorkItem], options: DescribeOptions, *,
+                 skip: AbstractSet[ResumeKey] = frozenset(), timings: Timings | None = None,
+                 should_cancel: Callable[[], bool] = lambda: False) -> Iterator[list[Outcome]]:
         from mgimm_core.pipeline import describe_work
 
         return describe_work(work, self, options, skip=skip, timings=timings, should_cancel=should_cancel)
@@ -178,7 +187,7 @@ class EndpointEngine:
     def check_prompt(self, prompt: str | None, strict: bool) -> None:
         pass
 
-    def summary_extras(self) -> dict:
+    def summary_extras(self) -> dict[str, Any]:
         return {"endpoint": self.client.base_url, "served_model": self.model.model_id,
                 "family": self.model.family.name, "concurrency": self.options.concurrency}
 

@@ -19,6 +19,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
+from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
 from mgimm_core.errors import (EndpointRefusedError, EndpointTimeoutError, EndpointUnreachableError,
@@ -42,7 +43,7 @@ def api_key_from_env() -> str | None:
     return None
 
 
-def is_endpoint_url(model) -> bool:
+def is_endpoint_url(model: object) -> TypeGuard[str]:
     """True when `--model` names an endpoint (an http(s) URL) rather than a folder."""
     return isinstance(model, str) and model.lower().startswith(("http://", "https://"))
 
@@ -69,7 +70,7 @@ def check_base_url(url: str) -> str:
 @dataclass(frozen=True)
 class Response:
     status: int
-    body: dict
+    body: dict[str, Any]
     retry_after: str | None = None
 
 
@@ -82,7 +83,7 @@ class EndpointClient:
     """GET/POST JSON to one base URL over a pool of kept-alive connections (thread-safe)."""
 
     def __init__(self, base_url: str, *, api_key: str | None = None, timeout: float = 300.0, retries: int = 4,
-                 pool_size: int = 4):
+                 pool_size: int = 4) -> None:
         self.base_url = check_base_url(base_url)
         parts = urlsplit(self.base_url)
         self._https = parts.scheme == "https"
@@ -99,7 +100,7 @@ class EndpointClient:
             self._headers["Authorization"] = f"Bearer {api_key}"
         self.timeout = timeout
         self.retries = retries
-        self._idle: queue.LifoQueue = queue.LifoQueue(maxsize=max(1, pool_size))
+        self._idle: queue.LifoQueue[http.client.HTTPConnection] = queue.LifoQueue(maxsize=max(1, pool_size))
         self.connections_opened = 0          # for the bench: connection reuse shows here
 
     def __repr__(self) -> str:               # never the key
@@ -133,13 +134,13 @@ class EndpointClient:
                 return
 
     # ------------------------------------------------------------------ requests
-    def get(self, path: str) -> dict:
+    def get(self, path: str) -> dict[str, Any]:
         return self.request("GET", path)
 
-    def post(self, path: str, payload: dict) -> dict:
+    def post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
         return self.request("POST", path, json.dumps(payload).encode())
 
-    def request(self, method: str, path: str, body: bytes | None = None) -> dict:
+    def request(self, method: str, path: str, body: bytes | None = None) -> dict[str, Any]:
         """The JSON answer of `method path`; retries 429/5xx and connection failures, then raises the
         typed error (EndpointUnreachableError, EndpointTimeoutError, EndpointRefusedError)."""
         url = f"{self.base_url}{path}"
@@ -204,7 +205,7 @@ class EndpointClient:
                                     response.status)
 
 
-def _message(body: dict) -> str:
+def _message(body: dict[str, Any]) -> str:
     """The server's own error text (OpenAI's {"error": {"message"}}, mgimm-geo's {"message"})."""
     error = body.get("error")
     text = error.get("message") if isinstance(error, dict) else error if isinstance(error, str) else None

@@ -39,7 +39,7 @@ class EndpointOptions:
     timeout: float = 300.0
     retries: int = 4
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise OptionsError(f"concurrency {self.concurrency}: give at least 1.", "concurrency")
         if not self.timeout > 0:
@@ -59,7 +59,7 @@ class EndpointModel:
     mgimm_server: bool                       # a mgimm-geo server: regions go in its extension field
     owned_by: str | None = None              # what /v1/models says serves it (vllm, llamacpp, ...)
     batch: int = 16
-    card: dict = field(default_factory=dict)
+    card: dict[str, Any] = field(default_factory=dict)
     sha256: str | None = None                # no weights here to hash: runs record the URL and id
     kind: Any = None                         # no folder: Family.region_method reads nothing from it
 
@@ -79,7 +79,7 @@ class EndpointModel:
 def resolve(client: EndpointClient, options: EndpointOptions) -> EndpointModel:
     """The served model of `client`'s endpoint (see the module docstring); OptionsError names the
     option to give (--served-model, --family) when it cannot be told."""
-    entries: list[dict] = []
+    entries: list[dict[str, Any]] = []
     try:
         listed = client.get("/models").get("data")
         entries = [e for e in listed if isinstance(e, dict) and isinstance(e.get("id"), str)] \
@@ -117,7 +117,7 @@ def resolve(client: EndpointClient, options: EndpointOptions) -> EndpointModel:
                          batch=max(16, 4 * options.concurrency), card=card if isinstance(card, dict) else {})
 
 
-def _family(served: str, name: str | None, extension: dict | None) -> Family:
+def _family(served: str, name: str | None, extension: dict[str, Any] | None) -> Family:
     known = ", ".join(f.name for f in all_families())
     if name is None and extension is not None and isinstance(extension.get("family"), str):
         name = extension["family"]
@@ -134,7 +134,7 @@ def _family(served: str, name: str | None, extension: dict | None) -> Family:
     return guessed
 
 
-def _chip(chosen: Family, extension: dict | None) -> ChipSettings:
+def _chip(chosen: Family, extension: dict[str, Any] | None) -> ChipSettings:
     if extension is not None:
         try:
             return ChipSettings(input_size=int(extension["chip_size"]),

@@ -8,27 +8,43 @@ summary fields, and `close()`. Ray is an optional extra, imported only by `open_
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator, Protocol, cast
+from collections.abc import Set as AbstractSet
+from typing import Any, Callable, Iterable, Iterator, Protocol, TYPE_CHECKING, cast
+
 
 from mgimm_core.errors import OptionsError
 from mgimm_core.load_options import LoadOptions
 from mgimm_core.model_dir import ModelDirectory
 
+if TYPE_CHECKING:
+    from mgimm_core.endpoint.served import EndpointModel
+    from pathlib import Path
+
+    from mgimm_core.output.schema import ResumeKey
+    from mgimm_core.pipeline import DescribeOptions, Outcome, Timings, WorkItem
+
 ENGINES = ("local", "ray")
 
 
 class Engine(Protocol):
-    name: str
-    supports_tiles: bool
-    supports_guides: bool
-    model: ModelDirectory
-    load: LoadOptions
-    device: str
+    # read-only: engines set them as class attributes, instance attributes or properties
+    @property
+    def name(self) -> str: ...
+    @property
+    def supports_tiles(self) -> bool: ...
+    @property
+    def supports_guides(self) -> bool: ...
+    @property
+    def model(self) -> ModelDirectory | EndpointModel: ...
+    @property
+    def load(self) -> LoadOptions: ...
+    @property
+    def device(self) -> str: ...
 
-    def outcomes(self, work: Iterable, options, *, skip: set | frozenset, timings,
-                 should_cancel: Callable[[], bool]) -> Iterator[list]: ...
+    def outcomes(self, work: Iterable[WorkItem], options: DescribeOptions, *, skip: AbstractSet[ResumeKey],
+                 timings: Timings | None, should_cancel: Callable[[], bool]) -> Iterator[list[Outcome]]: ...
 
-    def summary_extras(self) -> dict: ...
+    def summary_extras(self) -> dict[str, Any]: ...
 
     def check_prompt(self, prompt: str | None, strict: bool) -> None:
         """Warn about (strict: refuse) prompt words the model does not know, before any output is
@@ -37,8 +53,9 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
-def open_engine(name: str, model_dir=None, load: LoadOptions = LoadOptions(), *, address: str | None = None,
-                workers: int | None = None, scene_options: dict | None = None) -> Engine:
+def open_engine(name: str, model_dir: str | Path | ModelDirectory | None = None,
+                load: LoadOptions = LoadOptions(), *, address: str | None = None, workers: int | None = None,
+                scene_options: dict[str, Any] | None = None) -> Engine:
     """The engine `name` for the model in `model_dir` (default: the demo model), or for the model
     an endpoint serves when `model_dir` is an http(s) URL (load.endpoint: mgimm_core.endpoint.EndpointOptions).
 

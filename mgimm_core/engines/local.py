@@ -5,10 +5,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
+from typing import TYPE_CHECKING, Any
 
 from mgimm_core.model_dir import ModelDirectory
 from mgimm_core.pipeline import describe_work
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from mgimm_core.answers import RegionText
+    from mgimm_core.families.regions import BoxLike
+    from mgimm_core.load_options import LoadOptions
+    from mgimm_core.output.schema import ResumeKey
+    from mgimm_core.pipeline import DescribeOptions, Outcome, Timings, WorkItem
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +35,7 @@ class LocalEngine:
     supports_tiles = True
     supports_guides = True
 
-    def __init__(self, model: ModelDirectory, load):
+    def __init__(self, model: ModelDirectory, load: LoadOptions) -> None:
         self.model = model
         self.load = load
         self._describer: Any = None     # a family's describer (mgimm_core/families), once loaded
@@ -39,7 +50,7 @@ class LocalEngine:
         return self._describer is not None
 
     @property
-    def describer(self):
+    def describer(self) -> Any:        # a family's describer (Family.load)
         """The loaded Describer (loading it now if needed; thread-safe for the server)."""
         with self._lock:
             if self._describer is None:
@@ -66,10 +77,14 @@ class LocalEngine:
         """Load the model now (the loop times this apart from describing)."""
         _ = self.describer
 
-    def describe(self, images, boxes, masks, **questions):
-        return self.describer.describe(images, boxes, masks, **questions)
+    def describe(self, images: Sequence[np.ndarray], boxes: Sequence[BoxLike], masks: Sequence[np.ndarray | None],
+                 **questions: Any) -> list[RegionText]:
+        texts: list[RegionText] = self.describer.describe(images, boxes, masks, **questions)
+        return texts
 
-    def outcomes(self, work, options, *, skip=frozenset(), timings=None, should_cancel=lambda: False):
+    def outcomes(self, work: Iterable[WorkItem], options: DescribeOptions, *,
+                 skip: AbstractSet[ResumeKey] = frozenset(), timings: Timings | None = None,
+                 should_cancel: Callable[[], bool] = lambda: False) -> Iterator[list[Outcome]]:
         """The describe loop over `work` with this engine's model."""
         return describe_work(work, self, options, skip=skip, timings=timings, should_cancel=should_cancel)
 
@@ -78,7 +93,7 @@ class LocalEngine:
         if prompt:
             self.describer.check_prompt(prompt, strict)
 
-    def summary_extras(self) -> dict:
+    def summary_extras(self) -> dict[str, Any]:
         return {}
 
     def close(self) -> None:

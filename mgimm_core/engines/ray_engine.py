@@ -24,12 +24,20 @@ import os
 import socket
 import time
 from collections import OrderedDict, deque
-from typing import Callable
+from collections.abc import Iterable, Iterator
+from collections.abc import Set as AbstractSet
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
 from mgimm_core.errors import MGIMMError, ModelError, OptionsError
 from mgimm_core.model_dir import DEMO_MODEL_DIR, ModelDirectory
-from mgimm_core.pipeline import DescribeOptions, Outcome, Timings, build_record, region_work
+from mgimm_core.pipeline import DescribeOptions, Outcome, Timings, WorkItem, build_record, region_work
 from mgimm_core.planning import WorkUnit, plan_units
+
+if TYPE_CHECKING:
+    from mgimm_core.load_options import LoadOptions
+    from mgimm_core.output.schema import RegionRecord, ResumeKey, TileRecord
+    from mgimm_core.scene import Scene
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +51,7 @@ UNITS_IN_FLIGHT = 2
 OPEN_SCENES_PER_WORKER = 4
 
 
-def import_ray():
+def import_ray() -> ModuleType:
     """The ray module, or MGIMMError naming the pip command to install it."""
     try:
         import ray
@@ -59,11 +67,11 @@ class DescribeWorker:
     (with its message) rather than a bare "actor died".
     """
 
-    def __init__(self, model_dir: str | None, load, scene_options: dict):
+    def __init__(self, model_dir: str | None, load: LoadOptions, scene_options: dict[str, Any]) -> None:
         from mgimm_core.engines.local import LocalEngine
 
-        self._error = None
-        self._scenes: OrderedDict = OrderedDict()
+        self._error: MGIMMError | None = None
+        self._scenes: OrderedDict[str, Scene] = OrderedDict()
         self.scene_options = dict(scene_options or {})
         try:
             self.engine = LocalEngine(ModelDirectory.resolve(model_dir), load)
@@ -71,16 +79,16 @@ class DescribeWorker:
         except MGIMMError as exc:
             self._error = exc
 
-    def _check(self):
+    def _check(self) -> None:
         if self._error is not None:
             raise self._error
 
-    def info(self) -> dict:
+    def info(self) -> dict[str, Any]:
         self._check()
         return {"model_id": self.engine.model_id, "device": self.engine.device,
                 "model_dir": str(self.engine.model.path), "host": socket.gethostname(), "pid": os.getpid()}
 
-    def _scene(self, path: str):
+    def _scene(self, path: str) -> Scene:
         from mgimm_core.scene import Scene
 
         if path in self._scenes:
@@ -92,7 +100,8 @@ class DescribeWorker:
             self._scenes.popitem(last=False)[1].close()
         return scene
 
-    def describe(self, unit: WorkUnit, options: DescribeOptions) -> tuple[list, dict]:
+    def describe(self, unit: WorkUnit,
+                 options: DescribeOptions) -> tuple[list[RegionRecord | TileRecord], dict[str, Any]]:
         """(records, timings) for one unit: the describe loop over its regions, in locality order."""
         self._check()
         scene = self._scene(unit.scene)
@@ -102,7 +111,7 @@ class DescribeWorker:
         return records, {"seconds": dict(timings.seconds), "counts": dict(timings.counts)}
 
 
-def _raise_from_ray(exc: BaseException, what: str):
+def _raise_from_ray(exc: BaseException, what: str) -> NoReturn:
     """Turn a Ray error into the MGIMMError that caused it, or one that says where it happened."""
     cause = getattr(exc, "cause", None)
     if isinstance(cause, MGIMMError):
@@ -118,20 +127,21 @@ class RayEngine:
     supports_tiles = False
     supports_guides = True
 
-    def __init__(self, ray, model: ModelDirectory, actors: list, info: dict, *, owns_ray: bool):
+    def __init__(self, ray: ModuleType, model: ModelDirectory, actors: list[Any], info: dict[str, Any], *,
+                 owns_ray: bool) -> None:
         self.ray = ray
         self.model = model
         self.actors = actors
         self.info = info
         self._owns_ray = owns_ray
-        self._held: dict = {}
-        self.load = None          # the LoadOptions the actors were started with (set by start)
+        self._held: dict[str, float] = {}
+        self.load: LoadOptions | None = None          # the LoadOptions the actors were started with (set by start)
         self._units = 0
         self.regions_per_unit: int | None = None     # default: two batches
 
     @classmethod
-    def start(cls, model: ModelDirectory, load, *, address: str | None = None, workers: int | None = None,
-              scene_options: dict | None = None) -> "RayEngine":
+    def start(cls, model: ModelDirectory, load: LoadOptions, *, address: str | None = None, workers: int | None = None,
+              scene_options: dict[str, Any] | None = None) -> "RayEngine":
         """Connect to (or start) Ray and load the model once in each of `workers` actors.
 
         address: a running cluster ("auto", "ray://head:10001", "head:6379"); None starts a local
@@ -190,11 +200,13 @@ class RayEngine:
     # ------------------------------------------------------------------ model identity
     @property
     def model_id(self) -> str:
-        return self.info["model_id"]
+        model_id: str = self.info["model_id"]
+        return model_id
 
     @property
     def device(self) -> str:
-        return self.info["device"]
+        device: str = self.info["device"]
+        return device
 
     @property
     def workers(self) -> int:
@@ -202,12 +214,12 @@ class RayEngine:
 
     # ------------------------------------------------------------------ running
     def stream(self, units: list[WorkUnit], options: DescribeOptions, *, timings: Timings,
-               should_cancel: Callable[[], bool] = lambda: False):
+               should_cancel: Callable[[], bool] = lambda: False) -> Iterator[list[RegionRecord | TileRecord]]:
         """Yield each unit's records as it finishes, keeping every actor busy."""
         ray = self.ray
         queue, in_flight = deque(units), {}
 
-        def submit(actor):
+        def submit(actor: Any) -> None:       # a Ray actor handle
             unit = queue.popleft()
             in_flight[actor.describe.remote(unit, options)] = (actor, unit)
 
@@ -236,8 +248,9 @@ class RayEngine:
                 except Exception:  # noqa: BLE001 - best effort; the actors are killed at close
                     pass
 
-    def outcomes(self, work, options: DescribeOptions, *, skip=frozenset(), timings: Timings | None = None,
-                 should_cancel: Callable[[], bool] = lambda: False):
+    def outcomes(self, work: Iterable[WorkItem], options: DescribeOptions, *,
+                 skip: AbstractSet[ResumeKey] = frozenset(), timings: Timings | None = None,
+                 should_cancel: Callable[[], bool] = lambda: False) -> Iterator[list[Outcome]]:
         """The engine protocol: plan the placed regions into locality-ordered units, describe them on
         the actors (each runs the describe loop), yield each unit's outcomes as it arrives."""
         if options.tiles is not None:
@@ -258,7 +271,7 @@ class RayEngine:
     def check_prompt(self, prompt: str | None, strict: bool) -> None:
         """Each actor checks the prompt with its own model on its first batch (mgimm_core/describer.py)."""
 
-    def summary_extras(self) -> dict:
+    def summary_extras(self) -> dict[str, Any]:
         return {"workers": self.workers, "work_units": self._units}
 
     def close(self) -> None:

@@ -9,6 +9,7 @@ here that defines `FAMILY` (or `FAMILIES`), with its tests: nothing else changes
 
 from __future__ import annotations
 
+from typing import Any
 import importlib
 import pkgutil
 from functools import lru_cache
@@ -48,7 +49,7 @@ def for_served_id(served_id: str) -> Family | None:
     return matches[0] if len(matches) == 1 else None
 
 
-def detect(config: dict, directory: Path) -> Family:
+def detect(config: dict[str, Any], directory: Path) -> Family:
     """The family of the folder whose config.json is `config`."""
     for candidate in all_families():
         if candidate.recognise(config, directory):

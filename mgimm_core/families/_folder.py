@@ -4,6 +4,7 @@ and the licence its card or LICENSE names (the one reader of cards every family 
 
 from __future__ import annotations
 
+from typing import Any
 import re
 from pathlib import Path
 
@@ -21,7 +22,8 @@ def card_licence(directory: Path) -> str | None:
     if not text.startswith("---"):
         return None
     head = text[3:].split("\n---", 1)[0]
-    found = {key: value.strip().strip("'\"") for key, value in re.findall(r"^(license(?:_name)?):\s*(.+)$", head, re.M)}
+    found: dict[str, str] = {key: value.strip().strip("'\"")
+                             for key, value in re.findall(r"^(license(?:_name)?):\s*(.+)$", head, re.M)}
     if found.get("license") == "other" and found.get("license_name"):
         return found["license_name"]
     return found.get("license") or None
@@ -35,7 +37,7 @@ def named_licence(name: str, note: str) -> Licence:
     return Licence(name, non_commercial=non_commercial, note=note)
 
 
-def image_processor_settings(directory: Path) -> dict:
+def image_processor_settings(directory: Path) -> dict[str, Any]:
     """The settings the folder's image processor is built from, where transformers 5 looks for them: the
     `image_processor` nested in processor_config.json (its save_pretrained), else preprocessor_config.json
     (the Hub's folders, transformers 4); {} where neither holds them."""

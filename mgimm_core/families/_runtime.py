@@ -3,9 +3,14 @@ their describer is `mgimm_core.describer.Describer`."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mgimm_core.families.base import Family
+
+if TYPE_CHECKING:
+    import torch
+    from mgimm_core.load_options import LoadOptions
+    from mgimm_core.model_formats import ModelKind
 
 
 class MGIMMRuntimeFamily(Family):
@@ -14,11 +19,11 @@ class MGIMMRuntimeFamily(Family):
     def region_ways(self) -> tuple[str, ...]:
         return (self.region_as,)
 
-    def load_model(self, kind, device, dtype) -> tuple[Any, Any]:
+    def load_model(self, kind: ModelKind, device: str, dtype: torch.dtype) -> tuple[Any, Any]:
         """(model, processor) on `device` in `dtype`."""
         raise NotImplementedError
 
-    def load(self, kind, device, options) -> Any:
+    def load(self, kind: ModelKind, device: torch.device, options: LoadOptions) -> Any:
         from mgimm_core.describer import Describer
         from mgimm_core.model.generation_mgimm import inference_dtype
 

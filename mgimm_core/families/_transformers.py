@@ -9,14 +9,21 @@ convention and where it differs (the model space its boxes are measured in, its 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mgimm_core.answers import ATTRIBUTE_FIELDS
 from mgimm_core.families._folder import card_licence
 from mgimm_core.families.base import Family, Licence
 from mgimm_core.families.marks import OUTLINE_NAME
-from mgimm_core.families.regions import ModelSpace
+from mgimm_core.families.regions import BoxLike, ModelSpace
 from mgimm_core.model_formats import read_json
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from mgimm_core.load_options import LoadOptions
+    from mgimm_core.model_formats import ModelKind
 
 
 class TransformersFamily(Family):
@@ -32,13 +39,13 @@ class TransformersFamily(Family):
     #: the processor resizes every image to a square: `crop` sends a square crop (marks.crop), not a stretched one
     square_crop = False
 
-    def recognise(self, config: dict, directory: Path) -> bool:
+    def recognise(self, config: dict[str, Any], directory: Path) -> bool:
         return config.get("model_type") in self.model_types
 
-    def prompt_template(self, kind) -> str:
+    def prompt_template(self, kind: ModelKind) -> str:
         return "the folder's own chat template (chat_template.jinja / tokenizer_config.json)"
 
-    def licence(self, kind) -> Licence:
+    def licence(self, kind: ModelKind) -> Licence:
         """The licence the folder's model card (README.md) states, else the family's."""
         stated = card_licence(kind.path)
         return Licence(stated, note="from the folder's model card") if stated else self.default_licence
@@ -48,7 +55,7 @@ class TransformersFamily(Family):
         """The image the model sees for a `width` x `height` chip (its processor's resize)."""
         return ModelSpace(width, height)
 
-    def region_text(self, processor: Any, box, width: int, height: int) -> str:
+    def region_text(self, processor: Any, box: BoxLike, width: int, height: int) -> str:
         """The region (box in chip pixels) written in the family's convention."""
         convention = self.region_convention()
         assert convention is not None, f"{self.name} has no text convention"
@@ -56,7 +63,8 @@ class TransformersFamily(Family):
         space = self.model_space(processor, width, height) if convention.scale is None else None
         return convention.write(box, width, height, space)
 
-    def region_view(self, processor: Any, region_as: str, chip, box, mask) -> tuple[Any, str]:
+    def region_view(self, processor: Any, region_as: str, chip: np.ndarray, box: BoxLike,
+                    mask: np.ndarray | None) -> tuple[Any, str]:
         """(the image the model is shown, how the questions name the region) for a region (box and
         mask in chip pixels): outlined, cropped, or written as text in the family's convention.
         processor None: no local processor (an endpoint), model_space gets None too."""
@@ -95,9 +103,10 @@ class TransformersFamily(Family):
     def chat_text(self, processor: Any, question: str) -> str:
         """The question in the folder's chat template, with one image, ready for generation."""
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
-        return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        text: str = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return text
 
-    def model_inputs(self, processor: Any, images: list, texts: list[str]) -> Any:
+    def model_inputs(self, processor: Any, images: list[Any], texts: list[str]) -> Any:
         """The processor's tensors for a batch of (image, text) pairs, left-padded."""
         return processor(images=images, text=texts, return_tensors="pt", padding=True)
 
@@ -105,12 +114,13 @@ class TransformersFamily(Family):
         """The answer's tokens of `generate`'s output (decoder-only models repeat the prompt)."""
         return generated[:, inputs["input_ids"].shape[1]:]
 
-    def parse_attributes(self, text: str) -> dict:
+    def parse_attributes(self, text: str) -> dict[str, Any]:
         """Attributes of a non-JSON answer (families with json_attributes False)."""
         return {"name": text.strip()} if text.strip() else {}
 
     def answer_text(self, processor: Any, ids: list[int]) -> str:
-        return processor.decode(ids, skip_special_tokens=True).strip()
+        text: str = processor.decode(ids, skip_special_tokens=True).strip()
+        return text
 
     # ------------------------------------------------------------------ loading
     def image_processor(self, directory: Path) -> Any:
@@ -124,7 +134,7 @@ class TransformersFamily(Family):
         so the folder's processor class is then built from its tokenizer and image processor alone."""
         import transformers
         from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
-        from transformers.utils import is_torchvision_available
+        from transformers.utils.import_utils import is_torchvision_available
 
         images = self.image_processor(directory)
         loaded = {} if images is None else {"image_processor": images}
@@ -137,9 +147,10 @@ class TransformersFamily(Family):
                 without_video: Any = type(processor_class.__name__, (processor_class,),
                                           {"get_attributes": classmethod(lambda cls: list(images_only))})
                 return without_video.from_pretrained(directory, trust_remote_code=False, **loaded)
-        return transformers.AutoProcessor.from_pretrained(directory, trust_remote_code=False, **loaded)
+        auto: Any = transformers.AutoProcessor     # its from_pretrained is untyped
+        return auto.from_pretrained(directory, trust_remote_code=False, **loaded)
 
-    def load(self, kind, device, options) -> Any:
+    def load(self, kind: ModelKind, device: torch.device, options: LoadOptions) -> Any:
         from mgimm_core.model.vlm_describer import VLMDescriber
 
         return VLMDescriber.load(self, kind, device, options)

@@ -18,6 +18,9 @@ from mgimm_core.families.regions import CONVENTIONS, REGION_AS, RegionConvention
 from mgimm_core.regions import ChipSettings
 
 if TYPE_CHECKING:
+    import os
+    import torch
+    from mgimm_core.load_options import LoadOptions
     from mgimm_core.model_formats import ModelKind
 
 # Placement defaults for models whose files do not state them (every model trained by training/ so
@@ -26,7 +29,7 @@ DEFAULT_CONTEXT = 0.25
 DEFAULT_MIN_WINDOW = 48
 
 
-def check_loaded(directory: Path, report: dict) -> None:
+def check_loaded(directory: Path, report: dict[str, Any]) -> None:
     """Refuse a model whose weight files lacked tensors or held ones of the wrong shape (transformers'
     `output_loading_info`): it would run with random weights there and answer confidently."""
     missing = list(report.get("missing_keys") or [])
@@ -77,7 +80,7 @@ class Family:
     #: endpoint lists for this family's models: `--model URL` guesses the family from them
     served_id_patterns: tuple[str, ...] = ()
 
-    def recognise(self, config: dict, directory: Path) -> bool:
+    def recognise(self, config: dict[str, Any], directory: Path) -> bool:
         raise NotImplementedError
 
     def serves(self, served_id: str) -> bool:
@@ -86,7 +89,7 @@ class Family:
 
         return any(fnmatchcase(served_id.lower(), pattern.lower()) for pattern in self.served_id_patterns)
 
-    def vision_dir(self, directory: Path, config: dict, vision) -> Path | None:
+    def vision_dir(self, directory: Path, config: dict[str, Any], vision: str | os.PathLike[str] | None) -> Path | None:
         """A separate vision-tower folder the weights need (original-format LLaVA), else None."""
         return None
 
@@ -148,7 +151,7 @@ class Family:
         return self.name
 
     # ------------------------------------------------------------------ loading
-    def load(self, kind: "ModelKind", device: Any, options: Any) -> Any:
+    def load(self, kind: "ModelKind", device: torch.device, options: LoadOptions) -> Any:
         """A describer for this folder on `device` (a torch.device); `options` carries
         max_new_tokens, compile, no_repeat_ngram, agree and region_as (mgimm_core.engines.LoadOptions)."""
         raise NotImplementedError

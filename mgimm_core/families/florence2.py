@@ -18,13 +18,18 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mgimm_core.errors import InvalidAnswerError, ModelError
 from mgimm_core.families._folder import card_licence, image_processor_settings, named_licence
 from mgimm_core.families._transformers import TransformersFamily
 from mgimm_core.families.base import Licence
 from mgimm_core.families.regions import ModelSpace
+
+if TYPE_CHECKING:
+    import torch
+    from mgimm_core.load_options import LoadOptions
+    from mgimm_core.model_formats import ModelKind
 
 #: The processor's input side of every Florence-2 release (its preprocessor's `size`, 768 x 768).
 FLORENCE_INPUT = 768
@@ -40,7 +45,7 @@ WHOLE_IMAGE_TASKS = ("<OCR>", "<OCR_WITH_REGION>", "<CAPTION>", "<DETAILED_CAPTI
 MIT = Licence("MIT")
 
 
-def _remote_code(config: dict) -> bool:
+def _remote_code(config: dict[str, Any]) -> bool:
     """Microsoft's original layout: its own code (`auto_map`) and a DaViT/florence2_language config."""
     vision = (config.get("vision_config") or {}).get("model_type")
     text = (config.get("text_config") or {}).get("model_type")
@@ -72,26 +77,26 @@ class Florence2Family(TransformersFamily):
     json_attributes = False
     encoder_decoder = True
 
-    def recognise(self, config: dict, directory: Path) -> bool:
+    def recognise(self, config: dict[str, Any], directory: Path) -> bool:
         return config.get("model_type") in self.model_types and not _remote_code(config)
 
     def region_ways(self) -> tuple[str, ...]:
         """Location tokens, or the chip cropped to the region; Florence-2 was not trained on drawn outlines."""
         return ("text", "crop")
 
-    def input_size(self, kind) -> int | None:
+    def input_size(self, kind: ModelKind) -> int | None:
         """The processor's square input (768 in every release): chips of that side are not resized."""
         size = _processor_size(kind.path)
         return max(size) if size else self.default_chip_size
 
-    def licence(self, kind) -> Licence:
+    def licence(self, kind: ModelKind) -> Licence:
         """MIT (Florence-2 and Falcon); a fine-tune's card (README.md `license:`) may say otherwise."""
         card = card_licence(kind.path)
         if card is None or card.lower() == "mit":
             return self.default_licence
         return named_licence(card, note="from the folder's README.md")
 
-    def prompt_template(self, kind) -> str:
+    def prompt_template(self, kind: ModelKind) -> str:
         return f"task prompts {CATEGORY_TASK}{{region}} and {DESCRIPTION_TASK}{{region}}, expanded by its processor"
 
     # ------------------------------------------------------------------ regions
@@ -129,7 +134,7 @@ class Florence2Family(TransformersFamily):
         """generate returns the decoder's tokens only, from its start token on."""
         return generated[:, 1:]
 
-    def parse_attributes(self, text: str) -> dict:
+    def parse_attributes(self, text: str) -> dict[str, Any]:
         """The category answer, in the model's words, is the object; an empty one is an invalid answer."""
         name = text.strip()
         if not name:
@@ -145,10 +150,10 @@ class Florence2RemoteCodeFamily(Florence2Family):
     title = "Florence-2 (original remote-code format, e.g. microsoft/Florence-2-*, Falcon)"
     order = 39
 
-    def recognise(self, config: dict, directory: Path) -> bool:
+    def recognise(self, config: dict[str, Any], directory: Path) -> bool:
         return config.get("model_type") in self.model_types and _remote_code(config)
 
-    def load(self, kind, device, options) -> Any:
+    def load(self, kind: ModelKind, device: torch.device, options: LoadOptions) -> Any:
         raise ModelError(
             f"{kind.path}: this Florence-2 folder needs its own code (config.json auto_map), which mgimm-geo never "
             f"runs. Use florence-community/Florence-2-* (the same weights in transformers' native format), or convert "

@@ -8,8 +8,15 @@ chip cut to it). No folder is ever recognised as this family: it names a served 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from mgimm_core.families._transformers import TransformersFamily
+
+if TYPE_CHECKING:
+    import torch
+
+    from mgimm_core.load_options import LoadOptions
+    from mgimm_core.model_formats import ModelKind
 
 
 class GenericFamily(TransformersFamily):
@@ -20,10 +27,10 @@ class GenericFamily(TransformersFamily):
     default_chip_size = 448
     weights_hint = "served by an OpenAI-compatible endpoint (--model URL --family generic)"
 
-    def recognise(self, config: dict, directory: Path) -> bool:
+    def recognise(self, config: dict[str, Any], directory: Path) -> bool:
         return False
 
-    def load(self, kind, device, options):
+    def load(self, kind: ModelKind, device: torch.device, options: LoadOptions) -> NoReturn:
         from mgimm_core.errors import ModelError
 
         raise ModelError("the generic family names a served model (--model URL --family generic), not a folder")

@@ -12,12 +12,19 @@ relative to the whole image, so tiling and resizing leave it as it is.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from mgimm_core.errors import ModelError
 from mgimm_core.families._folder import processor_tile
 from mgimm_core.families._transformers import TransformersFamily
 from mgimm_core.families.base import Family, Licence
 from mgimm_core.families.regions import ModelSpace
+
+if TYPE_CHECKING:
+    import torch
+
+    from mgimm_core.load_options import LoadOptions
+    from mgimm_core.model_formats import ModelKind
 
 #: InternVL's tile side (InternViT-300M-448px / 6B-448px), when the folder does not say.
 TILE = 448
@@ -38,7 +45,7 @@ class InternVLFamily(TransformersFamily):
                     "with transformers' convert_internvl_weights_to_hf.py. Chat-code folders (OpenGVLab/InternVL3-1B "
                     "without -hf, InternVL2, EarthDial) do not load as they are (model_type internvl_chat).")
 
-    def input_size(self, kind) -> int | None:
+    def input_size(self, kind: ModelKind) -> int | None:
         """One tile: the image processor's `size` (else the vision tower's image_size)."""
         tile = processor_tile(kind.path)
         if tile:
@@ -48,7 +55,7 @@ class InternVLFamily(TransformersFamily):
             size = size[0]
         return size if isinstance(size, int) and size > 0 else self.default_chip_size
 
-    def model_space(self, processor, width: int, height: int) -> ModelSpace:
+    def model_space(self, processor: Any, width: int, height: int) -> ModelSpace:
         """The tiled canvas the processor resizes a chip to (one tile for a chip of the tile's size)."""
         from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import get_optimal_tiled_canvas
 
@@ -79,10 +86,10 @@ class InternVLChatFamily(Family):
                     "language models). EarthDial (InternVL2 with Phi-3-mini) has no -hf release and the "
                     "converter does not map Phi-3, so it does not load.")
 
-    def recognise(self, config: dict, directory: Path) -> bool:
+    def recognise(self, config: dict[str, Any], directory: Path) -> bool:
         return config.get("model_type") == "internvl_chat"
 
-    def refuse(self, kind) -> ModelError:
+    def refuse(self, kind: ModelKind) -> ModelError:
         llm = (kind.config.get("llm_config") or {}).get("architectures") or ["?"]
         return ModelError(
             f"{kind.path}: config.json has model_type 'internvl_chat' (InternVL's chat code, language model "
@@ -91,13 +98,13 @@ class InternVLChatFamily(Family):
             f"it where you trust the code with transformers' convert_internvl_weights_to_hf.py "
             f"(InternVL 2.5/3 with Qwen2 or InternLM2 language models; EarthDial's Phi-3 is not covered).")
 
-    def input_size(self, kind) -> int | None:
+    def input_size(self, kind: ModelKind) -> NoReturn:
         raise self.refuse(kind)
 
-    def chip_settings(self, kind):
+    def chip_settings(self, kind: ModelKind) -> NoReturn:
         raise self.refuse(kind)
 
-    def load(self, kind, device, options):
+    def load(self, kind: ModelKind, device: torch.device, options: LoadOptions) -> NoReturn:
         raise self.refuse(kind)
 
 

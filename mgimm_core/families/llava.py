@@ -8,11 +8,21 @@ LLaVA-1.5's `[x1, y1, x2, y2]` in 0..1, GeoChat's `{<x1><y1><x2><y2>|θ}` in 0..
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from mgimm_core.errors import ModelError
 from mgimm_core.families._runtime import MGIMMRuntimeFamily
 from mgimm_core.families.base import Licence
 from mgimm_core.model_formats import read_json, resolve_vision_dir
+
+if TYPE_CHECKING:
+    import os
+    import torch
+
+    from mgimm_core.load_options import LoadOptions
+    from mgimm_core.model.modeling_mgimm import MGIMMForConditionalGeneration
+    from mgimm_core.model.processing_mgimm import MGIMMProcessor
+    from mgimm_core.model_formats import ModelKind
 
 #: LLaVA v1 conversation template (LLaVA-1.5 original format and GeoChat), with its system prompt.
 LLAVA_V1_TEMPLATE = ("A chat between a curious human and an artificial intelligence assistant. The assistant "
@@ -38,7 +48,7 @@ class LlavaFamily(MGIMMRuntimeFamily):
     vision_input_size: int | None = None
     default_licence = Licence("Llama 2 / Vicuna terms (see the checkpoint's card)")
 
-    def prompt_template(self, kind) -> str:
+    def prompt_template(self, kind: ModelKind) -> str:
         return LLAVA_HF_TEMPLATE if self.hf_layout else LLAVA_V1_TEMPLATE
 
     def recorded_prompt(self, prompt: str | None) -> str:
@@ -46,10 +56,10 @@ class LlavaFamily(MGIMMRuntimeFamily):
 
         return prompt or TEXT_REGION_PROMPTS[self.region_prompt][1]
 
-    def vision_dir(self, directory: Path, config: dict, vision) -> Path | None:
+    def vision_dir(self, directory: Path, config: dict[str, Any], vision: str | os.PathLike[str] | None) -> Path | None:
         return None if self.hf_layout else resolve_vision_dir(directory, config, vision)
 
-    def input_size(self, kind) -> int | None:
+    def input_size(self, kind: ModelKind) -> int | None:
         if self.vision_input_size is not None:
             return self.vision_input_size
         if kind.vision_dir is not None:
@@ -59,7 +69,8 @@ class LlavaFamily(MGIMMRuntimeFamily):
             return size if isinstance(size, int) and size > 0 else None
         return super().input_size(kind)
 
-    def load_model(self, kind, device, dtype):
+    def load_model(self, kind: ModelKind, device: str,
+                   dtype: torch.dtype) -> tuple[MGIMMForConditionalGeneration, MGIMMProcessor]:
         from mgimm_core.model.llava_mgimm import load_llava
 
         return load_llava(kind.path, vision=kind.vision_dir, dtype=dtype, device=device)
@@ -72,7 +83,7 @@ class LlavaHFFamily(LlavaFamily):
     hf_layout = True
     weights_hint = "a llava-hf/llava-1.5-*-hf folder (huggingface-cli download on a connected machine, then copy)"
 
-    def recognise(self, config: dict, directory: Path) -> bool:
+    def recognise(self, config: dict[str, Any], directory: Path) -> bool:
         return config.get("model_type") == "llava" and ("text_config" in config or "vision_config" in config)
 
 
@@ -82,7 +93,7 @@ class LlavaOriginalFamily(LlavaFamily):
     title = "LLaVA-1.5 (original format)"
     weights_hint = "a liuhaotian/llava-v1.5-* folder plus its CLIP vision tower folder (--vision)"
 
-    def recognise(self, config: dict, directory: Path) -> bool:
+    def recognise(self, config: dict[str, Any], directory: Path) -> bool:
         return config.get("model_type") == "llava" and ("mm_vision_tower" in config or "mm_projector_type" in config)
 
 
@@ -97,7 +108,7 @@ class GeoChatFamily(LlavaFamily):
     default_licence = Licence("Apache-2.0 over Vicuna / Llama 2 terms (GeoChat's card)")
     weights_hint = "MBZUAI/geochat-7B plus openai/clip-vit-large-patch14-336 (--vision)"
 
-    def recognise(self, config: dict, directory: Path) -> bool:
+    def recognise(self, config: dict[str, Any], directory: Path) -> bool:
         return config.get("model_type") == "geochat"
 
 
@@ -111,23 +122,23 @@ class LlavaNextOriginalFamily(LlavaOriginalFamily):
     order = 25
     weights_hint = "not loadable as is: use the llava-hf/llava-onevision-qwen2-*-hf (or llava-v1.6-*-hf) release"
 
-    def recognise(self, config: dict, directory: Path) -> bool:
+    def recognise(self, config: dict[str, Any], directory: Path) -> bool:
         tiled = str(config.get("image_aspect_ratio", "")).startswith("anyres") or \
             "unpad" in str(config.get("mm_patch_merge_type", ""))
         return super().recognise(config, directory) and tiled
 
-    def vision_dir(self, directory: Path, config: dict, vision) -> Path | None:
+    def vision_dir(self, directory: Path, config: dict[str, Any], vision: str | os.PathLike[str] | None) -> Path | None:
         return None
 
-    def refusal(self, kind) -> ModelError:
+    def refusal(self, kind: ModelKind) -> ModelError:
         return ModelError(f"{kind.path}: an original-format LLaVA-NeXT / OneVision folder (image_aspect_ratio "
                           f"{kind.config.get('image_aspect_ratio')!r}); mgimm-geo runs its Hugging Face release: copy "
                           f"llava-hf/llava-onevision-qwen2-*-ov-hf (or llava-hf/llava-v1.6-*-hf) instead.")
 
-    def chip_settings(self, kind):
+    def chip_settings(self, kind: ModelKind) -> NoReturn:
         raise self.refusal(kind)
 
-    def load(self, kind, device, options):
+    def load(self, kind: ModelKind, device: torch.device, options: LoadOptions) -> NoReturn:
         raise self.refusal(kind)
 
 

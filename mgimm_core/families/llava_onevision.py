@@ -16,9 +16,13 @@ tiles at the best of its image_grid_pinpoints; a tile-sized chip is the base ima
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from mgimm_core.families._folder import processor_tile
 from mgimm_core.families._transformers import TransformersFamily
 from mgimm_core.families.base import Licence
+
+if TYPE_CHECKING:
+    from mgimm_core.model_formats import ModelKind
 
 #: SigLIP-so400m-patch14-384, OneVision's tower.
 TILE = 384
@@ -40,7 +44,7 @@ class LlavaOnevisionFamily(TransformersFamily):
                     "LLaVA-NeXT code folders (model_type llava, LlavaQwenForCausalLM) and do not load: use the -hf "
                     "release.")
 
-    def input_size(self, kind) -> int | None:
+    def input_size(self, kind: ModelKind) -> int | None:
         """One tile: the image processor's `size` (else the vision tower's image_size)."""
         return processor_tile(kind.path) or super().input_size(kind)
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from mgimm_core.families.regions import BoxLike
+
 #: Outline colour: pure red stands out on most imagery and is what the questions name.
 OUTLINE_RGB = (255, 0, 0)
 OUTLINE_NAME = "red"
 
 
-def outline(chip: np.ndarray, box, mask: np.ndarray | None = None, width: int | None = None) -> np.ndarray:
+def outline(chip: np.ndarray, box: BoxLike, mask: np.ndarray | None = None, width: int | None = None) -> np.ndarray:
     """A copy of `chip` (H x W x 3 uint8) with the region's boundary drawn: the polygon mask's edge
     pixels when there is a mask, else the box's edges; `width` pixels thick (default ~1% of the chip)."""
     image = np.array(chip, dtype=np.uint8, copy=True)
@@ -27,7 +29,7 @@ def outline(chip: np.ndarray, box, mask: np.ndarray | None = None, width: int | 
     return image
 
 
-def crop(chip: np.ndarray, box, margin: float = 0.1, square: bool = False) -> np.ndarray:
+def crop(chip: np.ndarray, box: BoxLike, margin: float = 0.1, square: bool = False) -> np.ndarray:
     """The part of `chip` around `box`, with `margin` of the box's larger side on each side. square:
     a square around the box's centre (shifted to stay inside the chip, as wide as the chip allows), for
     models whose processor resizes every image to a square (a stretched crop misstates shapes)."""
@@ -43,7 +45,7 @@ def crop(chip: np.ndarray, box, margin: float = 0.1, square: bool = False) -> np
     return np.ascontiguousarray(chip[top:bottom, left:right])
 
 
-def _pixel_box(box, w: int, h: int) -> tuple[int, int, int, int]:
+def _pixel_box(box: BoxLike, w: int, h: int) -> tuple[int, int, int, int]:
     x1, y1, x2, y2 = (float(v) for v in box)
     left, top = int(np.clip(np.floor(x1), 0, w - 1)), int(np.clip(np.floor(y1), 0, h - 1))
     right, bottom = int(np.clip(np.ceil(x2), left + 1, w)), int(np.clip(np.ceil(y2), top + 1, h))

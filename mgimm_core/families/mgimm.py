@@ -7,13 +7,19 @@ model-input pixels; the chip settings come from the processor file the folder wa
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mgimm_core.errors import ModelError
 from mgimm_core.families._runtime import MGIMMRuntimeFamily
 from mgimm_core.families.base import DEFAULT_CONTEXT, DEFAULT_MIN_WINDOW, Licence, check_loaded
 from mgimm_core.model_formats import read_json
 from mgimm_core.regions import ChipSettings
+
+if TYPE_CHECKING:
+    from mgimm_core.model.modeling_mgimm import MGIMMForConditionalGeneration
+    from mgimm_core.model.processing_mgimm import MGIMMProcessor
+    import torch
+    from mgimm_core.model_formats import ModelKind
 
 #: Processor settings file (written by MGIMMProcessor.save_pretrained).
 PROCESSOR_FILE = "mgimm_processor.json"
@@ -28,17 +34,17 @@ class MGIMMFamily(MGIMMRuntimeFamily):
     weights_hint = ("the demo model ships inside mgimm-geo; `python -m training` and `mgimm-geo import-reference` "
                     "write others")
 
-    def recognise(self, config: dict, directory: Path) -> bool:
+    def recognise(self, config: dict[str, Any], directory: Path) -> bool:
         model_type = config.get("model_type")
         return model_type == "mgimm" or (model_type is None and (directory / PROCESSOR_FILE).is_file())
 
-    def region_method(self, kind) -> str:
+    def region_method(self, kind: ModelKind) -> str:
         return "region tokens"
 
-    def chip_settings(self, kind) -> ChipSettings:
+    def chip_settings(self, kind: ModelKind) -> ChipSettings:
         """Input size from the processor file (else the vision config), context and minimum window
         from the processor file when it states them."""
-        settings: dict = {}
+        settings: dict[str, Any] = {}
         for name in (PROCESSOR_FILE, "config.json"):
             if (kind.path / name).is_file():
                 settings = read_json(kind.path / name)
@@ -51,18 +57,19 @@ class MGIMMFamily(MGIMMRuntimeFamily):
         return ChipSettings(input_size=size, context=float(settings.get("chip_context", DEFAULT_CONTEXT)),
                             min_window=int(settings.get("chip_min_window", DEFAULT_MIN_WINDOW)))
 
-    def prompt_template(self, kind) -> str:
+    def prompt_template(self, kind: ModelKind) -> str:
         path = kind.path / PROCESSOR_FILE
         processor = read_json(path) if path.is_file() else {}
         return str(processor.get("prompt_template") or kind.config.get("prompt_template") or "{prompt}")
 
-    def source(self, kind) -> str:
+    def source(self, kind: ModelKind) -> str:
         config = kind.config
         if config.get("region_box_shift") or config.get("region_prompt_size"):
             return "reference import"   # its reference-compatibility box numerics (configuration_mgimm.py)
         return str(config.get("source_format", self.name))
 
-    def load_model(self, kind, device, dtype):
+    def load_model(self, kind: ModelKind, device: str,
+                   dtype: torch.dtype) -> tuple[MGIMMForConditionalGeneration, MGIMMProcessor]:
         from mgimm_core.model.lora_mgimm import merge_lora
         from mgimm_core.model.modeling_mgimm import MGIMMForConditionalGeneration
         from mgimm_core.model.processing_mgimm import MGIMMProcessor

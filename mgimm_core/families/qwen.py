@@ -16,13 +16,18 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mgimm_core.errors import ModelError
 from mgimm_core.families._folder import card_licence, image_processor_settings, named_licence
 from mgimm_core.families._transformers import TransformersFamily
 from mgimm_core.families.base import Licence
 from mgimm_core.families.regions import ModelSpace
+
+if TYPE_CHECKING:
+    import torch
+    from mgimm_core.load_options import LoadOptions
+    from mgimm_core.model_formats import ModelKind
 
 #: Image processor names stale Qwen folders carry (transformers 5 dropped the per-model classes and
 #: then refuses the folder): the processor the folder's model_type maps to reads the same settings.
@@ -37,7 +42,7 @@ QWEN_LICENCE = Licence("Qwen License (commercial use needs a licence above 100M 
 APACHE = Licence("Apache-2.0")
 
 
-def _text_config(config: dict) -> dict:
+def _text_config(config: dict[str, Any]) -> dict[str, Any]:
     """The language model's settings: nested (transformers 5) or at the top (older Hub folders)."""
     return config.get("text_config") or config
 
@@ -72,7 +77,7 @@ class QwenVLFamily(TransformersFamily):
     stock_architectures: tuple[str, ...] = ()
 
     # ------------------------------------------------------------------ facts
-    def input_size(self, kind) -> int | None:
+    def input_size(self, kind: ModelKind) -> int | None:
         """A square chip the processor passes through unresized: TOKENS_PER_SIDE merged patches a
         side, moved inside the folder's min/max pixels when they exclude it."""
         settings = image_processor_settings(kind.path)
@@ -84,14 +89,14 @@ class QwenVLFamily(TransformersFamily):
         side = min(side, factor * math.floor(math.sqrt(high) / factor))
         return max(side, factor * math.ceil(math.sqrt(low) / factor))
 
-    def architecture(self, kind) -> str | None:
+    def architecture(self, kind: ModelKind) -> str | None:
         names = kind.config.get("architectures") or []
         return names[0] if names else None
 
-    def source(self, kind) -> str:
+    def source(self, kind: ModelKind) -> str:
         return self.architecture(kind) or self.name
 
-    def check_architecture(self, kind) -> None:
+    def check_architecture(self, kind: ModelKind) -> None:
         """Refuse folders of subclasses whose extra weights transformers' class would drop."""
         architecture = self.architecture(kind)
         if architecture is None or architecture in self.stock_architectures:
@@ -106,7 +111,7 @@ class QwenVLFamily(TransformersFamily):
     #: model-info's words for the box's units
     units = ""
 
-    def region_method(self, kind) -> str:
+    def region_method(self, kind: ModelKind) -> str:
         if self.region_as != "text":
             return super().region_method(kind)
         return f'box text in the prompt ({self.convention}: {{"bbox_2d": [x1, y1, x2, y2]}} in {self.units})'
@@ -141,7 +146,7 @@ class QwenVLFamily(TransformersFamily):
         size = (factor * math.ceil(image.width / factor), factor * math.ceil(image.height / factor))
         return image if size == image.size else image.resize(size, resample=images.resample)
 
-    def model_inputs(self, processor: Any, images: list, texts: list[str]) -> Any:
+    def model_inputs(self, processor: Any, images: list[Any], texts: list[str]) -> Any:
         return super().model_inputs(processor, [self.whole_patches(processor, image) for image in images], texts)
 
     # ------------------------------------------------------------------ loading
@@ -157,7 +162,7 @@ class QwenVLFamily(TransformersFamily):
         return transformers.AutoImageProcessor.from_pretrained(
             directory, processor_config={**settings, "image_processor_type": STALE_IMAGE_PROCESSORS[stale]})
 
-    def load(self, kind, device, options) -> Any:
+    def load(self, kind: ModelKind, device: torch.device, options: LoadOptions) -> Any:
         self.check_architecture(kind)
         return super().load(kind, device, options)
 
@@ -179,7 +184,7 @@ class Qwen25VLFamily(QwenVLFamily):
                     "subclass with its own fusion modules and RemoteCLIP tower (its repository's code); "
                     "Qwen2.5-VL-3B fine-tunes that keep the stock architecture do")
 
-    def licence(self, kind) -> Licence:
+    def licence(self, kind: ModelKind) -> Licence:
         """The folder's LICENSE/card; else the size: 3B (hidden 2048) is Qwen Research (non-commercial),
         7B and 32B Apache-2.0, 72B the Qwen License. A fine-tune keeps its base's terms."""
         stated = licence_from_files(kind.path)
@@ -206,7 +211,7 @@ class Qwen3VLFamily(QwenVLFamily):
     weights_hint = ("a Qwen/Qwen3-VL-*-Instruct folder (dense: 2B, 4B, 8B, 32B): `huggingface-cli download "
                     "Qwen/Qwen3-VL-8B-Instruct --local-dir DIR` on a connected machine, then copy DIR")
 
-    def licence(self, kind) -> Licence:
+    def licence(self, kind: ModelKind) -> Licence:
         return licence_from_files(kind.path) or self.default_licence
 
 

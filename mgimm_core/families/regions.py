@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,11 +28,16 @@ class ModelSpace:
 
 
 Box = tuple[float, float, float, float]
+#: a box as callers hand it in: a Box, any four numbers, or a numpy array of four
+BoxLike = Sequence[float] | np.ndarray
+#: a region or a guide object on a chip: its box and its polygon mask (None: the box alone), in chip pixels
+BoxMask = tuple[BoxLike, np.ndarray | None]
 
 
-def _clip_unit(box, width: float, height: float) -> np.ndarray:
+def _clip_unit(box: BoxLike, width: float, height: float) -> np.ndarray:
     x1, y1, x2, y2 = (float(v) for v in box)
-    return np.clip(np.array([x1 / width, y1 / height, x2 / width, y2 / height]), 0.0, 1.0)
+    unit: np.ndarray = np.clip(np.array([x1 / width, y1 / height, x2 / width, y2 / height]), 0.0, 1.0)
+    return unit
 
 
 @dataclass(frozen=True)
@@ -46,7 +52,8 @@ class RegionConvention:
     angle: bool = False          # GeoChat's trailing |θ
     bins: int | None = None      # Florence-2: number of bins (values 0..bins-1, decoded at bin centres)
 
-    def encode(self, box, chip_width: int, chip_height: int, space: ModelSpace | None = None) -> tuple:
+    def encode(self, box: BoxLike, chip_width: int, chip_height: int,
+               space: ModelSpace | None = None) -> tuple[float, ...]:
         """The region's numbers in this convention (x1, y1, x2, y2)."""
         unit = _clip_unit(box, chip_width, chip_height)
         if self.scale is None:
@@ -61,7 +68,8 @@ class RegionConvention:
             return tuple(round(float(v), 2) for v in values)
         return tuple(int(round(float(v))) for v in values)
 
-    def decode(self, values, chip_width: int, chip_height: int, space: ModelSpace | None = None) -> Box:
+    def decode(self, values: Sequence[float], chip_width: int, chip_height: int,
+               space: ModelSpace | None = None) -> Box:
         """Chip-pixel box of `values` (the inverse of encode, up to its rounding)."""
         v = np.asarray(values, dtype=np.float64)
         if self.rounding == "floor":
@@ -74,15 +82,15 @@ class RegionConvention:
         x1, y1, x2, y2 = unit * np.array([chip_width, chip_height, chip_width, chip_height])
         return float(x1), float(y1), float(x2), float(y2)
 
-    def text(self, values) -> str:
+    def text(self, values: Sequence[float]) -> str:
         """The region as the family's prompt writes it."""
         return _FORMS[self.form](values, self)
 
-    def write(self, box, chip_width: int, chip_height: int, space: ModelSpace | None = None) -> str:
+    def write(self, box: BoxLike, chip_width: int, chip_height: int, space: ModelSpace | None = None) -> str:
         return self.text(self.encode(box, chip_width, chip_height, space))
 
 
-def _list(values) -> str:
+def _list(values: Sequence[float]) -> str:
     return "[" + ", ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in values) + "]"
 
 

@@ -15,12 +15,15 @@ chip to exactly that square (LANCZOS): one image of `image_seq_len` tokens, the 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mgimm_core.families._folder import card_licence, image_processor_settings
 from mgimm_core.families._transformers import TransformersFamily
 from mgimm_core.families.base import Licence
 from mgimm_core.families.regions import ModelSpace
+
+if TYPE_CHECKING:
+    from mgimm_core.model_formats import ModelKind
 
 
 def _tile_side(directory: Path) -> int | None:
@@ -42,7 +45,7 @@ class SmolVLMFamily(TransformersFamily):
     weights_hint = ("a HuggingFaceTB/SmolVLM2-*-Instruct folder (huggingface-cli download on a connected machine, "
                     "then copy); the safetensors, config, tokenizer and processor files are all it needs")
 
-    def input_size(self, kind) -> int | None:
+    def input_size(self, kind: ModelKind) -> int | None:
         """One tile: max_image_size.longest_edge (the vision tower's image_size when not stated)."""
         return _tile_side(kind.path) or super().input_size(kind)
 
@@ -60,7 +63,7 @@ class SmolVLMFamily(TransformersFamily):
         side = int(processor.image_processor.max_image_size["longest_edge"])
         return ModelSpace(side, side)
 
-    def model_inputs(self, processor: Any, images: list, texts: list[str]) -> Any:
+    def model_inputs(self, processor: Any, images: list[Any], texts: list[str]) -> Any:
         """One image per text, not split into tiles (see the module's docstring)."""
         return processor(images=[[image] for image in images], text=texts, return_tensors="pt", padding=True,
                          do_image_splitting=False)
@@ -75,7 +78,7 @@ class Idefics3Family(SmolVLMFamily):
     weights_hint = ("a HuggingFaceTB/SmolVLM-*-Instruct or HuggingFaceM4/Idefics3-8B-Llama3 folder "
                     "(huggingface-cli download on a connected machine, then copy)")
 
-    def licence(self, kind) -> Licence:
+    def licence(self, kind: ModelKind) -> Licence:
         """Apache-2.0 (both cards); Idefics3-8B-Llama3's text model is Llama 3.1 (a 128k vocabulary),
         whose licence applies as well."""
         stated = card_licence(kind.path) or "Apache-2.0"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
@@ -95,8 +96,8 @@ class MGIMMConfig(PreTrainedConfig):
         "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
     }
 
-    vision_config: dict | PreTrainedConfig | None = None
-    text_config: dict | PreTrainedConfig | None = None
+    vision_config: dict[str, Any] | PreTrainedConfig | None = None
+    text_config: dict[str, Any] | PreTrainedConfig | None = None
     vision_feature_layer: int = -2
     vision_feature_select: str = "patch"
     freeze_vision: bool = True
@@ -128,8 +129,8 @@ class MGIMMConfig(PreTrainedConfig):
     lora_target_modules: str | list[str] | tuple[str, ...] = "all-linear"
     tie_word_embeddings: bool = False
 
-    def __post_init__(self, **kwargs):
-        super().__post_init__(**kwargs)
+    def __post_init__(self, **kwargs: Any) -> None:
+        super().__post_init__(**kwargs)  # type: ignore[no-untyped-call]  # transformers' (untyped)
         self.region_tokens = tuple(self.region_tokens)
         self.image_mean = tuple(float(v) for v in self.image_mean)
         self.image_std = tuple(float(v) for v in self.image_std)
@@ -203,7 +204,8 @@ class MGIMMConfig(PreTrainedConfig):
     @property
     def grid_size(self) -> int:
         """Patches per side of the input (image_size / patch_size)."""
-        return self.image_size // self.vision.patch_size
+        side: int = self.image_size // self.vision.patch_size
+        return side
 
     @property
     def num_global_tokens(self) -> int:
@@ -214,7 +216,7 @@ class MGIMMConfig(PreTrainedConfig):
         return sum(2 if kind == "corners" else 1 for kind in self.region_tokens)
 
 
-def _built(sub: dict | PreTrainedConfig | None, field: str) -> PreTrainedConfig:
+def _built(sub: dict[str, Any] | PreTrainedConfig | None, field: str) -> PreTrainedConfig:
     """PreTrainedConfig.__post_init__ builds every sub-config of sub_configs_defaults (none of ours is
     optional); a dict or None here means the field was replaced after that."""
     if not isinstance(sub, PreTrainedConfig):
@@ -223,7 +225,7 @@ def _built(sub: dict | PreTrainedConfig | None, field: str) -> PreTrainedConfig:
     return sub
 
 
-def tiny_config(**overrides) -> MGIMMConfig:
+def tiny_config(**overrides: Any) -> MGIMMConfig:
     """A randomly initialisable MGIMM for tests: CLIP vision and LLaMA, hidden 32, 2 layers, 32 px,
     patch 8 (a 4 x 4 grid), vocabulary 64 with <pad>, <s>, </s>, <unk>, <image> at ids 0..4."""
     vision = dict(
@@ -246,7 +248,7 @@ def tiny_config(**overrides) -> MGIMMConfig:
     return MGIMMConfig(**settings)
 
 
-def demo_region_settings() -> dict:
+def demo_region_settings() -> dict[str, Any]:
     """Region-module settings that learned region attributes on small data (docs/training.md):
     corner tokens with attention limited to the region, a mask-pooled token and a geometry token."""
     return dict(
@@ -256,7 +258,7 @@ def demo_region_settings() -> dict:
     )
 
 
-def reference_region_settings() -> dict:
+def reference_region_settings() -> dict[str, Any]:
     """Region-module settings that reproduce the reference code's box path exactly, for checkpoints
     imported with convert_reference (docs/model.md): two corner tokens only, no dense mask, no
     masked attention, its two-way transformer shape, and its box numerics (+0.5 px shift, corners

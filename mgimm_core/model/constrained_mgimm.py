@@ -11,7 +11,9 @@ would forbid every token, it gives way instead of picking one).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from itertools import product
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import LogitsProcessor
@@ -20,10 +22,13 @@ from mgimm_core.mentions import ObjectSpec
 from mgimm_core.vocabulary import article as article_for
 from mgimm_core.vocabulary import plural, size_surface
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 _END = -1   # trie key marking a complete sequence
 
 
-def phrase_sequences(tokenizer, specs: tuple[ObjectSpec, ...], plural_noun: bool,
+def phrase_sequences(tokenizer: PreTrainedTokenizerBase, specs: tuple[ObjectSpec, ...], plural_noun: bool,
                      article: bool = False) -> list[tuple[int, ...]]:
     """Token sequences of every phrase naming one of `specs`: its adjectives in canonical order,
     each optional, then the noun (plural form if `plural_noun`); with `article`, "a"/"an" first
@@ -46,8 +51,8 @@ def phrase_sequences(tokenizer, specs: tuple[ObjectSpec, ...], plural_noun: bool
     return sorted(sequences)
 
 
-def _trie(sequences) -> dict:
-    root: dict = {}
+def _trie(sequences: Iterable[Sequence[int]]) -> dict[int, Any]:
+    root: dict[int, Any] = {}
     for sequence in sequences:
         node = root
         for token in sequence:
@@ -56,7 +61,7 @@ def _trie(sequences) -> dict:
     return root
 
 
-def _follow(trie: dict, tokens: list[int]) -> dict | None:
+def _follow(trie: dict[int, Any], tokens: list[int]) -> dict[int, Any] | None:
     """The trie node `tokens` lead to; None once they leave the trie or go on past a complete sequence."""
     node = trie
     for token in tokens:
@@ -74,7 +79,7 @@ class PhraseConstraint(LogitsProcessor):
     take next, the row is left free: the model's own choice among the tokens still allowed ends
     the phrase, no token is picked for it."""
 
-    def __init__(self, sequences_per_row: list[list[tuple[int, ...]] | None]):
+    def __init__(self, sequences_per_row: list[list[tuple[int, ...]] | None]) -> None:
         self.tries = [_trie(s) if s else None for s in sequences_per_row]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
@@ -93,7 +98,7 @@ class PhraseConstraint(LogitsProcessor):
         return scores
 
 
-def word_tokens(tokenizer) -> torch.Tensor:
+def word_tokens(tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
     """A bool mask over the vocabulary: tokens that are whole words (or punctuation) of their own,
     which never stand twice in a row in good text. A word-level vocabulary (the demo model's): every
     token but the special ones; a subword vocabulary: tokens that start a word ("Ġin", "▁in") and
@@ -111,7 +116,7 @@ def word_tokens(tokenizer) -> torch.Tensor:
     return mask
 
 
-def sentence_end_tokens(tokenizer) -> frozenset[int]:
+def sentence_end_tokens(tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
     """Ids of the tokens that end a sentence (".", "!", "?", with or without a word-start mark)."""
     tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
     return frozenset(i for i, t in enumerate(tokens) if t is not None and t.lstrip("Ġ▁") in (".", "!", "?"))
@@ -129,12 +134,13 @@ class RepetitionGuard(LogitsProcessor):
     per row the kept tokens before its first generated one. Expects the generated tokens only in
     `input_ids` (generation from inputs_embeds)."""
 
-    def __init__(self, words: torch.Tensor, prefixes: list[list[int]], special: frozenset[int] = frozenset()):
+    def __init__(self, words: torch.Tensor, prefixes: list[list[int]],
+                 special: frozenset[int] = frozenset()) -> None:
         self.words = words
         self.prefixes = prefixes
         self.special = special
 
-    def _previous(self, tokens) -> int | None:
+    def _previous(self, tokens: list[int]) -> int | None:
         for token in reversed(tokens):
             if 0 <= token < len(self.words) and token not in self.special:
                 return token

@@ -21,10 +21,14 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from mgimm_core.errors import IncompleteImportError, ModelError, OutputError
+
+if TYPE_CHECKING:
+    from .modeling_mgimm import MGIMMForConditionalGeneration
 
 PROMPT_ENCODER_PREFIXES = ("prompt_encoder",)
 REGION_TRANSFORMER_PREFIXES = ("region_interactive_layer",)
@@ -56,7 +60,7 @@ class ImportReport:
     not_provided: list[str] = field(default_factory=list)
     merged_lora: list[str] = field(default_factory=list)
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         """Counts and names for a short report (the CLI's JSON)."""
         reasons: dict[str, int] = {}
         for reason in self.skipped.values():
@@ -65,7 +69,7 @@ class ImportReport:
                 "skipped_reasons": reasons, "not_provided": list(self.not_provided)}
 
 
-def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Tensors from a .safetensors file or a torch file read with weights_only=True."""
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -138,7 +142,7 @@ def _mark_loaded(report: ImportReport, target: str) -> None:
         report.loaded.append(target)
 
 
-def import_state_dict(model, reference_state: dict[str, torch.Tensor], report: ImportReport,
+def import_state_dict(model: torch.nn.Module, reference_state: dict[str, torch.Tensor], report: ImportReport,
                       strict: bool = True) -> None:
     """Copy mapped tensors into `model` (shapes must match; dtype follows the model). strict: a key
     that maps to a tensor this model lacks raises (else it is reported as skipped)."""
@@ -173,7 +177,7 @@ def import_state_dict(model, reference_state: dict[str, torch.Tensor], report: I
         _mark_loaded(report, target)
 
 
-def _pattern_value(patterns: dict | None, module: str, default):
+def _pattern_value(patterns: dict[str, Any] | None, module: str, default: Any) -> Any:   # adapter JSON values
     """PEFT's rank_pattern / alpha_pattern rule: the first pattern that matches the end of the
     module name (`(.*\\.)?pattern$`, a regular expression) gives the value."""
     for pattern, value in (patterns or {}).items():
@@ -182,7 +186,7 @@ def _pattern_value(patterns: dict | None, module: str, default):
     return default
 
 
-def lora_delta(adapter: dict, module: str, lora_a: torch.Tensor, lora_b: torch.Tensor) -> torch.Tensor:
+def lora_delta(adapter: dict[str, Any], module: str, lora_a: torch.Tensor, lora_b: torch.Tensor) -> torch.Tensor:
     """The weight change of one LoRA pair, in fp32: scale * B @ A (transposed for fan_in_fan_out
     layers, which store their weight as in x out). r is A's row count (so rank_pattern needs no
     lookup); alpha comes from alpha_pattern or lora_alpha; scale = alpha / r, or alpha / sqrt(r)
@@ -193,11 +197,11 @@ def lora_delta(adapter: dict, module: str, lora_a: torch.Tensor, lora_b: torch.T
                          "the adapter is damaged")
     alpha = _pattern_value(adapter.get("alpha_pattern"), module, adapter.get("lora_alpha", 8))
     scale = alpha / math.sqrt(rank) if adapter.get("use_rslora") else alpha / rank
-    delta = (lora_b.float() @ lora_a.float()) * scale
+    delta: torch.Tensor = (lora_b.float() @ lora_a.float()) * scale
     return delta.T if adapter.get("fan_in_fan_out") else delta
 
 
-def _read_adapter(adapter_dir: str) -> tuple[dict, dict[str, torch.Tensor]]:
+def _read_adapter(adapter_dir: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(adapter_config.json, tensors) of a PEFT LoRA adapter dir; refuses what cannot be merged
     into plain weights by adding B @ A (DoRA, other PEFT methods, LoRA on embeddings)."""
     config_path = os.path.join(adapter_dir, "adapter_config.json")
@@ -224,7 +228,8 @@ def _read_adapter(adapter_dir: str) -> tuple[dict, dict[str, torch.Tensor]]:
     return adapter, state
 
 
-def merge_peft_adapter(model, adapter_dir: str | os.PathLike, report: ImportReport, strict: bool = True) -> None:
+def merge_peft_adapter(model: torch.nn.Module, adapter_dir: str | os.PathLike[str], report: ImportReport,
+                       strict: bool = True) -> None:
     """Add the delta of every LoRA pair of a PEFT adapter dir to the model weight it belongs to
     (language model or region transformer; see lora_delta). Other tensors in the adapter (biases,
     modules saved in full) are imported as they are, before the deltas. strict: a LoRA pair with
@@ -257,8 +262,9 @@ def merge_peft_adapter(model, adapter_dir: str | os.PathLike, report: ImportRepo
         report.merged_lora.append(target)
 
 
-def convert_reference(model, stage1: str | os.PathLike | None = None, adapter_dir: str | os.PathLike | None = None,
-                      non_lora_trainables: str | os.PathLike | None = None, strict: bool = True,
+def convert_reference(model: MGIMMForConditionalGeneration, stage1: str | os.PathLike[str] | None = None,
+                      adapter_dir: str | os.PathLike[str] | None = None,
+                      non_lora_trainables: str | os.PathLike[str] | None = None, strict: bool = True,
                       partial: bool = False) -> ImportReport:
     """Load reference checkpoints into an MGIMMForConditionalGeneration built with matching sizes
     (from_components(CLIP-L/336, the LLM, **reference_region_settings())).
@@ -291,9 +297,9 @@ def convert_reference(model, stage1: str | os.PathLike | None = None, adapter_di
     return report
 
 
-def import_reference(output: str | os.PathLike, vision: str | os.PathLike, llm: str | os.PathLike,
-                     stage1: str | os.PathLike | None = None, adapter_dir: str | os.PathLike | None = None,
-                     non_lora_trainables: str | os.PathLike | None = None, partial: bool = False,
+def import_reference(output: str | os.PathLike[str], vision: str | os.PathLike[str], llm: str | os.PathLike[str],
+                     stage1: str | os.PathLike[str] | None = None, adapter_dir: str | os.PathLike[str] | None = None,
+                     non_lora_trainables: str | os.PathLike[str] | None = None, partial: bool = False,
                      overwrite: bool = False, dtype: torch.dtype = torch.bfloat16) -> ImportReport:
     """Build an MGIMM with the reference's layout from local vision and LLM directories
     (`from_components(..., **reference_region_settings())`), import the reference checkpoints

@@ -27,7 +27,7 @@ class WordDetokenizer:
         restored to it wherever they stand alone.
     """
 
-    def __init__(self, cased_words: Iterable[str] = ()):
+    def __init__(self, cased_words: Iterable[str] = ()) -> None:
         self.cased_words = tuple(w for w in cased_words if w != w.lower())
         self._cased = [(re.compile(rf"(?<![\w-]){re.escape(w.lower())}(?![\w-])"), w) for w in self.cased_words]
 

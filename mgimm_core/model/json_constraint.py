@@ -9,6 +9,9 @@ allowed, so each word of a value is the model's own choice among its logits.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import torch
 
 
@@ -16,7 +19,7 @@ import torch
 _FORBIDDEN = frozenset('"\\') | frozenset(chr(c) for c in range(0x20))
 
 
-def answer_form(fields) -> list[str | None]:
+def answer_form(fields: Iterable[str]) -> list[str | None]:
     """The form as segments: literal text, or None for a value."""
     segments: list[str | None] = []
     for i, name in enumerate(fields):
@@ -26,7 +29,7 @@ def answer_form(fields) -> list[str | None]:
     return segments
 
 
-def _state(text: str, segments) -> tuple[bool, bool, str | None]:
+def _state(text: str, segments: Iterable[str | None]) -> tuple[bool, bool, str | None]:
     """(text is a prefix of the form, text is the whole form, what comes next: None inside a value,
     else the next character the form requires)."""
     i = 0
@@ -51,7 +54,7 @@ def _state(text: str, segments) -> tuple[bool, bool, str | None]:
 class JsonAnswerConstraint:
     """Logits processor for `generate`: rows of new tokens stay on the form (see the module)."""
 
-    def __init__(self, tokenizer, fields, prompt_length: int):
+    def __init__(self, tokenizer: Any, fields: Iterable[str], prompt_length: int) -> None:   # tokenizer: transformers'
         self.segments = answer_form(fields)
         self.prompt_length = prompt_length
         self.eos = {t for t in ([tokenizer.eos_token_id] if isinstance(tokenizer.eos_token_id, int)

@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +31,12 @@ from .configuration_mgimm import MGIMMConfig
 from .modeling_mgimm import MGIMMForConditionalGeneration
 from .processing_mgimm import MGIMMProcessor, encoder_normalisation, ensure_image_token
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedConfig, PreTrainedTokenizerBase
+
+    from mgimm_core.families.llava import LlavaFamily
+    from mgimm_core.model_formats import ModelKind
+
 
 @runtime_checkable
 class LlavaLayout(Protocol):
@@ -40,7 +46,7 @@ class LlavaLayout(Protocol):
     hf_layout: bool
     vision_input_size: int | None
 
-    def prompt_template(self, kind) -> str: ...
+    def prompt_template(self, kind: ModelKind) -> str: ...
 
 
 # Original-format config keys that are LLaVA's, not the LM's.
@@ -63,14 +69,15 @@ class LoadReport:
 
 
 # ------------------------------------------------------------------ configs
-def _sub_config(data: dict, default_type: str):
+def _sub_config(data: dict[str, Any], default_type: str) -> PreTrainedConfig:
     from transformers import AutoConfig
 
     data = dict(data)
-    return AutoConfig.for_model(data.pop("model_type", default_type), **data)
+    config: PreTrainedConfig = AutoConfig.for_model(data.pop("model_type", default_type), **data)
+    return config
 
 
-def _vision_config(vision_dir: Path, image_size: int | None = None):
+def _vision_config(vision_dir: Path, image_size: int | None = None) -> PreTrainedConfig:
     data = read_json(vision_dir / "config.json")
     data = dict(data.get("vision_config") or data)
     data.setdefault("model_type", "clip_vision_model")
@@ -89,10 +96,11 @@ def _feature_select(strategy: str, directory: Path) -> str:
     raise ModelError(f"{directory}: vision feature selection {strategy!r} is not supported (patch or full)")
 
 
-def llava_config(directory: Path, kind, tokenizer, region_settings: dict | None = None) -> MGIMMConfig:
+def llava_config(directory: Path, kind: ModelKind, tokenizer: PreTrainedTokenizerBase, region_settings: dict[str,
+                 Any] | None = None) -> MGIMMConfig:
     """The MGIMMConfig of a LLaVA-family directory: global-only with box-text regions, or (with
     `region_settings`, for from_llava) the MGIMM layout with a region module."""
-    config, family = kind.config, kind.family
+    config, family = kind.config, cast("LlavaFamily", kind.family)     # a LlavaLayout: load_llava checked it
     if family.hf_layout:
         layer = config.get("vision_feature_layer", -2)
         if not isinstance(layer, int):
@@ -114,7 +122,7 @@ def llava_config(directory: Path, kind, tokenizer, region_settings: dict | None 
         if config.get("mm_use_im_start_end"):
             raise ModelError(f"{directory}: mm_use_im_start_end is true (image start/end tokens), which "
                              "LLaVA-1.5 and GeoChat do not use; this checkpoint is not supported")
-        vision = _vision_config(kind.vision_dir, family.vision_input_size)
+        vision = _vision_config(cast(Path, kind.vision_dir), family.vision_input_size)  # original format: a tower
         if config.get("mm_hidden_size", vision.hidden_size) != vision.hidden_size:
             raise ModelError(f"{directory}: mm_hidden_size {config['mm_hidden_size']} differs from the vision "
                              f"tower's width {vision.hidden_size} in {kind.vision_dir}; give the right --vision")
@@ -130,7 +138,7 @@ def llava_config(directory: Path, kind, tokenizer, region_settings: dict | None 
     found = ensure_image_token(tokenizer)
     if image_token_id is None or not family.hf_layout:
         image_token_id = found   # original format: <image> is not a vocabulary token; its id is never embedded
-    layout = dict(mode="global", region_tokens=(), region_prompt=family.region_prompt)
+    layout: dict[str, Any] = dict(mode="global", region_tokens=(), region_prompt=family.region_prompt)
     if region_settings is not None:
         layout = dict(mode="global_region", region_prompt="tokens", **region_settings)
     return MGIMMConfig(vision_config=vision, text_config=text, image_size=vision.image_size,
@@ -203,9 +211,10 @@ def iter_tensors(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
     yield from state.items()
 
 
-def _load_bin(path: Path, mmap: bool):
+def _load_bin(path: Path, mmap: bool) -> dict[str, torch.Tensor]:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        state: dict[str, torch.Tensor] = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        return state
     except Exception as exc:
         raise _pickle_refused(path, exc) from exc
 
@@ -230,7 +239,8 @@ def interpolate_positions(weight: torch.Tensor, grid: int) -> torch.Tensor:
     return torch.cat([cls_position.float(), resized.reshape(-1, grid * grid).T]).to(weight.dtype)
 
 
-def load_weights(model, files: list[Path], mapper: Mapper, dtype: torch.dtype, device: torch.device,
+def load_weights(model: MGIMMForConditionalGeneration, files: list[Path], mapper: Mapper, dtype: torch.dtype,
+                 device: torch.device,
                  report: LoadReport) -> None:
     """Set every mapped tensor of `files` into `model` (parameters may be on the meta device), cast
     to `dtype` on `device` one tensor at a time. `mapper` gives the model name, "" for a known unused
@@ -267,7 +277,8 @@ def _empty_model(config: MGIMMConfig) -> MGIMMForConditionalGeneration:
         return MGIMMForConditionalGeneration(config)
 
 
-def _finish(model: MGIMMForConditionalGeneration, report: LoadReport, directory: Path, dtype, device,
+def _finish(model: MGIMMForConditionalGeneration, report: LoadReport, directory: Path, dtype: torch.dtype,
+            device: torch.device,
             fresh: tuple[str, ...] = ()) -> None:
     """Tie or initialise what the checkpoint may lack, then refuse any parameter left unset."""
     from accelerate.utils import set_module_tensor_to_device
@@ -291,11 +302,13 @@ def _finish(model: MGIMMForConditionalGeneration, report: LoadReport, directory:
         shown = ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else "")
         raise ModelError(f"{directory}: the checkpoint lacks {len(missing)} tensors ({shown}); for an original-"
                          "format checkpoint check that --vision is the vision tower it was trained with")
-    model.to(device)   # buffers (position ids, rotary frequencies) were built on the CPU
+    # buffers (position ids, rotary frequencies) were built on the CPU; transformers' wrapped `to` reads as unbound
+    model.to(device)  # type: ignore[arg-type]
 
 
 def load_llava(directory: str | Path, *, vision: str | Path | None = None, dtype: torch.dtype = torch.float32,
-               device: str | torch.device = "cpu", region_settings: dict | None = None):
+               device: str | torch.device = "cpu", region_settings: dict[str, Any] | None = None
+               ) -> tuple[MGIMMForConditionalGeneration, MGIMMProcessor]:
     """(model, processor) of a LLaVA-family directory. region_settings None: global-only with the
     region as box text (inference); a dict: MGIMM's layout with a fresh region module (from_llava)."""
     from transformers import AutoTokenizer
@@ -324,13 +337,14 @@ def load_llava(directory: str | Path, *, vision: str | Path | None = None, dtype
     mapper = hf_key if kind.family.hf_layout else original_key
     load_weights(model, weight_files(directory), mapper, dtype, device, report)
     _finish(model, report, directory, dtype, device, fresh=("region_module.",) if region_settings else ())
-    model.eval()
+    model.eval()  # type: ignore[no-untyped-call]  # transformers' (untyped)
     processor = MGIMMProcessor.from_config(config, tokenizer)
     return model, processor
 
 
-def from_llava(directory: str | Path, vision: str | Path | None = None, *, region_settings: dict | None = None,
-               dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
+def from_llava(directory: str | Path, vision: str | Path | None = None, *,
+               region_settings: dict[str, Any] | None = None, dtype: torch.dtype = torch.float32,
+               device: str | torch.device = "cpu") -> tuple[MGIMMForConditionalGeneration, MGIMMProcessor]:
     """MGIMM whose vision tower, projector and LM come from a LLaVA-1.5 checkpoint, with a fresh
     region module (default settings: `demo_region_settings()`), ready for stage 1
     (docs/training.md). Returns (model, processor); save both with save_pretrained."""

@@ -9,8 +9,17 @@ from __future__ import annotations
 # peft is imported inside the functions that need it: importing it costs ~1.8 s, and a merged
 # checkpoint (every exported model, the demo model included) runs without it.
 
+from typing import TYPE_CHECKING, Any
 
-def lora_config_from(config):
+if TYPE_CHECKING:
+    from peft import LoraConfig, PeftMixedModel, PeftModel
+    from torch import nn
+
+    from .configuration_mgimm import MGIMMConfig
+    from .modeling_mgimm import MGIMMForConditionalGeneration
+
+
+def lora_config_from(config: MGIMMConfig) -> LoraConfig:
     """peft LoraConfig from the MGIMM config's lora_* fields (targets: "all-linear" = every linear
     layer of the LM except its output head)."""
     from peft import LoraConfig
@@ -26,7 +35,7 @@ def lora_config_from(config):
     )
 
 
-def wrap_with_lora(language_model, config):
+def wrap_with_lora(language_model: nn.Module, config: MGIMMConfig) -> PeftModel | PeftMixedModel:
     """Return the LM wrapped in a peft model with fresh adapters (B initialised to zero, so the
     output is unchanged until training)."""
     from peft import get_peft_model
@@ -34,7 +43,7 @@ def wrap_with_lora(language_model, config):
     return get_peft_model(language_model, lora_config_from(config))
 
 
-def add_lora(model, **settings):
+def add_lora(model: MGIMMForConditionalGeneration, **settings: Any) -> MGIMMForConditionalGeneration:
     """Give `model.language_model` LoRA adapters; settings override lora_r, lora_alpha,
     lora_dropout, lora_target_modules. Returns the model (changed in place)."""
     if model.config.use_lora:
@@ -47,7 +56,7 @@ def add_lora(model, **settings):
     return model
 
 
-def merge_lora(model):
+def merge_lora(model: MGIMMForConditionalGeneration) -> MGIMMForConditionalGeneration:
     """Fold the adapters into the LM weights (for inference and serving); no-op without LoRA."""
     if not model.config.use_lora:
         return model

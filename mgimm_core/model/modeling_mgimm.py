@@ -11,22 +11,25 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
-from typing import cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, GenerationConfig, PreTrainedModel
 from transformers.activations import ACT2FN
-from transformers.generation import StoppingCriteria, StoppingCriteriaList
+from transformers.generation.stopping_criteria import StoppingCriteria, StoppingCriteriaList
 from transformers.models.auto.modeling_auto import MODEL_MAPPING
-from transformers.utils import ModelOutput
+from transformers.utils.generic import ModelOutput
 
 from mgimm_core.errors import ModelError
 
 from .configuration_mgimm import MGIMMConfig
 from .lora_mgimm import wrap_with_lora
 from .region_mgimm import RegionInteractiveModule, box_to_mask, mask_to_patch_fraction
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 @dataclass
@@ -48,7 +51,7 @@ class MGIMMCausalLMOutput(ModelOutput):
 class MGIMMProjector(nn.Module):
     """2-layer MLP (vision width -> LM width -> LM width) shared by global and region tokens."""
 
-    def __init__(self, config: MGIMMConfig):
+    def __init__(self, config: MGIMMConfig) -> None:
         super().__init__()
         vision_width = config.vision.hidden_size
         text_width = config.text.hidden_size
@@ -57,7 +60,8 @@ class MGIMMProjector(nn.Module):
         self.linear_2 = nn.Linear(text_width, text_width)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.linear_2(self.act(self.linear_1(features)))
+        projected: torch.Tensor = self.linear_2(self.act(self.linear_1(features)))
+        return projected
 
 
 class MGIMMPreTrainedModel(PreTrainedModel):
@@ -75,12 +79,12 @@ class StopOnStrings(StoppingCriteria):
     """Stop a sequence once its generated text contains one of `stop_strings` (decoded text, so it
     works with any tokenizer). Generated ids reach it without the prompt (inputs_embeds)."""
 
-    def __init__(self, tokenizer, stop_strings: list[str], window: int = 16):
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, stop_strings: list[str], window: int = 16) -> None:
         self.tokenizer = tokenizer
         self.stop_strings = list(stop_strings)
         self.window = window
 
-    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
         tails = self.tokenizer.batch_decode(input_ids[:, -self.window :], skip_special_tokens=True)
         done = [any(stop in tail for stop in self.stop_strings) for tail in tails]
         return cast(torch.BoolTensor, torch.tensor(done, dtype=torch.bool, device=input_ids.device))
@@ -90,7 +94,7 @@ class MGIMMForConditionalGeneration(MGIMMPreTrainedModel):
     """MGIMM: region-guided descriptions. Sub-modules: `vision_tower`, `region_module`,
     `projector`, `language_model` (a causal LM, peft-wrapped while `config.use_lora`)."""
 
-    def __init__(self, config: MGIMMConfig):
+    def __init__(self, config: MGIMMConfig) -> None:
         super().__init__(config)
         self.vision_tower = AutoModel.from_config(config.vision)
         self.region_module = RegionInteractiveModule(config)
@@ -98,13 +102,13 @@ class MGIMMForConditionalGeneration(MGIMMPreTrainedModel):
         self.language_model = AutoModelForCausalLM.from_config(config.text)
         if config.use_lora:
             self.language_model = wrap_with_lora(self.language_model, config)
-        self.post_init()
+        self.post_init()  # type: ignore[no-untyped-call]  # transformers' (untyped)
 
     # ------------------------------------------------------------------ builders
     @classmethod
-    def from_components(cls, vision: str | os.PathLike, llm: str | os.PathLike,
+    def from_components(cls, vision: str | os.PathLike[str], llm: str | os.PathLike[str],
                         image_token_id: int | None = None, dtype: torch.dtype | None = None,
-                        **config_overrides) -> "MGIMMForConditionalGeneration":
+                        **config_overrides: Any) -> "MGIMMForConditionalGeneration":
         """Build from local Hugging Face directories: a vision encoder (`vision`, a vision model or a
         full CLIP/SigLIP dir) and a causal LM (`llm`), with a fresh region module and projector.
 
@@ -151,10 +155,11 @@ class MGIMMForConditionalGeneration(MGIMMPreTrainedModel):
         return model
 
     # ------------------------------------------------------------------ features
-    def get_input_embeddings(self):
-        return self.language_model.get_input_embeddings()
+    def get_input_embeddings(self) -> nn.Module:
+        embeddings: nn.Module = self.language_model.get_input_embeddings()
+        return embeddings
 
-    def set_input_embeddings(self, value):
+    def set_input_embeddings(self, value: nn.Module) -> None:
         self.language_model.set_input_embeddings(value)
 
     def patch_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -165,7 +170,8 @@ class MGIMMForConditionalGeneration(MGIMMPreTrainedModel):
         features = out.hidden_states[self.config.vision_feature_layer]
         if self.config.vision_feature_select == "patch":
             features = features[:, -self.config.grid_size**2 :]
-        return features
+        selected: torch.Tensor = features
+        return selected
 
     def global_features(self, patches: torch.Tensor) -> torch.Tensor:
         """(B, P, D) -> (B, num_global_tokens, D): all patches, or the grid average-pooled to k."""
@@ -177,7 +183,8 @@ class MGIMMForConditionalGeneration(MGIMMPreTrainedModel):
         grid = patches.transpose(1, 2).reshape(b, d, g, g)
         return F.adaptive_avg_pool2d(grid, side).flatten(2).transpose(1, 2)
 
-    def region_fractions(self, region_boxes, region_masks, region_valid) -> torch.Tensor:
+    def region_fractions(self, region_boxes: torch.Tensor, region_masks: torch.Tensor | None,
+                         region_valid: torch.Tensor) -> torch.Tensor:
         """Area fraction of each patch inside each region: (B, R, P). Masks (B, R, S, S) bool at
         input resolution; without masks the boxes are rasterised (same rule as the processor)."""
         size, grid = self.config.image_size, self.config.grid_size
@@ -185,24 +192,29 @@ class MGIMMForConditionalGeneration(MGIMMPreTrainedModel):
             region_masks = box_to_mask(region_boxes.float(), size)
         return mask_to_patch_fraction(region_masks, grid).flatten(-2)
 
-    def region_features(self, patches, region_boxes, region_masks=None, region_valid=None):
+    def region_features(self, patches: torch.Tensor, region_boxes: torch.Tensor,
+                        region_masks: torch.Tensor | None = None,
+                        region_valid: torch.Tensor | None = None) -> torch.Tensor:
         """Region tokens of every valid region, in (sample, region) order: (N_valid, T, D)."""
         if region_valid is None:
             region_valid = torch.ones(region_boxes.shape[:2], dtype=torch.bool, device=region_boxes.device)
         fractions = self.region_fractions(region_boxes, region_masks, region_valid)
         b_idx, r_idx = region_valid.nonzero(as_tuple=True)
-        return self.region_module(
+        tokens: torch.Tensor = self.region_module(
             patches[b_idx], region_boxes[b_idx, r_idx], fractions[b_idx, r_idx].to(patches.device)
         )
+        return tokens
 
-    def image_features(self, pixel_values, region_boxes=None, region_masks=None, region_valid=None,
+    def image_features(self, pixel_values: torch.Tensor | None, region_boxes: torch.Tensor | None = None,
+                       region_masks: torch.Tensor | None = None, region_valid: torch.Tensor | None = None,
                        mode: str | None = None, patches: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Projected features per sample, in LM width: a list of (n_b, d_llm) tensors, where
         n_b = global tokens (modes global*, ...) + tokens_per_region x valid regions (modes *region).
         patches: `patch_features(pixel_values)` computed before (several questions about the same
         chips run the vision tower once)."""
         mode = mode or self.config.mode
-        patches = self.patch_features(pixel_values) if patches is None else patches
+        # pixel_values are given when patches are not
+        patches = self.patch_features(cast(torch.Tensor, pixel_values)) if patches is None else patches
         batch = patches.shape[0]
         per_sample: list[list[torch.Tensor]] = [[] for _ in range(batch)]
         if mode in ("global", "global_region"):
@@ -220,13 +232,16 @@ class MGIMMForConditionalGeneration(MGIMMPreTrainedModel):
         projected = self.projector(torch.cat(flat))
         return list(torch.split(projected, [f.shape[0] for f in flat]))
 
-    def embed_inputs(self, input_ids, pixel_values=None, region_boxes=None, region_masks=None,
-                     region_valid=None, mode=None, patches=None) -> torch.Tensor:
+    def embed_inputs(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
+                     region_boxes: torch.Tensor | None = None,
+                     region_masks: torch.Tensor | None = None, region_valid: torch.Tensor | None = None,
+                     mode: str | None = None,
+                     patches: torch.Tensor | None = None) -> torch.Tensor:
         """Token embeddings with image features placed at the image-token positions.
         Raises ValueError when a sample's image-token count differs from its feature count."""
         image_positions = input_ids == self.config.image_token_id
         safe_ids = input_ids.masked_fill(image_positions, 0)
-        embeds = self.get_input_embeddings()(safe_ids)
+        embeds: torch.Tensor = self.get_input_embeddings()(safe_ids)
         if pixel_values is None and patches is None:
             if image_positions.any():
                 raise ValueError("input_ids contain image tokens but no pixel_values were given")
@@ -245,15 +260,20 @@ class MGIMMForConditionalGeneration(MGIMMPreTrainedModel):
         return embeds.masked_scatter(image_positions[..., None].expand_as(embeds), placed)
 
     # ------------------------------------------------------------------ forward
-    def forward(self, input_ids=None, attention_mask=None, pixel_values=None, region_boxes=None,
-                region_masks=None, region_valid=None, labels=None, mode=None, position_ids=None,
-                inputs_embeds=None, use_cache=None, **kwargs) -> MGIMMCausalLMOutput:
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                pixel_values: torch.Tensor | None = None,
+                region_boxes: torch.Tensor | None = None, region_masks: torch.Tensor | None = None,
+                region_valid: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, mode: str | None = None, position_ids: torch.Tensor | None = None,
+                inputs_embeds: torch.Tensor | None = None, use_cache: bool | None = None,
+                **kwargs: Any) -> MGIMMCausalLMOutput:
         """input_ids (B, L) with expanded image tokens; attention_mask (B, L) (left or right
         padding); pixel_values (B, 3, S, S); region_boxes (B, R, 4) input px; region_masks
         (B, R, S, S) bool or None; region_valid (B, R) bool (False: padding); labels (B, L), -100
         where no loss; mode overrides config.mode."""
         if inputs_embeds is None:
-            inputs_embeds = self.embed_inputs(input_ids, pixel_values, region_boxes, region_masks, region_valid, mode)
+            inputs_embeds = self.embed_inputs(cast(torch.Tensor, input_ids), pixel_values, region_boxes,
+                                              region_masks, region_valid, mode)
         cached = kwargs.get("cache") is not None or kwargs.get("past_key_values") is not None
         if position_ids is None and attention_mask is not None and not cached:
             # Left padding: positions count real tokens only, so padding never shifts a prompt.
@@ -269,11 +289,13 @@ class MGIMMForConditionalGeneration(MGIMMPreTrainedModel):
 
     # ------------------------------------------------------------------ generation
     @torch.inference_mode()
-    def generate(self, input_ids, attention_mask, pixel_values=None, region_boxes=None, region_masks=None,
-                 region_valid=None, mode=None, max_new_tokens: int = 200, do_sample: bool = False,
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pixel_values: torch.Tensor | None = None,
+                 region_boxes: torch.Tensor | None = None, region_masks: torch.Tensor | None = None,
+                 region_valid: torch.Tensor | None = None,
+                 mode: str | None = None, max_new_tokens: int = 200, do_sample: bool = False,
                  temperature: float = 1.0, top_p: float = 1.0, top_k: int | None = None,
-                 stop_strings: list[str] | None = None, tokenizer=None, patches=None,
-                 **generate_kwargs) -> torch.LongTensor:
+                 stop_strings: list[str] | None = None, tokenizer: PreTrainedTokenizerBase | None = None,
+                 patches: torch.Tensor | None = None, **generate_kwargs: Any) -> torch.LongTensor:
         """Generate continuations for a left-padded batch; returns only the new token ids
         (B, <= max_new_tokens), padded with the pad id after a sequence ends.
 
@@ -305,8 +327,9 @@ class MGIMMForConditionalGeneration(MGIMMPreTrainedModel):
             # With inputs_embeds the repetition guard sees the new tokens only, which is what it is
             # for (the prompt may repeat itself); transformers warns about exactly that.
             warnings.filterwarnings("ignore", message=".*no_repeat_ngram_size.*inputs_embeds.*")
-            return self.language_model.generate(
+            generated: torch.LongTensor = self.language_model.generate(
                 inputs_embeds=embeds, attention_mask=attention_mask, generation_config=generation_config,
                 stopping_criteria=criteria, **generate_kwargs,
             )
+            return generated
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -21,6 +23,14 @@ from mgimm_core.errors import ModelError, RegionError
 
 from .detokenize_mgimm import WordDetokenizer
 from .region_mgimm import box_to_mask
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from .configuration_mgimm import MGIMMConfig
+
+#: a chip's region boxes: an (R, 4) array or R boxes of x1, y1, x2, y2
+BoxesLike = np.ndarray | Sequence[Sequence[float]]
 
 PROCESSOR_FILE = "mgimm_processor.json"
 
@@ -50,11 +60,13 @@ class ChipTransform:
 
     def boxes_to_input(self, boxes: np.ndarray) -> np.ndarray:
         sx, sy = self.scale_xy
-        return np.asarray(boxes, dtype=np.float64) * np.array([sx, sy, sx, sy])
+        scaled: np.ndarray = np.asarray(boxes, dtype=np.float64) * np.array([sx, sy, sx, sy])
+        return scaled
 
     def boxes_to_chip(self, boxes: np.ndarray) -> np.ndarray:
         sx, sy = self.scale_xy
-        return np.asarray(boxes, dtype=np.float64) / np.array([sx, sy, sx, sy])
+        scaled: np.ndarray = np.asarray(boxes, dtype=np.float64) / np.array([sx, sy, sx, sy])
+        return scaled
 
 
 def build_word_tokenizer(words: list[str], lowercase: bool = True) -> PreTrainedTokenizerFast:
@@ -86,14 +98,14 @@ def image_token_id_for(tokenizer_dir: str, image_token: str = "<image>") -> int:
     return ensure_image_token(tokenizer, image_token)
 
 
-def ensure_image_token(tokenizer, image_token: str = "<image>") -> int:
+def ensure_image_token(tokenizer: PreTrainedTokenizerBase, image_token: str = "<image>") -> int:
     """Add `image_token` as a special token when missing; return its id."""
     if image_token not in tokenizer.get_vocab():
         tokenizer.add_special_tokens({"additional_special_tokens": [image_token]})
-    return tokenizer.convert_tokens_to_ids(image_token)
+    return cast(int, tokenizer.convert_tokens_to_ids(image_token))   # one token, one id
 
 
-def encoder_normalisation(vision_dir: str) -> dict:
+def encoder_normalisation(vision_dir: str) -> dict[str, Any]:
     """image_mean / image_std from a vision dir's preprocessor_config.json (empty when absent)."""
     path = os.path.join(vision_dir, "preprocessor_config.json")
     if not os.path.isfile(path):
@@ -110,13 +122,14 @@ class MGIMMProcessor:
     the model. Saved as the tokenizer files plus `mgimm_processor.json`.
     """
 
-    def __init__(self, tokenizer, image_size: int, image_mean, image_std, num_global_tokens: int,
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, image_size: int, image_mean: Sequence[float],
+                 image_std: Sequence[float], num_global_tokens: int,
                  tokens_per_region: int, prompt_template: str, default_prompt: str,
                  image_token: str = "<image>", image_token_id: int | None = None,
                  mode: str = "global_region", add_bos: bool = True, word_detokenize: bool = False,
-                 cased_words=(), region_prompt: str = "tokens", guided_descriptions: bool = False,
+                 cased_words: Iterable[str] = (), region_prompt: str = "tokens", guided_descriptions: bool = False,
                  chip_context: float | None = None, chip_min_window: int | None = None,
-                 gsd_prompt: bool = False, guide_no_object_probability: float | None = None):
+                 gsd_prompt: bool = False, guide_no_object_probability: float | None = None) -> None:
         """word_detokenize: decoded text comes from a word-level tokenizer (spaces around every
         punctuation mark, lower case) and is rejoined into prose, restoring `cased_words`.
         chip_context, chip_min_window: how the geo core places regions for this model (read by
@@ -158,8 +171,9 @@ class MGIMMProcessor:
         self.image_token_id = found
 
     @classmethod
-    def from_config(cls, config, tokenizer, **overrides) -> "MGIMMProcessor":
-        settings = dict(
+    def from_config(cls, config: MGIMMConfig, tokenizer: PreTrainedTokenizerBase,
+                    **overrides: Any) -> "MGIMMProcessor":
+        settings: dict[str, Any] = dict(
             image_size=config.image_size, image_mean=config.image_mean, image_std=config.image_std,
             num_global_tokens=config.num_global_tokens, tokens_per_region=config.tokens_per_region,
             prompt_template=config.prompt_template, default_prompt=config.default_prompt,
@@ -169,7 +183,7 @@ class MGIMMProcessor:
         settings.update(overrides)
         return cls(tokenizer, **settings)
 
-    def _settings(self) -> dict:
+    def _settings(self) -> dict[str, Any]:
         settings = dict(
             image_size=self.image_size, image_mean=list(self.image_mean), image_std=list(self.image_std),
             num_global_tokens=self.num_global_tokens, tokens_per_region=self.tokens_per_region,
@@ -186,14 +200,14 @@ class MGIMMProcessor:
             settings["gsd_prompt"] = True
         return settings
 
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
+    def save_pretrained(self, directory: str | os.PathLike[str]) -> None:
         os.makedirs(directory, exist_ok=True)
         self.tokenizer.save_pretrained(directory)
         with open(os.path.join(directory, PROCESSOR_FILE), "w", encoding="utf-8") as fh:
             json.dump(self._settings(), fh, indent=2)
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike) -> "MGIMMProcessor":
+    def from_pretrained(cls, directory: str | os.PathLike[str]) -> "MGIMMProcessor":
         path = os.path.join(directory, PROCESSOR_FILE)
         if not os.path.isfile(path):
             raise ModelError(f"{directory}: no {PROCESSOR_FILE}; save the processor with save_pretrained")
@@ -202,7 +216,7 @@ class MGIMMProcessor:
         return cls(AutoTokenizer.from_pretrained(directory), **settings)
 
     # ------------------------------------------------------------------ images and regions
-    def chip_transform(self, chip_shape) -> ChipTransform:
+    def chip_transform(self, chip_shape: Sequence[int]) -> ChipTransform:
         return ChipTransform(int(chip_shape[0]), int(chip_shape[1]), self.image_size)
 
     def preprocess_image(self, chip: np.ndarray) -> torch.Tensor:
@@ -232,19 +246,19 @@ class MGIMMProcessor:
         out[:h, :w] = resized >= 0.5
         return out
 
-    def _check_boxes(self, boxes, chip_shape, index: int) -> np.ndarray:
-        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    def _check_boxes(self, boxes: BoxesLike, chip_shape: Sequence[int], index: int) -> np.ndarray:
+        checked: np.ndarray = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         h, w = chip_shape[:2]
-        for r, (x1, y1, x2, y2) in enumerate(boxes):
+        for r, (x1, y1, x2, y2) in enumerate(checked):
             if not (0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h):
                 raise RegionError(
                     f"image {index}, region {r}: box {[x1, y1, x2, y2]} is empty or outside the "
                     f"{w} x {h} chip; give x1 < x2, y1 < y2 in chip pixels"
                 )
-        return boxes
+        return checked
 
     # ------------------------------------------------------------------ text
-    def region_text(self, input_boxes) -> str:
+    def region_text(self, input_boxes: BoxesLike) -> str:
         """The regions as text, for models that take the box in the prompt: LLaVA-1.5's
         `[x1, y1, x2, y2]` in 0..1 of the square input, or GeoChat's `{<x1><y1><x2><y2>|0}` in
         0..100 (θ 0: the boxes are axis-aligned). Several regions are joined with "and"."""
@@ -271,7 +285,9 @@ class MGIMMProcessor:
         bos = [self.tokenizer.bos_token_id] if self.add_bos and self.tokenizer.bos_token_id is not None else []
         return bos + self._encode(before) + [self.image_token_id] * n_image_tokens + self._encode(after)
 
-    def __call__(self, images, boxes=None, masks=None, prompts=None, answers=None, mode: str | None = None,
+    # images, boxes, masks, prompts, answers: one chip's or a list (see below); made lists here
+    def __call__(self, images: Any, boxes: Any = None, masks: Any = None, prompts: Any = None, answers: Any = None,
+                 mode: str | None = None,
                  padding_side: str = "left", return_tensors: str = "pt") -> BatchFeature:
         """Prepare a batch.
 
@@ -340,7 +356,7 @@ class MGIMMProcessor:
             if self.region_prompt != "tokens" and prompt is not None and "{region}" in prompt:
                 prompt = prompt.replace("{region}", self.region_text(region_boxes[i].numpy()))
             ids = self.prompt_ids(prompt, self.image_token_count(len(region_boxes[i]), mode))
-            labels = [-100] * len(ids)
+            labels: Any = [-100] * len(ids)      # this row's, then the batch's tensor
             if answers is not None:
                 target = self._encode(answers[i]) + [self.tokenizer.eos_token_id]
                 ids, labels = ids + target, labels + target
@@ -355,7 +371,8 @@ class MGIMMProcessor:
             data["labels"] = labels
         return BatchFeature(data=data, tensor_type=return_tensors)
 
-    def _pad(self, sequences, label_rows, side: str):
+    def _pad(self, sequences: Sequence[list[int]], label_rows: Sequence[list[int]],
+             side: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         pad_id = self.tokenizer.pad_token_id
         pad_id = pad_id if pad_id is not None else (self.tokenizer.eos_token_id or 0)
         length = max(len(s) for s in sequences)
@@ -369,7 +386,8 @@ class MGIMMProcessor:
             labels[i, span] = torch.tensor(lab, dtype=torch.long)
         return ids, mask, labels
 
-    def batch_decode(self, generated_ids, stop_strings: list[str] | None = None) -> list[str]:
+    def batch_decode(self, generated_ids: torch.Tensor | list[list[int]],
+                     stop_strings: list[str] | None = None) -> list[str]:
         """New-token ids (B, T) -> texts, special tokens dropped, cut at the first stop string."""
         texts = self.tokenizer.batch_decode(generated_ids, skip_special_tokens=True)
         out = []

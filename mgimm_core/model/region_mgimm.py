@@ -50,7 +50,7 @@ class FourierPositionEncoding(nn.Module):
 
     gaussian: torch.Tensor
 
-    def __init__(self, width: int, scale: float = 1.0, seed: int = 0):
+    def __init__(self, width: int, scale: float = 1.0, seed: int = 0) -> None:
         super().__init__()
         generator = torch.Generator().manual_seed(seed)
         self.register_buffer("gaussian", scale * torch.randn(2, width // 2, generator=generator, device="cpu"))
@@ -64,7 +64,7 @@ class RegionAttention(nn.Module):
     """Multi-head attention with an optional internal width reduction (SAM's downsample rate) and
     a bool key mask (True: may attend)."""
 
-    def __init__(self, width: int, heads: int, downsample: int = 1):
+    def __init__(self, width: int, heads: int, downsample: int = 1) -> None:
         super().__init__()
         inner = width // downsample
         self.heads = heads
@@ -77,7 +77,8 @@ class RegionAttention(nn.Module):
         n, length, inner = x.shape
         return x.reshape(n, length, self.heads, inner // self.heads).transpose(1, 2)
 
-    def forward(self, q, k, v, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                key_mask: torch.Tensor | None = None) -> torch.Tensor:
         # Computed in SAM's order (q k^T, divided by sqrt(d_head), softmax, times v) rather than with
         # a fused kernel: imported reference weights then give the reference's region tokens to the
         # last bit, even where the weights make the softmax sharp (tests/model/test_model_convert.py). The
@@ -88,14 +89,15 @@ class RegionAttention(nn.Module):
             scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
         out = torch.softmax(scores, dim=-1) @ v
         n, heads, length, head_dim = out.shape
-        return self.out_proj(out.transpose(1, 2).reshape(n, length, heads * head_dim))
+        projected: torch.Tensor = self.out_proj(out.transpose(1, 2).reshape(n, length, heads * head_dim))
+        return projected
 
 
 class TwoWayBlock(nn.Module):
     """One block of SAM's two-way transformer: queries self-attend, attend to the patch keys, pass
     an MLP, then the keys attend back to the queries."""
 
-    def __init__(self, width: int, heads: int, mlp_dim: int, downsample: int, skip_first_pe: bool):
+    def __init__(self, width: int, heads: int, mlp_dim: int, downsample: int, skip_first_pe: bool) -> None:
         super().__init__()
         self.self_attn = RegionAttention(width, heads)
         self.norm1 = nn.LayerNorm(width)
@@ -107,7 +109,8 @@ class TwoWayBlock(nn.Module):
         self.norm4 = nn.LayerNorm(width)
         self.skip_first_pe = skip_first_pe
 
-    def forward(self, queries, keys, query_pe, key_pe, key_mask):
+    def forward(self, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor, key_pe: torch.Tensor,
+                key_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         if self.skip_first_pe:
             queries = self.self_attn(queries, queries, queries)
         else:
@@ -130,7 +133,7 @@ class RegionInteractiveModule(nn.Module):
     fraction), "geometry" (an MLP of box position, size, aspect and mask fill).
     """
 
-    def __init__(self, config: MGIMMConfig):
+    def __init__(self, config: MGIMMConfig) -> None:
         super().__init__()
         width = config.vision.hidden_size
         self.kinds = tuple(config.region_tokens)
@@ -166,9 +169,10 @@ class RegionInteractiveModule(nn.Module):
         device = self.pe.gaussian.device
         centres = (torch.arange(self.grid, dtype=torch.float32, device=device) + 0.5) / self.grid
         y, x = torch.meshgrid(centres, centres, indexing="ij")
-        return self.pe(torch.stack([x, y], dim=-1).reshape(-1, 2))
+        encoded: torch.Tensor = self.pe(torch.stack([x, y], dim=-1).reshape(-1, 2))
+        return encoded
 
-    def _corner_tokens(self, feats, boxes, fraction):
+    def _corner_tokens(self, feats: torch.Tensor, boxes: torch.Tensor, fraction: torch.Tensor) -> torch.Tensor:
         """feats (N, P, D), boxes (N, 4) input px, fraction (N, P) -> (N, 2, D)."""
         corners = (boxes.reshape(-1, 2, 2) + self.box_shift) / self.prompt_size
         query_pe = self.pe(corners).to(feats.dtype) + self.corner_embed.weight.to(feats.dtype)
@@ -182,9 +186,10 @@ class RegionInteractiveModule(nn.Module):
         for layer in self.layers:
             queries, keys = layer(queries, keys, query_pe, key_pe, key_mask)
         attended = self.final_attn(queries + query_pe, keys + key_pe, keys, key_mask)
-        return self.norm_final(queries + attended)
+        tokens: torch.Tensor = self.norm_final(queries + attended)
+        return tokens
 
-    def _geometry(self, boxes, fraction):
+    def _geometry(self, boxes: torch.Tensor, fraction: torch.Tensor) -> torch.Tensor:
         """(N, 4) boxes and (N, P) fractions -> (N, GEOMETRY_FEATURES) scalars, all about 0..1."""
         b = boxes / self.image_size
         w = (b[:, 2] - b[:, 0]).clamp_min(1e-4)

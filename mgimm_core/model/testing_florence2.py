@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
 from .testing_folders import randomise_, write_json
 from .testing_mgimm import TINY_WORDS
+
+if TYPE_CHECKING:
+    from transformers import Florence2Config, PreTrainedModel, PreTrainedTokenizerBase
 
 #: Words the tiny BPE is trained on (its merges), besides the 256 byte symbols.
 FLORENCE_WORDS = TINY_WORDS + ["what", "is", "does", "describe", "in", "of", "this", "image", "building", "field",
@@ -34,7 +37,7 @@ FLORENCE_STD = [0.229, 0.224, 0.225]
 VISION_STRIDE = 32
 
 
-def florence_tokenizer():
+def florence_tokenizer() -> PreTrainedTokenizerBase:
     """BART-style byte-level BPE (<s>=0, <pad>=1, </s>=2, <unk>=3 ... <mask>) plus Florence-2's tokens."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import AddedToken, RobertaTokenizer
@@ -53,7 +56,7 @@ def florence_tokenizer():
     return tokenizer
 
 
-def florence_processor(tokenizer, side: int = 64):
+def florence_processor(tokenizer: PreTrainedTokenizerBase, side: int = 64) -> Any:    # a Florence2Processor
     """Florence2Processor resizing every image to side x side (bicubic), one token per 32 px cell plus one."""
     from transformers import CLIPImageProcessorPil, Florence2Processor
 
@@ -73,7 +76,7 @@ BASE_TEXT: dict[str, Any] = dict(d_model=768, encoder_layers=6, decoder_layers=6
 BASE_VOCAB_SIZE = 51328
 
 
-def florence2_config(vocab_size: int, image_token_id: int, width: int = 32, base: bool = False):
+def florence2_config(vocab_size: int, image_token_id: int, width: int = 32, base: bool = False) -> Florence2Config:
     """Florence2Config of the tiny model (a 4-stage DaViT of one block each, a one-layer BART of `width`), or
     of Florence-2-base's shapes (base=True; vocab_size then at least the released 51328 rows)."""
     from transformers import BartConfig, Florence2Config, Florence2VisionConfig
@@ -92,7 +95,7 @@ def florence2_config(vocab_size: int, image_token_id: int, width: int = 32, base
 
 
 def tiny_florence2(vocab_size: int, image_token_id: int, width: int = 32, seed: int = 0, words: int | None = None,
-                   base: bool = False):
+                   base: bool = False) -> PreTrainedModel:
     """A random Florence2ForConditionalGeneration (fp32, eval) of `florence2_config`'s shapes, every tensor
     drawn from `seed` (none left at an initialiser's zeros or ones). The (tied) embedding rows from
     `words` on, Florence-2's added tokens, are drawn ten times smaller: as in the released models,
@@ -105,11 +108,12 @@ def tiny_florence2(vocab_size: int, image_token_id: int, width: int = 32, seed: 
     if words is not None:
         with torch.no_grad():
             model.get_input_embeddings().weight[words:] *= 0.1
-    return model
+    florence: PreTrainedModel = model
+    return florence
 
 
 def write_florence2(directory: str | Path, seed: int = 0, side: int = 64, hub_layout: bool = True,
-                    base: bool = False, stored: torch.dtype = torch.float32):
+                    base: bool = False, stored: torch.dtype = torch.float32) -> tuple[Path, PreTrainedModel]:
     """A Florence-2 folder as florence-community/Florence-2-* holds it: config.json, generation_config.json,
     model.safetensors, the tokenizer files, processor_config.json and (hub_layout) the image processor in
     its own preprocessor_config.json; hub_layout=False keeps transformers 5's save_pretrained layout (the
@@ -120,8 +124,8 @@ def write_florence2(directory: str | Path, seed: int = 0, side: int = 64, hub_la
     tokenizer = florence_tokenizer()
     processor = florence_processor(tokenizer, side)
     model = tiny_florence2(len(tokenizer), tokenizer.image_token_id, seed=seed,
-                           words=tokenizer.convert_tokens_to_ids(FLORENCE_TOKENS[0]), base=base)
-    model.to(stored).save_pretrained(str(directory))
+                           words=cast(int, tokenizer.convert_tokens_to_ids(FLORENCE_TOKENS[0])), base=base)
+    model.to(stored).save_pretrained(str(directory))  # type: ignore[arg-type]  # transformers' wrapped `to`
     processor.save_pretrained(str(directory))
     if hub_layout:
         path = directory / "processor_config.json"

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
 from .testing_folders import write_json
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 #: Text the tiny BPE is trained on: the questions the describer asks, so prompts stay short.
 BPE_CORPUS = [
@@ -45,7 +49,8 @@ IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
-def qwen2_tokenizer(added: list[str], named: dict[str, str] | None = None, vocab_size: int = 400):
+def qwen2_tokenizer(added: list[str], named: dict[str, str] | None = None,
+                    vocab_size: int = 400) -> PreTrainedTokenizerBase:
     """A Qwen2Tokenizer (byte-level BPE, Qwen's pre-tokenizer) trained on BPE_CORPUS, with Qwen's special
     tokens and `added` as special added tokens; `named` become attributes (tokenizer.context_image_token...)."""
     from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, trainers
@@ -68,7 +73,7 @@ def qwen2_tokenizer(added: list[str], named: dict[str, str] | None = None, vocab
     return tokenizer
 
 
-def informative_(model, seed: int, scale: float = 0.2):
+def informative_(model: PreTrainedModel, seed: int, scale: float = 0.2) -> PreTrainedModel:
     """Weights drawn so every part of the tiny model moves the logits (default inits leave some at zero):
     matrices N(0, scale), vectors (norms, biases, layer scales) shifted by U(-scale/2, scale/2)."""
     generator = torch.Generator().manual_seed(seed)
@@ -81,8 +86,10 @@ def informative_(model, seed: int, scale: float = 0.2):
     return model
 
 
-def save_tiny_folder(directory: Path, model_class, config, tokenizer, seed: int, preprocessor: dict, processor: dict,
-                     chat_template: str):
+def save_tiny_folder(directory: Path, model_class: type[PreTrainedModel], config: PreTrainedConfig,
+                     tokenizer: PreTrainedTokenizerBase, seed: int, preprocessor: dict[str, Any],
+                     processor: dict[str, Any],
+                     chat_template: str) -> tuple[Path, PreTrainedModel]:
     """A random `model_class` of `config` (informative_ weights from `seed`) saved with its tokenizer, its
     preprocessor_config.json, processor_config.json and chat_template.jinja, as an -hf folder holds them.
     Returns (directory, reference model)."""
@@ -99,7 +106,7 @@ def save_tiny_folder(directory: Path, model_class, config, tokenizer, seed: int,
     return directory, model
 
 
-def tiny_qwen2_config(tokenizer, width: int = 32, layers: int = 2):
+def tiny_qwen2_config(tokenizer: PreTrainedTokenizerBase, width: int = 32, layers: int = 2) -> PreTrainedConfig:
     from transformers import Qwen2Config
 
     return Qwen2Config(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers, num_attention_heads=4,
@@ -107,7 +114,8 @@ def tiny_qwen2_config(tokenizer, width: int = 32, layers: int = 2):
                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
 
 
-def write_internvl(directory: str | Path, seed: int = 0, tile: int = 56, patch: int = 7):
+def write_internvl(directory: str | Path, seed: int = 0, tile: int = 56, patch: int = 7) -> tuple[Path,
+                   PreTrainedModel]:
     """An InternVL -hf folder with a `tile`-px tile (InternViT patch `patch`, pixel shuffle 0.5) and a
     2-layer Qwen2 language model. Returns (directory, reference model)."""
     from transformers import InternVLConfig, InternVLForConditionalGeneration, InternVLVisionConfig
@@ -118,7 +126,8 @@ def write_internvl(directory: str | Path, seed: int = 0, tile: int = 56, patch: 
                                   image_size=tile, patch_size=patch)
     seq = (tile // patch) ** 2 // 4           # image tokens per tile after the 0.5 pixel shuffle
     config = InternVLConfig(vision_config=vision, text_config=tiny_qwen2_config(tokenizer),
-                            image_token_id=tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"), image_seq_length=seq)
+                            image_token_id=cast(int, tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>")),
+                            image_seq_length=seq)
     preprocessor = {
         "crop_to_patches": False, "do_convert_rgb": True, "do_normalize": True, "do_rescale": True,
         "do_resize": True, "image_mean": IMAGENET_MEAN, "image_std": IMAGENET_STD,

@@ -8,7 +8,7 @@ compared against.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -16,13 +16,16 @@ import torch.nn.functional as F
 from .testing_folders import randomise_, write_json
 from .testing_mgimm import TINY_WORDS
 
+if TYPE_CHECKING:
+    from transformers import CLIPVisionConfig, LlamaConfig, PreTrainedConfig, PreTrainedModel, PreTrainedTokenizerFast
+
 LLAVA_WORDS = TINY_WORDS + ["what", "is", "object", "in", "of", "this", "image", "[", "]", "{", "}", "<", ">", "|",
                             "identify", "present", "at", "0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
-def word_tokenizer(with_image_token: bool = True):
+def word_tokenizer(with_image_token: bool = True) -> PreTrainedTokenizerFast:
     """A word-level tokenizer: <pad> <s> </s> <unk> [<image>] then LLAVA_WORDS. Original-format
     LLaVA tokenizers have no <image> token (with_image_token=False)."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
@@ -40,14 +43,15 @@ def word_tokenizer(with_image_token: bool = True):
                                    unk_token="<unk>", **extra)
 
 
-def tiny_vision_config(image_size: int = 32, patch_size: int = 8, width: int = 32, layers: int = 2):
+def tiny_vision_config(image_size: int = 32, patch_size: int = 8, width: int = 32,
+                       layers: int = 2) -> CLIPVisionConfig:
     from transformers import CLIPVisionConfig
 
     return CLIPVisionConfig(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers,
                             num_attention_heads=4, image_size=image_size, patch_size=patch_size, projection_dim=width)
 
 
-def tiny_text_config(vocab_size: int, width: int = 32, layers: int = 2, **overrides):
+def tiny_text_config(vocab_size: int, width: int = 32, layers: int = 2, **overrides: Any) -> LlamaConfig:
     from transformers import LlamaConfig
 
     settings: dict[str, Any] = dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers,
@@ -57,7 +61,8 @@ def tiny_text_config(vocab_size: int, width: int = 32, layers: int = 2, **overri
     return LlamaConfig(**settings)
 
 
-def tiny_llava(vision_config, text_config, image_token_index: int, seed: int = 0):
+def tiny_llava(vision_config: PreTrainedConfig, text_config: PreTrainedConfig, image_token_index: int,
+               seed: int = 0) -> PreTrainedModel:
     """A random LlavaForConditionalGeneration (fp32, eval), weights fixed by `seed`."""
     from transformers import LlavaConfig, LlavaForConditionalGeneration
 
@@ -66,23 +71,25 @@ def tiny_llava(vision_config, text_config, image_token_index: int, seed: int = 0
                          image_seq_length=grid * grid, vision_feature_layer=-2,
                          vision_feature_select_strategy="default")
     torch.manual_seed(seed)
-    return randomise_(LlavaForConditionalGeneration(config).eval())   # LLaVA initialises some parts to zero
+    # randomised: LLaVA initialises some parts to zero
+    model: PreTrainedModel = randomise_(LlavaForConditionalGeneration(config).eval())
+    return model
 
 
-def write_llava_hf(directory: str | Path, seed: int = 0):
+def write_llava_hf(directory: str | Path, seed: int = 0) -> tuple[Path, PreTrainedModel]:
     """A llava-hf directory (save_pretrained of LlavaForConditionalGeneration + tokenizer +
     preprocessor config). Returns (directory, reference model)."""
     directory = Path(directory)
     tokenizer = word_tokenizer()
     model = tiny_llava(tiny_vision_config(), tiny_text_config(len(tokenizer)),
-                       tokenizer.convert_tokens_to_ids("<image>"), seed)
+                       cast(int, tokenizer.convert_tokens_to_ids("<image>")), seed)
     model.save_pretrained(str(directory))
     tokenizer.save_pretrained(str(directory))
     write_json(directory / "preprocessor_config.json", {"image_mean": CLIP_MEAN, "image_std": CLIP_STD})
     return directory, model
 
 
-def write_clip_vision(directory: str | Path, vision_model) -> Path:
+def write_clip_vision(directory: str | Path, vision_model: PreTrainedModel) -> Path:
     """A CLIP vision-tower directory (as openai/clip-vit-large-patch14-336 is used by LLaVA)."""
     directory = Path(directory)
     vision_model.save_pretrained(str(directory))
@@ -90,7 +97,7 @@ def write_clip_vision(directory: str | Path, vision_model) -> Path:
     return directory
 
 
-def original_state_dict(model) -> dict[str, torch.Tensor]:
+def original_state_dict(model: PreTrainedModel) -> dict[str, torch.Tensor]:
     """The LM + projector tensors of a LlavaForConditionalGeneration under LLaVA's original names."""
     state = {}
     for name, tensor in model.state_dict().items():
@@ -114,7 +121,7 @@ def interpolate_clip_positions(weight: torch.Tensor, grid: int) -> torch.Tensor:
 
 
 def write_llava_original(directory: str | Path, vision_dir: str | Path, seed: int = 0, geochat: bool = False,
-                         shards: int = 2, pickled: bool = True):
+                         shards: int = 2, pickled: bool = True) -> tuple[Path, PreTrainedModel]:
     """An original-format LLaVA-1.5 (or GeoChat) directory: LLaMA config + mm_* keys, LM and
     projector tensors in `shards` files (pickled `.bin` with an index, or safetensors), a tokenizer
     without <image>, and the vision tower in `vision_dir` (named by mm_vision_tower, not included).

@@ -11,9 +11,13 @@ there), processor_config.json and the OneVision chat template. Returns the model
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 
 from .testing_internvl import qwen2_tokenizer, save_tiny_folder, tiny_qwen2_config
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 #: The chat template of the llava-onevision-*-hf folders (images first, then the text).
 ONEVISION_CHAT_TEMPLATE = (
@@ -27,7 +31,8 @@ SIGLIP_MEAN = [0.5, 0.5, 0.5]
 SIGLIP_STD = [0.5, 0.5, 0.5]
 
 
-def write_llava_onevision(directory: str | Path, seed: int = 0, tile: int = 32, patch: int = 8):
+def write_llava_onevision(directory: str | Path, seed: int = 0, tile: int = 32,
+                          patch: int = 8) -> tuple[Path, PreTrainedModel]:
     """A LLaVA-OneVision folder with a `tile`-px SigLIP tower (patch `patch`). Returns (directory, reference model)."""
     from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, SiglipVisionConfig
 
@@ -39,8 +44,8 @@ def write_llava_onevision(directory: str | Path, seed: int = 0, tile: int = 32, 
     text = tiny_qwen2_config(tokenizer)
     text.vocab_size = -(-len(tokenizer) // 64) * 64     # padded past the tokenizer, as transformers' converter does
     config = LlavaOnevisionConfig(vision_config=vision, text_config=text,
-                                  image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-                                  video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
+                                  image_token_index=cast(int, tokenizer.convert_tokens_to_ids("<image>")),
+                                  video_token_index=cast(int, tokenizer.convert_tokens_to_ids("<video>")),
                                   image_grid_pinpoints=pinpoints, vision_feature_select_strategy="full",
                                   vision_feature_layer=-1, vision_aspect_ratio="anyres_max_9")
     preprocessor = {

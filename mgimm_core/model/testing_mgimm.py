@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
-from .configuration_mgimm import tiny_config
+from .configuration_mgimm import MGIMMConfig, tiny_config
 from .modeling_mgimm import MGIMMForConditionalGeneration
 from .processing_mgimm import MGIMMProcessor, build_word_tokenizer
 
@@ -13,13 +15,15 @@ TINY_WORDS = ["describe", "the", "a", "red", "grey", "white", "car", "house", "t
               ":", ".", ",", "region", "near", "road"]
 
 
-def tiny_model(seed: int = 0, **overrides) -> MGIMMForConditionalGeneration:
+def tiny_model(seed: int = 0, **overrides: Any) -> MGIMMForConditionalGeneration:
     """A tiny_config() model in eval mode, its weights fixed by `seed`."""
     torch.manual_seed(seed)
-    return MGIMMForConditionalGeneration(tiny_config(**overrides)).eval()
+    model: MGIMMForConditionalGeneration = MGIMMForConditionalGeneration(tiny_config(**overrides))
+    model.eval()  # type: ignore[no-untyped-call]  # transformers' (untyped)
+    return model
 
 
-def tiny_processor(config) -> MGIMMProcessor:
+def tiny_processor(config: MGIMMConfig) -> MGIMMProcessor:
     return MGIMMProcessor.from_config(config, build_word_tokenizer(TINY_WORDS))
 
 

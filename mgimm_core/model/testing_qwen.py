@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .testing_folders import randomise_, write_json
 from .testing_mgimm import TINY_WORDS
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 #: Qwen's special tokens, in the Hub tokenizers' order after <|endoftext|>.
 QWEN_SPECIALS = ["<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",
@@ -53,7 +57,7 @@ _CORPUS = [" ".join(TINY_WORDS), "describe the region of this remote sensing ima
            "land cover attributes counts positions objects short phrase no object stands out"]
 
 
-def qwen_tokenizer(vocab_size: int = 400):
+def qwen_tokenizer(vocab_size: int = 400) -> PreTrainedTokenizerBase:
     """A byte-level BPE tokenizer with Qwen's pre-tokenizer and special tokens, as Qwen2Tokenizer."""
     from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
     from transformers import Qwen2Tokenizer
@@ -72,19 +76,20 @@ def qwen_tokenizer(vocab_size: int = 400):
                           eos_token="<|im_end|>", pad_token="<|endoftext|>", additional_special_tokens=QWEN_SPECIALS)
 
 
-def token_ids(tokenizer) -> dict:
+def token_ids(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
     names = {"image_token_id": "<|image_pad|>", "video_token_id": "<|video_pad|>",
              "vision_start_token_id": "<|vision_start|>", "vision_end_token_id": "<|vision_end|>"}
     return {key: tokenizer.convert_tokens_to_ids(token) for key, token in names.items()}
 
 
-def _randomise(model, seed: int):
+def _randomise(model: PreTrainedModel, seed: int) -> PreTrainedModel:
     """Every tensor informative (the default init leaves some at zero or one), fixed by `seed`."""
     torch.manual_seed(seed)
-    return randomise_(model).eval()
+    randomised: PreTrainedModel = randomise_(model).eval()
+    return randomised
 
 
-def _text_settings(tokenizer, width: int, head_dim: int) -> dict:
+def _text_settings(tokenizer: PreTrainedTokenizerBase, width: int, head_dim: int) -> dict[str, Any]:
     """The LM's settings; its vocabulary padded past the tokenizer to a multiple of 64, as the released
     models' are (151936 rows for 151665 tokens)."""
     return dict(vocab_size=64 * -(-len(tokenizer) // 64), hidden_size=width, intermediate_size=2 * width,
@@ -94,7 +99,7 @@ def _text_settings(tokenizer, width: int, head_dim: int) -> dict:
                 pad_token_id=tokenizer.pad_token_id)
 
 
-def tiny_qwen25_vl(tokenizer, seed: int = 0):
+def tiny_qwen25_vl(tokenizer: PreTrainedTokenizerBase, seed: int = 0) -> PreTrainedModel:
     """A random Qwen2_5_VLForConditionalGeneration (fp32, eval): 2 vision blocks (windowed, then full
     attention), 2 LM layers of width 32, head 16, M-RoPE sections 2/3/3."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
@@ -111,7 +116,7 @@ def tiny_qwen25_vl(tokenizer, seed: int = 0):
     return _randomise(Qwen2_5_VLForConditionalGeneration(config), seed)
 
 
-def tiny_qwen3_vl(tokenizer, seed: int = 0):
+def tiny_qwen3_vl(tokenizer: PreTrainedTokenizerBase, seed: int = 0) -> PreTrainedModel:
     """A random Qwen3VLForConditionalGeneration (fp32, eval): 2 vision blocks with 16-px patches, a
     16 x 16 position table (interpolated to each image's grid) and one deepstack layer; 2 LM layers of
     width 32, head 16, interleaved M-RoPE sections 4/2/2."""
@@ -146,7 +151,8 @@ QWEN_FILES = {"qwen2.5-vl": (QWEN25_PREPROCESSOR, QWEN25_CHAT_TEMPLATE, None),
               "qwen3-vl": (QWEN3_PREPROCESSOR, QWEN3_CHAT_TEMPLATE, QWEN3_VIDEO_PREPROCESSOR)}
 
 
-def write_processor_files(directory: str | Path, family: str, tokenizer, **preprocessor) -> None:
+def write_processor_files(directory: str | Path, family: str, tokenizer: PreTrainedTokenizerBase,
+                          **preprocessor: Any) -> None:
     """The tokenizer and processor files of a `family` (a key of QWEN_FILES) folder, as the Hub's."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -162,7 +168,8 @@ def write_processor_files(directory: str | Path, family: str, tokenizer, **prepr
 TINY_MODELS = {"qwen2.5-vl": tiny_qwen25_vl, "qwen3-vl": tiny_qwen3_vl}
 
 
-def write_qwen_vl(directory: str | Path, family: str, seed: int = 0, **preprocessor):
+def write_qwen_vl(directory: str | Path, family: str, seed: int = 0,
+                  **preprocessor: Any) -> tuple[Path, PreTrainedModel]:
     """A `family` (a key of QWEN_FILES) folder: the tiny model's weights and the processor files;
     `preprocessor` overrides preprocessor_config.json's values. Returns (directory, reference model)."""
     directory = Path(directory)
@@ -173,11 +180,11 @@ def write_qwen_vl(directory: str | Path, family: str, seed: int = 0, **preproces
     return directory, model
 
 
-def write_qwen25_vl(directory: str | Path, seed: int = 0, **preprocessor):
+def write_qwen25_vl(directory: str | Path, seed: int = 0, **preprocessor: Any) -> tuple[Path, PreTrainedModel]:
     """A Qwen2.5-VL folder (`write_qwen_vl`)."""
     return write_qwen_vl(directory, "qwen2.5-vl", seed, **preprocessor)
 
 
-def write_qwen3_vl(directory: str | Path, seed: int = 0, **preprocessor):
+def write_qwen3_vl(directory: str | Path, seed: int = 0, **preprocessor: Any) -> tuple[Path, PreTrainedModel]:
     """A Qwen3-VL folder, with its video_preprocessor_config.json as the Hub's (`write_qwen_vl`)."""
     return write_qwen_vl(directory, "qwen3-vl", seed, **preprocessor)

@@ -13,10 +13,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 
 from .testing_folders import randomise_, write_json
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from transformers import PreTrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 #: The families' special tokens (SmolVLM's tokenizer adds <global-img> and the row/col tile tokens).
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<end_of_utterance>", "<fake_token_around_image>",
@@ -64,7 +69,7 @@ _CORPUS = [
 ]
 
 
-def byte_bpe_tokenizer(model_type: str, vocab_size: int = 400):
+def byte_bpe_tokenizer(model_type: str, vocab_size: int = 400) -> PreTrainedTokenizerBase:
     """A byte-level BPE (any text encodes, as SmolLM2's and Llama 3's do) with the family's special
     tokens, in the class its folders name: GPT2Tokenizer (SmolVLM's SmolLM2), PreTrainedTokenizerFast
     with <|begin_of_text|> (Idefics3-8B-Llama3)."""
@@ -80,12 +85,15 @@ def byte_bpe_tokenizer(model_type: str, vocab_size: int = 400):
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     backend.train_from_iterator(_CORPUS * 4, trainer=trainer)
     tokenizer_class = getattr(transformers, FORMATS[model_type].tokenizer_class)
-    return tokenizer_class(tokenizer_object=backend, bos_token=bos, eos_token="<end_of_utterance>",
-                           pad_token="<|im_end|>", unk_token="<|endoftext|>")
+    tokenizer: PreTrainedTokenizerBase = tokenizer_class(tokenizer_object=backend, bos_token=bos,
+                                                         eos_token="<end_of_utterance>", pad_token="<|im_end|>",
+                                                         unk_token="<|endoftext|>")
+    return tokenizer
 
 
-def tiny_config(model_type: str, tokenizer, image_size: int = 32, patch_size: int = 8, scale_factor: int = 2,
-                width: int = 32, layers: int = 1):
+def tiny_config(model_type: str, tokenizer: PreTrainedTokenizerBase, image_size: int = 32, patch_size: int = 8,
+                scale_factor: int = 2,
+                width: int = 32, layers: int = 1) -> PreTrainedConfig:
     """The family's config with tiny vision and Llama text towers (`image_size` px, `patch_size` px
     patches, pixel shuffle by `scale_factor`: (image_size / patch_size / scale_factor)^2 tokens per image)."""
     import transformers
@@ -93,27 +101,31 @@ def tiny_config(model_type: str, tokenizer, image_size: int = 32, patch_size: in
 
     vision = dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers, num_attention_heads=4,
                   image_size=image_size, patch_size=patch_size)
-    ids = tokenizer.convert_tokens_to_ids
+    ids = cast("Callable[[str], int]", tokenizer.convert_tokens_to_ids)     # one token, one id
     text = LlamaConfig(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers,
                        num_attention_heads=4, num_key_value_heads=2, vocab_size=len(tokenizer),
                        max_position_embeddings=2048, pad_token_id=ids("<|im_end|>"),
                        bos_token_id=ids(tokenizer.bos_token), eos_token_id=ids("<end_of_utterance>"), rms_norm_eps=1e-5)
     config_class = getattr(transformers, FORMATS[model_type].config_class)
-    return config_class(vision_config=vision, text_config=text.to_dict(), scale_factor=scale_factor,
-                        image_token_id=ids("<image>"), pad_token_id=ids("<|im_end|>"), tie_word_embeddings=False)
+    config: PreTrainedConfig = config_class(vision_config=vision, text_config=text.to_dict(), scale_factor=scale_factor,
+                                            image_token_id=ids("<image>"), pad_token_id=ids("<|im_end|>"),
+                                            tie_word_embeddings=False)
+    return config
 
 
-def tiny_model(config, seed: int = 0):
+def tiny_model(config: PreTrainedConfig, seed: int = 0) -> PreTrainedModel:
     """A random model of `config` (fp32, eval); every tensor drawn so that each part moves the logits."""
     import transformers
 
     model_class = getattr(transformers, FORMATS[config.model_type].model_class)
     torch.manual_seed(seed)
-    return randomise_(model_class(config).eval())
+    model: PreTrainedModel = randomise_(model_class(config).eval())
+    return model
 
 
 def write_smolvlm(directory: str | Path, model_type: str = "smolvlm", seed: int = 0, image_size: int = 32,
-                  patch_size: int = 8, scale_factor: int = 2, width: int = 32, layers: int = 1):
+                  patch_size: int = 8, scale_factor: int = 2, width: int = 32,
+                  layers: int = 1) -> tuple[Path, PreTrainedModel]:
     """A SmolVLM (model_type "smolvlm") or Idefics3 / SmolVLM v1 ("idefics3") folder. Returns
     (directory, reference model holding the same weights)."""
     import transformers

@@ -9,10 +9,18 @@ Reference recipes (docs/training.md), as flags:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .lora_mgimm import add_lora
 
+if TYPE_CHECKING:
+    import torch
 
-def configure_trainable(model, train_region: bool = True, train_projector: bool = True, lora: bool = False,
+    from .modeling_mgimm import MGIMMForConditionalGeneration
+
+
+def configure_trainable(model: MGIMMForConditionalGeneration, train_region: bool = True,
+                        train_projector: bool = True, lora: bool = False,
                         train_vision: bool = False, train_lm: bool = False) -> list[str]:
     """Set requires_grad on every parameter of an MGIMMForConditionalGeneration and return the names
     of the trainable ones. lora=True adds LoRA adapters first when the LM has none; adapters are
@@ -34,5 +42,5 @@ def configure_trainable(model, train_region: bool = True, train_projector: bool 
     return trainable_parameter_names(model)
 
 
-def trainable_parameter_names(model) -> list[str]:
+def trainable_parameter_names(model: torch.nn.Module) -> list[str]:
     return [name for name, param in model.named_parameters() if param.requires_grad]

@@ -11,9 +11,10 @@ where the family answers in JSON; an answer that still cannot be read becomes th
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,7 +24,14 @@ from mgimm_core.errors import InvalidAnswerError, ModelError
 from mgimm_core.families.base import check_loaded
 
 if TYPE_CHECKING:   # the family calls this module (TransformersFamily.load), never the reverse
+    import PIL.Image
+    from transformers import PreTrainedModel
+
     from mgimm_core.families._transformers import TransformersFamily
+    from mgimm_core.families.regions import BoxLike, BoxMask
+    from mgimm_core.load_options import LoadOptions
+    from mgimm_core.model.json_constraint import JsonAnswerConstraint
+    from mgimm_core.model_formats import ModelKind
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +47,9 @@ class RegionView:
 class VLMDescriber:
     """A transformers model + processor of one family on one device."""
 
-    def __init__(self, family: TransformersFamily, model, processor, model_id: str, device, *,
-                 max_new_tokens: int = 200, region_as: str | None = None, model_dir=None):
+    def __init__(self, family: TransformersFamily, model: Any, processor: Any, model_id: str,
+                 device: torch.device, *, max_new_tokens: int = 200, region_as: str | None = None,
+                 model_dir: Path | None = None) -> None:     # model, processor: the folder's transformers ones
         self.family = family
         self.model = model
         self.processor = processor
@@ -54,12 +63,13 @@ class VLMDescriber:
             tokenizer.padding_side = "left"     # batched generation continues every row from its end
 
     @classmethod
-    def load(cls, family: TransformersFamily, kind, device, options) -> "VLMDescriber":
+    def load(cls, family: TransformersFamily, kind: ModelKind, device: torch.device,
+             options: LoadOptions) -> "VLMDescriber":
         """The folder's weights in transformers' own class (safetensors, or .bin read with
         weights_only; never remote code), bf16 on CUDA, fp32 on CPU."""
         from mgimm_core.model.generation_mgimm import inference_dtype
 
-        model = load_weights(family, kind.path, inference_dtype(device))
+        model: Any = load_weights(family, kind.path, inference_dtype(device))     # a transformers class with generate
         processor = family.load_processor(kind.path)
         return cls(family, model.to(device).eval(), processor, kind.path.name, device,
                    max_new_tokens=options.max_new_tokens, region_as=getattr(options, "region_as", None),
@@ -70,15 +80,15 @@ class VLMDescriber:
         """Subword tokenizers read any text: no unknown words."""
         return []
 
-    def view(self, chip: np.ndarray, box, mask) -> RegionView:
+    def view(self, chip: np.ndarray, box: BoxLike, mask: np.ndarray | None) -> RegionView:
         """The image and region phrase for a region (box and mask in chip pixels)."""
         image, region = self.family.region_view(self.processor, self.region_as, np.asarray(chip), box, mask)
         return RegionView(image, region)
 
-    def describe(self, images: list[np.ndarray], boxes: list, masks: list, *, attributes: bool = True,
-                 description: bool = True, prompt: str | None = None, guides: list[list] | None = None,
-                 guides_left: list[int] | None = None, strict: bool = False,
-                 gsds: list | None = None) -> list[RegionText]:
+    def describe(self, images: Sequence[np.ndarray], boxes: Sequence[BoxLike], masks: Sequence[np.ndarray | None],
+                 *, attributes: bool = True, description: bool = True, prompt: str | None = None,
+                 guides: Sequence[Sequence[BoxMask]] | None = None, guides_left: Sequence[int] | None = None,
+                 strict: bool = False, gsds: Sequence[float | None] | None = None) -> list[RegionText]:
         """The attribute question and the description question for each region; guides: per chip
         the (box, mask) of guide objects, each answered with its own attribute question. gsds (the
         chips' GSDs, for MGIMM models trained with them in the question) is not used by these families."""
@@ -117,7 +127,7 @@ class VLMDescriber:
         inputs = inputs.to(self.device)
         floating = {k: v.to(self.model.dtype) for k, v in inputs.items() if torch.is_floating_point(v)}
         inputs.update(floating)
-        options: dict = dict(max_new_tokens=self.max_new_tokens, do_sample=False)
+        options: dict[str, Any] = dict(max_new_tokens=self.max_new_tokens, do_sample=False)
         if json_form:
             start = 1 if self.family.encoder_decoder else inputs["input_ids"].shape[1]
             options["logits_processor"] = LogitsProcessorList(
@@ -127,7 +137,7 @@ class VLMDescriber:
         answers = self.family.answer_ids(generated, inputs)
         return [self.family.answer_text(self.processor, row) for row in answers.tolist()]
 
-    def _json_constraint(self, start: int):
+    def _json_constraint(self, start: int) -> JsonAnswerConstraint:
         from mgimm_core.model.json_constraint import JsonAnswerConstraint
 
         cached = getattr(self, "_constraint", None)
@@ -152,7 +162,7 @@ class VLMDescriber:
         result.attributes = row_attributes(values)
 
 
-def load_weights(family: TransformersFamily, directory, dtype: torch.dtype):
+def load_weights(family: TransformersFamily, directory: Path, dtype: torch.dtype) -> PreTrainedModel:
     """The family's transformers class with the folder's weights in `dtype`. Safetensors files are
     read tensor by tensor (plain reads, no memory map) and cast as read, so peak memory stays near
     the model's own size: transformers' cast on load holds the stored and the cast copies at once
@@ -178,7 +188,8 @@ def load_weights(family: TransformersFamily, directory, dtype: torch.dtype):
         model, report = model_class.from_pretrained(directory, dtype=dtype, trust_remote_code=False,
                                                     output_loading_info=True)
     check_loaded(directory, report)
-    return model
+    loaded: PreTrainedModel = model
+    return loaded
 
 
 _SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -186,7 +197,7 @@ _SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.
                        "U8": torch.uint8, "BOOL": torch.bool}
 
 
-def _read_safetensors(path: Path, dtype: torch.dtype):
+def _read_safetensors(path: Path, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, tensor) of a safetensors file, floating tensors cast to `dtype` one at a time."""
     import struct
 
@@ -207,7 +218,7 @@ def _read_safetensors(path: Path, dtype: torch.dtype):
             yield name, tensor.to(dtype) if tensor.is_floating_point() else tensor
 
 
-def _pil(chip: np.ndarray):
+def _pil(chip: np.ndarray) -> PIL.Image.Image:
     from PIL import Image
 
     return Image.fromarray(np.ascontiguousarray(chip, dtype=np.uint8))

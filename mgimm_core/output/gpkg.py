@@ -19,7 +19,8 @@ import math
 import sqlite3
 import struct
 from datetime import datetime, timezone
-from typing import Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Iterable, Literal, Mapping, Sequence
 
 import pyproj
 import shapely
@@ -63,7 +64,7 @@ def encode_geometry(geom: shapely.Geometry | None, srs_id: int) -> bytes | None:
         minx, miny, maxx, maxy = geom.bounds
         flags = 0b0000_0011                       # envelope [minx, maxx, miny, maxy], little endian
         header = struct.pack("<2sBBi4d", b"GP", 0, flags, srs_id, minx, maxx, miny, maxy)
-    wkb = shapely.to_wkb(geom, output_dimension=2, byte_order=1, flavor="iso")
+    wkb: bytes = shapely.to_wkb(geom, output_dimension=2, byte_order=1, flavor="iso")
     return header + wkb
 
 
@@ -145,14 +146,15 @@ def finish(conn: sqlite3.Connection) -> None:
 class transaction:
     """`with transaction(conn):` BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception."""
 
-    def __init__(self, conn: sqlite3.Connection):
+    def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
 
-    def __enter__(self):
+    def __enter__(self) -> sqlite3.Connection:
         self.conn.execute("BEGIN IMMEDIATE")
         return self.conn
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> Literal[False]:
         if exc_type is None:
             self.conn.execute("COMMIT")
         elif self.conn.in_transaction:      # SQLite may have rolled back itself (disk full): keep the cause
@@ -222,7 +224,8 @@ def ensure_srs(conn: sqlite3.Connection, crs: pyproj.CRS) -> int:
     for srs_id, existing in conn.execute(
             "SELECT srs_id, definition FROM gpkg_spatial_ref_sys WHERE srs_id >= ?", (CUSTOM_SRS_ID_START,)):
         if existing == definition or _same_crs(existing, crs):
-            return srs_id
+            found: int = srs_id         # an INTEGER column
+            return found
     (top,) = conn.execute("SELECT MAX(srs_id) FROM gpkg_spatial_ref_sys").fetchone()
     srs_id = max(CUSTOM_SRS_ID_START, (top or 0) + 1)
     conn.execute("INSERT INTO gpkg_spatial_ref_sys VALUES (?, ?, 'NONE', ?, ?, NULL)",

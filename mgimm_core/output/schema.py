@@ -27,7 +27,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence, SupportsInt
 
 import numpy as np
 import shapely
@@ -39,6 +39,10 @@ from .gpkg import FID_COLUMN, GEOMETRY_COLUMN, iso_utc, now_iso
 DEFAULT_ATTRIBUTE_FIELDS: tuple[str, ...] = ("object", "color", "shape", "size", "orientation", "position")
 ATTRIBUTE_ALIASES = {"name": "object", "colour": "color"}
 INPUT_PREFIX = "in_"
+
+
+#: a row's resume key: (scene, region id) or (scene, tile index)
+ResumeKey = tuple[str, str] | tuple[str, int]
 
 
 @dataclass
@@ -95,18 +99,18 @@ class ObjectRecord(RegionRecord):
     guide_status: str | None = None     # "confirmed" / "not_found" (Describer.check_guides)
 
 
-def region_key(scene: str, region_id) -> tuple[str, str]:
+def region_key(scene: str, region_id: object) -> tuple[str, str]:
     """The resume key of a region: (scene, region_id as text)."""
     return (str(scene), str(region_id))
 
 
-def tile_key(scene: str, tile_index) -> tuple[str, int]:
+def tile_key(scene: str, tile_index: SupportsInt | str) -> tuple[str, int]:
     """The resume key of a tile: (scene, tile index)."""
     return (str(scene), int(tile_index))
 
 
 # ----------------------------------------------------------------------------------- values
-def plain_value(value):
+def plain_value(value: object) -> bool | int | str | bytes | float | None:
     """A value SQLite and GDAL can store: numpy scalars unwrapped, times as ISO text, containers as JSON."""
     if isinstance(value, np.generic):
         value = value.item()
@@ -123,7 +127,7 @@ def plain_value(value):
     return str(value)
 
 
-def sql_type_of(value) -> str | None:
+def sql_type_of(value: object) -> str | None:
     """The GeoPackage column type for a Python value (None when the value says nothing)."""
     if isinstance(value, np.generic):
         value = value.item()
@@ -144,7 +148,7 @@ def sql_type_of(value) -> str | None:
     return "TEXT"
 
 
-def _created(value) -> str:
+def _created(value: object) -> str:
     if value is None:
         return now_iso()
     if isinstance(value, datetime):
@@ -162,13 +166,13 @@ class LayerSchema:
 
     kind: str = ""
 
-    def __init__(self, columns: Mapping[str, str]):
+    def __init__(self, columns: Mapping[str, str]) -> None:
         self.columns: dict[str, str] = dict(columns)
 
-    def key_of(self, record) -> tuple:
+    def key_of(self, record: Any) -> ResumeKey:     # each schema takes its own record type
         raise NotImplementedError
 
-    def row(self, record, run_id: str) -> dict[str, Any]:
+    def row(self, record: Any, run_id: str) -> dict[str, Any]:
         raise NotImplementedError
 
     def missing_columns(self, existing: Mapping[str, str]) -> list[str]:
@@ -196,7 +200,7 @@ class LayerSchema:
 class RegionSchema(LayerSchema):
     kind = "regions"
 
-    def __init__(self, attribute_fields: Sequence[str] = DEFAULT_ATTRIBUTE_FIELDS):
+    def __init__(self, attribute_fields: Sequence[str] = DEFAULT_ATTRIBUTE_FIELDS) -> None:
         self.attribute_fields = tuple(attribute_fields)
         columns = {"region_id": "TEXT", "scene": "TEXT", "description": "TEXT"}
         columns.update({name: "TEXT" for name in self.attribute_fields})
@@ -212,7 +216,7 @@ class RegionSchema(LayerSchema):
         """The column that holds the AOI attribute `name` (see the module docstring)."""
         return self.input_columns([name])[str(name)]
 
-    def input_columns(self, names) -> dict[str, str]:
+    def input_columns(self, names: Iterable[object]) -> dict[str, str]:
         """Columns for a record's input attributes, each distinct from ours and from each other
         (case-insensitively); an attribute keeps the column it got first for the writer's lifetime."""
         mapping = self._input_columns
@@ -235,8 +239,8 @@ class RegionSchema(LayerSchema):
         for name, value in (record.attributes or {}).items():
             name = ATTRIBUTE_ALIASES.get(name, name)
             (attributes if name in self.attribute_fields else extra)[name] = plain_value(value)
-        row = {"region_id": str(record.region_id), "scene": str(record.scene),
-               "description": record.description}
+        row: dict[str, Any] = {"region_id": str(record.region_id), "scene": str(record.scene),
+                               "description": record.description}
         row.update({name: attributes.get(name) for name in self.attribute_fields})
         row.update({"extra_attributes": json.dumps(extra) if extra else None,
                     "valid_fraction": plain_value(record.valid_fraction), "gsd_m": plain_value(record.gsd_m),
@@ -253,7 +257,7 @@ class RegionSchema(LayerSchema):
 class TileSchema(LayerSchema):
     kind = "tiles"
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__({"scene": "TEXT", "tile_index": "INTEGER", "row": "INTEGER", "col": "INTEGER",
                           "description": "TEXT", "valid_fraction": "REAL", "gsd_m": "REAL", "model": "TEXT",
                           "prompt": "TEXT", "created": "DATETIME", "error": "TEXT", "error_code": "TEXT",
@@ -271,17 +275,18 @@ class TileSchema(LayerSchema):
                 **_guide_columns(record)}
 
 
-def _guide_columns(record) -> dict[str, Any]:
+def _guide_columns(record: RegionRecord | TileRecord) -> dict[str, Any]:
     """guide_objects / guide_objects_left of a guided run's row (columns added when first used)."""
-    if getattr(record, "guide_objects", None) is None:
+    guide_objects: int | None = getattr(record, "guide_objects", None)
+    if guide_objects is None:
         return {}
-    return {"guide_objects": int(record.guide_objects), "guide_objects_left": int(record.guide_objects_left or 0)}
+    return {"guide_objects": int(guide_objects), "guide_objects_left": int(record.guide_objects_left or 0)}
 
 
 class ObjectSchema(RegionSchema):
     kind = "objects"
 
-    def __init__(self, attribute_fields: Sequence[str] = DEFAULT_ATTRIBUTE_FIELDS):
+    def __init__(self, attribute_fields: Sequence[str] = DEFAULT_ATTRIBUTE_FIELDS) -> None:
         super().__init__(attribute_fields)
         self.add({"parent_layer": "TEXT", "parent_id": "TEXT", "attribute_text": "TEXT", "guide_status": "TEXT"})
         self._reserved |= {"parent_layer", "parent_id", "attribute_text", "guide_status"}
@@ -305,3 +310,7 @@ RUNS_COLUMNS = {
     "parameters": "TEXT", "command_line": "TEXT",
     "regions_written": "INTEGER", "regions_failed": "INTEGER", "tiles_written": "INTEGER", "tiles_failed": "INTEGER",
 }
+
+
+#: what a writer's layers take
+Record = RegionRecord | TileRecord

@@ -39,7 +39,8 @@ import logging
 import os
 import sqlite3
 from pathlib import Path
-from typing import Any, Generic, Iterable, Sequence, TypeVar
+from types import TracebackType
+from typing import Any, Generic, Iterable, Literal, Sequence, TypeVar
 
 import numpy as np
 import pyproj
@@ -48,8 +49,8 @@ import shapely
 from ..errors import OutputBusyError, OutputError
 from . import gpkg, styles
 from .provenance import RunInfo
-from .schema import (DEFAULT_ATTRIBUTE_FIELDS, RUNS_COLUMNS, LayerSchema, ObjectRecord, ObjectSchema, RegionRecord,
-                     RegionSchema,
+from .schema import (DEFAULT_ATTRIBUTE_FIELDS, RUNS_COLUMNS, LayerSchema, ObjectRecord, ObjectSchema, Record,
+                     RegionRecord, RegionSchema,
                      TileRecord, TileSchema)
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ _KEY_COLUMNS = {"regions": "region_id", "tiles": "tile_index", "objects": "paren
 _WGS84 = pyproj.CRS.from_epsg(4326)
 
 
-def output_format(path: str | os.PathLike) -> str:
+def output_format(path: str | os.PathLike[str]) -> str:
     """The driver for an output path, from its extension; OutputError lists the supported ones."""
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:
@@ -77,7 +78,7 @@ def output_format(path: str | os.PathLike) -> str:
     return FORMATS[suffix]
 
 
-def open_output(path: str | os.PathLike, *, mode: str = "create", run: RunInfo | None = None,
+def open_output(path: str | os.PathLike[str], *, mode: str = "create", run: RunInfo | None = None,
                 regions_layer: str = "regions", tiles_layer: str = "tiles",
                 attribute_fields: Sequence[str] = DEFAULT_ATTRIBUTE_FIELDS) -> "OutputWriter":
     """A writer for `path` (format from the extension); use it as a context manager.
@@ -99,20 +100,20 @@ def objects_layer_name(regions_layer: str) -> str:
     return "objects" if regions_layer != "objects" else "guide_objects"
 
 
-def completed_region_keys(path: str | os.PathLike, layer: str = "regions") -> set[tuple[str, str]]:
+def completed_region_keys(path: str | os.PathLike[str], layer: str = "regions") -> set[tuple[str, str]]:
     """(scene, region_id) of the regions already described without error (and, in guided runs, with
     all their guide objects) in a GeoPackage."""
     return _completed(path, layer, "regions", objects_layer_name(layer))
 
 
-def completed_tile_keys(path: str | os.PathLike, layer: str = "tiles",
+def completed_tile_keys(path: str | os.PathLike[str], layer: str = "tiles",
                         objects_layer: str = "objects") -> set[tuple[str, int]]:
     """(scene, tile_index) of the tiles already described without error (and with all their guide
     objects) in a GeoPackage."""
     return _completed(path, layer, "tiles", objects_layer)
 
 
-def _completed(path, layer: str, kind: str, objects_layer: str) -> set:
+def _completed(path: str | os.PathLike[str], layer: str, kind: str, objects_layer: str) -> set[tuple[str, Any]]:
     if not os.path.exists(path):
         return set()
     output_format(path)
@@ -123,7 +124,7 @@ def _completed(path, layer: str, kind: str, objects_layer: str) -> set:
         conn.close()
 
 
-def _completed_keys(conn: sqlite3.Connection, layer: str, kind: str, objects_layer: str) -> set:
+def _completed_keys(conn: sqlite3.Connection, layer: str, kind: str, objects_layer: str) -> set[tuple[str, Any]]:
     """Keys of the rows of `layer` (a regions or tiles layer) that resume may skip: described without
     error and, for rows of a guided run, holding as many rows in `objects_layer` as their
     `guide_objects` says. Rows whose objects are missing (an output written by a version that committed
@@ -166,12 +167,12 @@ def _check_not_a_folder(path: Path, output: Path) -> None:
                       f"folder, or give -o another name.")
 
 
-def _clobber_error(path) -> OutputError:
+def _clobber_error(path: str | os.PathLike[str]) -> OutputError:
     return OutputError(f"Output {os.fspath(path)!r} already exists; pass --overwrite to replace it, --append to add "
                        "a new run to it, or --resume to finish an interrupted run (GeoPackage only).")
 
 
-def _open_existing_gpkg(path, wal: bool | None) -> sqlite3.Connection:
+def _open_existing_gpkg(path: str | os.PathLike[str], wal: bool | None) -> sqlite3.Connection:
     try:
         conn = gpkg.connect(os.fspath(path), wal=wal)
         ok = gpkg.is_geopackage(conn)
@@ -192,7 +193,7 @@ class _Reprojector:
         self._crs: dict[Any, pyproj.CRS] = {}
         self._transformers: dict[tuple[str, str], pyproj.Transformer | None] = {}
 
-    def crs(self, value) -> pyproj.CRS:
+    def crs(self, value: Any) -> pyproj.CRS:
         key = value.srs if isinstance(value, pyproj.CRS) else str(value)
         if key not in self._crs:
             try:
@@ -202,7 +203,7 @@ class _Reprojector:
                                   "give an EPSG code or WKT.") from exc
         return self._crs[key]
 
-    def __call__(self, geom: shapely.Geometry | None, src, dst: pyproj.CRS) -> shapely.Geometry | None:
+    def __call__(self, geom: shapely.Geometry | None, src: Any, dst: pyproj.CRS) -> shapely.Geometry | None:
         if geom is None or geom.is_empty:
             return geom
         src_crs = self.crs(src)
@@ -231,13 +232,15 @@ def _shaped(geom: shapely.Geometry | None, kind: str, what: str) -> shapely.Geom
                       "pass polygonal AOIs (or buffer points and lines first, e.g. --buffer).")
 
 
-_Schema = TypeVar("_Schema", bound=LayerSchema)
+_Schema = TypeVar("_Schema", bound=LayerSchema, covariant=True)
+#: a layer's row: its geometry in the layer's CRS and its column values
+_Row = tuple[shapely.Geometry | None, dict[str, Any]]
 
 
 class _Layer(Generic[_Schema]):
     """A layer's schema plus where it lives and in which CRS."""
 
-    def __init__(self, name: str, schema: _Schema):
+    def __init__(self, name: str, schema: _Schema) -> None:
         self.name = name
         self.schema = schema
         self.crs: pyproj.CRS | None = None
@@ -245,13 +248,16 @@ class _Layer(Generic[_Schema]):
         self.exists = False
 
 
+_Writer = TypeVar("_Writer", bound="OutputWriter")
+
+
 class OutputWriter:
     """Common part: record -> (geometry in layer CRS, row) and the run's counters."""
 
     driver = ""
 
-    def __init__(self, path, mode: str, run: RunInfo, regions_layer: str, tiles_layer: str,
-                 attribute_fields: Sequence[str]):
+    def __init__(self, path: str | os.PathLike[str], mode: str, run: RunInfo, regions_layer: str, tiles_layer: str,
+                 attribute_fields: Sequence[str]) -> None:
         self.path = Path(path)
         self.mode = mode
         self.run = run
@@ -285,10 +291,11 @@ class OutputWriter:
         cancelled (a client's cancel: its caller closes with it, as leaving the `with` block says finished)."""
         raise NotImplementedError
 
-    def __enter__(self):
+    def __enter__(self: _Writer) -> _Writer:
         return self
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> Literal[False]:
         if exc_type is None:
             status = "finished"
         else:
@@ -298,7 +305,7 @@ class OutputWriter:
         return False
 
     # -- shared helpers
-    def _layer_rows(self, layer: _Layer, records: list) -> list[tuple[shapely.Geometry | None, dict]]:
+    def _layer_rows(self, layer: _Layer[LayerSchema], records: Sequence[Record]) -> list[_Row]:
         if layer.crs is None:
             first = next((r for r in records if r.crs is not None), None)
             if first is None:
@@ -319,14 +326,14 @@ class OutputWriter:
     def _layer_crs(self, first_record_crs: pyproj.CRS) -> pyproj.CRS:
         return first_record_crs
 
-    def _write_batch(self, batch: list[tuple[_Layer, list]]) -> None:
+    def _write_batch(self, batch: list[tuple[_Layer[LayerSchema], Sequence[Record]]]) -> None:
         if self.closed:
             raise OutputError(f"Output {self.path}: the writer is closed.")
         batch = [(layer, records) for layer, records in batch if records]
         if batch:
             self._write(batch)
 
-    def _write(self, batch: list[tuple[_Layer, list]]) -> None:
+    def _write(self, batch: list[tuple[_Layer[LayerSchema], Sequence[Record]]]) -> None:
         """Write non-empty (layer, records) pairs as one batch: parents first, then their guide objects."""
         raise NotImplementedError
 
@@ -337,7 +344,7 @@ class GeoPackageWriter(OutputWriter):
 
     driver = "GPKG"
 
-    def __init__(self, path, mode: str, run: RunInfo, regions_layer: str, tiles_layer: str,
+    def __init__(self, path: str | os.PathLike[str], mode: str, run: RunInfo, regions_layer: str, tiles_layer: str,
                  attribute_fields: Sequence[str]) -> None:
         super().__init__(path, mode, run, regions_layer, tiles_layer, attribute_fields)
         if self.regions.name == self.tiles.name or RUNS_TABLE in (self.regions.name, self.tiles.name):
@@ -438,7 +445,7 @@ class GeoPackageWriter(OutputWriter):
             layer.schema.add({name: t for name, t in existing.items()
                               if name.lower() not in lower and name not in (gpkg.FID_COLUMN, gpkg.GEOMETRY_COLUMN)})
 
-    def _write(self, batch: list[tuple[_Layer, list]]) -> None:
+    def _write(self, batch: list[tuple[_Layer[LayerSchema], Sequence[Record]]]) -> None:
         counts_before = dict(self.counts)
         try:
             prepared = [(layer, records, self._layer_rows(layer, records)) for layer, records in batch]
@@ -458,7 +465,7 @@ class GeoPackageWriter(OutputWriter):
         except sqlite3.Error:
             pass
 
-    def _insert(self, layer: _Layer, records: list, rows: list) -> None:
+    def _insert(self, layer: _Layer[LayerSchema], records: Sequence[Record], rows: list[_Row]) -> None:
         """One layer's part of a batch, inside its transaction."""
         if not layer.exists:
             self._create_layer(layer)
@@ -479,7 +486,7 @@ class GeoPackageWriter(OutputWriter):
                 f"UPDATE {RUNS_TABLE} SET {kind}_written = ?, {kind}_failed = ? WHERE run_id = ?",
                 (self.counts[f"{kind}_written"], self.counts[f"{kind}_failed"], self.run.run_id))
 
-    def _create_layer(self, layer: _Layer) -> None:
+    def _create_layer(self, layer: _Layer[LayerSchema]) -> None:
         assert layer.crs is not None            # _layer_rows set it from the batch's first record
         layer.srs_id = gpkg.ensure_srs(self.conn, layer.crs)
         kind = layer.schema.kind
@@ -510,7 +517,7 @@ class GeoPackageWriter(OutputWriter):
         if not self.objects.exists:
             self.objects.crs = objects_crs
 
-    def _delete_keys(self, layer: _Layer, records: list) -> None:
+    def _delete_keys(self, layer: _Layer[LayerSchema], records: Sequence[Record]) -> None:
         """Resume: the rows these records replace, and the guide objects of those rows (objects are
         written only with their parents, so they are deleted with them)."""
         kind = layer.schema.kind
@@ -602,8 +609,8 @@ def _remove_with_journals(path: Path) -> None:
 class ExportWriter(OutputWriter):
     """Single-layer formats: rows are kept in memory and written when the writer closes."""
 
-    def __init__(self, path, driver: str, mode: str, run: RunInfo, regions_layer: str, tiles_layer: str,
-                 attribute_fields: Sequence[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], driver: str, mode: str, run: RunInfo, regions_layer: str,
+                 tiles_layer: str, attribute_fields: Sequence[str]) -> None:
         super().__init__(path, mode, run, regions_layer, tiles_layer, attribute_fields)
         self.driver = driver
         if mode in ("append", "resume"):
@@ -617,14 +624,14 @@ class ExportWriter(OutputWriter):
             if mode == "create" and target.exists():
                 raise _clobber_error(target)
         _check_writable_folder(self.path)     # now, not after every region was described
-        self._rows: dict[str, list] = {"regions": [], "tiles": [], "objects": []}
+        self._rows: dict[str, list[_Row]] = {"regions": [], "tiles": [], "objects": []}
         self.written: list[Path] = []
 
-    def _layer_crs(self, first_record_crs):
+    def _layer_crs(self, first_record_crs: pyproj.CRS) -> pyproj.CRS:
         # RFC 7946 GeoJSON is lon/lat WGS 84; CSV has no place for a CRS, so it is WGS 84 too.
         return first_record_crs if self.driver == "FlatGeobuf" else _WGS84
 
-    def _write(self, batch: list[tuple[_Layer, list]]) -> None:
+    def _write(self, batch: list[tuple[_Layer[LayerSchema], Sequence[Record]]]) -> None:
         for layer, records in batch:
             rows = self._layer_rows(layer, records)
             new = layer.schema.new_columns([row for _, row in rows])
@@ -637,7 +644,7 @@ class ExportWriter(OutputWriter):
             return
         self.closed = True
         region_rows, tile_rows = self._rows["regions"], self._rows["tiles"]
-        targets: list[tuple[Path, _Layer, list]] = []
+        targets: list[tuple[Path, _Layer[LayerSchema], list[_Row]]] = []
         if region_rows or not tile_rows:
             targets.append((self.path, self.regions, region_rows))
             if tile_rows:
@@ -655,7 +662,7 @@ class ExportWriter(OutputWriter):
         _atomic_write_text(self.runs_path, json.dumps(run_row, indent=2) + "\n")
         self.written.append(self.runs_path)
 
-    def _write_layer(self, target: Path, layer: _Layer, rows: list) -> None:
+    def _write_layer(self, target: Path, layer: _Layer[LayerSchema], rows: list[_Row]) -> None:
         import pyogrio.raw
 
         names = list(layer.schema.columns)
@@ -694,7 +701,7 @@ def _check_writable_folder(path: Path) -> None:
                           f"writable folder for -o, or make this one writable.") from exc
 
 
-def _field_array(values: list, sql_type: str) -> tuple[np.ndarray, np.ndarray | None]:
+def _field_array(values: list[Any], sql_type: str) -> tuple[np.ndarray, np.ndarray | None]:
     """A pyogrio field column and its null mask for one GeoPackage column type."""
     mask = np.array([v is None for v in values], dtype=bool)
     kind = sql_type.split("(")[0].upper()

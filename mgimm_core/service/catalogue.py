@@ -29,7 +29,7 @@ def folder_size(path: Path) -> int:
     return total
 
 
-def model_entry(path: Path) -> dict | None:
+def model_entry(path: Path) -> dict[str, Any] | None:
     """model-info's facts about `path` as one row of the list, or None when it holds no model."""
     from mgimm_core.model_info import model_info
 
@@ -43,7 +43,7 @@ def model_entry(path: Path) -> dict | None:
             "trained_on": info.get("trained_on")}
 
 
-def list_models(folder: str) -> list[dict]:
+def list_models(folder: str) -> list[dict[str, Any]]:
     """The model folders in `folder` (itself, and its sub-folders one level down), by name."""
     base = Path(folder)
     candidates = [base] + sorted((p for p in base.iterdir() if p.is_dir()), key=lambda p: p.name.lower())
@@ -56,7 +56,7 @@ def list_models(folder: str) -> list[dict]:
     return rows
 
 
-def machine_report() -> dict:
+def machine_report() -> dict[str, Any]:
     """Versions and the compute devices of this machine (torch's view), for a diagnostics dialog."""
     report: dict[str, Any] = {"mgimm_geo": __version__, "python": platform.python_version(),
                               "platform": platform.platform(), "cpu_cores": os.cpu_count()}
@@ -71,7 +71,7 @@ def machine_report() -> dict:
 
         report["torch"] = torch.__version__
         report["cuda_available"] = bool(torch.cuda.is_available())
-        devices: list[dict] = []
+        devices: list[dict[str, Any]] = []
         report["cuda_devices"] = devices
         for index in range(torch.cuda.device_count() if report["cuda_available"] else 0):
             free, total = torch.cuda.mem_get_info(index)

@@ -21,7 +21,8 @@ import math
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Callable, cast
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 import shapely
 
@@ -42,6 +43,8 @@ from .protocol import PROTOCOL_VERSION, ServiceError, bands_param, int_param, pa
 from .thumbnails import thumbnail_png_b64
 
 if TYPE_CHECKING:
+    from rasterio.io import MemoryFile
+
     from mgimm_core.endpoint.describer import EndpointEngine
 
 log = logging.getLogger(__name__)
@@ -83,7 +86,7 @@ class Service:
     """
 
     def __init__(self, model_dir: str | None = None, *, load: LoadOptions = LoadOptions(),
-                 roots: list[str] | None = None):
+                 roots: list[str] | None = None) -> None:
         self.model_dir = model_dir
         self.load = load
         self.max_new_tokens = load.max_new_tokens
@@ -106,20 +109,20 @@ class Service:
     def loaded(self) -> bool:
         return self._engine is not None and self._engine.loaded
 
-    def describer(self, max_new_tokens: int | None = None):
+    def describer(self, max_new_tokens: int | None = None) -> Any:      # a family's describer
         """The loaded Describer (loading it on first use), its answer length set for this request."""
         describer = self.engine.describer
         describer.max_new_tokens = max_new_tokens or self.max_new_tokens
         return describer
 
-    def model_info(self) -> dict:
+    def model_info(self) -> dict[str, Any]:
         """Model id, device and chip settings, loading the model if needed."""
         self.describer()
         info = self.loaded_model_info()
         assert info is not None      # loaded just above
         return info
 
-    def loaded_model_info(self) -> dict | None:
+    def loaded_model_info(self) -> dict[str, Any] | None:
         """Model id, device and chip settings, or None while the model is not loaded (never loads it)."""
         if not self.loaded:
             return None
@@ -154,7 +157,7 @@ class Service:
                                         f"({', '.join(self.roots)}); move it there or start the server "
                                         f"with --root pointing at its folder.")
 
-    def open_scene(self, path: str, *, bands=None, nodata=None) -> Scene:
+    def open_scene(self, path: str, *, bands: tuple[int, ...] | None = None, nodata: float | None = None) -> Scene:
         """A request's raster, opened under this service's file boundary (see the class docstring)."""
         path = normalise_scene_path(self._existing(path, "raster"))    # rows record and resume by it
         if self.roots is None:
@@ -205,8 +208,8 @@ class Service:
         return path
 
     # ------------------------------------------------------------------ dispatch
-    def handle(self, request_type: str, params: dict | None = None, progress: Progress | None = None,
-               cancelled: Cancelled | None = None) -> dict:
+    def handle(self, request_type: str, params: dict[str, Any] | None = None, progress: Progress | None = None,
+               cancelled: Cancelled | None = None) -> dict[str, Any]:
         """Run one request; raises ServiceError (or another MGIMMError) on failure."""
         handler = HANDLERS.get(request_type)
         if handler is None:
@@ -232,7 +235,7 @@ def _cancelled_error(done: int, total: int, output: str | None) -> ServiceError:
 
 
 # ================================================================================ hello
-def handle_hello(service: Service, params: dict, progress: Progress, cancelled: Cancelled) -> dict:
+def handle_hello(service: Service, params: dict[str, Any], progress: Progress, cancelled: Cancelled) -> dict[str, Any]:
     """Protocol and package versions, and the model in use (loading it if needed)."""
     progress(0.0, "loading the model")
     return {"protocol": PROTOCOL_VERSION, "version": __version__, **service.model_info(),
@@ -240,7 +243,8 @@ def handle_hello(service: Service, params: dict, progress: Progress, cancelled: 
 
 
 # ================================================================================ chip_settings
-def handle_chip_settings(service: Service, params: dict, progress: Progress, cancelled: Cancelled) -> dict:
+def handle_chip_settings(service: Service, params: dict[str, Any], progress: Progress,
+                         cancelled: Cancelled) -> dict[str, Any]:
     """How this service's model places chips, read from its folder without loading the weights, so a
     client can cut each region's chip itself (the QGIS plugin in server mode, qgis_plugin/chips.py)."""
     engine = service.engine          # resolves the model folder (two small JSON files), loads nothing
@@ -250,7 +254,8 @@ def handle_chip_settings(service: Service, params: dict, progress: Progress, can
 
 
 # ================================================================================ describe
-def _open_request_scene(service: Service, params: dict, bands, nodata):
+def _open_request_scene(service: Service, params: dict[str, Any], bands: tuple[int, ...] | None,
+                        nodata: float | None) -> tuple[Scene, str, MemoryFile | None]:
     """(scene, display name, memfile) from `raster` (a path) or `raster_b64` (GeoTIFF bytes, in memory)."""
     raster = param(params, "raster", str, None)
     raster_b64 = param(params, "raster_b64", str, None)
@@ -265,7 +270,8 @@ def _open_request_scene(service: Service, params: dict, bands, nodata):
     return scene, name, memfile
 
 
-def _open_b64_scene(raster_b64: str, what: str, name: str, bands, nodata):
+def _open_b64_scene(raster_b64: str, what: str, name: str, bands: tuple[int, ...] | None,
+                    nodata: float | None) -> tuple[Scene, MemoryFile]:
     """(scene, memfile) of base64 GeoTIFF bytes, opened in memory with the GeoTIFF driver only;
     the scene is named `name` (what the client sent, not /vsimem) in records and messages."""
     try:
@@ -288,7 +294,7 @@ def _open_b64_scene(raster_b64: str, what: str, name: str, bands, nodata):
     return scene, memfile
 
 
-def _chip_scale(value, what: str) -> float:
+def _chip_scale(value: object, what: str) -> float:
     """A raster_b64 chip's raster pixels per chip pixel (for the GSD warning), checked."""
     if value is None:
         return 1.0
@@ -298,7 +304,8 @@ def _chip_scale(value, what: str) -> float:
     return float(value)
 
 
-def _region_chips(params: dict, features: list[AOIFeature], stack: contextlib.ExitStack, bands, nodata
+def _region_chips(params: dict[str, Any], features: list[AOIFeature], stack: contextlib.ExitStack,
+                  bands: tuple[int, ...] | None, nodata: float | None
                   ) -> dict[str, tuple[Scene, float]] | None:
     """Per-region chips: when the regions carry their own `raster_b64` (a client that cuts each
     region's chip, e.g. the QGIS plugin in server mode), {region id: (its chip scene, chip_scale)},
@@ -326,7 +333,7 @@ def _region_chips(params: dict, features: list[AOIFeature], stack: contextlib.Ex
     return chips
 
 
-def _features(params: dict) -> tuple[list[AOIFeature], list[tuple[str, dict, str]]]:
+def _features(params: dict[str, Any]) -> tuple[list[AOIFeature], list[tuple[str, dict[str, Any], str]]]:
     """AOI features from `regions` (WKT in `crs`), and (id, properties, why) of the regions that cannot be read."""
     regions = param(params, "regions", list, allow_none=False)
     if not regions:
@@ -348,7 +355,8 @@ def _features(params: dict) -> tuple[list[AOIFeature], list[tuple[str, dict, str
     return features, unread
 
 
-def _wkt_features(params: dict, key: str, items: list):
+def _wkt_features(params: dict[str, Any], key: str, items: list[Any]
+                  ) -> Iterator[tuple[str, dict[str, Any], AOIFeature | None, str | None]]:
     """(id, properties, AOIFeature or None, why not) for each {"id", "wkt", "properties"} of
     params[key], its WKT in the request's `crs` (the one reading of drawn regions and inline guides)."""
     crs = param(params, "crs", str, "EPSG:4326", allow_none=False)
@@ -374,7 +382,7 @@ def _wkt_features(params: dict, key: str, items: list):
         yield rid, props, feature, None
 
 
-def _inline_guides(params: dict) -> list[AOIFeature] | None:
+def _inline_guides(params: dict[str, Any]) -> list[AOIFeature] | None:
     """The request's inline `guides` (WKT in `crs`, like regions); None when it sends none."""
     inline = param(params, "guides", list, None)
     if inline is None:
@@ -399,7 +407,7 @@ _ROW_FIELDS = ("description", "valid_fraction", "gsd_m", "scene", "model", "erro
 
 
 def region_entry(record: RegionRecord, schema: RegionSchema, *, attribute_text: str | None = None,
-                 thumbnail_png_b64: str | None = None, **extra) -> dict:
+                 thumbnail_png_b64: str | None = None, **extra: Any) -> dict[str, Any]:
     """A region's result entry: `row`, the region's row of the `regions` layer as the core writes it
     (`wire_row`), plus what an interactive client also shows (`attributes` as the model answered
     them, `attribute_text`, the chip as `thumbnail_png_b64`, the request's `properties`) and the
@@ -411,7 +419,7 @@ def region_entry(record: RegionRecord, schema: RegionSchema, *, attribute_text: 
 
 
 def outcome_entry(outcome: Outcome, thumbnail: bool, objects: ObjectSchema | None = None,
-                  schema: RegionSchema | None = None) -> dict:
+                  schema: RegionSchema | None = None) -> dict[str, Any]:
     """A region's outcome as the protocol's result entry (with the chip as a thumbnail if asked).
     objects: a guided request's objects schema; the entry then holds its guide objects as rows of
     the `objects` layer (`wire_row` with their geometry) and the guide_objects / guide_objects_left counts.
@@ -427,7 +435,7 @@ def outcome_entry(outcome: Outcome, thumbnail: bool, objects: ObjectSchema | Non
                         thumbnail_png_b64=png, **guided)
 
 
-def wire_row(record: RegionRecord, schema: RegionSchema, *, geometry: bool = False) -> dict:
+def wire_row(record: RegionRecord, schema: RegionSchema, *, geometry: bool = False) -> dict[str, Any]:
     """The one serialisation of a core row for the protocol: the row `schema` writes for `record`
     (ObjectSchema: a guide object's row of the `objects` layer, RegionSchema: a region's of the
     `regions` layer), without `run_id` (the client's own run), numbers that JSON cannot hold as
@@ -444,7 +452,7 @@ def wire_row(record: RegionRecord, schema: RegionSchema, *, geometry: bool = Fal
     return row
 
 
-def _crs_text(crs) -> str | None:
+def _crs_text(crs: Any) -> str | None:       # anything pyproj reads
     """"EPSG:32633" when the CRS has an authority code, else its WKT."""
     if crs is None:
         return None
@@ -455,8 +463,8 @@ def _crs_text(crs) -> str | None:
     return f"{authority[0]}:{authority[1]}" if authority else crs.to_wkt()
 
 
-def request_job(service: Service, params: dict, *, scenes: tuple[str, ...], output_required: bool,
-                mode: str, **fields) -> FilesJob:
+def request_job(service: Service, params: dict[str, Any], *, scenes: tuple[str, ...], output_required: bool,
+                mode: str, **fields: Any) -> FilesJob:
     """A request's params -> the files job (the worker/server's counterpart of the CLI's options ->
     FilesJob in batch/describe.py): output, mode, bands, nodata, the guide layer file and the
     describe options, parsed and checked once for `describe` and `describe_file`; `fields` are the
@@ -483,7 +491,8 @@ def request_job(service: Service, params: dict, *, scenes: tuple[str, ...], outp
     return job
 
 
-def handle_describe(service: Service, params: dict, progress: Progress, cancelled: Cancelled) -> dict:
+def handle_describe(service: Service, params: dict[str, Any], progress: Progress, cancelled: Cancelled) -> dict[str,
+                    Any]:
     """Describe the drawn regions of one raster; per-region failures are entries with `error` set.
     The files job describes them (and writes them to `output` when asked); each outcome becomes
     its entry with the region's row (`outcome_entry`)."""
@@ -516,7 +525,7 @@ def handle_describe(service: Service, params: dict, progress: Progress, cancelle
         guided = job.guide is not None or job.guides is not None
         objects_schema = ObjectSchema() if guided else None
         schema = RegionSchema()
-        no_guides: dict = {"guide_objects": None, "guide_objects_left": None, "objects": []} if guided else {}
+        no_guides: dict[str, Any] = {"guide_objects": None, "guide_objects_left": None, "objects": []} if guided else {}
         entries = [{**region_entry(RegionRecord(scene=scene_name, region_id=rid, geometry=None, crs=None,
                                                 properties=props, error=problem, error_code=AOIError.code), schema),
                     **no_guides} for rid, props, problem in unread]
@@ -545,7 +554,8 @@ def handle_describe(service: Service, params: dict, progress: Progress, cancelle
 
 
 # ================================================================================ describe_file
-def handle_describe_file(service: Service, params: dict, progress: Progress, cancelled: Cancelled) -> dict:
+def handle_describe_file(service: Service, params: dict[str, Any], progress: Progress,
+                         cancelled: Cancelled) -> dict[str, Any]:
     """The CLI's `describe` on files (the same files job): scenes + AOI file (or tiles) -> an output layer."""
     scenes = param(params, "scenes", list, allow_none=False)
     if not scenes or not all(isinstance(s, str) for s in scenes):
@@ -573,7 +583,7 @@ def handle_describe_file(service: Service, params: dict, progress: Progress, can
     service.describer(int_param(params, "max_new_tokens", service.max_new_tokens, 1, MAX_NEW_TOKENS_LIMIT))
     unit = job.options.unit
 
-    def on_batch(done: int, total: int | None):
+    def on_batch(done: int, total: int | None) -> None:
         progress(min(done / total, 1.0) if total else 0.0, f"{done}/{total} {unit}" if total else f"{done} {unit} done")
 
     summary = run_files_job(job, service.engine, check_path=service._existing, open_scene=service.open_scene,
@@ -587,7 +597,7 @@ def handle_describe_file(service: Service, params: dict, progress: Progress, can
 
 
 # ================================================================================ models, diagnostics
-def handle_models(service: Service, params: dict, progress: Progress, cancelled: Cancelled) -> dict:
+def handle_models(service: Service, params: dict[str, Any], progress: Progress, cancelled: Cancelled) -> dict[str, Any]:
     """The model folders in `folder` (itself and its sub-folders) with their family, size and licence
     (model-info's facts; no weights load), so a client picks one from a list (offline model management)."""
     from .catalogue import list_models
@@ -599,7 +609,8 @@ def handle_models(service: Service, params: dict, progress: Progress, cancelled:
     return {"folder": folder, "models": list_models(folder)}
 
 
-def handle_diagnostics(service: Service, params: dict, progress: Progress, cancelled: Cancelled) -> dict:
+def handle_diagnostics(service: Service, params: dict[str, Any], progress: Progress,
+                       cancelled: Cancelled) -> dict[str, Any]:
     """Versions, devices and memory of this worker/server, the device asked for and in use, and the
     model's facts (model-info: family, card); never loads the model."""
     from mgimm_core.model_info import model_info
@@ -616,7 +627,7 @@ def handle_diagnostics(service: Service, params: dict, progress: Progress, cance
             "model": model}
 
 
-HANDLERS: dict[str, Callable[[Service, dict, Progress, Cancelled], dict]] = {
+HANDLERS: dict[str, Callable[[Service, dict[str, Any], Progress, Cancelled], dict[str, Any]]] = {
     "hello": handle_hello,
     "chip_settings": handle_chip_settings,
     "models": handle_models,

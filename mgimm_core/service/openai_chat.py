@@ -20,6 +20,8 @@ import io
 import json
 import time
 import uuid
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -28,11 +30,15 @@ from mgimm_core.answers import OPENAI_ROW_FIELDS as ROW_FIELDS
 
 from .protocol import ServiceError, param
 
+if TYPE_CHECKING:
+    from .handlers import Service
+    from mgimm_core.answers import RegionText
+
 #: Largest image side accepted (a chip is a few hundred pixels).
 MAX_IMAGE_SIDE = 4096
 
 
-def list_models(service) -> dict:
+def list_models(service: Service) -> dict[str, Any]:
     """GET /v1/models: the served model, with how it cuts chips and what it was trained on (its card,
     for the clients' GSD warnings), read without loading it."""
     engine = service.engine
@@ -45,7 +51,7 @@ def list_models(service) -> dict:
                     "trained_on": model.card or None}}]}
 
 
-def chat_completion(service, body: dict) -> dict:
+def chat_completion(service: Service, body: dict[str, Any]) -> dict[str, Any]:
     """POST /v1/chat/completions: one image, one region, the served model's answer."""
     engine = service.engine
     asked = param(body, "model", str, None)
@@ -76,7 +82,7 @@ def chat_completion(service, body: dict) -> dict:
                                                     "message": {"role": "assistant", "content": content}}]}
 
 
-def _user_message(body: dict) -> tuple[np.ndarray, str]:
+def _user_message(body: dict[str, Any]) -> tuple[np.ndarray, str]:
     """The last user message's image (decoded, RGB) and its text parts joined."""
     messages = param(body, "messages", list, allow_none=False)
     users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
@@ -97,7 +103,7 @@ def _user_message(body: dict) -> tuple[np.ndarray, str]:
     return _decode_image(url, "image_url", rgb=True), text
 
 
-def _decode_image(url, what: str, *, rgb: bool) -> np.ndarray:
+def _decode_image(url: object, what: str, *, rgb: bool) -> np.ndarray:
     """A data URI's image as a uint8 array (RGB, or grey for masks); never fetched from a URL."""
     if not isinstance(url, str) or not url.startswith("data:image/"):
         raise ServiceError("forbidden", f"{what}: this server fetches nothing from the network; send the image "
@@ -121,7 +127,8 @@ def _decode_image(url, what: str, *, rgb: bool) -> np.ndarray:
         raise ServiceError("bad_input", f"{what}: not a readable image ({exc}); send a PNG or JPEG.") from None
 
 
-def _region(body: dict, width: int, height: int):
+def _region(body: dict[str, Any], width: int,
+            height: int) -> tuple[tuple[float, float, float, float], np.ndarray | None]:
     """(box, mask or None) in image pixels from the extension field; the whole image without one."""
     extension = body.get(EXTENSION) or {}
     regions = extension.get("regions") if isinstance(extension, dict) else None
@@ -160,21 +167,21 @@ def _region(body: dict, width: int, height: int):
     return (float(x1), float(y1), float(x2), float(y2)), mask
 
 
-def _numbers(value, what: str, pairs: bool = False) -> list:
+def _numbers(value: object, what: str, pairs: bool = False) -> list[Any]:
     ok = isinstance(value, list) and all(
         (isinstance(v, list) and len(v) == 2 and all(_is_number(c) for c in v)) if pairs else _is_number(v)
         for v in value)
     if not ok:
         raise ServiceError("bad_request", f"'{EXTENSION}.regions[0].{what}' must be "
                                           f"{'[[x, y], ...]' if pairs else '[x1, y1, x2, y2]'} numbers.")
-    return value
+    return cast("list[Any]", value)      # a list, checked above
 
 
-def _is_number(v) -> bool:
+def _is_number(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
 
 
-def _answer_fields(body: dict) -> tuple[str, ...] | None:
+def _answer_fields(body: dict[str, Any]) -> tuple[str, ...] | None:
     """The row fields a JSON answer holds (json_schema's properties; json_object: all), None for text."""
     response_format = body.get("response_format")
     if not isinstance(response_format, dict) or response_format.get("type") in (None, "text"):
@@ -194,10 +201,10 @@ def _answer_fields(body: dict) -> tuple[str, ...] | None:
     return tuple(properties)
 
 
-def _row(result, fields) -> dict:
+def _row(result: RegionText, fields: Iterable[str]) -> dict[str, Any]:
     """The answer object: attribute columns from the model's attribute answer (its `name` is the
     `object` column), the attribute answer as written, the description."""
-    values: dict = {}
+    values: dict[str, Any] = {}
     for name in fields:
         if name == "description":
             values[name] = result.description or ""

@@ -4,6 +4,7 @@ structured error payload, and checked request parameters (docs/protocol.md)."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from mgimm_core import __version__
 from mgimm_core.errors import MGIMMError, error_code
@@ -52,7 +53,7 @@ ERROR_CODES = {
 class ServiceError(MGIMMError):
     """A request failed as a whole; `code` is one of ERROR_CODES, `message` says what to do."""
 
-    def __init__(self, code: str, message: str):
+    def __init__(self, code: str, message: str) -> None:
         if code not in ERROR_CODES:
             raise ValueError(f"unknown error code {code!r}")
         super().__init__(message)
@@ -60,7 +61,7 @@ class ServiceError(MGIMMError):
         self.message = message
 
 
-def error_payload(exc: BaseException) -> dict:
+def error_payload(exc: BaseException) -> dict[str, Any]:
     """{"code", "message"} for any exception: ours keep their code and message, others become `internal`."""
     code = error_code(exc)
     if code == "internal" or code not in ERROR_CODES:
@@ -74,7 +75,8 @@ def error_payload(exc: BaseException) -> dict:
 _MISSING = object()
 
 
-def param(params: dict, name: str, kind, default=_MISSING, *, allow_none: bool = True):
+def param(params: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = _MISSING, *,
+          allow_none: bool = True) -> Any:      # a JSON value, checked against `kind`
     """params[name] checked against `kind` (a type or tuple); bad_request names the parameter."""
     value = params.get(name, default)
     if value is _MISSING:
@@ -90,14 +92,14 @@ def param(params: dict, name: str, kind, default=_MISSING, *, allow_none: bool =
     return value
 
 
-def int_param(params, name, default, low, high) -> int:
-    value = param(params, name, int, default, allow_none=False)
+def int_param(params: dict[str, Any], name: str, default: int | None, low: int, high: int) -> int:
+    value: int = param(params, name, int, default, allow_none=False)
     if not low <= value <= high:
         raise ServiceError("bad_request", f"parameter {name!r} = {value} is out of range; give {low}..{high}.")
     return value
 
 
-def bands_param(params) -> tuple[int, ...] | None:
+def bands_param(params: dict[str, Any]) -> tuple[int, ...] | None:
     bands = param(params, "bands", list, None)
     if bands is None:
         return None
