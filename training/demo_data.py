@@ -114,7 +114,8 @@ def window_answer(scene: SceneSample, window) -> tuple[str, dict | None]:
 def scene_samples(scene: SceneSample, rng: np.random.Generator, *, model_input: int,
                   descriptions: int, object_descriptions: int = 0, max_per_class: int = 6,
                   min_window: int = 48, region_side: tuple[int, int] = (96, 320),
-                  no_object_regions: int = 0, gsd_prompt: bool = False) -> list[ChipSample]:
+                  no_object_regions: int = 0, gsd_prompt: bool = False,
+                  no_object_min_side: int = 48) -> list[ChipSample]:
     """Region samples (one per object, classes capped per scene) and description samples.
 
     descriptions: how many random square regions (side drawn from `region_side`, scene pixels) to
@@ -178,7 +179,7 @@ def scene_samples(scene: SceneSample, rng: np.random.Generator, *, model_input: 
                 samples.append(ChipSample(image, box, mask, ask(guided_description_prompt([answer]), gsd), text,
                                           "description", None))
         for _ in range(no_object_regions):
-            window = _empty_window(scene, rng, region_side)
+            window = _empty_window(scene, rng, region_side, min_side=no_object_min_side)
             if window is None:
                 break
             x0, y0, side, _ = window
@@ -202,14 +203,22 @@ def scene_samples(scene: SceneSample, rng: np.random.Generator, *, model_input: 
     return samples
 
 
-def _empty_window(scene: SceneSample, rng: np.random.Generator, region_side, tries: int = 12):
-    """A square window (x0, y0, side, side) that no object footprint touches, or None."""
+def _empty_window(scene: SceneSample, rng: np.random.Generator, region_side, tries: int = 12,
+                  min_side: int = 48):
+    """A square window (x0, y0, side, side) that no object footprint touches, or None.
+
+    min_side under 48: sides drawn log-uniformly from min_side, so object-sized empty squares (what
+    the guide check asks about, mgimm_core/describer.py `check_guides`) are seen as often as large ones."""
     from shapely.strtree import STRtree
 
     h, w = scene.size
     tree = STRtree([o.footprint for o in scene.objects]) if scene.objects else None
     for _ in range(tries):
-        side = int(rng.integers(min(48, region_side[0]), min(region_side[0] * 2, h, w) + 1))
+        high = min(region_side[0] * 2, h, w)
+        if min_side < 48:
+            side = int(round(np.exp(rng.uniform(np.log(min_side), np.log(high)))))
+        else:
+            side = int(rng.integers(min(48, region_side[0]), high + 1))
         x0, y0 = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
         if tree is None or not len(tree.query(shapely_box(x0, y0, x0 + side, y0 + side))):
             return x0, y0, side, side
@@ -231,7 +240,8 @@ def _window_around(bounds, scene_hw, rng: np.random.Generator, min_side: int = 2
 
 def generate_samples(seeds, *, scene_size: int, model_input: int, descriptions_per_scene: int,
                      object_descriptions_per_scene: int = 0, no_object_regions_per_scene: int = 0,
-                     gsd: float = 0.5, world: int = 2, gsd_prompt: bool = False) -> list[ChipSample]:
+                     gsd: float = 0.5, world: int = 2, gsd_prompt: bool = False,
+                     no_object_min_side: int = 48) -> list[ChipSample]:
     """Samples from the scenes of `seeds` (deterministic: sample draws are seeded per scene).
 
     world: 2, scenes at `gsd` (the shipped demo model's world); 3, world-v3 scenes, each at the GSD
@@ -243,5 +253,6 @@ def generate_samples(seeds, *, scene_size: int, model_input: int, descriptions_p
         rng = np.random.default_rng([int(seed), 7])
         out.extend(scene_samples(scene, rng, model_input=model_input, descriptions=descriptions_per_scene,
                                  object_descriptions=object_descriptions_per_scene,
-                                 no_object_regions=no_object_regions_per_scene, gsd_prompt=gsd_prompt))
+                                 no_object_regions=no_object_regions_per_scene, gsd_prompt=gsd_prompt,
+                                 no_object_min_side=no_object_min_side))
     return out

@@ -42,6 +42,7 @@ class DemoPreset:
     descriptions_per_scene: int = 20          # random square regions described per scene
     object_descriptions_per_scene: int = 10   # descriptions of regions drawn around one object
     no_object_regions_per_scene: int = 3      # stage-1 squares with no object ("no distinct object")
+    no_object_min_side: int = 48              # their smallest side in pixels (under 48: drawn log-uniformly)
     model_input: int = 128
     batch_size: int = 32
     stage1_steps: int = 900
@@ -78,6 +79,13 @@ PRESETS = {
                             object_descriptions_per_scene=6, no_object_regions_per_scene=3, model_input=126,
                             stage1_steps=900, stage2_steps=1300, world=3, gsd_prompt=True, vision="dinov2-s",
                             vision_layers=4, train_vision=False),
+    # Continue a v3 model (`--init DIR`) with object-sized empty squares (6 px and up) among the
+    # region batches: the guide check asks about squares around a guide, object-sized at coarse GSDs.
+    "v3-guides": DemoPreset(train_scenes=320, heldout_scenes=24, scene_size=512, descriptions_per_scene=6,
+                            object_descriptions_per_scene=3, no_object_regions_per_scene=10, no_object_min_side=6,
+                            model_input=126, stage1_steps=0, stage2_steps=300, stage2_lr=2e-4,
+                            stage2_region_every=2, world=3, gsd_prompt=True, vision="dinov2-s", vision_layers=4,
+                            train_vision=False, eval_regions=200, eval_descriptions=60),
     "smoke": DemoPreset(train_scenes=4, heldout_scenes=2, scene_size=512, descriptions_per_scene=4,
                         object_descriptions_per_scene=2, no_object_regions_per_scene=1,
                         stage1_steps=6, stage2_steps=6, batch_size=8, eval_regions=16, eval_descriptions=6),
@@ -92,7 +100,8 @@ def _samples_for(args) -> list[Example]:
                                descriptions_per_scene=preset.descriptions_per_scene,
                                object_descriptions_per_scene=preset.object_descriptions_per_scene,
                                no_object_regions_per_scene=preset.no_object_regions_per_scene,
-                               world=preset.world, gsd_prompt=preset.gsd_prompt)
+                               world=preset.world, gsd_prompt=preset.gsd_prompt,
+                               no_object_min_side=preset.no_object_min_side)
     return [Example(s.image, np.asarray([s.box] + [g[0] for g in s.guides], dtype=np.float32),
                     [s.mask] + [g[1] for g in s.guides], s.prompt, s.answer, s.kind, s.attributes)
             for s in samples]
