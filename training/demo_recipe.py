@@ -79,6 +79,12 @@ PRESETS = {
                             object_descriptions_per_scene=6, no_object_regions_per_scene=3, model_input=126,
                             stage1_steps=900, stage2_steps=1300, world=3, gsd_prompt=True, vision="dinov2-s",
                             vision_layers=4, train_vision=False),
+    # v3-dinov2 from scratch with object-sized empty squares among its region examples from the start
+    # (5 per scene, 6 px and up, log-uniform), for the guide check (docs/demo_v3.md "What is left").
+    "v3b": DemoPreset(train_scenes=640, heldout_scenes=24, scene_size=512, descriptions_per_scene=12,
+                      object_descriptions_per_scene=6, no_object_regions_per_scene=5, no_object_min_side=6,
+                      model_input=126, stage1_steps=900, stage2_steps=1300, world=3, gsd_prompt=True,
+                      vision="dinov2-s", vision_layers=4, train_vision=False),
     # Continue a v3 model (`--init DIR`) with object-sized empty squares (6 px and up) among the
     # region batches: the guide check asks about squares around a guide, object-sized at coarse GSDs.
     "v3-guides": DemoPreset(train_scenes=320, heldout_scenes=24, scene_size=512, descriptions_per_scene=6,
