@@ -154,3 +154,4 @@ def test_ablation_reports_a_failed_variant_and_writes_no_table(tmp_path, capsys)
     assert "global_only failed" in err and str(out / "global_only" / "train.log") in err
     assert "larger sample" in (out / "global_only" / "train.log").read_text()  # the child's own error
     assert not (out / "ablation.md").exists() and not (out / "ablation.json").exists()
+
