@@ -82,6 +82,18 @@ def default_bands(interpretations: Sequence[str], descriptions: Sequence[str] = 
                                                        "blue", certain=False)
 
 
+def shown_bands(interpretations: Sequence[str], choice: Optional[BandChoice]) -> Tuple[int, int, int]:
+    """The bands the Bands row shows when the user has chosen none: the default choice, else (the
+    core's own default holds) red, green, blue by colour interpretation, else 1, 2, 3."""
+    if choice is not None:
+        return choice.bands
+    names = [i.lower() for i in interpretations]
+    if all(colour in names for colour in RGB):
+        red, green, blue = (names.index(colour) + 1 for colour in RGB)
+        return red, green, blue
+    return 1, 2, 3
+
+
 def parse_bands(text: str, count: int) -> Optional[Tuple[int, int, int]]:
     """A remembered choice "4,3,2" when it still fits a raster of `count` bands, else None."""
     try:

@@ -17,7 +17,7 @@ from qgis.PyQt.QtWidgets import (QComboBox, QHBoxLayout, QHeaderView, QLabel, QL
                                  QToolButton, QVBoxLayout, QWidget)
 
 from .bands import PROPERTY as BANDS_PROPERTY
-from .bands import parse_bands
+from .bands import parse_bands, shown_bands
 from .fields import ATTRIBUTE_ALIASES
 from .messages import qgis_words
 
@@ -154,7 +154,8 @@ class DescriptionDock(QgsDockWidget):
         choice = band_default(layer)
         chosen = parse_bands(layer.customProperty(BANDS_PROPERTY, ""), count)
         if chosen is None:
-            chosen = choice.bands if choice is not None else self._rgb_bands(layer)
+            provider = layer.dataProvider()
+            chosen = shown_bands([provider.colorInterpretationName(b) for b in range(1, count + 1)], choice)
         self._setting_bands = True
         try:
             for combo, band in zip(self.band_combos, chosen):
@@ -168,15 +169,6 @@ class DescriptionDock(QgsDockWidget):
         if choice is not None and not choice.certain and layer.customProperty(BANDS_PROPERTY, "") == "":
             self.status.setText(f"{layer.name()}: {count} bands, none marked red, green or blue; the first three "
                                 f"are used. Choose the red, green and blue bands in the Bands row.")
-
-    @staticmethod
-    def _rgb_bands(layer) -> tuple:
-        """The red, green, blue bands by colour interpretation (or 1, 2, 3)."""
-        provider = layer.dataProvider()
-        names = [provider.colorInterpretationName(b).lower() for b in range(1, layer.bandCount() + 1)]
-        if all(colour in names for colour in ("red", "green", "blue")):
-            return tuple(names.index(colour) + 1 for colour in ("red", "green", "blue"))
-        return (1, 2, 3)
 
     def _bands_edited(self, _band: int = 0) -> None:
         """Remember the user's choice on the layer (saved with the project)."""

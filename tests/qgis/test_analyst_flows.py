@@ -57,6 +57,12 @@ def test_band_default_from_colour_interpretation_names_or_sensor(plugin_module):
     assert default_bands(["undefined"] * 6, oli, hint="LC08_x.tif").bands == (3, 2, 1)
     guess = default_bands(["undefined"] * 5)
     assert guess.bands == (1, 2, 3) and not guess.certain
+    # what the Bands row shows without a remembered choice
+    from mgimm_geo.bands import shown_bands
+
+    assert shown_bands(["Blue", "Green", "Red", "Undefined"], None) == (3, 2, 1)
+    assert shown_bands(["gray", "undefined", "undefined"], None) == (1, 2, 3)
+    assert shown_bands(["undefined"] * 6, default_bands(["undefined"] * 6, hint="LT05_x.tif")) == (3, 2, 1)
 
 
 def test_six_band_landsat_gets_a_band_choice_remembered_per_layer(plugin, plugin_module, worker_settings, tmp_path):
