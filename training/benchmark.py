@@ -63,6 +63,7 @@ from shapely import affinity
 from mgimm_core.mentions import ObjectSpec, mentions, words
 from mgimm_core.vocabulary import CLASS_NAMES, COLORS, NO_OBJECT_VALUE, SHAPES, SIZES, number_word, plural, size_surface
 from training.agreement import _rate, tile_scores
+from training.synthetic.scene import world_scene
 
 TEST_SEED_BASE = 7_000_000
 DEV_SEED_BASE = 6_000_000
@@ -140,7 +141,7 @@ class Grammar:
 
         grammar = cls()
         for seed in seeds:
-            scene = draw_scene(int(seed), 512, world)
+            scene = world_scene(int(seed), 512, world)
             rng = np.random.default_rng([int(seed), 23])
             for _ in range(windows):
                 side = int(rng.integers(24, 512))
@@ -172,13 +173,6 @@ class Region:
     target: object = None                           # the object it was drawn around (single/partial/shifted)
     guide: shapely.Geometry | None = None           # its wrong guide (shifted/empty), scene pixels
     covers: dict = field(default_factory=dict)      # land cover (or "clouds") -> share of the AOI's pixels
-
-
-def draw_scene(seed: int, size: int, world: int):
-    """Scene `seed` of `world` (2: 0.5 m RGB, the v2 model's; 3: its own GSD and look)."""
-    from training.synthetic.scene import generate_scene, generate_scene_v3
-
-    return generate_scene_v3(seed, size) if world == 3 else generate_scene(seed, size=size)
 
 
 def cover_shares(scene, box) -> dict:
@@ -339,7 +333,7 @@ def scene_case(seed: int, directory: Path, world: int = 2):
 
     directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([seed, 22])
-    scene = draw_scene(seed, int(rng.integers(8, 17)) * 64, world)
+    scene = world_scene(seed, int(rng.integers(8, 17)) * 64, world)
     write_geotiff(scene, directory / "scene.tif")
     write_objects(scene, directory / "truth.gpkg")
     regions = draw_regions(scene, rng)

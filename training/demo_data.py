@@ -21,11 +21,13 @@ from mgimm_core.prompts import ATTRIBUTE_PROMPT, guided_description_prompt, with
 from mgimm_core.regions import AOIFeature, ChipSettings, prepare_region
 from mgimm_core.scene import Scene
 from mgimm_core.vocabulary import attribute_phrase, no_object_answer
-from training.synthetic import SceneSample, describe_tile, generate_scene
-from training.synthetic.scene import generate_scene_v3
+from training.synthetic import SceneSample, describe_tile
+from training.synthetic.scene import world_scene
 from training.synthetic.landcover import LANDCOVER_NAMES, ROAD
 
 REGION_ATTRIBUTES = ("name", "color", "shape", "size", "orientation")
+#: The smallest side of the recipe's empty squares ("no distinct objects"), as the shipped models saw them.
+EMPTY_SQUARE_MIN_SIDE = 48
 
 
 @dataclass
@@ -41,6 +43,9 @@ class ChipSample:
     attributes: dict | None = None
     guides: list = field(default_factory=list)   # (box, mask) of guide objects after the region
     guide_attributes: list = field(default_factory=list)   # their attribute dicts, same order
+
+#: The smallest side of the recipe's empty squares ("no distinct objects"), as the shipped models saw them.
+EMPTY_SQUARE_MIN_SIDE = 48
 
 
 def region_answer(obj) -> tuple[str, dict]:
@@ -115,7 +120,7 @@ def scene_samples(scene: SceneSample, rng: np.random.Generator, *, model_input: 
                   descriptions: int, object_descriptions: int = 0, max_per_class: int = 6,
                   min_window: int = 48, region_side: tuple[int, int] = (96, 320),
                   no_object_regions: int = 0, gsd_prompt: bool = False,
-                  no_object_min_side: int = 48) -> list[ChipSample]:
+                  no_object_min_side: int = EMPTY_SQUARE_MIN_SIDE) -> list[ChipSample]:
     """Region samples (one per object, classes capped per scene) and description samples.
 
     descriptions: how many random square regions (side drawn from `region_side`, scene pixels) to
@@ -204,10 +209,10 @@ def scene_samples(scene: SceneSample, rng: np.random.Generator, *, model_input: 
 
 
 def _empty_window(scene: SceneSample, rng: np.random.Generator, region_side, tries: int = 12,
-                  min_side: int = 48):
+                  min_side: int = EMPTY_SQUARE_MIN_SIDE):
     """A square window (x0, y0, side, side) that no object footprint touches, or None.
 
-    min_side under 48: sides drawn log-uniformly from min_side, so object-sized empty squares (what
+    min_side under EMPTY_SQUARE_MIN_SIDE: sides drawn log-uniformly from min_side, so object-sized empty squares (what
     the guide check asks about, mgimm_core/describer.py `check_guides`) are seen as often as large ones."""
     from shapely.strtree import STRtree
 
@@ -215,10 +220,10 @@ def _empty_window(scene: SceneSample, rng: np.random.Generator, region_side, tri
     tree = STRtree([o.footprint for o in scene.objects]) if scene.objects else None
     for _ in range(tries):
         high = min(region_side[0] * 2, h, w)
-        if min_side < 48:
+        if min_side < EMPTY_SQUARE_MIN_SIDE:
             side = int(round(np.exp(rng.uniform(np.log(min_side), np.log(high)))))
         else:
-            side = int(rng.integers(min(48, region_side[0]), high + 1))
+            side = int(rng.integers(min(EMPTY_SQUARE_MIN_SIDE, region_side[0]), high + 1))
         x0, y0 = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
         if tree is None or not len(tree.query(shapely_box(x0, y0, x0 + side, y0 + side))):
             return x0, y0, side, side
@@ -241,15 +246,14 @@ def _window_around(bounds, scene_hw, rng: np.random.Generator, min_side: int = 2
 def generate_samples(seeds, *, scene_size: int, model_input: int, descriptions_per_scene: int,
                      object_descriptions_per_scene: int = 0, no_object_regions_per_scene: int = 0,
                      gsd: float = 0.5, world: int = 2, gsd_prompt: bool = False,
-                     no_object_min_side: int = 48) -> list[ChipSample]:
+                     no_object_min_side: int = EMPTY_SQUARE_MIN_SIDE) -> list[ChipSample]:
     """Samples from the scenes of `seeds` (deterministic: sample draws are seeded per scene).
 
     world: 2, scenes at `gsd` (the shipped demo model's world); 3, world-v3 scenes, each at the GSD
-    and look its seed draws (`generate_scene_v3`). gsd_prompt: questions carry the chip's GSD."""
+    and look its seed draws (`world_scene`). gsd_prompt: questions carry the chip's GSD."""
     out: list[ChipSample] = []
     for seed in seeds:
-        scene = generate_scene_v3(int(seed), scene_size) if world == 3 else generate_scene(int(seed), size=scene_size,
-                                                                                           gsd=gsd)
+        scene = world_scene(int(seed), scene_size, world, gsd)
         rng = np.random.default_rng([int(seed), 7])
         out.extend(scene_samples(scene, rng, model_input=model_input, descriptions=descriptions_per_scene,
                                  object_descriptions=object_descriptions_per_scene,

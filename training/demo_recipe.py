@@ -366,7 +366,7 @@ DEMO_CARD = {
 }
 
 
-#: The card of a model trained on world v3 (presets "v3", "v3-dinov2").
+#: The card of a model trained on world v3 (the presets with world=3).
 DEMO_CARD_V3 = {
     "imagery": "synthetic RGB and grayscale scenes of training/synthetic world v3 (never a real image)",
     "gsd_m": [0.3, 30.0],

@@ -113,3 +113,20 @@ def test_not_found_guides_are_left_out_of_the_description(tiny_model_dir):
     plain = describer.describe(chips, boxes, [None] * 3)
     assert [o.guide_status for r in guided for o in r.objects] == [GUIDE_NOT_FOUND] * 3
     assert [r.description for r in guided] == [r.description for r in plain]
+
+
+def test_a_model_folder_carries_its_own_guide_threshold(tiny_model_dir, tmp_path):
+    """mgimm_processor.json's guide_no_object_probability survives save/load and is the threshold
+    check_guides uses: at 1.0 no probability exceeds it (every guide found), at 1e-30 any does."""
+    from mgimm_core.model.processing_mgimm import MGIMMProcessor
+
+    describer = Describer.load(tiny_model_dir, device="cpu", max_new_tokens=4, agree=False)
+    describer.processor.guide_no_object_probability = 1e-30
+    describer.processor.save_pretrained(tmp_path)
+    assert MGIMMProcessor.from_pretrained(tmp_path).guide_no_object_probability == 1e-30
+    chips = [random_chip(32, 32, seed=s) for s in range(2)]
+    guides = [((8.0, 8.0, 16.0, 16.0), None)] * 2
+    patches = describer.patches(chips)
+    assert describer.check_guides(chips, guides, patches) == [False, False]
+    describer.processor.guide_no_object_probability = 1.0
+    assert describer.check_guides(chips, guides, patches) == [True, True]

@@ -118,6 +118,12 @@ def generate_scene_v3(seed: int, size: int = 512) -> SceneSample:
     return generate_scene(seed, size, gsd, look=look)
 
 
+def world_scene(seed: int, size: int, world: int, gsd: float = 0.5) -> SceneSample:
+    """Scene `seed` of `world`: 2, world v2 at `gsd` (the shipped demo model's); 3, world v3 at the
+    GSD and look the seed draws (`gsd` unused)."""
+    return generate_scene_v3(seed, size) if world == 3 else generate_scene(seed, size=size, gsd=gsd)
+
+
 class _Placer:
     """Places built objects where their land cover allows and nothing else stands."""
 
