@@ -40,6 +40,7 @@ class RegionText:
     objects: list["RegionText"] = field(default_factory=list)   # one per guide object, in order
     error: MGIMMError | None = None    # an answer that could not be read (its row carries the code)
     guide_status: str | None = None        # a guide object's: GUIDE_CONFIRMED or GUIDE_NOT_FOUND
+    guide_no_object_p: float | None = None  # ... and the model's probability that nothing is there
 
 
 def parse_answer(text: str, fields: Iterable[str]) -> dict[str, str]:

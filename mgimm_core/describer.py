@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: A guide is not found where the model gives "no distinct objects" more than this probability as
-#: the attribute answer of a square around it (`Describer.check_guides`). Chosen on the dev split of
+#: the attribute answer of a square around it (`Describer.guide_no_object_probabilities`). Chosen on the dev split of
 #: training/benchmark.py (16 scenes, never the test split): guides on empty land confirmed 0.04 (48),
 #: shifted off their object 0.03 (32), true footprints 0.50 (245; 0.10 gave the fewest true guides
 #: lost for wrong guides under 10%).
@@ -82,6 +82,7 @@ class Describer:
             self.generate_options["no_repeat_ngram_size"] = int(no_repeat_ngram)
         self._word_tokens: Any = None      # constrained_mgimm.word_tokens (a tensor), built on first use
         self._sentence_ends: frozenset[int] = frozenset()
+        self._clause_ends: frozenset[int] = frozenset()
         self._checked_prompts: set[str] = set()
         self._chip_gsd: dict[int, float | None] = {}   # id(chip) -> GSD during a gsd_prompt describe call
         self.model_dir = model_dir
@@ -144,15 +145,17 @@ class Describer:
 
         The repetition guard is always on: no word right after itself (RepetitionGuard, a forbidden
         token), and an answer cut before a sentence it already said, or, cut by the token budget,
-        back to its last full sentence (trim_repeats: whole sentences of its own dropped)."""
+        back to its last full sentence, and a clause it already said dropped with its mark (trim_repeats:
+        whole sentences and clauses of its own dropped)."""
         from transformers import LogitsProcessor, LogitsProcessorList
 
         from mgimm_core.model.constrained_mgimm import (PhraseConstraint, RepetitionGuard, append_tokens,
-                                                        sentence_end_tokens, trim_repeats, word_tokens)
+                                                        CLAUSE_ENDS, mark_tokens, trim_repeats, word_tokens)
 
         tokenizer = self.processor.tokenizer
         if self._word_tokens is None:
-            self._word_tokens, self._sentence_ends = word_tokens(tokenizer), sentence_end_tokens(tokenizer)
+            self._word_tokens, self._sentence_ends = word_tokens(tokenizer), mark_tokens(tokenizer)
+            self._clause_ends = mark_tokens(tokenizer, CLAUSE_ENDS)
         batch = self.inputs(images, regions, prompts, mode)
         options = dict(self.generate_options)
         budget = self.max_new_tokens
@@ -176,7 +179,7 @@ class Describer:
             row.extend(new[:end])
             complete = end < len(new) and len(row) <= self.max_new_tokens
             del row[self.max_new_tokens:]
-            rows[k] = trim_repeats(row, self._sentence_ends, complete)
+            rows[k] = trim_repeats(row, self._sentence_ends, complete, self._clause_ends)
         return rows
 
     @property
@@ -285,7 +288,7 @@ class Describer:
         on one `DescribeState`.
 
         guides: per chip a list of (box, mask) of guide objects (the paper's multi-region mode):
-        each gets its own attribute answer and a `guide_status` (`check_guides`: confirmed where
+        each gets its own attribute answer and a `guide_status` (`guide_no_object_probabilities`: confirmed where
         the model sees an object there, else not_found) in `RegionText.objects`; the chip's
         description sees the region and every confirmed guide as region prompts in one sequence.
         Models trained with attribute-guided descriptions (processor.guided_descriptions) get the
@@ -324,17 +327,15 @@ class Describer:
             step(self, state)
         return results
 
-    def check_guides(self, images: Sequence[np.ndarray], guides: Sequence[BoxMask],
-                     patches: torch.Tensor) -> list[bool]:
-        """Per guide object (one chip each, its (box, mask) in chip pixels), whether the model sees an
-        object there. Its answer for the guide polygon cannot tell: asked about a region shaped like
-        an object, the demo model names one on empty land too (98-100% of guides). So the guide is
-        judged by the answer the model was trained to give for squares with nothing in them: the
+    def guide_no_object_probabilities(self, images: Sequence[np.ndarray], guides: Sequence[BoxMask],
+                                      patches: torch.Tensor) -> list[float]:
+        """Per guide object (one chip each, its (box, mask) in chip pixels), how sure the model is that
+        nothing is there. Its answer for the guide polygon cannot tell: asked about a region shaped
+        like an object, the demo model names one on empty land too (98-100% of guides). So the guide
+        is judged by the answer the model was trained to give for squares with nothing in them: the
         teacher-forced probability that the attribute answer of a square around the guide (its box
-        times each of GUIDE_CHECK_SCALES) begins "no distinct objects". Where it exceeds
-        the model's threshold (its processor's guide_no_object_probability, else
-        GUIDE_NO_OBJECT_PROBABILITY) for any of them, the guide is not found. One forward pass per
-        square, no generation."""
+        times each of GUIDE_CHECK_SCALES) begins "no distinct objects", the highest of them. One
+        forward pass per square, no generation. Above `guide_threshold` the guide is not found."""
         if not guides:
             return []
         tokenizer = self.processor.tokenizer
@@ -351,12 +352,16 @@ class Describer:
                 owners.append(k)
         scores = self.score([images[k] for k in owners], squares, ATTRIBUTE_PROMPT, "region", patches[owners],
                              [answer] * len(squares), [len(answer)] * len(squares))
-        threshold = getattr(self.processor, "guide_no_object_probability", None) or GUIDE_NO_OBJECT_PROBABILITY
-        found = [True] * len(guides)
+        highest = [0.0] * len(guides)
         for k, score in zip(owners, scores):
-            if math.exp(score) > threshold:
-                found[k] = False
-        return found
+            highest[k] = max(highest[k], math.exp(score))
+        return highest
+
+    @property
+    def guide_threshold(self) -> float:
+        """The "no distinct objects" probability above which a guide is not found: the model
+        folder's own (its processor's guide_no_object_probability), else GUIDE_NO_OBJECT_PROBABILITY."""
+        return float(getattr(self.processor, "guide_no_object_probability", None) or GUIDE_NO_OBJECT_PROBABILITY)
 
     @staticmethod
     def set_attributes(result: "RegionText", text: str) -> None:

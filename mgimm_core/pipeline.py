@@ -274,7 +274,8 @@ def object_records(item: WorkItem, texts: Iterable[RegionText], *, model: str) -
     return [ObjectRecord(scene=item.scene_name, region_id=guide.id, geometry=guide.geometry, crs=guide.crs,
                          attributes=text.attributes, properties=guide.properties, model=model,
                          prompt=ATTRIBUTE_PROMPT, parent_layer=parent_layer, parent_id=parent_id,
-                         attribute_text=text.attribute_text, guide_status=getattr(text, "guide_status", None))
+                         attribute_text=text.attribute_text, guide_status=getattr(text, "guide_status", None),
+                         guide_no_object_p=getattr(text, "guide_no_object_p", None))
             for guide, text in zip(item.guides or [], texts)]
 
 

@@ -1,7 +1,7 @@
 """The questions of one `Describer.describe` call, as a list of steps on one shared batch state.
 
 Each step does one job on a `DescribeState` and uses only the describer's public surface
-(`patches`, `generate_ids`, `score`, `decode`, `set_attributes`, `check_guides`): the region's
+(`patches`, `generate_ids`, `score`, `decode`, `set_attributes`, `guide_no_object_probabilities`): the region's
 attribute question (`ask_attributes`), each guide object's (`ask_guides`), the guide check that
 sets `guide_status` (`judge_guides`), the description question (`ask_description`) and the
 agreement (mgimm_core/agreeing.py `agreement`). `Describer.steps` picks them for a call;
@@ -100,16 +100,19 @@ def ask_guides(describer: "Describer", state: DescribeState) -> None:
 
 
 def judge_guides(describer: "Describer", state: DescribeState) -> None:
-    """Each guide object's `guide_status`: confirmed where the model sees an object there
-    (`Describer.check_guides`) and its own answer names one, else not found."""
+    """Each guide object's `guide_status`: confirmed where the model sees an object there (its
+    "no distinct objects" probability, `guide_no_object_p`, at most `Describer.guide_threshold`)
+    and its own answer names one, else not found."""
     flat = state.guide_objects()
     if not flat:
         return
     index = [i for i, _, _ in flat]
-    found = describer.check_guides([state.images[i] for i in index], [guide for _, guide, _ in flat],
-                                   state.patches[index])
-    for (_, _, obj), there in zip(flat, found):
-        there = there and obj.attributes.get("name") != NO_OBJECT_VALUE
+    empty = describer.guide_no_object_probabilities([state.images[i] for i in index],
+                                                    [guide for _, guide, _ in flat], state.patches[index])
+    threshold = describer.guide_threshold
+    for (_, _, obj), p_empty in zip(flat, empty):
+        obj.guide_no_object_p = p_empty
+        there = p_empty <= threshold and obj.attributes.get("name") != NO_OBJECT_VALUE
         obj.guide_status = GUIDE_CONFIRMED if there else GUIDE_NOT_FOUND
 
 

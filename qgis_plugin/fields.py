@@ -17,9 +17,9 @@ FIELD_KINDS = ((("region_id", "text"), ("scene", "text"), ("description", "text"
 FIELD_NAMES = tuple(name for name, _ in FIELD_KINDS)
 #: The `objects` layer of guided requests (the core's ObjectSchema): the regions fields, then the
 #: link to the region a guide object was described in, the model's attribute answer and its judgement
-#: of the guide (guide_status: confirmed / not_found).
+#: of the guide (guide_status: confirmed / not_found; guide_no_object_p: how sure it is nothing is there).
 OBJECT_FIELD_KINDS = FIELD_KINDS + (("parent_layer", "text"), ("parent_id", "text"), ("attribute_text", "text"),
-                                    ("guide_status", "text"))
+                                    ("guide_status", "text"), ("guide_no_object_p", "real"))
 OBJECT_FIELD_NAMES = tuple(name for name, _ in OBJECT_FIELD_KINDS)
 
 INPUT_PREFIX = "in_"

@@ -32,7 +32,7 @@ singular or plural stands in the text):
 - counts (multi AOIs): the count word before each true class named is the number of those objects inside;
 - "no distinct objects": precision and recall of the attribute answer `none` for empty AOIs, and the
   same for descriptions that name no object;
-- grammar: descriptions with a word twice in a row, and with a broken phrase: a pair of neighbouring
+- grammar: descriptions with a word twice in a row, a clause said twice, and with a broken phrase: a pair of neighbouring
   words the world's description generator (training/synthetic/text.py) never writes, read with
   colours, shapes, sizes, numbers and class names as their kind (`Grammar`);
 - land cover: AOIs whose dominant cover (ignoring roads; "clouds" where thick cloud covers over 60%)
@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import tempfile
 import time
 from collections import Counter
@@ -74,6 +75,8 @@ SPLITS = {"test": range(TEST_SEED_BASE, TEST_SEED_BASE + SPLIT_SCENES),
           "dev": range(DEV_SEED_BASE, DEV_SEED_BASE + SPLIT_SCENES),
           "test-v3": range(TEST_SEED_BASE + V3_OFFSET, TEST_SEED_BASE + V3_OFFSET + SPLIT_SCENES),
           "dev-v3": range(DEV_SEED_BASE + V3_OFFSET, DEV_SEED_BASE + V3_OFFSET + SPLIT_SCENES)}
+#: The splits figures are reported on, run once per model: never tuned on.
+TEST_SPLITS = ("test", "test-v3")
 #: The synthetic world each split's scenes are drawn from.
 SPLIT_WORLD = {"test": 2, "dev": 2, "test-v3": 3, "dev-v3": 3}
 #: A cover dominates an AOI from this share; a cover named under NAMED_COVER_MIN is invented.
@@ -125,6 +128,19 @@ def doubled_words(text: str | None) -> list[str]:
     """Words standing twice in a row ("in in")."""
     found = words(text)
     return [a for a, b in zip(found, found[1:]) if a == b]
+
+
+def repeated_clauses(text: str | None) -> list[str]:
+    """Clauses (between , ; . ! ?) said twice in one description ("mountains occupy the centre;
+    mountains occupy the centre")."""
+    seen: set[tuple[str, ...]] = set()
+    repeated = []
+    for clause in re.split(r"[,;.!?]", text or ""):
+        found = tuple(words(clause))
+        if found and found in seen:
+            repeated.append(" ".join(found))
+        seen.add(found)
+    return repeated
 
 
 @dataclass
@@ -381,6 +397,7 @@ class Tally:
     tiles: dict = field(default_factory=lambda: {"unguided": Counter(), "true_guides": Counter(),
                                                  "wrong_guides": Counter()})
     examples: dict = field(default_factory=dict)
+    guides: list = field(default_factory=list)   # per guide object: (kind, guide_no_object_p, answered "none")
 
     def example(self, key: str, value) -> None:
         self.examples.setdefault(key, [])
@@ -449,9 +466,12 @@ def score_case(regions: list[Region], runs: dict, tally: Tally, grammar: Grammar
                 continue
             text = row["description"]
             n["texts"] += 1
-            doubled, broken = doubled_words(text), grammar.broken(text)
+            doubled, broken, again = doubled_words(text), grammar.broken(text), repeated_clauses(text)
             n["doubled"] += bool(doubled)
             n["broken"] += bool(broken)
+            n["repeated_clause"] += bool(again)
+            if again:
+                tally.example("repeated clause", {"clauses": again[:3], "description": text})
             if broken:
                 tally.example("broken phrase", {"pairs": broken[:3], "description": text})
             if doubled:
@@ -471,6 +491,7 @@ def score_case(regions: list[Region], runs: dict, tally: Tally, grammar: Grammar
                 n[f"guides_{kind}"] += 1
                 # no guide_status (a describe path that does not check guides): believed
                 n[f"guides_{kind}_confirmed"] += obj.get("guide_status", CONFIRMED) in (CONFIRMED, None)
+                tally.guides.append((kind, obj.get("guide_no_object_p"), obj.get("object") == NO_OBJECT_VALUE))
             if run == "wrong_guides" and region.kind == "empty":
                 n["empty_guided"] += 1
                 n["empty_guided_described_object"] += bool(_names(text))
@@ -502,6 +523,7 @@ def report(tally: Tally) -> dict:
         "no_object_description_recall": _rate(n["no_objects_described_right"], n["empty"]),
         "texts": n["texts"], "doubled_words": _rate(n["doubled"], n["texts"]),
         "broken_phrases": _rate(n["broken"], n["texts"]),
+        "repeated_clauses": _rate(n["repeated_clause"], n["texts"]),
         "cover_regions": n["cover_regions"],
         "dominant_cover_named": _rate(n["cover_named"], n["cover_regions"]),
         "cover_invented": _rate(n["cover_invented"], n["described"]),
@@ -521,9 +543,11 @@ def report(tally: Tally) -> dict:
     return out
 
 
-def run_benchmark(model=None, *, split: str = "test", scenes: int = 24, decodings=("free", "agree"),
-                  workdir: str | None = None, threads: int | None = None, max_new_tokens: int = 160) -> dict:
-    """The benchmark of `model` (a directory; None: the demo model) on the first `scenes` seeds of `split`."""
+def benchmark_tallies(model=None, *, split: str = "test", scenes: int = 24, decodings=("free", "agree"),
+                      workdir: str | None = None, threads: int | None = None,
+                      max_new_tokens: int = 160) -> tuple[dict, dict[str, Tally]]:
+    """The counts of `model` (a directory; None: the demo model) on the first `scenes` seeds of
+    `split`, per decoding, and what was run."""
     import mgimm_core
 
     seeds = list(SPLITS[split])[:scenes]
@@ -532,7 +556,7 @@ def run_benchmark(model=None, *, split: str = "test", scenes: int = 24, decoding
     started = time.perf_counter()
     grammar = Grammar.from_generator(world=world)
     cases = [(seed, *scene_case(seed, work / f"scene_{seed}", world)) for seed in seeds]
-    results = {}
+    tallies = {}
     for decoding in decodings:
         engine = mgimm_core.load_model(model, max_new_tokens=max_new_tokens, threads=threads,
                                        agree=decoding == "agree")
@@ -542,10 +566,17 @@ def run_benchmark(model=None, *, split: str = "test", scenes: int = 24, decoding
                 score_case(regions, run_case(engine, work / f"scene_{seed}", layers), tally, grammar)
         finally:
             engine.close()
-        results[decoding] = report(tally)
-    return {"model": str(model or "demo"), "split": split, "world": world, "seeds": [seeds[0], seeds[-1]] if seeds else [],
-            "scenes": len(seeds), "aois_per_scene": AOI_COUNTS, "wall_s": round(time.perf_counter() - started, 1),
-            "results": results}
+        tallies[decoding] = tally
+    meta = {"model": str(model or "demo"), "split": split, "world": world,
+            "seeds": [seeds[0], seeds[-1]] if seeds else [], "scenes": len(seeds), "aois_per_scene": AOI_COUNTS,
+            "wall_s": round(time.perf_counter() - started, 1)}
+    return meta, tallies
+
+
+def run_benchmark(model=None, **options) -> dict:
+    """The benchmark report of `model` (`benchmark_tallies`' options)."""
+    meta, tallies = benchmark_tallies(model, **options)
+    return {**meta, "results": {decoding: report(tally) for decoding, tally in tallies.items()}}
 
 
 ROWS = (("attribute class / colour / shape / size right (single-object AOIs)",
@@ -561,7 +592,8 @@ ROWS = (("attribute class / colour / shape / size right (single-object AOIs)",
                                                                "no_object_answer_recall"), ""),
         ("description names no object: precision / recall", ("no_object_description_precision",
                                                               "no_object_description_recall"), ""),
-        ("doubled words / broken phrases (all descriptions)", ("doubled_words", "broken_phrases"), "0 / 0"),
+        ("doubled words / broken phrases / repeated clauses (all descriptions)",
+         ("doubled_words", "broken_phrases", "repeated_clauses"), "0 / 0 / 0"),
         ("dominant land cover named (AOIs where one covers >= 40%)", ("dominant_cover_named",), ""),
         ("descriptions naming a cover under 5% of the AOI", ("cover_invented",), ""),
         ("neighbour described (localisation errors)", ("neighbour_described",), ""),

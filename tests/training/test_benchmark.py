@@ -11,7 +11,7 @@ import pytest
 import shapely
 
 from training.benchmark import (AOI_COUNTS, SPLIT_WORLD, SPLITS, Grammar, covers_named, dominant_cover,
-                                doubled_words, draw_regions, kinds, scene_case, used_seeds)
+                                doubled_words, draw_regions, kinds, repeated_clauses, scene_case, used_seeds)
 
 
 def test_splits_are_disjoint_from_every_seed_training_and_tuning_use():
@@ -96,6 +96,8 @@ def test_grammar_reads_generator_text_as_good_and_catches_broken_phrases(grammar
     assert grammar.broken(good.replace(" the ", " the the ", 1))
     assert grammar.broken("In this high-shaped resolution image we see a mainly rural area.")
     assert doubled_words("a building in in the centre") == ["in"] and not doubled_words(good)
+    assert not [repeated_clauses(t) for t in texts if repeated_clauses(t)]     # the generator never repeats one
+    assert repeated_clauses("Mountains occupy the centre; mountains occupy the centre.") == ["mountains occupy the centre"]
     assert kinds("two small red storage tanks") == ["<number>", "<size>", "<colour>", "<class>"]
 
 
@@ -105,3 +107,21 @@ def test_a_scene_without_objects_has_no_layers_to_guide(tmp_path):
 
     assert _write_layer(tmp_path / "none.geojson", []) is None and not (tmp_path / "none.geojson").exists()
     assert _write_layer(tmp_path / "one.geojson", [("a", shapely.box(0, 0, 1, 1))]) == str(tmp_path / "one.geojson")
+
+
+def test_guide_threshold_keeps_empty_land_under_target_and_refuses_test_splits():
+    from training.guide_threshold import choose, curve, main
+
+    guides = ([("true", p, False) for p in (1e-4, 1e-3, 0.02, 0.3)] + [("true", 1e-5, True)]
+              + [("empty_land", p, False) for p in (0.001, 0.5, 0.9, 0.95, 0.99)])
+    points = curve(guides)
+    best = choose(points, 0.2)
+    # one of five guides on empty land (0.2) may be confirmed: up to under 0.5, all four true ones are
+    assert best["empty_land"] == 0.2 and best["true"] == 0.8 and 0.3 <= best["threshold"] < 0.5
+    # none: under 0.001, where only the 1e-4 true guide is confirmed
+    strict = choose(points, 0.0)
+    assert strict["empty_land"] == 0.0 and strict["true"] == 0.2 and strict["threshold"] < 0.001
+    # a true guide the model itself answers "none" for is never confirmed, whatever the threshold
+    assert points[-1]["true"] == 0.8
+    with pytest.raises(SystemExit):
+        main(["--model", "unused", "--split", "test-v3"])
