@@ -92,6 +92,18 @@ PRESETS = {
                       object_descriptions_per_scene=6, no_object_regions_per_scene=5, no_object_min_side=6,
                       model_input=126, stage1_steps=1100, stage2_steps=1500, world=3, v2_share=0.25,
                       gsd_prompt=True, vision="dinov2-s", vision_layers=4, train_vision=False),
+    # The vision-tower ablation (docs/ablation.md "Vision tower"): the v3c data and questions at a
+    # quarter of its scale, once with a ViT trained from scratch (128 px) and once with the frozen
+    # DINOv2-S blocks (126 px); nothing else differs.
+    "ablation-vit": DemoPreset(train_scenes=200, heldout_scenes=12, scene_size=512, descriptions_per_scene=12,
+                               object_descriptions_per_scene=6, no_object_regions_per_scene=5, no_object_min_side=6,
+                               model_input=128, stage1_steps=300, stage2_steps=400, world=3, v2_share=0.25,
+                               gsd_prompt=True, eval_regions=300, eval_descriptions=100),
+    "ablation-dinov2": DemoPreset(train_scenes=200, heldout_scenes=12, scene_size=512, descriptions_per_scene=12,
+                                  object_descriptions_per_scene=6, no_object_regions_per_scene=5,
+                                  no_object_min_side=6, model_input=126, stage1_steps=300, stage2_steps=400,
+                                  world=3, v2_share=0.25, gsd_prompt=True, vision="dinov2-s", vision_layers=4,
+                                  train_vision=False, eval_regions=300, eval_descriptions=100),
     # Continue a v3 model (`--init DIR`) with object-sized empty squares (6 px and up) among the
     # region batches: the guide check asks about squares around a guide, object-sized at coarse GSDs.
     "v3-guides": DemoPreset(train_scenes=320, heldout_scenes=24, scene_size=512, descriptions_per_scene=6,

@@ -166,3 +166,31 @@ def test_describe_puts_each_regions_gsd_in_the_questions_of_a_gsd_trained_model(
     # the phrases are those of the rows' own gsd_m (the chip as read: small chips are decimated)
     assert {p.split(". ")[0] + "." for p in seen} == {gsd_phrase(g) for g in frame["gsd_m"]}
     assert all(g >= 2.0 for g in frame["gsd_m"])
+
+
+def test_a_v2_share_mixes_world_v2_scenes_into_world_v3_by_seed():
+    from training.demo_data import generate_samples, scene_world
+
+    worlds = [scene_world(seed, 3, 0.25) for seed in range(1, 401)]
+    assert worlds == [scene_world(seed, 3, 0.25) for seed in range(1, 401)]     # the seed decides
+    assert 0.18 < worlds.count(2) / len(worlds) < 0.32 and set(worlds) == {2, 3}
+    assert {scene_world(seed, 3, 0.0) for seed in range(1, 401)} == {3}
+    assert {scene_world(seed, 2, 0.9) for seed in range(1, 401)} == {2}           # only world 3 mixes
+    v2_seed = worlds.index(2) + 1
+    samples = generate_samples([v2_seed], scene_size=256, model_input=64, descriptions_per_scene=1,
+                               world=3, v2_share=0.25, gsd_prompt=True)
+    plain = generate_samples([v2_seed], scene_size=256, model_input=64, descriptions_per_scene=1, world=2,
+                             gsd_prompt=True)
+    assert [s.answer for s in samples] == [s.answer for s in plain]               # that scene is world v2's
+
+
+def test_demo_inputs_can_be_a_world_v3_scene(tmp_path):
+    import rasterio
+
+    from training.synthetic.demo_inputs import write_demo_inputs
+    from training.synthetic.scene import draw_look
+
+    seed = next(s for s in range(100) if draw_look(s)[1].bands == "gray" and draw_look(s)[0] < 2)
+    inputs = write_demo_inputs(tmp_path, seed=seed, size=256, crs="EPSG:32633", objects=3, world=3)
+    with rasterio.open(inputs.scene) as src:
+        assert src.count == 1 and abs(src.res[0] - draw_look(seed)[0]) < 1e-6

@@ -16,7 +16,7 @@ import shapely
 from shapely import affinity
 
 from .export import write_geotiff, write_objects
-from .scene import generate_scene
+from .scene import draw_look, generate_scene
 
 TRUTH_PREFIX = "truth_"
 
@@ -45,11 +45,16 @@ def _pick_objects(objects, rng, count: int):
 
 
 def write_demo_inputs(directory, *, seed: int = 2024, size: int = 1024, gsd: float = 0.5,
-                      crs: str | None = "EPSG:32631", objects: int = 12) -> DemoInputs:
-    """Write scene.tif, aoi.geojson and truth.gpkg into `directory` (created if missing)."""
+                      crs: str | None = "EPSG:32631", objects: int = 12, world: int = 2) -> DemoInputs:
+    """Write scene.tif, aoi.geojson and truth.gpkg into `directory` (created if missing).
+
+    world: 2, a world-v2 scene at `gsd`; 3, a world-v3 scene at the GSD and look its seed draws."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    scene = generate_scene(seed, size=size, gsd=gsd, crs=crs)
+    look = None
+    if world == 3:
+        gsd, look = draw_look(seed)
+    scene = generate_scene(seed, size=size, gsd=gsd, crs=crs, look=look)
     paths = DemoInputs(directory / "scene.tif", directory / "aoi.geojson", directory / "truth.gpkg", 0)
     write_geotiff(scene, paths.scene)
     write_objects(scene, paths.truth)
