@@ -15,9 +15,11 @@ import sys
 from dataclasses import replace
 
 
-def _preset_arguments(parser) -> None:
-    parser.add_argument("--preset", default="full", help="full (about an hour on 2 CPU cores), v3, v3-dinov2 (world v3: docs/demo_v3.md), "
-                        "finetune or smoke")
+def _preset_arguments(parser, default: str) -> None:
+    from training.demo_recipe import PRESETS
+
+    parser.add_argument("--preset", default=default, help=f"one of {', '.join(PRESETS)} (default {default}; "
+                        "training/demo_recipe.py says what each is)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a preset field, e.g. --set stage2_steps=500")
 
@@ -45,12 +47,13 @@ def _preset(parser, args):
 
 def main(argv=None) -> int:
     from training.ablation import VARIANTS
+    from training.demo_recipe import SHIPPED_PRESET
 
     parser = argparse.ArgumentParser(prog="python -m training", description="Train MGIMM models.")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="the shipped demo model's recipe on the synthetic world")
+    demo = sub.add_parser("demo", help="the demo model's recipes on the synthetic world (default: the shipped one)")
     demo.add_argument("--out", required=True, help="run folder (data cache, checkpoints, logs, metrics)")
-    _preset_arguments(demo)
+    _preset_arguments(demo, SHIPPED_PRESET)
     demo.add_argument("--export", default=None, help="save the trained model here (e.g. mgimm_core/demo_model)")
     demo.add_argument("--variant", default="two_stage", choices=list(VARIANTS))
     demo.add_argument("--data", default=None, help="folder caching the generated examples (default: --out)")
@@ -58,7 +61,7 @@ def main(argv=None) -> int:
     demo.add_argument("--init", default=None, help="continue a saved demo model (with --preset finetune)")
     ablation = sub.add_parser("ablation", help="two-stage vs description-only vs global-only, equal compute")
     ablation.add_argument("--out", required=True, help="ablation folder (shared data, one folder a variant)")
-    _preset_arguments(ablation)
+    _preset_arguments(ablation, "full")
     ablation.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset")
     ablation.add_argument("--parallel", type=int, default=1, help="variants trained at once (threads split)")
     ablation.add_argument("--reuse", action="append", default=[], metavar="VARIANT=MODEL_DIR",

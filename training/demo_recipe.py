@@ -63,6 +63,7 @@ class DemoPreset:
 
 
 PRESETS = {
+    # Demo model v1's recipe (world v2, 0.5 m RGB); v2 continued it with "finetune".
     "full": DemoPreset(),
     # Continue a trained demo model on this recipe's data (`--init DIR`): mixed stage-2 batches
     # (attribute-guided and multi-region descriptions) with every 3rd a stage-1 batch (including the
@@ -115,6 +116,9 @@ PRESETS = {
                         object_descriptions_per_scene=2, no_object_regions_per_scene=1,
                         stage1_steps=6, stage2_steps=6, batch_size=8, eval_regions=16, eval_descriptions=6),
 }
+
+#: The recipe of the shipped demo model (mgimm_core/demo_model/README.md): `python -m training demo`'s default.
+SHIPPED_PRESET = "v3c"
 
 
 # ---------------------------------------------------------------------------------------- data
