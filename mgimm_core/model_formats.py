@@ -67,6 +67,15 @@ def resolve_vision_dir(directory: Path, config: dict[str, Any], vision: str | os
         f"folder, not in the Hugging Face cache); give its local folder with --vision DIR")
 
 
+def open_weight_permissions(directory: str | os.PathLike[str]) -> None:
+    """Give the folder's weight files the mode the umask gives new files (transformers 5's
+    save_pretrained writes them 0600), so an exported model is readable where it is shared or packaged."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in weight_files(Path(directory)):
+        path.chmod(0o666 & ~umask)
+
+
 def weight_files(directory: Path) -> list[Path]:
     """The checkpoint's weight files, safetensors first (an index lists the shards)."""
     for pattern in ("*.safetensors", "*.bin"):

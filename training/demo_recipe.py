@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mgimm_core.model_formats import open_weight_permissions
 from training.batches import Example, collate
 from training.demo_data import generate_samples
 from training.loop import LoopConfig, seed_everything, train
@@ -373,6 +374,7 @@ def export_demo(model, processor, directory: Path, metrics: dict) -> None:
     model.to(torch.bfloat16).save_pretrained(str(directory))
     model.to(torch.float32)
     processor.save_pretrained(str(directory))
+    open_weight_permissions(directory)
     (directory / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (directory / "README.md").write_text(model_card(metrics))
     (directory / "model_card.json").write_text(json.dumps(demo_card(metrics.get("preset", {})), indent=2) + "\n")

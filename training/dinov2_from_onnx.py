@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mgimm_core.model_formats import open_weight_permissions
+
 _MATMUL_NODE = re.compile(r"^/(?P<path>.+)/MatMul(_\d+)?$")
 
 
@@ -202,6 +204,7 @@ def main(argv=None) -> int:
                                               "patch_size", "image_size")}}
     if a.out:
         model.save_pretrained(a.out)
+        open_weight_permissions(a.out)
         report["saved"] = a.out
     if a.check:
         report["check"] = check(a.onnx, model=model)

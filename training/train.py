@@ -18,6 +18,7 @@ import torch
 import yaml
 
 from mgimm_core.errors import ModelError
+from mgimm_core.model_formats import open_weight_permissions
 from training.batches import example_from_sample, collate
 from training.loop import LoopConfig, seed_everything, train
 
@@ -155,6 +156,7 @@ def run_config(path, *, resume: bool = False) -> dict:
     result = train(model, groups, batch_fn, cfg, out, device=device, resume=resume)
     model.save_pretrained(str(out / "model"))
     processor.save_pretrained(str(out / "model"))
+    open_weight_permissions(out / "model")
     summary = {"stage": config["stage"], "steps": result.steps, "final_loss": result.final_loss,
                "seconds": round(result.seconds, 1), "samples": result.samples, "data": report,
                "trainable_parameters": sum(p.numel() for g in groups for p in g["params"]),

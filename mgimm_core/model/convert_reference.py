@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from mgimm_core.errors import IncompleteImportError, ModelError, OutputError
+from mgimm_core.model_formats import open_weight_permissions
 
 if TYPE_CHECKING:
     from .modeling_mgimm import MGIMMForConditionalGeneration
@@ -327,6 +328,7 @@ def import_reference(output: str | os.PathLike[str], vision: str | os.PathLike[s
     processor = MGIMMProcessor.from_config(model.config, tokenizer)
     model.save_pretrained(output)
     processor.save_pretrained(output)
+    open_weight_permissions(output)
     sources = {"stage1": stage1, "adapter": adapter_dir, "non_lora_trainables": non_lora_trainables,
                "vision": vision, "llm": llm}
     record = {"format": "mgimm-reference-import",

@@ -4,6 +4,8 @@ directory that `describe --model` loads; incomplete imports fail naming the miss
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import pytest
 import torch
@@ -63,6 +65,10 @@ def test_import_writes_a_model_directory_that_describe_reads(tmp_path, component
     assert report["skipped"] == 3 and "Wrote" in result.stderr
     for name in ("config.json", "model.safetensors", "mgimm_processor.json", "tokenizer.json", REFERENCE_IMPORT_FILE):
         assert (out / name).is_file(), name
+    umask = os.umask(0o022)
+    os.umask(umask)
+    # the weights get the umask's mode like every other file (transformers 5 alone writes them 0600)
+    assert stat.S_IMODE((out / "model.safetensors").stat().st_mode) == 0o666 & ~umask
     model = MGIMMForConditionalGeneration.from_pretrained(out)
     assert (model.config.region_box_shift, model.config.region_prompt_size) == (0.5, 800)
     assert not model.config.region_dense_mask and model.config.region_tokens == ("corners",)
