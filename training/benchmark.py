@@ -6,7 +6,7 @@
 Scenes come from a frozen split of seeds that training and tuning never use (`SPLITS`; the seeds
 they do use are `used_seeds()`, and tests/training/test_benchmark.py checks the two never meet): "test" is
 reported once per model and never tuned on; "dev" is for tuning (thresholds, decoding choices), and
-a figure from it is labelled so. "test"/"dev" are world-v2 scenes (0.5 m, RGB: the shipped v2 model's
+a figure from it is labelled so. "test"/"dev" are world-v2 scenes (0.5 m, RGB: demo model v2's
 world); "test-v3"/"dev-v3" are world-v3 scenes (training/synthetic `generate_scene_v3`: GSD 0.3-30 m
 drawn by seed, a quarter grayscale, relief, clouds, crowds). Each scene (512-1024 px, drawn by seed)
 is written as a GeoTIFF (one band when gray) with its true footprints, and AOIs in EPSG:4326 are drawn over it with random margins:

