@@ -83,6 +83,9 @@ SPLIT_WORLD = {"test": 2, "dev": 2, "test-v3": 3, "dev-v3": 3}
 DOMINANT_COVER_MIN, NAMED_COVER_MIN = 0.4, 0.05
 #: AOIs per scene by kind.
 AOI_COUNTS = {"single": 4, "partial": 2, "multi": 3, "empty": 3, "shifted": 2}
+#: Object sizes in scene pixels (longest side of the part inside the AOI) the figures are broken down
+#: by: a few-pixel object at a coarse GSD cannot be named from its pixels, a large one can.
+PIXEL_BUCKETS = ((8.0, "under 8 px"), (24.0, "8-24 px"), (math.inf, "24 px and over"))
 #: A guide object is believed where its guide_status says so.
 CONFIRMED = "confirmed"
 
@@ -405,6 +408,13 @@ class Tally:
             self.examples[key].append(value)
 
 
+def pixel_bucket(geom) -> str:
+    """The PIXEL_BUCKETS label of a scene-pixel geometry's longest side."""
+    minx, miny, maxx, maxy = geom.bounds
+    side = max(maxx - minx, maxy - miny)
+    return next(label for limit, label in PIXEL_BUCKETS if side < limit)
+
+
 def _names(text) -> set[str]:
     return {m.name for m in mentions(text)}
 
@@ -429,6 +439,9 @@ def score_case(regions: list[Region], runs: dict, tally: Tally, grammar: Grammar
         none_answer = row["object"] == NO_OBJECT_VALUE
         n["none_said"] += none_answer
         n["none_right"] += none_answer and empty
+        if none_answer and not empty:      # what it missed: the largest object part inside the AOI
+            seen = max((o.footprint.intersection(region.box) for o in region.touching), key=lambda g: g.area)
+            n[f"none_wrong:{pixel_bucket(seen)}"] += 1
         n["empty"] += empty
         n["no_objects_described"] += not said
         n["no_objects_described_right"] += (not said) and empty
@@ -441,6 +454,10 @@ def score_case(regions: list[Region], runs: dict, tally: Tally, grammar: Grammar
                 n[f"attr_{key}"] += ok
             n["attr_all"] += all(right.values())
             n["desc_names_true"] += t.name in said
+            bucket = pixel_bucket(t.footprint)
+            n[f"attribute_regions:{bucket}"] += 1
+            n[f"attr_name:{bucket}"] += right["name"]
+            n[f"desc_names_true:{bucket}"] += t.name in said
             spec = ObjectSpec(t.name, t.color, t.shape, t.size)
             n["desc_names_true_attributes"] += any(
                 spec.carried_by(m) and t.color in m.carried("color") and t.shape in m.carried("shape")
@@ -536,6 +553,15 @@ def report(tally: Tally) -> dict:
         "guides_empty_land_confirmed": _rate(n["guides_empty_land_confirmed"], n["guides_empty_land"]),
         "empty_with_guide_described_object": _rate(n["empty_guided_described_object"], n["empty_guided"]),
     }
+    # where the misses are: attribute regions by the object's size in pixels, and wrong "no distinct
+    # objects" answers by the size of the largest object part they missed
+    out["by_object_pixels"] = {label: {"attribute_regions": n[f"attribute_regions:{label}"],
+                                       "attribute_name_right": _rate(n[f"attr_name:{label}"],
+                                                                     n[f"attribute_regions:{label}"]),
+                                       "description_names_true_object": _rate(n[f"desc_names_true:{label}"],
+                                                                              n[f"attribute_regions:{label}"]),
+                                       "no_object_answers_wrong": n[f"none_wrong:{label}"]}
+                               for _, label in PIXEL_BUCKETS}
     for run, t in tally.tiles.items():
         out[f"{run}_recall"] = _rate(t["hit"], t["truth"])
         out[f"{run}_precision"] = _rate(t["hit"], t["mentioned"])
@@ -613,6 +639,13 @@ def markdown(result: dict) -> str:
     for label, keys, target in ROWS:
         values = [" / ".join(str(result["results"][d][k]) for k in keys) for d in decodings]
         lines.append(f"| {label} | " + " | ".join(values) + f" | {target} |")
+    lines += ["", "| object size in scene pixels (" + " / ".join(decodings) + ") | single-object AOIs | class right "
+              "| description names it | wrong \"no distinct objects\" answers |", "|---|---|---|---|---|"]
+    for _, bucket in PIXEL_BUCKETS:
+        cells = [[str(result["results"][d]["by_object_pixels"][bucket][k]) for d in decodings]
+                 for k in ("attribute_regions", "attribute_name_right", "description_names_true_object",
+                           "no_object_answers_wrong")]
+        lines.append(f"| {bucket} | " + " | ".join(" / ".join(c) for c in cells) + " |")
     return "\n".join(lines)
 
 

@@ -125,3 +125,42 @@ def test_guide_threshold_keeps_empty_land_under_target_and_refuses_test_splits()
     assert points[-1]["true"] == 0.8
     with pytest.raises(SystemExit):
         main(["--model", "unused", "--split", "test-v3"])
+
+
+def test_misses_are_broken_down_by_the_objects_size_in_pixels():
+    """Attribute figures per object size, and wrong "no distinct objects" answers by the size of
+    what they missed: scored from hand-written answer rows against a real scene's truth."""
+    from training.benchmark import PIXEL_BUCKETS, Tally, pixel_bucket, report, score_case
+    from mgimm_core.vocabulary import NO_OBJECT_VALUE
+    from training.synthetic.scene import generate_scene
+
+    assert pixel_bucket(shapely.box(0, 0, 5, 3)) == "under 8 px"
+    assert pixel_bucket(shapely.box(0, 0, 10, 30)) == "24 px and over"
+    scene = generate_scene(SPLITS["dev"][1], size=640)
+    regions = draw_regions(scene, np.random.default_rng(0))
+    singles = [r for r in regions if r.kind == "single" and [o.id for o in r.inside] == [r.target.id]]
+    partial = next(r for r in regions if r.kind == "partial")
+    right, wrong = singles[0], singles[1]
+
+    def row(name, t=None):
+        return {"description": f"There is one {name}." if name != NO_OBJECT_VALUE else "No distinct objects.",
+                "object": name, "color": t.color if t else None, "shape": t.shape if t else None,
+                "size": t.size if t else None}
+
+    rows = {right.id: row(right.target.name, right.target),
+            wrong.id: row("windmill" if wrong.target.name != "windmill" else "ship", wrong.target),
+            partial.id: row(NO_OBJECT_VALUE)}
+    tally = Tally()
+    score_case(regions, {"unguided": (rows, {})}, tally, Grammar())
+    result = report(tally)["by_object_pixels"]
+    assert list(result) == [label for _, label in PIXEL_BUCKETS]
+    assert sum(b["attribute_regions"] for b in result.values()) == 2
+    a, b = pixel_bucket(right.target.footprint), pixel_bucket(wrong.target.footprint)
+    if a == b:
+        assert result[a]["attribute_name_right"] == 0.5
+    else:
+        assert (result[a]["attribute_name_right"], result[b]["attribute_name_right"]) == (1.0, 0.0)
+    parts = [o.footprint.intersection(partial.box) for o in partial.touching]
+    missed = pixel_bucket(max(parts, key=lambda g: g.area))     # the largest object part it said was not there
+    assert result[missed]["no_object_answers_wrong"] == 1
+    assert sum(b["no_object_answers_wrong"] for b in result.values()) == 1
