@@ -154,18 +154,20 @@ def reconcile(describer: Describer, state: "DescribeState") -> list[int]:
             scored.append(len(phrase))
     twice = [i for i in index for _ in range(2)]
     twice_images, twice_patches = [state.images[i] for i in twice], state.patches[twice]
-    attribute_scores = describer.score(twice_images, [state.regions[i] for i in twice], q.attribute,
-                                       q.attribute_mode, twice_patches, attribute_answers,
+    attribute_scores = describer.score(twice_images, [state.regions[i] for i in twice],
+                                       state.asked(q.attribute, twice), q.attribute_mode, twice_patches,
+                                       attribute_answers,
                                        [len(a) for a in attribute_answers])
-    description_scores = describer.score(twice_images, [state.sequences[i] for i in twice], description_prompts,
-                                         q.description_mode, twice_patches, description_answers, scored)
+    description_scores = describer.score(twice_images, [state.sequences[i] for i in twice],
+                                         state.asked(description_prompts, twice), q.description_mode, twice_patches,
+                                         description_answers, scored)
     totals = [a + d for a, d in zip(attribute_scores, description_scores)]
     switch = [(i, reading) for k, (i, _, reading, _) in enumerate(cases) if totals[2 * k + 1] > totals[2 * k]]
     if not switch:
         return []
     index = [i for i, _ in switch]
     answers = describer.generate_ids([state.images[i] for i in index], [state.regions[i] for i in index],
-                                     q.attribute, q.attribute_mode, state.patches[index],
+                                     state.asked(q.attribute, index), q.attribute_mode, state.patches[index],
                                      phrases=[phrase_sequences(tokenizer, (reading,), False, article=True)
                                               for _, reading in switch])
     for i, row in zip(index, answers):

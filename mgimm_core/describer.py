@@ -19,7 +19,7 @@ import numpy as np
 from mgimm_core.answers import RegionText
 from mgimm_core.errors import MGIMMError, ModelError, UnknownWordsError
 from mgimm_core.load_options import LoadOptions
-from mgimm_core.prompts import ATTRIBUTE_PROMPT, DESCRIPTION_PROMPT, TEXT_REGION_PROMPTS, with_gsd
+from mgimm_core.prompts import ATTRIBUTE_PROMPT, DESCRIPTION_PROMPT, TEXT_REGION_PROMPTS
 from mgimm_core.vocabulary import NO_OBJECT, NO_OBJECT_VALUE, parse_attributes, says_no_object
 
 if TYPE_CHECKING:
@@ -84,7 +84,6 @@ class Describer:
         self._sentence_ends: frozenset[int] = frozenset()
         self._clause_ends: frozenset[int] = frozenset()
         self._checked_prompts: set[str] = set()
-        self._chip_gsd: dict[int, float | None] = {}   # id(chip) -> GSD during a gsd_prompt describe call
         self.model_dir = model_dir
         self.processor = processor
         self.model_id = model_id
@@ -124,11 +123,8 @@ class Describer:
     def inputs(self, images: Sequence[np.ndarray], regions: Sequence[Sequence[BoxMask]], prompts: str | Sequence[str],
                mode: str) -> dict[str, Any]:
         """The model inputs of one question per chip, on the device; the chips' pixels are left out
-        (their vision features, `patches`, are computed once per chip). For a model trained with the
-        GSD in its questions (processor.gsd_prompt), each chip's question gets its GSD phrase."""
-        if self._chip_gsd:
-            each = [prompts] * len(images) if isinstance(prompts, str) else list(prompts)
-            prompts = [with_gsd(p, self._chip_gsd.get(id(image))) for p, image in zip(each, images)]
+        (their vision features, `patches`, are computed once per chip). prompts: as asked (with the
+        chip's GSD phrase for a model trained so: `DescribeState.asked`)."""
         batch = self.processor(images, boxes=[np.asarray([b for b, _ in r], dtype=np.float32).reshape(-1, 4)
                                               for r in regions],
                                masks=[[m for _, m in r] for r in regions], prompts=prompts, mode=mode)
@@ -299,22 +295,12 @@ class Describer:
         runs once per chip for every question. gsds: per chip its GSD in metres (`RegionChip.gsd_m`),
         put before every question about the chip for a model trained so (processor.gsd_prompt),
         ignored otherwise."""
-        if not images:
-            return []
-        if gsds is not None and getattr(self.processor, "gsd_prompt", False):
-            # every question about a chip (steps, guide checks, agreement) is asked with the chip's array
-            self._chip_gsd = {id(image): gsd for image, gsd in zip(images, gsds)}
-            try:
-                return self._describe(images, boxes, masks, attributes, description, prompt, guides, strict)
-            finally:
-                self._chip_gsd = {}
-        return self._describe(images, boxes, masks, attributes, description, prompt, guides, strict)
-
-    def _describe(self, images: Sequence[np.ndarray], boxes: Sequence[BoxLike], masks: Sequence[np.ndarray | None],
-                  attributes: bool, description: bool, prompt: str | None,
-                  guides: Sequence[Sequence[BoxMask]] | None, strict: bool) -> list[RegionText]:
         from mgimm_core.steps import DescribeState
 
+        if not images:
+            return []
+        if gsds is None or not getattr(self.processor, "gsd_prompt", False):
+            gsds = [None] * len(images)
         results = [RegionText() for _ in images]
         self.check_prompt(prompt, strict)
         questions = self.questions
@@ -322,20 +308,22 @@ class Describer:
                               guides=guides if guides is not None else [[] for _ in images],
                               patches=self.patches(images), questions=questions, attributes=attributes,
                               prompt=prompt or questions.description, results=results,
-                              answers=results if attributes else [RegionText() for _ in images])
+                              answers=results if attributes else [RegionText() for _ in images], gsds=gsds)
         for step in self.steps(attributes=attributes, description=description, guides=guides is not None):
             step(self, state)
         return results
 
     def guide_no_object_probabilities(self, images: Sequence[np.ndarray], guides: Sequence[BoxMask],
-                                      patches: torch.Tensor) -> list[float]:
+                                      patches: torch.Tensor, prompts: Sequence[str] | None = None) -> list[float]:
         """Per guide object (one chip each, its (box, mask) in chip pixels), how sure the model is that
         nothing is there. Its answer for the guide polygon cannot tell: asked about a region shaped
         like an object, the demo model names one on empty land too (98-100% of guides). So the guide
         is judged by the answer the model was trained to give for squares with nothing in them: the
         teacher-forced probability that the attribute answer of a square around the guide (its box
         times each of GUIDE_CHECK_SCALES) begins "no distinct objects", the highest of them. One
-        forward pass per square, no generation. Above `guide_threshold` the guide is not found."""
+        forward pass per square, no generation. Above `guide_threshold` the guide is not found.
+        prompts: per guide its attribute question as asked (`DescribeState.asked`); default
+        ATTRIBUTE_PROMPT."""
         if not guides:
             return []
         tokenizer = self.processor.tokenizer
@@ -350,7 +338,8 @@ class Describer:
                 squares.append([((max(0.0, cx - half), max(0.0, cy - half), min(float(w), cx + half),
                                   min(float(h), cy + half)), None)])
                 owners.append(k)
-        scores = self.score([images[k] for k in owners], squares, ATTRIBUTE_PROMPT, "region", patches[owners],
+        asked = list(prompts) if prompts is not None else [ATTRIBUTE_PROMPT] * len(guides)
+        scores = self.score([images[k] for k in owners], squares, [asked[k] for k in owners], "region", patches[owners],
                              [answer] * len(squares), [len(answer)] * len(squares))
         highest = [0.0] * len(guides)
         for k, score in zip(owners, scores):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from mgimm_core.answers import GUIDE_CONFIRMED, GUIDE_NOT_FOUND, RegionText
-from mgimm_core.prompts import guided_description_prompt
+from mgimm_core.prompts import ATTRIBUTE_PROMPT, guided_description_prompt, with_gsd
 from mgimm_core.vocabulary import NO_OBJECT_VALUE
 
 if TYPE_CHECKING:
@@ -55,9 +55,16 @@ class DescribeState:
     prompt: str                    # the description question (the caller's prompt or the model's own)
     results: list[RegionText]
     answers: list[RegionText]      # the regions' own attribute answers: `results` where shown, else apart
-    prompts: list[str] = field(default_factory=list)          # per chip, its description question
+    gsds: Sequence[float | None]   # per chip its GSD phrase's metres, None for none (models without gsd_prompt)
+    prompts: list[str] = field(default_factory=list)          # per chip, its description question as asked
     sequences: list[list[BoxMask]] = field(default_factory=list)       # per chip, its description's region prompts
     ids: list[list[int]] = field(default_factory=list)        # per chip, its description's token ids
+
+    def asked(self, prompts: str | Sequence[str], index: Sequence[int]) -> list[str]:
+        """The question(s) as asked of the chips of `index` (one, or one per chip): each preceded by
+        its chip's GSD phrase where the model was trained so (every question about a chip is)."""
+        each = [prompts] * len(index) if isinstance(prompts, str) else list(prompts)
+        return [with_gsd(p, self.gsds[i]) for p, i in zip(each, index)]
 
     def guide_objects(self) -> list[tuple[int, BoxMask, RegionText]]:
         """(chip index, guide (box, mask), its answer) of every guide object answered, in order."""
@@ -71,7 +78,8 @@ Step = Callable[["Describer", DescribeState], None]
 def _ask(describer: "Describer", state: DescribeState, index: list[int], regions: Sequence[Sequence[BoxMask]],
          prompts: str | Sequence[str], mode: str) -> list[str]:
     """One greedy answer per chip of `index` with its regions."""
-    ids = describer.generate_ids([state.images[i] for i in index], regions, prompts, mode, state.patches[index])
+    ids = describer.generate_ids([state.images[i] for i in index], regions, state.asked(prompts, index), mode,
+                                 state.patches[index])
     return [describer.decode(row) for row in ids]
 
 
@@ -108,7 +116,8 @@ def judge_guides(describer: "Describer", state: DescribeState) -> None:
         return
     index = [i for i, _, _ in flat]
     empty = describer.guide_no_object_probabilities([state.images[i] for i in index],
-                                                    [guide for _, guide, _ in flat], state.patches[index])
+                                                    [guide for _, guide, _ in flat], state.patches[index],
+                                                    state.asked(ATTRIBUTE_PROMPT, index))
     threshold = describer.guide_threshold
     for (_, _, obj), p_empty in zip(flat, empty):
         obj.guide_no_object_p = p_empty
@@ -128,6 +137,7 @@ def ask_description(describer: "Describer", state: DescribeState) -> None:
         shown = [obj.attribute_text for _, obj in confirmed] or [own.attribute_text]
         state.prompts.append(guided_description_prompt(shown, state.prompt) if state.questions.guided
                              else state.prompt)
+    state.prompts = state.asked(state.prompts, range(len(state.images)))
     state.ids = describer.generate_ids(state.images, state.sequences, state.prompts,
                                        state.questions.description_mode, state.patches)
     for result, row in zip(state.results, state.ids):

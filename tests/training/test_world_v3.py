@@ -97,26 +97,29 @@ def test_the_gsd_phrase_reaches_the_model_only_when_its_processor_says_so(tiny_m
 
     describer = Describer.load(tiny_model_dir, device="cpu", max_new_tokens=3)
     describer.processor.gsd_prompt = gsd_prompt
-    seen: list[str] = []
+    chips = [random_chip(40, 40, 1), random_chip(40, 40, 2)]
+    phrase = {id(chips[0]): "Pixel size 0.5 m. ", id(chips[1]): "Pixel size 30 m. "}
+    seen: list[tuple[str, str]] = []          # (the chip's own phrase, a question asked about it)
     original = MGIMMProcessor.__call__
 
-    def spy(self, *args, **kwargs):
+    def spy(self, images, *args, **kwargs):
         prompts = kwargs["prompts"]
-        seen.extend([prompts] if isinstance(prompts, str) else prompts)
-        return original(self, *args, **kwargs)
+        each = [prompts] * len(images) if isinstance(prompts, str) else prompts
+        seen.extend((phrase[id(image)], p) for image, p in zip(images, each))
+        return original(self, images, *args, **kwargs)
 
     MGIMMProcessor.__call__ = spy          # type: ignore[method-assign]
     try:
-        chips = [random_chip(40, 40, 1), random_chip(40, 40, 2)]
-        describer.describe(chips, [(2.0, 2.0, 30.0, 30.0)] * 2, [None, None], gsds=[0.5, 28.5])
+        # every question: attributes, a guide's and its check (squares scored), the description
+        describer.describe(chips, [(2.0, 2.0, 30.0, 30.0)] * 2, [None, None], gsds=[0.5, 28.5],
+                           guides=[[((4.0, 4.0, 12.0, 12.0), None)], []])
     finally:
         MGIMMProcessor.__call__ = original  # type: ignore[method-assign]
-    assert seen
+    assert len(seen) >= 2 * 2 + 1 + 3         # 2 chips x 2 questions, the guide's answer, its squares
     if gsd_prompt:
-        assert all(p.startswith(("Pixel size 0.5 m. ", "Pixel size 30 m. ")) for p in seen)
-        assert any(p.startswith("Pixel size 30 m. ") for p in seen)
+        assert all(p.startswith(own) and p.count("Pixel size") == 1 for own, p in seen)
     else:
-        assert not any("Pixel size" in p for p in seen)
+        assert not any("Pixel size" in p for _, p in seen)
 
 
 def test_gsd_prompt_is_saved_only_when_set_so_old_processors_load_without_it(tiny_model_dir, tmp_path):
