@@ -314,7 +314,7 @@ class Describer:
         return results
 
     def guide_no_object_probabilities(self, images: Sequence[np.ndarray], guides: Sequence[BoxMask],
-                                      patches: torch.Tensor, prompts: Sequence[str] | None = None) -> list[float]:
+                                      patches: torch.Tensor, prompts: Sequence[str]) -> list[float]:
         """Per guide object (one chip each, its (box, mask) in chip pixels), how sure the model is that
         nothing is there. Its answer for the guide polygon cannot tell: asked about a region shaped
         like an object, the demo model names one on empty land too (98-100% of guides). So the guide
@@ -322,8 +322,7 @@ class Describer:
         teacher-forced probability that the attribute answer of a square around the guide (its box
         times each of GUIDE_CHECK_SCALES) begins "no distinct objects", the highest of them. One
         forward pass per square, no generation. Above `guide_threshold` the guide is not found.
-        prompts: per guide its attribute question as asked (`DescribeState.asked`); default
-        ATTRIBUTE_PROMPT."""
+        prompts: per guide its attribute question as asked (`DescribeState.asked`)."""
         if not guides:
             return []
         tokenizer = self.processor.tokenizer
@@ -338,9 +337,8 @@ class Describer:
                 squares.append([((max(0.0, cx - half), max(0.0, cy - half), min(float(w), cx + half),
                                   min(float(h), cy + half)), None)])
                 owners.append(k)
-        asked = list(prompts) if prompts is not None else [ATTRIBUTE_PROMPT] * len(guides)
-        scores = self.score([images[k] for k in owners], squares, [asked[k] for k in owners], "region", patches[owners],
-                             [answer] * len(squares), [len(answer)] * len(squares))
+        scores = self.score([images[k] for k in owners], squares, [prompts[k] for k in owners], "region",
+                            patches[owners], [answer] * len(squares), [len(answer)] * len(squares))
         highest = [0.0] * len(guides)
         for k, score in zip(owners, scores):
             highest[k] = max(highest[k], math.exp(score))

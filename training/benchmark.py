@@ -83,8 +83,9 @@ SPLIT_WORLD = {"test": 2, "dev": 2, "test-v3": 3, "dev-v3": 3}
 DOMINANT_COVER_MIN, NAMED_COVER_MIN = 0.4, 0.05
 #: AOIs per scene by kind.
 AOI_COUNTS = {"single": 4, "partial": 2, "multi": 3, "empty": 3, "shifted": 2}
-#: Object sizes in scene pixels (longest side of the part inside the AOI) the figures are broken down
-#: by: a few-pixel object at a coarse GSD cannot be named from its pixels, a large one can.
+#: Object sizes in scene pixels (longest side of the object's footprint; for a wrong "no distinct
+#: objects" answer, of the largest object part inside the AOI) the figures are broken down by: a
+#: few-pixel object at a coarse GSD cannot be named from its pixels, a large one can.
 PIXEL_BUCKETS = ((8.0, "under 8 px"), (24.0, "8-24 px"), (math.inf, "24 px and over"))
 #: A guide object is believed where its guide_status says so.
 CONFIRMED = "confirmed"

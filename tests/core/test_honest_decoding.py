@@ -120,7 +120,7 @@ def test_guide_on_empty_land_is_not_confirmed(guided_scene):
 def test_not_found_guides_are_left_out_of_the_description(tiny_model_dir):
     # with every guide judged not found, the description is the unguided one, word for word
     describer = Describer.load(tiny_model_dir, device="cpu", max_new_tokens=12, agree=False)
-    describer.guide_no_object_probabilities = lambda images, guides, patches, prompts=None: [1.0] * len(guides)
+    describer.guide_no_object_probabilities = lambda images, guides, patches, prompts: [1.0] * len(guides)
     chips = [random_chip(32, 32, seed=s) for s in range(3)]
     boxes = [(2.0, 2.0, 30.0, 30.0)] * 3
     guide = ((8.0, 8.0, 16.0, 16.0), np.ones((32, 32), dtype=bool))
