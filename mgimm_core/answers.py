@@ -41,6 +41,7 @@ class RegionText:
     error: MGIMMError | None = None    # an answer that could not be read (its row carries the code)
     guide_status: str | None = None        # a guide object's: GUIDE_CONFIRMED or GUIDE_NOT_FOUND
     guide_no_object_p: float | None = None  # ... and the model's probability that nothing is there
+    no_object_p: float | None = None   # a region's own: the probability its answer begins "no distinct objects"
 
 
 def parse_answer(text: str, fields: Iterable[str]) -> dict[str, str]:

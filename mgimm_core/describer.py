@@ -133,11 +133,13 @@ class Describer:
     def generate_ids(self, images: Sequence[np.ndarray], regions: Sequence[Sequence[BoxMask]],
                      prompts: str | Sequence[str], mode: str, patches: torch.Tensor,
                      prefixes: list[list[int]] | None = None,
-                     phrases: list[list[tuple[int, ...]] | None] | None = None) -> list[list[int]]:
+                     phrases: list[list[tuple[int, ...]] | None] | None = None,
+                     floor: Any = None) -> list[list[int]]:
         """One answer's token ids per chip. regions: per chip a list of (box, mask) in chip pixels;
         prompts: one string or one per chip; patches: the chips' `patches`. prefixes: per chip the
         answer tokens to continue from (kept in the result); phrases: per chip the token sequences
-        its next phrase must follow (constrained_mgimm.PhraseConstraint).
+        its next phrase must follow (constrained_mgimm.PhraseConstraint); floor: a
+        constrained_mgimm.FirstTokenFloor for the answer's first token (it keeps its probabilities).
 
         The repetition guard is always on: no word right after itself (RepetitionGuard, a forbidden
         token), and an answer cut before a sentence it already said, or, cut by the token budget,
@@ -164,6 +166,8 @@ class Describer:
                                                              frozenset(tokenizer.all_special_ids))]
         if phrases is not None:       # after the guard: a phrase it leaves no token for gives way
             processors.append(PhraseConstraint(phrases))
+        if floor is not None:
+            processors.append(floor)
         options["logits_processor"] = LogitsProcessorList(processors)
         ids = self.model.generate(**batch, patches=patches, mode=mode, max_new_tokens=budget, **options)
         rows = [list(prefix) for prefix in prefixes] if prefixes is not None else [[] for _ in images]
@@ -343,6 +347,15 @@ class Describer:
         for k, score in zip(owners, scores):
             highest[k] = max(highest[k], math.exp(score))
         return highest
+
+    def no_object_floor(self) -> Any:
+        """The floor under the region's "no distinct objects" answer (constrained_mgimm.FirstTokenFloor
+        on its first token): the model folder's own `no_object_probability` (its processor's, chosen
+        on a dev split by training/thresholds.py), else 0 (never forbids; it still measures)."""
+        from mgimm_core.model.constrained_mgimm import FirstTokenFloor
+
+        token = self.processor.tokenizer(NO_OBJECT, add_special_tokens=False)["input_ids"][0]
+        return FirstTokenFloor(token, float(getattr(self.processor, "no_object_probability", None) or 0.0))
 
     @property
     def guide_threshold(self) -> float:

@@ -305,7 +305,7 @@ def build_record(item: WorkItem, *, model: str, prompt: str, chip: RegionChip | 
                         description=description, attributes=getattr(text, "attributes", {}) or {},
                         properties=feature.properties, valid_fraction=valid_fraction, gsd_m=gsd, model=model,
                         prompt=prompt, error=message, error_code=code, guide_objects=guide_objects,
-                          guide_objects_left=guide_objects_left)
+                        guide_objects_left=guide_objects_left, no_object_p=getattr(text, "no_object_p", None))
 
 
 def polygonal_and_finite(geom: shapely.Geometry | None) -> bool:

@@ -76,20 +76,26 @@ Step = Callable[["Describer", DescribeState], None]
 
 
 def _ask(describer: "Describer", state: DescribeState, index: list[int], regions: Sequence[Sequence[BoxMask]],
-         prompts: str | Sequence[str], mode: str) -> list[str]:
-    """One greedy answer per chip of `index` with its regions."""
+         prompts: str | Sequence[str], mode: str, floor: Any = None) -> list[str]:
+    """One greedy answer per chip of `index` with its regions (floor: Describer.generate_ids')."""
     ids = describer.generate_ids([state.images[i] for i in index], regions, state.asked(prompts, index), mode,
-                                 state.patches[index])
+                                 state.patches[index], floor=floor)
     return [describer.decode(row) for row in ids]
 
 
 def ask_attributes(describer: "Describer", state: DescribeState) -> None:
     """The region's attribute question, into `state.answers`: the results where attributes are shown;
-    otherwise it only guides the description question (guided models) and is not in the result."""
+    otherwise it only guides the description question (guided models) and is not in the result.
+    On region tokens, each answer's `no_object_p` is the model's probability that it begins "no
+    distinct objects", and that answer is forbidden below the model's floor (`Describer.no_object_floor`)."""
     q = state.questions
-    for answer, text in zip(state.answers, _ask(describer, state, list(range(len(state.images))), state.regions,
-                                                q.attribute, q.attribute_mode)):
+    floor = describer.no_object_floor() if q.region_tokens else None
+    texts = _ask(describer, state, list(range(len(state.images))), state.regions, q.attribute, q.attribute_mode,
+                 floor)
+    for k, (answer, text) in enumerate(zip(state.answers, texts)):
         describer.set_attributes(answer, text)
+        if floor is not None and floor.probabilities:
+            answer.no_object_p = floor.probabilities[k]
 
 
 def ask_guides(describer: "Describer", state: DescribeState) -> None:

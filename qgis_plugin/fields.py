@@ -23,7 +23,9 @@ OBJECT_FIELD_KINDS = FIELD_KINDS + (("parent_layer", "text"), ("parent_id", "tex
 OBJECT_FIELD_NAMES = tuple(name for name, _ in OBJECT_FIELD_KINDS)
 
 INPUT_PREFIX = "in_"
-_RESERVED = {name.lower() for name in FIELD_NAMES} | {"fid", "geom", "guide_objects", "guide_objects_left"}
+#: columns the core adds to a row when used (guided runs; models that measure no_object_p)
+_RESERVED = ({name.lower() for name in FIELD_NAMES}
+             | {"fid", "geom", "guide_objects", "guide_objects_left", "no_object_p"})
 
 
 def input_columns(names) -> dict:

@@ -402,6 +402,7 @@ class Tally:
                                                  "wrong_guides": Counter()})
     examples: dict = field(default_factory=dict)
     guides: list = field(default_factory=list)   # per guide object: (kind, guide_no_object_p, answered "none")
+    answers: list = field(default_factory=list)  # per unguided region: (no_object_p, answered "none", empty)
 
     def example(self, key: str, value) -> None:
         self.examples.setdefault(key, [])
@@ -444,6 +445,7 @@ def score_case(regions: list[Region], runs: dict, tally: Tally, grammar: Grammar
             seen = max((o.footprint.intersection(region.box) for o in region.touching), key=lambda g: g.area)
             n[f"none_wrong:{pixel_bucket(seen)}"] += 1
         n["empty"] += empty
+        tally.answers.append((row.get("no_object_p"), none_answer, empty))
         n["no_objects_described"] += not said
         n["no_objects_described_right"] += (not said) and empty
         if region.kind in ("single", "shifted") and [o.id for o in region.inside] == [region.target.id]:

@@ -98,6 +98,27 @@ class PhraseConstraint(LogitsProcessor):
         return scores
 
 
+class FirstTokenFloor(LogitsProcessor):
+    """An answer may begin with `token` only where the model gives it at least `floor` probability;
+    below, that one token is forbidden at the first step and the model's logits choose among the
+    rest. Used for the "no distinct objects" answer (mgimm_core/steps.py `ask_attributes`): a model
+    that says it too readily for small objects gets a threshold chosen on a dev split. Each row's
+    probability of `token` at the first step (before forbidding) is kept in `probabilities`.
+    Expects the generated tokens only in `input_ids` (generation from inputs_embeds, no prefix)."""
+
+    def __init__(self, token: int, floor: float) -> None:
+        self.token = token
+        self.floor = floor
+        self.probabilities: list[float] = []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if input_ids.shape[1] == 0 and self.token < scores.shape[1]:
+            p = torch.softmax(scores.float(), dim=-1)[:, self.token]
+            self.probabilities = p.tolist()
+            scores[p < self.floor, self.token] = float("-inf")
+        return scores
+
+
 def word_tokens(tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
     """A bool mask over the vocabulary: tokens that are whole words (or punctuation) of their own,
     which never stand twice in a row in good text. A word-level vocabulary (the demo model's): every

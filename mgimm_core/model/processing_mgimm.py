@@ -129,7 +129,8 @@ class MGIMMProcessor:
                  mode: str = "global_region", add_bos: bool = True, word_detokenize: bool = False,
                  cased_words: Iterable[str] = (), region_prompt: str = "tokens", guided_descriptions: bool = False,
                  chip_context: float | None = None, chip_min_window: int | None = None,
-                 gsd_prompt: bool = False, guide_no_object_probability: float | None = None) -> None:
+                 gsd_prompt: bool = False, guide_no_object_probability: float | None = None,
+                 no_object_probability: float | None = None) -> None:
         """word_detokenize: decoded text comes from a word-level tokenizer (spaces around every
         punctuation mark, lower case) and is rejoined into prose, restoring `cased_words`.
         chip_context, chip_min_window: how the geo core places regions for this model (read by
@@ -141,7 +142,10 @@ class MGIMMProcessor:
         their questions as trained.
         guide_no_object_probability: the probability of the "no distinct objects" answer above which
         a guide is not found (describer.py `Describer.guide_threshold`), tuned for this model on the benchmark's
-        dev split; None: the project's default (describer.GUIDE_NO_OBJECT_PROBABILITY)."""
+        dev split; None: the project's default (describer.GUIDE_NO_OBJECT_PROBABILITY).
+        no_object_probability: a region's attribute answer may say "no distinct objects" only where the
+        model gives its first word at least this probability (describer.py `Describer.no_object_floor`),
+        tuned on the dev split; None: no floor."""
         self.tokenizer = tokenizer
         self.image_size = image_size
         self.image_mean = tuple(image_mean)
@@ -161,6 +165,7 @@ class MGIMMProcessor:
         self.chip_min_window = chip_min_window
         self.gsd_prompt = bool(gsd_prompt)
         self.guide_no_object_probability = guide_no_object_probability
+        self.no_object_probability = no_object_probability
         self._detokenize = WordDetokenizer(self.cased_words) if word_detokenize else None
         found = ensure_image_token(tokenizer, image_token)
         if image_token_id is not None and found != image_token_id:
@@ -194,7 +199,8 @@ class MGIMMProcessor:
         )
         settings.update({k: v for k, v in (("chip_context", self.chip_context),
                                           ("chip_min_window", self.chip_min_window),
-                                          ("guide_no_object_probability", self.guide_no_object_probability))
+                                          ("guide_no_object_probability", self.guide_no_object_probability),
+                                          ("no_object_probability", self.no_object_probability))
                          if v is not None})
         if self.gsd_prompt:
             settings["gsd_prompt"] = True

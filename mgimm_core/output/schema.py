@@ -5,7 +5,9 @@ The field list is fixed and documented here so every output format carries the s
 regions: region_id, scene, description, <attribute fields>, extra_attributes (JSON of attributes
     outside the vocabulary), valid_fraction (0..1 share of the polygon with valid pixels), gsd_m
     (metres per model pixel), model, prompt, created (UTC), error (NULL unless the region failed),
-    error_code (its stable code, mgimm_core.errors), run_id; then every input attribute of the AOI
+    error_code (its stable code, mgimm_core.errors), run_id; no_object_p (the model's probability that
+    its attribute answer begins "no distinct objects", for models that answer on region tokens; the
+    column is added when first used); then every input attribute of the AOI
     under its own name, or prefixed `in_` (repeatedly, until it is free) where that name clashes,
     case-insensitively as SQLite and GDAL compare names, with one of ours or with another input
     attribute: `description` becomes `in_description`, or `in_in_description` when the AOI also has
@@ -65,6 +67,7 @@ class RegionRecord:
     created: datetime | str | None = None     # default: the time the row is written (UTC)
     guide_objects: int | None = None          # guided runs: guide objects in its sequence
     guide_objects_left: int | None = None     # guided runs: guide objects inside beyond the maximum
+    no_object_p: float | None = None          # the model's probability that the region holds no distinct object
 
 
 @dataclass
@@ -210,7 +213,7 @@ class RegionSchema(LayerSchema):
                         "run_id": "TEXT"})
         super().__init__(columns)
         self._reserved = ({name.lower() for name in columns} | {FID_COLUMN, GEOMETRY_COLUMN}
-                          | {"guide_objects", "guide_objects_left"})
+                          | {"guide_objects", "guide_objects_left", "no_object_p"})
         self._input_columns: dict[str, str] = {}     # input attribute -> its column, fixed on first sight
 
     def input_column(self, name: str) -> str:
@@ -248,6 +251,8 @@ class RegionSchema(LayerSchema):
                     "model": record.model, "prompt": record.prompt, "created": _created(record.created),
                     "error": record.error, "error_code": record.error_code, "run_id": run_id})
         row.update(_guide_columns(record))
+        if record.no_object_p is not None:     # models that measure it (region tokens): column added when first used
+            row["no_object_p"] = plain_value(record.no_object_p)
         properties = record.properties or {}
         columns = self.input_columns(list(properties))
         for name, value in properties.items():

@@ -57,6 +57,7 @@ def test_regions_layer_keeps_aoi_geometry_attributes_and_adds_results(tmp_path, 
         assert row["description"] is not None and row["error"] is None   # random weights may say ""
         assert 0.99 <= row["valid_fraction"] <= 1.0 and row["gsd_m"] >= 0.5
         assert row["model"] and row["prompt"] and row["created"]
+        assert 0.0 <= row["no_object_p"] <= 1.0       # a region-token model measures it for every region
     with sqlite3.connect(out) as db:
         runs = db.execute("SELECT model_sha256, parameters FROM runs").fetchall()
         styles = db.execute("SELECT count(*) FROM layer_styles WHERE f_table_name='regions'").fetchone()

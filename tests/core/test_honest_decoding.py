@@ -13,7 +13,7 @@ from mgimm_core.answers import GUIDE_CONFIRMED, GUIDE_NOT_FOUND
 from mgimm_core.describer import Describer
 from mgimm_core.mentions import words
 from mgimm_core.vocabulary import NO_OBJECT_VALUE
-from mgimm_core.model.constrained_mgimm import RepetitionGuard, trim_repeats, word_tokens
+from mgimm_core.model.constrained_mgimm import FirstTokenFloor, RepetitionGuard, trim_repeats, word_tokens
 from mgimm_core.model.testing_mgimm import random_chip
 
 
@@ -151,3 +151,50 @@ def test_a_model_folder_carries_its_own_guide_threshold(tiny_model_dir, tmp_path
         assert all(0.0 < o.guide_no_object_p <= 1.0 for o in objects)
         # a guide the model itself answers "none" for is not found whatever the threshold
         assert {o.guide_status for o in objects if o.attributes.get("name") != NO_OBJECT_VALUE} == {status}
+
+
+def test_first_token_floor_forbids_only_its_token_below_the_floor_at_the_first_step():
+    scores = torch.log(torch.tensor([[0.1, 0.6, 0.3], [0.7, 0.2, 0.1]]))
+    floor = FirstTokenFloor(token=0, floor=0.5)
+    out = floor(torch.zeros(2, 0, dtype=torch.long), scores.clone())
+    assert floor.probabilities == pytest.approx([0.1, 0.7])
+    assert torch.isneginf(out[0]).tolist() == [True, False, False]     # 0.1 < 0.5: forbidden
+    assert torch.isfinite(out[1]).all()                                  # 0.7 >= 0.5: the model's choice stands
+    later = floor(torch.tensor([[1], [1]]), scores.clone())              # after the first token: never
+    assert torch.isfinite(later).all() and floor.probabilities == pytest.approx([0.1, 0.7])
+
+
+def test_region_no_object_floor_comes_from_the_model_folder_and_only_forbids(tiny_model_dir, tmp_path):
+    """The region's attribute answer: `no_object_p` is the model's probability of the first word of
+    "no distinct objects"; a floor above it forbids that word, and the answer is then the model's
+    greedy answer with that one word forbidden (nothing picked by code)."""
+    from mgimm_core.model.processing_mgimm import MGIMMProcessor
+    from mgimm_core.prompts import ATTRIBUTE_PROMPT
+    from mgimm_core.vocabulary import NO_OBJECT
+
+    describer = Describer.load(tiny_model_dir, device="cpu", max_new_tokens=6, agree=False)
+    tokenizer = describer.processor.tokenizer
+    no = tokenizer(NO_OBJECT, add_special_tokens=False)["input_ids"][0]
+    chips = [random_chip(32, 32, seed=s) for s in range(4)]
+    boxes = [(2.0, 2.0, 30.0, 30.0)] * 4
+    plain = describer.describe(chips, boxes, [None] * 4, description=False)
+    assert all(0.0 <= r.no_object_p <= 1.0 for r in plain)
+    # the random model rarely begins with "no": its own first word stands in for it, so the floor has
+    # something to forbid
+    patches = describer.patches(chips)
+    regions = [[(box, None)] for box in boxes]
+    first = [row[0] for row in describer.generate_ids(chips, regions, ATTRIBUTE_PROMPT, "region", patches)]
+    recorder = FirstTokenFloor(first[0], 0.0)
+    describer.generate_ids(chips, regions, ATTRIBUTE_PROMPT, "region", patches, floor=recorder)
+    p = recorder.probabilities[0]
+    assert 0.0 < p < 1.0
+    for floor_value, kept in ((p / 2, True), (min(1.0, p * 1.5 + 1e-6), False)):
+        floor = FirstTokenFloor(first[0], floor_value)
+        rows = describer.generate_ids(chips, regions, ATTRIBUTE_PROMPT, "region", patches, floor=floor)
+        assert (rows[0][0] == first[0]) is kept
+    # the folder's setting is the floor the describe call uses (saved and read back)
+    describer.processor.no_object_probability = 0.25
+    describer.processor.save_pretrained(tmp_path)
+    assert MGIMMProcessor.from_pretrained(tmp_path).no_object_probability == 0.25
+    made = describer.no_object_floor()
+    assert (made.token, made.floor) == (no, 0.25)

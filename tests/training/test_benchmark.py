@@ -110,7 +110,7 @@ def test_a_scene_without_objects_has_no_layers_to_guide(tmp_path):
 
 
 def test_guide_threshold_keeps_empty_land_under_target_and_refuses_test_splits():
-    from training.guide_threshold import choose, curve, main
+    from training.thresholds import choose, curve, main
 
     guides = ([("true", p, False) for p in (1e-4, 1e-3, 0.02, 0.3)] + [("true", 1e-5, True)]
               + [("empty_land", p, False) for p in (0.001, 0.5, 0.9, 0.95, 0.99)])
@@ -125,6 +125,33 @@ def test_guide_threshold_keeps_empty_land_under_target_and_refuses_test_splits()
     assert points[-1]["true"] == 0.8
     with pytest.raises(SystemExit):
         main(["--model", "unused", "--split", "test-v3"])
+
+
+def test_region_floor_keeps_confident_none_answers_and_sets_the_folders_floor_aside(tmp_path):
+    import json
+
+    from training.thresholds import choose_floor, none_answers, without_floor
+
+    # (no_object_p, answered "none", AOI empty): two right confident answers, one wrong unsure one,
+    # one wrong confident one, an empty AOI answered with an object, one region not measured
+    answers = [(0.99, True, True), (0.95, True, True), (0.55, True, False), (0.97, True, False),
+               (0.2, False, True), (None, True, True)]
+    at_zero = none_answers(answers, 0.0)
+    assert (at_zero["said"], at_zero["precision"], at_zero["recall"]) == (4, 0.5, pytest.approx(2 / 3))
+    best, points = choose_floor(answers)
+    # above 0.55 the unsure wrong answer goes; above 0.95 a right one goes too
+    assert best["floor"] == 0.6 and best["precision"] == pytest.approx(2 / 3) and len(points) > 10
+    with pytest.raises(SystemExit):
+        choose_floor([(None, True, True)])
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "mgimm_processor.json").write_text(json.dumps({"no_object_probability": 0.9, "image_size": 126}))
+    (tmp_path / "view").mkdir()
+    view = without_floor(str(model), tmp_path / "view")
+    assert json.loads((view / "mgimm_processor.json").read_text()) == {"image_size": 126}
+    assert (view / "config.json").resolve() == (model / "config.json").resolve()
+    assert json.loads((model / "mgimm_processor.json").read_text())["no_object_probability"] == 0.9
 
 
 def test_misses_are_broken_down_by_the_objects_size_in_pixels():
