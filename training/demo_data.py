@@ -16,6 +16,7 @@ import shapely
 from rasterio.io import MemoryFile
 from shapely.geometry import box as shapely_box
 
+from mgimm_core.families.base import DEFAULT_MIN_WINDOW
 from mgimm_core.guides import DEFAULT_MAX_GUIDES, GuideIndex, guides_on_chip
 from mgimm_core.prompts import ATTRIBUTE_PROMPT, guided_description_prompt, with_gsd
 from mgimm_core.regions import AOIFeature, ChipSettings, prepare_region
@@ -118,7 +119,7 @@ def window_answer(scene: SceneSample, window) -> tuple[str, dict | None]:
 
 def scene_samples(scene: SceneSample, rng: np.random.Generator, *, model_input: int,
                   descriptions: int, object_descriptions: int = 0, max_per_class: int = 6,
-                  min_window: int = 48, region_side: tuple[int, int] = (96, 320),
+                  min_window: int = DEFAULT_MIN_WINDOW, region_side: tuple[int, int] = (96, 320),
                   no_object_regions: int = 0, gsd_prompt: bool = False,
                   no_object_min_side: int = EMPTY_SQUARE_MIN_SIDE) -> list[ChipSample]:
     """Region samples (one per object, classes capped per scene) and description samples.
@@ -253,13 +254,15 @@ def scene_world(seed: int, world: int, v2_share: float) -> int:
 def generate_samples(seeds, *, scene_size: int, model_input: int, descriptions_per_scene: int,
                      object_descriptions_per_scene: int = 0, no_object_regions_per_scene: int = 0,
                      gsd: float = 0.5, world: int = 2, gsd_prompt: bool = False,
-                     no_object_min_side: int = EMPTY_SQUARE_MIN_SIDE, v2_share: float = 0.0) -> list[ChipSample]:
+                     no_object_min_side: int = EMPTY_SQUARE_MIN_SIDE, v2_share: float = 0.0,
+                     min_window: int = DEFAULT_MIN_WINDOW) -> list[ChipSample]:
     """Samples from the scenes of `seeds` (deterministic: sample draws are seeded per scene).
 
     world: 2, scenes at `gsd` (the shipped demo model's world); 3, world-v3 scenes, each at the GSD
     and look its seed draws (`world_scene`). gsd_prompt: questions carry the chip's GSD.
     v2_share: with world 3, this share of the seeds (drawn from the seed) gives a world-v2 scene at
-    `gsd` instead, so a v3 model keeps v2's 0.5 m look (docs/demo_v3.md)."""
+    `gsd` instead, so a v3 model keeps v2's 0.5 m look (docs/demo_v3.md). min_window: the smallest
+    chip window in scene pixels (the model's `chip_min_window`, as `describe` cuts its chips)."""
     out: list[ChipSample] = []
     for seed in seeds:
         scene = world_scene(int(seed), scene_size, scene_world(int(seed), world, v2_share), gsd)
@@ -267,5 +270,5 @@ def generate_samples(seeds, *, scene_size: int, model_input: int, descriptions_p
         out.extend(scene_samples(scene, rng, model_input=model_input, descriptions=descriptions_per_scene,
                                  object_descriptions=object_descriptions_per_scene,
                                  no_object_regions=no_object_regions_per_scene, gsd_prompt=gsd_prompt,
-                                 no_object_min_side=no_object_min_side))
+                                 no_object_min_side=no_object_min_side, min_window=min_window))
     return out

