@@ -352,6 +352,7 @@ def run_demo(out: str | Path, preset: DemoPreset, *, export: str | Path | None =
     t = time.perf_counter()
     metrics = evaluate_demo(model, processor, heldout, preset, describe_mode=describe_mode)
     metrics.update(variant=variant, stages=stage_results, timings=timings, preset=asdict(preset),
+                   init=str(init) if init is not None else None,
                    parameters=sum(p.numel() for p in model.parameters()),
                    train_examples={"region": len(regions), "description": len(descriptions)})
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -446,6 +447,17 @@ def _trained_text(preset: dict) -> str:
     return "The LM and vision tower train fully in both stages, since nothing was pretrained (docs/training.md)." + gsd
 
 
+def _origin_text(metrics: dict) -> str:
+    """How the model began: from scratch, or continued from a saved model (`--init`), and the chips
+    it was cut for where they differ from the default."""
+    preset = metrics.get("preset", {})
+    window = preset.get("chip_min_window", DEFAULT_MIN_WINDOW)
+    chips = f" on chips with a {window} px smallest window" if window != DEFAULT_MIN_WINDOW else ""
+    if metrics.get("init"):
+        return f"continued from the saved model {metrics['init']}{chips}"
+    return f"trained from scratch{chips}"
+
+
 def model_card(metrics: dict) -> str:
     """The model card: what the demo model is, what it was trained on, how well it does, its limits."""
     attrs = metrics.get("attributes", {})
@@ -482,7 +494,7 @@ generated "{around_example.get('generated', '')}"
 """ if around else ""
     return f"""# mgimm-geo demo model
 
-A small MGIMM (about {metrics.get('parameters', 0) / 1e6:.1f} M parameters) trained from scratch by
+A small MGIMM (about {metrics.get('parameters', 0) / 1e6:.1f} M parameters) {_origin_text(metrics)} by
 `python -m training demo` (training/demo_recipe.py) so that mgimm-geo describes regions offline out
 of the box. Weights in bfloat16 safetensors (loaded as float32 on CPU); word-level tokenizer.
 

