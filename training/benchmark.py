@@ -64,6 +64,7 @@ from shapely import affinity
 from mgimm_core.mentions import ObjectSpec, mentions, words
 from mgimm_core.vocabulary import CLASS_NAMES, COLORS, NO_OBJECT_VALUE, SHAPES, SIZES, number_word, plural, size_surface
 from training.agreement import _rate, tile_scores
+from training.synthetic.objects import box_with_margins, object_extent
 from training.synthetic.scene import world_scene
 
 TEST_SEED_BASE = 7_000_000
@@ -256,15 +257,10 @@ def draw_regions(scene, rng: np.random.Generator) -> list[Region]:
     tree = shapely.STRtree([o.footprint for o in objects])
     regions: list[Region] = []
 
-    def extent(geom) -> float:
-        minx, miny, maxx, maxy = geom.bounds
-        return max(maxx - minx, maxy - miny, 4.0)
+    extent = object_extent
 
     def margin_box(geom, low: float, high: float):
-        minx, miny, maxx, maxy = geom.bounds
-        e = extent(geom)
-        m = rng.uniform(low, high, size=4) * e
-        return shapely.box(minx - m[0], miny - m[1], maxx + m[2], maxy + m[3]).intersection(frame)
+        return box_with_margins(geom, rng, low, high).intersection(frame)
 
     order = [objects[int(i)] for i in rng.permutation(len(objects))]
     for obj in order[:AOI_COUNTS["single"]]:

