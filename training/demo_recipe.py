@@ -116,15 +116,16 @@ PRESETS = {
                             model_input=126, stage1_steps=0, stage2_steps=300, stage2_lr=2e-4,
                             stage2_region_every=2, world=3, gsd_prompt=True, vision="dinov2-s", vision_layers=4,
                             train_vision=False, eval_regions=200, eval_descriptions=60),
-    # Continue v3c (`--init mgimm_core/demo_model`) on chips cut with a smaller smallest window (24 px
-    # instead of 48): a few-pixel object gets twice the model's input pixels (docs/demo_v3.md "v3d").
+    # Continue v3c (`--init runs/v3c/model`) on chips cut with a smaller smallest window (24 px instead
+    # of 48): a few-pixel object gets twice the model's input pixels. Worse on dev (docs/demo_v3.md).
     "v3d-zoom": DemoPreset(train_scenes=400, heldout_scenes=24, scene_size=512, descriptions_per_scene=8,
                            object_descriptions_per_scene=6, no_object_regions_per_scene=5, no_object_min_side=6,
                            model_input=126, stage1_steps=0, stage2_steps=400, stage2_lr=2e-4,
                            stage2_region_every=2, world=3, v2_share=0.25, gsd_prompt=True, vision="dinov2-s",
                            vision_layers=4, train_vision=False, chip_min_window=24),
-    # Continue v3c (`--init mgimm_core/demo_model`) with half of its object attribute samples on boxes drawn
-    # around the object with margins, as users draw AOIs, instead of its footprint (docs/demo_v3.md "v3e").
+    # Continue v3c (`--init runs/v3c/model`, the v3c recipe's export) with half of its object attribute
+    # samples on boxes drawn around the object with margins, as users draw AOIs, instead of its
+    # footprint (docs/demo_v3.md "v3e": the shipped demo model).
     "v3e-boxes": DemoPreset(train_scenes=400, heldout_scenes=24, scene_size=512, descriptions_per_scene=8,
                             object_descriptions_per_scene=6, no_object_regions_per_scene=5, no_object_min_side=6,
                             model_input=126, stage1_steps=0, stage2_steps=400, stage2_lr=2e-4,
@@ -135,7 +136,8 @@ PRESETS = {
                         stage1_steps=6, stage2_steps=6, batch_size=8, eval_regions=16, eval_descriptions=6),
 }
 
-#: The recipe of the shipped demo model (mgimm_core/demo_model/README.md): `python -m training demo`'s default.
+#: The first step of the shipped demo model's recipe (mgimm_core/demo_model/README.md), trained from
+#: scratch: `python -m training demo`'s default. The shipped model is this one continued with `v3e-boxes`.
 SHIPPED_PRESET = "v3c"
 
 

@@ -139,7 +139,9 @@ def heldout_rows(tmp_path_factory):
 
     directory = tmp_path_factory.mktemp("agreement")
     frames = {}
-    for seed in (HELDOUT_SEED_BASE + 501, HELDOUT_SEED_BASE + 503):   # demo model v3: a contradiction, a switch and a kept prefix
+    # demo model v3e on these held-out scenes: a contradiction, two switches and a kept prefix (seeds
+    # +500..+510 scanned: v3e contradicts itself in free decoding far less often than v3c did)
+    for seed in (HELDOUT_SEED_BASE + 506, HELDOUT_SEED_BASE + 510):
         scene_inputs(seed, directory / str(seed), size=768, objects=12, empties=0)
         for agree, attributes in ((False, True), (True, True), (True, False)):
             engine = mgimm_core.load_model(None, device="cpu", max_new_tokens=160, agree=agree)
