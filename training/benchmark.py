@@ -257,15 +257,13 @@ def draw_regions(scene, rng: np.random.Generator) -> list[Region]:
     tree = shapely.STRtree([o.footprint for o in objects])
     regions: list[Region] = []
 
-    extent = object_extent
-
     def margin_box(geom, low: float, high: float):
         return box_with_margins(geom, rng, low, high).intersection(frame)
 
     order = [objects[int(i)] for i in rng.permutation(len(objects))]
     for obj in order[:AOI_COUNTS["single"]]:
         regions.append(Region(f"single-{obj.id}", "single", margin_box(obj.footprint, 0.1, 0.8), target=obj))
-    big = [o for o in order if extent(o.footprint) >= 12]
+    big = [o for o in order if object_extent(o.footprint) >= 12]
     for obj in big[:AOI_COUNTS["partial"]]:
         minx, miny, maxx, maxy = obj.footprint.bounds
         keep = float(rng.uniform(0.35, 0.65))
@@ -273,7 +271,7 @@ def draw_regions(scene, rng: np.random.Generator) -> list[Region]:
         cut = {0: (minx, miny, minx + keep * (maxx - minx), maxy), 1: (maxx - keep * (maxx - minx), miny, maxx, maxy),
                2: (minx, miny, maxx, miny + keep * (maxy - miny)), 3: (minx, maxy - keep * (maxy - miny), maxx, maxy)}
         part = shapely.box(*cut[side])
-        m = rng.uniform(0.1, 0.5, size=4) * extent(obj.footprint)
+        m = rng.uniform(0.1, 0.5, size=4) * object_extent(obj.footprint)
         grow = [m[0] if side != 1 else 0, m[1] if side != 3 else 0, m[2] if side != 0 else 0, m[3] if side != 2 else 0]
         px0, py0, px1, py1 = part.bounds
         box = shapely.box(px0 - grow[0], py0 - grow[1], px1 + grow[2], py1 + grow[3]).intersection(frame)
@@ -292,7 +290,7 @@ def draw_regions(scene, rng: np.random.Generator) -> list[Region]:
     for obj in order:
         if sum(r.kind == "shifted" for r in regions) >= AOI_COUNTS["shifted"]:
             break
-        e = extent(obj.footprint)
+        e = object_extent(obj.footprint)
         angle = float(rng.uniform(0, 2 * math.pi))
         d = float(rng.uniform(1.3, 2.0)) * e
         moved = affinity.translate(obj.footprint, d * math.cos(angle), d * math.sin(angle))
@@ -312,7 +310,7 @@ def draw_regions(scene, rng: np.random.Generator) -> list[Region]:
         if not _free(box, tree, objects):
             continue
         shape = shapes[k % len(shapes)]
-        scale = min(1.0, 0.6 * side / extent(shape))
+        scale = min(1.0, 0.6 * side / object_extent(shape))
         c = shape.centroid
         guide = affinity.translate(affinity.scale(shape, scale, scale, origin=c), x0 + side / 2 - c.x,
                                    y0 + side / 2 - c.y)

@@ -19,7 +19,7 @@ import multiprocessing as mp
 import os
 import pickle
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +65,14 @@ class DemoPreset:
     object_box_share: float = 0.0    # share of object attribute samples whose region is a box with margins (an AOI)
     chip_min_window: int = DEFAULT_MIN_WINDOW   # smallest chip window in scene pixels (the exported model's chip_min_window)
 
+
+#: v3c's data continued for 400 stage-2 steps, every second batch a region batch (`--init` a v3c
+#: export); the two continuations below differ from it in one field each.
+_V3C_CONTINUED = DemoPreset(train_scenes=400, heldout_scenes=24, scene_size=512, descriptions_per_scene=8,
+                            object_descriptions_per_scene=6, no_object_regions_per_scene=5, no_object_min_side=6,
+                            model_input=126, stage1_steps=0, stage2_steps=400, stage2_lr=2e-4,
+                            stage2_region_every=2, world=3, v2_share=0.25, gsd_prompt=True, vision="dinov2-s",
+                            vision_layers=4, train_vision=False)
 
 PRESETS = {
     # Demo model v1's recipe (world v2, 0.5 m RGB); v2 continued it with "finetune".
@@ -118,19 +126,11 @@ PRESETS = {
                             train_vision=False, eval_regions=200, eval_descriptions=60),
     # Continue v3c (`--init runs/v3c/model`) on chips cut with a smaller smallest window (24 px instead
     # of 48): a few-pixel object gets twice the model's input pixels. Worse on dev (docs/demo_v3.md).
-    "v3d-zoom": DemoPreset(train_scenes=400, heldout_scenes=24, scene_size=512, descriptions_per_scene=8,
-                           object_descriptions_per_scene=6, no_object_regions_per_scene=5, no_object_min_side=6,
-                           model_input=126, stage1_steps=0, stage2_steps=400, stage2_lr=2e-4,
-                           stage2_region_every=2, world=3, v2_share=0.25, gsd_prompt=True, vision="dinov2-s",
-                           vision_layers=4, train_vision=False, chip_min_window=24),
+    "v3d-zoom": replace(_V3C_CONTINUED, chip_min_window=24),
     # Continue v3c (`--init runs/v3c/model`, the v3c recipe's export) with half of its object attribute
     # samples on boxes drawn around the object with margins, as users draw AOIs, instead of its
     # footprint (docs/demo_v3.md "v3e": the shipped demo model).
-    "v3e-boxes": DemoPreset(train_scenes=400, heldout_scenes=24, scene_size=512, descriptions_per_scene=8,
-                            object_descriptions_per_scene=6, no_object_regions_per_scene=5, no_object_min_side=6,
-                            model_input=126, stage1_steps=0, stage2_steps=400, stage2_lr=2e-4,
-                            stage2_region_every=2, world=3, v2_share=0.25, gsd_prompt=True, vision="dinov2-s",
-                            vision_layers=4, train_vision=False, object_box_share=0.5),
+    "v3e-boxes": replace(_V3C_CONTINUED, object_box_share=0.5),
     "smoke": DemoPreset(train_scenes=4, heldout_scenes=2, scene_size=512, descriptions_per_scene=4,
                         object_descriptions_per_scene=2, no_object_regions_per_scene=1,
                         stage1_steps=6, stage2_steps=6, batch_size=8, eval_regions=16, eval_descriptions=6),

@@ -75,10 +75,10 @@ def none_answers(answers: list[tuple[float | None, bool, bool]], floor: float) -
 
 def choose_floor(answers: list[tuple[float | None, bool, bool]]) -> tuple[dict, list[dict]]:
     """The floor with the highest F1 of "none" answers (the lowest among equals), and every point."""
-    points = [none_answers(answers, floor) for floor in FLOORS]
-    if not any(p["said"] for p in points):
+    if all(p is None for p, _, _ in answers):
         raise SystemExit("the model measured no \"no distinct objects\" probability on these regions (a model "
                          "without region tokens has no floor to choose)")
+    points = [none_answers(answers, floor) for floor in FLOORS]
     return max(points, key=lambda p: (p["f1"], -p["floor"])), points
 
 
@@ -108,6 +108,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None, help="write the curves as JSON here")
     parser.add_argument("--write", action="store_true", help="store the chosen thresholds in the model folder")
     args = parser.parse_args(argv)
+    if not (Path(args.model) / "mgimm_processor.json").is_file():
+        parser.error(f"--model {args.model}: no mgimm_processor.json there; give an MGIMM model folder "
+                     f"(as `python -m training demo --export` writes it)")
     guides, answers, runs = [], [], []
     with tempfile.TemporaryDirectory(prefix="thresholds_") as view:
         model = without_floor(args.model, Path(view))

@@ -125,6 +125,10 @@ def test_guide_threshold_keeps_empty_land_under_target_and_refuses_test_splits()
     assert points[-1]["true"] == 0.8
     with pytest.raises(SystemExit):
         main(["--model", "unused", "--split", "test-v3"])
+    # a folder that is not an MGIMM model is refused at once (usage error), before any describe run
+    with pytest.raises(SystemExit) as refused:
+        main(["--model", "no-such-folder", "--split", "dev-v3"])
+    assert refused.value.code == 2
 
 
 def test_region_floor_keeps_confident_none_answers_and_sets_the_folders_floor_aside(tmp_path):
@@ -143,6 +147,8 @@ def test_region_floor_keeps_confident_none_answers_and_sets_the_folders_floor_as
     assert best["floor"] == 0.6 and best["precision"] == pytest.approx(2 / 3) and len(points) > 10
     with pytest.raises(SystemExit):
         choose_floor([(None, True, True)])
+    # measured, but the model never said "none": no floor (F1 0 everywhere, the lowest wins)
+    assert choose_floor([(0.1, False, True), (0.2, False, False)])[0]["floor"] == 0.0
     model = tmp_path / "model"
     model.mkdir()
     (model / "config.json").write_text("{}")
