@@ -42,6 +42,10 @@ def _preset(parser, args):
             preset = replace(preset, **{key: parsed})
         except ValueError:
             parser.error(f"--set {item!r}: {key} must be a {type(getattr(preset, key)).__name__}")
+    if not 0.0 <= preset.object_box_share <= 1.0:
+        parser.error(f"--set object_box_share={preset.object_box_share}: a share, from 0 to 1")
+    if preset.chip_min_window < 1:
+        parser.error(f"--set chip_min_window={preset.chip_min_window}: a window side in pixels, at least 1")
     if preset.vision == "dinov2-s" and not getattr(args, "init", None):
         from training.dinov2_from_onnx import missing_packages
 

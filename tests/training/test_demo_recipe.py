@@ -141,6 +141,14 @@ def test_ablation_rejects_bad_arguments(tmp_path):
         assert exc.value.code == 2
 
 
+def test_demo_refuses_out_of_range_chip_settings_before_any_work(tmp_path):
+    for args in (["--set", "object_box_share=1.5"], ["--set", "object_box_share=-0.1"],
+                 ["--set", "chip_min_window=0"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["demo", "--out", str(tmp_path / "x"), "--preset", "smoke", *args])
+        assert exc.value.code == 2 and not (tmp_path / "x").exists()
+
+
 def test_object_centred_descriptions_name_their_object_and_keep_earlier_samples():
     from mgimm_core.prompts import guided_description_prompt
     from mgimm_core.vocabulary import attribute_phrase, plural
