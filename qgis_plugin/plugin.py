@@ -342,7 +342,7 @@ class MGIMMPlugin:
 
         settings = context["settings"]
         layer = descriptions_layer(settings.effective_layer_path(), context["crs"])
-        self._stop_map_rendering()
+        self._end_map_renders()
         wkt_by_id = {r["id"]: r["wkt"] for r in context["regions"]}
         items = []
         for entry in entries:
@@ -363,14 +363,14 @@ class MGIMMPlugin:
             self.last_object_ids = add_object_features(objects, entries, scene=context["scene"]
                                                        if context.get("rendered") else None)
 
-    def _stop_map_rendering(self) -> None:
-        """Finish the map canvases' renders before writing to layers they draw: QGIS 3.22 crashed
-        when a canvas render thread read a GeoPackage layer while addFeatures wrote to it on the
-        main thread (seen in tests/qgis/test_native_panel.py). Writing triggers the repaint after."""
+    def _end_map_renders(self) -> None:
+        """Before writing result features: renders.py says why. Writing triggers the repaint after."""
+        from .renders import end_map_renders
+
         canvases = self.iface.mapCanvases() if hasattr(self.iface, "mapCanvases") else [self.iface.mapCanvas()]
-        for canvas in canvases:
-            if canvas is not None:
-                canvas.stopRendering()
+        if not end_map_renders(canvases):
+            QgsMessageLog.logMessage("map renders still running after 5 s; writing the results anyway",
+                                     "MGIMM", Qgis.Warning)
 
     # ------------------------------------------------------------------ messages
     def report(self, code: str, message: str):

@@ -128,3 +128,48 @@ def test_web_layer_rows_name_the_layer_and_drawn_ids_are_unique(plugin, plugin_m
     assert feature["scene"] == context["scene"]                   # not the deleted temp chip
     plugin._last_region_id = 0
     assert plugin._next_region_id(settings) == 2                   # numbered on from the layer's ids
+
+
+def test_map_renders_end_before_results_are_written(plugin, plugin_module, tmp_path, qgis_new_project,
+                                                    qgis_canvas):
+    """A canvas render in flight over the descriptions GeoPackage is cancelled and its threads have
+    ended before the plugin writes to the file (a render thread reading it while the main thread
+    wrote crashed QGIS 3.22, once in CI even after stopRendering(), which does not wait), without
+    waiting for the whole render (which takes far longer than the write)."""
+    import time
+
+    from mgimm_geo.layer import add_region_features, descriptions_layer
+    from mgimm_geo.renders import render_threads
+    from mgimm_geo.settings import PluginSettings
+    from plugin_fixtures import wait_until
+
+    settings = PluginSettings(layer_path=str(tmp_path / "d.gpkg"))
+    crs = QgsCoordinateReferenceSystem("EPSG:32633")
+
+    def square(i: int) -> str:
+        x, y = 500000 + (i % 100) * 20, 4099000 + (i // 100) * 20
+        return f"POLYGON(({x} {y}, {x + 15} {y}, {x + 15} {y + 15}, {x} {y + 15}, {x} {y}))"
+
+    layer = descriptions_layer(settings.effective_layer_path(), crs)
+    add_region_features(layer, [(square(i), {"region_id": str(i), "description": f"square {i}"})
+                                for i in range(3000)], crs)     # labelled squares: seconds to draw
+    show_layer_on_canvas(qgis_canvas, layer)
+    cancelled = []
+    qgis_canvas.mapRefreshCanceled.connect(lambda: cancelled.append(True))
+    try:
+        for attempt in range(3):
+            cancelled.clear()
+            qgis_canvas.refresh()
+            wait_until(qgis_canvas.isDrawing, 10, "the canvas to start drawing")
+            wait_until(lambda: render_threads() > 0, 10, "a render thread to start")
+            entry = {"id": "w", "description": "a road", "scene": "scene.tif", "model": "tiny"}
+            context = {"crs": crs, "settings": settings, "scene": "scene.tif",
+                       "regions": [{"id": "w", "wkt": square(5000 + attempt)}]}
+            started = time.monotonic()
+            plugin._add_features([entry], context)
+            assert cancelled == [True] and render_threads() == 0 and not qgis_canvas.isDrawing()
+            assert time.monotonic() - started < 5
+        assert layer.featureCount() == 3003
+    finally:
+        qgis_canvas.mapRefreshCanceled.disconnect()
+        qgis_canvas.setLayers([])
