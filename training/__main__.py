@@ -46,6 +46,9 @@ def _preset(parser, args):
         parser.error(f"--set object_box_share={preset.object_box_share}: a share, from 0 to 1")
     if preset.chip_min_window < 1:
         parser.error(f"--set chip_min_window={preset.chip_min_window}: a window side in pixels, at least 1")
+    if preset.group_descriptions_per_scene < 0:
+        parser.error(f"--set group_descriptions_per_scene={preset.group_descriptions_per_scene}: a number of "
+                     f"boxes per scene, 0 or more")
     if preset.vision == "dinov2-s" and not getattr(args, "init", None):
         from training.dinov2_from_onnx import missing_packages
 

@@ -64,7 +64,7 @@ from shapely import affinity
 from mgimm_core.mentions import ObjectSpec, mentions, words
 from mgimm_core.vocabulary import CLASS_NAMES, COLORS, NO_OBJECT_VALUE, SHAPES, SIZES, number_word, plural, size_surface
 from training.agreement import _rate, tile_scores
-from training.synthetic.objects import box_with_margins, object_extent
+from training.synthetic.objects import box_with_margins, neighbour_group, object_extent
 from training.synthetic.scene import world_scene
 
 TEST_SEED_BASE = 7_000_000
@@ -276,15 +276,12 @@ def draw_regions(scene, rng: np.random.Generator) -> list[Region]:
         px0, py0, px1, py1 = part.bounds
         box = shapely.box(px0 - grow[0], py0 - grow[1], px1 + grow[2], py1 + grow[3]).intersection(frame)
         regions.append(Region(f"partial-{obj.id}", "partial", box, target=obj))
-    centres = np.array([o.centroid for o in objects]) if objects else np.zeros((0, 2))
     for obj in order[AOI_COUNTS["single"]:]:
         if sum(r.kind == "multi" for r in regions) >= AOI_COUNTS["multi"]:
             break
-        distance = np.hypot(*(centres - np.array(obj.centroid)).T)
-        near = [objects[int(i)] for i in np.argsort(distance)[1:4] if distance[int(i)] < 120]
-        if not near:
+        group = neighbour_group(objects, obj, rng)
+        if not group:
             continue
-        group = [obj] + near[:int(rng.integers(1, len(near) + 1))]
         union = shapely.union_all([o.footprint for o in group])
         regions.append(Region(f"multi-{obj.id}", "multi", margin_box(union, 0.1, 0.4)))
     for obj in order:

@@ -23,7 +23,7 @@ from mgimm_core.regions import AOIFeature, ChipSettings, prepare_region
 from mgimm_core.scene import Scene
 from mgimm_core.vocabulary import attribute_phrase, no_object_answer
 from training.synthetic import SceneSample, describe_tile
-from training.synthetic.objects import box_with_margins
+from training.synthetic.objects import box_with_margins, neighbour_group
 from training.synthetic.scene import world_scene
 from training.synthetic.landcover import LANDCOVER_NAMES, ROAD
 
@@ -123,7 +123,7 @@ def scene_samples(scene: SceneSample, rng: np.random.Generator, *, model_input: 
                   min_window: int = DEFAULT_MIN_WINDOW, region_side: tuple[int, int] = (96, 320),
                   no_object_regions: int = 0, gsd_prompt: bool = False,
                   no_object_min_side: int = EMPTY_SQUARE_MIN_SIDE,
-                  object_box_share: float = 0.0) -> list[ChipSample]:
+                  object_box_share: float = 0.0, group_descriptions: int = 0) -> list[ChipSample]:
     """Region samples (one per object, classes capped per scene) and description samples.
 
     descriptions: how many random square regions (side drawn from `region_side`, scene pixels) to
@@ -144,6 +144,9 @@ def scene_samples(scene: SceneSample, rng: np.random.Generator, *, model_input: 
     drawn around the object with margins of 0.1-0.8 of its extent per side (`box_with_margins`: an
     AOI as a user draws it), the others the object's footprint. 0 draws nothing more from `rng`
     (the samples of earlier recipes stay as they were).
+    group_descriptions: up to this many boxes drawn with margins (0.1-0.4 of their extent) around an
+        object and one to three of its neighbours (`neighbour_group`, as the benchmark's multi AOIs),
+        each a stage-1 and a description sample: the texts count the objects inside. 0 draws nothing.
     """
 
     def ask(question: str, gsd: float) -> str:
@@ -171,20 +174,20 @@ def scene_samples(scene: SceneSample, rng: np.random.Generator, *, model_input: 
             AOIFeature(id=str(i), geometry=_pixels_to_crs(o.footprint, scene.transform), crs=crs)
             for i, o in enumerate(scene.objects)]) if scene.objects else None
         by_id = {str(i): o for i, o in enumerate(scene.objects)}
-        for _ in range(descriptions):
-            side = int(rng.integers(region_side[0], min(region_side[1], h, w) + 1))
-            x0, y0 = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
-            window = (x0, y0, side, side)
+
+        def describe_window(window, context: tuple[float, float]) -> None:
+            """A stage-1 sample and a description sample of a rectangular window (x0, y0, w, h)."""
+            x0, y0, ww, wh = window
             text = describe_tile(scene, window, rng)
             guided = bool(guides) and rng.random() < 0.5
-            image, box, mask, found, gsd = _chip(geo_scene, shapely_box(x0, y0, x0 + side, y0 + side), crs,
+            image, box, mask, found, gsd = _chip(geo_scene, shapely_box(x0, y0, x0 + ww, y0 + wh), crs,
                                             scene.transform, model_input=model_input,
-                                            context=float(rng.uniform(0.05, 0.3)), min_window=min_window,
+                                            context=float(rng.uniform(*context)), min_window=min_window,
                                             guides=guides if guided else None)
             answer, attrs = window_answer(scene, window)
             samples.append(ChipSample(image, box, mask, ask(ATTRIBUTE_PROMPT, gsd), answer, "region", attrs))
             if guided and found:
-                # the paper's multi-region mode: the square's objects as region prompts, each
+                # the paper's multi-region mode: the window's objects as region prompts, each
                 # with its attributes in the question
                 guide_attrs = [region_answer(by_id[g.id])[1] for g in found]
                 prompt = guided_description_prompt([attribute_phrase(a) for a in guide_attrs])
@@ -193,6 +196,11 @@ def scene_samples(scene: SceneSample, rng: np.random.Generator, *, model_input: 
             else:
                 samples.append(ChipSample(image, box, mask, ask(guided_description_prompt([answer]), gsd), text,
                                           "description", None))
+
+        for _ in range(descriptions):
+            side = int(rng.integers(region_side[0], min(region_side[1], h, w) + 1))
+            x0, y0 = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
+            describe_window((x0, y0, side, side), (0.05, 0.3))
         for _ in range(no_object_regions):
             window = _empty_window(scene, rng, region_side, min_side=no_object_min_side)
             if window is None:
@@ -215,6 +223,15 @@ def scene_samples(scene: SceneSample, rng: np.random.Generator, *, model_input: 
             answer, attrs = region_answer(obj)
             samples.append(ChipSample(image, box, mask, ask(guided_description_prompt([answer]), gsd), text,
                                       "description", attrs))
+        frame = shapely_box(0, 0, w, h)
+        for index in rng.permutation(len(scene.objects))[:group_descriptions] if group_descriptions else []:
+            group = neighbour_group(scene.objects, scene.objects[int(index)], rng)
+            if not group:
+                continue
+            union = shapely.union_all([o.footprint for o in group])
+            bx0, by0, bx1, by1 = box_with_margins(union, rng, 0.1, 0.4).intersection(frame).bounds
+            x0, y0 = int(np.floor(bx0)), int(np.floor(by0))
+            describe_window((x0, y0, max(1, int(np.ceil(bx1)) - x0), max(1, int(np.ceil(by1)) - y0)), (0.1, 0.8))
     return samples
 
 
@@ -264,7 +281,8 @@ def generate_samples(seeds, *, scene_size: int, model_input: int, descriptions_p
                      object_descriptions_per_scene: int = 0, no_object_regions_per_scene: int = 0,
                      gsd: float = 0.5, world: int = 2, gsd_prompt: bool = False,
                      no_object_min_side: int = EMPTY_SQUARE_MIN_SIDE, v2_share: float = 0.0,
-                     min_window: int = DEFAULT_MIN_WINDOW, object_box_share: float = 0.0) -> list[ChipSample]:
+                     min_window: int = DEFAULT_MIN_WINDOW, object_box_share: float = 0.0,
+                     group_descriptions_per_scene: int = 0) -> list[ChipSample]:
     """Samples from the scenes of `seeds` (deterministic: sample draws are seeded per scene).
 
     world: 2, scenes at `gsd` (the shipped demo model's world); 3, world-v3 scenes, each at the GSD
@@ -272,7 +290,7 @@ def generate_samples(seeds, *, scene_size: int, model_input: int, descriptions_p
     v2_share: with world 3, this share of the seeds (drawn from the seed) gives a world-v2 scene at
     `gsd` instead, so a v3 model keeps v2's 0.5 m look (docs/demo_v3.md). min_window: the smallest
     chip window in scene pixels (the model's `chip_min_window`, as `describe` cuts its chips).
-    object_box_share: `scene_samples`'."""
+    object_box_share, group_descriptions_per_scene: `scene_samples`' object_box_share, group_descriptions."""
     out: list[ChipSample] = []
     for seed in seeds:
         scene = world_scene(int(seed), scene_size, scene_world(int(seed), world, v2_share), gsd)
@@ -281,5 +299,5 @@ def generate_samples(seeds, *, scene_size: int, model_input: int, descriptions_p
                                  object_descriptions=object_descriptions_per_scene,
                                  no_object_regions=no_object_regions_per_scene, gsd_prompt=gsd_prompt,
                                  no_object_min_side=no_object_min_side, min_window=min_window,
-                                 object_box_share=object_box_share))
+                                 object_box_share=object_box_share, group_descriptions=group_descriptions_per_scene))
     return out

@@ -64,6 +64,7 @@ class DemoPreset:
     train_vision: bool = True        # False freezes the (pretrained) vision tower
     object_box_share: float = 0.0    # share of object attribute samples whose region is a box with margins (an AOI)
     chip_min_window: int = DEFAULT_MIN_WINDOW   # smallest chip window in scene pixels (the exported model's chip_min_window)
+    group_descriptions_per_scene: int = 0    # descriptions of boxes around 2-4 neighbouring objects (counts)
 
 
 #: v3c's data continued for 400 stage-2 steps, every second batch a region batch (`--init` a v3c
@@ -131,6 +132,10 @@ PRESETS = {
     # samples on boxes drawn around the object with margins, as users draw AOIs, instead of its
     # footprint (docs/demo_v3.md "v3e": the shipped demo model).
     "v3e-boxes": replace(_V3C_CONTINUED, object_box_share=0.5),
+    # Continue v3e (`--init` the shipped demo model folder) with v3e-boxes' data plus four boxes per
+    # scene drawn around an object and one to three of its neighbours, described with their counts
+    # (docs/demo_v3.md "v3f").
+    "v3f-groups": replace(_V3C_CONTINUED, object_box_share=0.5, group_descriptions_per_scene=4),
     "smoke": DemoPreset(train_scenes=4, heldout_scenes=2, scene_size=512, descriptions_per_scene=4,
                         object_descriptions_per_scene=2, no_object_regions_per_scene=1,
                         stage1_steps=6, stage2_steps=6, batch_size=8, eval_regions=16, eval_descriptions=6),
@@ -151,7 +156,8 @@ def _samples_for(args) -> list[Example]:
                                no_object_regions_per_scene=preset.no_object_regions_per_scene,
                                world=preset.world, gsd_prompt=preset.gsd_prompt,
                                no_object_min_side=preset.no_object_min_side, v2_share=preset.v2_share,
-                               min_window=preset.chip_min_window, object_box_share=preset.object_box_share)
+                               min_window=preset.chip_min_window, object_box_share=preset.object_box_share,
+                               group_descriptions_per_scene=preset.group_descriptions_per_scene)
     return [Example(s.image, np.asarray([s.box] + [g[0] for g in s.guides], dtype=np.float32),
                     [s.mask] + [g[1] for g in s.guides], s.prompt, s.answer, s.kind, s.attributes)
             for s in samples]

@@ -72,6 +72,28 @@ def test_object_samples_on_boxes_with_margins_as_users_draw_aois():
                           np.nonzero(s.mask)[1].min():np.nonzero(s.mask)[1].max() + 1].all() for s in footprints)
 
 
+def test_group_boxes_are_described_with_the_count_of_each_class_inside():
+    """group_descriptions: boxes around an object and one to three neighbours (the benchmark's multi
+    AOIs), each an attribute sample and a description sample whose text counts every class whose
+    objects' centres lie inside; samples drawn before them are unchanged."""
+    from mgimm_core.mentions import mentions
+
+    before = generate_samples([5], scene_size=512, model_input=128, descriptions_per_scene=2)
+    after = generate_samples([5], scene_size=512, model_input=128, descriptions_per_scene=2,
+                             group_descriptions_per_scene=3)
+    assert [s.answer for s in after[:len(before)]] == [s.answer for s in before]
+    groups = after[len(before):]
+    assert len(groups) == 6 and [s.kind for s in groups] == ["region", "description"] * 3
+    counts = set()
+    for text in [s.answer for s in groups if s.kind == "description"]:
+        named: dict = {}
+        for mention in mentions(text):              # the first mention of a class carries its count
+            named.setdefault(mention.name, mention.count)
+        assert sum(named.values()) >= 2             # two to four objects, counted
+        counts |= set(named.values())
+    assert counts - {1}                             # some class counted more than once
+
+
 def test_vocabulary_covers_prompts_and_answers():
     samples = generate_samples([6], scene_size=512, model_input=128, descriptions_per_scene=2)
     vocab = set(demo_vocabulary([s.answer for s in samples]))
@@ -143,7 +165,7 @@ def test_ablation_rejects_bad_arguments(tmp_path):
 
 def test_demo_refuses_out_of_range_chip_settings_before_any_work(tmp_path):
     for args in (["--set", "object_box_share=1.5"], ["--set", "object_box_share=-0.1"],
-                 ["--set", "chip_min_window=0"]):
+                 ["--set", "chip_min_window=0"], ["--set", "group_descriptions_per_scene=-1"]):
         with pytest.raises(SystemExit) as exc:
             main(["demo", "--out", str(tmp_path / "x"), "--preset", "smoke", *args])
         assert exc.value.code == 2 and not (tmp_path / "x").exists()

@@ -117,6 +117,18 @@ def box_with_margins(geom, rng: np.random.Generator, low: float, high: float):
     return shapely_box(minx - m[0], miny - m[1], maxx + m[2], maxy + m[3])
 
 
+def neighbour_group(objects, obj, rng: np.random.Generator, *, reach: float = 120.0, most: int = 3) -> list:
+    """`obj` and one to `most` of its nearest neighbours (how many drawn) whose centres lie within
+    `reach` pixels, or [] when none does: the objects a user boxes together (training/benchmark.py's
+    multi AOIs; training/demo_data.py trains counts on them)."""
+    centres = np.array([o.centroid for o in objects])
+    distance = np.hypot(*(centres - np.array(obj.centroid)).T)
+    near = [objects[int(i)] for i in np.argsort(distance)[1:most + 1] if distance[int(i)] < reach]
+    if not near:
+        return []
+    return [obj] + near[:int(rng.integers(1, len(near) + 1))]
+
+
 def size_class(name: str, length_m: float) -> str:
     """small / medium / large: the length's third of the class's range (CLASS_SPECS)."""
     lo, hi = CLASS_SPECS[name]["length"]
