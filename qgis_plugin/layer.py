@@ -20,7 +20,7 @@ from .fields import FIELD_NAMES, feature_values  # noqa: F401  (re-exported: cal
 from .fields import (FIELD_KINDS, LABEL_DISTANCE_MM,
                      OBJECT_FIELD_KINDS, OBJECT_LABEL, OBJECT_LABEL_COLOR, OBJECT_OUTLINE, OBJECT_STYLE_DESCRIPTION,
                      OBJECT_STYLE_NAME, OUTLINE_WIDTH_MM, REGION_FILL, REGION_LABEL, REGION_OUTLINE,
-                     STYLE_DESCRIPTION, STYLE_NAME, input_columns)
+                     STYLE_DESCRIPTION, STYLE_NAME, WHEN_USED_FIELDS, input_columns)
 
 LAYER_TITLE = "MGIMM descriptions"
 GPKG_LAYER = "regions"
@@ -197,17 +197,7 @@ def add_object_features(layer: QgsVectorLayer, entries, *, scene: str = None) ->
     core's objects layer with `wkt` in `crs`) to the objects layer; attributes of the guide layer
     that the objects layer lacks yet become new text/number fields. Returns the added ids."""
     rows = [row for entry in entries for row in (entry.get("objects") or []) if row.get("wkt")]
-    new = []
-    for row in rows:
-        for name, value in row.items():
-            if name in ("wkt", "crs") or layer.fields().indexFromName(name) >= 0 or name in [f.name() for f in new]:
-                continue
-            kind = (QVariant.Double if isinstance(value, float) else
-                    QVariant.LongLong if isinstance(value, int) and not isinstance(value, bool) else QVariant.String)
-            new.append(QgsField(name, kind))
-    if new:
-        layer.dataProvider().addAttributes(new)
-        layer.updateFields()
+    _add_missing_fields(layer, rows, skip=("wkt", "crs"))
     added = []
     by_crs: dict = {}
     for row in rows:
@@ -223,8 +213,29 @@ def add_object_features(layer: QgsVectorLayer, entries, *, scene: str = None) ->
     return [feature.id() for feature in added]
 
 
+def _add_missing_fields(layer: QgsVectorLayer, rows, *, skip=(), only=None) -> None:
+    """Give `layer` a field for each name in `rows` ({field: value}) it lacks (of `only`, when
+    given), typed by its first non-empty value, as the core adds a GeoPackage column when first used."""
+    new: dict = {}
+    for row in rows:
+        for name, value in row.items():
+            if (name in skip or (only is not None and name not in only) or value is None
+                    or layer.fields().indexFromName(name) >= 0 or name in new):
+                continue
+            new[name] = QgsField(name, QVariant.Double if isinstance(value, float) else
+                                 QVariant.LongLong if isinstance(value, int) and not isinstance(value, bool)
+                                 else QVariant.String)
+    if new:
+        layer.dataProvider().addAttributes(list(new.values()))
+        layer.updateFields()
+
+
 def add_region_features(layer: QgsVectorLayer, items, crs: QgsCoordinateReferenceSystem) -> list:
-    """Append features: items are (geometry WKT in `crs`, {field: value}); returns their ids."""
+    """Append features: items are (geometry WKT in `crs`, {field: value}); returns their ids. The
+    columns the core adds when used (fields.py WHEN_USED_FIELDS: guide counts, no_object_p) become
+    fields of the layer when a row has them; other fields the layer lacks are left out."""
+    items = list(items)
+    _add_missing_fields(layer, [values for _, values in items], only=WHEN_USED_FIELDS)
     added = _append_features(layer, ((QgsGeometry.fromWkt(wkt), values) for wkt, values in items), crs,
                              layer.source())
     layer.updateExtents()

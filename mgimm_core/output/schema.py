@@ -201,6 +201,11 @@ class LayerSchema:
         self.columns.update(columns)
 
 
+#: Columns of a regions row added when first used: guided runs' guide counts, and the probability of
+#: "no distinct objects" from models that measure it. qgis_plugin/fields.py mirrors the list.
+WHEN_USED_COLUMNS = ("guide_objects", "guide_objects_left", "no_object_p")
+
+
 class RegionSchema(LayerSchema):
     kind = "regions"
 
@@ -213,7 +218,7 @@ class RegionSchema(LayerSchema):
                         "run_id": "TEXT"})
         super().__init__(columns)
         self._reserved = ({name.lower() for name in columns} | {FID_COLUMN, GEOMETRY_COLUMN}
-                          | {"guide_objects", "guide_objects_left", "no_object_p"})
+                          | set(WHEN_USED_COLUMNS))
         self._input_columns: dict[str, str] = {}     # input attribute -> its column, fixed on first sight
 
     def input_column(self, name: str) -> str:

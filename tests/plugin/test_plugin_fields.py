@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from mgimm_core.output.schema import ObjectSchema, RegionSchema
+from mgimm_core.output.schema import WHEN_USED_COLUMNS, ObjectSchema, RegionSchema
 
 FIELDS_FILE = Path(__file__).resolve().parents[2] / "qgis_plugin" / "fields.py"
 
@@ -31,6 +31,7 @@ def test_plugin_field_list_is_the_core_region_schema():
     objects = ObjectSchema()              # the plugin's objects layer (guided requests)
     assert fields.OBJECT_FIELD_NAMES == tuple(objects.columns)
     assert dict(fields.OBJECT_FIELD_KINDS) == {name: kinds[sql] for name, sql in objects.columns.items()}
+    assert fields.WHEN_USED_FIELDS == WHEN_USED_COLUMNS     # columns added to a layer when first used
 
 
 def test_plugin_input_columns_follow_the_core_rule():

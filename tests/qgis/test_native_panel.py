@@ -173,3 +173,31 @@ def test_map_renders_end_before_results_are_written(plugin, plugin_module, tmp_p
     finally:
         qgis_canvas.mapRefreshCanceled.disconnect()
         qgis_canvas.setLayers([])
+
+
+def test_columns_the_core_adds_when_used_become_fields_of_the_descriptions_layer(plugin, plugin_module, tmp_path,
+                                                                               qgis_new_project):
+    """no_object_p (models with region tokens) and the guide counts reach the plugin's layer as they
+    reach the CLI's GeoPackage: a field added when a row first has them."""
+    from qgis.core import NULL
+
+    from mgimm_geo.layer import descriptions_layer
+    from mgimm_geo.settings import PluginSettings
+
+    settings = PluginSettings(layer_path=str(tmp_path / "d.gpkg"))
+    crs = QgsCoordinateReferenceSystem("EPSG:32633")
+    wkt = "POLYGON((500100 4099700, 500300 4099700, 500300 4099900, 500100 4099700))"
+
+    def describe(region_id: str, **measured):
+        row = {"region_id": region_id, "scene": "s.tif", "description": "a road", **measured}
+        plugin._add_features([{"id": region_id, "row": row}],
+                             {"crs": crs, "settings": settings, "scene": "s.tif",
+                              "regions": [{"id": region_id, "wkt": wkt}]})
+        return descriptions_layer(settings.effective_layer_path(), crs)
+
+    assert describe("1").fields().indexFromName("no_object_p") < 0        # no row had it yet
+    layer = describe("2", no_object_p=0.125, guide_objects=2, guide_objects_left=1, unknown_key="x")
+    rows = {f["region_id"]: (f["no_object_p"], f["guide_objects"], f["guide_objects_left"])
+            for f in layer.getFeatures()}
+    assert rows == {"1": (NULL, NULL, NULL), "2": (0.125, 2, 1)}
+    assert layer.fields().indexFromName("unknown_key") < 0                 # only the core's own columns
