@@ -365,12 +365,12 @@ class MGIMMPlugin:
 
     def _end_map_renders(self) -> None:
         """Before writing result features: renders.py says why. Writing triggers the repaint after."""
-        from .renders import end_map_renders
+        from .renders import RENDER_STOP_WAIT_S, end_map_renders
 
         canvases = self.iface.mapCanvases() if hasattr(self.iface, "mapCanvases") else [self.iface.mapCanvas()]
         if not end_map_renders(canvases):
-            QgsMessageLog.logMessage("map renders still running after 5 s; writing the results anyway",
-                                     "MGIMM", Qgis.Warning)
+            QgsMessageLog.logMessage(f"map renders still running {RENDER_STOP_WAIT_S:g} s after they were "
+                                     f"cancelled; writing the results anyway", "MGIMM", Qgis.Warning)
 
     # ------------------------------------------------------------------ messages
     def report(self, code: str, message: str):
