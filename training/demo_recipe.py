@@ -132,9 +132,9 @@ PRESETS = {
     # samples on boxes drawn around the object with margins, as users draw AOIs, instead of its
     # footprint (docs/demo_v3.md "v3e": the shipped demo model).
     "v3e-boxes": replace(_V3C_CONTINUED, object_box_share=0.5),
-    # Continue v3e (`--init` the shipped demo model folder) with v3e-boxes' data plus four boxes per
-    # scene drawn around an object and one to three of its neighbours, described with their counts
-    # (docs/demo_v3.md "v3f").
+    # v3e-boxes (continuing v3c: `--init` the v3c recipe's export) plus four boxes per scene drawn
+    # around an object and one to three of its neighbours, described with their counts; the same
+    # steps, so it takes v3e's place in the recipe (docs/demo_v3.md "v3f").
     "v3f-groups": replace(_V3C_CONTINUED, object_box_share=0.5, group_descriptions_per_scene=4),
     "smoke": DemoPreset(train_scenes=4, heldout_scenes=2, scene_size=512, descriptions_per_scene=4,
                         object_descriptions_per_scene=2, no_object_regions_per_scene=1,
