@@ -57,6 +57,16 @@ def claim_stdout():
     return protocol
 
 
+def _writable(value) -> bool:
+    """Whether `value` can be written back in strict JSON (Python's parser reads NaN and Infinity,
+    which no answer may carry: an id holding one could not be answered)."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError:
+        return False
+    return True
+
+
 def request_key(request_id) -> str:
     """A request's id (any JSON value) as the text the worker tracks it by: its canonical JSON, so
     {"a": 1} and "{'a': 1}", or 7 and "7", stay different requests. Replies carry the id as sent."""
@@ -136,6 +146,10 @@ class Worker:
             self._error(None, "bad_request", "each line must be a JSON object with a 'type'.")
             return True
         kind, request_id = message["type"], message.get("id")
+        if not _writable(request_id):
+            self._error(None, "bad_request", "the 'id' holds NaN or Infinity, which a JSON answer cannot "
+                                             "repeat; use a string or a finite number.")
+            return True
         key = request_key(request_id)
         if kind == "shutdown":
             return False

@@ -167,3 +167,34 @@ def test_the_worker_answers_every_line_in_json_and_ends(services, lines):
     assert messages[0]["type"] == "ready"
     assert all(m["type"] in ("ready", "progress", "ok", "error") for m in messages)
     assert all(m["code"] in ERROR_CODES for m in messages if m["type"] == "error")
+
+
+def test_the_worker_refuses_an_id_it_could_not_repeat_and_goes_on(services):
+    """An id holding NaN or Infinity (Python's parser reads them) is a bad_request with id null; the
+    request thread lives on and answers the next request (it died writing the answer before: seen
+    as a thread exception under test_the_worker_answers_every_line_in_json_and_ends)."""
+    from batch.worker import ProtocolWriter, Worker
+
+    import time
+
+    stream = io.StringIO()
+    worker = Worker(services[1], ProtocolWriter(stream), heartbeat_s=0)
+    read_end, write_end = os.pipe()
+    stdin, client = os.fdopen(read_end), os.fdopen(write_end, "w")
+    done = threading.Thread(target=worker.serve, args=(stdin,), daemon=True)
+    done.start()
+    client.write('{"id": NaN, "type": "hello"}\n{"id": [1, Infinity], "type": "describe"}\n'
+                 '{"id": "r2", "type": "hello"}\n')
+    client.flush()
+    deadline = time.monotonic() + 60       # stdin stays open until r2 is answered (EOF cancels what waits)
+    while '"r2"' not in stream.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    client.close()
+    done.join(timeout=60)
+    messages = [json.loads(line) for line in stream.getvalue().splitlines()]
+    refused = [m for m in messages if m["type"] == "error" and m["id"] is None]
+    assert [m["code"] for m in refused] == ["bad_request"] * 2
+    assert all("NaN or Infinity" in m["message"] for m in refused)
+    # r2 is answered (its model folder does not exist: a `model` error, from the request thread)
+    assert [(m["type"], m["code"]) for m in messages if m.get("id") == "r2" and m["type"] != "progress"] == [
+        ("error", "model")]
