@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 
-from qgis.core import QgsApplication
+from qgis.core import QgsApplication, QgsTask
 from qgis.PyQt.QtCore import QThreadPool
 
 #: the longest the main thread waits for cancelled render threads (a slow layer's current feature)
@@ -21,9 +21,12 @@ RENDER_STOP_WAIT_S = 5.0
 
 
 def render_threads() -> int:
-    """Threads of the global pool busy with something other than a QGIS task: map renders (and
-    their labelling) once the plugin's own describe task has returned."""
-    return QThreadPool.globalInstance().activeThreadCount() - QgsApplication.taskManager().countActiveTasks()
+    """Threads of the global pool busy with something other than a running QGIS task: map renders
+    (and their labelling). Counted by status, not by the task manager's active count: in some
+    QGIS versions the manager calls a task's finished() (where the plugin writes its results)
+    before it stops counting the task active, though its thread has returned to the pool."""
+    running = sum(task.status() == QgsTask.Running for task in QgsApplication.taskManager().tasks())
+    return QThreadPool.globalInstance().activeThreadCount() - running
 
 
 def end_map_renders(canvases, timeout: float = RENDER_STOP_WAIT_S) -> bool:
