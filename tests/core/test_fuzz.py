@@ -159,10 +159,16 @@ def test_the_worker_answers_every_line_in_json_and_ends(services, lines):
 
     stream = io.StringIO()
     worker = Worker(services[0], ProtocolWriter(stream), heartbeat_s=0, max_line_chars=4096)
-    done = threading.Thread(target=worker.serve, args=(io.StringIO("\n".join(lines) + "\n"),), daemon=True)
-    done.start()
-    done.join(timeout=60)
+    died: list = []
+    previous_hook, threading.excepthook = threading.excepthook, died.append   # a request thread that raises
+    try:
+        done = threading.Thread(target=worker.serve, args=(io.StringIO("\n".join(lines) + "\n"),), daemon=True)
+        done.start()
+        done.join(timeout=60)
+    finally:
+        threading.excepthook = previous_hook
     assert not done.is_alive(), "the worker hung"
+    assert not died, f"a worker thread died: {died[0].exc_value!r}"      # later requests would go unanswered
     messages = [json.loads(line) for line in stream.getvalue().splitlines()]     # every line is JSON
     assert messages[0]["type"] == "ready"
     assert all(m["type"] in ("ready", "progress", "ok", "error") for m in messages)
