@@ -55,6 +55,9 @@ def test_a_guided_result_says_which_guide_object_got_which_attributes(plugin):
     shown = {table.item(i, 0).text(): table.item(i, 1).text() for i in range(table.rowCount())}
     assert shown["object"] == "vehicle" and "name" not in shown      # the layer's field name, not the wire's
     assert shown["guide_objects"] == "2" and shown["guide_objects_left"] == "1"
+    plugin.dock.show_results([dict(entry, row={"region_id": "1", "no_object_p": 0.000592816})])
+    shown = {table.item(i, 0).text(): table.item(i, 1).text() for i in range(table.rowCount())}
+    assert shown["no_object_p"] == "0.000593"            # the model's own doubt, from the layer's row
     one_row = plugin.dock.results.maximumHeight()                      # a single region: the list is one row tall
     plugin.dock.show_results([dict(entry, id=str(i)) for i in range(8)])
     assert one_row < 60 and plugin.dock.results.maximumHeight() > 4 * one_row - 4 * plugin.dock.results.frameWidth()
