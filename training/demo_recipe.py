@@ -68,12 +68,13 @@ class DemoPreset:
 
 
 #: v3c's data continued for 400 stage-2 steps, every second batch a region batch (`--init` a v3c
-#: export); the two continuations below differ from it in one field each.
+#: export); the continuations below differ from it in a field or two.
 _V3C_CONTINUED = DemoPreset(train_scenes=400, heldout_scenes=24, scene_size=512, descriptions_per_scene=8,
                             object_descriptions_per_scene=6, no_object_regions_per_scene=5, no_object_min_side=6,
                             model_input=126, stage1_steps=0, stage2_steps=400, stage2_lr=2e-4,
                             stage2_region_every=2, world=3, v2_share=0.25, gsd_prompt=True, vision="dinov2-s",
                             vision_layers=4, train_vision=False)
+_V3E_BOXES = replace(_V3C_CONTINUED, object_box_share=0.5)
 
 PRESETS = {
     # Demo model v1's recipe (world v2, 0.5 m RGB); v2 continued it with "finetune".
@@ -131,11 +132,11 @@ PRESETS = {
     # Continue v3c (`--init runs/v3c/model`, the v3c recipe's export) with half of its object attribute
     # samples on boxes drawn around the object with margins, as users draw AOIs, instead of its
     # footprint (docs/demo_v3.md "v3e": the shipped demo model).
-    "v3e-boxes": replace(_V3C_CONTINUED, object_box_share=0.5),
+    "v3e-boxes": _V3E_BOXES,
     # v3e-boxes (continuing v3c: `--init` the v3c recipe's export) plus four boxes per scene drawn
     # around an object and one to three of its neighbours, described with their counts; the same
     # steps, so it takes v3e's place in the recipe (docs/demo_v3.md "v3f").
-    "v3f-groups": replace(_V3C_CONTINUED, object_box_share=0.5, group_descriptions_per_scene=4),
+    "v3f-groups": replace(_V3E_BOXES, group_descriptions_per_scene=4),
     "smoke": DemoPreset(train_scenes=4, heldout_scenes=2, scene_size=512, descriptions_per_scene=4,
                         object_descriptions_per_scene=2, no_object_regions_per_scene=1,
                         stage1_steps=6, stage2_steps=6, batch_size=8, eval_regions=16, eval_descriptions=6),
