@@ -123,12 +123,14 @@ class Describer:
     def inputs(self, images: Sequence[np.ndarray], regions: Sequence[Sequence[BoxMask]], prompts: str | Sequence[str],
                mode: str) -> dict[str, Any]:
         """The model inputs of one question per chip, on the device; the chips' pixels are left out
-        (their vision features, `patches`, are computed once per chip). prompts: as asked (with the
-        chip's GSD phrase for a model trained so: `DescribeState.asked`)."""
+        (their vision features, `patches`, are computed once per chip) unless the model's region
+        tokens look at the pixels themselves (a zoomed view: `config.region_needs_pixels`).
+        prompts: as asked (with the chip's GSD phrase for a model trained so: `DescribeState.asked`)."""
         batch = self.processor(images, boxes=[np.asarray([b for b, _ in r], dtype=np.float32).reshape(-1, 4)
                                               for r in regions],
                                masks=[[m for _, m in r] for r in regions], prompts=prompts, mode=mode)
-        return {k: v.to(self.device) for k, v in batch.items() if k != "pixel_values"}
+        keep_pixels = getattr(self.model.config, "region_needs_pixels", False)
+        return {k: v.to(self.device) for k, v in batch.items() if keep_pixels or k != "pixel_values"}
 
     def generate_ids(self, images: Sequence[np.ndarray], regions: Sequence[Sequence[BoxMask]],
                      prompts: str | Sequence[str], mode: str, patches: torch.Tensor,
@@ -202,8 +204,8 @@ class Describer:
         batch = self.inputs(images, regions, prompts, mode)
         ids, attention = append_tokens(batch["input_ids"], batch["attention_mask"], answers, self._pad_id)
         with torch.inference_mode():
-            embeds = self.model.embed_inputs(ids, None, batch["region_boxes"], batch.get("region_masks"),
-                                             batch["region_valid"], mode, patches)
+            embeds = self.model.embed_inputs(ids, batch.get("pixel_values"), batch["region_boxes"],
+                                             batch.get("region_masks"), batch["region_valid"], mode, patches)
             logits = self.model(inputs_embeds=embeds, attention_mask=attention, mode=mode).logits
             logprobs = torch.log_softmax(logits.float(), dim=-1)
         totals = []

@@ -65,6 +65,7 @@ class DemoPreset:
     object_box_share: float = 0.0    # share of object attribute samples whose region is a box with margins (an AOI)
     chip_min_window: int = DEFAULT_MIN_WINDOW   # smallest chip window in scene pixels (the exported model's chip_min_window)
     group_descriptions_per_scene: int = 0    # descriptions of boxes around 2-4 neighbouring objects (counts)
+    region_zoom: bool = False        # region tokens also from a zoomed view of the region ("zoom": no new weights)
 
 
 #: v3c's data continued for 400 stage-2 steps, every second batch a region batch (`--init` a v3c
@@ -137,6 +138,9 @@ PRESETS = {
     # around an object and one to three of its neighbours, described with their counts; the same
     # steps, so it takes v3e's place in the recipe (docs/demo_v3.md "v3f").
     "v3f-groups": replace(_V3E_BOXES, group_descriptions_per_scene=4),
+    # v3e-boxes (continuing v3c: `--init` the v3c recipe's export) with "zoom" region tokens: each
+    # region also seen through the frozen tower up to 4x enlarged (docs/demo_v3.md "v3h").
+    "v3h-zoom": replace(_V3E_BOXES, region_zoom=True),
     "smoke": DemoPreset(train_scenes=4, heldout_scenes=2, scene_size=512, descriptions_per_scene=4,
                         object_descriptions_per_scene=2, no_object_regions_per_scene=1,
                         stage1_steps=6, stage2_steps=6, batch_size=8, eval_regions=16, eval_descriptions=6),
@@ -342,6 +346,8 @@ def run_demo(out: str | Path, preset: DemoPreset, *, export: str | Path | None =
     else:
         model, processor = build_demo([e.answer for e in train_examples], gsd_prompt=preset.gsd_prompt,
                                       **demo_architecture(preset))
+    if preset.region_zoom:
+        add_region_tokens(model, processor, "zoom")
     # describe cuts this model's chips as its examples were cut (mgimm_core/families/mgimm.py chip settings)
     processor.chip_min_window = preset.chip_min_window if preset.chip_min_window != DEFAULT_MIN_WINDOW else None
     configure_trainable(model, train_region=True, train_projector=True, train_vision=preset.train_vision,
@@ -376,6 +382,24 @@ def run_demo(out: str | Path, preset: DemoPreset, *, export: str | Path | None =
     if export:
         export_demo(model, processor, Path(export), metrics)
     return metrics
+
+
+def add_region_tokens(model, processor, kind: str) -> None:
+    """Give a built or loaded model a region-token kind without weights of its own ("zoom"): the
+    region module is rebuilt from the config with the same weights, and the processor expands as
+    many image tokens per region as the model now gives."""
+    from mgimm_core.model.region_mgimm import RegionInteractiveModule
+
+    if kind in model.config.region_tokens:
+        return
+    model.config.region_tokens = (*model.config.region_tokens, kind)
+    model.config.validate_mgimm()
+    weights = model.region_module.state_dict()
+    dtype = next(model.region_module.parameters()).dtype
+    module = RegionInteractiveModule(model.config).to(dtype)
+    module.load_state_dict(weights, strict=True)
+    model.region_module = module
+    processor.tokens_per_region = model.config.tokens_per_region
 
 
 def demo_architecture(preset: DemoPreset) -> dict:

@@ -14,7 +14,10 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-REGION_TOKEN_KINDS = ("corners", "pooled", "geometry")
+REGION_TOKEN_KINDS = ("corners", "pooled", "geometry", "zoom")
+# Tokens each kind gives a region (one where not listed); "zoom": 1 mask-pooled + a 2 x 2 grid
+# (mgimm_core/model/region_mgimm.py `zoom_tokens`).
+TOKENS_OF_KIND = {"corners": 2, "zoom": 5}
 # How the region reaches the LM: region tokens, or (LLaVA-family checkpoints, which were trained
 # without a region module) box text in the prompt, LLaVA-1.5's or GeoChat's convention.
 REGION_PROMPTS = ("tokens", "box_text", "geochat")
@@ -57,7 +60,10 @@ class MGIMMConfig(PreTrainedConfig):
         global_tokens: None keeps all patch tokens (reference); an int k (a square) pools the patch
             grid to k tokens.
         region_tokens: kinds of tokens per region: "corners" (2 tokens, the reference), "pooled"
-            (mask-pooled patch features), "geometry" (box position, size, aspect, mask fill).
+            (mask-pooled patch features), "geometry" (box position, size, aspect, mask fill),
+            "zoom" (5 tokens from a zoomed view of the region: the vision tower run again on a
+            square around the box, up to 4x larger, its patches pooled under the mask and to a
+            2 x 2 grid; no weights of its own, so small objects span several patches).
         region_masked_attention: region queries attend only to patches the region covers.
         region_dense_mask: add a learned in/out-of-region embedding to the patch keys (weighted by
             the area fraction each patch has inside the region), so a polygon differs from its box.
@@ -213,7 +219,13 @@ class MGIMMConfig(PreTrainedConfig):
 
     @property
     def tokens_per_region(self) -> int:
-        return sum(2 if kind == "corners" else 1 for kind in self.region_tokens)
+        return sum(TOKENS_OF_KIND.get(kind, 1) for kind in self.region_tokens)
+
+    @property
+    def region_needs_pixels(self) -> bool:
+        """True when region tokens are computed from the chip's pixels (kind "zoom"), not only from
+        its patch features: callers that pass precomputed `patches` must pass `pixel_values` too."""
+        return "zoom" in self.region_tokens
 
 
 def _built(sub: dict[str, Any] | PreTrainedConfig | None, field: str) -> PreTrainedConfig:

@@ -26,7 +26,8 @@ from mgimm_core.errors import ModelError
 
 from .configuration_mgimm import MGIMMConfig
 from .lora_mgimm import wrap_with_lora
-from .region_mgimm import RegionInteractiveModule, box_to_mask, mask_to_patch_fraction
+from .region_mgimm import (RegionInteractiveModule, box_to_mask, mask_to_patch_fraction, zoom_view,
+                           zoom_windows)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -194,16 +195,39 @@ class MGIMMForConditionalGeneration(MGIMMPreTrainedModel):
 
     def region_features(self, patches: torch.Tensor, region_boxes: torch.Tensor,
                         region_masks: torch.Tensor | None = None,
-                        region_valid: torch.Tensor | None = None) -> torch.Tensor:
-        """Region tokens of every valid region, in (sample, region) order: (N_valid, T, D)."""
+                        region_valid: torch.Tensor | None = None,
+                        pixel_values: torch.Tensor | None = None) -> torch.Tensor:
+        """Region tokens of every valid region, in (sample, region) order: (N_valid, T, D).
+        pixel_values: the chips (B, 3, S, S); needed when the config's region tokens include "zoom"."""
         if region_valid is None:
             region_valid = torch.ones(region_boxes.shape[:2], dtype=torch.bool, device=region_boxes.device)
         fractions = self.region_fractions(region_boxes, region_masks, region_valid)
         b_idx, r_idx = region_valid.nonzero(as_tuple=True)
+        boxes = region_boxes[b_idx, r_idx]
+        zoom = None
+        if self.config.region_needs_pixels:
+            if pixel_values is None:
+                raise ValueError('this model\'s region tokens include "zoom": pass pixel_values with the '
+                                 "precomputed patches (the chips the patches were computed from)")
+            masks = region_masks[b_idx, r_idx] if region_masks is not None else None
+            zoom = self.zoom_features(pixel_values[b_idx], boxes, masks)
         tokens: torch.Tensor = self.region_module(
-            patches[b_idx], region_boxes[b_idx, r_idx], fractions[b_idx, r_idx].to(patches.device)
+            patches[b_idx], boxes, fractions[b_idx, r_idx].to(patches.device), zoom
         )
         return tokens
+
+    def zoom_features(self, pixel_values: torch.Tensor, boxes: torch.Tensor,
+                      masks: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each region's zoomed view (region_mgimm.zoom_windows) through the vision tower: its patch
+        features (N, P, D) and the region's area fraction of each of its patches (N, P)."""
+        size, grid = self.config.image_size, self.config.grid_size
+        windows = zoom_windows(boxes, size).to(pixel_values.device)
+        if masks is None:
+            masks = box_to_mask(boxes.float(), size)
+        views = zoom_view(pixel_values.float(), windows)
+        view_masks = zoom_view(masks[:, None].float(), windows)[:, 0]
+        fraction = mask_to_patch_fraction(view_masks, grid).flatten(1)
+        return self.patch_features(views), fraction
 
     def image_features(self, pixel_values: torch.Tensor | None, region_boxes: torch.Tensor | None = None,
                        region_masks: torch.Tensor | None = None, region_valid: torch.Tensor | None = None,
@@ -211,7 +235,8 @@ class MGIMMForConditionalGeneration(MGIMMPreTrainedModel):
         """Projected features per sample, in LM width: a list of (n_b, d_llm) tensors, where
         n_b = global tokens (modes global*, ...) + tokens_per_region x valid regions (modes *region).
         patches: `patch_features(pixel_values)` computed before (several questions about the same
-        chips run the vision tower once)."""
+        chips run the vision tower once); a model with "zoom" region tokens still needs the
+        pixel_values then (`config.region_needs_pixels`)."""
         mode = mode or self.config.mode
         # pixel_values are given when patches are not
         patches = self.patch_features(cast(torch.Tensor, pixel_values)) if patches is None else patches
@@ -223,7 +248,7 @@ class MGIMMForConditionalGeneration(MGIMMPreTrainedModel):
         if mode in ("region", "global_region") and region_boxes is not None and region_boxes.shape[1] > 0:
             if region_valid is None:
                 region_valid = torch.ones(region_boxes.shape[:2], dtype=torch.bool, device=region_boxes.device)
-            tokens = self.region_features(patches, region_boxes, region_masks, region_valid)
+            tokens = self.region_features(patches, region_boxes, region_masks, region_valid, pixel_values)
             counts = region_valid.sum(1).tolist()
             for b, chunk in enumerate(torch.split(tokens, counts)):
                 per_sample[b].append(chunk.flatten(0, 1))

