@@ -49,6 +49,9 @@ def _preset(parser, args):
     if preset.group_descriptions_per_scene < 0:
         parser.error(f"--set group_descriptions_per_scene={preset.group_descriptions_per_scene}: a number of "
                      f"boxes per scene, 0 or more")
+    if not 0 <= preset.vision_blocks_trained <= preset.vision_layers:
+        parser.error(f"--set vision_blocks_trained={preset.vision_blocks_trained}: a number of the tower's "
+                     f"{preset.vision_layers} blocks, from 0 to {preset.vision_layers}")
     if preset.vision == "dinov2-s" and not getattr(args, "init", None):
         from training.dinov2_from_onnx import missing_packages
 

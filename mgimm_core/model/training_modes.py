@@ -9,6 +9,7 @@ Reference recipes (docs/training.md), as flags:
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from .lora_mgimm import add_lora
@@ -21,16 +22,21 @@ if TYPE_CHECKING:
 
 def configure_trainable(model: MGIMMForConditionalGeneration, train_region: bool = True,
                         train_projector: bool = True, lora: bool = False,
-                        train_vision: bool = False, train_lm: bool = False) -> list[str]:
+                        train_vision: bool = False, train_lm: bool = False,
+                        vision_blocks: int | None = None) -> list[str]:
     """Set requires_grad on every parameter of an MGIMMForConditionalGeneration and return the names
     of the trainable ones. lora=True adds LoRA adapters first when the LM has none; adapters are
-    frozen when lora=False. train_lm trains the LM's own (base) weights."""
+    frozen when lora=False. train_lm trains the LM's own (base) weights. vision_blocks: with
+    train_vision, only the tower's last n blocks train (a pretrained tower adapted near its output,
+    its early layers kept); None trains all of it."""
     if lora and not model.config.use_lora:
         add_lora(model)
     model.config.freeze_vision = not train_vision
+    blocks = model.config.vision.num_hidden_layers
     for name, param in model.named_parameters():
         if name.startswith("vision_tower."):
-            param.requires_grad = train_vision
+            param.requires_grad = train_vision and (vision_blocks is None
+                                                    or _vision_block(name) >= blocks - vision_blocks)
         elif name.startswith("region_module."):
             param.requires_grad = train_region
         elif name.startswith("projector."):
@@ -40,6 +46,14 @@ def configure_trainable(model: MGIMMForConditionalGeneration, train_region: bool
         else:
             raise ValueError(f"parameter {name} belongs to no known part; update configure_trainable")
     return trainable_parameter_names(model)
+
+
+def _vision_block(name: str) -> int:
+    """The encoder block a vision-tower parameter belongs to (`encoder.layer.3.` in ViT and DINOv2,
+    `encoder.layers.3.` in CLIP and SigLIP); -1 for embeddings, and for norms after the last
+    block, which only a fully trained tower trains."""
+    found = re.search(r"\.layers?\.(\d+)\.", name)
+    return int(found.group(1)) if found else -1
 
 
 def trainable_parameter_names(model: torch.nn.Module) -> list[str]:

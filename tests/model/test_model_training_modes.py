@@ -42,6 +42,23 @@ def test_from_scratch_trains_everything():
     assert not model.config.freeze_vision
 
 
+def test_vision_blocks_train_only_the_towers_last_blocks():
+    for settings in ({}, {"vision_config": {"model_type": "dinov2", "hidden_size": 32, "num_hidden_layers": 3,
+                                            "num_attention_heads": 2, "intermediate_size": 64,
+                                            "image_size": 32, "patch_size": 8}}):
+        model = tiny_model(**settings)
+        blocks = model.config.vision.num_hidden_layers
+        names = configure_trainable(model, train_vision=True, vision_blocks=1)
+        vision = [n for n in names if n.startswith("vision_tower.")]
+        last = f".{blocks - 1}."
+        assert vision and all(last in n for n in vision), vision
+        # every parameter of that block trains, none of the earlier blocks' nor the embeddings'
+        assert len(vision) == sum(1 for n, _ in model.named_parameters()
+                                  if n.startswith("vision_tower.") and (f"layer{last}" in n or f"layers{last}" in n))
+        assert not model.config.freeze_vision
+        assert configure_trainable(model, train_vision=False, vision_blocks=1) == configure_trainable(model)
+
+
 def test_lora_checkpoint_reloads_and_merges_to_the_same_outputs(tmp_path):
     model = tiny_model()
     configure_trainable(model, lora=True)

@@ -169,7 +169,8 @@ def test_ablation_rejects_bad_arguments(tmp_path):
 
 def test_demo_refuses_out_of_range_chip_settings_before_any_work(tmp_path):
     for args in (["--set", "object_box_share=1.5"], ["--set", "object_box_share=-0.1"],
-                 ["--set", "chip_min_window=0"], ["--set", "group_descriptions_per_scene=-1"]):
+                 ["--set", "chip_min_window=0"], ["--set", "group_descriptions_per_scene=-1"],
+                 ["--set", "vision_blocks_trained=-1"], ["--set", "vision_blocks_trained=5"]):
         with pytest.raises(SystemExit) as exc:
             main(["demo", "--out", str(tmp_path / "x"), "--preset", "smoke", *args])
         assert exc.value.code == 2 and not (tmp_path / "x").exists()
