@@ -394,6 +394,26 @@ class Tally:
     examples: dict = field(default_factory=dict)
     guides: list = field(default_factory=list)   # per guide object: (kind, guide_no_object_p, answered "none")
     answers: list = field(default_factory=list)  # per unguided region: (no_object_p, answered "none", empty)
+    scenes: dict = field(default_factory=dict)   # per scene seed: its own counts {"n": ..., "tiles": ...}
+
+    def add_scene(self, seed: int, before: "Tally") -> None:
+        """Keep what the scene `seed` added since `before` (a copy taken before it was scored), so two
+        models can be compared scene by scene (training/compare.py)."""
+        self.scenes[seed] = {"n": dict(self.n - before.n),
+                             "tiles": {run: dict(t - before.tiles[run]) for run, t in self.tiles.items()}}
+
+    def snapshot(self) -> "Tally":
+        return Tally(n=Counter(self.n), tiles={run: Counter(t) for run, t in self.tiles.items()})
+
+    @classmethod
+    def from_scenes(cls, scenes: list[dict]) -> "Tally":
+        """The tally of several scenes' counts (`add_scene`), for `report`."""
+        tally = cls()
+        for scene in scenes:
+            tally.n.update(scene["n"])
+            for run, counts in scene["tiles"].items():
+                tally.tiles.setdefault(run, Counter()).update(counts)
+        return tally
 
     def example(self, key: str, value) -> None:
         self.examples.setdefault(key, [])
@@ -560,6 +580,7 @@ def report(tally: Tally) -> dict:
         out[f"{run}_recall"] = _rate(t["hit"], t["truth"])
         out[f"{run}_precision"] = _rate(t["hit"], t["mentioned"])
     out["examples"] = tally.examples
+    out["scene_counts"] = {str(seed): counts for seed, counts in tally.scenes.items()}
     return out
 
 
@@ -583,7 +604,9 @@ def benchmark_tallies(model=None, *, split: str = "test", scenes: int = 24, deco
         tally = Tally()
         try:
             for seed, _, regions, layers in cases:
+                before = tally.snapshot()
                 score_case(regions, run_case(engine, work / f"scene_{seed}", layers), tally, grammar)
+                tally.add_scene(seed, before)
         finally:
             engine.close()
         tallies[decoding] = tally
