@@ -43,9 +43,13 @@ class CompareError(ValueError):
 def scene_counts(path: str | Path, decoding: str) -> dict[str, dict]:
     """The per-scene counts of one decoding of a benchmark report."""
     try:
-        result = json.loads(Path(path).read_text())
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise CompareError(f"{path}: cannot be read ({exc.strerror}); give the --out file of a benchmark run") from exc
+    try:
+        result = json.loads(text)
         counts = result["results"][decoding].get("scene_counts")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CompareError(f"{path}: not a benchmark report with a {decoding!r} decoding ({exc}); "
                            "write one with python -m training.benchmark --out") from exc
     if not counts:
@@ -98,7 +102,7 @@ def markdown(result: dict, a_name: str, b_name: str) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m training.compare", description=__doc__.splitlines()[0])
     parser.add_argument("a", help="benchmark report of model A (the baseline)")
     parser.add_argument("b", help="benchmark report of model B, on the same split and scenes")
     parser.add_argument("--decoding", choices=("free", "agree"), default="free")
