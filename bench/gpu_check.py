@@ -74,7 +74,7 @@ def check_equivalence(device) -> dict:
         for bx in (boxes, moved):
             b = processor(chips, boxes=bx).to(device)
             tokens.append(model.region_features(model.patch_features(b["pixel_values"]), b["region_boxes"],
-                                                None, b["region_valid"]))
+                                                None, b["region_valid"], b["pixel_values"]))
         independent = (torch.equal(tokens[0][0], tokens[1][0]) and torch.equal(tokens[0][2], tokens[1][2])
                        and not torch.allclose(tokens[0][1], tokens[1][1]))
     return {"batched_greedy_equals_single": greedy_equal, "save_load_identical_logits": round_trip_equal,

@@ -49,6 +49,9 @@ def _preset(parser, args):
     if preset.group_descriptions_per_scene < 0:
         parser.error(f"--set group_descriptions_per_scene={preset.group_descriptions_per_scene}: a number of "
                      f"boxes per scene, 0 or more")
+    if preset.vision_blocks_trained and preset.train_vision:
+        parser.error(f"--set vision_blocks_trained={preset.vision_blocks_trained}: only with train_vision=false "
+                     "(a tower trained whole has no frozen blocks); add --set train_vision=false")
     if not 0 <= preset.vision_blocks_trained <= preset.vision_layers:
         parser.error(f"--set vision_blocks_trained={preset.vision_blocks_trained}: a number of the tower's "
                      f"{preset.vision_layers} blocks, from 0 to {preset.vision_layers}")

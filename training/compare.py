@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mgimm_core.errors import MGIMMError
 from training.benchmark import ROWS, Tally, report
 
 #: Figures where lower is better (the rest: higher is better).
@@ -34,7 +35,7 @@ LOWER_IS_BETTER = frozenset({
 FIGURES = tuple(key for _, keys, _ in ROWS for key in keys if not key.startswith("counts_given"))
 
 
-class CompareError(ValueError):
+class CompareError(MGIMMError, ValueError):
     """Two reports that cannot be compared scene by scene; the message names the file and the fix."""
 
     code = "reports_not_comparable"
@@ -58,10 +59,12 @@ def scene_counts(path: str | Path, decoding: str) -> dict[str, dict]:
     return dict(counts)
 
 
-def compare(a: dict[str, dict], b: dict[str, dict], *, resamples: int = 2000, seed: int = 0) -> dict:
-    """Per figure: A's and B's value, B - A, and the 95% interval of B - A over scene resamples."""
+def compare(a: dict[str, dict], b: dict[str, dict], *, resamples: int = 2000, seed: int = 0,
+            names: tuple[str, str] = ("A", "B")) -> dict:
+    """Per figure: A's and B's value, B - A, the 95% interval of B - A over scene resamples, and
+    how many resamples had the figure defined (a rare AOI kind may be missing from some)."""
     if set(a) != set(b):
-        raise CompareError(f"the reports cover different scenes ({len(a)} and {len(b)} seeds, "
+        raise CompareError(f"{names[0]} and {names[1]} cover different scenes ({len(a)} and {len(b)} seeds, "
                            f"{len(set(a) ^ set(b))} not shared): run both on the same --split and --scenes")
     seeds = sorted(a)
     a_scenes, b_scenes = [a[s] for s in seeds], [b[s] for s in seeds]
@@ -82,13 +85,13 @@ def compare(a: dict[str, dict], b: dict[str, dict], *, resamples: int = 2000, se
             out[key] = {"a": va, "b": vb, "difference": None, "interval": None, "verdict": "not measured"}
             continue
         low, high = (float(v) for v in np.percentile(draws[key], [2.5, 97.5]))
-        difference = round(vb - va, 4)
-        if low <= 0 <= high:
+        above, below = low > 0, high < 0          # the whole interval on one side of 0
+        if not (above or below):
             verdict = "no clear difference"
         else:
-            verdict = "B better" if (difference < 0) == (key in LOWER_IS_BETTER) else "B worse"
-        out[key] = {"a": va, "b": vb, "difference": difference, "interval": [round(low, 4), round(high, 4)],
-                    "verdict": verdict}
+            verdict = "B better" if below == (key in LOWER_IS_BETTER) else "B worse"
+        out[key] = {"a": va, "b": vb, "difference": round(vb - va, 4), "interval": [round(low, 4), round(high, 4)],
+                    "verdict": verdict, "resamples": len(draws[key])}
     return {"scenes": len(seeds), "resamples": resamples, "figures": out}
 
 
@@ -114,12 +117,16 @@ def main(argv=None) -> int:
         parser.error(f"--resamples {args.resamples}: at least 100 (the interval is read from their percentiles)")
     try:
         result = compare(scene_counts(args.a, args.decoding), scene_counts(args.b, args.decoding),
-                         resamples=args.resamples, seed=args.seed)
+                         resamples=args.resamples, seed=args.seed, names=(args.a, args.b))
+        if args.out:
+            try:
+                Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+            except OSError as exc:
+                raise CompareError(f"--out {args.out}: cannot be written ({exc.strerror}); give a path in a "
+                                   "folder you can write to") from exc
     except CompareError as exc:
         print(f"python -m training.compare: error: {exc}", file=sys.stderr)
         return 2
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(markdown(result, Path(args.a).name, Path(args.b).name))
     return 0
 

@@ -316,8 +316,6 @@ def run_demo(out: str | Path, preset: DemoPreset, *, export: str | Path | None =
     init: a saved demo model to continue from (its tokenizer kept; preset "finetune") instead of a
         fresh one; stage 1 is skipped when the preset gives it no steps.
     """
-    from mgimm_core.model import configure_trainable
-
     from training.demo_model import build_demo
 
     out = Path(out)
@@ -350,13 +348,7 @@ def run_demo(out: str | Path, preset: DemoPreset, *, export: str | Path | None =
     else:
         model, processor = build_demo([e.answer for e in train_examples], gsd_prompt=preset.gsd_prompt,
                                       **demo_architecture(preset))
-    if preset.region_zoom:
-        add_region_tokens(model, processor, "zoom")
-    # describe cuts this model's chips as its examples were cut (mgimm_core/families/mgimm.py chip settings)
-    processor.chip_min_window = preset.chip_min_window if preset.chip_min_window != DEFAULT_MIN_WINDOW else None
-    configure_trainable(model, train_region=True, train_projector=True,
-                        train_vision=preset.train_vision or preset.vision_blocks_trained > 0, train_lm=True,
-                        vision_blocks=None if preset.train_vision else preset.vision_blocks_trained)
+    prepare_for_training(model, processor, preset)
     bs = preset.batch_size
     describe_mode = "global" if variant == "global_only" else "global_region"
     stage_results = {}
@@ -389,6 +381,20 @@ def run_demo(out: str | Path, preset: DemoPreset, *, export: str | Path | None =
     return metrics
 
 
+def prepare_for_training(model, processor, preset: DemoPreset) -> None:
+    """What a preset changes on a built or loaded model before its steps: region token kinds, the
+    chips describe will cut, and which parameters train (the recipe and training/demo_timing.py)."""
+    from mgimm_core.model import configure_trainable
+
+    if preset.region_zoom:
+        add_region_tokens(model, processor, "zoom")
+    # describe cuts this model's chips as its examples were cut (mgimm_core/families/mgimm.py chip settings)
+    processor.chip_min_window = preset.chip_min_window if preset.chip_min_window != DEFAULT_MIN_WINDOW else None
+    configure_trainable(model, train_region=True, train_projector=True,
+                        train_vision=preset.train_vision or preset.vision_blocks_trained > 0, train_lm=True,
+                        vision_blocks=None if preset.train_vision else preset.vision_blocks_trained)
+
+
 def add_region_tokens(model, processor, kind: str) -> None:
     """Give a built or loaded model a region-token kind without weights of its own ("zoom"): the
     region module is rebuilt from the config with the same weights, and the processor expands as
@@ -400,8 +406,8 @@ def add_region_tokens(model, processor, kind: str) -> None:
     model.config.region_tokens = (*model.config.region_tokens, kind)
     model.config.validate_mgimm()
     weights = model.region_module.state_dict()
-    dtype = next(model.region_module.parameters()).dtype
-    module = RegionInteractiveModule(model.config).to(dtype)
+    reference = next(model.parameters())          # the region module may have no parameters of its own
+    module = RegionInteractiveModule(model.config).to(device=reference.device, dtype=reference.dtype)
     module.load_state_dict(weights, strict=True)
     model.region_module = module
     processor.tokens_per_region = model.config.tokens_per_region

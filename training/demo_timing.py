@@ -18,13 +18,12 @@ from pathlib import Path
 
 import torch
 
-from training.demo_recipe import PRESETS, batch_maker, build_dataset, demo_architecture, mixed_batch_maker, run_stage
+from training.demo_recipe import (PRESETS, batch_maker, build_dataset, demo_architecture, mixed_batch_maker,
+                                  prepare_for_training, run_stage)
 from training.loop import seed_everything
 
 
 def measure(preset_name: str, scenes: int, steps: int, threads: int) -> dict:
-    from mgimm_core.model import configure_trainable
-
     from training.demo_model import build_demo
 
     full = PRESETS[preset_name]
@@ -40,8 +39,7 @@ def measure(preset_name: str, scenes: int, steps: int, threads: int) -> dict:
     model, processor = build_demo([e.answer for e in examples], gsd_prompt=preset.gsd_prompt,
                                   **demo_architecture(preset))
     build_s = time.perf_counter() - t
-    configure_trainable(model, train_region=True, train_projector=True, train_vision=preset.train_vision,
-                        train_lm=True)
+    prepare_for_training(model, processor, preset)
     out = Path(tempfile.mkdtemp(prefix="demo_timing_"))
     bs = preset.batch_size
     s1 = run_stage(model, processor, "stage1", batch_maker(processor, regions, "region", bs, 1), steps,

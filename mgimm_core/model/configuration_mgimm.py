@@ -15,9 +15,11 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 REGION_TOKEN_KINDS = ("corners", "pooled", "geometry", "zoom")
-# Tokens each kind gives a region (one where not listed); "zoom": 1 mask-pooled + a 2 x 2 grid
+# "zoom" tokens: 1 pooled under the region + its zoomed view pooled to ZOOM_GRID x ZOOM_GRID
 # (mgimm_core/model/region_mgimm.py `zoom_tokens`).
-TOKENS_OF_KIND = {"corners": 2, "zoom": 5}
+ZOOM_GRID = 2
+# Tokens each kind gives a region (one where not listed).
+TOKENS_OF_KIND = {"corners": 2, "zoom": 1 + ZOOM_GRID**2}
 # How the region reaches the LM: region tokens, or (LLaVA-family checkpoints, which were trained
 # without a region module) box text in the prompt, LLaVA-1.5's or GeoChat's convention.
 REGION_PROMPTS = ("tokens", "box_text", "geochat")

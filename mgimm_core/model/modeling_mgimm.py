@@ -207,7 +207,7 @@ class MGIMMForConditionalGeneration(MGIMMPreTrainedModel):
         zoom = None
         if self.config.region_needs_pixels:
             if pixel_values is None:
-                raise ValueError('this model\'s region tokens include "zoom": pass pixel_values with the '
+                raise ModelError('this model\'s region tokens include "zoom": pass pixel_values with the '
                                  "precomputed patches (the chips the patches were computed from)")
             masks = region_masks[b_idx, r_idx] if region_masks is not None else None
             zoom = self.zoom_features(pixel_values[b_idx], boxes, masks)
@@ -222,8 +222,12 @@ class MGIMMForConditionalGeneration(MGIMMPreTrainedModel):
         features (N, P, D) and the region's area fraction of each of its patches (N, P)."""
         size, grid = self.config.image_size, self.config.grid_size
         windows = zoom_windows(boxes, size).to(pixel_values.device)
+        box_masks = box_to_mask(boxes.float(), size)
         if masks is None:
-            masks = box_to_mask(boxes.float(), size)
+            masks = box_masks
+        else:       # a degenerate polygon falls back to its box, as in RegionInteractiveModule.forward
+            empty = ~masks.flatten(1).any(1)
+            masks = torch.where(empty[:, None, None], box_masks.to(masks.device), masks.bool())
         views = zoom_view(pixel_values.float(), windows)
         view_masks = zoom_view(masks[:, None].float(), windows)[:, 0]
         fraction = mask_to_patch_fraction(view_masks, grid).flatten(1)

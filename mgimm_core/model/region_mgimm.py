@@ -14,7 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .configuration_mgimm import MGIMMConfig
+from mgimm_core.errors import ModelError
+
+from .configuration_mgimm import ZOOM_GRID, MGIMMConfig
 
 GEOMETRY_FEATURES = 11
 # The zoomed view of a region ("zoom" tokens): a square around its box, ZOOM_CONTEXT times the
@@ -22,7 +24,6 @@ GEOMETRY_FEATURES = 11
 # larger than the input, shifted to lie inside it; its patches pooled to a ZOOM_GRID x ZOOM_GRID grid.
 ZOOM_CONTEXT = 1.25
 ZOOM_MAX = 4.0
-ZOOM_GRID = 2
 
 
 def box_to_mask(boxes: torch.Tensor, size: int) -> torch.Tensor:
@@ -72,12 +73,17 @@ def zoom_view(images: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def mask_pool(feats: torch.Tensor, fraction: torch.Tensor) -> torch.Tensor:
+    """(N, P, D) patch features averaged with the region's (N, P) area fractions as weights: (N, 1, D)."""
+    weights = fraction / fraction.sum(-1, keepdim=True).clamp_min(1e-6)
+    return torch.einsum("np,npd->nd", weights, feats)[:, None]
+
+
 def zoom_tokens(feats: torch.Tensor, fraction: torch.Tensor, grid: int) -> torch.Tensor:
     """Tokens of a zoomed view: (N, P, D) patch features and (N, P) area fractions of the region in
     that view -> (N, 1 + ZOOM_GRID**2, D): the features pooled under the region, then the view's
     grid average-pooled to ZOOM_GRID x ZOOM_GRID (where the objects of the view lie)."""
-    weights = fraction / fraction.sum(-1, keepdim=True).clamp_min(1e-6)
-    pooled = torch.einsum("np,npd->nd", weights, feats)[:, None]
+    pooled = mask_pool(feats, fraction)
     n, _, d = feats.shape
     cells = F.adaptive_avg_pool2d(feats.transpose(1, 2).reshape(n, d, grid, grid), ZOOM_GRID)
     return torch.cat([pooled, cells.flatten(2).transpose(1, 2)], dim=1)
@@ -258,14 +264,13 @@ class RegionInteractiveModule(nn.Module):
             if kind == "corners":
                 tokens.append(self._corner_tokens(feats, boxes.to(feats.dtype), fraction))
             elif kind == "pooled":
-                weights = fraction / fraction.sum(-1, keepdim=True)
-                tokens.append(torch.einsum("np,npd->nd", weights, feats)[:, None])
+                tokens.append(mask_pool(feats, fraction))
             elif kind == "geometry":
                 geometry = self._geometry(boxes.float(), fraction.float()).to(feats.dtype)
                 tokens.append(self.geometry_mlp(geometry)[:, None])
             elif kind == "zoom":
                 if zoom is None:
-                    raise ValueError('region token kind "zoom" needs the zoomed views: call the model, '
+                    raise ModelError('region token kind "zoom" needs the zoomed views: call the model, '
                                      "whose region_features computes them from pixel_values")
                 zoom_feats, zoom_fraction = zoom
                 tokens.append(zoom_tokens(zoom_feats, zoom_fraction.to(zoom_feats.dtype), self.grid))

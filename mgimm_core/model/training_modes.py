@@ -17,6 +17,7 @@ from .lora_mgimm import add_lora
 if TYPE_CHECKING:
     import torch
 
+    from .configuration_mgimm import MGIMMConfig
     from .modeling_mgimm import MGIMMForConditionalGeneration
 
 
@@ -27,16 +28,18 @@ def configure_trainable(model: MGIMMForConditionalGeneration, train_region: bool
     """Set requires_grad on every parameter of an MGIMMForConditionalGeneration and return the names
     of the trainable ones. lora=True adds LoRA adapters first when the LM has none; adapters are
     frozen when lora=False. train_lm trains the LM's own (base) weights. vision_blocks: with
-    train_vision, only the tower's last n blocks train (a pretrained tower adapted near its output,
-    its early layers kept); None trains all of it."""
+    train_vision, only the n blocks ending at the one whose output the model reads
+    (`vision_feature_layer`) train: a pretrained tower adapted near its output, its early layers
+    kept; None trains all of it."""
     if lora and not model.config.use_lora:
         add_lora(model)
+    trained_blocks = range(0)
+    if train_vision and vision_blocks is not None:
+        trained_blocks = _read_blocks(model.config, vision_blocks)
     model.config.freeze_vision = not train_vision
-    blocks = model.config.vision.num_hidden_layers
     for name, param in model.named_parameters():
         if name.startswith("vision_tower."):
-            param.requires_grad = train_vision and (vision_blocks is None
-                                                    or _vision_block(name) >= blocks - vision_blocks)
+            param.requires_grad = train_vision and (vision_blocks is None or _vision_block(name) in trained_blocks)
         elif name.startswith("region_module."):
             param.requires_grad = train_region
         elif name.startswith("projector."):
@@ -46,6 +49,18 @@ def configure_trainable(model: MGIMMForConditionalGeneration, train_region: bool
         else:
             raise ValueError(f"parameter {name} belongs to no known part; update configure_trainable")
     return trainable_parameter_names(model)
+
+
+def _read_blocks(config: MGIMMConfig, n: int) -> range:
+    """The last `n` encoder blocks whose output reaches the model's features: hidden state k is the
+    output of block k - 1 (state 0 is the embeddings), and `vision_feature_layer` picks the state."""
+    total = config.vision.num_hidden_layers
+    layer = config.vision_feature_layer
+    last = (total + layer if layer < 0 else layer - 1)   # the block whose output is read
+    if not 1 <= n <= last + 1:
+        raise ValueError(f"vision_blocks={n}: the model reads the output of block {last} of its tower "
+                         f"(vision_feature_layer {layer}), so give 1 to {last + 1} blocks")
+    return range(last - n + 1, last + 1)
 
 
 def _vision_block(name: str) -> int:

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from mgimm_core.errors import ModelError
 from mgimm_core.model import demo_region_settings
 from mgimm_core.model.region_mgimm import ZOOM_GRID, box_to_mask, mask_to_patch_fraction, zoom_view, zoom_windows
 from mgimm_core.model.testing_mgimm import random_chip, tiny_model, tiny_processor
@@ -133,7 +134,25 @@ def test_zoom_model_needs_the_pixels_with_precomputed_patches():
     with torch.no_grad():
         patches = model.patch_features(batch["pixel_values"])
         whole = model.embed_inputs(args[0], batch["pixel_values"], *args[1:])
-        with pytest.raises(ValueError, match="pixel_values"):
+        with pytest.raises(ModelError, match="pixel_values"):
             model.embed_inputs(args[0], None, *args[1:], patches=patches)
         reused = model.embed_inputs(args[0], batch["pixel_values"], *args[1:], patches=patches)
     assert torch.equal(whole, reused)
+
+
+def test_zoom_window_follows_x_and_y_separately():
+    xs = torch.arange(32.0)[None].expand(32, 32) + 0.5      # each pixel holds its x centre
+    box = [20.0, 4.0, 24.0, 8.0]                              # centred at x 22, y 6: the 8 px window x 18..26, y 2..10
+    assert _view(xs, box).min() >= 18 - 1e-4 and _view(xs, box).max() <= 26 + 1e-4
+    ys = xs.T.contiguous()                                    # each pixel holds its y centre
+    assert _view(ys, box).min() >= 2 - 1e-4 and _view(ys, box).max() <= 10 + 1e-4
+
+
+def test_zoom_tokens_of_a_polygon_that_resamples_to_nothing_are_its_boxs():
+    model = tiny_model(**ZOOM)
+    processor = tiny_processor(model.config)
+    chip = random_chip(32, 32)
+    box = np.array([[8, 8, 20, 14]])
+    as_box = region_tokens(model, processor(chip, boxes=box))
+    nothing = region_tokens(model, processor(chip, boxes=box, masks=[np.zeros((32, 32), dtype=bool)]))
+    assert torch.allclose(as_box, nothing)

@@ -1,6 +1,7 @@
 """Each training mode leaves exactly the intended parameters trainable; LoRA merges and reloads."""
 
 import numpy as np
+import pytest
 import torch
 
 from mgimm_core.model import MGIMMForConditionalGeneration, configure_trainable, merge_lora
@@ -42,21 +43,28 @@ def test_from_scratch_trains_everything():
     assert not model.config.freeze_vision
 
 
-def test_vision_blocks_train_only_the_towers_last_blocks():
-    for settings in ({}, {"vision_config": {"model_type": "dinov2", "hidden_size": 32, "num_hidden_layers": 3,
-                                            "num_attention_heads": 2, "intermediate_size": 64,
-                                            "image_size": 32, "patch_size": 8}}):
+def test_vision_blocks_train_the_blocks_that_reach_the_features():
+    # the tiny CLIP reads hidden state -2 (its first block's output), the DINOv2 tower its last one
+    dinov2 = {"vision_config": {"model_type": "dinov2", "hidden_size": 32, "num_hidden_layers": 3,
+                                "num_attention_heads": 2, "intermediate_size": 64, "image_size": 32,
+                                "patch_size": 8}, "vision_feature_layer": -1}
+    for settings, block in (({}, "layers.0."), (dinov2, "layer.2.")):
         model = tiny_model(**settings)
-        blocks = model.config.vision.num_hidden_layers
         names = configure_trainable(model, train_vision=True, vision_blocks=1)
         vision = [n for n in names if n.startswith("vision_tower.")]
-        last = f".{blocks - 1}."
-        assert vision and all(last in n for n in vision), vision
-        # every parameter of that block trains, none of the earlier blocks' nor the embeddings'
-        assert len(vision) == sum(1 for n, _ in model.named_parameters()
-                                  if n.startswith("vision_tower.") and (f"layer{last}" in n or f"layers{last}" in n))
+        assert vision and all(block in n for n in vision), vision
+        assert len(vision) == sum(1 for n, _ in model.named_parameters() if n.startswith("vision_tower.")
+                                  and f".{block}" in n)
         assert not model.config.freeze_vision
+        # every trained tower parameter reaches the features the model reads
+        model.patch_features(torch.randn(1, 3, 32, 32)).sum().backward()
+        params = dict(model.named_parameters())
+        assert all(params[n].grad is not None and params[n].grad.abs().sum() > 0 for n in vision)
         assert configure_trainable(model, train_vision=False, vision_blocks=1) == configure_trainable(model)
+    with pytest.raises(ValueError, match="vision_blocks=2"):
+        configure_trainable(tiny_model(), train_vision=True, vision_blocks=2)   # only block 0 is read
+    with pytest.raises(ValueError, match="vision_blocks=0"):
+        configure_trainable(tiny_model(), train_vision=True, vision_blocks=0)
 
 
 def test_lora_checkpoint_reloads_and_merges_to_the_same_outputs(tmp_path):

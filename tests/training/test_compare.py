@@ -68,7 +68,12 @@ def test_reports_of_different_scenes_or_without_scene_counts_are_refused(tmp_pat
     a = _report(tmp_path / "a.json", {"1": _scene(1), "2": _scene(2)})
     b = _report(tmp_path / "b.json", {"1": _scene(1), "3": _scene(2)})
     assert main([a, b]) == 2
-    assert "different scenes" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "different scenes" in err and "a.json" in err and "b.json" in err
+    assert main([a, str(tmp_path / "missing.json")]) == 2
+    assert "missing.json: cannot be read" in capsys.readouterr().err
+    assert main([a, a, "--out", str(tmp_path / "no" / "such" / "folder.json")]) == 2
+    assert "--out" in capsys.readouterr().err
     old = tmp_path / "old.json"
     old.write_text(json.dumps({"results": {"free": {"attribute_name_right": 0.5}}}))
     assert main([a, str(old)]) == 2

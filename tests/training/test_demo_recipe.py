@@ -101,15 +101,16 @@ def test_vocabulary_covers_prompts_and_answers():
         assert set(words_of(text)) <= vocab
 
 
-def test_smoke_recipe_trains_evaluates_and_exports_a_loadable_model(tmp_path, capsys):
+@pytest.mark.parametrize("zoom", [False, True], ids=["plain", "zoom"])
+def test_smoke_recipe_trains_evaluates_and_exports_a_loadable_model(tmp_path, capsys, zoom):
     out, export = tmp_path / "run", tmp_path / "model"
     assert main(["demo", "--out", str(out), "--preset", "smoke", "--export", str(export),
-                 "--set", "chip_min_window=24", "--set", "region_zoom=true"]) == 0
+                 "--set", "chip_min_window=24", "--set", f"region_zoom={str(zoom).lower()}"]) == 0
     summary = json.loads(capsys.readouterr().out)
     # region_zoom: the exported model's regions are also seen through a zoomed view (9 tokens each)
     config = json.loads((export / "config.json").read_text())
-    assert config["region_tokens"][-1] == "zoom"
-    assert json.loads((export / "mgimm_processor.json").read_text())["tokens_per_region"] == 9
+    assert ("zoom" in config["region_tokens"]) == zoom
+    assert json.loads((export / "mgimm_processor.json").read_text())["tokens_per_region"] == (9 if zoom else 4)
     # describe cuts the exported model's chips as its examples were cut
     assert json.loads((export / "mgimm_processor.json").read_text())["chip_min_window"] == 24
     assert ModelDirectory.resolve(export).chip.min_window == 24
@@ -170,7 +171,9 @@ def test_ablation_rejects_bad_arguments(tmp_path):
 def test_demo_refuses_out_of_range_chip_settings_before_any_work(tmp_path):
     for args in (["--set", "object_box_share=1.5"], ["--set", "object_box_share=-0.1"],
                  ["--set", "chip_min_window=0"], ["--set", "group_descriptions_per_scene=-1"],
-                 ["--set", "vision_blocks_trained=-1"], ["--set", "vision_blocks_trained=5"]):
+                 ["--set", "train_vision=false", "--set", "vision_blocks_trained=-1"],
+                 ["--set", "train_vision=false", "--set", "vision_blocks_trained=5"],
+                 ["--set", "vision_blocks_trained=1", "--set", "train_vision=true"]):
         with pytest.raises(SystemExit) as exc:
             main(["demo", "--out", str(tmp_path / "x"), "--preset", "smoke", *args])
         assert exc.value.code == 2 and not (tmp_path / "x").exists()
