@@ -144,9 +144,10 @@ class Describer:
         constrained_mgimm.FirstTokenFloor for the answer's first token (it keeps its probabilities).
 
         The repetition guard is always on: no word right after itself (RepetitionGuard, a forbidden
-        token), and an answer cut before a sentence it already said, or, cut by the token budget,
-        back to its last full sentence, and a clause it already said dropped with its mark (trim_repeats:
-        whole sentences and clauses of its own dropped)."""
+        token), and an answer cut before a sentence it already said, or back to its last full sentence
+        where words without an end mark follow it (budget cut or the model's own), and a clause it
+        already said dropped with its mark (trim_repeats: whole sentences and clauses of its own
+        dropped)."""
         from transformers import LogitsProcessor, LogitsProcessorList
 
         from mgimm_core.model.constrained_mgimm import (PhraseConstraint, RepetitionGuard, append_tokens,
@@ -179,9 +180,8 @@ class Describer:
             # model itself chose mid-answer stays, as the model saw it (decoding skips it)
             end = next((j for j, token in enumerate(new) if token == eos), len(new))
             row.extend(new[:end])
-            complete = end < len(new) and len(row) <= self.max_new_tokens
             del row[self.max_new_tokens:]
-            rows[k] = trim_repeats(row, self._sentence_ends, complete, self._clause_ends)
+            rows[k] = trim_repeats(row, self._sentence_ends, self._clause_ends)
         return rows
 
     @property

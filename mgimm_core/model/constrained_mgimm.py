@@ -179,12 +179,12 @@ class RepetitionGuard(LogitsProcessor):
         return scores
 
 
-def trim_repeats(ids: list[int], ends: frozenset[int], complete: bool = True,
-                 clause_ends: frozenset[int] = frozenset()) -> list[int]:
+def trim_repeats(ids: list[int], ends: frozenset[int], clause_ends: frozenset[int] = frozenset()) -> list[int]:
     """An answer cut before its first sentence that repeats an earlier one word for word (a model
-    that loops says the same sentence again; everything from there is the loop); an answer the
-    token budget cut (`complete` False) is cut back to its last full sentence, so it never ends
-    mid-phrase. Then a clause (between `clause_ends` marks inside a sentence) that repeats one said
+    that loops says the same sentence again; everything from there is the loop); an answer whose
+    words after its last full sentence have no end mark (cut by the token budget, or ended by the
+    model mid-sentence: "... roads cross the area. There are") is cut back to that sentence, so it
+    never ends mid-phrase. Then a clause (between `clause_ends` marks inside a sentence) that repeats one said
     before is dropped with the mark before it ("mountains occupy the centre; mountains occupy the
     centre." keeps its first clause). Only the model's own words are dropped; nothing is added. An
     answer without a full sentence (an attribute answer) is kept whole but for repeated clauses."""
@@ -199,7 +199,7 @@ def trim_repeats(ids: list[int], ends: frozenset[int], complete: bool = True,
             seen.add(sentence)
             start = k + 1
     else:
-        if not complete and start > 0:
+        if start > 0:
             ids = ids[:start]
     return _drop_repeated_clauses(ids, ends, clause_ends) if clause_ends else ids
 

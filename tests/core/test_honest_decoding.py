@@ -58,13 +58,13 @@ def test_guard_only_forbids_the_repeated_word():
     assert torch.isneginf(out[0]).tolist() == [False, False, False, True, False, False]
 
 
-def test_repeated_sentences_and_budget_cuts_are_trimmed_whole():
+def test_repeated_sentences_and_unfinished_sentences_are_trimmed_whole():
     dot = frozenset({9})
     s1, s2 = [1, 2, 9], [3, 4, 9]
     assert trim_repeats(s1 + s2 + s1 + [5, 6], dot) == s1 + s2           # the loop from its first repeat
     assert trim_repeats(s1 + s2, dot) == s1 + s2                          # nothing repeated: untouched
-    assert trim_repeats(s1 + [3, 4], dot, complete=False) == s1           # cut by the budget mid-phrase
-    assert trim_repeats([3, 4, 5], dot, complete=False) == [3, 4, 5]      # no full sentence: kept whole
+    assert trim_repeats(s1 + [3, 4], dot) == s1                           # ends mid-phrase (budget or model)
+    assert trim_repeats([3, 4, 5], dot) == [3, 4, 5]                      # no full sentence: kept whole
 
 
 def test_a_repeated_clause_is_dropped_with_its_mark_and_grammar_holds():
