@@ -447,6 +447,8 @@ def score_case(regions: list[Region], runs: dict, tally: Tally, grammar: Grammar
         empty = not region.touching
         n["described"] += 1
         n["invented"] += bool(said - touching)
+        n[f"described:{region.kind}"] += 1
+        n[f"invented:{region.kind}"] += bool(said - touching)
         if said - touching:
             tally.example("invented", {"id": rid, "truth": sorted(touching), "description": text})
         none_answer = row["object"] == NO_OBJECT_VALUE
@@ -576,6 +578,10 @@ def report(tally: Tally) -> dict:
                                                                               n[f"attribute_regions:{label}"]),
                                        "no_object_answers_wrong": n[f"none_wrong:{label}"]}
                                for _, label in PIXEL_BUCKETS}
+    # where the invented objects are: per kind of AOI (single, partial, multi, empty, shifted)
+    out["invented_by_aoi_kind"] = {kind: {"regions": n[f"described:{kind}"],
+                                          "invented_objects": _rate(n[f"invented:{kind}"], n[f"described:{kind}"])}
+                                   for kind in AOI_COUNTS}
     for run, t in tally.tiles.items():
         out[f"{run}_recall"] = _rate(t["hit"], t["truth"])
         out[f"{run}_precision"] = _rate(t["hit"], t["mentioned"])
@@ -663,6 +669,11 @@ def markdown(result: dict) -> str:
                  for k in ("attribute_regions", "attribute_name_right", "description_names_true_object",
                            "no_object_answers_wrong")]
         lines.append(f"| {bucket} | " + " | ".join(" / ".join(c) for c in cells) + " |")
+    lines += ["", "| kind of AOI (" + " / ".join(decodings) + ") | AOIs described | invented objects |", "|---|---|---|"]
+    for kind in AOI_COUNTS:
+        cells = [[str(result["results"][d]["invented_by_aoi_kind"][kind][k]) for d in decodings]
+                 for k in ("regions", "invented_objects")]
+        lines.append(f"| {kind} | " + " | ".join(" / ".join(c) for c in cells) + " |")
     return "\n".join(lines)
 
 
