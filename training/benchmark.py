@@ -446,10 +446,11 @@ def score_case(regions: list[Region], runs: dict, tally: Tally, grammar: Grammar
         touching = {o.name for o in region.touching}
         empty = not region.touching
         n["described"] += 1
-        n["invented"] += bool(said - touching)
+        invented = bool(said - touching)
+        n["invented"] += invented
         n[f"described:{region.kind}"] += 1
-        n[f"invented:{region.kind}"] += bool(said - touching)
-        if said - touching:
+        n[f"invented:{region.kind}"] += invented
+        if invented:
             tally.example("invented", {"id": rid, "truth": sorted(touching), "description": text})
         none_answer = row["object"] == NO_OBJECT_VALUE
         n["none_said"] += none_answer
@@ -655,6 +656,18 @@ ROWS = (("attribute class / colour / shape / size right (single-object AOIs)",
         ("empty AOI with a guide described as holding an object", ("empty_with_guide_described_object",), ""))
 
 
+def breakdown_table(result: dict, field: str, title: str, rows: list[str], columns: dict[str, str]) -> list[str]:
+    """The markdown lines of one breakdown of the report (`field`: row -> column -> value), each cell
+    holding every decoding's value."""
+    decodings = list(result["results"])
+    lines = ["", f"| {title} ({' / '.join(decodings)}) | " + " | ".join(columns.values()) + " |",
+             "|---" * (len(columns) + 1) + "|"]
+    for row in rows:
+        cells = [" / ".join(str(result["results"][d][field][row][k]) for d in decodings) for k in columns]
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(result: dict) -> str:
     decodings = list(result["results"])
     lines = [f"| figure ({result['split']} split, {result['scenes']} scenes) | " + " | ".join(decodings)
@@ -662,18 +675,13 @@ def markdown(result: dict) -> str:
     for label, keys, target in ROWS:
         values = [" / ".join(str(result["results"][d][k]) for k in keys) for d in decodings]
         lines.append(f"| {label} | " + " | ".join(values) + f" | {target} |")
-    lines += ["", "| object size in scene pixels (" + " / ".join(decodings) + ") | single-object AOIs | class right "
-              "| description names it | wrong \"no distinct objects\" answers |", "|---|---|---|---|---|"]
-    for _, bucket in PIXEL_BUCKETS:
-        cells = [[str(result["results"][d]["by_object_pixels"][bucket][k]) for d in decodings]
-                 for k in ("attribute_regions", "attribute_name_right", "description_names_true_object",
-                           "no_object_answers_wrong")]
-        lines.append(f"| {bucket} | " + " | ".join(" / ".join(c) for c in cells) + " |")
-    lines += ["", "| kind of AOI (" + " / ".join(decodings) + ") | AOIs described | invented objects |", "|---|---|---|"]
-    for kind in AOI_COUNTS:
-        cells = [[str(result["results"][d]["invented_by_aoi_kind"][kind][k]) for d in decodings]
-                 for k in ("regions", "invented_objects")]
-        lines.append(f"| {kind} | " + " | ".join(" / ".join(c) for c in cells) + " |")
+    lines += breakdown_table(result, "by_object_pixels", "object size in scene pixels",
+                             [label for _, label in PIXEL_BUCKETS],
+                             {"attribute_regions": "single-object AOIs", "attribute_name_right": "class right",
+                              "description_names_true_object": "description names it",
+                              "no_object_answers_wrong": "wrong \"no distinct objects\" answers"})
+    lines += breakdown_table(result, "invented_by_aoi_kind", "kind of AOI", list(AOI_COUNTS),
+                             {"regions": "AOIs described", "invented_objects": "invented objects"})
     return "\n".join(lines)
 
 

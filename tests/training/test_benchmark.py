@@ -162,7 +162,8 @@ def test_region_floor_keeps_confident_none_answers_and_sets_the_folders_floor_as
 
 def test_misses_are_broken_down_by_the_objects_size_in_pixels():
     """Attribute figures per object size, wrong "no distinct objects" answers by the size of what
-    they missed, and invented objects per kind of AOI: scored from hand-written answer rows against a real scene's truth."""
+    they missed, and invented objects per kind of AOI: scored from hand-written answer rows against
+    a real scene's truth."""
     from training.benchmark import PIXEL_BUCKETS, Tally, pixel_bucket, report, score_case
     from mgimm_core.vocabulary import NO_OBJECT_VALUE
     from training.synthetic.scene import generate_scene
