@@ -96,13 +96,15 @@ def used_seeds() -> dict[str, range]:
     """The scene seeds training and tuning draw, by who draws them (training/demo_recipe.py presets,
     its held-out evaluation, training/agreement.py, the demo scene of `mgimm-geo demo`)."""
     from training.demo_recipe import HELDOUT_SEED_BASE, PRESETS
+    from training.tower_probe import PROBE_SEEDS
 
     train = max(p.train_scenes for p in PRESETS.values())
     heldout = max(p.heldout_scenes for p in PRESETS.values())
     return {"train (demo_recipe split_seeds)": range(1, train + 1),
             "held-out evaluation (demo_recipe, evaluate)": range(HELDOUT_SEED_BASE, HELDOUT_SEED_BASE + heldout),
             "agreement (training.agreement, tuned on)": range(HELDOUT_SEED_BASE + 500, HELDOUT_SEED_BASE + 1500),
-            "demo scene (synthetic.demo_inputs)": range(2024, 2025)}
+            "demo scene (synthetic.demo_inputs)": range(2024, 2025),
+            "tower probes (training.tower_probe, fitted on)": PROBE_SEEDS}
 
 
 # ------------------------------------------------------------------------------------- grammar

@@ -59,6 +59,25 @@ def scene_counts(path: str | Path, decoding: str) -> dict[str, dict]:
     return dict(counts)
 
 
+def scene_resamples(scenes: int, resamples: int, seed: int = 0):
+    """`resamples` draws of scene indices with replacement, the same draws for every caller with the
+    same seed: paired comparisons resample the scenes both sides saw, not their AOIs."""
+    rng = np.random.default_rng(seed)
+    for _ in range(resamples):
+        yield rng.integers(0, scenes, scenes)
+
+
+def interval_verdict(draws: list[float], *, lower_is_better: bool = False) -> tuple[list[float], str]:
+    """The 95% interval of resampled differences B - A, and whether it leaves out 0 on either side."""
+    low, high = (float(v) for v in np.percentile(draws, [2.5, 97.5]))
+    above, below = low > 0, high < 0          # the whole interval on one side of 0
+    if not (above or below):
+        verdict = "no clear difference"
+    else:
+        verdict = "B better" if below == lower_is_better else "B worse"
+    return [round(low, 4), round(high, 4)], verdict
+
+
 def compare(a: dict[str, dict], b: dict[str, dict], *, resamples: int = 2000, seed: int = 0,
             names: tuple[str, str] = ("A", "B")) -> dict:
     """Per figure: A's and B's value, B - A, the 95% interval of B - A over scene resamples, and
@@ -69,10 +88,8 @@ def compare(a: dict[str, dict], b: dict[str, dict], *, resamples: int = 2000, se
     seeds = sorted(a)
     a_scenes, b_scenes = [a[s] for s in seeds], [b[s] for s in seeds]
     whole_a, whole_b = report(Tally.from_scenes(a_scenes)), report(Tally.from_scenes(b_scenes))
-    rng = np.random.default_rng(seed)
     draws: dict[str, list[float]] = {key: [] for key in FIGURES}
-    for _ in range(resamples):
-        picked = rng.integers(0, len(seeds), len(seeds))
+    for picked in scene_resamples(len(seeds), resamples, seed):
         ra = report(Tally.from_scenes([a_scenes[i] for i in picked]))
         rb = report(Tally.from_scenes([b_scenes[i] for i in picked]))
         for key in FIGURES:
@@ -84,13 +101,8 @@ def compare(a: dict[str, dict], b: dict[str, dict], *, resamples: int = 2000, se
         if va is None or vb is None or not draws[key]:
             out[key] = {"a": va, "b": vb, "difference": None, "interval": None, "verdict": "not measured"}
             continue
-        low, high = (float(v) for v in np.percentile(draws[key], [2.5, 97.5]))
-        above, below = low > 0, high < 0          # the whole interval on one side of 0
-        if not (above or below):
-            verdict = "no clear difference"
-        else:
-            verdict = "B better" if below == (key in LOWER_IS_BETTER) else "B worse"
-        out[key] = {"a": va, "b": vb, "difference": round(vb - va, 4), "interval": [round(low, 4), round(high, 4)],
+        interval, verdict = interval_verdict(draws[key], lower_is_better=key in LOWER_IS_BETTER)
+        out[key] = {"a": va, "b": vb, "difference": round(vb - va, 4), "interval": interval,
                     "verdict": verdict, "resamples": len(draws[key])}
     return {"scenes": len(seeds), "resamples": resamples, "figures": out}
 
