@@ -94,7 +94,8 @@ CONFIRMED = "confirmed"
 
 def used_seeds() -> dict[str, range]:
     """The scene seeds training and tuning draw, by who draws them (training/demo_recipe.py presets,
-    its held-out evaluation, training/agreement.py, the demo scene of `mgimm-geo demo`)."""
+    its held-out evaluation, training/agreement.py, the demo scene of `mgimm-geo demo`, the fitting
+    scenes of training/tower_probe.py)."""
     from training.demo_recipe import HELDOUT_SEED_BASE, PRESETS
     from training.tower_probe import PROBE_SEEDS
 
@@ -340,13 +341,18 @@ def _write_layer(path: Path, features: list[tuple[str, shapely.Geometry]]) -> st
     return str(path)
 
 
+def split_scene(seed: int, world: int = 2):
+    """Scene `seed` of a split (512-1024 px, drawn by seed) and the generator its AOIs are drawn with."""
+    rng = np.random.default_rng([seed, 22])
+    return world_scene(seed, int(rng.integers(8, 17)) * 64, world), rng
+
+
 def scene_case(seed: int, directory: Path, world: int = 2):
     """scene.tif, truth.gpkg (the true footprints) and the AOI / wrong-guide layers of one split seed."""
     from training.synthetic.export import write_geotiff, write_objects
 
     directory.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng([seed, 22])
-    scene = world_scene(seed, int(rng.integers(8, 17)) * 64, world)
+    scene, rng = split_scene(seed, world)
     write_geotiff(scene, directory / "scene.tif")
     write_objects(scene, directory / "truth.gpkg")
     regions = draw_regions(scene, rng)

