@@ -42,6 +42,7 @@ class RegionText:
     guide_status: str | None = None        # a guide object's: GUIDE_CONFIRMED or GUIDE_NOT_FOUND
     guide_no_object_p: float | None = None  # ... and the model's probability that nothing is there
     no_object_p: float | None = None   # a region's own: the probability its answer begins "no distinct objects"
+    object_p: float | None = None      # the probability of the object class its answer names (steps.score_objects)
 
 
 def parse_answer(text: str, fields: Iterable[str]) -> dict[str, str]:

@@ -215,6 +215,35 @@ class Describer:
             totals.append(float(logprobs[row, positions - 1, ids[row, positions]].sum()))
         return totals
 
+    def word_probabilities(self, images: Sequence[np.ndarray], regions: Sequence[Sequence[BoxMask]],
+                           prompts: Sequence[str], mode: str, patches: torch.Tensor, answers: Sequence[str],
+                           spans: Sequence[tuple[int, int] | None]) -> list[float | None]:
+        """Per chip, the model's probability of the words at `spans` ((start, end) characters) of its
+        answer text, given its question and the answer's words before them: `score` of the answer
+        cut after those words, on their tokens. None where a span is None, or where the words'
+        tokens are not a continuation of the tokens before them (a tokenizer merging across them)."""
+        tokenizer = self.processor.tokenizer
+        rows: list[list[int]] = []
+        scored: list[int] = []
+        keep: list[int] = []
+        for k, (text, span) in enumerate(zip(answers, spans)):
+            if span is None:
+                continue
+            before = tokenizer(text[:span[0]].rstrip(), add_special_tokens=False)["input_ids"]
+            through = tokenizer(text[:span[1]], add_special_tokens=False)["input_ids"]
+            if len(through) <= len(before) or through[:len(before)] != before:
+                continue
+            rows.append(through)
+            scored.append(len(through) - len(before))
+            keep.append(k)
+        out: list[float | None] = [None] * len(answers)
+        if keep:
+            totals = self.score([images[k] for k in keep], [regions[k] for k in keep], [prompts[k] for k in keep],
+                                mode, patches[keep], rows, scored)
+            for k, total in zip(keep, totals):
+                out[k] = math.exp(total)
+        return out
+
     def unknown_words(self, text: str) -> list[str]:
         """Words of `text` the tokenizer can only read as unknown (word-level vocabularies such as
         the demo model's), in order, without repeats; [] for tokenizers that encode any text."""
@@ -263,7 +292,8 @@ class Describer:
         """The steps (mgimm_core/steps.py) a describe call runs, in order: the region's attribute
         question (also when only a guided description question needs it), each guide object's,
         the guide check and the agreement (region tokens only: they score the attribute question
-        on squares and phrases), and the description question."""
+        on squares and phrases), the description question, and last (region tokens) how sure the
+        model was of each object class its attribute answers name (`object_p`)."""
         from mgimm_core import steps
         from mgimm_core.agreeing import agreement
 
@@ -279,6 +309,8 @@ class Describer:
             chosen.append(steps.ask_description)
             if self.agree and questions.region_tokens:
                 chosen.append(agreement)
+        if questions.region_tokens and (attributes or guides):
+            chosen.append(steps.score_objects)      # last: on the answers as the agreement left them
         return chosen
 
     def describe(self, images: Sequence[np.ndarray], boxes: Sequence[BoxLike], masks: Sequence[np.ndarray | None],

@@ -275,7 +275,8 @@ def object_records(item: WorkItem, texts: Iterable[RegionText], *, model: str) -
                          attributes=text.attributes, properties=guide.properties, model=model,
                          prompt=ATTRIBUTE_PROMPT, parent_layer=parent_layer, parent_id=parent_id,
                          attribute_text=text.attribute_text, guide_status=getattr(text, "guide_status", None),
-                         guide_no_object_p=getattr(text, "guide_no_object_p", None))
+                         guide_no_object_p=getattr(text, "guide_no_object_p", None),
+                         object_p=getattr(text, "object_p", None))
             for guide, text in zip(item.guides or [], texts)]
 
 
@@ -305,7 +306,8 @@ def build_record(item: WorkItem, *, model: str, prompt: str, chip: RegionChip | 
                         description=description, attributes=getattr(text, "attributes", {}) or {},
                         properties=feature.properties, valid_fraction=valid_fraction, gsd_m=gsd, model=model,
                         prompt=prompt, error=message, error_code=code, guide_objects=guide_objects,
-                        guide_objects_left=guide_objects_left, no_object_p=getattr(text, "no_object_p", None))
+                        guide_objects_left=guide_objects_left, no_object_p=getattr(text, "no_object_p", None),
+                        object_p=getattr(text, "object_p", None))
 
 
 def polygonal_and_finite(geom: shapely.Geometry | None) -> bool:

@@ -1,10 +1,11 @@
 """The questions of one `Describer.describe` call, as a list of steps on one shared batch state.
 
 Each step does one job on a `DescribeState` and uses only the describer's public surface
-(`patches`, `generate_ids`, `score`, `decode`, `set_attributes`, `guide_no_object_probabilities`): the region's
-attribute question (`ask_attributes`), each guide object's (`ask_guides`), the guide check that
-sets `guide_status` (`judge_guides`), the description question (`ask_description`) and the
-agreement (mgimm_core/agreeing.py `agreement`). `Describer.steps` picks them for a call;
+(`patches`, `generate_ids`, `score`, `decode`, `set_attributes`, `guide_no_object_probabilities`,
+`word_probabilities`): the region's attribute question (`ask_attributes`), each guide object's
+(`ask_guides`), the guide check that sets `guide_status` (`judge_guides`), the description question
+(`ask_description`), the agreement (mgimm_core/agreeing.py `agreement`) and how sure the model was
+of the object classes its answers name (`score_objects`). `Describer.steps` picks them for a call;
 `Describer.describe` builds the state and runs them.
 """
 
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from mgimm_core.answers import GUIDE_CONFIRMED, GUIDE_NOT_FOUND, RegionText
 from mgimm_core.prompts import ATTRIBUTE_PROMPT, guided_description_prompt, with_gsd
-from mgimm_core.vocabulary import NO_OBJECT_VALUE
+from mgimm_core.vocabulary import NO_OBJECT_VALUE, attribute_term
 
 if TYPE_CHECKING:
     import numpy as np
@@ -150,4 +151,28 @@ def ask_description(describer: "Describer", state: DescribeState) -> None:
         result.description = describer.decode(row)
 
 
-__all__ = ["DescribeState", "Questions", "Step", "ask_attributes", "ask_description", "ask_guides", "judge_guides"]
+def score_objects(describer: "Describer", state: DescribeState) -> None:
+    """Each shown attribute answer's and each guide object's `object_p`: the model's probability of
+    the words naming the object class, given the attribute question and the answer's words before
+    them (teacher-forced on the answer as it stands, after the agreement may have decoded it again,
+    so it is also low where a constraint overruled the model). A user can keep the regions the model
+    was sure of (docs/benchmark.md "How sure the model is"). Not set for "no distinct objects"
+    answers (`no_object_p` is theirs) nor for answers naming no class."""
+    shown = [(i, state.regions[i], r) for i, r in enumerate(state.results)] if state.attributes else []
+    items = [(i, regions, text) for i, regions, text in shown + [(i, [g], o) for i, g, o in state.guide_objects()]
+             if text.attribute_text and text.attributes.get("name") not in (None, NO_OBJECT_VALUE)]
+    if not items:
+        return
+    index = [i for i, _, _ in items]
+    terms = [attribute_term(text.attribute_text or "", "name") for _, _, text in items]
+    q = state.questions
+    probabilities = describer.word_probabilities(
+        [state.images[i] for i in index], [regions for _, regions, _ in items], state.asked(q.attribute, index),
+        q.attribute_mode, state.patches[index], [text.attribute_text or "" for _, _, text in items],
+        [(term[1], term[2]) if term else None for term in terms])
+    for (_, _, text), p in zip(items, probabilities):
+        text.object_p = p
+
+
+__all__ = ["DescribeState", "Questions", "Step", "ask_attributes", "ask_description", "ask_guides", "judge_guides",
+           "score_objects"]

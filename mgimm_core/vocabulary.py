@@ -174,17 +174,23 @@ def parse_attributes(text: str) -> dict[str, str | None]:
     Returns every key of ATTRIBUTE_KEYS, None where the text names no value. Robust to extra
     words, plurals and American spellings ("gray", "center").
     """
-    lowered = text.lower()
     found: dict[str, str | None] = {}
     for key in ATTRIBUTE_KEYS:
-        pattern, values = _MATCHERS[key]
-        match = pattern.search(lowered)
-        if match is None:
-            found[key] = None
-        else:
-            group = next(i for i, g in enumerate(match.groups()) if g is not None)
-            found[key] = values[group]
+        term = attribute_term(text, key)
+        found[key] = None if term is None else term[0]
     return found
+
+
+def attribute_term(text: str, key: str) -> tuple[str, int, int] | None:
+    """The canonical value `parse_attributes` reads for `key`, with the (start, end) characters of
+    the words that say it in `text` (how sure the model was of those words: mgimm_core/steps.py
+    `score_objects`); None where the text names no value."""
+    pattern, values = _MATCHERS[key]
+    match = pattern.search(text.lower())
+    if match is None:
+        return None
+    group = next(i for i, g in enumerate(match.groups()) if g is not None)
+    return values[group], match.start(), match.end()
 
 
 #: The stage-1 answer for a region with no object that stands out, then its dominant land cover

@@ -266,9 +266,9 @@ class DescriptionDock(QgsDockWidget):
         self.description.setPlainText(text)
         rows = [(ATTRIBUTE_ALIASES.get(k, k), v) for k, v in (entry.get("attributes") or {}).items()
                 if v not in (None, "")]
-        row = entry.get("row") or {}     # the layer's row: no_object_p is there (MGIMM models)
-        for key in ("guide_objects", "guide_objects_left", "no_object_p", "valid_fraction", "gsd_m", "scene",
-                    "model"):
+        row = entry.get("row") or {}     # the layer's row: no_object_p and object_p are there (MGIMM models)
+        for key in ("guide_objects", "guide_objects_left", "no_object_p", "object_p", "valid_fraction", "gsd_m",
+                    "scene", "model"):
             value = entry.get(key, row.get(key))
             if value is not None:
                 rows.append((key, f"{value:.3g}" if isinstance(value, float) else value))

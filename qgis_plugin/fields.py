@@ -23,9 +23,9 @@ OBJECT_FIELD_KINDS = FIELD_KINDS + (("parent_layer", "text"), ("parent_id", "tex
 OBJECT_FIELD_NAMES = tuple(name for name, _ in OBJECT_FIELD_KINDS)
 
 INPUT_PREFIX = "in_"
-#: columns the core adds to a row when used (guided runs; models that measure no_object_p): the
-#: descriptions layer gains them as the core's GeoPackage does (layer.py add_region_features)
-WHEN_USED_FIELDS = ("guide_objects", "guide_objects_left", "no_object_p")
+#: columns the core adds to a row when used (guided runs; models that measure no_object_p and
+#: object_p): the descriptions layer gains them as the core's GeoPackage does (layer.py add_region_features)
+WHEN_USED_FIELDS = ("guide_objects", "guide_objects_left", "no_object_p", "object_p")
 _RESERVED = {name.lower() for name in FIELD_NAMES} | {"fid", "geom"} | set(WHEN_USED_FIELDS)
 
 

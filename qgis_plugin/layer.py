@@ -232,7 +232,7 @@ def _add_missing_fields(layer: QgsVectorLayer, rows, *, skip=(), only=None) -> N
 
 def add_region_features(layer: QgsVectorLayer, items, crs: QgsCoordinateReferenceSystem) -> list:
     """Append features: items are (geometry WKT in `crs`, {field: value}); returns their ids. The
-    columns the core adds when used (fields.py WHEN_USED_FIELDS: guide counts, no_object_p) become
+    columns the core adds when used (fields.py WHEN_USED_FIELDS: guide counts, no_object_p, object_p) become
     fields of the layer when a row has them; other fields the layer lacks are left out."""
     items = list(items)
     _add_missing_fields(layer, [values for _, values in items], only=WHEN_USED_FIELDS)

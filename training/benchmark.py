@@ -88,6 +88,10 @@ AOI_COUNTS = {"single": 4, "partial": 2, "multi": 3, "empty": 3, "shifted": 2}
 #: objects" answer, of the largest object part inside the AOI) the figures are broken down by: a
 #: few-pixel object at a coarse GSD cannot be named from its pixels, a large one can.
 PIXEL_BUCKETS = ((8.0, "under 8 px"), (24.0, "8-24 px"), (math.inf, "24 px and over"))
+#: How sure the model must be of the class it named (`object_p`, mgimm_core/steps.py score_objects)
+#: for an attribute AOI to be kept in the `by_object_p` breakdown. Chosen on dev-v3 (40 scenes), where
+#: the demo model puts over 0.9 on 80% of its class answers: the steps are where its answers differ.
+SURE_LADDER = (0.9, 0.99, 0.999)
 #: A guide object is believed where its guide_status says so.
 CONFIRMED = "confirmed"
 
@@ -483,6 +487,13 @@ def score_case(regions: list[Region], runs: dict, tally: Tally, grammar: Grammar
             n[f"attribute_regions:{bucket}"] += 1
             n[f"attr_name:{bucket}"] += right["name"]
             n[f"desc_names_true:{bucket}"] += t.name in said
+            sure = row.get("object_p")
+            for level in SURE_LADDER:      # "none" answers and models without object_p are never kept
+                if sure is not None and not math.isnan(sure) and sure >= level:
+                    n[f"sure:{level}"] += 1
+                    n[f"sure_name:{level}"] += right["name"]
+                    n[f"sure_all:{level}"] += all(right.values())
+                    n[f"sure_desc_names_true:{level}"] += t.name in said
             spec = ObjectSpec(t.name, t.color, t.shape, t.size)
             n["desc_names_true_attributes"] += any(
                 spec.carried_by(m) and t.color in m.carried("color") and t.shape in m.carried("shape")
@@ -587,6 +598,13 @@ def report(tally: Tally) -> dict:
                                                                               n[f"attribute_regions:{label}"]),
                                        "no_object_answers_wrong": n[f"none_wrong:{label}"]}
                                for _, label in PIXEL_BUCKETS}
+    # what a user keeps by filtering on object_p: attribute AOIs whose class the model was sure of
+    out["by_object_p"] = {f">= {level}": {"kept": _rate(n[f"sure:{level}"], n["attribute_regions"]),
+                                          "attribute_name_right": _rate(n[f"sure_name:{level}"], n[f"sure:{level}"]),
+                                          "attribute_all_right": _rate(n[f"sure_all:{level}"], n[f"sure:{level}"]),
+                                          "description_names_true_object": _rate(n[f"sure_desc_names_true:{level}"],
+                                                                                 n[f"sure:{level}"])}
+                          for level in SURE_LADDER}
     # where the invented objects are: per kind of AOI (single, partial, multi, empty, shifted)
     out["invented_by_aoi_kind"] = {kind: {"regions": n[f"described:{kind}"],
                                           "invented_objects": _rate(n[f"invented:{kind}"], n[f"described:{kind}"])}
@@ -688,6 +706,11 @@ def markdown(result: dict) -> str:
                              {"attribute_regions": "single-object AOIs", "attribute_name_right": "class right",
                               "description_names_true_object": "description names it",
                               "no_object_answers_wrong": "wrong \"no distinct objects\" answers"})
+    lines += breakdown_table(result, "by_object_p", "object_p of the class named (single-object AOIs kept)",
+                             [f">= {level}" for level in SURE_LADDER],
+                             {"kept": "share kept", "attribute_name_right": "class right",
+                              "attribute_all_right": "all four right",
+                              "description_names_true_object": "description names it"})
     lines += breakdown_table(result, "invented_by_aoi_kind", "kind of AOI", list(AOI_COUNTS),
                              {"regions": "AOIs described", "invented_objects": "invented objects"})
     return "\n".join(lines)

@@ -6,8 +6,9 @@ regions: region_id, scene, description, <attribute fields>, extra_attributes (JS
     outside the vocabulary), valid_fraction (0..1 share of the polygon with valid pixels), gsd_m
     (metres per model pixel), model, prompt, created (UTC), error (NULL unless the region failed),
     error_code (its stable code, mgimm_core.errors), run_id; no_object_p (the model's probability that
-    its attribute answer begins "no distinct objects", for models that answer on region tokens; the
-    column is added when first used); then every input attribute of the AOI
+    its attribute answer begins "no distinct objects") and object_p (its probability of the words
+    naming the object class its answer gives, mgimm_core/steps.py score_objects), for models that
+    answer on region tokens, each column added when first used; then every input attribute of the AOI
     under its own name, or prefixed `in_` (repeatedly, until it is free) where that name clashes,
     case-insensitively as SQLite and GDAL compare names, with one of ours or with another input
     attribute: `description` becomes `in_description`, or `in_in_description` when the AOI also has
@@ -68,6 +69,7 @@ class RegionRecord:
     guide_objects: int | None = None          # guided runs: guide objects in its sequence
     guide_objects_left: int | None = None     # guided runs: guide objects inside beyond the maximum
     no_object_p: float | None = None          # the model's probability that the region holds no distinct object
+    object_p: float | None = None             # the model's probability of the object class it named
 
 
 @dataclass
@@ -201,9 +203,10 @@ class LayerSchema:
         self.columns.update(columns)
 
 
-#: Columns of a regions row added when first used: guided runs' guide counts, and the probability of
-#: "no distinct objects" from models that measure it. qgis_plugin/fields.py mirrors the list.
-WHEN_USED_COLUMNS = ("guide_objects", "guide_objects_left", "no_object_p")
+#: Columns of a regions row added when first used: guided runs' guide counts, and the probabilities
+#: of "no distinct objects" and of the object class named, from models that measure them.
+#: qgis_plugin/fields.py mirrors the list.
+WHEN_USED_COLUMNS = ("guide_objects", "guide_objects_left", "no_object_p", "object_p")
 
 
 class RegionSchema(LayerSchema):
@@ -256,8 +259,10 @@ class RegionSchema(LayerSchema):
                     "model": record.model, "prompt": record.prompt, "created": _created(record.created),
                     "error": record.error, "error_code": record.error_code, "run_id": run_id})
         row.update(_guide_columns(record))
-        if record.no_object_p is not None:     # models that measure it (region tokens): column added when first used
-            row["no_object_p"] = plain_value(record.no_object_p)
+        for name in ("no_object_p", "object_p"):  # models that measure them (region tokens): added when first used
+            value = getattr(record, name)
+            if value is not None:
+                row[name] = plain_value(value)
         properties = record.properties or {}
         columns = self.input_columns(list(properties))
         for name, value in properties.items():

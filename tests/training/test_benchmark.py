@@ -198,3 +198,38 @@ def test_misses_are_broken_down_by_the_objects_size_in_pixels():
     missed = pixel_bucket(max(parts, key=lambda g: g.area))     # the largest object part it said was not there
     assert result[missed]["no_object_answers_wrong"] == 1
     assert sum(b["no_object_answers_wrong"] for b in result.values()) == 1
+
+
+def test_regions_kept_where_the_model_is_sure_are_scored_at_each_step():
+    """`by_object_p`: an attribute AOI is kept at a step of SURE_LADDER where its `object_p` reaches
+    it; a "none" answer (no object_p: NaN in a frame) is never kept."""
+    from training.benchmark import SURE_LADDER, Tally, report, score_case
+    from mgimm_core.vocabulary import NO_OBJECT_VALUE
+    from training.synthetic.scene import generate_scene
+
+    scene = generate_scene(SPLITS["dev"][1], size=640)
+    regions = draw_regions(scene, np.random.default_rng(0))
+    singles = [r for r in regions if r.kind in ("single", "shifted") and [o.id for o in r.inside] == [r.target.id]]
+    assert len(singles) >= 3
+    low, high = SURE_LADDER[0], SURE_LADDER[-1]
+
+    def row(region, name, p):
+        t = region.target
+        return {"description": f"There is one {name}.", "object": name, "color": t.color, "shape": t.shape,
+                "size": t.size, "object_p": p}
+
+    wrong_name = {"windmill": "ship"}
+    a, b, c = singles[:3]
+    rows = {a.id: row(a, a.target.name, high),                                   # right and sure
+            b.id: row(b, wrong_name.get(b.target.name, "windmill"), low),      # wrong, sure at the first step only
+            c.id: row(c, NO_OBJECT_VALUE, float("nan"))}                       # "none" (no value in a frame): never kept
+    tally = Tally()
+    score_case(regions, {"unguided": (rows, {})}, tally, Grammar())
+    result = report(tally)
+    kept = result["by_object_p"]
+    assert list(kept) == [f">= {level}" for level in SURE_LADDER]
+    n = result["attribute_regions"]
+    assert kept[f">= {low}"]["kept"] == round(2 / n, 4) and kept[f">= {low}"]["attribute_name_right"] == 0.5
+    assert kept[f">= {high}"]["kept"] == round(1 / n, 4) and kept[f">= {high}"]["attribute_name_right"] == 1.0
+    assert kept[f">= {high}"]["attribute_all_right"] == 1.0
+    assert kept[f">= {high}"]["description_names_true_object"] == 1.0
