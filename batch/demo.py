@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import click
@@ -46,7 +47,9 @@ def command(directory, model_dir, device, seed, overwrite):
         truth = " ".join(str(row.get(TRUTH_PREFIX + k)) for k in ("size", "color", "shape", "name")
                          if row.get(TRUTH_PREFIX + k))
         click.echo(f"[{row['region_id']}]" + (f" truth: {truth}" if truth else ""))
-        click.echo(f"  attributes: {said or '-'}")
+        sure = row.get("object_p")     # a missing REAL reads as NaN
+        click.echo(f"  attributes: {said or '-'}"
+                   + (f" (object_p {sure:.3f})" if sure is not None and not math.isnan(sure) else ""))
         click.echo(f"  description: {row.get('description') or row.get('error')}")
     click.echo(json.dumps({k: summary[k] for k in ("output", "described", "failed", "seconds")}), err=True)
     click.echo(f"Open {output} in QGIS over {inputs.scene} to see the labelled regions.", err=True)

@@ -15,7 +15,10 @@ EPSG:4326 (the inputs of `mgimm-geo demo`), with the shipped demo model unless -
 - every_core_model_regions_per_s: the batched run with `--threads <every core>` (torch's own
   default), the baseline for the default thread choice;
 - free_decoding_model_regions_per_s, agree_vs_free: the batched run with `--no-agree`, the
-  baseline of what the agreeing decoding (re-scoring and re-decoding disagreeing rows) costs.
+  baseline of what the agreeing decoding (re-scoring and re-decoding disagreeing rows) costs;
+- without_object_p_model_regions_per_s, object_p_vs_without: the batched run with the describe
+  step that scores `object_p` (mgimm_core/steps.py `score_objects`) left out, which no option does:
+  the baseline of what that step (one teacher-forced pass per batch) costs.
 
 "Loaded" repeats everything while a second process spins on every core (the situation of a
 shared 2-core machine), so the ratio loaded/quiet shows what a busy machine costs.
@@ -34,13 +37,19 @@ from contextlib import contextmanager
 from pathlib import Path
 
 SPIN = "while True: pass"
+#: `mgimm-geo` with the `score_objects` step left out of every describe call (the benchmark's baseline only)
+WITHOUT_OBJECT_P = ("from mgimm_core import steps; from mgimm_core.describer import Describer; "
+                    "chosen = Describer.steps; "
+                    "Describer.steps = lambda self, **kw: [s for s in chosen(self, **kw) if s is not steps.score_objects]; "
+                    "from batch.cli import cli; cli()")
 
 
-def cli(*args, timeout=1800) -> tuple[dict, float]:
-    """(JSON summary, wall seconds) of one `mgimm-geo` command in a fresh process."""
+def cli(*args, timeout=1800, entry: str | None = None) -> tuple[dict, float]:
+    """(JSON summary, wall seconds) of one `mgimm-geo` command in a fresh process (`entry`: Python
+    code to run it with instead of the CLI module)."""
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "batch.cli", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    command = [sys.executable, "-c", entry] if entry else [sys.executable, "-m", "batch.cli"]
+    done = subprocess.run([*command, *args], capture_output=True, text=True, timeout=timeout)
     wall = time.perf_counter() - started
     if done.returncode not in (0, 3):
         raise SystemExit(f"mgimm-geo {' '.join(args)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -100,6 +109,8 @@ def measure(inputs, aoi: Path, work: Path, args, label: str) -> dict:
     every_core, _ = cli("describe", *common, "-o", str(work / f"{label}_every_core.gpkg"), "--overwrite", *batch,
                         "--threads", str(os.cpu_count() or 1))
     free, _ = cli("describe", *common, "-o", str(work / f"{label}_free.gpkg"), "--overwrite", *batch, "--no-agree")
+    plain, _ = cli("describe", *common, "-o", str(work / f"{label}_plain.gpkg"), "--overwrite", *batch,
+                   entry=WITHOUT_OBJECT_P)
     regions = batched["described"] + batched["failed"]
     return {"regions": regions, "end_to_end_s": round(wall, 2),
             "end_to_end_regions_per_s": round(regions / wall, 2),
@@ -107,6 +118,8 @@ def measure(inputs, aoi: Path, work: Path, args, label: str) -> dict:
             "every_core_model_regions_per_s": every_core["per_second"],
             "free_decoding_model_regions_per_s": free["per_second"],
             "agree_vs_free": round(batched["per_second"] / free["per_second"], 2),
+            "without_object_p_model_regions_per_s": plain["per_second"],
+            "object_p_vs_without": round(batched["per_second"] / plain["per_second"], 2),
             "batched_vs_single": round(batched["per_second"] / single["per_second"], 2),
             "reads_per_region": round(batched["reads"] / max(1, batched["described"]), 3),
             "resume_nothing_left_s": round(resume_wall, 2), "split_s": batched["timings_s"]}

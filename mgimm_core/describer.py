@@ -207,12 +207,18 @@ class Describer:
             embeds = self.model.embed_inputs(ids, batch.get("pixel_values"), batch["region_boxes"],
                                              batch.get("region_masks"), batch["region_valid"], mode, patches)
             logits = self.model(inputs_embeds=embeds, attention_mask=attention, mode=mode).logits
-            logprobs = torch.log_softmax(logits.float(), dim=-1)
+            # only the positions that predict a scored token (answers end together: left padding), so
+            # a large vocabulary's float copy stays the size of the answers, not of the sequence
+            last = max(scored, default=0)
+            logprobs = torch.log_softmax(logits[:, -last - 1:-1].float(), dim=-1) if last else None
         totals = []
         length = ids.shape[1]
         for row, n in enumerate(scored):
+            if n == 0 or logprobs is None:
+                totals.append(0.0)
+                continue
             positions = torch.arange(length - n, length, device=ids.device)
-            totals.append(float(logprobs[row, positions - 1, ids[row, positions]].sum()))
+            totals.append(float(logprobs[row, positions - 1 - (length - last - 1), ids[row, positions]].sum()))
         return totals
 
     def word_probabilities(self, images: Sequence[np.ndarray], regions: Sequence[Sequence[BoxMask]],
@@ -222,20 +228,15 @@ class Describer:
         answer text, given its question and the answer's words before them: `score` of the answer
         cut after those words, on their tokens. None where a span is None, or where the words'
         tokens are not a continuation of the tokens before them (a tokenizer merging across them)."""
-        tokenizer = self.processor.tokenizer
         rows: list[list[int]] = []
         scored: list[int] = []
         keep: list[int] = []
         for k, (text, span) in enumerate(zip(answers, spans)):
-            if span is None:
-                continue
-            before = tokenizer(text[:span[0]].rstrip(), add_special_tokens=False)["input_ids"]
-            through = tokenizer(text[:span[1]], add_special_tokens=False)["input_ids"]
-            if len(through) <= len(before) or through[:len(before)] != before:
-                continue
-            rows.append(through)
-            scored.append(len(through) - len(before))
-            keep.append(k)
+            cut = span_tokens(self.processor.tokenizer, text, span) if span is not None else None
+            if cut is not None:
+                rows.append(cut[0])
+                scored.append(cut[1])
+                keep.append(k)
         out: list[float | None] = [None] * len(answers)
         if keep:
             totals = self.score([images[k] for k in keep], [regions[k] for k in keep], [prompts[k] for k in keep],
@@ -403,6 +404,21 @@ class Describer:
         # "no distinct objects, mainly farmland": the object column says none (not a guessed class)
         result.attributes = {"name": NO_OBJECT_VALUE} if says_no_object(text) else {
             k: v for k, v in parse_attributes(text).items() if v is not None}
+
+
+def span_tokens(tokenizer: Any, text: str, span: tuple[int, int]) -> tuple[list[int], int] | None:
+    """(the token ids of `text` up to the end of `span`, how many of them are the span's words), for
+    scoring the span after the words before it (`Describer.word_probabilities`); None for an empty
+    span, or where a tokenizer merges across the span's start so its tokens do not continue those
+    before it. The spaces before the span belong to its first token, as word-level, byte-level BPE
+    and SentencePiece vocabularies all write them."""
+    if span[1] <= span[0]:
+        return None
+    before = tokenizer(text[:span[0]].rstrip(" "), add_special_tokens=False)["input_ids"]
+    through = tokenizer(text[:span[1]], add_special_tokens=False)["input_ids"]
+    if len(through) <= len(before) or through[:len(before)] != before:
+        return None
+    return through, len(through) - len(before)
 
 
 def load_describer(model_dir: str | Path | ModelDirectory | None = None, *, vision: str | Path | None = None,

@@ -151,7 +151,8 @@ def _term_pattern(terms: Iterable[str], plural_nouns: bool) -> re.Pattern[str]:
     for term in terms:  # already longest first, so alternation prefers the longest term
         body = re.escape(term.lower()).replace(r"\ ", r"[\s_]+").replace(r"\-", r"[-\s]?")
         parts.append(body + (r"(?:e?s)?" if plural_nouns else ""))
-    return re.compile(r"(?<![\w-])(?:" + "|".join(f"({p})" for p in parts) + r")(?![\w-])")
+    # case-blind on the text as given, so a match's span indexes that text (`attribute_term`)
+    return re.compile(r"(?<![\w-])(?:" + "|".join(f"({p})" for p in parts) + r")(?![\w-])", re.IGNORECASE)
 
 
 def _build_matchers() -> dict[str, tuple[re.Pattern[str], list[str]]]:
@@ -186,7 +187,7 @@ def attribute_term(text: str, key: str) -> tuple[str, int, int] | None:
     the words that say it in `text` (how sure the model was of those words: mgimm_core/steps.py
     `score_objects`); None where the text names no value."""
     pattern, values = _MATCHERS[key]
-    match = pattern.search(text.lower())
+    match = pattern.search(text)
     if match is None:
         return None
     group = next(i for i, g in enumerate(match.groups()) if g is not None)

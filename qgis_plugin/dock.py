@@ -270,8 +270,9 @@ class DescriptionDock(QgsDockWidget):
         for key in ("guide_objects", "guide_objects_left", "no_object_p", "object_p", "valid_fraction", "gsd_m",
                     "scene", "model"):
             value = entry.get(key, row.get(key))
-            if value is not None:
-                rows.append((key, f"{value:.3g}" if isinstance(value, float) else value))
+            if value is not None:    # object_p to 4 places: 0.9995 is not "1"
+                rows.append((key, (f"{value:.4f}" if key == "object_p" else f"{value:.3g}")
+                             if isinstance(value, float) else value))
         self.attributes.setRowCount(len(rows))
         for i, (key, value) in enumerate(rows):
             self.attributes.setItem(i, 0, QTableWidgetItem(str(key)))

@@ -19,6 +19,21 @@ from mgimm_core.vocabulary import attribute_term, parse_attributes
 BOX = (2.0, 2.0, 30.0, 30.0)
 
 
+def test_span_tokens_cut_after_the_words_before_on_word_level_and_byte_level_bpe(tiny_model_dir):
+    """The span's tokens continue the tokens before it, for the demo's word-level vocabulary and a
+    byte-level BPE one (Qwen's pre-tokenizer: the space before a word belongs to its token)."""
+    from mgimm_core.describer import span_tokens
+    from mgimm_core.model.processing_mgimm import MGIMMProcessor
+    from mgimm_core.model.testing_qwen import qwen_tokenizer
+
+    text = "a small red car near the road"
+    for tokenizer in (MGIMMProcessor.from_pretrained(tiny_model_dir).tokenizer, qwen_tokenizer()):
+        ids, n = span_tokens(tokenizer, text, (12, 15))
+        assert tokenizer.decode(ids) == "a small red car"
+        assert tokenizer.decode(ids[:-n]) == "a small red" and tokenizer.decode(ids[-n:]).strip() == "car"
+        assert span_tokens(tokenizer, text, (12, 12)) is None              # nothing to score
+
+
 def test_attribute_term_is_what_parse_attributes_reads_and_where():
     text = "A small red rectangular storage tank in the centre"
     value, start, end = attribute_term(text, "name")
@@ -26,6 +41,10 @@ def test_attribute_term_is_what_parse_attributes_reads_and_where():
     assert text[start:end] == "storage tank"
     assert attribute_term("a big grey tank", "name") == ("storage tank", 11, 15)   # a synonym, where it stands
     assert attribute_term("no distinct objects", "name") is None
+    # the span indexes the text as given, also where lower-casing would change its length
+    text = "İİ a small red car"
+    value, start, end = attribute_term(text, "name")
+    assert (value, text[start:end]) == ("vehicle", "car")
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ UTM scenes it has never seen, attributes compared with the ground truth under th
 0.5 m RGB scenes (held-out seeds) and world-v3 scenes at their own GSD, RGB and gray (dev-v3 seeds,
 training/benchmark.py SPLITS: never trained on)."""
 
+import math
 
 import pyogrio
 import pytest
@@ -75,3 +76,15 @@ def test_object_aoi_descriptions_name_the_object_under_them(described):
     named = [r[TRUTH_PREFIX + "name"] in r["description"] or plural(r[TRUTH_PREFIX + "name"]) in r["description"]
              for r in objects]
     assert sum(named) / len(named) >= 0.85, [(r[TRUTH_PREFIX + "name"], r["description"]) for r in objects]
+
+
+def test_every_region_naming_a_class_says_how_sure_it_is(described):
+    """object_p (mgimm_core/steps.py score_objects) reaches the GeoPackage for every region whose
+    answer names a class, as a probability, and for no "no distinct objects" answer."""
+    from mgimm_core.vocabulary import NO_OBJECT_VALUE
+
+    named = [r for r in described if r["object"] and r["object"] != NO_OBJECT_VALUE]
+    assert len(named) >= 40
+    assert all(0.0 < r["object_p"] <= 1.0 for r in named), [(r["object"], r["object_p"]) for r in named]
+    assert all(r["object_p"] is None or math.isnan(r["object_p"])        # a missing REAL reads as NaN
+               for r in described if r["object"] == NO_OBJECT_VALUE)

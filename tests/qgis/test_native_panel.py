@@ -55,9 +55,10 @@ def test_a_guided_result_says_which_guide_object_got_which_attributes(plugin):
     shown = {table.item(i, 0).text(): table.item(i, 1).text() for i in range(table.rowCount())}
     assert shown["object"] == "vehicle" and "name" not in shown      # the layer's field name, not the wire's
     assert shown["guide_objects"] == "2" and shown["guide_objects_left"] == "1"
-    plugin.dock.show_results([dict(entry, row={"region_id": "1", "no_object_p": 0.000592816})])
+    plugin.dock.show_results([dict(entry, row={"region_id": "1", "no_object_p": 0.000592816, "object_p": 0.98768})])
     shown = {table.item(i, 0).text(): table.item(i, 1).text() for i in range(table.rowCount())}
     assert shown["no_object_p"] == "0.000593"            # the model's own doubt, from the layer's row
+    assert shown["object_p"] == "0.9877"                 # and how sure it was of the class it named
     one_row = plugin.dock.results.maximumHeight()                      # a single region: the list is one row tall
     plugin.dock.show_results([dict(entry, id=str(i)) for i in range(8)])
     assert one_row < 60 and plugin.dock.results.maximumHeight() > 4 * one_row - 4 * plugin.dock.results.frameWidth()
@@ -195,7 +196,7 @@ def test_map_renders_end_before_results_are_written(plugin, plugin_module, tmp_p
 
 def test_columns_the_core_adds_when_used_become_fields_of_the_descriptions_layer(plugin, plugin_module, tmp_path,
                                                                                qgis_new_project):
-    """no_object_p (models with region tokens) and the guide counts reach the plugin's layer as they
+    """no_object_p and object_p (models with region tokens) and the guide counts reach the plugin's layer as they
     reach the CLI's GeoPackage: a field added when a row first has them."""
     from qgis.core import NULL
 
@@ -214,8 +215,8 @@ def test_columns_the_core_adds_when_used_become_fields_of_the_descriptions_layer
         return descriptions_layer(settings.effective_layer_path(), crs)
 
     assert describe("1").fields().indexFromName("no_object_p") < 0        # no row had it yet
-    layer = describe("2", no_object_p=0.125, guide_objects=2, guide_objects_left=1, unknown_key="x")
-    rows = {f["region_id"]: (f["no_object_p"], f["guide_objects"], f["guide_objects_left"])
+    layer = describe("2", no_object_p=0.125, object_p=0.75, guide_objects=2, guide_objects_left=1, unknown_key="x")
+    rows = {f["region_id"]: (f["no_object_p"], f["object_p"], f["guide_objects"], f["guide_objects_left"])
             for f in layer.getFeatures()}
-    assert rows == {"1": (NULL, NULL, NULL), "2": (0.125, 2, 1)}
+    assert rows == {"1": (NULL, NULL, NULL, NULL), "2": (0.125, 0.75, 2, 1)}
     assert layer.fields().indexFromName("unknown_key") < 0                 # only the core's own columns
