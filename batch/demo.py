@@ -49,7 +49,7 @@ def command(directory, model_dir, device, seed, overwrite):
         click.echo(f"[{row['region_id']}]" + (f" truth: {truth}" if truth else ""))
         sure = row.get("object_p")     # a missing REAL reads as NaN
         click.echo(f"  attributes: {said or '-'}"
-                   + (f" (object_p {sure:.3f})" if sure is not None and not math.isnan(sure) else ""))
+                   + (f" (object_p {sure:.4f})" if sure is not None and not math.isnan(sure) else ""))
         click.echo(f"  description: {row.get('description') or row.get('error')}")
     click.echo(json.dumps({k: summary[k] for k in ("output", "described", "failed", "seconds")}), err=True)
     click.echo(f"Open {output} in QGIS over {inputs.scene} to see the labelled regions.", err=True)
