@@ -157,6 +157,10 @@ def test_endpoint_mode_panel_sends_chips_and_writes_server_modes_results_layer(
     # class); the endpoint's model does not
     assert list(rows[0]) == [c for c in server_rows[0] if c not in ("no_object_p", "object_p")]
     assert "no_object_p" in server_rows[0] and not {"no_object_p", "object_p"} & set(rows[0])
+    named = [r for r in server_rows if r["object"] not in (None, "none")]   # answers naming a class
+    assert ("object_p" in server_rows[0]) == bool(named)
+    for row in server_rows if named else []:
+        assert (0.0 < row["object_p"] <= 1.0) if row in named else row["object_p"] is None, row
     for row, other in zip(rows, server_rows):
         for name in ("scene", "valid_fraction", "gsd_m", "model", "prompt"):
             assert row[name] == other[name], name
