@@ -267,12 +267,15 @@ class DescriptionDock(QgsDockWidget):
         rows = [(ATTRIBUTE_ALIASES.get(k, k), v) for k, v in (entry.get("attributes") or {}).items()
                 if v not in (None, "")]
         row = entry.get("row") or {}     # the layer's row: no_object_p and object_p are there (MGIMM models)
-        for key in ("guide_objects", "guide_objects_left", "no_object_p", "object_p", "valid_fraction", "gsd_m",
-                    "scene", "model"):
+        sure = entry.get("object_p", row.get("object_p"))
+        if sure is not None:     # beside the class it is about, to 4 places (0.9995 is not "1")
+            at = next((i + 1 for i, (key, _) in enumerate(rows) if key == "object"), len(rows))
+            rows.insert(at, ("object_p", f"{sure:.4f}"))
+        for key in ("guide_objects", "guide_objects_left", "no_object_p", "valid_fraction", "gsd_m", "scene",
+                    "model"):
             value = entry.get(key, row.get(key))
-            if value is not None:    # object_p to 4 places: 0.9995 is not "1"
-                rows.append((key, (f"{value:.4f}" if key == "object_p" else f"{value:.3g}")
-                             if isinstance(value, float) else value))
+            if value is not None:
+                rows.append((key, f"{value:.3g}" if isinstance(value, float) else value))
         self.attributes.setRowCount(len(rows))
         for i, (key, value) in enumerate(rows):
             self.attributes.setItem(i, 0, QTableWidgetItem(str(key)))
