@@ -124,7 +124,7 @@ class Describer:
                mode: str) -> dict[str, Any]:
         """The model inputs of one question per chip, on the device; the chips' pixels are left out
         (their vision features, `patches`, are computed once per chip) unless the model's region
-        tokens look at the pixels themselves (a zoomed view: `config.region_needs_pixels`).
+        tokens look at the pixels themselves (a zoomed view, a CNN: `config.region_needs_pixels`).
         prompts: as asked (with the chip's GSD phrase for a model trained so: `DescribeState.asked`)."""
         batch = self.processor(images, boxes=[np.asarray([b for b, _ in r], dtype=np.float32).reshape(-1, 4)
                                               for r in regions],

@@ -67,6 +67,8 @@ class DemoPreset:
     group_descriptions_per_scene: int = 0    # descriptions of boxes around 2-4 neighbouring objects (counts)
     region_zoom: bool = False        # region tokens also from a zoomed view of the region ("zoom": no new weights)
     vision_blocks_trained: int = 0   # with train_vision False, the tower's last n blocks still train (0: all frozen)
+    region_pixels: bool = False      # region tokens also from a small CNN over the chip's pixels ("pixels": new weights)
+    new_weights_lr: float = 1e-3     # peak learning rate of weights a continuation adds (the "pixels" encoder)
 
 
 #: v3c's data continued for 400 stage-2 steps, every second batch a region batch (`--init` a v3c
@@ -145,6 +147,10 @@ PRESETS = {
     # v3e-boxes (continuing v3c: `--init` the v3c recipe's export) with the last of the tower's 4
     # DINOv2-S blocks trained too: features adapted to few-pixel objects (docs/demo_v3.md "v3i").
     "v3i-unfrozen": replace(_V3E_BOXES, vision_blocks_trained=1),
+    # v3e-boxes (continuing v3c: `--init` the v3c recipe's export) with a "pixels" region token: a
+    # small CNN over the chip's own pixels, pooled under the region, trained from zero at
+    # `new_weights_lr` (docs/demo_v3.md "v3m").
+    "v3m-pixels": replace(_V3E_BOXES, region_pixels=True),
     "smoke": DemoPreset(train_scenes=4, heldout_scenes=2, scene_size=512, descriptions_per_scene=4,
                         object_descriptions_per_scene=2, no_object_regions_per_scene=1,
                         stage1_steps=6, stage2_steps=6, batch_size=8, eval_regions=16, eval_descriptions=6),
@@ -235,13 +241,24 @@ def mixed_batch_maker(first, second, every: int):
 
 def run_stage(model, processor, name: str, batch_fn, steps: int, lr: float, out: Path, preset: DemoPreset,
               resume: bool) -> dict:
-    params = [p for p in model.parameters() if p.requires_grad]
+    groups = trainable_groups(model, lr, preset.new_weights_lr)
     cfg = LoopConfig(max_steps=steps, warmup_ratio=0.05, min_lr_ratio=0.05, weight_decay=0.01,
                      log_every=max(1, min(25, steps // 4)), checkpoint_every=max(1, min(200, steps)),
                      seed=preset.seed)
-    result = train(model, [{"params": params, "lr": lr}], batch_fn, cfg, out / name, resume=resume)
+    result = train(model, groups, batch_fn, cfg, out / name, resume=resume)
     return {"steps": result.steps, "final_loss": result.final_loss, "seconds": round(result.seconds, 1),
             "samples": result.samples}
+
+
+def trainable_groups(model, lr: float, new_weights_lr: float) -> list[dict]:
+    """Optimiser groups: the trainable weights at `lr`, and those of region kinds with weights of
+    their own (`NEW_WEIGHTS_OF_KIND`) at `new_weights_lr`: a continuation trains them from zero in a
+    few hundred steps, where the rest only adapts."""
+    prefixes = tuple(f"region_module.{prefix}" for prefix in NEW_WEIGHTS_OF_KIND.values())
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    new = [p for name, p in named if name.startswith(prefixes)]
+    rest = [p for name, p in named if not name.startswith(prefixes)]
+    return [{"params": rest, "lr": lr}] + ([{"params": new, "lr": new_weights_lr}] if new else [])
 
 
 # ---------------------------------------------------------------------------------------- evaluation
@@ -388,6 +405,8 @@ def prepare_for_training(model, processor, preset: DemoPreset) -> None:
 
     if preset.region_zoom:
         add_region_tokens(model, processor, "zoom")
+    if preset.region_pixels:
+        add_region_tokens(model, processor, "pixels")
     # describe cuts this model's chips as its examples were cut (mgimm_core/families/mgimm.py chip settings)
     processor.chip_min_window = preset.chip_min_window if preset.chip_min_window != DEFAULT_MIN_WINDOW else None
     configure_trainable(model, train_region=True, train_projector=True,
@@ -395,10 +414,14 @@ def prepare_for_training(model, processor, preset: DemoPreset) -> None:
                         vision_blocks=None if preset.train_vision else preset.vision_blocks_trained)
 
 
+#: The region module's sub-module that holds a kind's own weights (kinds that have any).
+NEW_WEIGHTS_OF_KIND = {"pixels": "pixel_encoder."}
+
+
 def add_region_tokens(model, processor, kind: str) -> None:
-    """Give a built or loaded model a region-token kind without weights of its own ("zoom"): the
-    region module is rebuilt from the config with the same weights, and the processor expands as
-    many image tokens per region as the model now gives."""
+    """Give a built or loaded model a region-token kind: the region module is rebuilt from the
+    config with the same weights (the new kind's own weights, as "pixels" has, start as built), and
+    the processor expands as many image tokens per region as the model now gives."""
     from mgimm_core.model.region_mgimm import RegionInteractiveModule
 
     if kind in model.config.region_tokens:
@@ -408,7 +431,10 @@ def add_region_tokens(model, processor, kind: str) -> None:
     weights = model.region_module.state_dict()
     reference = next(model.parameters())          # the region module may have no parameters of its own
     module = RegionInteractiveModule(model.config).to(device=reference.device, dtype=reference.dtype)
-    module.load_state_dict(weights, strict=True)
+    missing, unexpected = module.load_state_dict(weights, strict=False)
+    new = [name for name in missing if not name.startswith(NEW_WEIGHTS_OF_KIND.get(kind, "-"))]
+    if new or unexpected:
+        raise ValueError(f"region kind {kind!r}: weights {new + unexpected} do not match the loaded model's")
     model.region_module = module
     processor.tokens_per_region = model.config.tokens_per_region
 

@@ -14,11 +14,13 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-REGION_TOKEN_KINDS = ("corners", "pooled", "geometry", "zoom")
+REGION_TOKEN_KINDS = ("corners", "pooled", "geometry", "zoom", "pixels")
 # "zoom" tokens: 1 pooled under the region + its zoomed view pooled to ZOOM_GRID x ZOOM_GRID
 # (mgimm_core/model/region_mgimm.py `zoom_tokens`).
 ZOOM_GRID = 2
 # Tokens each kind gives a region (one where not listed).
+#: Region-token kinds computed from the chip's pixels, not only from its patch features.
+PIXEL_TOKEN_KINDS = ("zoom", "pixels")
 TOKENS_OF_KIND = {"corners": 2, "zoom": 1 + ZOOM_GRID**2}
 # How the region reaches the LM: region tokens, or (LLaVA-family checkpoints, which were trained
 # without a region module) box text in the prompt, LLaVA-1.5's or GeoChat's convention.
@@ -65,7 +67,10 @@ class MGIMMConfig(PreTrainedConfig):
             (mask-pooled patch features), "geometry" (box position, size, aspect, mask fill),
             "zoom" (5 tokens from a zoomed view of the region: the vision tower run again on a
             square around the box, up to 4x larger, its patches pooled under the mask and to a
-            2 x 2 grid; no weights of its own, so small objects span several patches).
+            2 x 2 grid; no weights of its own, so small objects span several patches), "pixels"
+            (1 token from a small convolutional encoder of the chip's own pixels, pooled under the
+            region: an object of a few pixels keeps its colour and outline, which a ViT's 14 px
+            patch embedding mixes with its surroundings).
         region_masked_attention: region queries attend only to patches the region covers.
         region_dense_mask: add a learned in/out-of-region embedding to the patch keys (weighted by
             the area fraction each patch has inside the region), so a polygon differs from its box.
@@ -225,9 +230,9 @@ class MGIMMConfig(PreTrainedConfig):
 
     @property
     def region_needs_pixels(self) -> bool:
-        """True when region tokens are computed from the chip's pixels (kind "zoom"), not only from
-        its patch features: callers that pass precomputed `patches` must pass `pixel_values` too."""
-        return "zoom" in self.region_tokens
+        """True when region tokens are computed from the chip's pixels (kinds "zoom", "pixels"), not
+        only from its patch features: callers that pass precomputed `patches` must pass `pixel_values` too."""
+        return any(kind in PIXEL_TOKEN_KINDS for kind in self.region_tokens)
 
 
 def _built(sub: dict[str, Any] | PreTrainedConfig | None, field: str) -> PreTrainedConfig:

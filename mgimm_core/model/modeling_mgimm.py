@@ -198,38 +198,48 @@ class MGIMMForConditionalGeneration(MGIMMPreTrainedModel):
                         region_valid: torch.Tensor | None = None,
                         pixel_values: torch.Tensor | None = None) -> torch.Tensor:
         """Region tokens of every valid region, in (sample, region) order: (N_valid, T, D).
-        pixel_values: the chips (B, 3, S, S); needed when the config's region tokens include "zoom"."""
+        pixel_values: the chips (B, 3, S, S); needed when the config's region tokens look at them
+        (`config.region_needs_pixels`: kinds "zoom", "pixels")."""
         if region_valid is None:
             region_valid = torch.ones(region_boxes.shape[:2], dtype=torch.bool, device=region_boxes.device)
         fractions = self.region_fractions(region_boxes, region_masks, region_valid)
         b_idx, r_idx = region_valid.nonzero(as_tuple=True)
         boxes = region_boxes[b_idx, r_idx]
-        zoom = None
+        zoom = pixels = None
         if self.config.region_needs_pixels:
             if pixel_values is None:
-                raise ModelError('this model\'s region tokens include "zoom": pass pixel_values with the '
+                raise ModelError("this model's region tokens look at the chips' pixels "
+                                 f"({', '.join(self.config.region_tokens)}): pass pixel_values with the "
                                  "precomputed patches (the chips the patches were computed from)")
-            masks = region_masks[b_idx, r_idx] if region_masks is not None else None
-            zoom = self.zoom_features(pixel_values[b_idx], boxes, masks)
+            masks = self.input_masks(boxes, region_masks[b_idx, r_idx] if region_masks is not None else None)
+            masks = masks.to(pixel_values.device)
+            if "zoom" in self.config.region_tokens:
+                zoom = self.zoom_features(pixel_values[b_idx], boxes, masks)
+            if "pixels" in self.config.region_tokens:
+                pixels = (pixel_values, b_idx.to(pixel_values.device), masks)
         tokens: torch.Tensor = self.region_module(
-            patches[b_idx], boxes, fractions[b_idx, r_idx].to(patches.device), zoom
+            patches[b_idx], boxes, fractions[b_idx, r_idx].to(patches.device), zoom, pixels
         )
         return tokens
 
+    def input_masks(self, boxes: torch.Tensor, masks: torch.Tensor | None) -> torch.Tensor:
+        """(N, S, S) float masks of the regions at input resolution: the polygon's, or its box where
+        it has none or it is degenerate (as in RegionInteractiveModule.forward)."""
+        box_masks = box_to_mask(boxes.float(), self.config.image_size)
+        if masks is None:
+            return box_masks.float()
+        empty = ~masks.flatten(1).any(1)
+        return torch.where(empty[:, None, None], box_masks.to(masks.device), masks.bool()).float()
+
     def zoom_features(self, pixel_values: torch.Tensor, boxes: torch.Tensor,
-                      masks: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+                      masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Each region's zoomed view (region_mgimm.zoom_windows) through the vision tower: its patch
-        features (N, P, D) and the region's area fraction of each of its patches (N, P)."""
+        features (N, P, D) and the region's area fraction of each of its patches (N, P).
+        masks: `input_masks` of the regions."""
         size, grid = self.config.image_size, self.config.grid_size
         windows = zoom_windows(boxes, size).to(pixel_values.device)
-        box_masks = box_to_mask(boxes.float(), size)
-        if masks is None:
-            masks = box_masks
-        else:       # a degenerate polygon falls back to its box, as in RegionInteractiveModule.forward
-            empty = ~masks.flatten(1).any(1)
-            masks = torch.where(empty[:, None, None], box_masks.to(masks.device), masks.bool())
         views = zoom_view(pixel_values.float(), windows)
-        view_masks = zoom_view(masks[:, None].float(), windows)[:, 0]
+        view_masks = zoom_view(masks[:, None], windows)[:, 0]
         fraction = mask_to_patch_fraction(view_masks, grid).flatten(1)
         return self.patch_features(views), fraction
 
@@ -239,7 +249,7 @@ class MGIMMForConditionalGeneration(MGIMMPreTrainedModel):
         """Projected features per sample, in LM width: a list of (n_b, d_llm) tensors, where
         n_b = global tokens (modes global*, ...) + tokens_per_region x valid regions (modes *region).
         patches: `patch_features(pixel_values)` computed before (several questions about the same
-        chips run the vision tower once); a model with "zoom" region tokens still needs the
+        chips run the vision tower once); a model with "zoom" or "pixels" region tokens still needs the
         pixel_values then (`config.region_needs_pixels`)."""
         mode = mode or self.config.mode
         # pixel_values are given when patches are not

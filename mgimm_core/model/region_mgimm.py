@@ -24,6 +24,9 @@ GEOMETRY_FEATURES = 11
 # larger than the input, shifted to lie inside it; its patches pooled to a ZOOM_GRID x ZOOM_GRID grid.
 ZOOM_CONTEXT = 1.25
 ZOOM_MAX = 4.0
+# The "pixels" token's convolutional encoder: channels after each 3x3 convolution (strides 1, 2, 2),
+# small so that the bfloat16 demo package stays under 30 MB.
+PIXEL_CHANNELS = (16, 32, 64)
 
 
 def box_to_mask(boxes: torch.Tensor, size: int) -> torch.Tensor:
@@ -87,6 +90,39 @@ def zoom_tokens(feats: torch.Tensor, fraction: torch.Tensor, grid: int) -> torch
     n, _, d = feats.shape
     cells = F.adaptive_avg_pool2d(feats.transpose(1, 2).reshape(n, d, grid, grid), ZOOM_GRID)
     return torch.cat([pooled, cells.flatten(2).transpose(1, 2)], dim=1)
+
+
+class PixelRegionEncoder(nn.Module):
+    """The "pixels" region token: three 3x3 convolutions over the chip's own pixels (strides 1, 2, 2),
+    their maps pooled under the region (area-weighted mean and maximum), normalised and projected to
+    the vision width. A ViT's first patch embedding mixes an object of a few pixels with the rest of
+    its 14 px patch (docs/demo_v3.md "The frozen tower probed"); at full resolution its colour and
+    outline survive. The projection starts at zero, so adding the kind to a trained model leaves its
+    answers unchanged until it trains (training/demo_recipe.py `add_region_tokens`)."""
+
+    def __init__(self, channels: int, width: int) -> None:
+        super().__init__()
+        c1, c2, c3 = PIXEL_CHANNELS
+        self.convs = nn.Sequential(
+            nn.Conv2d(channels, c1, 3, padding=1), nn.GELU(),
+            nn.Conv2d(c1, c2, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(c2, c3, 3, stride=2, padding=1), nn.GELU(),
+        )
+        self.norm = nn.LayerNorm(2 * c3)
+        self.proj = nn.Linear(2 * c3, width)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, chips: torch.Tensor, chip_of_region: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """chips (B, C, S, S): normalised pixels, each run through the convolutions once however many
+        regions it holds; chip_of_region (N,): each region's chip; masks (N, S, S): the region at input
+        resolution (never empty: `RegionInteractiveModule` falls back to the box). Returns (N, 1, width)."""
+        maps = self.convs(chips.to(self.proj.weight.dtype)).flatten(2)[chip_of_region]   # (N, c3, h * w)
+        side = round(maps.shape[-1] ** 0.5)
+        weights = F.adaptive_avg_pool2d(masks[:, None].to(maps.dtype), side).flatten(1)  # (N, h * w)
+        mean = torch.einsum("nk,nck->nc", weights / weights.sum(-1, keepdim=True).clamp_min(1e-6), maps)
+        peak = maps.masked_fill((weights <= 0)[:, None], float("-inf")).amax(-1)
+        return self.proj(self.norm(torch.cat([mean, peak], dim=-1)))[:, None]
 
 
 class FourierPositionEncoding(nn.Module):
@@ -176,7 +212,8 @@ class RegionInteractiveModule(nn.Module):
     corner + a learned corner embedding, refined by a two-way transformer over the patches + dense
     positional encoding), "pooled" (patch features averaged under the mask, weighted by area
     fraction), "geometry" (an MLP of box position, size, aspect and mask fill), "zoom" (`zoom_tokens`
-    of the region's zoomed view, which the model computes: it needs the vision tower).
+    of the region's zoomed view, which the model computes: it needs the vision tower), "pixels"
+    (`PixelRegionEncoder` over the chip's pixels).
     """
 
     def __init__(self, config: MGIMMConfig) -> None:
@@ -208,6 +245,8 @@ class RegionInteractiveModule(nn.Module):
             self.geometry_mlp = nn.Sequential(
                 nn.Linear(GEOMETRY_FEATURES, width), nn.GELU(), nn.Linear(width, width)
             )
+        if "pixels" in self.kinds:
+            self.pixel_encoder = PixelRegionEncoder(config.vision.num_channels, width)
 
     def dense_positional_encoding(self) -> torch.Tensor:
         """(P, width) Fourier encoding of the patch centres (row-major, as the patch tokens).
@@ -249,10 +288,13 @@ class RegionInteractiveModule(nn.Module):
         )
 
     def forward(self, feats: torch.Tensor, boxes: torch.Tensor, fraction: torch.Tensor,
-                zoom: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                zoom: tuple[torch.Tensor, torch.Tensor] | None = None,
+                pixels: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """feats (N, P, D): patch features of each region's image; boxes (N, 4) input pixels;
         fraction (N, P): area fraction of each patch inside the region; zoom: the patch features
-        and region fractions of each region's zoomed view (kind "zoom" only). Returns (N, T, D)."""
+        and region fractions of each region's zoomed view (kind "zoom" only); pixels: the chips
+        (B, C, S, S), each region's chip index (N,) and its mask at input resolution (N, S, S), boxes
+        standing in for empty polygons (kind "pixels" only). Returns (N, T, D)."""
         empty = fraction.sum(-1) == 0
         if empty.any():  # a degenerate polygon: fall back to its box
             box_mask = box_to_mask(boxes[empty], self.image_size)
@@ -274,4 +316,9 @@ class RegionInteractiveModule(nn.Module):
                                      "whose region_features computes them from pixel_values")
                 zoom_feats, zoom_fraction = zoom
                 tokens.append(zoom_tokens(zoom_feats, zoom_fraction.to(zoom_feats.dtype), self.grid))
+            elif kind == "pixels":
+                if pixels is None:
+                    raise ModelError('region token kind "pixels" needs the chips: call the model, '
+                                     "whose region_features passes them from pixel_values")
+                tokens.append(self.pixel_encoder(*pixels).to(feats.dtype))
         return torch.cat(tokens, dim=1)

@@ -11,7 +11,9 @@ from mgimm_core.model.testing_mgimm import random_chip, tiny_model, tiny_process
 
 ZOOM = dict(demo_region_settings(), global_tokens=4)
 ZOOM["region_tokens"] = (*ZOOM["region_tokens"], "zoom")
-PRESETS = {"reference": {}, "demo": dict(demo_region_settings(), global_tokens=4), "zoom": ZOOM}
+PIXELS = dict(demo_region_settings(), global_tokens=4)
+PIXELS["region_tokens"] = (*PIXELS["region_tokens"], "pixels")
+PRESETS = {"reference": {}, "demo": dict(demo_region_settings(), global_tokens=4), "zoom": ZOOM, "pixels": PIXELS}
 
 
 def region_tokens(model, batch):
@@ -156,3 +158,40 @@ def test_zoom_tokens_of_a_polygon_that_resamples_to_nothing_are_its_boxs():
     as_box = region_tokens(model, processor(chip, boxes=box))
     nothing = region_tokens(model, processor(chip, boxes=box, masks=[np.zeros((32, 32), dtype=bool)]))
     assert torch.allclose(as_box, nothing)
+
+
+def test_pixels_token_sees_a_one_pixel_change_inside_its_region_only():
+    model = tiny_model(**PIXELS)
+    torch.nn.init.normal_(model.region_module.pixel_encoder.proj.weight)   # built at zero (a continuation's start)
+    processor = tiny_processor(model.config)
+    assert model.config.tokens_per_region == 4 + 1 == processor.tokens_per_region
+    chip = random_chip(32, 32)
+    box = np.array([[20, 20, 24, 24]])
+    pixels = slice(4, 5)                                   # corners (2), pooled, geometry, then the pixels token
+    before = region_tokens(model, processor(chip, boxes=box))[:, pixels]
+    far = chip.copy()
+    far[:12, :12] = 255 - far[:12, :12]                   # away from the region (beyond the encoder's reach)
+    near = chip.copy()
+    near[21, 21] = 255 - near[21, 21]                     # one pixel inside the region
+    assert torch.equal(before, region_tokens(model, processor(far, boxes=box))[:, pixels])
+    assert (before - region_tokens(model, processor(near, boxes=box))[:, pixels]).abs().max() > 1e-4
+
+
+def test_pixels_kind_added_to_a_trained_model_starts_from_its_answers():
+    """training/demo_recipe.py `add_region_tokens`: the new token is zero until it trains, so the
+    continued model's other region tokens, and what it was, are kept exactly."""
+    from training.demo_recipe import add_region_tokens, trainable_groups
+
+    model = tiny_model(**PRESETS["demo"])
+    processor = tiny_processor(model.config)
+    chip, box = random_chip(32, 32), np.array([[3, 4, 20, 18]])
+    before = region_tokens(model, processor(chip, boxes=box))
+    add_region_tokens(model, processor, "pixels")
+    after = region_tokens(model, processor(chip, boxes=box))
+    assert after.shape[1] == before.shape[1] + 1 == processor.tokens_per_region
+    assert torch.equal(after[:, :-1], before) and not after[:, -1].any()
+    groups = trainable_groups(model, 1e-4, 1e-3)
+    encoder = {id(p) for p in model.region_module.pixel_encoder.parameters()}
+    assert [g["lr"] for g in groups] == [1e-4, 1e-3]
+    assert {id(p) for p in groups[1]["params"]} == encoder
+    assert not encoder & {id(p) for p in groups[0]["params"]}
