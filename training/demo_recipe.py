@@ -67,7 +67,7 @@ class DemoPreset:
     group_descriptions_per_scene: int = 0    # descriptions of boxes around 2-4 neighbouring objects (counts)
     region_zoom: bool = False        # region tokens also from a zoomed view of the region ("zoom": no new weights)
     vision_blocks_trained: int = 0   # with train_vision False, the tower's last n blocks still train (0: all frozen)
-    region_pixels: bool = False      # region tokens also from a small CNN over the chip's pixels ("pixels": new weights)
+    region_pixels: bool = False      # the pooled region token also from a small CNN over the chip's pixels ("pixels")
     new_weights_lr: float = 1e-3     # peak learning rate of weights a continuation adds (the "pixels" encoder)
 
 
@@ -147,10 +147,10 @@ PRESETS = {
     # v3e-boxes (continuing v3c: `--init` the v3c recipe's export) with the last of the tower's 4
     # DINOv2-S blocks trained too: features adapted to few-pixel objects (docs/demo_v3.md "v3i").
     "v3i-unfrozen": replace(_V3E_BOXES, vision_blocks_trained=1),
-    # v3e-boxes (continuing v3c: `--init` the v3c recipe's export) with a "pixels" region token: a
-    # small CNN over the chip's own pixels, pooled under the region, trained from zero at
-    # `new_weights_lr` (docs/demo_v3.md "v3m").
-    "v3m-pixels": replace(_V3E_BOXES, region_pixels=True),
+    # v3e-boxes (continuing v3c: `--init` the v3c recipe's export) with region kind "pixels": a small
+    # CNN over the chip's own pixels, pooled under the region and added to the pooled token, trained
+    # from zero at `new_weights_lr` (docs/demo_v3.md "v3m, v3n").
+    "v3n-pixels": replace(_V3E_BOXES, region_pixels=True),
     "smoke": DemoPreset(train_scenes=4, heldout_scenes=2, scene_size=512, descriptions_per_scene=4,
                         object_descriptions_per_scene=2, no_object_regions_per_scene=1,
                         stage1_steps=6, stage2_steps=6, batch_size=8, eval_regions=16, eval_descriptions=6),

@@ -21,7 +21,7 @@ ZOOM_GRID = 2
 # Tokens each kind gives a region (one where not listed).
 #: Region-token kinds computed from the chip's pixels, not only from its patch features.
 PIXEL_TOKEN_KINDS = ("zoom", "pixels")
-TOKENS_OF_KIND = {"corners": 2, "zoom": 1 + ZOOM_GRID**2}
+TOKENS_OF_KIND = {"corners": 2, "zoom": 1 + ZOOM_GRID**2, "pixels": 0}
 # How the region reaches the LM: region tokens, or (LLaVA-family checkpoints, which were trained
 # without a region module) box text in the prompt, LLaVA-1.5's or GeoChat's convention.
 REGION_PROMPTS = ("tokens", "box_text", "geochat")
@@ -68,9 +68,10 @@ class MGIMMConfig(PreTrainedConfig):
             "zoom" (5 tokens from a zoomed view of the region: the vision tower run again on a
             square around the box, up to 4x larger, its patches pooled under the mask and to a
             2 x 2 grid; no weights of its own, so small objects span several patches), "pixels"
-            (1 token from a small convolutional encoder of the chip's own pixels, pooled under the
-            region: an object of a few pixels keeps its colour and outline, which a ViT's 14 px
-            patch embedding mixes with its surroundings).
+            (no token of its own, with "pooled" only: a small convolutional encoder of the chip's
+            own pixels, pooled under the region, added to the pooled token, so an object of a few
+            pixels keeps its colour and outline, which a ViT's 14 px patch embedding mixes with its
+            surroundings).
         region_masked_attention: region queries attend only to patches the region covers.
         region_dense_mask: add a learned in/out-of-region embedding to the patch keys (weighted by
             the area fraction each patch has inside the region), so a polygon differs from its box.
@@ -162,6 +163,9 @@ class MGIMMConfig(PreTrainedConfig):
                 "(none only for a global-only model whose region is box text: mode 'global', region_prompt "
                 "'box_text' or 'geochat')"
             )
+        if "pixels" in self.region_tokens and "pooled" not in self.region_tokens:
+            raise ValueError(f"region_tokens={self.region_tokens!r}: kind 'pixels' adds to the 'pooled' "
+                             "token; list 'pooled' too")
         if self.region_prompt not in REGION_PROMPTS:
             raise ValueError(f"region_prompt={self.region_prompt!r}: use one of {REGION_PROMPTS}")
         if self.mode not in MODES:

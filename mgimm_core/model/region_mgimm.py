@@ -93,11 +93,13 @@ def zoom_tokens(feats: torch.Tensor, fraction: torch.Tensor, grid: int) -> torch
 
 
 class PixelRegionEncoder(nn.Module):
-    """The "pixels" region token: three 3x3 convolutions over the chip's own pixels (strides 1, 2, 2),
-    their maps pooled under the region (area-weighted mean and maximum), normalised and projected to
-    the vision width. A ViT's first patch embedding mixes an object of a few pixels with the rest of
-    its 14 px patch (docs/demo_v3.md "The frozen tower probed"); at full resolution its colour and
-    outline survive. The projection starts at zero, so adding the kind to a trained model leaves its
+    """What region kind "pixels" adds to the "pooled" token: three 3x3 convolutions over the chip's
+    own pixels (strides 1, 2, 2), their maps pooled under the region (area-weighted mean and
+    maximum), normalised and projected to the vision width. A ViT's first patch embedding mixes an
+    object of a few pixels with the rest of its 14 px patch (docs/demo_v3.md "The frozen tower
+    probed"); at full resolution its colour and outline survive. It is added to a token the language
+    model already reads (a token of its own, docs/demo_v3.md "v3m", was barely used after a
+    continuation). The projection starts at zero, so adding the kind to a trained model leaves its
     answers unchanged until it trains (training/demo_recipe.py `add_region_tokens`)."""
 
     def __init__(self, channels: int, width: int) -> None:
@@ -212,8 +214,8 @@ class RegionInteractiveModule(nn.Module):
     corner + a learned corner embedding, refined by a two-way transformer over the patches + dense
     positional encoding), "pooled" (patch features averaged under the mask, weighted by area
     fraction), "geometry" (an MLP of box position, size, aspect and mask fill), "zoom" (`zoom_tokens`
-    of the region's zoomed view, which the model computes: it needs the vision tower), "pixels"
-    (`PixelRegionEncoder` over the chip's pixels).
+    of the region's zoomed view, which the model computes: it needs the vision tower). Kind "pixels"
+    adds no token: `PixelRegionEncoder` over the chip's pixels is added to the "pooled" token.
     """
 
     def __init__(self, config: MGIMMConfig) -> None:
@@ -287,9 +289,19 @@ class RegionInteractiveModule(nn.Module):
              w, h, aspect, area.sqrt(), fill], dim=-1,
         )
 
+    def _pixel_term(self, pixels: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
+                    dtype: torch.dtype) -> torch.Tensor | float:
+        """What kind "pixels" adds to the pooled token (0 without the kind)."""
+        if "pixels" not in self.kinds:
+            return 0.0
+        if pixels is None:
+            raise ModelError('region token kind "pixels" needs the chips: call the model, '
+                             "whose region_features passes them from pixel_values")
+        return self.pixel_encoder(*pixels).to(dtype)
+
     def forward(self, feats: torch.Tensor, boxes: torch.Tensor, fraction: torch.Tensor,
                 zoom: tuple[torch.Tensor, torch.Tensor] | None = None,
-                pixels: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                pixels: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """feats (N, P, D): patch features of each region's image; boxes (N, 4) input pixels;
         fraction (N, P): area fraction of each patch inside the region; zoom: the patch features
         and region fractions of each region's zoomed view (kind "zoom" only); pixels: the chips
@@ -306,7 +318,7 @@ class RegionInteractiveModule(nn.Module):
             if kind == "corners":
                 tokens.append(self._corner_tokens(feats, boxes.to(feats.dtype), fraction))
             elif kind == "pooled":
-                tokens.append(mask_pool(feats, fraction))
+                tokens.append(mask_pool(feats, fraction) + self._pixel_term(pixels, feats.dtype))
             elif kind == "geometry":
                 geometry = self._geometry(boxes.float(), fraction.float()).to(feats.dtype)
                 tokens.append(self.geometry_mlp(geometry)[:, None])
@@ -316,9 +328,4 @@ class RegionInteractiveModule(nn.Module):
                                      "whose region_features computes them from pixel_values")
                 zoom_feats, zoom_fraction = zoom
                 tokens.append(zoom_tokens(zoom_feats, zoom_fraction.to(zoom_feats.dtype), self.grid))
-            elif kind == "pixels":
-                if pixels is None:
-                    raise ModelError('region token kind "pixels" needs the chips: call the model, '
-                                     "whose region_features passes them from pixel_values")
-                tokens.append(self.pixel_encoder(*pixels).to(feats.dtype))
         return torch.cat(tokens, dim=1)

@@ -160,26 +160,34 @@ def test_zoom_tokens_of_a_polygon_that_resamples_to_nothing_are_its_boxs():
     assert torch.allclose(as_box, nothing)
 
 
-def test_pixels_token_sees_a_one_pixel_change_inside_its_region_only():
+def test_pixels_kind_sees_a_one_pixel_change_inside_its_region_only():
     model = tiny_model(**PIXELS)
-    torch.nn.init.normal_(model.region_module.pixel_encoder.proj.weight)   # built at zero (a continuation's start)
     processor = tiny_processor(model.config)
-    assert model.config.tokens_per_region == 4 + 1 == processor.tokens_per_region
-    chip = random_chip(32, 32)
+    assert model.config.tokens_per_region == 4 == processor.tokens_per_region   # it adds to the pooled token
+    proj = model.region_module.pixel_encoder.proj.weight
     box = np.array([[20, 20, 24, 24]])
-    pixels = slice(4, 5)                                   # corners (2), pooled, geometry, then the pixels token
-    before = region_tokens(model, processor(chip, boxes=box))[:, pixels]
+
+    def pixel_term(chip):                                  # the pooled token with the encoder minus without it
+        with torch.no_grad():
+            proj.normal_(generator=torch.Generator().manual_seed(0))   # built at zero (a continuation's start)
+            with_encoder = region_tokens(model, processor(chip, boxes=box))[:, 2]
+            proj.zero_()
+            return with_encoder - region_tokens(model, processor(chip, boxes=box))[:, 2]
+
+    chip = random_chip(32, 32)
+    before = pixel_term(chip)
+    assert before.abs().max() > 1e-3
     far = chip.copy()
     far[:12, :12] = 255 - far[:12, :12]                   # away from the region (beyond the encoder's reach)
     near = chip.copy()
     near[21, 21] = 255 - near[21, 21]                     # one pixel inside the region
-    assert torch.equal(before, region_tokens(model, processor(far, boxes=box))[:, pixels])
-    assert (before - region_tokens(model, processor(near, boxes=box))[:, pixels]).abs().max() > 1e-4
+    assert torch.allclose(before, pixel_term(far), atol=1e-6)
+    assert (before - pixel_term(near)).abs().max() > 1e-4
 
 
 def test_pixels_kind_added_to_a_trained_model_starts_from_its_answers():
-    """training/demo_recipe.py `add_region_tokens`: the new token is zero until it trains, so the
-    continued model's other region tokens, and what it was, are kept exactly."""
+    """training/demo_recipe.py `add_region_tokens`: what the kind adds is zero until it trains, so
+    the continued model's region tokens, and what it was, are kept exactly."""
     from training.demo_recipe import add_region_tokens, trainable_groups
 
     model = tiny_model(**PRESETS["demo"])
@@ -188,10 +196,16 @@ def test_pixels_kind_added_to_a_trained_model_starts_from_its_answers():
     before = region_tokens(model, processor(chip, boxes=box))
     add_region_tokens(model, processor, "pixels")
     after = region_tokens(model, processor(chip, boxes=box))
-    assert after.shape[1] == before.shape[1] + 1 == processor.tokens_per_region
-    assert torch.equal(after[:, :-1], before) and not after[:, -1].any()
+    assert after.shape[1] == before.shape[1] == processor.tokens_per_region
+    assert torch.equal(after, before)
     groups = trainable_groups(model, 1e-4, 1e-3)
     encoder = {id(p) for p in model.region_module.pixel_encoder.parameters()}
     assert [g["lr"] for g in groups] == [1e-4, 1e-3]
     assert {id(p) for p in groups[1]["params"]} == encoder
     assert not encoder & {id(p) for p in groups[0]["params"]}
+
+
+def test_pixels_kind_needs_the_pooled_token():
+    settings = dict(demo_region_settings(), global_tokens=4, region_tokens=("corners", "pixels"))
+    with pytest.raises(ValueError, match="pooled"):
+        tiny_model(**settings)
