@@ -62,6 +62,8 @@ status=0
 "$PY" -m batch.cli describe "$OUT/scene/scene.tif" --aoi "$OUT/scene/aoi.geojson" -o "$OUT/vllm.gpkg" --overwrite \
     --model "http://127.0.0.1:$PORT/v1" --family generic --max-new-tokens 48 -q > "$OUT/summary.json" || status=$?
 cat "$OUT/summary.json"
+# the served model's token log probabilities, read as mgimm-geo reads them for object_p
+"$PY" scripts/endpoint_logprobs.py "http://127.0.0.1:$PORT/v1" tiny-llava > "$OUT/logprobs.json"
 # 0: every region answered; 3: some answers were not the schema's JSON (a random model), rows written
 [ "$status" -eq 0 ] || [ "$status" -eq 3 ]
 echo "rows in $OUT/vllm.gpkg (vLLM log: $OUT/vllm.log)" >&2

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import base64
 import json
+import math
+import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -50,8 +52,9 @@ ENGINE_SCHEMA_FIELDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
 
 def chat_request(served: str, question: str | None, image_uri: str, max_tokens: int, *,
                  schema: dict[str, Any] | None = None, owned_by: str | None = None,
-                 regions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The request body for one question about one image."""
+                 regions: list[dict[str, Any]] | None = None, logprobs: bool = False) -> dict[str, Any]:
+    """The request body for one question about one image. logprobs: ask for each answer token's log
+    probability (OpenAI's field; vLLM and Ollama answer it, a server that does not simply leaves it out)."""
     content: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": image_uri}}]
     if question:
         content.append({"type": "text", "text": question})
@@ -65,6 +68,8 @@ def chat_request(served: str, question: str | None, image_uri: str, max_tokens: 
             body.update(extra(schema))
     if regions is not None:
         body[EXTENSION] = {"regions": regions}
+    if logprobs:
+        body["logprobs"] = True
     return body
 
 
@@ -111,3 +116,41 @@ def answer_object(text: str, fields: Sequence[str], *, cut: bool = False) -> dic
     if missing:
         raise InvalidAnswerError(f"the answer lacks {', '.join(missing)} of the schema asked for: {text[:120]!r}")
     return values
+
+
+def value_probability(response: dict[str, Any], text: str, field: str) -> float | None:
+    """The served model's probability of the words of a JSON answer's string `field` (`text`: the
+    answer), from the response's token log probabilities: the product over the tokens that overlap
+    the value, as a local MGIMM model's `object_p` (mgimm_core/steps.py `score_objects`). None when
+    the response has no log probabilities, the field is not a string in `text`, or the tokens do not
+    spell `text` (nothing is guessed; tokens after it, such as the end-of-text token vLLM lists but
+    leaves out of the text, are allowed)."""
+    try:
+        tokens = response["choices"][0]["logprobs"]["content"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    match = re.search(rf'"{re.escape(field)}"\s*:\s*"((?:[^"\\]|\\.)*)"', text)
+    if not isinstance(tokens, list) or match is None or match.start(1) == match.end(1):
+        return None
+    start, end = (len(text[:i].encode()) for i in match.span(1))      # byte offsets: tokens may split a character
+    pieces = [_token_bytes(token) for token in tokens]
+    spelled = [piece for piece in pieces if piece is not None]
+    if len(spelled) != len(pieces) or not b"".join(spelled).startswith(text.encode()):
+        return None
+    offset, total = 0, 0.0
+    for token, piece in zip(tokens, spelled):
+        if offset < end and offset + len(piece) > start:
+            total += float(token["logprob"])
+        offset += len(piece)
+    return math.exp(total)
+
+
+def _token_bytes(token: object) -> bytes | None:
+    """A logprobs entry's bytes (its `bytes`, else its text in UTF-8); None for a malformed entry."""
+    if not isinstance(token, dict) or not isinstance(token.get("logprob"), (int, float)):
+        return None
+    raw = token.get("bytes")
+    if isinstance(raw, list) and all(isinstance(b, int) and 0 <= b < 256 for b in raw):
+        return bytes(raw)
+    text = token.get("token")
+    return text.encode() if isinstance(text, str) else None

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from mgimm_core.answers import ATTRIBUTE_FIELDS, OPENAI_ROW_FIELDS, RegionText, row_attributes
+from mgimm_core.answers import ATTRIBUTE_FIELDS, OPENAI_EXTENSION, OPENAI_ROW_FIELDS, RegionText, row_attributes
 from mgimm_core.errors import EndpointError, EndpointRefusedError, EndpointUnreachableError, InvalidAnswerError
 from mgimm_core.load_options import LoadOptions
+from mgimm_core.vocabulary import NO_OBJECT_VALUE
 
 from . import chat
 from .http import EndpointClient, api_key_from_env
@@ -98,10 +99,10 @@ class EndpointDescriber:
             result.error = exc
         return result
 
-    def _post(self, body: dict[str, Any]) -> tuple[str, bool]:
-        """The answer's text, and whether the endpoint cut it at max_tokens."""
+    def _post(self, body: dict[str, Any]) -> tuple[str, bool, dict[str, Any]]:
+        """The answer's text, whether the endpoint cut it at max_tokens, and the whole response."""
         response = self.client.post("/chat/completions", body)
-        return chat.answer_text(response), chat.cut_short(response)
+        return chat.answer_text(response), chat.cut_short(response), response
 
     def _ask_row(self, result: RegionText, view: dict[str, Any], attributes: bool, description: bool,
                  prompt: str | None) -> None:
@@ -109,11 +110,14 @@ class EndpointDescriber:
         fields = ((OPENAI_ROW_FIELDS[:-1] if attributes else ()) + (("description",) if description else ()))
         body = chat.chat_request(self.model_id, prompt, view["uri"], self.max_new_tokens,
                                  schema=chat.json_schema(fields), regions=view["regions"])
-        text, cut = self._post(body)
+        text, cut, response = self._post(body)
         values = chat.answer_object(text, fields, cut=cut)
         if attributes:
             result.attribute_text = values.pop("attribute_text") or None
             result.attributes = row_attributes({k: v for k, v in values.items() if k != "description"})
+            sure = response.get(OPENAI_EXTENSION)              # the server model's own, as a local run writes them
+            if isinstance(sure, dict):
+                result.object_p, result.no_object_p = (_probability(sure.get(k)) for k in ("object_p", "no_object_p"))
         if description:
             result.description = values["description"]
 
@@ -122,14 +126,16 @@ class EndpointDescriber:
         """Any endpoint: the family's two questions, the region written its way (or marked)."""
         family, phrase = self.family, view["phrase"]
         if attributes:
-            text, cut = self._post(chat.chat_request(self.model_id, family.attribute_question(phrase), view["uri"],
-                                                self.max_new_tokens, schema=chat.json_schema(ATTRIBUTE_FIELDS),
-                                                owned_by=self.model.owned_by))
+            text, cut, response = self._post(chat.chat_request(
+                self.model_id, family.attribute_question(phrase), view["uri"], self.max_new_tokens,
+                schema=chat.json_schema(ATTRIBUTE_FIELDS), owned_by=self.model.owned_by, logprobs=True))
             result.attribute_text = text
             try:
                 result.attributes = row_attributes(chat.answer_object(text, ATTRIBUTE_FIELDS, cut=cut))
             except InvalidAnswerError as exc:
                 result.error = exc                  # the description is still asked (as a local run does)
+            if result.attributes.get("name") not in (None, NO_OBJECT_VALUE):
+                result.object_p = chat.value_probability(response, text, "object")
         if description:
             result.description = self._post(chat.chat_request(
                 self.model_id, family.description_question(phrase, prompt), view["uri"], self.max_new_tokens))[0]
@@ -194,6 +200,13 @@ class EndpointEngine:
     def close(self) -> None:
         self.describer.close()
         self.client.close()
+
+
+def _probability(value: object) -> float | None:
+    """A probability a mgimm-geo server sent (a number in 0..1), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        return None
+    return float(value)
 
 
 def _run_stopping(error: Exception) -> bool:

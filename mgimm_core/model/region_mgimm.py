@@ -124,7 +124,8 @@ class PixelRegionEncoder(nn.Module):
         weights = F.adaptive_avg_pool2d(masks[:, None].to(maps.dtype), side).flatten(1)  # (N, h * w)
         mean = torch.einsum("nk,nck->nc", weights / weights.sum(-1, keepdim=True).clamp_min(1e-6), maps)
         peak = maps.masked_fill((weights <= 0)[:, None], float("-inf")).amax(-1)
-        return self.proj(self.norm(torch.cat([mean, peak], dim=-1)))[:, None]
+        token: torch.Tensor = self.proj(self.norm(torch.cat([mean, peak], dim=-1)))[:, None]
+        return token
 
 
 class FourierPositionEncoding(nn.Module):
@@ -297,7 +298,8 @@ class RegionInteractiveModule(nn.Module):
         if pixels is None:
             raise ModelError('region token kind "pixels" needs the chips: call the model, '
                              "whose region_features passes them from pixel_values")
-        return self.pixel_encoder(*pixels).to(dtype)
+        term: torch.Tensor = self.pixel_encoder(*pixels)
+        return term.to(dtype)
 
     def forward(self, feats: torch.Tensor, boxes: torch.Tensor, fraction: torch.Tensor,
                 zoom: tuple[torch.Tensor, torch.Tensor] | None = None,

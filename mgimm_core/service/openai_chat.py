@@ -7,7 +7,8 @@ and, optionally, a text (the description instruction). The region is the whole i
 polygon `{"polygon": [[x, y], ...]}`, or a box with its exact mask as a PNG data URI; that is how
 MGIMM's region tokens are reached. The answer comes from one `describe` of the served model (any
 family), as the local describe loop asks it: the description as text, or, with a `response_format`
-json_schema (or json_object), the row's fields the schema names as one JSON object.
+json_schema (or json_object), the row's fields the schema names as one JSON object. The response's
+`mgimm` field carries the model's `object_p` and `no_object_p` of the row (null where not set).
 
 Same boundary as the other requests: no file paths, nothing fetched (images are data URIs only).
 """
@@ -79,7 +80,9 @@ def chat_completion(service: Service, body: dict[str, Any]) -> dict[str, Any]:
     content = (result.description or "") if fields is None else json.dumps(_row(result, fields))
     return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
             "model": engine.model_id, "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
-                                                    "message": {"role": "assistant", "content": content}}]}
+                                                    "message": {"role": "assistant", "content": content}}],
+            # the model's own probabilities of its attribute answer, as a local run writes them (None: not set)
+            EXTENSION: {"object_p": result.object_p, "no_object_p": result.no_object_p}}
 
 
 def _user_message(body: dict[str, Any]) -> tuple[np.ndarray, str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import math
 import threading
 import time
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ from click.testing import CliRunner
 
 from batch.cli import cli
 from mgimm_core.endpoint import EndpointClient
-from mgimm_core.endpoint.chat import answer_object, png_data_uri
+from mgimm_core.endpoint.chat import answer_object, png_data_uri, value_probability
 from mgimm_core.endpoint.http import check_base_url
 from mgimm_core.errors import InvalidAnswerError, OptionsError
 from tests.service.test_cli_serve import TOKEN, call, free_port, serving
@@ -68,11 +69,15 @@ def runs(path: str) -> list[dict]:
 
 COMPARED = ("description", "object", "color", "shape", "size", "orientation", "position", "extra_attributes",
             "valid_fraction", "gsd_m", "prompt", "error_code", "scene")
+#: The model's probabilities: the same forward pass, summed in another batch (last digits may differ).
+PROBABILITIES = ("object_p", "no_object_p")
 
 
 def _plain(row: dict) -> dict:
     """The compared fields, NaN as None (NaN != NaN)."""
-    return {c: None if isinstance(row[c], float) and np.isnan(row[c]) else row[c] for c in COMPARED}
+    plain = {c: None if isinstance(row.get(c), float) and np.isnan(row[c]) else row.get(c)
+             for c in COMPARED + PROBABILITIES}
+    return {c: pytest.approx(v, rel=1e-5) if c in PROBABILITIES and v is not None else v for c, v in plain.items()}
 
 
 def test_models_lists_the_served_model_with_its_chip_settings(served):
@@ -102,6 +107,7 @@ def test_describe_through_serve_gives_the_local_rows_and_resumes(served, scene_a
     for region in want:
         assert _plain(got[region]) == _plain(want[region]), region
     assert got["a"]["description"] and got["a"]["model"] == MODEL
+    assert 0 < got["a"]["no_object_p"] < 1           # the server model's own probability, sent beside the row
     assert got["out"]["error_code"] == "region_outside"
     (run,) = runs(str(tmp_path / "remote.gpkg"))
     assert run["model_id"] == MODEL and base in run["parameters"]
@@ -245,7 +251,26 @@ def test_answers_are_checked_against_the_schema_and_urls_checked():
     assert "secret" not in repr(EndpointClient("http://127.0.0.1:1/v1", api_key="secret"))
 
 
-# ------------------------------------------------------------------ a fake endpoint (errors only)
+def test_value_probability_reads_the_token_log_probabilities_of_a_json_value():
+    """The `logprobs` part of an OpenAI chat response, written here in vLLM's shape (token, logprob,
+    bytes; the end-of-text token listed after the answer): the product over the tokens overlapping
+    the value, with a character split over two tokens. A real vLLM's: test_third_party_endpoint.py."""
+    text = '{"object": "café boat", "color": "red"}'
+    pieces = [b'{"', b"object", b'": "', b"caf", "é".encode()[:1], "é".encode()[1:] + b" boat", b'", "',
+              b"color", b'": "', b"red", b'"}', b"</s>"]
+    assert b"".join(pieces) == text.encode() + b"</s>"
+    logprobs = [-0.01 * (i + 1) for i in range(len(pieces))]
+    content = [{"token": piece.decode(errors="replace"), "logprob": lp, "bytes": list(piece)}
+               for piece, lp in zip(pieces, logprobs)]
+    response = {"choices": [{"logprobs": {"content": content}}]}
+    assert value_probability(response, text, "object") == pytest.approx(math.exp(sum(logprobs[3:6])))
+    assert value_probability(response, text, "color") == pytest.approx(math.exp(logprobs[9]))
+    assert value_probability(response, text, "size") is None                       # not in the answer
+    assert value_probability({"choices": [{"logprobs": None}]}, text, "object") is None
+    assert value_probability(response, text.replace("red", "blue"), "object") is None   # tokens spell another text
+
+
+# ------------------------------------------------------------------ a fake endpoint (errors, canned answers)
 class _FakeHandler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -266,22 +291,32 @@ class _FakeHandler(http.server.BaseHTTPRequestHandler):
                                                       for m in self.server.models]})
 
     def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
         self.server.requests.append("chat")
         time.sleep(self.server.chat_delay)
+        if self.server.canned is not None:            # the attribute question carries the schema
+            content, logprobs = self.server.canned[0 if "response_format" in body else 1]
+            self._answer(200, {"object": "chat.completion", "choices": [{
+                "index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content},
+                "logprobs": {"content": logprobs} if body.get("logprobs") and logprobs else None}]})
+            return
         statuses = self.server.chat_statuses
         status = statuses.pop(0) if len(statuses) > 1 else statuses[0]
         self._answer(status, {"error": {"message": "fake endpoint: refused on purpose", "code": status}})
 
 
 @contextmanager
-def fake_endpoint(models: list[str], chat_statuses: list[int] | None = None, chat_delay: float = 0.0):
-    """A FAKE OpenAI-compatible endpoint on 127.0.0.1 (not a model: it never answers a question): it
+def fake_endpoint(models: list[str], chat_statuses: list[int] | None = None, chat_delay: float = 0.0,
+                  canned: tuple[tuple[str, list | None], tuple[str, list | None]] | None = None):
+    """A FAKE OpenAI-compatible endpoint on 127.0.0.1 (not a model: it never reads a question): it
     lists `models` and answers every chat request with the next of `chat_statuses` (the last one
-    repeating) after `chat_delay` seconds, so the client's error paths can be driven exactly."""
+    repeating) after `chat_delay` seconds, so the client's error paths can be driven exactly; or,
+    with `canned`, with fixed (content, logprobs content) answers: the first to the attribute
+    question, the second to the description question."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeHandler)
     server.daemon_threads = True
     server.models, server.chat_statuses, server.chat_delay = models, list(chat_statuses or [400]), chat_delay
+    server.canned = canned
     server.requests = []
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -300,6 +335,28 @@ class _Fake(str):
         self = super().__new__(cls, url)
         self.requests = requests
         return self
+
+
+def test_an_endpoints_token_log_probabilities_become_the_rows_object_p(scene_and_aoi, tmp_path):
+    """Through the describe loop (a FAKE endpoint's canned answers: a random model served by a real
+    vLLM never closes a free-text JSON value, test_third_party_endpoint.py reads its log probabilities)."""
+    scene, aoi = scene_and_aoi
+    answer = '{"object": "vehicle", "color": "red", "shape": "", "size": "", "orientation": ""}'
+    cut = answer.index("vehicle")
+    pieces = [answer[:cut], "vehi", "cle", answer[cut + 7:]]
+    logprobs = [{"token": t, "logprob": lp} for t, lp in zip(pieces, (-0.5, -0.2, -0.1, -0.3))]
+    for canned_logprobs, want in ((logprobs, math.exp(-0.3)), (None, None)):
+        out = tmp_path / f"r{want is None}.gpkg"
+        with fake_endpoint(models=["some-vlm"], canned=((answer, canned_logprobs), ("A red vehicle.", None))) as fake:
+            result = CliRunner().invoke(cli, ["describe", scene, "--aoi", aoi, "-o", str(out), "-q", "--model", fake,
+                                              "--family", "generic"])
+        assert result.exit_code == 3, result.output                   # `out` lies outside the scene
+        got = {k: r for k, r in rows(str(out)).items() if k != "out"}
+        assert {r["object"] for r in got.values()} == {"vehicle"}
+        if want is None:                                               # no log probabilities: no column
+            assert all("object_p" not in r or r["object_p"] is None or np.isnan(r["object_p"]) for r in got.values())
+        else:
+            assert all(r["object_p"] == pytest.approx(want) for r in got.values())
 
 
 def test_the_family_is_guessed_from_the_served_id_by_the_registry(monkeypatch):

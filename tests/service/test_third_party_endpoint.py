@@ -37,3 +37,8 @@ def test_vllm_serves_mgimm_geo_a_model(tmp_path):
     rows = [dict(zip(list(meta["fields"]), row)) for row in zip(*values)]
     assert all(r["description"] for r in rows)                    # vLLM's answers (noise: a random model)
     assert {r["error_code"] for r in rows} <= {None, "invalid_answer"}
+    # vLLM's token log probabilities, as mgimm-geo reads them for object_p (scripts/endpoint_logprobs.py;
+    # the random model's attribute answers above are cut mid-string, so an enum closes this one)
+    probed = json.loads((tmp_path / "logprobs.json").read_text())
+    assert json.loads(probed["answer"])["object"] in ("vehicle", "storage tank") and probed["tokens"] > 0
+    assert 0 < probed["object_p"] <= 1
