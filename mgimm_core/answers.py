@@ -5,7 +5,9 @@ a describe and the endpoint describer share these)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import math
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,3 +68,23 @@ def row_attributes(values: dict[str, str]) -> dict[str, str]:
     if attributes.get("name", "").lower() in NO_OBJECT_ANSWERS:
         attributes["name"] = NO_OBJECT_VALUE
     return attributes
+
+
+def json_value_span(text: str, field: str) -> tuple[int, int] | None:
+    """The character span of the (first) string value of `field` in a JSON answer, inside its
+    quotes; None where the field has no non-empty string value in `text`."""
+    match = re.search(rf'"{re.escape(field)}"\s*:\s*"((?:[^"\\]|\\.)*)"', text)
+    return None if match is None or match.start(1) == match.end(1) else match.span(1)
+
+
+def span_probability(token_ends: Sequence[int], logprobs: Sequence[float], span: tuple[int, int]) -> float:
+    """The product of the probabilities of the tokens that overlap `span` (token i covers
+    token_ends[i - 1] .. token_ends[i] of the answer, in the span's units): how sure the model
+    was of those words, as `object_p` reports it for every family (docs/protocol.md)."""
+    start, end = span
+    total, previous = 0.0, 0
+    for token_end, logprob in zip(token_ends, logprobs):
+        if previous < end and token_end > start:
+            total += logprob
+        previous = max(previous, token_end)
+    return math.exp(total)

@@ -10,9 +10,8 @@ whole row in one JSON object from one `describe` of its model.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
-import math
-import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +19,7 @@ import numpy as np
 
 from mgimm_core.errors import InvalidAnswerError
 from mgimm_core.answers import OPENAI_EXTENSION as EXTENSION
+from mgimm_core.answers import json_value_span, span_probability
 from mgimm_core.service.thumbnails import encode_png
 
 if TYPE_CHECKING:
@@ -120,8 +120,7 @@ def answer_object(text: str, fields: Sequence[str], *, cut: bool = False) -> dic
 
 def value_probability(response: dict[str, Any], text: str, field: str) -> float | None:
     """The served model's probability of the words of a JSON answer's string `field` (`text`: the
-    answer), from the response's token log probabilities: the product over the tokens that overlap
-    the value, as a local MGIMM model's `object_p` (mgimm_core/steps.py `score_objects`). None when
+    answer), from the response's token log probabilities (`answers.span_probability`). None when
     the response has no log probabilities, the field is not a string in `text`, or the tokens do not
     spell `text` (nothing is guessed; tokens after it, such as the end-of-text token vLLM lists but
     leaves out of the text, are allowed)."""
@@ -129,20 +128,16 @@ def value_probability(response: dict[str, Any], text: str, field: str) -> float 
         tokens = response["choices"][0]["logprobs"]["content"]
     except (KeyError, IndexError, TypeError):
         return None
-    match = re.search(rf'"{re.escape(field)}"\s*:\s*"((?:[^"\\]|\\.)*)"', text)
-    if not isinstance(tokens, list) or match is None or match.start(1) == match.end(1):
+    span = json_value_span(text, field)
+    if not isinstance(tokens, list) or span is None:
         return None
-    start, end = (len(text[:i].encode()) for i in match.span(1))      # byte offsets: tokens may split a character
     pieces = [_token_bytes(token) for token in tokens]
     spelled = [piece for piece in pieces if piece is not None]
     if len(spelled) != len(pieces) or not b"".join(spelled).startswith(text.encode()):
         return None
-    offset, total = 0, 0.0
-    for token, piece in zip(tokens, spelled):
-        if offset < end and offset + len(piece) > start:
-            total += float(token["logprob"])
-        offset += len(piece)
-    return math.exp(total)
+    ends = list(itertools.accumulate(len(piece) for piece in spelled))
+    in_bytes = (len(text[:span[0]].encode()), len(text[:span[1]].encode()))   # tokens may split a character
+    return span_probability(ends, [float(token["logprob"]) for token in tokens], in_bytes)
 
 
 def _token_bytes(token: object) -> bytes | None:

@@ -5,7 +5,9 @@ loop runs every family. Each region reaches the model the family's way: written 
 convention (Qwen's bbox_2d, InternVL's <box>, Florence-2's <loc_N>...), outlined on the chip, or
 cropped. Attribute answers are decoded under the row schema's JSON form (model/json_constraint.py)
 where the family answers in JSON; an answer that still cannot be read becomes the row's
-`invalid_answer` error, never a crash. Every word comes from `generate`.
+`invalid_answer` error, never a crash. Every word comes from `generate`. Each attribute answer that
+names an object gets `object_p`: the product of the probabilities `generate` chose its tokens with
+(after the JSON form's constraint), over the tokens of the object value.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from mgimm_core.answers import ATTRIBUTE_FIELDS, RegionText, parse_answer, row_attributes
+from mgimm_core.answers import (ATTRIBUTE_FIELDS, RegionText, json_value_span, parse_answer, row_attributes,
+                                span_probability)
 from mgimm_core.errors import InvalidAnswerError, ModelError
 from mgimm_core.families.base import check_loaded
+from mgimm_core.vocabulary import NO_OBJECT_VALUE
 
 if TYPE_CHECKING:   # the family calls this module (TransformersFamily.load), never the reverse
     import PIL.Image
@@ -34,6 +38,28 @@ if TYPE_CHECKING:   # the family calls this module (TransformersFamily.load), ne
     from mgimm_core.model_formats import ModelKind
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Answer:
+    """One generated answer: its text, its token ids and the log probability each was chosen with."""
+
+    text: str
+    ids: list[int]
+    logprobs: list[float]      # empty where they were not kept (beam search)
+
+
+class ChosenLogprobs:
+    """A logits processor, last in the list, that keeps the log probability of the token greedy
+    decoding takes at each step (the maximum of the processed scores) for every row. Under beam
+    search its rows are beams: `VLMDescriber.generate` then keeps nothing."""
+
+    def __init__(self) -> None:
+        self.steps: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self.steps.append(scores.float().log_softmax(-1).amax(-1).cpu())
+        return scores
 
 
 @dataclass
@@ -97,45 +123,49 @@ class VLMDescriber:
             return results
         views = [self.view(chip, box, mask) for chip, box, mask in zip(images, boxes, masks)]
         if attributes:
-            for result, text in zip(results, self.attribute_answers(views)):
-                self._set_attributes(result, text)
+            for result, answer in zip(results, self.attribute_answers(views)):
+                self._set_attributes(result, answer)
         flat = [(i, self.view(images[i], box, mask)) for i, chip_guides in enumerate(guides or [])
                 for box, mask in chip_guides]
         if flat:
-            for (i, _), text in zip(flat, self.attribute_answers([v for _, v in flat])):
+            for (i, _), answer in zip(flat, self.attribute_answers([v for _, v in flat])):
                 obj = RegionText()
-                self._set_attributes(obj, text)
+                self._set_attributes(obj, answer)
                 results[i].objects.append(obj)
         if description:
             questions = [self.family.description_question(v.region, prompt) for v in views]
-            for result, text in zip(results, self.generate([v.image for v in views], questions)):
-                result.description = text
+            for result, answer in zip(results, self.generate([v.image for v in views], questions)):
+                result.description = answer.text
         return results
 
     # ------------------------------------------------------------------ questions
-    def attribute_answers(self, views: list[RegionView]) -> list[str]:
+    def attribute_answers(self, views: list[RegionView]) -> list[Answer]:
         questions = [self.family.attribute_question(v.region) for v in views]
         return self.generate([v.image for v in views], questions, json_form=self.family.json_attributes)
 
-    def generate(self, images: list[np.ndarray], questions: list[str], json_form: bool = False) -> list[str]:
+    def generate(self, images: list[np.ndarray], questions: list[str], json_form: bool = False) -> list[Answer]:
         """One greedy answer per (image, question)."""
         from transformers import LogitsProcessorList
-
 
         texts = [self.family.chat_text(self.processor, q) for q in questions]
         inputs = self.family.model_inputs(self.processor, [_pil(i) for i in images], texts)
         inputs = inputs.to(self.device)
         floating = {k: v.to(self.model.dtype) for k, v in inputs.items() if torch.is_floating_point(v)}
         inputs.update(floating)
-        options: dict[str, Any] = dict(max_new_tokens=self.max_new_tokens, do_sample=False)
+        chosen = ChosenLogprobs()
+        processors = []
         if json_form:
             start = 1 if self.family.encoder_decoder else inputs["input_ids"].shape[1]
-            options["logits_processor"] = LogitsProcessorList(
-                [self._json_constraint(start)])
+            processors.append(self._json_constraint(start))
         with torch.inference_mode():
-            generated = self.model.generate(**inputs, **options)
-        answers = self.family.answer_ids(generated, inputs)
-        return [self.family.answer_text(self.processor, row) for row in answers.tolist()]
+            generated = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False,
+                                            logits_processor=LogitsProcessorList([*processors, chosen]))
+        rows = self.family.answer_ids(generated, inputs).tolist()
+        # beam search (a folder's generation_config may ask for it) keeps beams, not one row each: no record
+        greedy = bool(chosen.steps) and chosen.steps[0].shape[0] == len(rows)
+        logprobs = torch.stack(chosen.steps, 1).tolist() if greedy else [[] for _ in rows]
+        return [Answer(self.family.answer_text(self.processor, row), row, steps[-len(row):] if row else [])
+                for row, steps in zip(rows, logprobs)]
 
     def _json_constraint(self, start: int) -> JsonAnswerConstraint:
         from mgimm_core.model.json_constraint import JsonAnswerConstraint
@@ -146,20 +176,30 @@ class VLMDescriber:
         cached.prompt_length = start
         return cached
 
-    def _set_attributes(self, result: RegionText, text: str) -> None:
-        result.attribute_text = text
-        if not self.family.json_attributes:
-            try:
-                result.attributes = self.family.parse_attributes(text)
-            except InvalidAnswerError as exc:
-                result.error = exc
-            return
+    def _set_attributes(self, result: RegionText, answer: Answer) -> None:
+        text = result.attribute_text = answer.text
         try:
-            values = parse_answer(text, ATTRIBUTE_FIELDS)
+            result.attributes = (row_attributes(parse_answer(text, ATTRIBUTE_FIELDS)) if self.family.json_attributes
+                                 else self.family.parse_attributes(text))
         except InvalidAnswerError as exc:
             result.error = exc
             return
-        result.attributes = row_attributes(values)
+        name = result.attributes.get("name")
+        if name in (None, NO_OBJECT_VALUE):
+            return
+        start = text.find(name)
+        span = json_value_span(text, "object") if self.family.json_attributes else (start, start + len(name))
+        if span is not None and span[0] >= 0 and answer.logprobs:
+            result.object_p = span_probability(self._token_ends(answer.ids, span[1]), answer.logprobs, span)
+
+    def _token_ends(self, ids: list[int], until: int) -> list[int]:
+        """Where each token of an answer ends in its text (as `answer_text` decodes it), up to `until`."""
+        ends: list[int] = []
+        for k in range(len(ids)):
+            ends.append(len(self.family.answer_text(self.processor, ids[:k + 1])))
+            if ends[-1] >= until:
+                break
+        return ends
 
 
 def load_weights(family: TransformersFamily, directory: Path, dtype: torch.dtype) -> PreTrainedModel:

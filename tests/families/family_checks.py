@@ -62,11 +62,13 @@ def region_rows(out: Path) -> list[dict]:
 
 def check_rows(rows: list[dict], directory, count: int) -> None:
     """`count` rows, each from the folder's model, each with a description (generated: gibberish from random
-    weights) and an object or the invalid_answer code."""
+    weights) and an object or the invalid_answer code; a row naming an object has its object_p."""
     assert len(rows) == count and {r["model"] for r in rows} == {Path(directory).name}
     for row in rows:
         assert row["description"], row
         assert row["object"] or row["error_code"] == "invalid_answer", row
+        if row["object"] and row["object"] != "none":
+            assert 0 < row["object_p"] <= 1, row
 
 
 def describe_rows(tmp_path: Path, directory, *extra: str, max_new_tokens: int, objects: int = 2) -> list[dict]:
@@ -79,6 +81,32 @@ def describe_rows(tmp_path: Path, directory, *extra: str, max_new_tokens: int, o
     rows = region_rows(out)
     check_rows(rows, directory, objects + 1)
     return rows
+
+
+def check_chosen_logprobs(describer, chip: np.ndarray, box, json_form: bool) -> None:
+    """object_p's input (mgimm_core/model/vlm_describer.py `ChosenLogprobs`): the tokens of an answer
+    and the log probability each was chosen with equal transformers' own record of the same
+    generate (`output_scores`: the processed scores, JSON constraint included)."""
+    import torch
+    from PIL import Image
+
+    family, processor = describer.family, describer.processor
+    view = describer.view(chip, box, None)
+    question = family.attribute_question(view.region) if json_form else family.description_question(view.region, None)
+    (answer,) = describer.generate([view.image], [question], json_form=json_form)
+    inputs = family.model_inputs(processor, [Image.fromarray(view.image)], [family.chat_text(processor, question)])
+    processors = []
+    if json_form:
+        start = 1 if family.encoder_decoder else inputs["input_ids"].shape[1]
+        processors.append(describer._json_constraint(start))
+    with torch.no_grad():
+        out = describer.model.generate(**inputs, max_new_tokens=describer.max_new_tokens, do_sample=False,
+                                       output_scores=True, return_dict_in_generate=True,
+                                       logits_processor=processors)
+    ids = family.answer_ids(out.sequences, inputs)[0].tolist()
+    theirs = [torch.log_softmax(scores[0].float(), -1)[token].item() for scores, token in zip(out.scores, ids)]
+    assert answer.ids == ids and len(answer.logprobs) == len(theirs) > 0
+    assert np.allclose(answer.logprobs, theirs, atol=1e-5), (answer.logprobs, theirs)
 
 
 # ------------------------------------------------------------------ logits

@@ -13,7 +13,7 @@ import pytest
 import shapely
 import torch
 from click.testing import CliRunner
-from tests.families.family_checks import check_model_info, describe_rows, model_info
+from tests.families.family_checks import check_chosen_logprobs, check_model_info, describe_rows, model_info
 from PIL import Image
 
 from batch.cli import cli
@@ -202,6 +202,11 @@ def test_describe_writes_rows_from_florence2(tmp_path, checkpoint, monkeypatch):
     assert sum(q.startswith("<REGION_TO_CATEGORY><loc_") for q in questions) == 4
     assert sum(q.startswith("<REGION_TO_DESCRIPTION><loc_") for q in questions) == 4
     assert all(q.count("<loc_") == 4 for q in questions)
+
+
+def test_answers_keep_the_probability_each_token_was_chosen_with(describer):
+    """An encoder-decoder: generate's output starts with the decoder's start token, which has no score."""
+    check_chosen_logprobs(describer, random_chip(64, 80, seed=4), (6.0, 8.0, 50.0, 60.0), json_form=False)
 
 
 def test_an_empty_category_answer_is_an_invalid_answer_row():

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import shapely
 import torch
-from tests.families.family_checks import check_model_info, describe_rows
+from tests.families.family_checks import check_chosen_logprobs, check_model_info, describe_rows
 from PIL import Image
 
 from mgimm_core.describer import load_describer
@@ -176,6 +176,12 @@ def test_logits_equal_transformers_own_class(folders, describers, name):
     # the image reaches the model: another chip changes the logits
     moved, _ = our_logits(describers[name], random_chip(*CHIP, seed=9), BOX)
     assert (moved - ours).abs().max().item() > 1e-3
+
+
+@pytest.mark.parametrize("json_form", [False, True])
+@pytest.mark.parametrize("name", list(WRITERS))
+def test_answers_keep_the_probability_each_token_was_chosen_with(describers, name, json_form):
+    check_chosen_logprobs(describers[name], random_chip(*CHIP, seed=3), BOX, json_form)
 
 
 @pytest.mark.parametrize("name", list(WRITERS))

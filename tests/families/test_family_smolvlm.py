@@ -314,7 +314,7 @@ def test_describe_writes_rows_from_generate(tmp_path, checkpoints, demo_inputs, 
 
     def spy(self, images, questions, json_form=False):
         out = generate(self, images, questions, json_form)
-        answers.extend(out)
+        answers.extend(answer.text for answer in out)
         return out
 
     monkeypatch.setattr(VLMDescriber, "generate", spy)
