@@ -310,7 +310,7 @@ class Describer:
             chosen.append(steps.ask_description)
             if self.agree and questions.region_tokens:
                 chosen.append(agreement)
-        if questions.region_tokens and (attributes or guides):
+        if attributes or guides:
             chosen.append(steps.score_objects)      # last: on the answers as the agreement left them
         return chosen
 

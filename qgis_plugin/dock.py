@@ -266,7 +266,7 @@ class DescriptionDock(QgsDockWidget):
         self.description.setPlainText(text)
         rows = [(ATTRIBUTE_ALIASES.get(k, k), v) for k, v in (entry.get("attributes") or {}).items()
                 if v not in (None, "")]
-        row = entry.get("row") or {}     # the layer's row: no_object_p and object_p are there (MGIMM models)
+        row = entry.get("row") or {}     # the layer's row: no_object_p (MGIMM models) and object_p are there
         sure = entry.get("object_p", row.get("object_p"))
         if sure is not None:     # beside the class it is about, to 4 places (0.9995 is not "1")
             at = next((i + 1 for i, (key, _) in enumerate(rows) if key == "object"), len(rows))

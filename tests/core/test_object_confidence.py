@@ -117,7 +117,29 @@ def test_score_objects_sets_object_p_for_named_classes_only(describer):
     assert ship.object_p == pytest.approx(math.exp(total[0]), rel=1e-5)
 
 
-def test_object_p_is_scored_last_on_region_tokens_and_reaches_the_row(describer):
+def test_a_box_text_model_scores_the_class_under_the_question_it_was_asked(tmp_path):
+    """The LLaVA-1.5 line (the region as box text in the question, mode "global") gets object_p too:
+    the class words teacher-forced after the attribute question with its box written in."""
+    from mgimm_core.model.testing_llava import write_llava_hf
+
+    directory, _ = write_llava_hf(tmp_path / "llava")
+    llava = Describer.load(directory, device="cpu", max_new_tokens=4, agree=False)
+    assert not llava.questions.region_tokens and steps.score_objects in llava.steps(attributes=True, description=True, guides=False)
+    chip = random_chip(40, 52, seed=1)
+    state = steps.DescribeState(images=[chip], regions=[[(BOX, None)]], guides=[[]], patches=llava.patches([chip]),
+                                questions=llava.questions, attributes=True, prompt="describe", results=[RegionText()],
+                                answers=[], gsds=[None])
+    llava.set_attributes(state.results[0], "a small red car near the road")
+    steps.score_objects(llava, state)
+    tokenizer = llava.processor.tokenizer
+    before = tokenizer("a small red", add_special_tokens=False)["input_ids"]
+    said = tokenizer(" car", add_special_tokens=False)["input_ids"]
+    total = llava.score([chip], [[(BOX, None)]], llava.questions.attribute, "global", state.patches, [before + said],
+                        [len(said)])
+    assert state.results[0].object_p == pytest.approx(math.exp(total[0]), rel=1e-5)
+
+
+def test_object_p_is_scored_last_and_reaches_the_row(describer):
     chosen = describer.steps(attributes=True, description=True, guides=True)
     assert chosen[-1] is steps.score_objects                       # after the agreement may re-decode
     assert steps.score_objects not in describer.steps(attributes=False, description=True, guides=False)
