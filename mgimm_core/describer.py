@@ -293,7 +293,7 @@ class Describer:
         """The steps (mgimm_core/steps.py) a describe call runs, in order: the region's attribute
         question (also when only a guided description question needs it), each guide object's,
         the guide check and the agreement (region tokens only: they score the attribute question
-        on squares and phrases), the description question, and last (region tokens) how sure the
+        on squares and phrases), the description question, and last how sure the
         model was of each object class its attribute answers name (`object_p`)."""
         from mgimm_core import steps
         from mgimm_core.agreeing import agreement
