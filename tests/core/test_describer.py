@@ -65,8 +65,8 @@ def test_each_region_answers_the_same_alone_as_in_a_batch_with_a_polygon_mask(de
 
 def test_describe_runs_the_steps_its_options_and_family_ask_for(describer, tmp_path):
     # One sequence of steps for every family that runs in the MGIMM class: the LLaVA line (region as
-    # box text) asks the same questions without the guide check, the agreement and the class's
-    # probability, which score MGIMM's region-token attribute question.
+    # box text) asks the same questions without the guide check and the agreement, which score
+    # MGIMM's region-token attribute question; every family's class probability is scored last.
     from mgimm_core.agreeing import agreement
     from mgimm_core.model.testing_llava import write_llava_hf
     from mgimm_core.steps import ask_attributes, ask_description, ask_guides, judge_guides, score_objects
@@ -78,7 +78,7 @@ def test_describe_runs_the_steps_its_options_and_family_ask_for(describer, tmp_p
         [ask_attributes, ask_description, agreement] if describer.questions.guided else [ask_description, agreement])
     llava = Describer.load(write_llava_hf(tmp_path / "llava")[0], device="cpu", max_new_tokens=3)
     assert llava.questions.attribute_mode == llava.questions.description_mode == "global"
-    assert llava.steps(guides=True) == [ask_attributes, ask_guides, ask_description]
+    assert llava.steps(guides=True) == [ask_attributes, ask_guides, ask_description, score_objects]
     images, boxes, masks = chips(2)
     texts = llava.describe(images, boxes, masks, guides=[[(boxes[0], None)], []])
     assert [len(t.objects) for t in texts] == [1, 0] and texts[0].objects[0].attribute_text is not None
