@@ -152,15 +152,18 @@ def test_endpoint_mode_panel_sends_chips_and_writes_server_modes_results_layer(
     entries = sorted(entries, key=lambda e: int(e["id"]))
     assert [e["error_code"] for e in entries] == [None, None, "region_outside"]
     assert entries[0]["model"] == "tiny" and entries[0]["chip"]["pixels"] > 0
-    # the same columns, in the same order, but no_object_p and object_p: the tiny MGIMM model behind
-    # the server measures them (fields added when first used; object_p where its answer names a
-    # class); the endpoint's model does not
-    assert list(rows[0]) == [c for c in server_rows[0] if c not in ("no_object_p", "object_p")]
-    assert "no_object_p" in server_rows[0] and not {"no_object_p", "object_p"} & set(rows[0])
+    # the same columns, in the same order: the tiny MGIMM model behind the server measures no_object_p
+    # and object_p (fields added when first used; object_p where its answer names a class), and as an
+    # endpoint it sends them beside each row (docs/protocol.md), so endpoint mode writes them too
+    assert list(rows[0]) == list(server_rows[0]) and "no_object_p" in rows[0]
     named = [r for r in server_rows if r["object"] not in (None, "none")]   # answers naming a class
     assert ("object_p" in server_rows[0]) == bool(named)
     for row in server_rows if named else []:
         assert (0.0 < row["object_p"] <= 1.0) if row in named else row["object_p"] is None, row
+    for row, other in zip(rows, server_rows):        # the same forward pass, summed in another batch
+        for name in ("no_object_p", "object_p") if named else ("no_object_p",):
+            assert (row[name] is None) == (other[name] is None), name
+            assert row[name] is None or abs(row[name] - other[name]) <= 1e-5 * max(abs(other[name]), 1e-12), name
     for row, other in zip(rows, server_rows):
         for name in ("scene", "valid_fraction", "gsd_m", "model", "prompt"):
             assert row[name] == other[name], name
