@@ -73,9 +73,12 @@ def chat_request(served: str, question: str | None, image_uri: str, max_tokens: 
     return body
 
 
-def mgimm_region(box: BoxLike, mask: np.ndarray | None) -> dict[str, Any]:
-    """A region for the extension field: its box, and its polygon's mask as a PNG (exact pixels)."""
+def mgimm_region(box: BoxLike, mask: np.ndarray | None, gsd_m: float | None = None) -> dict[str, Any]:
+    """A region for the extension field: its box, its polygon's mask as a PNG (exact pixels), and
+    the chip's GSD (a model trained with the GSD in its questions is asked as a local run asks it)."""
     region: dict[str, Any] = {"box": [float(v) for v in box]}
+    if gsd_m is not None:
+        region["gsd_m"] = float(gsd_m)
     if mask is not None:
         region["mask"] = png_data_uri(np.where(np.asarray(mask, dtype=bool), 255, 0).astype(np.uint8))
     return region

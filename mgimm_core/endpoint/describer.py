@@ -69,8 +69,10 @@ class EndpointDescriber:
                  *, attributes: bool = True, description: bool = True, prompt: str | None = None,
                  guides: Sequence[Sequence[BoxMask]] | None = None, guides_left: Sequence[int] | None = None,
                  strict: bool = False, gsds: Sequence[float | None] | None = None) -> list[RegionText]:
-        # gsds (the chips' GSDs, for MGIMM models trained with them in the question) are not sent
-        asks = [self._encoder.submit(self._prepare, image, box, mask) for image, box, mask in zip(images, boxes, masks)]
+        # gsds (the chips' GSDs, for MGIMM models trained with them in the question) go to a mgimm-geo server
+        gsds = list(gsds) if gsds is not None else [None] * len(images)
+        asks = [self._encoder.submit(self._prepare, image, box, mask, gsd)
+                for image, box, mask, gsd in zip(images, boxes, masks, gsds)]
         answers = [self._requests.submit(self._ask, prepared, attributes, description, prompt) for prepared in asks]
         results = [answer.result() for answer in answers]
         errors = [r.error for r in results if r.error is not None and _run_stopping(r.error)]
@@ -79,10 +81,11 @@ class EndpointDescriber:
         return results
 
     # ------------------------------------------------------------------ one region
-    def _prepare(self, image: np.ndarray, box: BoxLike, mask: np.ndarray | None) -> dict[str, Any]:
+    def _prepare(self, image: np.ndarray, box: BoxLike, mask: np.ndarray | None,
+                 gsd_m: float | None) -> dict[str, Any]:
         """The region's data URI and how the questions name it (encoded off the request threads)."""
         if self.model.mgimm_server:
-            return {"uri": chat.png_data_uri(image), "regions": [chat.mgimm_region(box, mask)]}
+            return {"uri": chat.png_data_uri(image), "regions": [chat.mgimm_region(box, mask, gsd_m)]}
         shown, phrase = self.family.region_view(None, self.region_as, np.asarray(image), box, mask)
         return {"uri": chat.png_data_uri(shown), "phrase": phrase}
 

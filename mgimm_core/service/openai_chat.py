@@ -4,8 +4,9 @@ Clients built for vLLM or Ollama (the `openai` package, geoai, LibreGeoLens, mgi
 `--model URL`) can use the served model as it is: one user message with one image as a data URI
 and, optionally, a text (the description instruction). The region is the whole image unless the
 `mgimm` extension field gives one, in image pixels: `{"regions": [{"box": [x1, y1, x2, y2]}]}`, a
-polygon `{"polygon": [[x, y], ...]}`, or a box with its exact mask as a PNG data URI; that is how
-MGIMM's region tokens are reached. The answer comes from one `describe` of the served model (any
+polygon `{"polygon": [[x, y], ...]}`, or a box with its exact mask as a PNG data URI, each with
+the chip's `gsd_m` where known (put before the questions of a model trained so, as a local run
+does); that is how MGIMM's region tokens are reached. The answer comes from one `describe` of the served model (any
 family), as the local describe loop asks it: the description as text, or, with a `response_format`
 json_schema (or json_object), the row's fields the schema names as one JSON object. The response's
 `mgimm` field carries the model's `object_p` and `no_object_p` of the row (null where not set).
@@ -66,7 +67,7 @@ def chat_completion(service: Service, body: dict[str, Any]) -> dict[str, Any]:
     if not 1 <= max_tokens <= 1024:
         raise ServiceError("bad_request", f"max_tokens = {max_tokens} is out of range; give 1..1024.")
     image, text = _user_message(body)
-    box, mask = _region(body, image.shape[1], image.shape[0])
+    box, mask, gsd = _region(body, image.shape[1], image.shape[0])
     fields = _answer_fields(body)
     # a text answer is the description of a default row (asked with the attribute question, which MGIMM's
     # descriptions agree with); a JSON answer asks exactly the fields it names (tiles: the description alone)
@@ -74,7 +75,7 @@ def chat_completion(service: Service, body: dict[str, Any]) -> dict[str, Any]:
     description = fields is None or "description" in fields
     describer = service.describer(max_tokens)
     result = describer.describe([image], [box], [mask], attributes=attributes, description=description,
-                                prompt=text or None)[0]
+                                prompt=text or None, gsds=[gsd])[0]
     if result.error is not None:
         raise result.error
     content = (result.description or "") if fields is None else json.dumps(_row(result, fields))
@@ -131,12 +132,13 @@ def _decode_image(url: object, what: str, *, rgb: bool) -> np.ndarray:
 
 
 def _region(body: dict[str, Any], width: int,
-            height: int) -> tuple[tuple[float, float, float, float], np.ndarray | None]:
-    """(box, mask or None) in image pixels from the extension field; the whole image without one."""
+            height: int) -> tuple[tuple[float, float, float, float], np.ndarray | None, float | None]:
+    """(box, mask or None, the chip's GSD in metres or None) in image pixels from the extension
+    field; the whole image, of unknown GSD, without one."""
     extension = body.get(EXTENSION) or {}
     regions = extension.get("regions") if isinstance(extension, dict) else None
     if not regions:
-        return (0.0, 0.0, float(width), float(height)), None
+        return (0.0, 0.0, float(width), float(height)), None, None
     if not isinstance(regions, list) or len(regions) != 1 or not isinstance(regions[0], dict):
         raise ServiceError("bad_request", f"'{EXTENSION}.regions' must hold exactly one region: {{\"box\": [x1, y1, "
                                           f"x2, y2]}}, {{\"polygon\": [[x, y], ...]}} or a box with its \"mask\".")
@@ -167,7 +169,11 @@ def _region(body: dict[str, Any], width: int,
     x1, y1, x2, y2 = box
     if x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height:
         raise ServiceError("bad_request", f"the region {list(box)} lies outside the {width} x {height} image.")
-    return (float(x1), float(y1), float(x2), float(y2)), mask
+    gsd = region.get("gsd_m")
+    if gsd is not None and not (_is_number(gsd) and gsd > 0):
+        raise ServiceError("bad_request", f"'{EXTENSION}.regions[0].gsd_m' must be the chip's pixel size in metres, "
+                                          f"a positive number; got {gsd!r}.")
+    return (float(x1), float(y1), float(x2), float(y2)), mask, (float(gsd) if gsd is not None else None)
 
 
 def _numbers(value: object, what: str, pairs: bool = False) -> list[Any]:

@@ -117,6 +117,28 @@ def test_describe_through_serve_gives_the_local_rows_and_resumes(served, scene_a
     assert summary["described"] == 0 and summary["already_done"] == 3     # failed rows are retried, not done
 
 
+@pytest.mark.slow
+def test_the_demo_model_through_serve_answers_as_it_does_locally(tmp_path, monkeypatch):
+    """The shipped demo model is asked with each chip's GSD in its questions (processor.gsd_prompt):
+    through `mgimm-geo serve` the GSD travels with the region, so every row is the local run's."""
+    from training.synthetic.demo_inputs import write_demo_inputs
+
+    write_demo_inputs(str(tmp_path / "scene"), seed=77)
+    common = [str(tmp_path / "scene" / "scene.tif"), "--aoi", str(tmp_path / "scene" / "aoi.geojson"), "-q"]
+    runner = CliRunner()
+    local = runner.invoke(cli, ["describe", *common, "-o", str(tmp_path / "local.gpkg"), "--device", "cpu"])
+    assert local.exit_code == 0, local.output
+    monkeypatch.setenv("MGIMM_API_KEY", TOKEN)
+    with serving("--device", "cpu") as base:                # the embedded demo model
+        remote = runner.invoke(cli, ["describe", *common, "-o", str(tmp_path / "remote.gpkg"), "--model", base + "/v1"])
+    assert remote.exit_code == 0, remote.output
+    want, got = rows(str(tmp_path / "local.gpkg")), rows(str(tmp_path / "remote.gpkg"))
+    assert set(want) == set(got) and len(want) > 5
+    for region in want:
+        assert _plain(got[region]) == _plain(want[region]), region
+        assert 0 < got[region]["object_p"] <= 1, region
+
+
 def test_python_api_and_worker_service_take_an_endpoint(served, scene_and_aoi, monkeypatch):
     import mgimm_core
     from mgimm_core.service import Service
