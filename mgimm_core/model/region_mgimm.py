@@ -122,7 +122,7 @@ class PixelRegionEncoder(nn.Module):
         maps = self.convs(chips.to(self.proj.weight.dtype)).flatten(2)[chip_of_region]   # (N, c3, h * w)
         side = round(maps.shape[-1] ** 0.5)
         weights = F.adaptive_avg_pool2d(masks[:, None].to(maps.dtype), side).flatten(1)  # (N, h * w)
-        mean = torch.einsum("nk,nck->nc", weights / weights.sum(-1, keepdim=True).clamp_min(1e-6), maps)
+        mean = mask_pool(maps.transpose(1, 2), weights)[:, 0]
         peak = maps.masked_fill((weights <= 0)[:, None], float("-inf")).amax(-1)
         token: torch.Tensor = self.proj(self.norm(torch.cat([mean, peak], dim=-1)))[:, None]
         return token

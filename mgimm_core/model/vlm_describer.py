@@ -141,10 +141,12 @@ class VLMDescriber:
     # ------------------------------------------------------------------ questions
     def attribute_answers(self, views: list[RegionView]) -> list[Answer]:
         questions = [self.family.attribute_question(v.region) for v in views]
-        return self.generate([v.image for v in views], questions, json_form=self.family.json_attributes)
+        return self.generate([v.image for v in views], questions, json_form=self.family.json_attributes, scored=True)
 
-    def generate(self, images: list[np.ndarray], questions: list[str], json_form: bool = False) -> list[Answer]:
-        """One greedy answer per (image, question)."""
+    def generate(self, images: list[np.ndarray], questions: list[str], json_form: bool = False,
+                 scored: bool = False) -> list[Answer]:
+        """One greedy answer per (image, question); scored: keep each token's log probability
+        (attribute answers, for `object_p`; descriptions skip the per-step softmax)."""
         from transformers import LogitsProcessorList
 
         texts = [self.family.chat_text(self.processor, q) for q in questions]
@@ -153,13 +155,15 @@ class VLMDescriber:
         floating = {k: v.to(self.model.dtype) for k, v in inputs.items() if torch.is_floating_point(v)}
         inputs.update(floating)
         chosen = ChosenLogprobs()
-        processors = []
+        processors: list[Any] = []
         if json_form:
             start = 1 if self.family.encoder_decoder else inputs["input_ids"].shape[1]
             processors.append(self._json_constraint(start))
+        if scored:
+            processors.append(chosen)        # last: it reads the scores greedy decoding picks from
         with torch.inference_mode():
             generated = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                            logits_processor=LogitsProcessorList([*processors, chosen]))
+                                            logits_processor=LogitsProcessorList(processors))
         rows = self.family.answer_ids(generated, inputs).tolist()
         # beam search (a folder's generation_config may ask for it) keeps beams, not one row each: no record
         greedy = bool(chosen.steps) and chosen.steps[0].shape[0] == len(rows)

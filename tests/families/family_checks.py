@@ -93,7 +93,7 @@ def check_chosen_logprobs(describer, chip: np.ndarray, box, json_form: bool) -> 
     family, processor = describer.family, describer.processor
     view = describer.view(chip, box, None)
     question = family.attribute_question(view.region) if json_form else family.description_question(view.region, None)
-    (answer,) = describer.generate([view.image], [question], json_form=json_form)
+    (answer,) = describer.generate([view.image], [question], json_form=json_form, scored=True)
     inputs = family.model_inputs(processor, [Image.fromarray(view.image)], [family.chat_text(processor, question)])
     processors = []
     if json_form:

@@ -312,8 +312,8 @@ def test_describe_writes_rows_from_generate(tmp_path, checkpoints, demo_inputs, 
     answers: list[str] = []
     generate = VLMDescriber.generate
 
-    def spy(self, images, questions, json_form=False):
-        out = generate(self, images, questions, json_form)
+    def spy(self, images, questions, json_form=False, scored=False):
+        out = generate(self, images, questions, json_form, scored)
         answers.extend(answer.text for answer in out)
         return out
 
