@@ -176,6 +176,22 @@ region_as_option = click.option(
          "model family's way (`mgimm-geo model-info` lists the ways a model takes).")
 
 
+def resolve_model_now(model_dir):
+    """The model folder resolved now, for a command a person starts by hand (serve): a folder that
+    holds no model is a usage error (exit 2) at start, not an HTTP error on every later request.
+    An endpoint URL is returned as it is (its server is asked on first use)."""
+    from mgimm_core.endpoint import is_endpoint_url
+    from mgimm_core.errors import MGIMMError
+    from mgimm_core.model_dir import ModelDirectory
+
+    if is_endpoint_url(model_dir):
+        return model_dir
+    try:
+        return ModelDirectory.resolve(model_dir)
+    except MGIMMError as exc:
+        raise click.BadParameter(str(exc), param_hint="--model") from None
+
+
 def check_region_as(model_dir, region_as: str | None) -> None:
     """A usage error (exit 2) now when the model's family cannot take `region_as`; a model folder that
     does not resolve is left to fail where it is first used (each request of a worker or server)."""
@@ -199,7 +215,7 @@ def model_option(command):
     passed on as `model_dir`); without, `model_dir` stays the path, resolved when first needed."""
     @click.option("--model", "model_dir", default=None, metavar="DIR|URL",
                   help="The model: a saved MGIMM directory, a LLaVA-1.5 directory (Hugging Face `llava` or "
-                       "original format) or GeoChat (default: the demo model shipped with mgimm-geo); or an "
+                       "original format) or GeoChat (default, or `demo`: the demo model shipped with mgimm-geo); or an "
                        "OpenAI-compatible endpoint's base URL ending in /v1 (vLLM, Ollama, llama.cpp, mgimm-geo "
                        "serve; key from MGIMM_API_KEY or OPENAI_API_KEY).")
     @click.option("--vision", "vision_dir", default=None, metavar="DIR",

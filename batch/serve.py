@@ -16,7 +16,8 @@ import threading
 
 import click
 
-from batch.options import check_region_as, endpoint_options, model_option, region_as_option, threads_option
+from batch.options import (check_region_as, endpoint_options, model_option, region_as_option, resolve_model_now,
+                           threads_option)
 
 from mgimm_core import __version__
 
@@ -273,6 +274,7 @@ def command(host, port, token, roots, max_request_mb, model_dir, device, threads
             f"--host {host} is reachable from the network, so a token is required: start with "
             f"--token TOKEN (or set {TOKEN_ENV}), e.g. a value from "
             f"`python -c \"import secrets; print(secrets.token_urlsafe(32))\"`; or bind 127.0.0.1.")
+    model_dir = resolve_model_now(model_dir)
     check_region_as(model_dir, region_as)
     try:
         import uvicorn

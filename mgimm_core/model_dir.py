@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 #: The demo model shipped inside the package (the default of every `--model`).
 DEMO_MODEL_DIR = Path(__file__).parent / "demo_model"
 
+#: `--model demo` names the shipped demo model (unless a model folder of that name is in the way).
+DEMO_MODEL_NAME = "demo"
+
 #: Models up to this weight size get the large default batch (see ModelDirectory.default_batch_size).
 SMALL_MODEL_BYTES = 512 * 2**20
 
@@ -40,10 +43,12 @@ class ModelDirectory:
     @classmethod
     def resolve(cls, model_dir: "str | Path | ModelDirectory | None" = None,
                 vision: str | Path | None = None) -> "ModelDirectory":
-        """The directory `model_dir` (default: the shipped demo model), checked to hold a model; an
-        already resolved ModelDirectory is returned as it is (callers pass either)."""
+        """The directory `model_dir` (default, or DEMO_MODEL_NAME: the shipped demo model), checked to
+        hold a model; an already resolved ModelDirectory is returned as it is (callers pass either)."""
         if isinstance(model_dir, ModelDirectory):
             return model_dir
+        if str(model_dir) == DEMO_MODEL_NAME and not (Path(DEMO_MODEL_NAME) / "config.json").is_file():
+            model_dir = None
         path = Path(model_dir) if model_dir is not None else DEMO_MODEL_DIR
         if not (path / "config.json").is_file():
             hint = ("the embedded demo model is missing from this installation; reinstall mgimm-geo"

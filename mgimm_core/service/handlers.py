@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from rasterio.io import MemoryFile
 
     from mgimm_core.endpoint.describer import EndpointEngine
+    from mgimm_core.model_dir import ModelDirectory
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class Service:
     AOI files must carry the signature of GeoJSON, GeoPackage, FlatGeobuf or Shapefile.
     """
 
-    def __init__(self, model_dir: str | None = None, *, load: LoadOptions = LoadOptions(),
+    def __init__(self, model_dir: str | ModelDirectory | None = None, *, load: LoadOptions = LoadOptions(),
                  roots: list[str] | None = None) -> None:
         self.model_dir = model_dir
         self.load = load

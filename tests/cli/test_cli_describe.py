@@ -122,6 +122,23 @@ def test_regions_defaults_to_the_demo_models_chip_settings(demo_inputs):
     assert all(max(r["out_shape"]) <= 126 for r in report["regions"] if r["status"] == "ok")
 
 
+def test_model_demo_names_the_demo_model_unless_a_model_folder_is_called_demo(demo_inputs, tmp_path, monkeypatch,
+                                                                              tiny_model_dir):
+    """`--model demo` is the shipped demo model; a model folder named demo in the working folder wins."""
+    from mgimm_core.model_dir import DEMO_MODEL_DIR
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()                           # a folder of that name, but no model in it
+    preview = CliRunner().invoke(cli, ["regions", str(demo_inputs.scene), "--aoi", str(demo_inputs.aoi),
+                                       "--json", "--model", "demo"])
+    assert preview.exit_code == 0, preview.output
+    assert json.loads(preview.stdout)["model"] == "demo"
+    assert json.loads(CliRunner().invoke(cli, ["model-info", "demo", "--json"]).stdout)["path"] == str(DEMO_MODEL_DIR)
+    (tmp_path / "demo").rmdir()
+    os.symlink(tiny_model_dir, tmp_path / "demo")
+    assert json.loads(CliRunner().invoke(cli, ["model-info", "demo", "--json"]).stdout)["path"] != str(DEMO_MODEL_DIR)
+
+
 @pytest.mark.parametrize("args, flag", [
     (["--tiles", "--tile-size", "256", "--tile-overlap", "256"], "--tile-overlap"),
     (["--tiles", "--aoi", "AOI"], "--aoi / --tiles"),

@@ -45,17 +45,15 @@ def call(base: str, path: str, body=None, *, token: str | None = TOKEN, raw: byt
 
 
 @contextmanager
-def serving(*args: str, timeout: float = 30, while_starting=lambda: None):
+def serving(*args: str, timeout: float = 30):
     """A real `mgimm-geo serve ARGS` on a free port with TOKEN, its output kept for a failure
-    message; yields its base URL once /health answers, and stops it afterwards. while_starting runs
-    between the start and the first /health (the model loads lazily, so it may be saved then)."""
+    message; yields its base URL once /health answers, and stops it afterwards."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env["MGIMM_SERVE_TOKEN"] = TOKEN
     port = free_port()
     with tempfile.TemporaryFile("w+") as output:
         proc = subprocess.Popen(SERVE + ["--port", str(port), *args], env=env, stdout=output,
                                 stderr=subprocess.STDOUT, text=True)
-        while_starting()
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + timeout
         while True:
@@ -78,11 +76,10 @@ def serving(*args: str, timeout: float = 30, while_starting=lambda: None):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """(base URL, the --root folder); the model is saved while the server starts (it loads lazily)."""
+    """(base URL, the --root folder) of a server of the tiny model."""
     root = tmp_path_factory.mktemp("served")
     with serving("--root", str(root), "--max-request-mb", "0.25", "--device", "cpu", "--max-new-tokens", "6",
-                 "--model", str(tmp_path_factory.getbasetemp() / "tiny_mgimm_model"),
-                 while_starting=lambda: save_tiny_model(tmp_path_factory)) as base:
+                 "--model", save_tiny_model(tmp_path_factory)) as base:
         yield base, root
 
 
@@ -151,6 +148,23 @@ def test_refuses_non_loopback_host_without_token():
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "token is required" in result.stderr
     assert time.monotonic() - started < 20
+
+
+def test_refuses_a_model_folder_without_a_model_at_start(tmp_path):
+    """A --model folder that holds no model stops serve at start (exit 2, naming --model and what a
+    model folder holds), rather than a server whose every request then fails."""
+    result = subprocess.run(SERVE + ["--port", str(free_port()), "--model", str(tmp_path / "no-such-model")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "--model" in result.stderr and "no model here" in result.stderr and "config.json" in result.stderr
+
+
+def test_model_demo_names_the_embedded_demo_model():
+    """`--model demo` serves the shipped demo model under the id "demo" (it once started, then
+    answered every request with HTTP 500 "demo: no model here")."""
+    with serving("--device", "cpu", "--model", "demo") as base:
+        status, models = call(base, "/v1/models")
+    assert status == 200 and [entry["id"] for entry in models["data"]] == ["demo"]
 
 
 def test_health_answers_while_busy_and_cancel_stops_the_request(server, make_raster):

@@ -29,9 +29,9 @@ MODEL = "tiny_mgimm_model"        # save_tiny_model's folder name: the served id
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """The base URL (…/v1) of a real `mgimm-geo serve` of the tiny MGIMM, with TOKEN."""
-    model_dir = tmp_path_factory.getbasetemp() / MODEL
-    with serving("--device", "cpu", "--max-new-tokens", "6", "--model", str(model_dir),
-                 while_starting=lambda: save_tiny_model(tmp_path_factory)) as base:
+    model_dir = save_tiny_model(tmp_path_factory)
+    assert model_dir.endswith(MODEL)
+    with serving("--device", "cpu", "--max-new-tokens", "6", "--model", model_dir) as base:
         yield base + "/v1", str(model_dir)
 
 
