@@ -81,8 +81,7 @@ class Describer:
             # guard is `constrained_mgimm.RepetitionGuard` + `trim_repeats` (see `generate_ids`).
             self.generate_options["no_repeat_ngram_size"] = int(no_repeat_ngram)
         self._word_tokens: Any = None      # constrained_mgimm.word_tokens (a tensor), built on first use
-        self._sentence_ends: frozenset[int] = frozenset()
-        self._clause_ends: frozenset[int] = frozenset()
+        self._repeat_marks: Any = None     # constrained_mgimm.RepeatMarks, built on first use
         self._checked_prompts: set[str] = set()
         self.model_dir = model_dir
         self.processor = processor
@@ -146,17 +145,17 @@ class Describer:
         The repetition guard is always on: no word right after itself (RepetitionGuard, a forbidden
         token), and an answer cut before a sentence it already said, or back to its last full sentence
         where words without an end mark follow it (budget cut or the model's own), and a clause it
-        already said dropped with its mark (trim_repeats: whole sentences and clauses of its own
-        dropped)."""
+        already said, or a list item repeated but for its count, dropped with its mark (trim_repeats:
+        whole sentences, clauses and items of its own dropped)."""
         from transformers import LogitsProcessor, LogitsProcessorList
 
-        from mgimm_core.model.constrained_mgimm import (PhraseConstraint, RepetitionGuard, append_tokens,
-                                                        CLAUSE_ENDS, mark_tokens, trim_repeats, word_tokens)
+        from mgimm_core.model.constrained_mgimm import (PhraseConstraint, RepeatMarks, RepetitionGuard,
+                                                        append_tokens, trim_repeats, word_tokens)
 
         tokenizer = self.processor.tokenizer
         if self._word_tokens is None:
-            self._word_tokens, self._sentence_ends = word_tokens(tokenizer), mark_tokens(tokenizer)
-            self._clause_ends = mark_tokens(tokenizer, CLAUSE_ENDS)
+            self._word_tokens = word_tokens(tokenizer)
+            self._repeat_marks = RepeatMarks.of(tokenizer, self._word_tokens)
         batch = self.inputs(images, regions, prompts, mode)
         options = dict(self.generate_options)
         budget = self.max_new_tokens
@@ -181,7 +180,7 @@ class Describer:
             end = next((j for j, token in enumerate(new) if token == eos), len(new))
             row.extend(new[:end])
             del row[self.max_new_tokens:]
-            rows[k] = trim_repeats(row, self._sentence_ends, self._clause_ends)
+            rows[k] = trim_repeats(row, self._repeat_marks)
         return rows
 
     @property

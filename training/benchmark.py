@@ -155,6 +155,34 @@ def repeated_clauses(text: str | None) -> list[str]:
     return repeated
 
 
+def _is_count(word: str) -> bool:
+    return word.isdigit() or _KINDS.get(word) == "<number>"
+
+
+def repeated_items(text: str | None) -> list[str]:
+    """List items said twice in one sentence but for their count ("seventeen white rectangular
+    buildings scattered across the image, fifteen white rectangular buildings scattered across the
+    image"). Items lie between , ; and an "and" before a count; one is compared from its first count
+    on, counts masked, and is a repeat when it begins with its count and an earlier item of the
+    sentence reads the same."""
+    repeated = []
+    for sentence in re.split(r"[.!?]", text or ""):
+        seen: set[tuple[str, ...]] = set()
+        for clause in re.split(r"[,;]", sentence):
+            found = words(clause)
+            starts = [0] + [k + 1 for k, w in enumerate(found[:-1]) if w == "and" and _is_count(found[k + 1])]
+            for start, end in zip(starts, starts[1:] + [len(found) + 1]):
+                item = found[start:end - 1] if end <= len(found) else found[start:]
+                first = next((k for k, w in enumerate(item) if _is_count(w)), None)
+                if first is None:
+                    continue
+                key = tuple("<number>" if _is_count(w) else w for w in item[first:])
+                if first == 0 and key in seen:
+                    repeated.append(" ".join(item))
+                seen.add(key)
+    return repeated
+
+
 @dataclass
 class Grammar:
     """The word pairs the world's description generator writes (training/synthetic/text.py
@@ -520,11 +548,15 @@ def score_case(regions: list[Region], runs: dict, tally: Tally, grammar: Grammar
             text = row["description"]
             n["texts"] += 1
             doubled, broken, again = doubled_words(text), grammar.broken(text), repeated_clauses(text)
+            items_again = repeated_items(text)
             n["doubled"] += bool(doubled)
             n["broken"] += bool(broken)
             n["repeated_clause"] += bool(again)
+            n["repeated_item"] += bool(items_again)
             if again:
                 tally.example("repeated clause", {"clauses": again[:3], "description": text})
+            if items_again:
+                tally.example("repeated list item", {"items": items_again[:3], "description": text})
             if broken:
                 tally.example("broken phrase", {"pairs": broken[:3], "description": text})
             if doubled:
@@ -577,6 +609,7 @@ def report(tally: Tally) -> dict:
         "texts": n["texts"], "doubled_words": _rate(n["doubled"], n["texts"]),
         "broken_phrases": _rate(n["broken"], n["texts"]),
         "repeated_clauses": _rate(n["repeated_clause"], n["texts"]),
+        "repeated_list_items": _rate(n["repeated_item"], n["texts"]),
         "cover_regions": n["cover_regions"],
         "dominant_cover_named": _rate(n["cover_named"], n["cover_regions"]),
         "cover_invented": _rate(n["cover_invented"], n["described"]),
@@ -670,6 +703,7 @@ ROWS = (("attribute class / colour / shape / size right (single-object AOIs)",
                                                               "no_object_description_recall"), ""),
         ("doubled words / broken phrases / repeated clauses (all descriptions)",
          ("doubled_words", "broken_phrases", "repeated_clauses"), "0 / 0 / 0"),
+        ("list items repeated but for their count (all descriptions)", ("repeated_list_items",), "0"),
         ("dominant land cover named (AOIs where one covers >= 40%)", ("dominant_cover_named",), ""),
         ("descriptions naming a cover under 5% of the AOI", ("cover_invented",), ""),
         ("neighbour described (localisation errors)", ("neighbour_described",), ""),

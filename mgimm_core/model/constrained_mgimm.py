@@ -12,6 +12,7 @@ would forbid every token, it gives way instead of picking one).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from itertools import product
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,7 @@ from transformers import LogitsProcessor
 
 from mgimm_core.mentions import ObjectSpec
 from mgimm_core.vocabulary import article as article_for
-from mgimm_core.vocabulary import plural, size_surface
+from mgimm_core.vocabulary import number_word, plural, size_surface
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -179,19 +180,48 @@ class RepetitionGuard(LogitsProcessor):
         return scores
 
 
-def trim_repeats(ids: list[int], ends: frozenset[int], clause_ends: frozenset[int] = frozenset()) -> list[int]:
+def count_tokens(tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
+    """Ids of the tokens that are a count of their own: a number word (zero to twenty) or digits,
+    with or without a word-start mark and capital. Counts a subword vocabulary splits are missed
+    (their items are then never matched, so nothing is dropped)."""
+    numbers = {number_word(n) for n in range(21)}
+    tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    return frozenset(i for i, t in enumerate(tokens) if t is not None and t.lstrip("Ġ▁") and (
+        t.lstrip("Ġ▁").isdigit() or t.lstrip("Ġ▁").lower() in numbers))
+
+
+@dataclass(frozen=True)
+class RepeatMarks:
+    """The tokens `trim_repeats` reads: sentence ends, clause marks (, ;), counts (`count_tokens`)
+    and the "and" that can open a list's last item."""
+
+    ends: frozenset[int]
+    clause_ends: frozenset[int] = frozenset()
+    counts: frozenset[int] = frozenset()
+    joins: frozenset[int] = frozenset()
+
+    @classmethod
+    def of(cls, tokenizer: PreTrainedTokenizerBase, words: torch.Tensor | None = None) -> "RepeatMarks":
+        """The marks of `tokenizer`; `words` (its `word_tokens`) keeps "and" and counts to whole
+        words, so a subword piece ("S" + "and") opens no item."""
+        words = word_tokens(tokenizer) if words is None else words
+        whole = frozenset(torch.nonzero(words).flatten().tolist())
+        return cls(mark_tokens(tokenizer), mark_tokens(tokenizer, CLAUSE_ENDS), count_tokens(tokenizer) & whole,
+                   mark_tokens(tokenizer, ("and",)) & whole)
+
+
+def trim_repeats(ids: list[int], marks: RepeatMarks) -> list[int]:
     """An answer cut before its first sentence that repeats an earlier one word for word (a model
     that loops says the same sentence again; everything from there is the loop); an answer whose
     words after its last full sentence have no end mark (cut by the token budget, or ended by the
     model mid-sentence: "... roads cross the area. There are") is cut back to that sentence, so it
-    never ends mid-phrase. Then a clause (between `clause_ends` marks inside a sentence) that repeats one said
-    before is dropped with the mark before it ("mountains occupy the centre; mountains occupy the
-    centre." keeps its first clause). Only the model's own words are dropped; nothing is added. An
-    answer without a full sentence (an attribute answer) is kept whole but for repeated clauses."""
+    never ends mid-phrase. Then a clause that repeats one said before is dropped with the mark
+    before it (`_drop_repeated_clauses`). Only the model's own words are dropped; nothing is added.
+    An answer without a full sentence (an attribute answer) is kept whole but for repeated clauses."""
     seen: set[tuple[int, ...]] = set()
     start = 0
     for k, token in enumerate(ids):
-        if token in ends:
+        if token in marks.ends:
             sentence = tuple(ids[start:k + 1])
             if sentence in seen:
                 ids = ids[:start]
@@ -201,26 +231,47 @@ def trim_repeats(ids: list[int], ends: frozenset[int], clause_ends: frozenset[in
     else:
         if start > 0:
             ids = ids[:start]
-    return _drop_repeated_clauses(ids, ends, clause_ends) if clause_ends else ids
+    return _drop_repeated_clauses(ids, marks) if marks.clause_ends else ids
 
 
-def _drop_repeated_clauses(ids: list[int], ends: frozenset[int], clause_ends: frozenset[int]) -> list[int]:
-    """`ids` without the clauses (not first in their sentence) that repeat an earlier clause."""
+def _item_key(words: tuple[int, ...], counts: frozenset[int]) -> tuple[int, ...] | None:
+    """A list item's words from its first count on, every count as -1; None without a count."""
+    first = next((k for k, token in enumerate(words) if token in counts), None)
+    return None if first is None else tuple(-1 if token in counts else token for token in words[first:])
+
+
+def _drop_repeated_clauses(ids: list[int], marks: RepeatMarks) -> list[int]:
+    """`ids` without the clauses, not first in their sentence, that repeat an earlier one: word for
+    word anywhere before ("mountains occupy the centre; mountains occupy the centre"), or, for an
+    item of a list (a clause that begins with its count, opened by , ; or an "and" before a count),
+    an earlier item of its sentence but for the count ("seventeen white rectangular buildings ...,
+    fifteen white rectangular buildings ..."): a model that cannot tell two groups apart lists the
+    same group again. Dropped with the mark that opened it, so "A, A' and B" reads "A and B"."""
     out: list[int] = []
     said: set[tuple[int, ...]] = set()
+    items: set[tuple[int, ...]] = set()       # this sentence's list items (`_item_key`)
     clause: list[int] = []        # the current clause, with the mark that opened it (if any)
-    for token in ids + [-1]:      # -1: the end of the answer closes its last clause
-        if token in clause_ends or token in ends or token == -1:
-            words = tuple(clause[1:] if clause and clause[0] in clause_ends else clause)
-            if not (clause and clause[0] in clause_ends and words in said):
+    openers = marks.clause_ends | marks.joins
+    padded = ids + [-1]           # -1: the end of the answer closes its last clause
+    for k, token in enumerate(padded):
+        opens_item = token in marks.joins and padded[k + 1] in marks.counts
+        if token in marks.clause_ends or token in marks.ends or token == -1 or opens_item:
+            opened = bool(clause) and clause[0] in openers
+            words = tuple(clause[1:] if opened else clause)
+            key = _item_key(words, marks.counts)
+            repeat = words in said or (key is not None and words[0] in marks.counts and key in items)
+            if not (opened and repeat):
                 out.extend(clause)
             said.add(words)
-            if token in clause_ends:
+            if key is not None:
+                items.add(key)
+            if token in marks.clause_ends or opens_item:
                 clause = [token]
             else:
                 if token != -1:
                     out.append(token)
                 clause = []
+                items = set()
         else:
             clause.append(token)
     return out

@@ -13,7 +13,8 @@ from mgimm_core.answers import GUIDE_CONFIRMED, GUIDE_NOT_FOUND
 from mgimm_core.describer import Describer
 from mgimm_core.mentions import words
 from mgimm_core.vocabulary import NO_OBJECT_VALUE
-from mgimm_core.model.constrained_mgimm import FirstTokenFloor, RepetitionGuard, trim_repeats, word_tokens
+from mgimm_core.model.constrained_mgimm import (FirstTokenFloor, RepeatMarks, RepetitionGuard, count_tokens, trim_repeats,
+                                                word_tokens)
 from mgimm_core.model.testing_mgimm import random_chip
 
 
@@ -59,7 +60,7 @@ def test_guard_only_forbids_the_repeated_word():
 
 
 def test_repeated_sentences_and_unfinished_sentences_are_trimmed_whole():
-    dot = frozenset({9})
+    dot = RepeatMarks(frozenset({9}))
     s1, s2 = [1, 2, 9], [3, 4, 9]
     assert trim_repeats(s1 + s2 + s1 + [5, 6], dot) == s1 + s2           # the loop from its first repeat
     assert trim_repeats(s1 + s2, dot) == s1 + s2                          # nothing repeated: untouched
@@ -68,17 +69,60 @@ def test_repeated_sentences_and_unfinished_sentences_are_trimmed_whole():
 
 
 def test_a_repeated_clause_is_dropped_with_its_mark_and_grammar_holds():
-    dot, semi, comma = frozenset({9}), 8, 7
-    clauses = frozenset({semi, comma})
+    semi, comma = 8, 7
+    marks = RepeatMarks(frozenset({9}), frozenset({semi, comma}))
     # "mountains occupy the centre; mountains occupy the centre." -> the first clause and its full stop
-    assert trim_repeats([1, 2, 3, semi, 1, 2, 3, 9], dot, clause_ends=clauses) == [1, 2, 3, 9]
+    assert trim_repeats([1, 2, 3, semi, 1, 2, 3, 9], marks) == [1, 2, 3, 9]
     # a repeat of a clause from an earlier sentence, between two new ones, goes with its own mark only
-    assert trim_repeats([1, 2, 9, 4, 5, comma, 1, 2, semi, 6, 9], dot, clause_ends=clauses) == [1, 2, 9, 4, 5, semi, 6, 9]
+    assert trim_repeats([1, 2, 9, 4, 5, comma, 1, 2, semi, 6, 9], marks) == [1, 2, 9, 4, 5, semi, 6, 9]
     # the first clause of a sentence is never dropped (its sentence would start with a mark)
-    assert trim_repeats([1, 2, semi, 4, 9, 1, 2, semi, 5, 9], dot, clause_ends=clauses) == [1, 2, semi, 4, 9, 1, 2, semi, 5, 9]
+    assert trim_repeats([1, 2, semi, 4, 9, 1, 2, semi, 5, 9], marks) == [1, 2, semi, 4, 9, 1, 2, semi, 5, 9]
     # a clause that only shares words with an earlier one stays; without clause marks nothing changes
-    assert trim_repeats([1, 2, 3, semi, 1, 2, 9], dot, clause_ends=clauses) == [1, 2, 3, semi, 1, 2, 9]
-    assert trim_repeats([1, 2, 3, semi, 1, 2, 3, 9], dot) == [1, 2, 3, semi, 1, 2, 3, 9]
+    assert trim_repeats([1, 2, 3, semi, 1, 2, 9], marks) == [1, 2, 3, semi, 1, 2, 9]
+    assert trim_repeats([1, 2, 3, semi, 1, 2, 3, 9], RepeatMarks(frozenset({9}))) == [1, 2, 3, semi, 1, 2, 3, 9]
+
+
+def test_a_list_item_repeated_but_for_its_count_is_dropped_with_its_mark():
+    """The demo tokenizer's own ids: "These are seventeen white rectangular buildings across the image,
+    fifteen white rectangular buildings across the image, twelve ... and 48 other buildings." keeps
+    its first item and its last ("... across the image and 48 other buildings.")."""
+    from mgimm_core.model.processing_mgimm import MGIMMProcessor
+    from mgimm_core.model_dir import DEMO_MODEL_DIR
+
+    tokenizer = MGIMMProcessor.from_pretrained(DEMO_MODEL_DIR).tokenizer
+    marks = RepeatMarks.of(tokenizer)
+    assert {tokenizer.convert_tokens_to_ids(w) for w in ("one", "twelve", "48")} <= count_tokens(tokenizer)
+
+    def trimmed(text: str) -> str:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        return tokenizer.decode(trim_repeats(ids, marks))
+
+    group = "white rectangular buildings scattered across the image"
+    said = (f"The image contains 190 buildings. These are seventeen {group}, fifteen {group}, twelve {group}, "
+            f"twelve {group} and 48 other buildings.")
+    assert trimmed(said) == trimmed(f"The image contains 190 buildings. These are seventeen {group} and 48 other "
+                                    f"buildings.") != trimmed("The image contains 190 buildings.")
+    assert "seventeen" in trimmed(said) and "fifteen" not in trimmed(said) and "48 other" in trimmed(said)
+    # an item after "and" goes with its "and"; items that differ, or repeat another sentence's, stay
+    assert trimmed("They include one red building in the north and one red building in the north.") == trimmed(
+        "They include one red building in the north.")
+    kept = ("There are two buildings. They include one red square building in the centre and one red rectangular "
+            "building in the centre. One red square building lies in the centre.")
+    assert trimmed(kept) == tokenizer.decode(tokenizer(kept, add_special_tokens=False)["input_ids"])
+    # "and" inside a clause, not before a count, opens no item: farmland and farmland is not a list
+    assert "grassland and farmland" in trimmed("Farmland parcels cover the north; grassland and farmland parcels "
+                                               "cover the south.")
+
+
+def test_in_a_subword_vocabulary_only_whole_words_open_or_count_list_items():
+    """"and" and counts are whole words only: the piece "and" of "S" + "and" opens no item."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<s>": 0, "Ġand": 1, "and": 2, "Ġtwo": 3, "two": 4, "S": 5, "Ġtwelve": 6}
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.BPE(vocab, [])), bos_token="<s>")
+    marks = RepeatMarks.of(tokenizer)
+    assert marks.joins == {1} and marks.counts == {3, 6}
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ import pytest
 import shapely
 
 from training.benchmark import (AOI_COUNTS, SPLIT_WORLD, SPLITS, Grammar, covers_named, dominant_cover,
-                                doubled_words, draw_regions, kinds, repeated_clauses, scene_case, used_seeds)
+                                doubled_words, draw_regions, kinds, repeated_clauses, repeated_items, scene_case,
+                                used_seeds)
 
 
 def test_splits_are_disjoint_from_every_seed_training_and_tuning_use():
@@ -98,6 +99,14 @@ def test_grammar_reads_generator_text_as_good_and_catches_broken_phrases(grammar
     assert doubled_words("a building in in the centre") == ["in"] and not doubled_words(good)
     assert not [repeated_clauses(t) for t in texts if repeated_clauses(t)]     # the generator never repeats one
     assert repeated_clauses("Mountains occupy the centre; mountains occupy the centre.") == ["mountains occupy the centre"]
+    assert not [repeated_items(t) for t in texts if repeated_items(t)]
+    assert repeated_items("These are seventeen white rectangular buildings across the image, twelve white rectangular "
+                          "buildings across the image and 48 other buildings.") == [
+        "twelve white rectangular buildings across the image"]
+    assert repeated_items("They include one red building in the north and one red building in the north.") == [
+        "one red building in the north"]
+    assert not repeated_items("They include one red square building in the centre and one red rectangular building "
+                              "in the centre. There is one red square building in the centre.")   # other sentence
     assert kinds("two small red storage tanks") == ["<number>", "<size>", "<colour>", "<class>"]
 
 
