@@ -11,7 +11,7 @@ would forbid every token, it gives way instead of picking one).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import product
 from typing import TYPE_CHECKING, Any
@@ -142,12 +142,6 @@ SENTENCE_ENDS = (".", "!", "?")
 CLAUSE_ENDS = (";", ",")
 
 
-def mark_tokens(tokenizer: PreTrainedTokenizerBase, marks: tuple[str, ...] = SENTENCE_ENDS) -> frozenset[int]:
-    """Ids of the tokens that are one of the punctuation `marks`, with or without a word-start mark."""
-    tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-    return frozenset(i for i, t in enumerate(tokens) if t is not None and t.lstrip("Ġ▁") in marks)
-
-
 class RepetitionGuard(LogitsProcessor):
     """The repetition guard's forbidding part: a word may not follow itself ("building building",
     "in in"). Only that one token is forbidden; the model's logits choose among the rest. Unlike
@@ -180,20 +174,10 @@ class RepetitionGuard(LogitsProcessor):
         return scores
 
 
-def count_tokens(tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
-    """Ids of the tokens that are a count of their own: a number word (zero to twenty) or digits,
-    with or without a word-start mark and capital. Counts a subword vocabulary splits are missed
-    (their items are then never matched, so nothing is dropped)."""
-    numbers = {number_word(n) for n in range(21)}
-    tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-    return frozenset(i for i, t in enumerate(tokens) if t is not None and t.lstrip("Ġ▁") and (
-        t.lstrip("Ġ▁").isdigit() or t.lstrip("Ġ▁").lower() in numbers))
-
-
 @dataclass(frozen=True)
 class RepeatMarks:
-    """The tokens `trim_repeats` reads: sentence ends, clause marks (, ;), counts (`count_tokens`)
-    and the "and" that can open a list's last item."""
+    """The tokens `trim_repeats` reads: sentence ends, clause marks (, ;), counts and the "and"
+    that can open a list's last item (`of` finds them in a tokenizer)."""
 
     ends: frozenset[int]
     clause_ends: frozenset[int] = frozenset()
@@ -202,12 +186,21 @@ class RepeatMarks:
 
     @classmethod
     def of(cls, tokenizer: PreTrainedTokenizerBase, words: torch.Tensor | None = None) -> "RepeatMarks":
-        """The marks of `tokenizer`; `words` (its `word_tokens`) keeps "and" and counts to whole
-        words, so a subword piece ("S" + "and") opens no item."""
-        words = word_tokens(tokenizer) if words is None else words
-        whole = frozenset(torch.nonzero(words).flatten().tolist())
-        return cls(mark_tokens(tokenizer), mark_tokens(tokenizer, CLAUSE_ENDS), count_tokens(tokenizer) & whole,
-                   mark_tokens(tokenizer, ("and",)) & whole)
+        """The marks of `tokenizer`, with or without a word-start mark. Counts are number words
+        (zero to twenty, any case) or digits; they and "and" must be whole words (`words`, the
+        tokenizer's `word_tokens`), so a subword piece ("S" + "and") opens no item. Counts that a
+        subword vocabulary splits are missed: their items are never matched, so nothing is dropped."""
+        whole_words = (word_tokens(tokenizer) if words is None else words).tolist()
+        numbers = {number_word(n) for n in range(21)}
+        tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+        bare = [None if t is None else t.lstrip("Ġ▁") for t in tokens]
+
+        def where(test: Callable[[str], bool], whole: bool = False) -> frozenset[int]:
+            return frozenset(i for i, b in enumerate(bare) if b and test(b) and (not whole or whole_words[i]))
+
+        return cls(where(lambda b: b in SENTENCE_ENDS), where(lambda b: b in CLAUSE_ENDS),
+                   where(lambda b: b.isdigit() or b.lower() in numbers, whole=True),
+                   where(lambda b: b == "and", whole=True))
 
 
 def trim_repeats(ids: list[int], marks: RepeatMarks) -> list[int]:

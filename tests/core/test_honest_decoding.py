@@ -13,8 +13,7 @@ from mgimm_core.answers import GUIDE_CONFIRMED, GUIDE_NOT_FOUND
 from mgimm_core.describer import Describer
 from mgimm_core.mentions import words
 from mgimm_core.vocabulary import NO_OBJECT_VALUE
-from mgimm_core.model.constrained_mgimm import (FirstTokenFloor, RepeatMarks, RepetitionGuard, count_tokens, trim_repeats,
-                                                word_tokens)
+from mgimm_core.model.constrained_mgimm import FirstTokenFloor, RepeatMarks, RepetitionGuard, trim_repeats, word_tokens
 from mgimm_core.model.testing_mgimm import random_chip
 
 
@@ -91,7 +90,7 @@ def test_a_list_item_repeated_but_for_its_count_is_dropped_with_its_mark():
 
     tokenizer = MGIMMProcessor.from_pretrained(DEMO_MODEL_DIR).tokenizer
     marks = RepeatMarks.of(tokenizer)
-    assert {tokenizer.convert_tokens_to_ids(w) for w in ("one", "twelve", "48")} <= count_tokens(tokenizer)
+    assert {tokenizer.convert_tokens_to_ids(w) for w in ("one", "twelve", "48")} <= marks.counts
 
     def trimmed(text: str) -> str:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
