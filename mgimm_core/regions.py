@@ -182,6 +182,7 @@ def read_aoi(source: str, *, layer: str | None = None, buffer: float | None = No
         features = _read_vector_file(text, layer, user_crs)
     for f in features:
         if f.crs.is_geographic and _finite(f.geometry) and not f.geometry.is_empty:
+            _check_degrees(f, text, given=user_crs is not None)
             f.geometry = _short_way_round(f.geometry, f)     # before buffering and repair, which need it
     if buffer is not None:
         if not math.isfinite(float(buffer)):
@@ -301,8 +302,9 @@ def _read_vector_file(path: str, layer: str | None, user_crs: pyproj.CRS | None
     if crs is None:
         crs = file_crs
     elif file_crs is not None and not file_crs.equals(user_crs, ignore_axis_order=True):
-        log.warning("AOI %s: the given CRS %s overrides the file's own %s.", path,
-                    crs.to_string(), file_crs.to_string())
+        # GDAL gives every GeoJSON file EPSG:4326, whether or not it names one
+        own = "the GeoJSON default" if info.get("driver") == "GeoJSON" else "the file's own"
+        log.warning("AOI %s: the given CRS %s overrides %s %s.", path, crs.to_string(), own, file_crs.to_string())
     if crs is None:
         if info.get("driver") == "GeoJSON":
             crs = pyproj.CRS.from_user_input(DEFAULT_AOI_CRS)   # RFC 7946
@@ -483,6 +485,23 @@ def aoi_to_scene_pixels(scene: Scene, feature: AOIFeature) -> shapely.Geometry:
         geom = _wrap_to_scene(geom, scene)
     inv = ~scene.transform
     return affinity.affine_transform(geom, [inv.a, inv.b, inv.d, inv.e, inv.c, inv.f])
+
+
+def _check_degrees(feature: AOIFeature, source: str, *, given: bool) -> None:
+    """Coordinates of a geographic CRS must be degrees: a "latitude" past 180 or a "longitude" past
+    540 (360 beyond the antimeridian) is no typo but a file in metres read as lon/lat, which would
+    otherwise fail region by region as outside the scene. The AOI is refused as a whole, before any
+    output. (A latitude of 95 is left to fail its own region.)"""
+    minx, miny, maxx, maxy = feature.geometry.bounds
+    if max(abs(miny), abs(maxy)) <= 180 and max(abs(minx), abs(maxx)) <= 540:
+        return
+    default = not given and feature.crs.equals(pyproj.CRS.from_user_input(DEFAULT_AOI_CRS))
+    why = (f"{'the given CRS' if given else 'its CRS'}, {feature.crs.to_string()}, is in degrees"
+           + (" (a GeoJSON file, WKT or bbox that names no CRS is read as EPSG:4326)" if default else ""))
+    raise AOIError(f"AOI {_short(source)}: feature {feature.id!r} spans ({minx:.10g}, {miny:.10g}) to "
+                   f"({maxx:.10g}, {maxy:.10g}), which is not longitude/latitude, but {why}. Give the CRS they are in with --aoi-crs "
+                   f"(crs= in Python), e.g. the raster's own CRS that `mgimm-geo info` shows, or save the "
+                   f"file with its CRS.")
 
 
 def _short_way_round(geom: shapely.Geometry, feature: AOIFeature) -> shapely.Geometry:

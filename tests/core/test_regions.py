@@ -208,6 +208,20 @@ def test_crs_option_overrides_a_legacy_geojson_in_projected_coordinates(tmp_path
     assert feature.crs.to_epsg() == 32633
 
 
+@pytest.mark.parametrize("crs", [None, "EPSG:4326"])
+def test_a_geojson_in_metres_read_as_lonlat_is_refused_naming_the_fix(tmp_path, crs):
+    """A legacy GeoJSON in UTM metres without a "crs" member (or given a degree CRS) is refused as a
+    whole, naming --aoi-crs, instead of failing every region as outside the scene."""
+    aoi = write_geojson(tmp_path / "utm.geojson", [shapely.box(291_056.25, 9_117_340.75, 292_766.25, 9_119_050.75)])
+    with pytest.raises(AOIError, match=r"utm\.geojson: feature '0' spans \(291056\.25, 9117340\.75\) to "
+                                       r"\(292766\.25, 9119050\.75\), which is not longitude/latitude.*--aoi-crs"):
+        read_aoi(aoi, crs=crs)
+    with pytest.raises(AOIError, match="not longitude/latitude"):
+        read_aoi("bbox:291056,9117340,292766,9119050")
+    [feature] = read_aoi("bbox:170,-89,190,-80")             # past 180 east: the antimeridian, still degrees
+    assert feature.crs.to_epsg() == 4326
+
+
 def test_wkt_and_bbox_sources_default_to_lonlat():
     [wkt] = read_aoi("POLYGON ((13 52, 13.1 52, 13.1 52.1, 13 52))")
     assert wkt.crs.to_epsg() == 4326 and wkt.geometry.area == pytest.approx(0.005)
@@ -448,4 +462,6 @@ def test_found_by_fuzzing_bytes_that_are_not_utf8_and_unbufferable_coordinates_a
     with pytest.raises(AOIError, match="cannot be read"):
         read_aoi(str(bad))
     with pytest.raises(AOIError, match="cannot be buffered"):
+        read_aoi("bbox:-1.0,0.0,0.0,1e+300", buffer=5.0, crs="EPSG:32633")
+    with pytest.raises(AOIError, match="not longitude/latitude"):       # in degrees: refused before buffering
         read_aoi("bbox:-1.0,0.0,0.0,1e+300", buffer=5.0)
