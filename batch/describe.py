@@ -8,8 +8,8 @@ import sys
 
 import click
 
-from batch.options import (aoi_options, bands_option, endpoint_options, model_option, nodata_option, output_mode,
-                           output_mode_options, region_as_option, threads_option)
+from batch.options import (aoi_options, endpoint_options, model_option, output_mode, output_mode_options,
+                           region_as_option, scene_options, threads_option)
 from mgimm_core.engines import ENGINES, LoadOptions, open_engine
 from mgimm_core.errors import BandError, MGIMMError, OptionsError
 from mgimm_core.jobs import AOISource, FilesJob, run_files_job
@@ -37,8 +37,7 @@ def _progress(total, quiet: bool, unit: str):
 @output_mode_options
 @model_option
 @endpoint_options
-@bands_option
-@nodata_option
+@scene_options
 @click.option("--tiles", is_flag=True, help="Describe every tile of each scene's grid (instead of --aoi).")
 @click.option("--tile-size", type=click.IntRange(min=16), default=512, show_default=True,
               help="Tile side in scene pixels (with --tiles).")
@@ -88,9 +87,9 @@ def _progress(total, quiet: bool, unit: str):
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def command(ctx, scenes, aoi, layer, aoi_crs, buffer, output, overwrite, append, resume, model_dir, bands,
-            nodata, tiles, tile_size, tile_overlap, min_valid, batch_size, device, threads, max_new_tokens,
-            prompt, region_as, no_attributes, strict, guide, guide_layer, max_guides, no_repeat_ngram, agree,
-            compile_decode, engine, address, workers, quiet, endpoint):
+            nodata, percentiles, value_range, tiles, tile_size, tile_overlap, min_valid, batch_size, device, threads,
+            max_new_tokens, prompt, region_as, no_attributes, strict, guide, guide_layer, max_guides, no_repeat_ngram,
+            agree, compile_decode, engine, address, workers, quiet, endpoint):
     """Describe the AOI regions of SCENE(s) (files, directories of rasters, or VRTs) with MGIMM and
     write one feature per region (or per tile with --tiles) to OUT.
 
@@ -106,7 +105,7 @@ def command(ctx, scenes, aoi, layer, aoi_crs, buffer, output, overwrite, append,
         job = FilesJob(
             scenes=tuple(scenes), output=str(output), mode=output_mode(overwrite, append, resume),
             aoi=None if aoi is None else AOISource(str(aoi), layer=layer, crs=aoi_crs, buffer=buffer),
-            bands=bands, nodata=nodata,
+            bands=bands, nodata=nodata, percentiles=percentiles, value_range=value_range,
             guide=None if guide is None else AOISource(str(guide), layer=guide_layer, crs=aoi_crs),
             options=DescribeOptions(batch_size=batch_size, prompt=prompt, attributes=not no_attributes,
                                     tiles=TileOptions(tile_size, tile_overlap, min_valid) if tiles else None,
@@ -159,7 +158,7 @@ def run_describe(job: FilesJob, load: LoadOptions = LoadOptions(), *, model_dir=
     runner = None
     try:
         runner = open_engine(engine, model_dir, load, address=address, workers=workers,
-                             scene_options={"bands": job.bands, "nodata": job.nodata})
+                             scene_options=job.scene_options)
         with _progress(None, quiet, job.options.unit.rstrip("s")) as bar:
             def on_batch(done, total):
                 if total is not None and bar.total != total:

@@ -11,8 +11,8 @@ Which commands use which option:
 - `model_option` (--model)      regions, describe, worker, serve
 - `region_as_option` (--region-as)   describe, worker, serve
 - `endpoint_options` (--served-model, --family, --concurrency, --timeout)   describe, worker, serve
-- `percentiles_option`          info, regions
-- `value_range_option`          info, regions
+- `percentiles_option`          info, regions, describe
+- `value_range_option`          info, regions, describe
 
 Each option parses its text into the plain Python value `mgimm_core.scene.Scene.open` takes
 (`bands=(3, 2, 1)`, `nodata=0.0`, `percentiles=(2.0, 98.0)`, `value_range=(0.0, 3000.0)`), so a

@@ -45,6 +45,8 @@ class FilesJob:
     aoi: AOISource | None = None
     bands: tuple[int, ...] | None = None
     nodata: float | None = None
+    percentiles: tuple[float, float] = (2.0, 98.0)     # the scene-wide stretch of non-uint8 data (Scene.open)
+    value_range: tuple[float, float] | None = None     # ... or fixed source values for 0 and 255
     options: DescribeOptions = field(default_factory=DescribeOptions)
     guide: AOISource | None = None      # guided runs: a polygon layer of objects (mgimm_core/guides.py)
     # regions read already (a request's WKT), instead of aoi; all described (resume replaces their rows)
@@ -67,10 +69,16 @@ class FilesJob:
             raise OptionsError("an AOI and tiles mode exclude each other: describe the AOI's regions, or every "
                                "tile of each scene, in separate runs.", "tiles")
 
+    @property
+    def scene_options(self) -> dict[str, Any]:
+        """How each raster of the job is opened: `Scene.open`'s keyword arguments."""
+        return {"bands": self.bands, "nodata": self.nodata, "percentiles": self.percentiles,
+                "value_range": self.value_range}
+
     def parameters(self, scene_paths: list[str], engine: Engine) -> dict[str, Any]:
         """What the `runs` table records about this job."""
         return {"scenes": scene_paths, "aoi": self.aoi.source if self.aoi else None,
-                "layer": self.aoi.layer if self.aoi else None, "bands": self.bands, "nodata": self.nodata,
+                "layer": self.aoi.layer if self.aoi else None, **self.scene_options,
                 "guide": self.guide.source if self.guide else None,
                 **({"regions": len(self.regions)} if self.regions is not None else {}),
                 **({"guides": len(self.guides)} if self.guides is not None else {}),
@@ -91,7 +99,7 @@ def run_files_job(job: FilesJob, engine: Engine, *, check_path: Callable[[str, s
 
     check_path(path, what): the server's path policy, applied to every raster a folder expands to
     (and to the AOI), returning the path to use; the local default accepts every path.
-    open_scene(path, bands=, nodata=): how each raster is opened (the server's opens it under its
+    open_scene(path, **job.scene_options): how each raster is opened (the server's opens it under its
     file boundary, mgimm_core/service/handlers.py); default `Scene.open`.
     on_outcomes(outcomes): each committed batch's outcomes (the worker/server's answer entries).
     request: the protocol request that ran the job (recorded in `runs`).
@@ -126,7 +134,7 @@ def run_files_job(job: FilesJob, engine: Engine, *, check_path: Callable[[str, s
     opened: list[Scene] = list(scenes or [])
     try:
         for path in paths if scenes is None else []:
-            scene = open_scene(path, bands=job.bands, nodata=job.nodata)
+            scene = open_scene(path, **job.scene_options)
             opened.append(scene)
             log.info("scene %s: %d x %d pixels, bands %s shown, CRS %s", path, scene.width, scene.height,
                      ",".join(map(str, scene.band_indexes)), scene.crs.to_string() if scene.crs else "none")

@@ -50,6 +50,9 @@ class ModelDirectory:
         if str(model_dir) == DEMO_MODEL_NAME and not (Path(DEMO_MODEL_NAME) / "config.json").is_file():
             model_dir = None
         path = Path(model_dir) if model_dir is not None else DEMO_MODEL_DIR
+        if model_dir is not None and not path.exists():
+            raise ModelError(f"{path}: no such folder (give the folder of a saved model; without --model the demo "
+                             f"model shipped with mgimm-geo is used)")
         if not (path / "config.json").is_file():
             hint = ("the embedded demo model is missing from this installation; reinstall mgimm-geo"
                     if model_dir is None else "give a directory written by save_pretrained / "

@@ -499,9 +499,9 @@ def _check_degrees(feature: AOIFeature, source: str, *, given: bool) -> None:
     why = (f"{'the given CRS' if given else 'its CRS'}, {feature.crs.to_string()}, is in degrees"
            + (" (a GeoJSON file, WKT or bbox that names no CRS is read as EPSG:4326)" if default else ""))
     raise AOIError(f"AOI {_short(source)}: feature {feature.id!r} spans ({minx:.10g}, {miny:.10g}) to "
-                   f"({maxx:.10g}, {maxy:.10g}), which is not longitude/latitude, but {why}. Give the CRS they are in with --aoi-crs "
-                   f"(crs= in Python), e.g. the raster's own CRS that `mgimm-geo info` shows, or save the "
-                   f"file with its CRS.")
+                   f"({maxx:.10g}, {maxy:.10g}), which is not longitude/latitude, but {why}. Give the CRS "
+                   f"they are in with --aoi-crs (crs= in Python), e.g. the raster's own CRS that `mgimm-geo "
+                   f"info` shows, or save the file with its CRS.")
 
 
 def _short_way_round(geom: shapely.Geometry, feature: AOIFeature) -> shapely.Geometry:

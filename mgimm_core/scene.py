@@ -225,6 +225,10 @@ class Scene:
                 f"dtype={self.dtype})")
 
     # ----------------------------------------------------------------- geometry
+    def bounds_lonlat(self) -> list[float] | None:
+        """The scene's (west, south, east, north) in longitude/latitude, or None (no CRS)."""
+        return _lonlat_bounds(self.crs, self.bounds)
+
     def pixel_size(self) -> tuple[float, float]:
         """CRS units per pixel along x and y, both positive."""
         return abs(self.transform.a), abs(self.transform.e)
@@ -422,9 +426,23 @@ class Scene:
                         "source": stretch.source},
             "transform": [t.a, t.b, t.c, t.d, t.e, t.f],
             "bounds": list(self.bounds),
+            "bounds_lonlat": self.bounds_lonlat(),
             "pixel_size": list(self.pixel_size()),
             "gsd_m": gsd,
         }
+
+
+def _lonlat_bounds(crs: Any, bounds: Sequence[float]) -> list[float] | None:
+    """(west, south, east, north) in EPSG:4326 of `bounds` in `crs` (edges densified), for drawing an
+    AOI in lon/lat; None without a CRS or where PROJ cannot transform them."""
+    from rasterio.warp import transform_bounds
+
+    if crs is None:
+        return None
+    try:
+        return [round(v, 7) for v in transform_bounds(crs, "EPSG:4326", *bounds, densify_pts=21)]
+    except (rasterio.errors.CRSError, ValueError, RuntimeError):
+        return None
 
 
 # --------------------------------------------------------------------- policies

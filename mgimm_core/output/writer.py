@@ -71,6 +71,9 @@ _WGS84 = pyproj.CRS.from_epsg(4326)
 def output_format(path: str | os.PathLike[str]) -> str:
     """The driver for an output path, from its extension; OutputError lists the supported ones."""
     suffix = Path(path).suffix.lower()
+    if os.path.isdir(path):
+        raise OutputError(f"Output {os.fspath(path)!r} is a folder; the output is one file: name a file in it, "
+                          f"e.g. {os.path.join(os.fspath(path), 'descriptions.gpkg')}.")
     if suffix not in FORMATS:
         supported = ", ".join(f"{ext} ({name})" for ext, name in FORMATS.items())
         raise OutputError(f"Output {os.fspath(path)!r}: unknown extension {suffix or '(none)'!r}; "

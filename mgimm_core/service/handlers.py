@@ -158,16 +158,18 @@ class Service:
                                         f"({', '.join(self.roots)}); move it there or start the server "
                                         f"with --root pointing at its folder.")
 
-    def open_scene(self, path: str, *, bands: tuple[int, ...] | None = None, nodata: float | None = None) -> Scene:
-        """A request's raster, opened under this service's file boundary (see the class docstring)."""
+    def open_scene(self, path: str, *, bands: tuple[int, ...] | None = None, nodata: float | None = None,
+                   **stretch: Any) -> Scene:
+        """A request's raster, opened under this service's file boundary (see the class docstring);
+        `stretch`: Scene.open's percentiles / value_range."""
         path = normalise_scene_path(self._existing(path, "raster"))    # rows record and resume by it
         if self.roots is None:
-            return Scene.open(path, bands=bands, nodata=nodata)
+            return Scene.open(path, bands=bands, nodata=nodata, **stretch)
         if os.path.splitext(path)[1].lower() in _OUTPUT_SUFFIXES:     # every output has one (output_format)
             raise ServiceError("forbidden", f"raster {path!r} has the suffix of an output "
                                             f"({', '.join(sorted(_OUTPUT_SUFFIXES))}); this server never reads "
                                             f"a request's output as a raster. Name a GeoTIFF.")
-        scene = Scene.open(path, bands=bands, nodata=nodata, driver=SERVER_RASTER_DRIVER)
+        scene = Scene.open(path, bands=bands, nodata=nodata, driver=SERVER_RASTER_DRIVER, **stretch)
         try:
             for name in scene.files:
                 self.check_path(name, f"raster {path!r} reads the file")

@@ -122,6 +122,39 @@ def test_regions_defaults_to_the_demo_models_chip_settings(demo_inputs):
     assert all(max(r["out_shape"]) <= 126 for r in report["regions"] if r["status"] == "ok")
 
 
+def test_describe_takes_the_scene_stretch_options(tmp_path, tiny_model_dir, make_raster, monkeypatch):
+    """--value-range / --percentiles reach the scenes describe reads (README "Values"), and the runs
+    table records them. The stretch is read through a spy on the real Scene.stretch property."""
+    from mgimm_core.scene import Scene
+
+    seen = []
+    real = Scene.stretch
+
+    def recording(self):
+        stretch = real.fget(self)
+        seen.append((stretch.source, tuple(stretch.low), tuple(stretch.high)))
+        return stretch
+
+    monkeypatch.setattr(Scene, "stretch", property(recording))
+    data = np.arange(3 * 48 * 64, dtype="uint16").reshape(3, 48, 64)
+    scene = make_raster("u16.tif", dtype="uint16", data=data)
+    out = tmp_path / "out.gpkg"
+    result = run(["describe", scene, "--aoi", "bbox:500100,4499700,500300,4499900", "--aoi-crs", "EPSG:32633",
+                  "-o", str(out), "--model", tiny_model_dir, "--max-new-tokens", "2", "--value-range", "0,1000"])
+    assert result.exit_code == 0, result.output
+    assert seen and set(seen) == {("value_range", (0.0,) * 3, (1000.0,) * 3)}
+    with sqlite3.connect(out) as db:
+        (parameters,) = db.execute("SELECT parameters FROM runs").fetchone()
+    assert json.loads(parameters)["value_range"] == [0.0, 1000.0]
+    seen.clear()
+    result = run(["describe", scene, "--aoi", "bbox:500100,4499700,500300,4499900", "--aoi-crs", "EPSG:32633",
+                  "-o", str(tmp_path / "p.gpkg"), "--model", tiny_model_dir, "--max-new-tokens", "2",
+                  "--percentiles", "0,100"])
+    assert result.exit_code == 0, result.output
+    kind, low, high = seen[0]
+    assert kind != "value_range" and low[0] == 0 and high[2] == data[2].max()     # 0-100 %: the full range
+
+
 def test_model_demo_names_the_demo_model_unless_a_model_folder_is_called_demo(demo_inputs, tmp_path, monkeypatch,
                                                                               tiny_model_dir):
     """`--model demo` is the shipped demo model; a model folder named demo in the working folder wins."""

@@ -31,6 +31,16 @@ def test_info_landsat_with_bands(landsat_path):
     assert info["size"] == {"width": 349, "height": 352}
     assert info["stretch"]["source"] == "identity"
     assert result.stderr == ""
+    # lon/lat bounds to draw an AOI in: every corner of the UTM bounds, transformed, lies inside them
+    import pyproj
+
+    to_lonlat = pyproj.Transformer.from_crs("EPSG:31985", "EPSG:4326", always_xy=True)
+    west, south, east, north = info["bounds_lonlat"]
+    x0, y0, x1, y1 = info["bounds"]
+    for x, y in ((x0, y0), (x0, y1), (x1, y0), (x1, y1)):
+        lon, lat = to_lonlat.transform(x, y)
+        assert west - 1e-6 <= lon <= east + 1e-6 and south - 1e-6 <= lat <= north + 1e-6
+    assert -35.0 < west < east < -34.7 and -8.1 < south < north < -7.9      # Olinda / Recife
 
 
 def test_info_uint16_with_value_range_and_nodata(make_raster):

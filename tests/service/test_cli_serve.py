@@ -153,10 +153,14 @@ def test_refuses_non_loopback_host_without_token():
 def test_refuses_a_model_folder_without_a_model_at_start(tmp_path):
     """A --model folder that holds no model stops serve at start (exit 2, naming --model and what a
     model folder holds), rather than a server whose every request then fails."""
-    result = subprocess.run(SERVE + ["--port", str(free_port()), "--model", str(tmp_path / "no-such-model")],
+    (tmp_path / "empty").mkdir()
+    result = subprocess.run(SERVE + ["--port", str(free_port()), "--model", str(tmp_path / "empty")],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "--model" in result.stderr and "no model here" in result.stderr and "config.json" in result.stderr
+    result = subprocess.run(SERVE + ["--port", str(free_port()), "--model", str(tmp_path / "no-such-model")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "no-such-model: no such folder" in result.stderr
 
 
 def test_model_demo_names_the_embedded_demo_model():
