@@ -174,8 +174,8 @@ def test_killed_writer_leaves_whole_batches_and_resume_finishes_without_duplicat
     fields, _, _ = read(path)
     assert len(fields["region_id"]) == 25 * batches == len(set(fields["region_id"]))
     runs, _, _ = read(path, "runs")
-    assert list(runs["status"]) == ["running", "finished"]
-    assert runs["regions_written"][1] == 25 * batches - written        # only the rest was described
+    assert list(runs["status"]) == ["interrupted", "finished"]          # the killed run, known dead once
+    assert runs["regions_written"][1] == 25 * batches - written        # the resume holds the lock; only the rest was described
 
 
 def test_resume_retries_failed_regions_replacing_their_rows(tmp_path):
