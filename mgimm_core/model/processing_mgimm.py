@@ -230,7 +230,8 @@ class MGIMMProcessor:
         chip = np.asarray(chip)
         if chip.ndim != 3 or chip.shape[2] != 3:
             raise ModelError(f"chip of shape {chip.shape}: expected (height, width, 3) RGB")
-        pixels = torch.from_numpy(np.ascontiguousarray(chip)).permute(2, 0, 1).float()
+        # a copy only where needed: chips decoded from a request's image are read-only, which torch warns of
+        pixels = torch.from_numpy(np.require(chip, requirements=("C", "W"))).permute(2, 0, 1).float()
         if chip.dtype == np.uint8:
             pixels = pixels / 255.0
         transform = self.chip_transform(chip.shape)
@@ -245,7 +246,7 @@ class MGIMMProcessor:
 
     def preprocess_mask(self, mask: np.ndarray, transform: ChipTransform) -> torch.Tensor:
         """bool (H, W) chip mask -> bool (S, S) input mask (area-resampled, >= half covered)."""
-        area = torch.from_numpy(np.asarray(mask, dtype=np.float32))
+        area = torch.from_numpy(np.require(mask, dtype=np.float32, requirements=("C", "W")))
         resized = F.interpolate(area[None, None], size=transform.resized_shape, mode="area")[0, 0]
         out = torch.zeros(self.image_size, self.image_size, dtype=torch.bool)
         h, w = transform.resized_shape

@@ -29,6 +29,22 @@ def test_image_resized_keeping_aspect_and_padded_with_mean():
     assert torch.all(pixels[:, 16:, :] == 0)  # padding is the mean colour
 
 
+def test_read_only_chips_and_masks_are_taken_without_a_warning():
+    """A chip decoded from a request's image is read-only; torch warned of it in the server's log."""
+    import warnings
+
+    processor = tiny_processor(tiny_config())
+    chip, mask = random_chip(20, 40), np.ones((20, 40), dtype=bool)
+    chip.setflags(write=False)
+    mask.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pixels = processor.preprocess_image(chip)
+        area = processor.preprocess_mask(mask, processor.chip_transform(chip.shape))
+    torch.testing.assert_close(pixels, processor.preprocess_image(chip.copy()))
+    assert area.sum() > 0
+
+
 def test_mask_lands_where_its_box_lands():
     processor = tiny_processor(tiny_config())
     chip = random_chip(64, 128)
