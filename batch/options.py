@@ -194,7 +194,8 @@ def resolve_model_now(model_dir):
 
 def check_region_as(model_dir, region_as: str | None) -> None:
     """A usage error (exit 2) now when the model's family cannot take `region_as`; a model folder that
-    does not resolve is left to fail where it is first used (each request of a worker or server)."""
+    does not resolve is left to fail where it is first used (each request of a worker; serve has
+    resolved it already, `resolve_model_now`)."""
     if region_as is None:
         return
     from mgimm_core.errors import MGIMMError, OptionsError

@@ -52,6 +52,15 @@ class AOIError(MGIMMError, ValueError):
     code = "aoi_error"
 
 
+class AOICoordinatesError(AOIError):
+    """An AOI's coordinates cannot be in its CRS: metres read as degrees (its CRS missing or wrong).
+    `bounds` are the offending feature's, so each interface can name its own way to give the CRS."""
+
+    def __init__(self, message: str, bounds: tuple[float, float, float, float]) -> None:
+        super().__init__(message)
+        self.bounds = bounds
+
+
 class OptionsError(MGIMMError, ValueError):
     """Describe options that contradict each other or are out of range (a usage error).
 

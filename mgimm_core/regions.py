@@ -38,7 +38,7 @@ from rasterio.windows import Window
 if TYPE_CHECKING:
     from mgimm_core.scene import Scene
 
-from mgimm_core.errors import (AOIError, CRSError, NoCRSError, RegionError, RegionGeometryError,
+from mgimm_core.errors import (AOICoordinatesError, AOIError, CRSError, NoCRSError, RegionError, RegionGeometryError,
                                RegionOutsideError, RegionTooSmallError)
 
 log = logging.getLogger(__name__)
@@ -498,10 +498,10 @@ def _check_degrees(feature: AOIFeature, source: str, *, given: bool) -> None:
     default = not given and feature.crs.equals(pyproj.CRS.from_user_input(DEFAULT_AOI_CRS))
     why = (f"{'the given CRS' if given else 'its CRS'}, {feature.crs.to_string()}, is in degrees"
            + (" (a GeoJSON file, WKT or bbox that names no CRS is read as EPSG:4326)" if default else ""))
-    raise AOIError(f"AOI {_short(source)}: feature {feature.id!r} spans ({minx:.10g}, {miny:.10g}) to "
+    raise AOICoordinatesError(f"AOI {_short(source)}: feature {feature.id!r} spans ({minx:.10g}, {miny:.10g}) to "
                    f"({maxx:.10g}, {maxy:.10g}), which is not longitude/latitude, but {why}. Give the CRS "
                    f"they are in with --aoi-crs (crs= in Python), e.g. the raster's own CRS that `mgimm-geo "
-                   f"info` shows, or save the file with its CRS.")
+                   f"info` shows, or save the file with its CRS.", (minx, miny, maxx, maxy))
 
 
 def _short_way_round(geom: shapely.Geometry, feature: AOIFeature) -> shapely.Geometry:

@@ -434,15 +434,22 @@ class Scene:
 
 def _lonlat_bounds(crs: Any, bounds: Sequence[float]) -> list[float] | None:
     """(west, south, east, north) in EPSG:4326 of `bounds` in `crs` (edges densified), for drawing an
-    AOI in lon/lat; None without a CRS or where PROJ cannot transform them."""
-    from rasterio.warp import transform_bounds
+    AOI in lon/lat; east past 180 where the scene crosses the antimeridian (as `bbox:` reads it);
+    None without a CRS or where PROJ cannot transform them (a local engineering CRS)."""
+    import pyproj
 
     if crs is None:
         return None
     try:
-        return [round(v, 7) for v in transform_bounds(crs, "EPSG:4326", *bounds, densify_pts=21)]
-    except (rasterio.errors.CRSError, ValueError, RuntimeError):
+        to_lonlat = pyproj.Transformer.from_crs(pyproj.CRS.from_user_input(crs.to_wkt()), "EPSG:4326",
+                                                always_xy=True)
+        left, bottom, right, top = bounds
+        west, south, east, north = to_lonlat.transform_bounds(left, bottom, right, top, densify_pts=21)
+    except (pyproj.exceptions.CRSError, pyproj.exceptions.ProjError):
         return None
+    if not all(math.isfinite(v) for v in (west, south, east, north)):
+        return None
+    return [round(west, 7), round(south, 7), round(east + 360 if east < west else east, 7), round(north, 7)]
 
 
 # --------------------------------------------------------------------- policies

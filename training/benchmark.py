@@ -163,7 +163,7 @@ def repeated_items(text: str | None) -> list[str]:
     """List items said twice in one sentence but for their count ("seventeen white rectangular
     buildings scattered across the image, fifteen white rectangular buildings scattered across the
     image"). Items lie between , ; and an "and" before a count; one is compared from its first count
-    on, counts masked, and is a repeat when it begins with its count and an earlier item of the
+    on, that count masked, and is a repeat when it begins with its count and an earlier item of the
     sentence reads the same."""
     repeated = []
     for sentence in re.split(r"[.!?]", text or ""):
@@ -176,7 +176,7 @@ def repeated_items(text: str | None) -> list[str]:
                 first = next((k for k, w in enumerate(item) if _is_count(w)), None)
                 if first is None:
                     continue
-                key = tuple("<number>" if _is_count(w) else w for w in item[first:])
+                key = ("<number>", *item[first + 1:])
                 if first == 0 and key in seen:
                     repeated.append(" ".join(item))
                 seen.add(key)

@@ -228,45 +228,58 @@ def trim_repeats(ids: list[int], marks: RepeatMarks) -> list[int]:
 
 
 def _item_key(words: tuple[int, ...], counts: frozenset[int]) -> tuple[int, ...] | None:
-    """A list item's words from its first count on, every count as -1; None without a count."""
+    """A list item's words from its first count on, that count as -1 (other numbers stay: "100 m"
+    and "200 m" differ); None without a count."""
     first = next((k for k, token in enumerate(words) if token in counts), None)
-    return None if first is None else tuple(-1 if token in counts else token for token in words[first:])
+    return None if first is None else (-1, *words[first + 1:])
 
 
 def _drop_repeated_clauses(ids: list[int], marks: RepeatMarks) -> list[int]:
-    """`ids` without the clauses, not first in their sentence, that repeat an earlier one: word for
-    word anywhere before ("mountains occupy the centre; mountains occupy the centre"), or, for an
-    item of a list (a clause that begins with its count, opened by , ; or an "and" before a count),
-    an earlier item of its sentence but for the count ("seventeen white rectangular buildings ...,
-    fifteen white rectangular buildings ..."): a model that cannot tell two groups apart lists the
-    same group again. Dropped with the mark that opened it, so "A, A' and B" reads "A and B"."""
+    """`ids` without the clauses, not first in their sentence, that repeat an earlier one: a clause
+    opened by , or ; that repeats one word for word anywhere before ("mountains occupy the centre;
+    mountains occupy the centre"), or an item of a list (a clause that begins with its count, opened
+    by , ; an "and" before a count, or both: ", and") that repeats an earlier item of its sentence
+    but for the count ("seventeen white rectangular buildings ..., fifteen white rectangular
+    buildings ..."): a model that cannot tell two groups apart lists the same group again. Dropped
+    with the marks that opened it, so "A, A' and B" reads "A and B" and "A, and A'" reads "A"."""
     out: list[int] = []
-    said: set[tuple[int, ...]] = set()
+    said: set[tuple[int, ...]] = set()        # clauses opened by , or ; (and first clauses), word for word
     items: set[tuple[int, ...]] = set()       # this sentence's list items (`_item_key`)
-    clause: list[int] = []        # the current clause, with the mark that opened it (if any)
-    openers = marks.clause_ends | marks.joins
+    opener: list[int] = []        # the marks that opened the current clause (none: first in its sentence)
+    words: list[int] = []
+
+    def close() -> None:
+        found = tuple(words)
+        key = _item_key(found, marks.counts)
+        item = key is not None and found[0] in marks.counts
+        by_and = bool(opener) and opener[-1] in marks.joins
+        repeat = (item and key in items) or (not by_and and found in said)
+        if not (opener and repeat):
+            out.extend(opener + words)
+        if not by_and:
+            said.add(found)
+        if key is not None:
+            items.add(key)
+
     padded = ids + [-1]           # -1: the end of the answer closes its last clause
     for k, token in enumerate(padded):
-        opens_item = token in marks.joins and padded[k + 1] in marks.counts
-        if token in marks.clause_ends or token in marks.ends or token == -1 or opens_item:
-            opened = bool(clause) and clause[0] in openers
-            words = tuple(clause[1:] if opened else clause)
-            key = _item_key(words, marks.counts)
-            repeat = words in said or (key is not None and words[0] in marks.counts and key in items)
-            if not (opened and repeat):
-                out.extend(clause)
-            said.add(words)
-            if key is not None:
-                items.add(key)
-            if token in marks.clause_ends or opens_item:
-                clause = [token]
-            else:
-                if token != -1:
-                    out.append(token)
-                clause = []
-                items = set()
+        if token in marks.joins and padded[k + 1] in marks.counts and (words or opener):
+            if words:             # "A and two B": "and" opens an item
+                close()
+                opener = [token]
+            else:                 # "A, and two B": the item's opener is ", and"
+                opener.append(token)
+            words = []
+        elif token in marks.clause_ends:
+            close()
+            opener, words = [token], []
+        elif token in marks.ends or token == -1:
+            close()
+            if token != -1:
+                out.append(token)
+            opener, words, items = [], [], set()
         else:
-            clause.append(token)
+            words.append(token)
     return out
 
 

@@ -378,8 +378,9 @@ class GeoPackageWriter(OutputWriter):
                 if RUNS_TABLE not in gpkg.table_names(self.conn):
                     gpkg.create_attributes_table(self.conn, RUNS_TABLE, RUNS_COLUMNS,
                                                  description="mgimm-geo runs: provenance")
-                if exists and mode != "overwrite":
-                    # this run holds the output's lock, so a run still marked running died unrecorded (killed)
+                if self._lock is not None and mode != "overwrite":
+                    # this run holds the output's lock, so a run still marked running died unrecorded (killed);
+                    # where no lock can be taken (_lock_output: no flock), another run may still be writing
                     self.conn.execute(f"UPDATE {RUNS_TABLE} SET status = 'interrupted' WHERE status = 'running'")
                 row = run.row()
                 self.conn.execute(f"INSERT INTO {RUNS_TABLE} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",

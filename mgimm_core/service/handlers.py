@@ -29,7 +29,7 @@ import shapely
 from mgimm_core import __version__
 from mgimm_core.engines import LoadOptions, open_engine
 from mgimm_core.engines.local import LocalEngine
-from mgimm_core.errors import AOIError, CRSError, MGIMMError, OptionsError
+from mgimm_core.errors import AOICoordinatesError, AOIError, CRSError, MGIMMError, OptionsError
 from mgimm_core.guides import DEFAULT_MAX_GUIDES
 from mgimm_core.jobs import AOISource, FilesJob, run_files_job
 from mgimm_core.output import RegionRecord
@@ -374,6 +374,13 @@ def _wkt_features(params: dict[str, Any], key: str, items: list[Any]
         try:
             shapely.from_wkt(item["wkt"])            # a WKT string, never a file name (read_aoi takes both)
             feature = read_aoi(item["wkt"], crs=crs)[0]
+        except AOICoordinatesError as exc:
+            what = "guide object" if key == "guides" else "region"
+            minx, miny, maxx, maxy = exc.bounds
+            yield rid, props, None, (f"{what} {rid!r}: its WKT spans ({minx:.10g}, {miny:.10g}) to ({maxx:.10g}, "
+                                     f"{maxy:.10g}), which is not in the request's crs {crs} (degrees); send "
+                                     f"the CRS the coordinates are in as 'crs'.")
+            continue
         except (shapely.errors.GEOSException, AOIError) as exc:
             what = "guide object" if key == "guides" else "region"
             yield rid, props, None, (f"{what} {rid!r}: not valid WKT ({exc}); send e.g. "

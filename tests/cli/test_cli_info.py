@@ -43,6 +43,25 @@ def test_info_landsat_with_bands(landsat_path):
     assert -35.0 < west < east < -34.7 and -8.1 < south < north < -7.9      # Olinda / Recife
 
 
+def test_lonlat_bounds_across_the_antimeridian_and_without_a_route_to_lonlat(make_raster):
+    """Found in review: a UTM zone 60 scene over 180 degrees gives east past 180 (a bbox: AOI reads
+    it); a local engineering CRS has no lon/lat bounds, and info still answers."""
+    from mgimm_core.regions import read_aoi
+
+    east_of_180 = make_raster("utm60.tif", width=20, height=20, crs="EPSG:32660", res=10_000.0,
+                              origin=(700_000.0, 5_100_000.0))
+    result = run(east_of_180)
+    assert result.exit_code == 0, result.output
+    west, south, east, north = json.loads(result.stdout)["bounds_lonlat"]
+    assert 179 < west < 180 < east < 183 and south < north
+    [feature] = read_aoi(f"bbox:{west},{south},{east},{north}")
+    assert feature.geometry.bounds == (west, south, east, north)
+    local = make_raster("local.tif", crs='LOCAL_CS["arbitrary",UNIT["metre",1]]', origin=(0.0, 1000.0))
+    result = run(local)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["bounds_lonlat"] is None
+
+
 def test_info_uint16_with_value_range_and_nodata(make_raster):
     path = make_raster(count=1, dtype="uint16")
     result = run(path, "--value-range", "0,5000", "--nodata", "0", "--indent", "0")

@@ -108,6 +108,16 @@ def test_a_list_item_repeated_but_for_its_count_is_dropped_with_its_mark():
     kept = ("There are two buildings. They include one red square building in the centre and one red rectangular "
             "building in the centre. One red square building lies in the centre.")
     assert trimmed(kept) == tokenizer.decode(tokenizer(kept, add_special_tokens=False)["input_ids"])
+    # found in review: an "and" item said in an earlier sentence stays; ", and" goes whole; a sentence
+    # that begins with "And" keeps its first clause; numbers after the count tell items apart
+    same = "The north contains farmland and two buildings. The south contains forest and two buildings."
+    assert trimmed(same) == tokenizer.decode(tokenizer(same, add_special_tokens=False)["input_ids"])
+    for mark in (",", ";"):
+        assert trimmed(f"These are seventeen red buildings{mark} and fifteen red buildings.") == trimmed(
+            "These are seventeen red buildings.")
+    for kept in ("Two roads cross the north. And two roads cross the north.",
+                 "One river runs 100 m north, one river runs 200 m north."):
+        assert trimmed(kept) == tokenizer.decode(tokenizer(kept, add_special_tokens=False)["input_ids"])
     # "and" inside a clause, not before a count, opens no item: farmland and farmland is not a list
     assert "grassland and farmland" in trimmed("Farmland parcels cover the north; grassland and farmland parcels "
                                                "cover the south.")

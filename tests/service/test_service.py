@@ -158,6 +158,19 @@ def test_raster_without_crs_and_lonlat_region_is_no_crs(service, make_raster):
     assert raster in payload["message"] and "gdal_edit.py -a_srs" in payload["message"]
 
 
+def test_a_drawn_region_in_metres_sent_as_lonlat_names_the_crs_parameter(service, make_raster):
+    """Found in review: a region whose WKT is in metres with crs EPSG:4326 is answered as that (the
+    request's 'crs'), not as invalid WKT or a CLI flag; the other regions go on."""
+    metres = "POLYGON ((500100 4499700, 500300 4499700, 500300 4499900, 500100 4499900, 500100 4499700))"
+    result = service.handle("describe", {"raster": make_raster(crs=UTM), "crs": "EPSG:4326", "thumbnail": False,
+                                         "regions": [{"id": "m", "wkt": metres}, {"id": "a", "wkt": INSIDE}]})
+    by_id = {entry["id"]: entry for entry in result["regions"]}
+    assert by_id["m"]["error_code"] == "aoi_error" and by_id["a"]["error"] is None
+    message = by_id["m"]["error"]
+    assert "request's crs EPSG:4326" in message and "'crs'" in message
+    assert "not valid WKT" not in message and "--aoi-crs" not in message
+
+
 def test_every_region_outside_is_region_outside(service, make_raster):
     with pytest.raises(ServiceError) as caught:
         service.handle("describe", {"raster": make_raster(crs=UTM), "regions": [{"wkt": OUTSIDE}]})
