@@ -71,9 +71,7 @@ _WGS84 = pyproj.CRS.from_epsg(4326)
 def output_format(path: str | os.PathLike[str]) -> str:
     """The driver for an output path, from its extension; OutputError lists the supported ones."""
     suffix = Path(path).suffix.lower()
-    if os.path.isdir(path):
-        raise OutputError(f"Output {os.fspath(path)!r} is a folder; the output is one file: name a file in it, "
-                          f"e.g. {os.path.join(os.fspath(path), 'descriptions.gpkg')}.")
+    _check_not_a_folder(Path(path), Path(path))       # before its name's extension is judged
     if suffix not in FORMATS:
         supported = ", ".join(f"{ext} ({name})" for ext, name in FORMATS.items())
         raise OutputError(f"Output {os.fspath(path)!r}: unknown extension {suffix or '(none)'!r}; "
@@ -164,8 +162,9 @@ def _check_not_a_folder(path: Path, output: Path) -> None:
     if not path.is_dir():
         return
     if path == output:
+        suffix = path.suffix if path.suffix.lower() in FORMATS else ".gpkg"
         raise OutputError(f"Output {path} is a folder; -o names the output file. Give a file inside it, "
-                          f"e.g. -o {path / ('descriptions' + path.suffix)}, or another name.")
+                          f"e.g. -o {path / ('descriptions' + suffix)}, or another name.")
     raise OutputError(f"Output {output}: {path}, which is written beside it, is a folder; rename or remove that "
                       f"folder, or give -o another name.")
 

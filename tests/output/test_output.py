@@ -296,10 +296,10 @@ def test_tiles_only_export_goes_to_the_main_file_and_unknown_extension_is_refuse
     assert pyogrio.read_info(path)["features"] == 3 and not (tmp_path / "tiles_tiles.fgb").exists()
     with pytest.raises(OutputError, match=r"\.shp.*\.gpkg.*\.geojson.*\.fgb.*\.csv"):
         open_output(tmp_path / "out.shp")
-    (tmp_path / "results.gpkg").mkdir()                      # a folder, whatever its name says
-    with pytest.raises(OutputError, match=r"results\.gpkg' is a folder.*results\.gpkg/descriptions\.gpkg"):
-        open_output(tmp_path / "results.gpkg")
-    assert not list((tmp_path / "results.gpkg").iterdir())
+    (tmp_path / "results").mkdir()                           # a folder without an extension: named as a folder
+    with pytest.raises(OutputError, match=r"results is a folder.*results/descriptions\.gpkg"):
+        open_output(tmp_path / "results")
+    assert not list((tmp_path / "results").iterdir())
 
 
 def test_sha256_of_a_model_folder_changes_with_its_files(tmp_path):
