@@ -619,7 +619,10 @@ def place_region(scene: Scene, feature: AOIFeature, chip: ChipSettings = DEFAULT
     mask = geometry_mask([inside], out_shape=out_shape, transform=chip_to_scene_pixels,
                          all_touched=False, invert=True)
     if not mask.any():
-        log.warning("region %r covers no pixel centre; using every pixel it touches.", feature.id)
+        log.warning("region %r covers no pixel centre (its area is %.2g of the %.3g m pixels it is read at), so "
+                    "it is described from every pixel it touches and their surroundings: the description and "
+                    "attributes are of those pixels, not of anything smaller inside them.", feature.id,
+                    inside.area / scale ** 2, _gsd_m(scene, inside.centroid.y, inside.centroid.x) * scale)
         mask = geometry_mask([inside], out_shape=out_shape, transform=chip_to_scene_pixels,
                              all_touched=True, invert=True)
     if not mask.any():

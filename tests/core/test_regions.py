@@ -364,6 +364,16 @@ def test_coordinates_beyond_the_crs_domain_fail_only_that_region(make_raster):
 
 
 # ----------------------------------------------------------------------------- windows
+def test_a_region_inside_one_pixel_says_it_is_described_from_that_pixel(make_raster, caplog):
+    """A 0.2 x 0.5 pixel region covers no pixel centre: it gets the pixel it touches, and the warning
+    says how small it is at the scene's GSD (10 m here) and what its description is of."""
+    with Scene.open(make_raster(width=200, height=200)) as scene, caplog.at_level("WARNING", "mgimm_core.regions"):
+        chip = prepare_region(scene, feature(pixel_box(scene, 100.1, 100.2, 100.3, 100.7)), ChipSettings(min_window=64))
+    assert chip.mask.sum() == 1
+    assert "'r1' covers no pixel centre (its area is 0.1 of the 10 m pixels" in caplog.text
+    assert "not of anything smaller inside them" in caplog.text
+
+
 def test_tiny_region_gets_the_minimum_context_window(make_raster):
     with Scene.open(make_raster(width=200, height=200)) as scene:
         chip = prepare_region(scene, feature(pixel_box(scene, 100, 100, 101, 101)), ChipSettings(min_window=64))
