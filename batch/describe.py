@@ -42,7 +42,8 @@ def _progress(total, quiet: bool, unit: str):
 @click.option("--tile-size", type=click.IntRange(min=16), default=512, show_default=True,
               help="Tile side in scene pixels (with --tiles).")
 @click.option("--tile-overlap", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Overlap between tiles in pixels, smaller than --tile-size (with --tiles).")
+              help="Overlap between tiles in pixels, smaller than --tile-size (with --tiles). The last "
+                   "column and row are moved inward to end at the scene's edge, so they overlap more.")
 @click.option("--min-valid", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Skip tiles with a smaller share of valid (not nodata) pixels (with --tiles).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
