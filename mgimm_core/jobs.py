@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from mgimm_core.errors import CRSError, OptionsError
-from mgimm_core.model_card import gsd_warning
+from mgimm_core.model_card import gsd_warning, synthetic_warning
 from mgimm_core.output import MODES, RunInfo
 from mgimm_core.pipeline import DescribeOptions, Outcome, WorkItem, describe_to_output
 from mgimm_core.regions import AOIFeature, check_unique_ids, read_aoi
@@ -166,18 +166,20 @@ def run_files_job(job: FilesJob, engine: Engine, *, check_path: Callable[[str, s
 
 def scene_warnings(scenes: list[Scene], card: dict[str, Any], *, source_pixels_per_pixel: float = 1.0) -> list[str]:
     """One line per scene whose pixel size is far from what the model's card says it was trained
-    on, logged as a warning now and recorded in `runs` (mgimm_core/model_card.py).
+    on, and one per real scene read by a model trained on synthetic scenes only; logged as warnings
+    now and recorded in `runs` (mgimm_core/model_card.py).
 
     source_pixels_per_pixel: for a chip decimated from a larger raster (the QGIS plugin's server
     chips), how many of the raster's pixels one chip pixel spans: the raster's pixels are judged."""
     out = []
     for scene in scenes:
+        lines = []
         try:
-            gsd = scene.gsd_m() / source_pixels_per_pixel
+            lines.append(gsd_warning(card, scene.gsd_m() / source_pixels_per_pixel, str(scene.path)))
         except CRSError:
-            continue
-        line = gsd_warning(card, gsd, str(scene.path))
-        if line:
+            pass
+        lines.append(synthetic_warning(card, scene.tags, str(scene.path)))
+        for line in filter(None, lines):
             log.warning(line)
             out.append(line)
     return out

@@ -1,7 +1,8 @@
 """A model's card (`model_card.json` beside its weights): the imagery it was trained on.
 
 `ModelDirectory.card` reads it, `model-info` shows it, and `gsd_warning` compares a scene with it, so
-a user learns before reading the output that a 0.5 m model is describing 30 m pixels.
+a user learns before reading the output that a 0.5 m model is describing 30 m pixels;
+`synthetic_warning` says so when a model trained on synthetic scenes only reads a real one.
 """
 
 from __future__ import annotations
@@ -18,10 +19,26 @@ CARD_FILE = "model_card.json"
 #: A scene this many times finer or coarser than the card's range gets a warning.
 GSD_TOLERANCE = 4.0
 
+#: The GeoTIFF tag (name, value) that training/synthetic/export.py writes on every generated scene:
+#: a card with "synthetic_only" warns on any scene without it (a real one).
+SYNTHETIC_SCENE_TAG = ("generator", "training.synthetic")
+
 
 def read_card(path: Path) -> dict[str, Any]:
     """The model card's facts ({} when the directory has none)."""
     return read_json(path / CARD_FILE) if (path / CARD_FILE).is_file() else {}
+
+
+def synthetic_warning(card: dict[str, Any], scene_tags: dict[str, str], scene_name: str) -> str | None:
+    """One line when a model trained on synthetic scenes only reads a scene the synthetic world did
+    not write (SYNTHETIC_SCENE_TAG): real imagery, on which such a model is measured to be often
+    wrong. None for other models and for generated scenes."""
+    name, value = SYNTHETIC_SCENE_TAG
+    if not card.get("synthetic_only") or scene_tags.get(name) == value:
+        return None
+    return (f"{scene_name}: the model was trained on synthetic scenes only (its model card); on real imagery "
+            f"its descriptions are often wrong (docs/demo_v3.md: real Landsat scenes). Check them against the "
+            f"image.")
 
 
 def gsd_warning(card: dict[str, Any], scene_gsd_m: float, scene_name: str) -> str | None:

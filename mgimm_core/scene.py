@@ -225,6 +225,11 @@ class Scene:
                 f"dtype={self.dtype})")
 
     # ----------------------------------------------------------------- geometry
+    @property
+    def tags(self) -> dict[str, str]:
+        """The file's dataset-level metadata tags (GDAL's default domain)."""
+        return dict(self._ds.tags())
+
     def bounds_lonlat(self) -> list[float] | None:
         """The scene's (west, south, east, north) in longitude/latitude, or None (no CRS)."""
         return _lonlat_bounds(self.crs, self.bounds)

@@ -479,6 +479,7 @@ DEMO_CARD = {
     "bands": "RGB",
     "classes": "DIOR object classes drawn by the synthetic world",
     "note": "For trying mgimm-geo offline; on real imagery its descriptions are wrong.",
+    "synthetic_only": True,
 }
 
 
@@ -489,6 +490,7 @@ DEMO_CARD_V3 = {
     "bands": "RGB or gray",
     "classes": "DIOR object classes drawn by the synthetic world",
     "note": "For trying mgimm-geo offline; trained on synthetic scenes only.",
+    "synthetic_only": True,
 }
 
 

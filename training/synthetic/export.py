@@ -21,6 +21,8 @@ import shapely
 from rasterio.enums import ColorInterp, Resampling
 from shapely import affinity
 
+from mgimm_core.model_card import SYNTHETIC_SCENE_TAG
+
 from .scene import SceneSample
 from .text import DESCRIPTION_INSTRUCTIONS, STAGE1_INSTRUCTION, describe_tile, objects_in, region_caption
 
@@ -39,7 +41,7 @@ def write_geotiff(scene: SceneSample, path) -> None:
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(scene.image[..., :1].transpose(2, 0, 1) if gray else scene.image.transpose(2, 0, 1))
         dst.colorinterp = [ColorInterp.gray] if gray else [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
-        dst.update_tags(generator="training.synthetic", seed=str(scene.seed), gsd_m=str(scene.gsd))
+        dst.update_tags(**dict([SYNTHETIC_SCENE_TAG]), seed=str(scene.seed), gsd_m=str(scene.gsd))
         factors = [f for f in (2, 4, 8) if min(h, w) // f >= 64]
         if factors:
             dst.build_overviews(factors, Resampling.average)
