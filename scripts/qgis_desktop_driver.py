@@ -58,7 +58,8 @@ def landsat_stack(scene):
                                                  ["TILED=YES", "COMPRESS=DEFLATE"])
     stack.SetGeoTransform(source.GetGeoTransform())
     stack.SetProjection(source.GetProjection())
-    stack.SetMetadata({"SPACECRAFT_ID": "LANDSAT_5"})
+    # the scene's own tags (training/synthetic/export.py) stay: the stack is still the synthetic world's
+    stack.SetMetadata({**source.GetMetadata(), "SPACECRAFT_ID": "LANDSAT_5"})
     for index, (name, data) in enumerate((("SR_B1", blue), ("SR_B2", green), ("SR_B3", red), ("SR_B4", green),
                                           ("SR_B5", red), ("SR_B7", blue)), start=1):
         band = stack.GetRasterBand(index)
