@@ -22,6 +22,10 @@ $MGIMM_SHOT_MODE is the scenario:
   scene tiles" dialog runs on the stack and is cancelled once its progress bar shows a percentage; the
   tiles it kept are loaded: processing.json; 4. after the second picture (shot2.done), the
   diagnostics dialog is open: diagnostics.json; 5. after the third picture (shot3.done), QGIS exits.
+- real: 1. a real scene (the Landsat 7 sample of ../shared/data, 6 bands) and one AOI over its city are
+  loaded, the panel's Bands row is set to 3,2,1 (true colour), the rectangle tool is on: drag.json
+  gives the AOI's corners; 2. the worker answered: described.json, with the run's warnings (the demo
+  model's card says it never saw a real image); 3. after the picture (shot1.done), QGIS exits.
 """
 
 import builtins
@@ -36,6 +40,7 @@ WORK = os.environ["MGIMM_SHOT_DIR"]
 MODE = os.environ.get("MGIMM_SHOT_MODE", "plain")
 GUIDED = MODE == "guided"
 BANDS = MODE == "bands"
+REAL = MODE == "real"
 GUIDE_COUNT = 4         # footprints in the guided rectangle
 state = {"step": 0, "ticks": 0, "dialog": None}
 
@@ -118,6 +123,9 @@ def tick():
             scene = landsat_stack(scene)
         plugin.dock.raster_combo.setLayer(scene)
         plugin.dock.show_bands(scene)
+        if REAL:                                # as a user sets a 6-band Landsat 7 file to true colour
+            for combo, band in zip(plugin.dock.band_combos, (3, 2, 1)):
+                combo.setBand(band)
         plugin.dock.show()
         plugin.dock.raise_()
         QgsProject.instance().setCrs(scene.crs())
@@ -130,7 +138,7 @@ def tick():
             centre = scene.extent().center()
             boxes = [to_canvas.transformBoundingBox(f.geometry().boundingBox()) for f in aoi.getFeatures()]
             box = min(boxes, key=lambda b: b.center().distance(centre))     # the AOI object nearest the centre
-            view = box.buffered(max(box.width(), box.height()) * 4)
+            view = box.buffered(max(box.width(), box.height()) * (0.6 if REAL else 4))
         canvas.setExtent(view)
         canvas.refresh()
         state["box"] = box
@@ -138,7 +146,8 @@ def tick():
         state["step"] = 1
         state["ticks"] = 0
     elif state["step"] == 1 and state["ticks"] > 6:
-        box = state["box"] if GUIDED else state["box"].buffered(max(state["box"].width(), state["box"].height()) * 0.25)
+        box = state["box"] if GUIDED or REAL else state["box"].buffered(
+            max(state["box"].width(), state["box"].height()) * 0.25)
         transform = canvas.getCoordinateTransform()
         corners = []
         for x, y in ((box.xMinimum(), box.yMaximum()), (box.xMaximum(), box.yMinimum())):
@@ -158,11 +167,12 @@ def tick():
         entries = (plugin.last_result or {}).get("regions") or []
         keys = ("id", "description", "attributes", "guide_objects", "guide_objects_left")
         write("described.json", {"error": error, "bands": [c.currentBand() for c in plugin.dock.band_combos]
-                                  if plugin.dock.bands_row.isVisible() else None, "regions": [
+                                  if plugin.dock.bands_row.isVisible() else None,
+                                 "warnings": (plugin.last_result or {}).get("warnings"), "regions": [
             {**{k: e.get(k) for k in keys},
              "objects": [{k: o.get(k) for k in ("region_id", "object", "color", "shape", "size", "attribute_text")}
                          for o in e.get("objects") or []]} for e in entries]})
-        state["step"] = 5 if GUIDED else 3
+        state["step"] = 5 if GUIDED or REAL else 3
         state["settle"] = 0
     elif state["step"] == 3 and BANDS and os.path.exists(os.path.join(WORK, "shot1.done")):
         import processing
@@ -227,7 +237,7 @@ def tick():
         frame = state["dialog"].frameGeometry()
         write("processing.json", {"crop": f"{frame.width()}x{frame.height()}+{frame.x()}+{frame.y()}"})
         state["step"] = 5
-    elif state["step"] == 5 and os.path.exists(os.path.join(WORK, "shot1.done" if GUIDED else
+    elif state["step"] == 5 and os.path.exists(os.path.join(WORK, "shot1.done" if GUIDED or REAL else
                                                             "shot3.done" if BANDS else "shot2.done")):
         os._exit(0)                             # no "save the project?" question, no teardown
 

@@ -6,7 +6,8 @@
 #
 # PYTHON: the interpreter where mgimm-geo is installed (default: python3 on PATH). SCENARIO: plain
 # (docs/qgis_dock.png and docs/qgis_processing.png), guided (docs/qgis_guided.png) and/or bands
-# (docs/qgis_bands.png, docs/qgis_cancelled_tiles.png, docs/qgis_diagnostics.png); default all three, each in a QGIS session of its own. Needs QGIS, Xvfb, xdotool and ImageMagick
+# (docs/qgis_bands.png, docs/qgis_cancelled_tiles.png, docs/qgis_diagnostics.png) and/or real (docs/qgis_real.png:
+# the real Landsat 7 sample, ../shared/data/L7_ETMs.tif or $MGIMM_REAL_SCENE); default all four, each in a QGIS session of its own. Needs QGIS, Xvfb, xdotool and ImageMagick
 # (scripts/setup_qgis_env.sh installs them). What it does, as a user would: builds the plugin ZIP
 # (qgis_plugin/build_zip.py) and installs it into a fresh QGIS profile the way "Install from ZIP" does
 # (unpacked into the profile's python/plugins, enabled in QGIS3.ini, with the worker set to this checkout's
@@ -29,9 +30,16 @@ REPO="$(cd "$(dirname "$0")/.." && pwd)"
 PY="${1:-$(command -v python3)}"
 shift || true
 SCENARIOS=("$@")
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(plain guided bands)
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(plain guided bands real)
+# The real scene: the Landsat 7 sample beside the checkout (../shared/data, see its README).
+REAL_SCENE="${MGIMM_REAL_SCENE:-$(cd "$(dirname "$0")/../.." && pwd)/shared/data/L7_ETMs.tif}"
 for name in "${SCENARIOS[@]}"; do
-  case "$name" in plain|guided|bands) ;; *) echo "unknown scenario $name (plain, guided, bands)" >&2; exit 2;; esac
+  if [ "$name" = real ] && [ ! -f "$REAL_SCENE" ]; then
+    echo "scenario real needs the Landsat 7 sample: $REAL_SCENE is missing (set MGIMM_REAL_SCENE)" >&2; exit 2
+  fi
+done
+for name in "${SCENARIOS[@]}"; do
+  case "$name" in plain|guided|bands|real) ;; *) echo "unknown scenario $name (plain, guided, bands, real)" >&2; exit 2;; esac
 done
 "$PY" -c "import torch, rasterio" 2>/dev/null || { echo "$PY cannot import torch and rasterio: give the Python where \
 mgimm-geo's requirements are installed" >&2; exit 2; }
@@ -86,7 +94,23 @@ newsfeed\\disabled=true
 [UI]
 hidesplash=true
 INI
+  RASTER="$WORK/demo/scene.tif"
   if [ "$1" = guided ]; then VECTOR="$WORK/demo/truth.gpkg"; else VECTOR="$WORK/demo/aoi.geojson"; fi
+  if [ "$1" = real ]; then      # the real Landsat 7 sample and one AOI over its city (lon/lat, from its pixels)
+    RASTER="$REAL_SCENE"
+    VECTOR="$WORK/real_aoi.geojson"
+    env -u PYTHONPATH "$PY" - "$RASTER" "$VECTOR" <<'PYAOI'
+import json, sys
+import rasterio
+from rasterio.warp import transform_bounds
+with rasterio.open(sys.argv[1]) as scene:          # columns 60-160, rows 200-300: the city south-west
+    (x0, y1), (x1, y0) = scene.transform * (60, 200), scene.transform * (160, 300)
+    w, s, e, n = transform_bounds(scene.crs, "EPSG:4326", x0, y0, x1, y1)
+ring = [[w, s], [e, s], [e, n], [w, n], [w, s]]
+json.dump({"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {"id": "city"},
+           "geometry": {"type": "Polygon", "coordinates": [ring]}}]}, open(sys.argv[2], "w"))
+PYAOI
+  fi
   export MGIMM_SHOT_DIR="$SHOTS" MGIMM_SHOT_MODE="$1" SHOTS REPO
   # (xvfb-run is a sh script: exported bash functions would not get through it)
   xvfb-run -a -s "-screen 0 1400x900x24" bash -euo pipefail -c "$(declare -f wait_for drag)"'
@@ -99,6 +123,10 @@ INI
     if [ "$MGIMM_SHOT_MODE" = guided ]; then
       import -window root "$SHOTS/guided.png"
       convert "$SHOTS/guided.png" -dither None -colors 256 "PNG8:$REPO/docs/qgis_guided.png"   # ~150 KB, not 500
+      touch "$SHOTS/shot1.done"
+    elif [ "$MGIMM_SHOT_MODE" = real ]; then
+      import -window root "$SHOTS/real.png"
+      convert "$SHOTS/real.png" -dither None -colors 256 "PNG8:$REPO/docs/qgis_real.png"
       touch "$SHOTS/shot1.done"
     elif [ "$MGIMM_SHOT_MODE" = bands ]; then
       import -window root "$SHOTS/bands.png"
@@ -122,7 +150,7 @@ INI
       touch "$SHOTS/shot2.done"
     fi
     wait "$QGIS_PID" || true
-  ' _ "$WORK" "$WORK/demo/scene.tif" "$VECTOR"
+  ' _ "$WORK" "$RASTER" "$VECTOR"
   cat "$SHOTS/described.json"; echo
 }
 for name in "${SCENARIOS[@]}"; do scenario "$name"; done
