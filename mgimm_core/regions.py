@@ -302,9 +302,14 @@ def _read_vector_file(path: str, layer: str | None, user_crs: pyproj.CRS | None
     if crs is None:
         crs = file_crs
     elif file_crs is not None and not file_crs.equals(user_crs, ignore_axis_order=True):
-        # GDAL gives every GeoJSON file EPSG:4326, whether or not it names one
-        own = "the GeoJSON default" if info.get("driver") == "GeoJSON" else "the file's own"
-        log.warning("AOI %s: the given CRS %s overrides %s %s.", path, crs.to_string(), own, file_crs.to_string())
+        if info.get("driver") == "GeoJSON":
+            # GDAL gives every GeoJSON file EPSG:4326, named or not: a CRS given for one is how a legacy
+            # file in other coordinates is read (README "AOIs"), not a mistake to warn of
+            log.info("AOI %s: read in the given CRS %s (GeoJSON's default is %s).", path, crs.to_string(),
+                     file_crs.to_string())
+        else:
+            log.warning("AOI %s: the given CRS %s overrides the file's own %s.", path, crs.to_string(),
+                        file_crs.to_string())
     if crs is None:
         if info.get("driver") == "GeoJSON":
             crs = pyproj.CRS.from_user_input(DEFAULT_AOI_CRS)   # RFC 7946

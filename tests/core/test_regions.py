@@ -201,11 +201,19 @@ def test_shapefile_without_crs_needs_the_crs_option(tmp_path):
     assert feature.crs.to_epsg() == 32633
 
 
-def test_crs_option_overrides_a_legacy_geojson_in_projected_coordinates(tmp_path):
+def test_crs_option_overrides_a_legacy_geojson_in_projected_coordinates(tmp_path, caplog):
     aoi = write_geojson(tmp_path / "utm.geojson", [shapely.box(500_000, 4_500_000, 500_100,
                                                                4_500_100)])
-    [feature] = read_aoi(aoi, crs="EPSG:32633")
+    with caplog.at_level("INFO", "mgimm_core.regions"):
+        [feature] = read_aoi(aoi, crs="EPSG:32633")
     assert feature.crs.to_epsg() == 32633
+    # the fix for such a file, not a mistake: no warning (GDAL gives every GeoJSON EPSG:4326)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"] and "GeoJSON's default" in caplog.text
+    # a file that states its own CRS, overridden, still warns
+    gpkg = write_vector(tmp_path / "lonlat.gpkg", [shapely.box(13, 52, 13.1, 52.1)], crs="EPSG:4326")
+    caplog.clear()
+    read_aoi(gpkg, crs="EPSG:4258")
+    assert "overrides the file's own EPSG:4326" in caplog.text
 
 
 @pytest.mark.parametrize("crs", [None, "EPSG:4326"])
