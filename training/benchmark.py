@@ -155,6 +155,20 @@ def repeated_clauses(text: str | None) -> list[str]:
     return repeated
 
 
+def doubled_phrases(text: str | None) -> list[str]:
+    """Phrases said twice around an "and" ("the lower left and the lower left"), up to six words."""
+    found = words(text)
+    doubled = []
+    for k, word in enumerate(found):
+        if word != "and":
+            continue
+        n = next((n for n in range(min(6, k, len(found) - k - 1), 0, -1)
+                  if found[k - n:k] == found[k + 1:k + 1 + n]), 0)
+        if n:
+            doubled.append(" ".join(found[k - n:k + 1 + n]))
+    return doubled
+
+
 def _is_count(word: str) -> bool:
     return word.isdigit() or _KINDS.get(word) == "<number>"
 
@@ -548,7 +562,8 @@ def score_case(regions: list[Region], runs: dict, tally: Tally, grammar: Grammar
             text = row["description"]
             n["texts"] += 1
             doubled, broken, again = doubled_words(text), grammar.broken(text), repeated_clauses(text)
-            items_again = repeated_items(text)
+            items_again, twice = repeated_items(text), doubled_phrases(text)
+            n["doubled_phrase"] += bool(twice)
             n["doubled"] += bool(doubled)
             n["broken"] += bool(broken)
             n["repeated_clause"] += bool(again)
@@ -557,6 +572,8 @@ def score_case(regions: list[Region], runs: dict, tally: Tally, grammar: Grammar
                 tally.example("repeated clause", {"clauses": again[:3], "description": text})
             if items_again:
                 tally.example("repeated list item", {"items": items_again[:3], "description": text})
+            if twice:
+                tally.example("doubled phrase", {"phrases": twice[:3], "description": text})
             if broken:
                 tally.example("broken phrase", {"pairs": broken[:3], "description": text})
             if doubled:
@@ -610,6 +627,7 @@ def report(tally: Tally) -> dict:
         "broken_phrases": _rate(n["broken"], n["texts"]),
         "repeated_clauses": _rate(n["repeated_clause"], n["texts"]),
         "repeated_list_items": _rate(n["repeated_item"], n["texts"]),
+        "doubled_phrases": _rate(n["doubled_phrase"], n["texts"]),
         "cover_regions": n["cover_regions"],
         "dominant_cover_named": _rate(n["cover_named"], n["cover_regions"]),
         "cover_invented": _rate(n["cover_invented"], n["described"]),
@@ -703,7 +721,8 @@ ROWS = (("attribute class / colour / shape / size right (single-object AOIs)",
                                                               "no_object_description_recall"), ""),
         ("doubled words / broken phrases / repeated clauses (all descriptions)",
          ("doubled_words", "broken_phrases", "repeated_clauses"), "0 / 0 / 0"),
-        ("list items repeated but for their count (all descriptions)", ("repeated_list_items",), "0"),
+        ("list items repeated but for their count / phrases doubled around \"and\" (all descriptions)",
+         ("repeated_list_items", "doubled_phrases"), "0 / 0"),
         ("dominant land cover named (AOIs where one covers >= 40%)", ("dominant_cover_named",), ""),
         ("descriptions naming a cover under 5% of the AOI", ("cover_invented",), ""),
         ("neighbour described (localisation errors)", ("neighbour_described",), ""),

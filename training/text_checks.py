@@ -1,5 +1,6 @@
 """The benchmark's text checks on any describe output: how many descriptions have a doubled word, a
-broken phrase, a repeated clause or a list item repeated but for its count (training/benchmark.py).
+broken phrase, a repeated clause, a list item repeated but for its count or a phrase doubled around
+an "and" (training/benchmark.py).
 
 The benchmark reads AOIs, which seldom hold a crowd; area descriptions of whole tiles list crowds,
 where a model that cannot tell two groups apart lists the same group again. On the scenes a
@@ -16,7 +17,7 @@ import json
 import sys
 from typing import Any
 
-from training.benchmark import Grammar, doubled_words, repeated_clauses, repeated_items
+from training.benchmark import Grammar, doubled_phrases, doubled_words, repeated_clauses, repeated_items
 
 
 def text_checks(texts: list[str], grammar: Grammar) -> dict[str, Any]:
@@ -25,7 +26,8 @@ def text_checks(texts: list[str], grammar: Grammar) -> dict[str, Any]:
             "doubled_words": sum(bool(doubled_words(t)) for t in texts),
             "broken_phrases": sum(bool(grammar.broken(t)) for t in texts),
             "repeated_clauses": sum(bool(repeated_clauses(t)) for t in texts),
-            "repeated_list_items": sum(bool(repeated_items(t)) for t in texts)}
+            "repeated_list_items": sum(bool(repeated_items(t)) for t in texts),
+            "doubled_phrases": sum(bool(doubled_phrases(t)) for t in texts)}
 
 
 def descriptions(path: str) -> list[str]:

@@ -208,7 +208,8 @@ def trim_repeats(ids: list[int], marks: RepeatMarks) -> list[int]:
     that loops says the same sentence again; everything from there is the loop); an answer whose
     words after its last full sentence have no end mark (cut by the token budget, or ended by the
     model mid-sentence: "... roads cross the area. There are") is cut back to that sentence, so it
-    never ends mid-phrase. Then a clause that repeats one said before is dropped with the mark
+    never ends mid-phrase. Then a phrase doubled around an "and" loses its second half
+    (`_drop_doubled_phrases`), and a clause that repeats one said before is dropped with the mark
     before it (`_drop_repeated_clauses`). Only the model's own words are dropped; nothing is added.
     An answer without a full sentence (an attribute answer) is kept whole but for repeated clauses."""
     seen: set[tuple[int, ...]] = set()
@@ -224,7 +225,34 @@ def trim_repeats(ids: list[int], marks: RepeatMarks) -> list[int]:
     else:
         if start > 0:
             ids = ids[:start]
+    ids = _drop_doubled_phrases(ids, marks)
     return _drop_repeated_clauses(ids, marks) if marks.clause_ends else ids
+
+
+#: The longest phrase `_drop_doubled_phrases` looks for on both sides of an "and" (in tokens).
+DOUBLED_PHRASE_TOKENS = 6
+
+
+def _drop_doubled_phrases(ids: list[int], marks: RepeatMarks) -> list[int]:
+    """`ids` without an "and" that is followed by the very words before it ("in the lower left and
+    the lower left" -> "in the lower left"): a phrase of up to DOUBLED_PHRASE_TOKENS tokens, no mark
+    inside, the longest that repeats. The words after it stay ("... and ten other buildings")."""
+    if not marks.joins:
+        return ids
+    stops = marks.ends | marks.clause_ends
+    out: list[int] = []
+    k = 0
+    while k < len(ids):
+        if ids[k] in marks.joins:
+            longest = min(DOUBLED_PHRASE_TOKENS, len(out), len(ids) - k - 1)
+            doubled = next((n for n in range(longest, 0, -1) if ids[k + 1:k + 1 + n] == out[-n:]
+                            and not stops.intersection(out[-n:])), 0)
+            if doubled:
+                k += 1 + doubled
+                continue
+        out.append(ids[k])
+        k += 1
+    return out
 
 
 def _item_key(words: tuple[int, ...], counts: frozenset[int]) -> tuple[int, ...] | None:

@@ -118,6 +118,10 @@ def test_a_list_item_repeated_but_for_its_count_is_dropped_with_its_mark():
     for kept in ("Two roads cross the north. And two roads cross the north.",
                  "One river runs 100 m north, one river runs 200 m north."):
         assert trimmed(kept) == tokenizer.decode(tokenizer(kept, add_special_tokens=False)["input_ids"])
+    # a phrase doubled around "and" loses its second half; the words after it stay
+    assert trimmed("These are three grey rectangular buildings in the lower left and the lower left and ten "
+                   "other buildings.") == trimmed("These are three grey rectangular buildings in the lower left and "
+                                                  "ten other buildings.")
     # "and" inside a clause, not before a count, opens no item: farmland and farmland is not a list
     assert "grassland and farmland" in trimmed("Farmland parcels cover the north; grassland and farmland parcels "
                                                "cover the south.")

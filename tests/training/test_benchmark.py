@@ -11,7 +11,8 @@ import pytest
 import shapely
 
 from training.benchmark import (AOI_COUNTS, SPLIT_WORLD, SPLITS, Grammar, covers_named, dominant_cover,
-                                doubled_words, draw_regions, kinds, repeated_clauses, repeated_items, scene_case,
+                                doubled_phrases, doubled_words, draw_regions, kinds, repeated_clauses, repeated_items,
+                                scene_case,
                                 used_seeds)
 
 
@@ -100,6 +101,10 @@ def test_grammar_reads_generator_text_as_good_and_catches_broken_phrases(grammar
     assert not [repeated_clauses(t) for t in texts if repeated_clauses(t)]     # the generator never repeats one
     assert repeated_clauses("Mountains occupy the centre; mountains occupy the centre.") == ["mountains occupy the centre"]
     assert not [repeated_items(t) for t in texts if repeated_items(t)]
+    assert not [doubled_phrases(t) for t in texts if doubled_phrases(t)]
+    assert doubled_phrases("three grey buildings in the lower left and the lower left and ten other buildings.") == [
+        "the lower left and the lower left"]
+    assert not doubled_phrases("Roads and rivers cross the north and the south.")
     assert repeated_items("These are seventeen white rectangular buildings across the image, twelve white rectangular "
                           "buildings across the image and 48 other buildings.") == [
         "twelve white rectangular buildings across the image"]

@@ -15,12 +15,13 @@ TEXTS = [
     f"There are 30 buildings. These are seventeen {GROUP}, twelve {GROUP} and one other building.",
     "Farmland parcels cover the north; farmland parcels cover the north.",
     "A building in in the centre.",
+    "Two buildings stand in the lower left and the lower left.",
 ]
 
 
 def test_counts_each_fault_once_per_description_from_the_output_layer(tmp_path):
     path = tmp_path / "tiles.gpkg"
-    frame = gpd.GeoDataFrame({"description": TEXTS + [None]}, geometry=[shapely.box(0, 0, 1, 1)] * 5,
+    frame = gpd.GeoDataFrame({"description": TEXTS + [None]}, geometry=[shapely.box(0, 0, 1, 1)] * 6,
                              crs="EPSG:4326")
     pyogrio.write_dataframe(frame, path, layer="tiles")
     texts = descriptions(str(path))
@@ -29,5 +30,5 @@ def test_counts_each_fault_once_per_description_from_the_output_layer(tmp_path):
     for text in TEXTS[:3]:
         grammar.add(text)                                    # their word pairs are good; "in in" is not
     checks = text_checks(texts, grammar)
-    assert checks == {"descriptions": 4, "words": sum(len(t.split()) for t in TEXTS), "doubled_words": 1,
-                      "broken_phrases": 1, "repeated_clauses": 1, "repeated_list_items": 1}
+    assert checks == {"descriptions": 5, "words": sum(len(t.split()) for t in TEXTS), "doubled_words": 1,
+                      "broken_phrases": 2, "repeated_clauses": 1, "repeated_list_items": 1, "doubled_phrases": 1}
