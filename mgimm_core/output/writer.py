@@ -352,8 +352,7 @@ class GeoPackageWriter(OutputWriter):
         if self.regions.name == self.tiles.name or RUNS_TABLE in (self.regions.name, self.tiles.name):
             raise OutputError(f"Output {self.path}: layer names must differ from each other and from "
                               f"{RUNS_TABLE!r}; choose another --layer.")
-        _check_not_a_folder(self.path, self.path)
-        exists = self.path.exists()
+        exists = self.path.exists()         # (open_output's output_format has refused a folder)
         if exists and mode == "create":
             raise _clobber_error(self.path)
         self._lock: int | None = None

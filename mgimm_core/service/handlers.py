@@ -363,6 +363,7 @@ def _wkt_features(params: dict[str, Any], key: str, items: list[Any]
     """(id, properties, AOIFeature or None, why not) for each {"id", "wkt", "properties"} of
     params[key], its WKT in the request's `crs` (the one reading of drawn regions and inline guides)."""
     crs = param(params, "crs", str, "EPSG:4326", allow_none=False)
+    what = "guide object" if key == "guides" else "region"
     for index, item in enumerate(items):
         if not isinstance(item, dict) or not isinstance(item.get("wkt"), str):
             raise ServiceError("bad_request", f"{key}[{index}] must be an object with a 'wkt' string "
@@ -375,14 +376,12 @@ def _wkt_features(params: dict[str, Any], key: str, items: list[Any]
             shapely.from_wkt(item["wkt"])            # a WKT string, never a file name (read_aoi takes both)
             feature = read_aoi(item["wkt"], crs=crs)[0]
         except AOICoordinatesError as exc:
-            what = "guide object" if key == "guides" else "region"
             minx, miny, maxx, maxy = exc.bounds
             yield rid, props, None, (f"{what} {rid!r}: its WKT spans ({minx:.10g}, {miny:.10g}) to ({maxx:.10g}, "
                                      f"{maxy:.10g}), which is not in the request's crs {crs} (degrees); send "
                                      f"the CRS the coordinates are in as 'crs'.")
             continue
         except (shapely.errors.GEOSException, AOIError) as exc:
-            what = "guide object" if key == "guides" else "region"
             yield rid, props, None, (f"{what} {rid!r}: not valid WKT ({exc}); send e.g. "
                                      f"'POLYGON ((x1 y1, x2 y2, x3 y3, x1 y1))' in {crs}.")
             continue
