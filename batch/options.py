@@ -92,9 +92,9 @@ nodata_option = click.option(
     help="Treat this source value as nodata (overrides the file's nodata value).")
 
 percentiles_option = click.option(
-    "--percentiles", type=FloatPairType("percentiles", "2,98", 0.0, 100.0), default="2,98",
-    show_default=True,
-    help="Scene-wide per-band percentile stretch for non-uint8 data, as lo,hi.")
+    "--percentiles", type=FloatPairType("percentiles", "2,98", 0.0, 100.0), default=None,
+    help="Scene-wide per-band percentile stretch, as lo,hi. Default: 2,98 for data that is not uint8; "
+         "uint8 is read as it is unless this is given (e.g. 1,99 for a dark 8-bit scene).")
 
 value_range_option = click.option(
     "--value-range", "value_range", type=FloatPairType("value-range", "0,3000"), default=None,

@@ -45,7 +45,7 @@ class FilesJob:
     aoi: AOISource | None = None
     bands: tuple[int, ...] | None = None
     nodata: float | None = None
-    percentiles: tuple[float, float] = (2.0, 98.0)     # the scene-wide stretch of non-uint8 data (Scene.open)
+    percentiles: tuple[float, float] | None = None     # the scene-wide stretch (Scene.open; None: its default)
     value_range: tuple[float, float] | None = None     # ... or fixed source values for 0 and 255
     options: DescribeOptions = field(default_factory=DescribeOptions)
     guide: AOISource | None = None      # guided runs: a polygon layer of objects (mgimm_core/guides.py)

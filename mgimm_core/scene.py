@@ -5,8 +5,9 @@ A `Scene` fixes, once per raster, the three choices that must not change from ti
 - which bands become red, green and blue (explicit, else the colour interpretation, else the only
   three bands; one band is shown as grey, or in its colours if it has a colour table; anything
   else needs an explicit choice);
-- how values become uint8 (uint8 as is; other types through one scene-wide per-band percentile
-  stretch estimated from overviews or a decimated read of at most ~1M pixels, or a user range);
+- how values become uint8 (uint8 as is unless percentiles are given; other types through one
+  scene-wide per-band percentile stretch estimated from overviews or a decimated read of at most
+  ~1M pixels, or a user range);
 - what is invalid (user nodata > file nodata > alpha band > mask band; NaN always; outside the
   scene).
 
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 
 #: Most pixels (per band) the stretch estimate reads; the scene is decimated to fit.
 STRETCH_SAMPLE_PIXELS = 1_000_000
+# The stretch of data that is not uint8 when no percentiles are given (Scene.open).
+DEFAULT_PERCENTILES = (2.0, 98.0)
 
 #: Ceiling (bytes) for GDAL's block cache, set once per process by `Scene.open` unless the user
 #: configured GDAL_CACHEMAX (environment or rasterio.Env). GDAL's default, 5% of RAM, would let
@@ -114,7 +117,7 @@ class Scene:
     """
 
     def __init__(self, dataset: DatasetReader, path: str, band_indexes: tuple[int, ...], nodata: float | None,
-                 mask_kind: str, percentiles: tuple[float, float],
+                 mask_kind: str, percentiles: tuple[float, float] | None,
                  value_range: tuple[float, float] | None) -> None:
         self._ds = dataset
         self.path = path
@@ -139,13 +142,14 @@ class Scene:
     # ----------------------------------------------------------------- opening
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, bands: tuple[int, ...] | None = None, nodata: float | None = None,
-             percentiles: tuple[float, float] = (2, 98),
+             percentiles: tuple[float, float] | None = None,
              value_range: tuple[float, float] | None = None, driver: str | None = None) -> "Scene":
         """Open any GDAL raster (GeoTIFF, COG, BigTIFF, VRT, ...) for reading.
 
         bands: 1-based indexes, three (red, green, blue) or one (grey); default from the file.
         nodata: source value to treat as invalid, overriding the file's nodata.
-        percentiles: (low, high) in 0..100 for the scene-wide stretch of non-uint8 data.
+        percentiles: (low, high) in 0..100 for a scene-wide per-band stretch. Default: DEFAULT_PERCENTILES
+            for data that is not uint8, uint8 as it is; given, it stretches uint8 too (a dark scene).
         value_range: (low, high) source values mapped to 0 and 255 for every band (overrides
             percentiles, applies to uint8 too).
         driver: the only GDAL driver allowed to open the file (e.g. "GTiff"); default: GDAL picks
@@ -155,7 +159,7 @@ class Scene:
         GeotransformError (rotated or GCP-only georeferencing).
         """
         path = os.fspath(path)
-        if not 0 <= percentiles[0] < percentiles[1] <= 100:
+        if percentiles is not None and not 0 <= percentiles[0] < percentiles[1] <= 100:
             raise ValueError(f"percentiles {percentiles}: need 0 <= low < high <= 100 "
                              f"(e.g. (2, 98)).")
         if value_range is not None and not value_range[0] < value_range[1]:
@@ -184,7 +188,8 @@ class Scene:
             _check_georeferencing(dataset, path)
             band_indexes = _choose_bands(dataset, path, bands)
             nodata, mask_kind = _nodata_policy(dataset, band_indexes, nodata)
-            scene = cls(dataset, path, band_indexes, nodata, mask_kind, (float(percentiles[0]), float(percentiles[1])),
+            scene = cls(dataset, path, band_indexes, nodata, mask_kind,
+                        None if percentiles is None else (float(percentiles[0]), float(percentiles[1])),
                         None if value_range is None else (float(value_range[0]), float(value_range[1])))
             scene._probe()
         except BaseException:
@@ -291,14 +296,14 @@ class Scene:
         n = len(self.band_indexes)
         if self.value_range is not None:
             return Stretch((self.value_range[0],) * n, (self.value_range[1],) * n, "value_range")
-        if np.dtype(self.dtype) == np.uint8:
+        if np.dtype(self.dtype) == np.uint8 and self.percentiles is None:
             return Stretch((0.0,) * n, (255.0,) * n, "identity")
         factor = max(1, math.ceil(math.sqrt(self.width * self.height / STRETCH_SAMPLE_PIXELS)))
         shape = (math.ceil(self.height / factor), math.ceil(self.width / factor))
         full = Window(0, 0, self.width, self.height)
         data, valid = self._read_source(self.band_indexes, full, shape)
         lows, highs = [], []
-        p_low, p_high = self.percentiles
+        p_low, p_high = self.percentiles or DEFAULT_PERCENTILES
         for band, values in zip(self.band_indexes, data):
             sample = values[valid]           # valid already excludes NaN
             if sample.size == 0:

@@ -91,10 +91,23 @@ def test_uint8_is_shown_unchanged(make_raster):
         assert s.stretch.is_identity()
 
 
+def test_percentiles_given_stretch_uint8_too(make_raster):
+    """A dark 8-bit scene (values 10..60) is stretched when percentiles are asked for, and only then."""
+    data = (10 + default_pixels(3, 48, 64, "uint16") % 51).astype("uint8")
+    path = make_raster(data=data)
+    with Scene.open(path) as plain:
+        assert plain.stretch.is_identity()
+    with Scene.open(path, percentiles=(0, 100)) as stretched:
+        np.testing.assert_allclose(stretched.stretch.low, data.reshape(3, -1).min(1))
+        np.testing.assert_allclose(stretched.stretch.high, data.reshape(3, -1).max(1))
+        rgb, _ = stretched.read(Window(0, 0, 64, 48))
+    assert rgb.max() == 255 and rgb.min() == 0
+
+
 def test_uint16_percentile_stretch_is_scene_wide(make_raster):
     path = make_raster(dtype="uint16")
     data = default_pixels(3, 48, 64, "uint16")
-    with Scene.open(path, percentiles=(2, 98)) as s:
+    with Scene.open(path) as s:                          # the default: 2-98 % for data that is not uint8
         low, high = s.stretch.low, s.stretch.high
         np.testing.assert_allclose(low, np.percentile(data.reshape(3, -1), 2, axis=1))
         np.testing.assert_allclose(high, np.percentile(data.reshape(3, -1), 98, axis=1))
