@@ -425,9 +425,34 @@ def expected_rows(scenes: list[Scene], features: list[AOIFeature], options: Desc
     the scenes' grids (an upper bound: tiles under the valid minimum write no row); None when unknown
     (regions over several scenes, each written where it lies)."""
     if options.tiles is not None:
-        grids = [tile_grid(s, size=options.tiles.size, overlap=options.tiles.overlap) for s in scenes]
-        return max(0, sum(len(grid) for grid in grids) - done)
+        return max(0, sum(tile_counts(scenes, options.tiles)) - done)
     return max(0, len(features) - done) if len(scenes) == 1 else None
+
+
+def tile_counts(scenes: list[Scene], tiles: TileOptions) -> list[int]:
+    """The number of tiles in each scene's grid."""
+    return [len(tile_grid(s, size=tiles.size, overlap=tiles.overlap)) for s in scenes]
+
+
+def row_order(scenes: list[Scene], features: list[AOIFeature], options: DescribeOptions
+              ) -> Callable[[ResumeKey], int | None]:
+    """Each row's place in the run (the writer's `follow_order`): regions in AOI order, a region's
+    scenes in the order given; tiles scene by scene in grid order. None for a key the run has not."""
+    scene_index = {s.path: j for j, s in enumerate(scenes)}
+    if options.tiles is not None:
+        counts = tile_counts(scenes, options.tiles)
+        offsets = {s.path: sum(counts[:j]) for j, s in enumerate(scenes)}
+
+        def tile_place(key: ResumeKey) -> int | None:
+            offset = offsets.get(key[0])
+            return None if offset is None else offset + int(key[1])
+        return tile_place
+    feature_index = {str(f.id): i for i, f in enumerate(features)}
+
+    def region_place(key: ResumeKey) -> int | None:
+        index = feature_index.get(str(key[1]))
+        return None if index is None else index * len(scenes) + scene_index.get(key[0], 0)
+    return region_place
 
 
 def describe_to_output(scenes: list[Scene], features: list[AOIFeature], engine: Engine, output: str | None, mode: str,
@@ -463,6 +488,8 @@ def describe_to_output(scenes: list[Scene], features: list[AOIFeature], engine: 
               else contextlib.nullcontext(None))
     with opened as out:
         tiles = options.tiles is not None
+        if out is not None:
+            out.follow_order(row_order(scenes, features, options))
         done = ((out.completed_tile_keys() if tiles else out.completed_region_keys())
                 if out is not None and mode == "resume" and skip_done else set())
         log.info("output %s (%s): %d %s already done; chips of %d px, context %.2f, min window %d px, "

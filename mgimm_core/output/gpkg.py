@@ -290,15 +290,30 @@ def layer_srs_id(conn: sqlite3.Connection, table: str) -> tuple[int, str]:
 
 
 def insert_features(conn: sqlite3.Connection, table: str, srs_id: int,
-                    rows: Sequence[tuple[shapely.Geometry, Mapping[str, object]]]) -> None:
-    """Insert (geometry, values) rows and grow the layer's extent in gpkg_contents."""
+                    rows: Sequence[tuple[shapely.Geometry, Mapping[str, object]]],
+                    fids: Sequence[int | None] | None = None) -> None:
+    """Insert (geometry, values) rows and grow the layer's extent in gpkg_contents; fids: each row's
+    feature id (None: the next free one, as without fids)."""
     if not rows:
         return
     names = list(rows[0][1].keys())
-    sql = (f"INSERT INTO {quote(table)} ({GEOMETRY_COLUMN}, {', '.join(quote(n) for n in names)}) "
-           f"VALUES (?{', ?' * len(names)})")
-    conn.executemany(sql, [(encode_geometry(g, srs_id), *(values[n] for n in names)) for g, values in rows])
+    fids = fids if fids is not None else [None] * len(rows)
+    sql = (f"INSERT INTO {quote(table)} ({FID_COLUMN}, {GEOMETRY_COLUMN}, {', '.join(quote(n) for n in names)}) "
+           f"VALUES (?, ?{', ?' * len(names)})")
+    conn.executemany(sql, [(fid, encode_geometry(g, srs_id), *(values[n] for n in names))
+                           for fid, (g, values) in zip(fids, rows)])
     _grow_extent(conn, table, [g for g, _ in rows])
+
+
+def taken_fids(conn: sqlite3.Connection, table: str, fids: Iterable[int]) -> set[int]:
+    """Which of `fids` rows of `table` hold already."""
+    wanted = sorted(set(fids))
+    taken: set[int] = set()
+    for start in range(0, len(wanted), 500):            # SQLite's host parameter limit
+        chunk = wanted[start:start + 500]
+        taken.update(fid for (fid,) in conn.execute(
+            f"SELECT {FID_COLUMN} FROM {quote(table)} WHERE {FID_COLUMN} IN ({', '.join('?' * len(chunk))})", chunk))
+    return taken
 
 
 def _grow_extent(conn: sqlite3.Connection, table: str, geoms: Iterable[shapely.Geometry]) -> None:

@@ -40,7 +40,8 @@ import os
 import sqlite3
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Generic, Iterable, Literal, Sequence, TypeVar
+from collections import Counter
+from typing import Any, Callable, Generic, Iterable, Literal, Sequence, TypeVar
 
 import numpy as np
 import pyproj
@@ -50,8 +51,8 @@ from ..errors import OutputBusyError, OutputError
 from . import gpkg, styles
 from .provenance import RunInfo
 from .schema import (DEFAULT_ATTRIBUTE_FIELDS, RUNS_COLUMNS, LayerSchema, ObjectRecord, ObjectSchema, Record,
-                     RegionRecord, RegionSchema,
-                     TileRecord, TileSchema)
+                     RegionRecord, RegionSchema, ResumeKey,
+                     TileRecord, TileSchema, region_key, tile_key)
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +271,15 @@ class OutputWriter:
                        "objects_written": 0, "objects_failed": 0}
         self._reproject = _Reprojector()
         self.closed = False
+        self.row_order: Callable[[ResumeKey], int | None] | None = None
+
+    def follow_order(self, row_order: Callable[[ResumeKey], int | None]) -> None:
+        """Write the regions and tiles rows in the run's own order: `row_order(key)` is a row's place
+        in its AOI or tile grid (None: none), whatever order its batch came in (batches are cut by
+        locality and answer length, errors come first). A GeoPackage gives each row the feature id
+        of its place after the rows the layer held before the run (a resumed run's rows keep the places
+        they were first given); single-layer formats sort the rows before writing them."""
+        self.row_order = row_order
 
     # -- public API
     def write_regions(self, records: Iterable[RegionRecord], objects: Iterable[ObjectRecord] = ()) -> None:
@@ -356,6 +366,7 @@ class GeoPackageWriter(OutputWriter):
         if exists and mode == "create":
             raise _clobber_error(self.path)
         self._lock: int | None = None
+        self._fid_bases: dict[str, int] = {}       # layer -> the feature id before this run's first place
         if exists:
             self._lock = _lock_output(self.path)      # before anything changes: another run may be writing it
         try:
@@ -473,6 +484,7 @@ class GeoPackageWriter(OutputWriter):
     def _insert(self, layer: _Layer[LayerSchema], records: Sequence[Record], rows: list[_Row]) -> None:
         """One layer's part of a batch, inside its transaction."""
         if not layer.exists:
+            self._fid_bases.setdefault(layer.name, 0)
             self._create_layer(layer)
         values = [row for _, row in rows]
         new = layer.schema.new_columns(values)
@@ -481,15 +493,48 @@ class GeoPackageWriter(OutputWriter):
             layer.schema.add(new)
         names = list(layer.schema.columns)
         rows = [(geom, {n: row.get(n) for n in names}) for geom, row in rows]
+        base = self._fid_base(layer)
         if self.mode == "resume":
             self._delete_keys(layer, records)
         assert layer.srs_id is not None         # the layer exists: read by _load_layers or created just above
-        gpkg.insert_features(self.conn, layer.name, layer.srs_id, rows)
+        gpkg.insert_features(self.conn, layer.name, layer.srs_id, rows, self._fids(layer, records, base))
         kind = layer.schema.kind
         if kind in _COUNTED:
             self.conn.execute(
                 f"UPDATE {RUNS_TABLE} SET {kind}_written = ?, {kind}_failed = ? WHERE run_id = ?",
                 (self.counts[f"{kind}_written"], self.counts[f"{kind}_failed"], self.run.run_id))
+
+    def _fid_base(self, layer: _Layer[LayerSchema]) -> int | None:
+        """The feature id before this run's first place (`follow_order`), fixed at its first batch:
+        0 in a new layer, the layer's last id when appending; when resuming, the base the rows it
+        finds were written with (the commonest fid - place), so the rows it adds fill their places.
+        None: the run follows no order, or for the objects layer (linked to its parents by id)."""
+        kind = layer.schema.kind
+        if self.row_order is None or kind == "objects":
+            return None
+        if layer.name not in self._fid_bases:
+            table, key_column = gpkg.quote(layer.name), _KEY_COLUMNS[kind]
+            key = tile_key if kind == "tiles" else region_key
+            last = self.conn.execute(f"SELECT MAX({gpkg.FID_COLUMN}) FROM {table}").fetchone()[0] or 0
+            bases: Counter[int] = Counter()
+            if self.mode == "resume":
+                for fid, scene, ident in self.conn.execute(f"SELECT {gpkg.FID_COLUMN}, scene, {key_column} "
+                                                           f"FROM {table}"):
+                    place = self.row_order(key(scene, ident))
+                    if place is not None and fid > place:
+                        bases[fid - place - 1] += 1
+            self._fid_bases[layer.name] = bases.most_common(1)[0][0] if bases else last
+        return self._fid_bases[layer.name]
+
+    def _fids(self, layer: _Layer[LayerSchema], records: Sequence[Record], base: int | None) -> list[int | None]:
+        """Each record's feature id: base + its place + 1, or None (the next free id) when it has no
+        place or a row of the layer holds that id already (another run's, in an appended layer)."""
+        if base is None or self.row_order is None:
+            return [None] * len(records)
+        wanted = [None if (place := self.row_order(layer.schema.key_of(r))) is None else base + place + 1
+                  for r in records]
+        taken = gpkg.taken_fids(self.conn, layer.name, [f for f in wanted if f is not None])
+        return [None if f in taken else f for f in wanted]
 
     def _create_layer(self, layer: _Layer[LayerSchema]) -> None:
         assert layer.crs is not None            # _layer_rows set it from the batch's first record
@@ -630,6 +675,7 @@ class ExportWriter(OutputWriter):
                 raise _clobber_error(target)
         _check_writable_folder(self.path)     # now, not after every region was described
         self._rows: dict[str, list[_Row]] = {"regions": [], "tiles": [], "objects": []}
+        self._places: dict[str, list[int | None]] = {kind: [] for kind in self._rows}   # follow_order
         self.written: list[Path] = []
 
     def _layer_crs(self, first_record_crs: pyproj.CRS) -> pyproj.CRS:
@@ -641,13 +687,19 @@ class ExportWriter(OutputWriter):
             rows = self._layer_rows(layer, records)
             new = layer.schema.new_columns([row for _, row in rows])
             layer.schema.add(new)
-            self._rows[layer.schema.kind].extend(rows)
+            kind = layer.schema.kind
+            self._rows[kind].extend(rows)
+            order = self.row_order if self.row_order is not None and kind != "objects" else None
+            self._places[kind].extend(order(layer.schema.key_of(r)) if order is not None else None for r in records)
 
     def close(self, status: str = "finished") -> None:
         """Write the layers (the regions layer, or the tiles layer if only tiles were written)."""
         if self.closed:
             return
         self.closed = True
+        for kind, rows in self._rows.items():          # in the run's order (follow_order); no place: last
+            places = self._places[kind]
+            rows[:] = [rows[i] for i in sorted(range(len(rows)), key=lambda i: (places[i] is None, places[i] or 0))]
         region_rows, tile_rows = self._rows["regions"], self._rows["tiles"]
         targets: list[tuple[Path, _Layer[LayerSchema], list[_Row]]] = []
         if region_rows or not tile_rows:
