@@ -166,8 +166,9 @@ def run_files_job(job: FilesJob, engine: Engine, *, check_path: Callable[[str, s
 
 def scene_warnings(scenes: list[Scene], card: dict[str, Any], *, source_pixels_per_pixel: float = 1.0) -> list[str]:
     """One line per scene whose pixel size is far from what the model's card says it was trained
-    on, and one per real scene read by a model trained on synthetic scenes only; logged as warnings
-    now and recorded in `runs` (mgimm_core/model_card.py).
+    on, and one per real scene read by a model trained on synthetic scenes only; recorded in `runs`
+    and logged as warnings once the output is open (`describe_to_output`: a refused output says
+    only why; mgimm_core/model_card.py).
 
     source_pixels_per_pixel: for a chip decimated from a larger raster (the QGIS plugin's server
     chips), how many of the raster's pixels one chip pixel spans: the raster's pixels are judged."""
@@ -179,7 +180,5 @@ def scene_warnings(scenes: list[Scene], card: dict[str, Any], *, source_pixels_p
         except CRSError:
             pass
         lines.append(synthetic_warning(card, scene.tags, str(scene.path)))
-        for line in filter(None, lines):
-            log.warning(line)
-            out.append(line)
+        out.extend(filter(None, lines))
     return out

@@ -487,6 +487,8 @@ def describe_to_output(scenes: list[Scene], features: list[AOIFeature], engine: 
     opened = (open_output(output, mode=mode, run=run, regions_layer=regions_layer) if output is not None
               else contextlib.nullcontext(None))
     with opened as out:
+        for line in run.parameters.get("warnings", ()):    # the scenes' (jobs.scene_warnings), once the output
+            log.warning(line)                                # is open: a refused output says only why
         tiles = options.tiles is not None
         if out is not None:
             out.follow_order(row_order(scenes, features, options))

@@ -20,3 +20,30 @@ def test_a_synthetic_only_model_warns_on_real_scenes_not_on_generated_ones(tmp_p
         assert "often wrong" in line and "docs/demo_v3.md" in line
         assert scene_warnings([other], {"gsd_m": [0.3, 30.0]}) == []      # a card that claims no such thing
     assert ModelDirectory.resolve().card["synthetic_only"] is True        # the shipped demo model says so
+
+
+def test_the_warning_comes_once_the_output_is_open(tmp_path, make_raster, monkeypatch, caplog):
+    """A run refused for its output (it exists, no --overwrite) says only why; a run that writes
+    warns (mgimm_core/pipeline.py describe_to_output logs the scenes' warnings after opening)."""
+    import logging
+
+    import pytest
+
+    import mgimm_core
+    from mgimm_core.errors import OutputError
+
+    monkeypatch.setattr(ModelDirectory, "card", property(lambda self: {"synthetic_only": True}))
+    real = make_raster("real.tif")
+    out = tmp_path / "out.gpkg"
+    out.write_bytes(b"")
+    engine = mgimm_core.load_model(None, max_new_tokens=2, threads=1)
+    try:
+        with caplog.at_level(logging.WARNING), pytest.raises(OutputError):
+            mgimm_core.describe(real, "bbox:500100,4499700,500300,4499900", crs="EPSG:32633", model=engine,
+                                output=out)
+        assert "synthetic scenes only" not in caplog.text
+        mgimm_core.describe(real, "bbox:500100,4499700,500300,4499900", crs="EPSG:32633", model=engine,
+                            output=out, mode="overwrite")
+        assert "synthetic scenes only" in caplog.text
+    finally:
+        engine.close()
