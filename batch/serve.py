@@ -292,4 +292,7 @@ def command(host, port, token, roots, max_request_mb, model_dir, device, threads
     app = create_app(service, token=token, max_request_bytes=int(max_request_mb * 2**20))
     click.echo(f"mgimm-geo {__version__} serving on http://{host}:{port} (token {'on' if token else 'off'}, "
                f"roots: {', '.join(service.roots) or 'none: raster_b64 only'})", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    finally:          # Ctrl-C or SIGTERM: uvicorn has finished the requests in flight and re-raises it
+        click.echo(f"mgimm-geo serving on http://{host}:{port}: stopped", err=True)

@@ -45,9 +45,10 @@ def call(base: str, path: str, body=None, *, token: str | None = TOKEN, raw: byt
 
 
 @contextmanager
-def serving(*args: str, timeout: float = 30):
+def serving(*args: str, timeout: float = 30, stopped: list | None = None):
     """A real `mgimm-geo serve ARGS` on a free port with TOKEN, its output kept for a failure
-    message; yields its base URL once /health answers, and stops it afterwards."""
+    message; yields its base URL once /health answers, and stops it afterwards (SIGTERM), putting
+    (exit status, output) in `stopped` if given."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env["MGIMM_SERVE_TOKEN"] = TOKEN
     port = free_port()
@@ -72,6 +73,9 @@ def serving(*args: str, timeout: float = 30):
         finally:
             proc.terminate()
             proc.wait(timeout=10)
+            if stopped is not None:
+                output.seek(0)
+                stopped.append((proc.returncode, output.read()))
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +173,16 @@ def test_model_demo_names_the_embedded_demo_model():
     with serving("--device", "cpu", "--model", "demo") as base:
         status, models = call(base, "/v1/models")
     assert status == 200 and [entry["id"] for entry in models["data"]] == ["demo"]
+
+
+def test_sigterm_stops_the_server_saying_so(tmp_path_factory):
+    """A scheduler's stop (SIGTERM) ends the server with 128 + 15 and a line that says it stopped
+    (it once ended without a word)."""
+    stopped: list = []
+    with serving("--device", "cpu", "--model", save_tiny_model(tmp_path_factory), stopped=stopped) as base:
+        port = base.rsplit(":", 1)[1]
+    ((status, output),) = stopped
+    assert status == 143 and f"http://127.0.0.1:{port}: stopped" in output
 
 
 def test_health_answers_while_busy_and_cancel_stops_the_request(server, make_raster):
