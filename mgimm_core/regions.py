@@ -260,6 +260,12 @@ def _wkt_feature(text: str, crs: pyproj.CRS | None) -> AOIFeature:
     return AOIFeature("0", geom, crs, {})
 
 
+def _gdal_reason(exc: BaseException) -> str:
+    """GDAL's message without its advice to prefix the path with a driver ("'CSV:path'"): the
+    message it ends up in gives this interface's own."""
+    return str(exc).split("; It might help to specify the correct driver", 1)[0].rstrip(".; ")
+
+
 def _read_vector_file(path: str, layer: str | None, user_crs: pyproj.CRS | None
                       ) -> list[AOIFeature]:
     import pyogrio
@@ -274,7 +280,7 @@ def _read_vector_file(path: str, layer: str | None, user_crs: pyproj.CRS | None
     try:
         layers = [str(name) for name, _ in pyogrio.list_layers(path)]
     except (DataSourceError, DataLayerError, OSError, UnicodeDecodeError) as exc:
-        raise AOIError(f"AOI {path}: cannot be read as a vector file ({exc}). Give {_AOI_FORMS}; "
+        raise AOIError(f"AOI {path}: cannot be read as a vector file ({_gdal_reason(exc)}). Give {_AOI_FORMS}; "
                        f"check that the file is complete.") from exc
     if not layers:
         raise AOIError(f"AOI {path}: has no layers. Give a file with a polygon layer.")
@@ -291,6 +297,11 @@ def _read_vector_file(path: str, layer: str | None, user_crs: pyproj.CRS | None
     except (DataSourceError, DataLayerError, OSError, RuntimeError, UnicodeDecodeError) as exc:
         raise AOIError(f"AOI {path} (layer {layer!r}): cannot be read ({exc}). Check that the "
                        f"file is complete; re-export it if needed.") from exc
+    rows = len(field_data[0]) if field_data else 0
+    if wkbs is None and rows:
+        raise AOIError(f"AOI {path} (layer {layer!r}): has {rows} row(s) but no geometry, so there is "
+                       f"nothing to place on the scene. Give a polygon layer; a CSV needs a column named "
+                       f"WKT holding polygons ('POLYGON ((...))').")
     if wkbs is None or len(wkbs) == 0:
         raise AOIError(f"AOI {path} (layer {layer!r}): has no features. Draw or select at least "
                        f"one polygon.")

@@ -258,6 +258,18 @@ def test_unreadable_aoi_file_names_the_file(tmp_path):
     path.write_text('{"type": "FeatureCollection", "features": [')
     with pytest.raises(AOIError, match=r"broken\.geojson.*cannot be read"):
         read_aoi(str(path))
+    garbled = tmp_path / "garbled.geojson"
+    garbled.write_text("{bad json")                   # GDAL: not recognised, with its driver-prefix advice
+    with pytest.raises(AOIError, match=r"garbled\.geojson.*not recognized") as caught:
+        read_aoi(str(garbled))
+    assert "CSV:path" not in str(caught.value) and "check that the file is complete" in str(caught.value)
+
+
+def test_a_table_without_geometry_says_so(tmp_path):
+    path = tmp_path / "table.csv"
+    path.write_text("id,name\n1,field\n2,lake\n")
+    with pytest.raises(AOIError, match=r"table\.csv.*2 row\(s\) but no geometry.*column named WKT"):
+        read_aoi(str(path))
 
 
 def test_unknown_aoi_crs_is_a_crs_error():
