@@ -68,6 +68,7 @@ class DemoPreset:
     region_zoom: bool = False        # region tokens also from a zoomed view of the region ("zoom": no new weights)
     vision_blocks_trained: int = 0   # with train_vision False, the tower's last n blocks still train (0: all frozen)
     region_pixels: bool = False      # the pooled region token also from a small CNN over the chip's pixels ("pixels")
+    pixel_token: bool = False        # ... or that CNN as a region token of its own ("pixel_token")
     new_weights_lr: float = 1e-3     # peak learning rate of weights a continuation adds (the "pixels" encoder)
 
 
@@ -407,6 +408,8 @@ def prepare_for_training(model, processor, preset: DemoPreset) -> None:
         add_region_tokens(model, processor, "zoom")
     if preset.region_pixels:
         add_region_tokens(model, processor, "pixels")
+    if preset.pixel_token:
+        add_region_tokens(model, processor, "pixel_token")
     # describe cuts this model's chips as its examples were cut (mgimm_core/families/mgimm.py chip settings)
     processor.chip_min_window = preset.chip_min_window if preset.chip_min_window != DEFAULT_MIN_WINDOW else None
     configure_trainable(model, train_region=True, train_projector=True,
@@ -415,7 +418,7 @@ def prepare_for_training(model, processor, preset: DemoPreset) -> None:
 
 
 #: The region module's sub-module that holds a kind's own weights (kinds that have any).
-NEW_WEIGHTS_OF_KIND = {"pixels": "pixel_encoder."}
+NEW_WEIGHTS_OF_KIND = {"pixels": "pixel_encoder.", "pixel_token": "pixel_encoder."}
 
 
 def add_region_tokens(model, processor, kind: str) -> None:

@@ -14,13 +14,15 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-REGION_TOKEN_KINDS = ("corners", "pooled", "geometry", "zoom", "pixels")
+REGION_TOKEN_KINDS = ("corners", "pooled", "geometry", "zoom", "pixels", "pixel_token")
 # "zoom" tokens: 1 pooled under the region + its zoomed view pooled to ZOOM_GRID x ZOOM_GRID
 # (mgimm_core/model/region_mgimm.py `zoom_tokens`).
 ZOOM_GRID = 2
 # Tokens each kind gives a region (one where not listed).
 #: Region-token kinds computed from the chip's pixels, not only from its patch features.
-PIXEL_TOKEN_KINDS = ("zoom", "pixels")
+PIXEL_TOKEN_KINDS = ("zoom", "pixels", "pixel_token")
+#: Kinds that run the small convolutional encoder of the chip's pixels (region_mgimm.PixelRegionEncoder).
+PIXEL_ENCODER_KINDS = ("pixels", "pixel_token")
 TOKENS_OF_KIND = {"corners": 2, "zoom": 1 + ZOOM_GRID**2, "pixels": 0}
 # How the region reaches the LM: region tokens, or (LLaVA-family checkpoints, which were trained
 # without a region module) box text in the prompt, LLaVA-1.5's or GeoChat's convention.
@@ -71,7 +73,7 @@ class MGIMMConfig(PreTrainedConfig):
             (no token of its own, with "pooled" only: a small convolutional encoder of the chip's
             own pixels, pooled under the region, added to the pooled token, so an object of a few
             pixels keeps its colour and outline, which a ViT's 14 px patch embedding mixes with its
-            surroundings).
+            surroundings), "pixel_token" (the same encoder as a token of its own; not with "pixels").
         region_masked_attention: region queries attend only to patches the region covers.
         region_dense_mask: add a learned in/out-of-region embedding to the patch keys (weighted by
             the area fraction each patch has inside the region), so a polygon differs from its box.
@@ -166,6 +168,9 @@ class MGIMMConfig(PreTrainedConfig):
         if "pixels" in self.region_tokens and "pooled" not in self.region_tokens:
             raise ValueError(f"region_tokens={self.region_tokens!r}: kind 'pixels' adds to the 'pooled' "
                              "token; list 'pooled' too")
+        if "pixels" in self.region_tokens and "pixel_token" in self.region_tokens:
+            raise ValueError(f"region_tokens={self.region_tokens!r}: 'pixels' and 'pixel_token' are one encoder "
+                             "added to the pooled token or as a token of its own; list one of them")
         if self.region_prompt not in REGION_PROMPTS:
             raise ValueError(f"region_prompt={self.region_prompt!r}: use one of {REGION_PROMPTS}")
         if self.mode not in MODES:
@@ -234,7 +239,7 @@ class MGIMMConfig(PreTrainedConfig):
 
     @property
     def region_needs_pixels(self) -> bool:
-        """True when region tokens are computed from the chip's pixels (kinds "zoom", "pixels"), not
+        """True when region tokens are computed from the chip's pixels (PIXEL_TOKEN_KINDS), not
         only from its patch features: callers that pass precomputed `patches` must pass `pixel_values` too."""
         return any(kind in PIXEL_TOKEN_KINDS for kind in self.region_tokens)
 

@@ -24,7 +24,7 @@ from transformers.utils.generic import ModelOutput
 
 from mgimm_core.errors import ModelError
 
-from .configuration_mgimm import MGIMMConfig
+from .configuration_mgimm import PIXEL_ENCODER_KINDS, MGIMMConfig
 from .lora_mgimm import wrap_with_lora
 from .region_mgimm import (RegionInteractiveModule, box_to_mask, mask_to_patch_fraction, zoom_view,
                            zoom_windows)
@@ -199,7 +199,7 @@ class MGIMMForConditionalGeneration(MGIMMPreTrainedModel):
                         pixel_values: torch.Tensor | None = None) -> torch.Tensor:
         """Region tokens of every valid region, in (sample, region) order: (N_valid, T, D).
         pixel_values: the chips (B, 3, S, S); needed when the config's region tokens look at them
-        (`config.region_needs_pixels`: kinds "zoom", "pixels")."""
+        (`config.region_needs_pixels`: kinds "zoom", "pixels", "pixel_token")."""
         if region_valid is None:
             region_valid = torch.ones(region_boxes.shape[:2], dtype=torch.bool, device=region_boxes.device)
         fractions = self.region_fractions(region_boxes, region_masks, region_valid)
@@ -215,7 +215,7 @@ class MGIMMForConditionalGeneration(MGIMMPreTrainedModel):
             masks = masks.to(pixel_values.device)
             if "zoom" in self.config.region_tokens:
                 zoom = self.zoom_features(pixel_values[b_idx], boxes, masks)
-            if "pixels" in self.config.region_tokens:
+            if any(kind in PIXEL_ENCODER_KINDS for kind in self.config.region_tokens):
                 pixels = (pixel_values, b_idx.to(pixel_values.device), masks)
         tokens: torch.Tensor = self.region_module(
             patches[b_idx], boxes, fractions[b_idx, r_idx].to(patches.device), zoom, pixels

@@ -16,7 +16,7 @@ from torch import nn
 
 from mgimm_core.errors import ModelError
 
-from .configuration_mgimm import ZOOM_GRID, MGIMMConfig
+from .configuration_mgimm import PIXEL_ENCODER_KINDS, ZOOM_GRID, MGIMMConfig
 
 GEOMETRY_FEATURES = 11
 # The zoomed view of a region ("zoom" tokens): a square around its box, ZOOM_CONTEXT times the
@@ -248,7 +248,7 @@ class RegionInteractiveModule(nn.Module):
             self.geometry_mlp = nn.Sequential(
                 nn.Linear(GEOMETRY_FEATURES, width), nn.GELU(), nn.Linear(width, width)
             )
-        if "pixels" in self.kinds:
+        if any(kind in PIXEL_ENCODER_KINDS for kind in self.kinds):
             self.pixel_encoder = PixelRegionEncoder(config.vision.num_channels, width)
 
     def dense_positional_encoding(self) -> torch.Tensor:
@@ -291,12 +291,13 @@ class RegionInteractiveModule(nn.Module):
         )
 
     def _pixel_term(self, pixels: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
-                    dtype: torch.dtype) -> torch.Tensor | float:
-        """What kind "pixels" adds to the pooled token (0 without the kind)."""
-        if "pixels" not in self.kinds:
+                    dtype: torch.dtype, kind: str = "pixels") -> torch.Tensor | float:
+        """The pixel encoder's (N, 1, D) token for `kind` ("pixels": added to the pooled token;
+        "pixel_token": a token of its own); 0 without the kind."""
+        if kind not in self.kinds:
             return 0.0
         if pixels is None:
-            raise ModelError('region token kind "pixels" needs the chips: call the model, '
+            raise ModelError(f'region token kind "{kind}" needs the chips: call the model, '
                              "whose region_features passes them from pixel_values")
         term: torch.Tensor = self.pixel_encoder(*pixels)
         return term.to(dtype)
@@ -308,7 +309,7 @@ class RegionInteractiveModule(nn.Module):
         fraction (N, P): area fraction of each patch inside the region; zoom: the patch features
         and region fractions of each region's zoomed view (kind "zoom" only); pixels: the chips
         (B, C, S, S), each region's chip index (N,) and its mask at input resolution (N, S, S), boxes
-        standing in for empty polygons (kind "pixels" only). Returns (N, T, D)."""
+        standing in for empty polygons (kinds "pixels", "pixel_token" only). Returns (N, T, D)."""
         empty = fraction.sum(-1) == 0
         if empty.any():  # a degenerate polygon: fall back to its box
             box_mask = box_to_mask(boxes[empty], self.image_size)
@@ -330,4 +331,8 @@ class RegionInteractiveModule(nn.Module):
                                      "whose region_features computes them from pixel_values")
                 zoom_feats, zoom_fraction = zoom
                 tokens.append(zoom_tokens(zoom_feats, zoom_fraction.to(zoom_feats.dtype), self.grid))
+            elif kind == "pixel_token":
+                token = self._pixel_term(pixels, feats.dtype, kind)
+                assert isinstance(token, torch.Tensor)      # the kind is listed: a token, never 0
+                tokens.append(token)
         return torch.cat(tokens, dim=1)

@@ -13,7 +13,10 @@ ZOOM = dict(demo_region_settings(), global_tokens=4)
 ZOOM["region_tokens"] = (*ZOOM["region_tokens"], "zoom")
 PIXELS = dict(demo_region_settings(), global_tokens=4)
 PIXELS["region_tokens"] = (*PIXELS["region_tokens"], "pixels")
-PRESETS = {"reference": {}, "demo": dict(demo_region_settings(), global_tokens=4), "zoom": ZOOM, "pixels": PIXELS}
+PIXEL_TOKEN = dict(demo_region_settings(), global_tokens=4)
+PIXEL_TOKEN["region_tokens"] = (*PIXEL_TOKEN["region_tokens"], "pixel_token")
+PRESETS = {"reference": {}, "demo": dict(demo_region_settings(), global_tokens=4), "zoom": ZOOM, "pixels": PIXELS,
+           "pixel_token": PIXEL_TOKEN}
 
 
 def region_tokens(model, batch):
@@ -209,3 +212,23 @@ def test_pixels_kind_needs_the_pooled_token():
     settings = dict(demo_region_settings(), global_tokens=4, region_tokens=("corners", "pixels"))
     with pytest.raises(ValueError, match="pooled"):
         tiny_model(**settings)
+
+
+def test_pixel_token_is_the_encoder_as_a_token_of_its_own():
+    """Kind "pixel_token": the chip's pixels under the region as one more token (the pooled token
+    left as it is), zero until it trains; not listed together with "pixels"."""
+    plain, own = tiny_model(**PRESETS["demo"]), tiny_model(**PIXEL_TOKEN)
+    own.load_state_dict(plain.state_dict(), strict=False)
+    processor = tiny_processor(own.config)
+    assert own.config.tokens_per_region == plain.config.tokens_per_region + 1 == processor.tokens_per_region
+    chip, box = random_chip(32, 32), np.array([[20, 20, 24, 24]])
+    before = region_tokens(plain, tiny_processor(plain.config)(chip, boxes=box))
+    with torch.no_grad():
+        own.region_module.pixel_encoder.proj.weight.normal_(generator=torch.Generator().manual_seed(0))
+    tokens = region_tokens(own, processor(chip, boxes=box))
+    assert torch.allclose(tokens[:, :-1], before, atol=1e-6)        # the other tokens are unchanged
+    near = chip.copy()
+    near[21, 21] = 255 - near[21, 21]                              # one pixel inside the region
+    assert (tokens[:, -1] - region_tokens(own, processor(near, boxes=box))[:, -1]).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="one of them"):
+        tiny_model(**dict(PIXEL_TOKEN, region_tokens=(*PIXEL_TOKEN["region_tokens"], "pixels")))
