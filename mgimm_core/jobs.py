@@ -172,7 +172,7 @@ def scene_warnings(scenes: list[Scene], card: dict[str, Any], *, source_pixels_p
 
     source_pixels_per_pixel: for a chip decimated from a larger raster (the QGIS plugin's server
     chips), how many of the raster's pixels one chip pixel spans: the raster's pixels are judged."""
-    out = []
+    out: list[str] = []
     for scene in scenes:
         lines = []
         try:
