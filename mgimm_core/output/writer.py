@@ -38,9 +38,9 @@ import json
 import logging
 import os
 import sqlite3
+from collections import Counter
 from pathlib import Path
 from types import TracebackType
-from collections import Counter
 from typing import Any, Callable, Generic, Iterable, Literal, Sequence, TypeVar
 
 import numpy as np
