@@ -292,7 +292,14 @@ def command(host, port, token, roots, max_request_mb, model_dir, device, threads
     app = create_app(service, token=token, max_request_bytes=int(max_request_mb * 2**20))
     click.echo(f"mgimm-geo {__version__} serving on http://{host}:{port} (token {'on' if token else 'off'}, "
                f"roots: {', '.join(service.roots) or 'none: raster_b64 only'})", err=True)
+    from uvicorn.config import STARTUP_FAILURE
+
+    ended = "stopped"          # Ctrl-C (uvicorn returns) or SIGTERM (batch/cli.py: SystemExit 143)
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
-    finally:          # Ctrl-C or SIGTERM: uvicorn has finished the requests in flight and re-raises it
-        click.echo(f"mgimm-geo serving on http://{host}:{port}: stopped", err=True)
+    except SystemExit as exc:
+        if exc.code == STARTUP_FAILURE:        # e.g. the port is taken: uvicorn said why just above
+            ended = "could not start"
+        raise
+    finally:
+        click.echo(f"mgimm-geo serve on http://{host}:{port}: {ended}", err=True)

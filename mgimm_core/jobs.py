@@ -118,6 +118,10 @@ def run_files_job(job: FilesJob, engine: Engine, *, check_path: Callable[[str, s
     # Each file checked as given (a link named as such), then recorded under its resolved name.
     paths = ([str(s.path) for s in scenes] if scenes is not None else
              [normalise_scene_path(check_path(p, "raster")) for p in expand_scene_paths(list(job.scenes))])
+    if scenes is None and len(set(paths)) < len(paths):
+        repeated = sorted({p for p in paths if paths.count(p) > 1})
+        log.warning("scene(s) given more than once are described once: %s", ", ".join(repeated))
+        paths = list(dict.fromkeys(paths))
     features = list(job.regions or [])
     if job.aoi is not None:
         aoi = job.aoi

@@ -437,11 +437,13 @@ def tile_counts(scenes: list[Scene], tiles: TileOptions) -> list[int]:
 def row_order(scenes: list[Scene], features: list[AOIFeature], options: DescribeOptions
               ) -> Callable[[ResumeKey], int | None]:
     """Each row's place in the run (the writer's `follow_order`): regions in AOI order, a region's
-    scenes in the order given; tiles scene by scene in grid order. None for a key the run has not."""
-    scene_index = {s.path: j for j, s in enumerate(scenes)}
+    scenes in the order given; tiles scene by scene in grid order. None for a key the run has not.
+    Scenes are told apart by path (a request's chips all carry the raster's name: one scene)."""
+    unique = list({s.path: s for s in scenes}.values())
+    scene_index = {s.path: j for j, s in enumerate(unique)}
     if options.tiles is not None:
-        counts = tile_counts(scenes, options.tiles)
-        offsets = {s.path: sum(counts[:j]) for j, s in enumerate(scenes)}
+        counts = tile_counts(unique, options.tiles)
+        offsets = {s.path: sum(counts[:j]) for j, s in enumerate(unique)}
 
         def tile_place(key: ResumeKey) -> int | None:
             offset = offsets.get(key[0])
@@ -451,7 +453,7 @@ def row_order(scenes: list[Scene], features: list[AOIFeature], options: Describe
 
     def region_place(key: ResumeKey) -> int | None:
         index = feature_index.get(str(key[1]))
-        return None if index is None else index * len(scenes) + scene_index.get(key[0], 0)
+        return None if index is None else index * len(unique) + scene_index.get(key[0], 0)
     return region_place
 
 

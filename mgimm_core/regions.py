@@ -260,10 +260,13 @@ def _wkt_feature(text: str, crs: pyproj.CRS | None) -> AOIFeature:
     return AOIFeature("0", geom, crs, {})
 
 
-def _gdal_reason(exc: BaseException) -> str:
+_DRIVER_ADVICE = re.compile(r"[.;]?\s*It might help to specify the correct driver.*$", re.DOTALL)
+
+
+def _without_driver_advice(exc: BaseException) -> str:
     """GDAL's message without its advice to prefix the path with a driver ("'CSV:path'"): the
     message it ends up in gives this interface's own."""
-    return str(exc).split("; It might help to specify the correct driver", 1)[0].rstrip(".; ")
+    return _DRIVER_ADVICE.sub("", str(exc)).rstrip(".; ")
 
 
 def _read_vector_file(path: str, layer: str | None, user_crs: pyproj.CRS | None
@@ -280,8 +283,8 @@ def _read_vector_file(path: str, layer: str | None, user_crs: pyproj.CRS | None
     try:
         layers = [str(name) for name, _ in pyogrio.list_layers(path)]
     except (DataSourceError, DataLayerError, OSError, UnicodeDecodeError) as exc:
-        raise AOIError(f"AOI {path}: cannot be read as a vector file ({_gdal_reason(exc)}). Give {_AOI_FORMS}; "
-                       f"check that the file is complete.") from exc
+        raise AOIError(f"AOI {path}: cannot be read as a vector file ({_without_driver_advice(exc)}). "
+                       f"Give {_AOI_FORMS}; check that the file is complete.") from exc
     if not layers:
         raise AOIError(f"AOI {path}: has no layers. Give a file with a polygon layer.")
     if layer is None and len(layers) > 1:
@@ -297,11 +300,12 @@ def _read_vector_file(path: str, layer: str | None, user_crs: pyproj.CRS | None
     except (DataSourceError, DataLayerError, OSError, RuntimeError, UnicodeDecodeError) as exc:
         raise AOIError(f"AOI {path} (layer {layer!r}): cannot be read ({exc}). Check that the "
                        f"file is complete; re-export it if needed.") from exc
-    rows = len(field_data[0]) if field_data else 0
-    if wkbs is None and rows:
+    rows = int(info.get("features") or 0)
+    if wkbs is None and rows > 0:
+        fix = ("Give it a column named WKT holding polygons ('POLYGON ((...))')" if info.get("driver") == "CSV"
+               else "Choose the layer that holds the polygons (--layer), or give a polygon file")
         raise AOIError(f"AOI {path} (layer {layer!r}): has {rows} row(s) but no geometry, so there is "
-                       f"nothing to place on the scene. Give a polygon layer; a CSV needs a column named "
-                       f"WKT holding polygons ('POLYGON ((...))').")
+                       f"nothing to place on the scene. {fix}.")
     if wkbs is None or len(wkbs) == 0:
         raise AOIError(f"AOI {path} (layer {layer!r}): has no features. Draw or select at least "
                        f"one polygon.")

@@ -294,6 +294,12 @@ class Scene:
 
     def _compute_stretch(self) -> Stretch:
         n = len(self.band_indexes)
+        if self.palette is not None:
+            # a colour table maps each index to its colour: a stretch would change the indexes
+            if self.value_range is not None or self.percentiles is not None:
+                warnings.warn(f"{self.path}: band {self.band_indexes[0]} is shown through its colour table, so "
+                              f"--percentiles / --value-range do not apply to it.", stacklevel=2)
+            return Stretch((0.0,) * n, (255.0,) * n, "identity")
         if self.value_range is not None:
             return Stretch((self.value_range[0],) * n, (self.value_range[1],) * n, "value_range")
         if np.dtype(self.dtype) == np.uint8 and self.percentiles is None:

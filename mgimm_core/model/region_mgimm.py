@@ -24,7 +24,7 @@ GEOMETRY_FEATURES = 11
 # larger than the input, shifted to lie inside it; its patches pooled to a ZOOM_GRID x ZOOM_GRID grid.
 ZOOM_CONTEXT = 1.25
 ZOOM_MAX = 4.0
-# The "pixels" token's convolutional encoder: channels after each 3x3 convolution (strides 1, 2, 2),
+# The convolutional encoder of kinds "pixels" and "pixel_token": channels after each 3x3 convolution (strides 1, 2, 2),
 # small so that the bfloat16 demo package stays under 30 MB.
 PIXEL_CHANNELS = (16, 32, 64)
 
@@ -93,14 +93,15 @@ def zoom_tokens(feats: torch.Tensor, fraction: torch.Tensor, grid: int) -> torch
 
 
 class PixelRegionEncoder(nn.Module):
-    """What region kind "pixels" adds to the "pooled" token: three 3x3 convolutions over the chip's
-    own pixels (strides 1, 2, 2), their maps pooled under the region (area-weighted mean and
-    maximum), normalised and projected to the vision width. A ViT's first patch embedding mixes an
-    object of a few pixels with the rest of its 14 px patch (docs/demo_v3.md "The frozen tower
-    probed"); at full resolution its colour and outline survive. It is added to a token the language
-    model already reads (a token of its own, docs/demo_v3.md "v3m", was barely used after a
-    continuation). The projection starts at zero, so adding the kind to a trained model leaves its
-    answers unchanged until it trains (training/demo_recipe.py `add_region_tokens`)."""
+    """What region kind "pixels" adds to the "pooled" token ("pixel_token": a token of its own):
+    three 3x3 convolutions over the chip's own pixels (strides 1, 2, 2), their maps pooled under the
+    region (area-weighted mean and maximum), normalised and projected to the vision width. A ViT's
+    first patch embedding mixes an object of a few pixels with the rest of its 14 px patch
+    (docs/demo_v3.md "The frozen tower probed"); at full resolution its colour and outline survive.
+    Added to a token the language model already reads, since a token of its own was barely used
+    after a continuation (docs/demo_v3.md "v3m"). The projection starts at zero, so adding the kind
+    to a trained model leaves its answers unchanged until it trains (training/demo_recipe.py
+    `add_region_tokens`)."""
 
     def __init__(self, channels: int, width: int) -> None:
         super().__init__()

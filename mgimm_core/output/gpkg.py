@@ -305,6 +305,17 @@ def insert_features(conn: sqlite3.Connection, table: str, srs_id: int,
     _grow_extent(conn, table, [g for g, _ in rows])
 
 
+def last_fid(conn: sqlite3.Connection, table: str) -> int:
+    """The largest feature id `table` has held (its AUTOINCREMENT sequence: ids of deleted rows
+    count, so none is given twice), 0 for none."""
+    held = conn.execute(f"SELECT MAX({FID_COLUMN}) FROM {quote(table)}").fetchone()[0] or 0
+    try:
+        sequence = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
+    except sqlite3.OperationalError:          # no AUTOINCREMENT table in the file (not one we made)
+        sequence = None
+    return max(int(held), int(sequence[0]) if sequence else 0)
+
+
 def taken_fids(conn: sqlite3.Connection, table: str, fids: Iterable[int]) -> set[int]:
     """Which of `fids` rows of `table` hold already."""
     wanted = sorted(set(fids))

@@ -513,28 +513,43 @@ class GeoPackageWriter(OutputWriter):
         if self.row_order is None or kind == "objects":
             return None
         if layer.name not in self._fid_bases:
-            table, key_column = gpkg.quote(layer.name), _KEY_COLUMNS[kind]
-            key = tile_key if kind == "tiles" else region_key
-            last = self.conn.execute(f"SELECT MAX({gpkg.FID_COLUMN}) FROM {table}").fetchone()[0] or 0
-            bases: Counter[int] = Counter()
+            base = gpkg.last_fid(self.conn, layer.name)
             if self.mode == "resume":
-                for fid, scene, ident in self.conn.execute(f"SELECT {gpkg.FID_COLUMN}, scene, {key_column} "
-                                                           f"FROM {table}"):
+                key = tile_key if kind == "tiles" else region_key
+                bases: Counter[int] = Counter()
+                for fid, scene, ident in self.conn.execute(f"SELECT {gpkg.FID_COLUMN}, scene, {_KEY_COLUMNS[kind]} "
+                                                           f"FROM {gpkg.quote(layer.name)}"):
                     place = self.row_order(key(scene, ident))
                     if place is not None and fid > place:
                         bases[fid - place - 1] += 1
-            self._fid_bases[layer.name] = bases.most_common(1)[0][0] if bases else last
+                if bases:            # only a clear majority: rows of other runs or another AOI vote apart
+                    top, votes = bases.most_common(1)[0]
+                    base = top if 2 * votes > sum(bases.values()) else base
+            self._fid_bases[layer.name] = base
         return self._fid_bases[layer.name]
 
     def _fids(self, layer: _Layer[LayerSchema], records: Sequence[Record], base: int | None) -> list[int | None]:
-        """Each record's feature id: base + its place + 1, or None (the next free id) when it has no
-        place or a row of the layer holds that id already (another run's, in an appended layer)."""
+        """Each record's feature id: base + its place + 1; a record without a place, or whose id a
+        row holds already (another run's, in an appended layer) or an earlier record of the batch
+        wants (a scene given twice), gets an id after all of them. None for all: SQLite's next ids."""
         if base is None or self.row_order is None:
             return [None] * len(records)
         wanted = [None if (place := self.row_order(layer.schema.key_of(r))) is None else base + place + 1
                   for r in records]
         taken = gpkg.taken_fids(self.conn, layer.name, [f for f in wanted if f is not None])
-        return [None if f in taken else f for f in wanted]
+        fids: list[int | None] = []
+        for fid in wanted:
+            if fid is None or fid in taken:
+                fids.append(None)
+            else:
+                fids.append(fid)
+                taken.add(fid)
+        # given here, not left to SQLite: its next id could be one a later record of this batch wants
+        next_free = max([gpkg.last_fid(self.conn, layer.name), *(f for f in fids if f is not None)]) + 1
+        for i, fid in enumerate(fids):
+            if fid is None:
+                fids[i], next_free = next_free, next_free + 1
+        return fids
 
     def _create_layer(self, layer: _Layer[LayerSchema]) -> None:
         assert layer.crs is not None            # _layer_rows set it from the batch's first record

@@ -270,6 +270,14 @@ def test_a_table_without_geometry_says_so(tmp_path):
     path.write_text("id,name\n1,field\n2,lake\n")
     with pytest.raises(AOIError, match=r"table\.csv.*2 row\(s\) but no geometry.*column named WKT"):
         read_aoi(str(path))
+    import pandas
+    import pyogrio
+
+    layers = tmp_path / "layers.gpkg"                  # a GeoPackage attributes table: no CSV advice there
+    pyogrio.write_dataframe(pandas.DataFrame({"name": ["a"]}), layers, layer="notes")
+    with pytest.raises(AOIError, match=r"1 row\(s\) but no geometry.*--layer") as caught:
+        read_aoi(str(layers))
+    assert "WKT" not in str(caught.value)
 
 
 def test_unknown_aoi_crs_is_a_crs_error():

@@ -355,6 +355,10 @@ def test_palette_band_is_shown_in_its_colours(make_raster):
         assert s.info()["palette"] is True
         image, _ = s.read(Window(0, 0, 64, 48))
     assert tuple(image[0, 0]) == (0, 0, 255) and tuple(image[0, 40]) == (255, 128, 0)
+    for stretch in ({"percentiles": (2, 98)}, {"value_range": (0, 10)}):   # indexes are not values to stretch
+        with Scene.open(path, **stretch) as s, pytest.warns(UserWarning, match="colour table"):
+            image, _ = s.read(Window(0, 0, 64, 48))
+        assert tuple(image[0, 0]) == (0, 0, 255) and tuple(image[0, 40]) == (255, 128, 0)
 
 
 def test_local_crs_gsd_uses_its_linear_unit(make_raster, tmp_path):

@@ -94,3 +94,72 @@ def test_tiles_follow_the_grid_order(tmp_path, inputs, engine):
         rows = db.execute("SELECT fid, tile_index FROM tiles ORDER BY fid").fetchall()
     assert len(rows) == 16 and [index for _, index in rows] == list(range(16))
     assert [fid for fid, _ in rows] == list(range(1, 17))
+
+
+def test_resuming_with_another_aoi_order_never_reuses_an_id(tmp_path, inputs, engine):
+    """A resumed run whose AOI was reordered and grew (a region failed before, one is new) writes
+    every row once; ids that clash get fresh ones instead of stopping the run (a review's case)."""
+    aoi = regions(inputs.scene)
+    out = tmp_path / "o.gpkg"
+    first = aoi.iloc[[0, 3, 1, 2]]                        # g, a (outside: an error row), b, e
+    mgimm_core.describe(inputs.scene, first, model=engine, output=out, batch_size=2)
+    again = aoi.iloc[[1, 3, 0, 2, 4, 5]]                  # b, a, g, e, f, c: reordered, two new
+    mgimm_core.describe(inputs.scene, again, model=engine, output=out, mode="resume", batch_size=2)
+    with sqlite3.connect(out) as db:
+        ids = [r for (r,) in db.execute("SELECT region_id FROM regions")]
+        fids = [f for (f,) in db.execute("SELECT fid FROM regions")]
+    assert sorted(ids) == sorted(["g", "a", "b", "e", "f", "c"]) and len(set(fids)) == len(fids)
+
+
+def test_a_scene_given_twice_is_described_once(tmp_path, inputs, engine, caplog):
+    aoi = regions(inputs.scene)
+    out = tmp_path / "o.gpkg"
+    mgimm_core.describe([inputs.scene, inputs.scene], aoi, model=engine, output=out, batch_size=2)
+    assert fid_order(out) == list(aoi["id"]) and "given more than once" in caplog.text
+
+
+def test_appending_after_deleted_rows_gives_new_ids(tmp_path, inputs, engine):
+    """Append numbers its rows after every id the layer has held (its AUTOINCREMENT sequence), so a
+    deleted row's id never comes back for another row."""
+    aoi = regions(inputs.scene)
+    out = tmp_path / "o.gpkg"
+    mgimm_core.describe(inputs.scene, aoi, model=engine, output=out, batch_size=2)
+    with sqlite3.connect(out) as db:
+        db.execute("DELETE FROM regions WHERE fid > 5")
+    mgimm_core.describe(inputs.scene, aoi.iloc[:2], model=engine, output=out, mode="append", batch_size=2)
+    with sqlite3.connect(out) as db:
+        assert [f for (f,) in db.execute("SELECT fid FROM regions ORDER BY fid")] == [1, 2, 3, 4, 5, 8, 9]
+
+
+def test_chips_of_one_raster_are_one_scene_in_the_order():
+    """The server's per-region chips all carry the raster's name: places are 0, 1, 2 ..., not
+    spread out as if each chip were another scene."""
+    from types import SimpleNamespace
+
+    from mgimm_core.pipeline import DescribeOptions, row_order
+    from mgimm_core.regions import AOIFeature
+
+    chips = [SimpleNamespace(path="raster_b64") for _ in range(4)]
+    features = [AOIFeature(str(i), shapely.box(0, 0, 1, 1), None, {}) for i in range(4)]
+    place = row_order(chips, features, DescribeOptions())
+    assert [place(("raster_b64", str(i))) for i in range(4)] == [0, 1, 2, 3]
+    assert place(("raster_b64", "not in the run")) is None
+
+
+def test_a_row_without_a_place_never_takes_the_id_a_later_row_of_its_batch_wants(tmp_path):
+    """The writer on its own: in one batch, a row with no place (or a taken id) and a row whose place
+    is the next id. SQLite's next id would be that one; the writer gives the first an id after it."""
+    from mgimm_core.output import RegionRecord, RunInfo, open_output
+
+    def record(ident):
+        return RegionRecord(scene="s.tif", region_id=ident, geometry=shapely.box(0, 0, 1, 1), crs="EPSG:32633",
+                            description=ident)
+
+    out = tmp_path / "o.gpkg"
+    with open_output(out, mode="create", run=RunInfo()) as writer:
+        writer.follow_order(lambda key: "abc".find(key[1]))
+        writer.write_regions([record("a"), record("b"), record("c")])
+    with open_output(out, mode="resume", run=RunInfo()) as writer:
+        writer.follow_order(lambda key: {"c": 0, "z": 1}.get(key[1]))   # c written at fid 3: base 2
+        writer.write_regions([record("y"), record("z")])                # y: no place; z: its place, fid 4
+    assert fid_order(out) == ["a", "b", "c", "z", "y"]

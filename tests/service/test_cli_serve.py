@@ -179,10 +179,14 @@ def test_sigterm_stops_the_server_saying_so(tmp_path_factory):
     """A scheduler's stop (SIGTERM) ends the server with 128 + 15 and a line that says it stopped
     (it once ended without a word)."""
     stopped: list = []
-    with serving("--device", "cpu", "--model", save_tiny_model(tmp_path_factory), stopped=stopped) as base:
+    model = save_tiny_model(tmp_path_factory)
+    with serving("--device", "cpu", "--model", model, stopped=stopped) as base:
         port = base.rsplit(":", 1)[1]
+        taken = subprocess.run(SERVE + ["--port", port, "--device", "cpu", "--model", model],
+                               capture_output=True, text=True, timeout=60)      # the port is taken
     ((status, output),) = stopped
     assert status == 143 and f"http://127.0.0.1:{port}: stopped" in output
+    assert taken.returncode == 3 and f"http://127.0.0.1:{port}: could not start" in taken.stderr
 
 
 def test_health_answers_while_busy_and_cancel_stops_the_request(server, make_raster):
