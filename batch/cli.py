@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 import threading
+import warnings
 
 import click
 
@@ -29,6 +30,14 @@ def configure_logging(verbosity: int) -> None:
                                                   else logging.ERROR)
     for name in OWN_LOGGERS:
         logging.getLogger(name).setLevel(own)
+    # the core's warnings about the user's data (warnings.warn in mgimm_core/scene.py) read as the
+    # logged ones do, without Python's file:line and source line; -q hides them too
+    logging.captureWarnings(True)
+    warnings.formatwarning = _plain_warning
+
+
+def _plain_warning(message, category, filename, lineno, line=None) -> str:
+    return str(message)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -12,6 +12,7 @@ import hmac
 import ipaddress
 import json
 import os
+import socket
 import threading
 
 import click
@@ -242,6 +243,20 @@ def create_app(service, *, token: str | None = None, max_request_bytes: int = 64
     return app
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """A usage error now, before saying it serves, when the address cannot be bound (taken, or not
+    this machine's); uvicorn would print its own error and exit 3, the code describe uses for failed
+    regions."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)     # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise click.UsageError(f"--host {host} --port {port}: cannot listen there ({exc.strerror}); choose "
+                                   f"another --port, or stop the program that uses it.") from None
+
+
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind. Anything but a loopback address needs --token.")
@@ -290,6 +305,7 @@ def command(host, port, token, roots, max_request_mb, model_dir, device, threads
     if preload:
         service.describer()
     app = create_app(service, token=token, max_request_bytes=int(max_request_mb * 2**20))
+    _check_port_free(host, port)
     click.echo(f"mgimm-geo {__version__} serving on http://{host}:{port} (token {'on' if token else 'off'}, "
                f"roots: {', '.join(service.roots) or 'none: raster_b64 only'})", err=True)
     from uvicorn.config import STARTUP_FAILURE

@@ -33,7 +33,8 @@ from rasterio.windows import bounds as window_bounds
 from mgimm_core.errors import (MGIMMError, OptionsError, RegionError, RegionNoDataError, RegionOutsideError,
                                error_code)
 from mgimm_core.guides import DEFAULT_MAX_GUIDES, GuideIndex, GuideRegion, guides_on_chip
-from mgimm_core.output import ObjectRecord, RegionRecord, RunInfo, TileRecord, open_output, region_key, tile_key
+from mgimm_core.output import (ObjectRecord, RegionRecord, RunInfo, TileRecord, earlier_tile_grids, open_output,
+                               region_key, tile_key)
 from mgimm_core.prompts import ATTRIBUTE_PROMPT
 from mgimm_core.regions import AOIFeature, ChipSettings, RegionChip, RegionPlacement, place_region, read_region
 from mgimm_core.scene import Scene
@@ -457,6 +458,29 @@ def row_order(scenes: list[Scene], features: list[AOIFeature], options: Describe
     return region_place
 
 
+def check_same_tile_grid(output: str, tiles: TileOptions) -> None:
+    """OptionsError before anything is written when a tiles resume would cut another grid than the
+    output's earlier tile runs: tiles are keyed by their index, so the rows there would count as
+    done for tiles they are not."""
+    grids = earlier_tile_grids(output)
+    if grids and (tiles.size, tiles.overlap) not in grids:
+        cut = ", ".join(f"{size} px, overlap {overlap}" for size, overlap in sorted(grids))
+        raise OptionsError(f"--resume: the tiles in {output} were cut at {cut}; this run asks for {tiles.size} px, "
+                           f"overlap {tiles.overlap}. Resume with that --tile-size and --tile-overlap, or write "
+                           f"this grid to another output.", "tile_size")
+
+
+def warn_of_appended_keys(existing: AbstractSet[ResumeKey], place: Callable[[ResumeKey], int | None],
+                          output: str | None) -> None:
+    """An appended run over regions the layer holds already (same scene and id) adds a second row
+    for each; a later --resume counts either as done. Said now, while another layer is still an option."""
+    again = sum(1 for key in existing if place(key) is not None)
+    if again:
+        log.warning("%d region(s) of this run are in %s already (same scene and id): the layer will hold a row of "
+                    "each run, and a later --resume takes either as done. To keep the runs apart, write this one "
+                    "to another --layer or output.", again, output)
+
+
 def describe_to_output(scenes: list[Scene], features: list[AOIFeature], engine: Engine, output: str | None, mode: str,
                        run: RunInfo, options: DescribeOptions, *, guides: list[AOIFeature] | None = None,
                        regions_layer: str = "regions", skip_done: bool = True,
@@ -481,6 +505,8 @@ def describe_to_output(scenes: list[Scene], features: list[AOIFeature], engine: 
     options = options.for_model(engine.model)
     if options.tiles is None:
         preflight(scenes, features, chip)
+    elif mode == "resume" and output is not None:
+        check_same_tile_grid(output, options.tiles)
     if options.strict:
         engine.check_prompt(options.prompt, strict=True)   # refused before the output exists
     timings = Timings()
@@ -492,16 +518,20 @@ def describe_to_output(scenes: list[Scene], features: list[AOIFeature], engine: 
         for line in run.parameters.get("warnings", ()):    # the scenes' (jobs.scene_warnings), once the output
             log.warning(line)                                # is open: a refused output says only why
         tiles = options.tiles is not None
-        if out is not None:
-            out.follow_order(row_order(scenes, features, options))
-        done = ((out.completed_tile_keys() if tiles else out.completed_region_keys())
-                if out is not None and mode == "resume" and skip_done else set())
+        held: AbstractSet[ResumeKey] = ((out.completed_tile_keys() if tiles else out.completed_region_keys())
+                                        if out is not None and mode == "resume" and skip_done else set())
+        place = row_order(scenes, features, options)
+        done = {key for key in held if place(key) is not None}      # this run's: not the layer's other rows
+        if out is not None and mode == "append" and not tiles:
+            warn_of_appended_keys(out.completed_region_keys(), place, output)
         log.info("output %s (%s): %d %s already done; chips of %d px, context %.2f, min window %d px, "
                  "batches of %d", output, mode, len(done), options.unit, chip.input_size, chip.context,
                  chip.min_window, options.batch_size)
         # tile or region records, as `tiles` says
         write: Callable[[list[Any], list[ObjectRecord]], None] = (
             (out.write_tiles if tiles else out.write_regions) if out is not None else lambda rows, objects: None)
+        if out is not None:
+            out.follow_order(place)
         expected = expected_rows(scenes, features, options, len(done))
         work = work_items(scenes, features, options, chip) if work is None else work
         if guides is not None:

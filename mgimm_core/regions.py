@@ -281,19 +281,22 @@ def _read_vector_file(path: str, layer: str | None, user_crs: pyproj.CRS | None
         # a directory of shapefiles is legal for GDAL, but usually a mistake
         log.info("AOI %s is a directory; reading it as a GDAL vector dataset.", path)
     try:
-        layers = [str(name) for name, _ in pyogrio.list_layers(path)]
+        listed = [(str(name), kind) for name, kind in pyogrio.list_layers(path)]
     except (DataSourceError, DataLayerError, OSError, UnicodeDecodeError) as exc:
         raise AOIError(f"AOI {path}: cannot be read as a vector file ({_without_driver_advice(exc)}). "
                        f"Give {_AOI_FORMS}; check that the file is complete.") from exc
+    layers = [name for name, _ in listed]
     if not layers:
         raise AOIError(f"AOI {path}: has no layers. Give a file with a polygon layer.")
-    if layer is None and len(layers) > 1:
-        raise AOIError(f"AOI {path}: has {len(layers)} layers ({', '.join(layers)}); choose one "
-                       f"with layer= / --layer NAME.")
+    # tables without geometry (an mgimm-geo output's runs and layer_styles) are never the default
+    spatial = [name for name, kind in listed if kind is not None] or layers
+    if layer is None and len(spatial) > 1:
+        raise AOIError(f"AOI {path}: has {len(spatial)} layers with geometry ({', '.join(spatial)}); choose "
+                       f"one with layer= / --layer NAME.")
     if layer is not None and layer not in layers:
         raise AOIError(f"AOI {path}: has no layer {layer!r}; its layers are: "
                        f"{', '.join(layers)}. Choose one of them with --layer.")
-    layer = layer if layer is not None else layers[0]
+    layer = layer if layer is not None else spatial[0]
     try:
         info = pyogrio.read_info(path, layer=layer)
         meta, _, wkbs, field_data = pyogrio.raw.read(path, layer=layer, force_2d=True)

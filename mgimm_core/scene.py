@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 STRETCH_SAMPLE_PIXELS = 1_000_000
 # The stretch of data that is not uint8 when no percentiles are given (Scene.open).
 DEFAULT_PERCENTILES = (2.0, 98.0)
+# Share of a stretch sample at 0 in every band, with no nodata declared, that is warned of as fill.
+UNMARKED_FILL_SHARE = 0.05
 
 #: Ceiling (bytes) for GDAL's block cache, set once per process by `Scene.open` unless the user
 #: configured GDAL_CACHEMAX (environment or rasterio.Env). GDAL's default, 5% of RAM, would let
@@ -308,6 +310,7 @@ class Scene:
         shape = (math.ceil(self.height / factor), math.ceil(self.width / factor))
         full = Window(0, 0, self.width, self.height)
         data, valid = self._read_source(self.band_indexes, full, shape)
+        self._warn_of_unmarked_fill(data, valid)
         lows, highs = [], []
         p_low, p_high = self.percentiles or DEFAULT_PERCENTILES
         for band, values in zip(self.band_indexes, data):
@@ -327,6 +330,19 @@ class Scene:
                   f"({'overview' if factor > 1 and self.overviews else 'decimated read'}"
                   f"{'' if factor > 1 else ', full resolution'})")
         return Stretch(tuple(lows), tuple(highs), source)
+
+    def _warn_of_unmarked_fill(self, data: np.ndarray, valid: np.ndarray) -> None:
+        """Satellite products often fill the area outside their swath with 0 and declare no nodata:
+        the 0s then pull the stretch's low end down and the real values crowd at white (a Landsat 8
+        scene read this way was "clouds" everywhere). Warn when that many pixels are 0 in every band
+        and nothing marks them."""
+        if self.mask_kind != "none" or not valid.any():
+            return
+        share = float(((data == 0).all(axis=0) & valid).sum() / valid.sum())
+        if share >= UNMARKED_FILL_SHARE:
+            warnings.warn(f"{self.path}: {share:.0%} of its pixels are 0 in every band and the file declares no "
+                          f"nodata, so the stretch counts them as data. If 0 is fill (outside a satellite "
+                          f"swath), pass --nodata 0.", stacklevel=3)
 
     # ----------------------------------------------------------------- reading
     def _read_source(self, indexes: Sequence[int], window: Window,

@@ -13,8 +13,9 @@ See `writer` for the modes, formats and durability guarantees and `schema` for t
 from .provenance import RunInfo, package_versions, sha256_path
 from .schema import (DEFAULT_ATTRIBUTE_FIELDS, ObjectRecord, RegionRecord, TileRecord, region_key, tile_key)
 from .writer import (FORMATS, MODES, GeoPackageWriter, ExportWriter, OutputWriter, completed_region_keys,
-                     completed_tile_keys, open_output, output_format)
+                     completed_tile_keys, earlier_tile_grids, open_output, output_format)
 
 __all__ = ["RunInfo", "package_versions", "sha256_path", "DEFAULT_ATTRIBUTE_FIELDS", "ObjectRecord", "RegionRecord",
            "TileRecord", "region_key", "tile_key", "FORMATS", "MODES", "GeoPackageWriter", "ExportWriter",
-           "OutputWriter", "completed_region_keys", "completed_tile_keys", "open_output", "output_format"]
+           "OutputWriter", "completed_region_keys", "completed_tile_keys", "earlier_tile_grids", "open_output",
+           "output_format"]

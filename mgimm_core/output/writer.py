@@ -115,6 +115,28 @@ def completed_tile_keys(path: str | os.PathLike[str], layer: str = "tiles",
     return _completed(path, layer, "tiles", objects_layer)
 
 
+def earlier_tile_grids(path: str | os.PathLike[str]) -> set[tuple[int, int]]:
+    """(tile_size, tile_overlap) of the tile runs a GeoPackage's `runs` table records: tiles are
+    keyed by their index in the grid, so a resume must cut the same grid."""
+    if not os.path.exists(path) or output_format(path) != "GPKG":
+        return set()
+    conn = _open_existing_gpkg(path, wal=None)
+    try:
+        if RUNS_TABLE not in gpkg.table_names(conn):
+            return set()
+        grids = set()
+        for (text,) in conn.execute(f"SELECT parameters FROM {RUNS_TABLE}"):
+            try:
+                parameters = json.loads(text or "{}")
+            except ValueError:
+                continue
+            if parameters.get("tiles") and "tile_size" in parameters:
+                grids.add((int(parameters["tile_size"]), int(parameters.get("tile_overlap") or 0)))
+        return grids
+    finally:
+        conn.close()
+
+
 def _completed(path: str | os.PathLike[str], layer: str, kind: str, objects_layer: str) -> set[tuple[str, Any]]:
     if not os.path.exists(path):
         return set()

@@ -185,11 +185,23 @@ def test_geopackage_with_several_layers_needs_a_choice(tmp_path):
     write_vector(path, [shapely.box(0, 0, 1, 1)], crs="EPSG:4326", layer="fields")
     write_vector(path, [shapely.box(2, 2, 3, 3), shapely.box(4, 4, 5, 5)], crs="EPSG:4326",
                  layer="lakes")
-    with pytest.raises(AOIError, match=r"2 layers \(fields, lakes\).*--layer"):
+    with pytest.raises(AOIError, match=r"2 layers with geometry \(fields, lakes\).*--layer"):
         read_aoi(str(path))
     assert len(read_aoi(str(path), layer="lakes")) == 2
     with pytest.raises(AOIError, match="no layer 'roads'.*fields, lakes"):
         read_aoi(str(path), layer="roads")
+
+
+def test_an_output_read_as_aoi_takes_its_only_layer_with_geometry(tmp_path):
+    """An mgimm-geo output (regions + the runs and layer_styles tables) needs no --layer: tables
+    without geometry are never the default."""
+    import pandas
+    import pyogrio
+
+    path = tmp_path / "out.gpkg"
+    write_vector(path, [shapely.box(0, 0, 1, 1), shapely.box(2, 2, 3, 3)], crs="EPSG:4326", layer="regions")
+    pyogrio.write_dataframe(pandas.DataFrame({"run_id": ["r1"]}), path, layer="runs")
+    assert len(read_aoi(str(path))) == 2
 
 
 def test_shapefile_without_crs_needs_the_crs_option(tmp_path):

@@ -121,6 +121,20 @@ def test_uint16_percentile_stretch_is_scene_wide(make_raster):
     np.testing.assert_array_equal(bottom, np.moveaxis(expected, 0, -1))
 
 
+def test_zeros_the_file_does_not_mark_are_warned_of_as_fill(make_raster, recwarn):
+    """A swath's 0 fill without a declared nodata (the Landsat 8 sample of training/real_scenes.py:
+    16%) pulls the stretch down; the warning names --nodata 0, which removes it and the effect."""
+    data = default_pixels(3, 48, 64, "uint16")
+    data[:, :, :16] = 0                                   # a quarter of the scene is fill
+    path = make_raster(dtype="uint16", data=data)
+    with Scene.open(path) as s, pytest.warns(UserWarning, match=r"25% of its pixels are 0.*--nodata 0"):
+        assert s.stretch.low[0] == 0
+    recwarn.clear()
+    with Scene.open(path, nodata=0) as s:
+        assert s.stretch.low[0] > 0
+    assert not [w for w in recwarn if "are 0" in str(w.message)]
+
+
 def test_stretch_excludes_nodata(make_raster):
     data = default_pixels(1, 48, 64, "uint16")
     data[:, :, :32] = 60000
