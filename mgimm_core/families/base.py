@@ -109,8 +109,12 @@ class Family:
         if region_as not in REGION_AS or region_as not in self.region_ways():
             from mgimm_core.errors import OptionsError
 
+            ways = self.region_ways()
+            if len(ways) == 1:       # e.g. MGIMM: region tokens from its own region module, nothing to choose
+                raise OptionsError(f"region as {region_as!r}: {self.title} models take a region one way only "
+                                   f"({ways[0]}); leave the option out.", "region_as")
             raise OptionsError(f"region as {region_as!r}: {self.title} models take "
-                               f"{', '.join(self.region_ways())}.", "region_as")
+                               f"{', '.join(ways)}.", "region_as")
         return region_as
 
     def region_method(self, kind: "ModelKind") -> str:

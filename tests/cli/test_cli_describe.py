@@ -332,3 +332,13 @@ def test_killed_run_leaves_a_valid_file_and_resume_finishes_without_duplicates(t
     rows = read_regions(out)[0]
     ids = [r["region_id"] for r in rows]
     assert len(ids) == total and len(set(ids)) == total
+
+
+def test_region_as_on_an_mgimm_model_says_to_leave_it_out(tiny_model_dir, demo_inputs, tmp_path):
+    """MGIMM reads a region one way (its region tokens), which is no --region-as choice: the message
+    says to drop the option rather than offering 'tokens' (found by a user's trial)."""
+    result = CliRunner().invoke(cli, ["describe", str(demo_inputs.scene), "--aoi", str(demo_inputs.aoi),
+                                      "-o", str(tmp_path / "o.gpkg"), "--model", tiny_model_dir,
+                                      "--region-as", "text"])
+    assert result.exit_code == 2 and "one way only (tokens); leave the option out" in result.output
+    assert not (tmp_path / "o.gpkg").exists()
