@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
 import dataclasses
 from collections import defaultdict
@@ -512,6 +513,9 @@ def describe_to_output(scenes: list[Scene], features: list[AOIFeature], engine: 
     timings = Timings()
     counts = {"described": 0, "failed": 0}
     started = time.perf_counter()
+    if output is not None and mode == "resume" and not os.path.exists(output):
+        log.warning("--resume: %s does not exist yet, so this is a new output (check the name if a run was to be "
+                    "continued).", output)
     opened = (open_output(output, mode=mode, run=run, regions_layer=regions_layer) if output is not None
               else contextlib.nullcontext(None))
     with opened as out:

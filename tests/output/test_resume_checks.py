@@ -39,3 +39,9 @@ def test_appending_regions_the_layer_holds_warns(tmp_path, inputs, engine, caplo
     assert "already" not in caplog.text                                        # other regions: nothing to say
     mgimm_core.describe(inputs.scene, aoi.iloc[:3], model=engine, output=out, mode="append")
     assert "2 region(s) of this run are in" in caplog.text and "another --layer" in caplog.text
+
+
+def test_resuming_an_output_that_does_not_exist_says_it_starts_a_new_one(tmp_path, inputs, engine, caplog):
+    out = tmp_path / "typo.gpkg"
+    mgimm_core.describe(inputs.scene, regions(inputs.scene).iloc[:1], model=engine, output=out, mode="resume")
+    assert out.exists() and "does not exist yet, so this is a new output" in caplog.text
