@@ -163,7 +163,7 @@ def test_gpkg_layer_choice(make_raster, tmp_path):
         wkb = np.array([shapely.to_wkb(lonlat_box("EPSG:32633", t, *box))], dtype=object)
         pyogrio.raw.write(str(path), wkb, [np.array([name], dtype=object)], ["name"], layer=name,
                           geometry_type="Polygon", crs="EPSG:4326", append=path.exists())
-    assert_clean_failure(run(scene, "--aoi", str(path)), "2 layers (a, b)", "--layer")
+    assert_clean_failure(run(scene, "--aoi", str(path)), "2 layers with geometry (a, b)", "--layer")
     result = run(scene, "--aoi", str(path), "--layer", "b", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["regions"][0]["mask_pixels"] == 60
