@@ -97,8 +97,9 @@ class Worker:
 
         runner = threading.Thread(target=self._run_requests, name="mgimm-request", daemon=True)
         runner.start()
+        heartbeat = threading.Thread(target=self._heartbeats, name="mgimm-heartbeat", daemon=True)
         if self.heartbeat_s > 0:
-            threading.Thread(target=self._heartbeats, name="mgimm-heartbeat", daemon=True).start()
+            heartbeat.start()
         self.writer.send({"type": "ready", "protocol": PROTOCOL_VERSION, "version": __version__,
                           "pid": os.getpid()})
         for line in self._lines(stdin):
@@ -118,6 +119,10 @@ class Worker:
                 self.cancelled_ids.add(self.busy)
         self.requests.put(None)
         runner.join(timeout=30)
+        if heartbeat.is_alive():
+            # a daemon thread still writing to stdout as the interpreter shuts down aborts it (exit -6,
+            # seen once in the suite): let the heartbeat finish its line first
+            heartbeat.join(timeout=5)
 
     def _lines(self, stdin):
         """The lines of stdin, None in place of one longer than max_line_chars (read and dropped in
