@@ -455,7 +455,8 @@ def row_order(scenes: list[Scene], features: list[AOIFeature], options: Describe
 
     def region_place(key: ResumeKey) -> int | None:
         index = feature_index.get(str(key[1]))
-        return None if index is None else index * len(unique) + scene_index.get(key[0], 0)
+        scene = scene_index.get(key[0], 0 if key[0] == "" else None)     # "": a region outside every scene
+        return None if index is None or scene is None else index * len(unique) + scene
     return region_place
 
 

@@ -112,6 +112,7 @@ def test_chips_of_one_raster_are_one_scene_in_the_order():
     place = row_order(chips, features, DescribeOptions())
     assert [place(("raster_b64", str(i))) for i in range(4)] == [0, 1, 2, 3]
     assert place(("raster_b64", "not in the run")) is None
+    assert place(("another.tif", "0")) is None and place(("", "2")) == 2     # "": outside every scene
 
 
 def test_a_row_without_a_place_never_takes_the_id_a_later_row_of_its_batch_wants(tmp_path):
