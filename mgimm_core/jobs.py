@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -170,9 +171,10 @@ def run_files_job(job: FilesJob, engine: Engine, *, check_path: Callable[[str, s
 
 def scene_warnings(scenes: list[Scene], card: dict[str, Any], *, source_pixels_per_pixel: float = 1.0) -> list[str]:
     """One line per scene whose pixel size is far from what the model's card says it was trained
-    on, and one per real scene read by a model trained on synthetic scenes only; recorded in `runs`
-    and logged as warnings once the output is open (`describe_to_output`: a refused output says
-    only why; mgimm_core/model_card.py).
+    on, one per real scene read by a model trained on synthetic scenes only (mgimm_core/model_card.py),
+    and what the scene's stretch warned of (unmarked 0 fill, a colour table: mgimm_core/scene.py);
+    recorded in `runs` and the summary, and logged once the output is open (`describe_to_output`:
+    a refused output says only why).
 
     source_pixels_per_pixel: for a chip decimated from a larger raster (the QGIS plugin's server
     chips), how many of the raster's pixels one chip pixel spans: the raster's pixels are judged."""
@@ -184,5 +186,9 @@ def scene_warnings(scenes: list[Scene], card: dict[str, Any], *, source_pixels_p
         except CRSError:
             pass
         lines.append(synthetic_warning(card, scene.tags, str(scene.path)))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _ = scene.stretch               # computed now (it is kept), so its warnings are the run's
+        lines.extend(str(w.message) for w in caught)
         out.extend(filter(None, lines))
     return out

@@ -464,12 +464,14 @@ def check_same_tile_grid(output: str, tiles: TileOptions) -> None:
     """OptionsError before anything is written when a tiles resume would cut another grid than the
     output's earlier tile runs: tiles are keyed by their index, so the rows there would count as
     done for tiles they are not."""
-    grids = earlier_tile_grids(output)
+    grids = sorted(earlier_tile_grids(output))
     if grids and (tiles.size, tiles.overlap) not in grids:
-        cut = ", ".join(f"{size} px, overlap {overlap}" for size, overlap in sorted(grids))
+        cut = ", ".join(f"{size} px, overlap {overlap}" for size, overlap in grids)
+        size, overlap = grids[-1]
         raise OptionsError(f"--resume: the tiles in {output} were cut at {cut}; this run asks for {tiles.size} px, "
-                           f"overlap {tiles.overlap}. Resume with that --tile-size and --tile-overlap, or write "
-                           f"this grid to another output.", "tile_size")
+                           f"overlap {tiles.overlap}. Resume with --tile-size {size} --tile-overlap {overlap}, or "
+                           f"write this grid to another output.",
+                           "tile_size" if all(size != tiles.size for size, _ in grids) else "tile_overlap")
 
 
 def warn_of_appended_keys(existing: AbstractSet[ResumeKey], place: Callable[[ResumeKey], int | None],
@@ -480,7 +482,7 @@ def warn_of_appended_keys(existing: AbstractSet[ResumeKey], place: Callable[[Res
     if again:
         log.warning("%d region(s) of this run are in %s already (same scene and id): the layer will hold a row of "
                     "each run, and a later --resume takes either as done. To keep the runs apart, write this one "
-                    "to another --layer or output.", again, output)
+                    "to another output.", again, output)
 
 
 def describe_to_output(scenes: list[Scene], features: list[AOIFeature], engine: Engine, output: str | None, mode: str,

@@ -47,3 +47,31 @@ def test_the_warning_comes_once_the_output_is_open(tmp_path, make_raster, monkey
         assert "synthetic scenes only" in caplog.text
     finally:
         engine.close()
+
+
+def test_the_stretch_warnings_are_the_runs(tmp_path, make_raster):
+    """Unmarked 0 fill (mgimm_core/scene.py) reaches the run's warnings, so `runs` and the summary keep
+    it, not only stderr (found by a user's re-check)."""
+    import json
+    import sqlite3
+
+    import numpy as np
+
+    import mgimm_core
+
+    data = np.arange(3 * 48 * 64, dtype="uint16").reshape(3, 48, 64) + 100
+    data[:, :, :16] = 0
+    scene = make_raster("fill.tif", dtype="uint16", data=data)
+    with Scene.open(scene) as opened:
+        assert any("are 0 in every band" in line for line in scene_warnings([opened], {}))
+    out = tmp_path / "o.gpkg"
+    engine = mgimm_core.load_model(None, max_new_tokens=2, threads=1)
+    try:
+        frame = mgimm_core.describe(scene, "bbox:500100,4499700,500300,4499900", crs="EPSG:32633", model=engine,
+                                    output=out)
+    finally:
+        engine.close()
+    assert any("--nodata 0" in line for line in frame.attrs["summary"]["warnings"])
+    with sqlite3.connect(out) as db:
+        (parameters,) = db.execute("SELECT parameters FROM runs").fetchone()
+    assert any("--nodata 0" in line for line in json.loads(parameters)["warnings"])

@@ -19,6 +19,11 @@ def test_a_tiles_resume_on_another_grid_is_refused_before_anything_is_written(tm
     with pytest.raises(OptionsError, match=r"cut at 128 px, overlap 0; this run asks for 64 px") as caught:
         mgimm_core.describe(inputs.scene, tiles=True, tile_size=64, model=engine, output=out, mode="resume")
     assert caught.value.option == "tile_size" and hashlib.md5(out.read_bytes()).hexdigest() == before
+    assert "Resume with --tile-size 128 --tile-overlap 0" in str(caught.value)
+    with pytest.raises(OptionsError, match="overlap 0; this run asks for 128 px, overlap 8") as caught:
+        mgimm_core.describe(inputs.scene, tiles=True, tile_size=128, tile_overlap=8, model=engine, output=out,
+                            mode="resume")
+    assert caught.value.option == "tile_overlap"
     again = mgimm_core.describe(inputs.scene, tiles=True, tile_size=128, model=engine, output=out, mode="resume")
     assert again.attrs["summary"]["already_done"] == 4 and again.attrs["summary"]["described"] == 0
 
@@ -38,7 +43,7 @@ def test_appending_regions_the_layer_holds_warns(tmp_path, inputs, engine, caplo
     mgimm_core.describe(inputs.scene, aoi.iloc[4:6], model=engine, output=out, mode="append")
     assert "already" not in caplog.text                                        # other regions: nothing to say
     mgimm_core.describe(inputs.scene, aoi.iloc[:3], model=engine, output=out, mode="append")
-    assert "2 region(s) of this run are in" in caplog.text and "another --layer" in caplog.text
+    assert "2 region(s) of this run are in" in caplog.text and "to another output" in caplog.text
 
 
 def test_resuming_an_output_that_does_not_exist_says_it_starts_a_new_one(tmp_path, inputs, engine, caplog):
