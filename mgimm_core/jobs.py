@@ -8,6 +8,7 @@ hands it to `run_files_job` with an engine.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -119,8 +120,8 @@ def run_files_job(job: FilesJob, engine: Engine, *, check_path: Callable[[str, s
     # Each file checked as given (a link named as such), then recorded under its resolved name.
     paths = ([str(s.path) for s in scenes] if scenes is not None else
              [normalise_scene_path(check_path(p, "raster")) for p in expand_scene_paths(list(job.scenes))])
-    if scenes is None and len(set(paths)) < len(paths):
-        repeated = sorted({p for p in paths if paths.count(p) > 1})
+    repeated = sorted(path for path, times in Counter(paths).items() if times > 1)
+    if repeated:
         log.warning("scene(s) given more than once are described once: %s", ", ".join(repeated))
         paths = list(dict.fromkeys(paths))
     features = list(job.regions or [])
@@ -147,8 +148,11 @@ def run_files_job(job: FilesJob, engine: Engine, *, check_path: Callable[[str, s
         scales = (source_pixels_per_pixel if isinstance(source_pixels_per_pixel, list)
                   else [source_pixels_per_pixel] * len(opened))
         gsd_notes: list[str] = []
+        # every scene is read: tiles, one scene, or a request's chips (each holds its region)
+        read_anyway = job.options.tiles is not None or len(opened) == 1 or work is not None
         for scene, scale in zip(opened, scales):
-            gsd_notes += [w for w in scene_warnings([scene], engine.model.card, source_pixels_per_pixel=scale)
+            gsd_notes += [w for w in scene_warnings([scene], engine.model.card, source_pixels_per_pixel=scale,
+                                                    stretch=read_anyway)
                           if w not in gsd_notes]
         if gsd_notes:
             parameters["warnings"] = gsd_notes
@@ -169,7 +173,8 @@ def run_files_job(job: FilesJob, engine: Engine, *, check_path: Callable[[str, s
     return summary
 
 
-def scene_warnings(scenes: list[Scene], card: dict[str, Any], *, source_pixels_per_pixel: float = 1.0) -> list[str]:
+def scene_warnings(scenes: list[Scene], card: dict[str, Any], *, source_pixels_per_pixel: float = 1.0,
+                   stretch: bool = True) -> list[str]:
     """One line per scene whose pixel size is far from what the model's card says it was trained
     on, one per real scene read by a model trained on synthetic scenes only (mgimm_core/model_card.py),
     and what the scene's stretch warned of (unmarked 0 fill, a colour table: mgimm_core/scene.py);
@@ -177,7 +182,10 @@ def scene_warnings(scenes: list[Scene], card: dict[str, Any], *, source_pixels_p
     a refused output says only why).
 
     source_pixels_per_pixel: for a chip decimated from a larger raster (the QGIS plugin's server
-    chips), how many of the raster's pixels one chip pixel spans: the raster's pixels are judged."""
+    chips), how many of the raster's pixels one chip pixel spans: the raster's pixels are judged.
+    stretch: compute each scene's stretch now for its warnings (a read of up to ~1M pixels); False
+    where the run may not read the scene at all (regions over several scenes): its stretch then
+    warns on stderr when the scene is first read."""
     out: list[str] = []
     for scene in scenes:
         lines = []
@@ -186,9 +194,10 @@ def scene_warnings(scenes: list[Scene], card: dict[str, Any], *, source_pixels_p
         except CRSError:
             pass
         lines.append(synthetic_warning(card, scene.tags, str(scene.path)))
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            _ = scene.stretch               # computed now (it is kept), so its warnings are the run's
-        lines.extend(str(w.message) for w in caught)
+        if stretch:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                _ = scene.stretch           # computed now (it is kept), so its warnings are the run's
+            lines.extend(str(w.message) for w in caught)
         out.extend(filter(None, lines))
     return out

@@ -291,17 +291,15 @@ class RegionInteractiveModule(nn.Module):
              w, h, aspect, area.sqrt(), fill], dim=-1,
         )
 
-    def _pixel_term(self, pixels: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
-                    dtype: torch.dtype, kind: str = "pixels") -> torch.Tensor | float:
+    def _pixel_token(self, pixels: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
+                     dtype: torch.dtype, kind: str) -> torch.Tensor:
         """The pixel encoder's (N, 1, D) token for `kind` ("pixels": added to the pooled token;
-        "pixel_token": a token of its own); 0 without the kind."""
-        if kind not in self.kinds:
-            return 0.0
+        "pixel_token": a token of its own)."""
         if pixels is None:
             raise ModelError(f'region token kind "{kind}" needs the chips: call the model, '
                              "whose region_features passes them from pixel_values")
-        term: torch.Tensor = self.pixel_encoder(*pixels)
-        return term.to(dtype)
+        token: torch.Tensor = self.pixel_encoder(*pixels)
+        return token.to(dtype)
 
     def forward(self, feats: torch.Tensor, boxes: torch.Tensor, fraction: torch.Tensor,
                 zoom: tuple[torch.Tensor, torch.Tensor] | None = None,
@@ -322,7 +320,9 @@ class RegionInteractiveModule(nn.Module):
             if kind == "corners":
                 tokens.append(self._corner_tokens(feats, boxes.to(feats.dtype), fraction))
             elif kind == "pooled":
-                tokens.append(mask_pool(feats, fraction) + self._pixel_term(pixels, feats.dtype))
+                pooled = mask_pool(feats, fraction)
+                tokens.append(pooled + self._pixel_token(pixels, feats.dtype, kind="pixels")
+                              if "pixels" in self.kinds else pooled)
             elif kind == "geometry":
                 geometry = self._geometry(boxes.float(), fraction.float()).to(feats.dtype)
                 tokens.append(self.geometry_mlp(geometry)[:, None])
@@ -333,7 +333,5 @@ class RegionInteractiveModule(nn.Module):
                 zoom_feats, zoom_fraction = zoom
                 tokens.append(zoom_tokens(zoom_feats, zoom_fraction.to(zoom_feats.dtype), self.grid))
             elif kind == "pixel_token":
-                token = self._pixel_term(pixels, feats.dtype, kind)
-                assert isinstance(token, torch.Tensor)      # the kind is listed: a token, never 0
-                tokens.append(token)
+                tokens.append(self._pixel_token(pixels, feats.dtype, kind))
         return torch.cat(tokens, dim=1)
